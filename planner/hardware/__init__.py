@@ -1,0 +1,1 @@
+"""Hardware: the sourced device catalog and the live probe."""

@@ -1,0 +1,109 @@
+"""Loading profiles/ and resolving what a user typed (id, alias, HF repo id, bare size, or a path) to a ModelSpec."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from planner.errors import AmbiguousError, CatalogError, NotFoundError, close_matches, normalize_name
+from planner.models.spec import ModelSpec, ProfileFile
+from planner.yamlio import format_validation_error, load_yaml_dir
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[bB]\s*$")
+
+
+def parse_profile_files(files: Sequence[tuple[Path, object]]) -> list[ModelSpec]:
+    """Validate loaded profile YAML; collect every problem as 'file: models[2].field: message'."""
+    from pydantic import ValidationError
+
+    problems: list[str] = []
+    models: list[ModelSpec] = []
+    seen: dict[str, Path] = {}
+    sizes: dict[str, str] = {}
+    for path, doc in files:
+        try:
+            pf = ProfileFile.model_validate(doc)
+        except ValidationError as exc:
+            problems.extend(format_validation_error(path, exc))
+            continue
+        for i, m in enumerate(pf.models):
+            if m.id in seen:
+                problems.append(f"{path}: models[{i}].id: duplicate id '{m.id}' (also in {seen[m.id]})")
+            seen[m.id] = path
+            if m.reference_for_size:
+                key = m.reference_for_size.upper()
+                if key in sizes:
+                    problems.append(f"{path}: models[{i}].reference_for_size: '{key}' already answered by '{sizes[key]}'")
+                sizes[key] = m.id
+            models.append(m)
+    if problems:
+        raise CatalogError(problems)
+    return models
+
+
+class ModelRegistry:
+    """All profiles, looked up by id, alias, HF repo id or bare size."""
+
+    def __init__(self, models: Iterable[ModelSpec]):
+        self.models: dict[str, ModelSpec] = {m.id: m for m in models}
+        self._index: dict[str, set[str]] = {}
+        for m in self.models.values():
+            keys = [m.id, m.name, *m.aliases]
+            if m.hf_repo:
+                keys += [m.hf_repo, m.hf_repo.split("/", 1)[-1]]
+            for k in keys:
+                self._index.setdefault(normalize_name(k), set()).add(m.id)
+        self.by_size: dict[float, ModelSpec] = {}
+        for m in self.models.values():
+            if m.reference_for_size:
+                self.by_size[float(m.reference_for_size[:-1])] = m
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __iter__(self):
+        return iter(self.models.values())
+
+    def get(self, name: str) -> ModelSpec:
+        """Resolve a profile by id, alias, HF repo id (org optional) or bare size like '70B'."""
+        if name in self.models:
+            return self.models[name]
+        size = _SIZE_RE.match(name)
+        if size:
+            return self.for_size(float(size.group(1)), name)
+        key = normalize_name(name)
+        ids = self._index.get(key, set())
+        if not ids and "/" in name:  # a fine-tune under another org: match on the repo name
+            ids = self._index.get(normalize_name(name.split("/", 1)[1]), set())
+        if len(ids) == 1:
+            return self.models[next(iter(ids))]
+        if len(ids) > 1:
+            raise AmbiguousError("model", name, sorted(ids))
+        names = list(self.models) + [a for m in self.models.values() for a in m.aliases]
+        raise NotFoundError("model", name, close_matches(name, names))
+
+    def for_size(self, billions: float, typed: str) -> ModelSpec:
+        """The documented reference architecture for a bare size; a miss lists the sizes there are."""
+        if billions in self.by_size:
+            return self.by_size[billions]
+        sizes = sorted(self.by_size)
+        near = sorted(sizes, key=lambda s: abs(s - billions))[:3]
+        raise NotFoundError("model size", typed, [f"{s:g}B" for s in near])
+
+
+def load_registry(extra_dirs: Sequence[Path] = ()) -> ModelRegistry:
+    """Load the bundled profiles and any user profile directories (same id replaces)."""
+    from planner.cache import cached_validated
+    from planner.paths import data_dir
+
+    merged: dict[str, ModelSpec] = {}
+    for d in [data_dir("profiles"), *map(Path, extra_dirs)]:
+        for m in cached_validated("profiles", d, ModelSpec, lambda p=d: parse_profile_files(load_yaml_dir(p))):
+            merged[m.id] = m
+    return ModelRegistry(merged.values())
+
+
+def schema_json() -> dict:
+    """The JSON schema of a profile file, as committed in profiles/schema.json."""
+    return ProfileFile.model_json_schema()

@@ -1,0 +1,40 @@
+"""Where the bundled data lives: inside the installed package, or at the top of a source checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def data_dir(name: str) -> Path:
+    """Return the directory of bundled data `name` ('hwdb' or 'profiles')."""
+    installed = _PACKAGE_DIR / "_data" / name
+    if installed.is_dir():
+        return installed
+    # Source checkout or editable install: the data sits beside the package.
+    source = _PACKAGE_DIR.parent / name
+    if source.is_dir():
+        return source
+    raise FileNotFoundError(f"bundled data directory '{name}' not found under {installed} or {source}")
+
+
+def user_cache_dir() -> Path:
+    """Return the per-user cache directory (XDG on Linux, ~/Library/Caches on macOS)."""
+    env = os.environ.get("PLANNER_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "llm-deploy-planner"
+
+
+def user_data_dir() -> Path:
+    """Return the per-user data directory (calibration records live here)."""
+    env = os.environ.get("PLANNER_DATA_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "llm-deploy-planner"
