@@ -38,8 +38,16 @@ class TensorInfo:
 
     @property
     def n_experts(self) -> int:
-        """Experts stacked in the tensor (1 for ordinary tensors)."""
-        return self.shape[0] if len(self.shape) == 3 else 1
+        """Experts stacked in the tensor (1 for ordinary tensors and per-head 3-D tensors like attn_k_b)."""
+        return self.shape[0] if len(self.shape) == 3 and self.role.endswith("_exps") else 1
+
+    @property
+    def is_parameter(self) -> bool:
+        """False for buffers llama.cpp precomputes (RoPE factors); they are in the file but not in parameter counts."""
+        return self.role not in _COMPUTED_ROLES
+
+
+_COMPUTED_ROLES = frozenset({"rope_freqs", "rope_factors_long", "rope_factors_short"})
 
 
 def tensor_inventory(m: ModelSpec) -> list[TensorInfo]:
@@ -52,6 +60,11 @@ def tensor_inventory(m: ModelSpec) -> list[TensorInfo]:
         out.append(TensorInfo(name, shape, role, layer))
 
     h = m.hidden_size
+    if m.rope_factors == "freqs":
+        add("rope_freqs.weight", (m.dim_head // 2,))
+    elif m.rope_factors == "long_short":
+        add("rope_factors_long.weight", (m.dim_head // 2,))
+        add("rope_factors_short.weight", (m.dim_head // 2,))
     add("token_embd.weight", (m.vocab_size, h))
     for i in range(m.num_layers):
         _add_block(m, i, lambda name, shape, i=i: add(f"blk.{i}.{name}", shape, i))
@@ -90,7 +103,11 @@ def _add_block(m: ModelSpec, i: int, add) -> None:  # type: ignore[no-untyped-de
             linear("attn_q_b", q_width, a.q_lora_rank, False)
         linear("attn_kv_a_mqa", a.kv_lora_rank + a.qk_rope_head_dim, h, False)
         add("attn_kv_a_norm.weight", (a.kv_lora_rank,))
-        linear("attn_kv_b", m.num_heads * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank, False)
+        if a.split_kv_b:
+            add("attn_k_b.weight", (m.num_heads, a.kv_lora_rank, a.qk_nope_head_dim))
+            add("attn_v_b.weight", (m.num_heads, a.v_head_dim, a.kv_lora_rank))
+        else:
+            linear("attn_kv_b", m.num_heads * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank, False)
         linear("attn_output", h, m.num_heads * a.v_head_dim, m.attention_output_bias)
     else:
         q, kv = m.num_heads * hd, m.num_kv_heads * hd
@@ -100,7 +117,10 @@ def _add_block(m: ModelSpec, i: int, add) -> None:  # type: ignore[no-untyped-de
             linear("attn_q", q, h, m.attention_bias)
             linear("attn_k", kv, h, m.attention_bias)
             linear("attn_v", kv, h, m.attention_bias)
-        if m.qk_norm:
+        if m.qk_norm and m.qk_norm_per_head:
+            add("attn_q_norm.weight", (m.num_heads, hd))
+            add("attn_k_norm.weight", (m.num_kv_heads, hd))
+        elif m.qk_norm:
             add("attn_q_norm.weight", (hd,))
             add("attn_k_norm.weight", (hd,))
         linear("attn_output", h, q, m.attention_output_bias)
@@ -109,7 +129,7 @@ def _add_block(m: ModelSpec, i: int, add) -> None:  # type: ignore[no-untyped-de
     if m.post_norms:
         norm("post_attention_norm")
     if not m.parallel_block:
-        norm("ffn_norm")
+        norm(m.ffn_norm_name)
     if m.is_moe_layer(i):
         _add_moe(m, add)
     else:
@@ -162,9 +182,9 @@ def _add_moe(m: ModelSpec, add) -> None:  # type: ignore[no-untyped-def]
 
 
 def count_params(m: ModelSpec, tensors: list[TensorInfo] | None = None) -> int:
-    """Total parameters: the text model's tensors plus any published extra (vision tower, MTP head)."""
+    """Total parameters: the text model's tensors (not RoPE buffers) plus any published extra (vision tower, MTP head)."""
     tensors = tensors if tensors is not None else tensor_inventory(m)
-    return sum(t.n_elements for t in tensors) + m.extra_params
+    return sum(t.n_elements for t in tensors if t.is_parameter) + m.extra_params
 
 
 def active_fraction(m: ModelSpec, t: TensorInfo) -> float:
@@ -177,4 +197,4 @@ def active_fraction(m: ModelSpec, t: TensorInfo) -> float:
 def count_active_params(m: ModelSpec, tensors: list[TensorInfo] | None = None) -> int:
     """Parameters used per token (routed experts counted k/E); the embedding table counts, as in published figures."""
     tensors = tensors if tensors is not None else tensor_inventory(m)
-    return int(sum(t.n_elements * active_fraction(m, t) for t in tensors))
+    return int(sum(t.n_elements * active_fraction(m, t) for t in tensors if t.is_parameter))

@@ -44,6 +44,11 @@ class MLASpec(BaseModel):
     qk_nope_head_dim: int = Field(gt=0, le=1024, description="Per-head query/key dims without RoPE.")
     qk_rope_head_dim: int = Field(gt=0, le=1024, description="Per-head query/key dims with RoPE (the key part is shared).")
     v_head_dim: int = Field(gt=0, le=1024, description="Per-head value dims.")
+    split_kv_b: bool = Field(
+        default=False,
+        description="kv_b stored per head as attn_k_b (heads, kv_lora_rank, qk_nope_head_dim) and attn_v_b "
+        "(heads, v_head_dim, kv_lora_rank), as llama.cpp converts MLA models since 2025; False: one attn_kv_b matrix.",
+    )
 
 
 class ModelSpec(BaseModel):
@@ -75,7 +80,15 @@ class ModelSpec(BaseModel):
     norm: Literal["rmsnorm", "layernorm"] = Field(default="rmsnorm", description="Normalisation kind (layernorm has a bias).")
     norm_bias: bool = Field(default=False, description="Norms carry a bias vector.")
     qk_norm: bool = Field(default=False, description="Per-head RMSNorm on q and k (Qwen3, Gemma 3).")
+    qk_norm_per_head: bool = Field(
+        default=False,
+        description="With qk_norm: one weight row per head, shapes (heads, head_dim) and (kv_heads, head_dim) (Command R+); "
+        "False: one (head_dim,) vector shared by all heads.",
+    )
     post_norms: bool = Field(default=False, description="Extra post-attention and post-MLP norms per layer (Gemma 2/3).")
+    ffn_norm_name: Literal["ffn_norm", "post_attention_norm"] = Field(
+        default="ffn_norm", description="GGUF name of the norm in front of the MLP (gpt-oss calls it post_attention_norm)."
+    )
     parallel_block: bool = Field(default=False, description="Attention and MLP read the same normed input (one norm per layer; Command R).")
     fused_qkv: bool = Field(default=False, description="q, k, v stored as one tensor (Phi-3).")
     fused_gate_up: bool = Field(default=False, description="gate and up stored as one tensor (Phi-3).")
@@ -84,6 +97,12 @@ class ModelSpec(BaseModel):
     global_every: int | None = Field(
         default=None, ge=1, le=1024,
         description="With sliding_window: every Nth layer (1-based) attends globally; None means every layer is windowed.",
+    )
+    rope_factors: Literal["none", "freqs", "long_short"] = Field(
+        default="none",
+        description="Precomputed RoPE factors llama.cpp stores, each (head_dim/2,): 'freqs' = rope_freqs (Llama 3.1+ "
+        "'llama3' scaling); 'long_short' = rope_factors_long and rope_factors_short (Phi-3 LongRoPE). "
+        "Computed buffers, not parameters: listed in the inventory, skipped by count_params.",
     )
     max_context: int = Field(gt=0, le=100_000_000, description="Maximum context length in tokens.")
     native_dtype: Literal["float32", "float16", "bfloat16", "float8_e4m3", "mxfp4"] = Field(
@@ -109,6 +128,10 @@ class ModelSpec(BaseModel):
             raise ValueError("hidden_size is not a multiple of num_heads; give head_dim")
         if self.moe is not None and self.moe.first_dense_layers > self.num_layers:
             raise ValueError("moe.first_dense_layers exceeds num_layers")
+        if self.qk_norm_per_head and not self.qk_norm:
+            raise ValueError("qk_norm_per_head needs qk_norm")
+        if self.ffn_norm_name == "post_attention_norm" and (self.post_norms or self.parallel_block):
+            raise ValueError("ffn_norm_name 'post_attention_norm' clashes with post_norms / parallel_block")
         return self
 
     @property

@@ -1,0 +1,94 @@
+"""Memory: KV cache per layer (GQA, MLA latent, sliding windows, quantized KV), compute buffers, GGUF headers."""
+
+from __future__ import annotations
+
+from planner.errors import PlannerError, close_matches
+from planner.formats import GGML_TYPES
+from planner.models.spec import ModelSpec
+
+# Bytes per cached value for each KV dtype a runtime offers; ggml block types derive from their block layouts.
+_KV_FLOAT_BYTES = {"f32": 4.0, "fp32": 4.0, "f16": 2.0, "fp16": 2.0, "bf16": 2.0, "auto": 2.0, "fp8": 1.0, "fp8_e4m3": 1.0,
+                   "fp8_e5m2": 1.0, "fp8_e4m3fn": 1.0, "int8": 1.0, "q8": 1.0 + 2 / 32, "q6": 0.75 + 2 / 32, "q4": 0.5 + 2 / 32}
+
+
+def kv_bytes_per_value(kv_dtype: str) -> float:
+    """Bytes per cached K or V value in `kv_dtype` (q8_0/q4_0 from their ggml block layouts)."""
+    key = kv_dtype.lower()
+    if key in _KV_FLOAT_BYTES:
+        return _KV_FLOAT_BYTES[key]
+    t = GGML_TYPES.get(key.upper())
+    if t is not None:
+        return t.layout.bytes_per_block / t.layout.block_weights
+    raise PlannerError(f"unknown KV cache dtype '{kv_dtype}'" + _hint(kv_dtype))
+
+
+def _hint(name: str) -> str:
+    c = close_matches(name, list(_KV_FLOAT_BYTES) + ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"])
+    return f"; did you mean: {', '.join(c)}?" if c else ""
+
+
+def kv_values_per_token(model: ModelSpec, layer: int, mla_aware: bool = True) -> int:
+    """Cached values per token in one layer: 2 x kv_heads x head_dim, or the MLA latent + rope key."""
+    if model.mla is not None:
+        a = model.mla
+        if mla_aware:
+            return a.kv_lora_rank + a.qk_rope_head_dim
+        return model.num_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim)
+    return 2 * model.num_kv_heads * model.dim_head
+
+
+def kv_cache_bytes(model: ModelSpec, context: int, kv_dtype: str, sequences: int = 1, *, layers: range | None = None,
+                   mla_aware: bool = True, swa_aware: bool = True, kv_heads_divisor: int = 1) -> int:
+    """KV cache bytes for `sequences` sequences of `context` tokens over `layers` (all by default).
+
+    Sliding-window layers hold at most `sliding_window` tokens when the runtime keeps a separate SWA cache;
+    `kv_heads_divisor` splits the heads across tensor-parallel GPUs (never below one head per GPU).
+    """
+    per_value = kv_bytes_per_value(kv_dtype)
+    total = 0.0
+    for i in layers if layers is not None else range(model.num_layers):
+        tokens = context
+        if swa_aware and not model.is_global_layer(i) and model.sliding_window:
+            tokens = min(context, model.sliding_window)
+        values = kv_values_per_token(model, i, mla_aware)
+        if kv_heads_divisor > 1 and model.mla is None:
+            heads = max(1, -(-model.num_kv_heads // kv_heads_divisor))
+            values = 2 * heads * model.dim_head
+        total += values * tokens * per_value
+    return int(total * sequences)
+
+
+def kv_read_bytes_per_token(model: ModelSpec, position: int, kv_dtype: str, *, mla_aware: bool = True) -> int:
+    """KV bytes one decode step reads at `position` tokens of context (all layers)."""
+    return kv_cache_bytes(model, max(position, 0), kv_dtype, 1, mla_aware=mla_aware)
+
+
+def llamacpp_compute_buffer_bytes(model: ModelSpec, context: int, ubatch: int = 512) -> int:
+    """llama.cpp's GPU compute buffer: f32 activations of one micro-batch (logits row per token, the widest MLP,
+    attention heads); flash attention keeps the score matrix out of it. Close to the logged 'CUDA0 compute buffer'."""
+    ub = min(ubatch, max(context, 1))
+    width = model.intermediate_size
+    if model.moe is not None:
+        width = max(width if model.moe.first_dense_layers else 0, model.moe.expert_intermediate_size * model.moe.experts_per_token)
+    per_token = model.vocab_size + 2 * width + 4 * model.hidden_size + model.num_heads * model.dim_head * 2
+    return int(ub * per_token * 4)
+
+
+def engine_activation_bytes(model: ModelSpec, batched_tokens: int = 8192, max_seqs: int = 256) -> int:
+    """Peak activations of a batching server's profiling run (vLLM-style: max_num_batched_tokens of bf16
+    activations through the widest layer, plus fp32 logits for max_num_seqs)."""
+    width = model.intermediate_size
+    if model.moe is not None:
+        width = max(width, model.moe.expert_intermediate_size * model.moe.experts_per_token)
+    act = batched_tokens * 2 * (4 * model.hidden_size + 3 * width)
+    logits = max_seqs * model.vocab_size * 4
+    return int(act + logits)
+
+
+def gguf_header_bytes(model: ModelSpec, n_tensors: int) -> int:
+    """Approximate GGUF metadata size: tokenizer arrays dominate (token strings, types, scores, BPE merges),
+    plus one tensor-info record per tensor. Large BPE vocabularies (Llama 3, Qwen) ship merges (~2 per token);
+    SentencePiece vocabularies ship scores instead."""
+    bpe = model.vocab_size > 64000 and not model.architecture.startswith("gemma")
+    per_token = 8 + 7 + 4 + (2 * (8 + 11) if bpe else 4)  # string len + text, token_type, merges or score
+    return int(model.vocab_size * per_token + n_tensors * 72 + 16 * 1024)

@@ -1,0 +1,115 @@
+"""Speed: decode from bytes read per token over achievable bandwidth, prefill from FLOPs over achievable compute.
+
+Decode of one token reads every active weight once (k/E of the routed experts, one row of the token embedding)
+plus the KV cache written so far; it is memory-bound at batch 1, with a fixed per-layer cost (kernel launches,
+synchronisation) that dominates small models on fast GPUs. Prefill is compute-bound: 2 FLOPs per active weight
+per token plus attention, over the tensor throughput the format's kernels use.
+
+The efficiency constants below are named per engine and backend. 'assumed' ones are engineering estimates;
+'calibrated' ones were fitted once against benchmarks/data/llamacpp_perf.csv (see benchmarks/accuracy.py) and are
+replaced by measured ones from `planner bench` when the user has calibration records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.hardware.catalog import DeviceSpec
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Achievable fractions of peak for one engine on one backend."""
+
+    bandwidth: float  # fraction of peak memory bandwidth a decode GEMV reaches
+    compute: float  # fraction of peak tensor throughput a prefill GEMM reaches
+    layer_overhead_us: float  # fixed cost per layer per decode step
+    provenance: str  # 'assumed' or 'calibrated'
+
+
+# (engine, backend) -> Efficiency. Engines: llamacpp, vllm, sglang, trtllm, tgi, exllamav2, mlx, transformers.
+EFFICIENCY: dict[tuple[str, str], Efficiency] = {
+    ("llamacpp", "cuda"): Efficiency(0.80, 0.45, 9.0, "calibrated"),
+    ("llamacpp", "rocm"): Efficiency(0.65, 0.30, 14.0, "assumed"),
+    ("llamacpp", "metal"): Efficiency(0.78, 0.55, 9.0, "calibrated"),
+    ("llamacpp", "vulkan"): Efficiency(0.65, 0.30, 14.0, "assumed"),
+    ("llamacpp", "sycl"): Efficiency(0.55, 0.25, 18.0, "assumed"),
+    ("llamacpp", "cpu"): Efficiency(0.65, 0.50, 2.0, "calibrated"),
+    ("vllm", "cuda"): Efficiency(0.80, 0.60, 4.0, "assumed"),
+    ("vllm", "rocm"): Efficiency(0.70, 0.45, 6.0, "assumed"),
+    ("vllm", "cpu"): Efficiency(0.55, 0.40, 4.0, "assumed"),
+    ("sglang", "cuda"): Efficiency(0.80, 0.60, 4.0, "assumed"),
+    ("sglang", "rocm"): Efficiency(0.70, 0.45, 6.0, "assumed"),
+    ("sglang", "cpu"): Efficiency(0.55, 0.40, 4.0, "assumed"),
+    ("trtllm", "cuda"): Efficiency(0.85, 0.65, 3.0, "assumed"),
+    ("tgi", "cuda"): Efficiency(0.75, 0.55, 5.0, "assumed"),
+    ("tgi", "rocm"): Efficiency(0.65, 0.40, 7.0, "assumed"),
+    ("exllamav2", "cuda"): Efficiency(0.80, 0.45, 8.0, "assumed"),
+    ("exllamav2", "rocm"): Efficiency(0.65, 0.30, 12.0, "assumed"),
+    ("mlx", "metal"): Efficiency(0.80, 0.55, 8.0, "assumed"),
+    ("mlx", "cuda"): Efficiency(0.70, 0.45, 10.0, "assumed"),
+    ("transformers", "cuda"): Efficiency(0.55, 0.45, 40.0, "assumed"),
+    ("transformers", "rocm"): Efficiency(0.45, 0.35, 50.0, "assumed"),
+    ("transformers", "metal"): Efficiency(0.45, 0.30, 60.0, "assumed"),
+    ("transformers", "cpu"): Efficiency(0.35, 0.30, 20.0, "assumed"),
+    ("transformers", "sycl"): Efficiency(0.40, 0.30, 50.0, "assumed"),
+}
+_FALLBACK = Efficiency(0.5, 0.3, 20.0, "assumed")
+
+# Kernel-class factors on the engine's bandwidth efficiency: dequantizing i-quant and k-quant GEMVs do more work
+# per byte than plain F16/Q8_0 ones (assumed, then checked in benchmarks/accuracy.py).
+KERNEL_BANDWIDTH_FACTOR = {"float": 1.0, "q8": 1.0, "legacy4": 0.95, "kquant": 0.92, "iquant": 0.80, "group4": 0.90, "fp8": 1.0, "fp4": 0.9}
+# Per-layer link latency of one all-reduce for tensor parallelism (assumed: NCCL small-message latency).
+ALLREDUCE_LATENCY_US = {"nvlink": 8.0, "pcie": 25.0, "infinity_fabric": 10.0}
+# Fallback compute for CPU targets without a sourced TFLOPS figure: cores x 2.5 GHz x 32 FLOP/cycle (AVX2 FMA).
+CPU_FLOPS_PER_CORE = 2.5e9 * 32
+
+
+def efficiency(engine: str, backend: str, calibration: dict | None = None) -> Efficiency:
+    """The efficiency for an engine on a backend (a measured calibration record overrides the table)."""
+    if calibration and (engine, backend) in calibration:
+        return calibration[(engine, backend)]
+    return EFFICIENCY.get((engine, backend), _FALLBACK)
+
+
+def kernel_class(format_family: str, compute: str, ggml_types: set[str]) -> str:
+    """Which kernel family decodes the format: float, q8, legacy4, kquant, iquant, group4, fp8, fp4."""
+    if format_family == "float" or compute in ("fp16", "bf16", "fp32"):
+        return "float"
+    if format_family == "gguf":
+        if any(t.startswith("IQ") for t in ggml_types):
+            return "iquant"
+        if any(t.endswith("_K") for t in ggml_types):
+            return "kquant"
+        if "Q8_0" in ggml_types and not any(t in ggml_types for t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1")):
+            return "q8"
+        return "legacy4"
+    if compute == "fp8":
+        return "fp8"
+    if compute == "fp4":
+        return "fp4"
+    return "q8" if compute == "int8" else "group4"
+
+
+def prefill_peak_flops(device: DeviceSpec, engine: str, format_family: str, compute: str, support_mode: str) -> float:
+    """Peak FLOP/s the format's prefill kernels can use on the device."""
+    d = device
+    if d.backend == "cpu":
+        if d.peak_fp32_tflops:
+            return d.peak_fp32_tflops * 1e12
+        return (d.cpu_cores or 8) * CPU_FLOPS_PER_CORE
+    fp16 = d.peak_fp16_tflops or d.peak_bf16_tflops or (d.peak_fp32_tflops or 10.0)
+    if d.backend == "metal":
+        return (d.peak_fp16_tflops or d.peak_fp32_tflops or 5.0) * 1e12
+    if support_mode in ("weight_only", "dequantized"):
+        return fp16 * 1e12
+    if engine == "llamacpp" and format_family == "gguf" and compute not in ("fp16", "bf16", "fp32"):
+        # llama.cpp's MMQ kernels run quantized prompt matmuls on int8 tensor cores.
+        return (d.peak_int8_tops or fp16) * 1e12
+    if compute == "fp8" and d.peak_fp8_tflops:
+        return d.peak_fp8_tflops * 1e12
+    if compute == "fp4" and d.peak_fp4_tflops:
+        return d.peak_fp4_tflops * 1e12
+    if compute == "int8" and format_family == "w8a8" and d.peak_int8_tops:
+        return d.peak_int8_tops * 1e12
+    return fp16 * 1e12

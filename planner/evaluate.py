@@ -1,0 +1,391 @@
+"""Evaluate one candidate deployment (model x format x runtime x target x context) into a Plan.
+
+This is the one place sizes and speeds are computed; recommend, estimate, check and the TUI all call it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from planner.cost.memory import (
+    engine_activation_bytes, gguf_header_bytes, kv_cache_bytes, kv_read_bytes_per_token, llamacpp_compute_buffer_bytes,
+)
+from planner.cost.speed import (
+    ALLREDUCE_LATENCY_US, KERNEL_BANDWIDTH_FACTOR, efficiency, kernel_class, prefill_peak_flops,
+)
+from planner.formats import Assignment, GGMLType, ShapeError, WeightFormat
+from planner.models.inventory import TensorInfo, active_fraction, count_params, tensor_inventory
+from planner.models.spec import ModelSpec
+from planner.plan import GIB, MemoryBreakdown, Plan, Target
+from planner.quality import expected_quality
+from planner.runtimes import Runtime
+
+_DEQUANT_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
+PCIE_GB_S = {3: 15.75, 4: 31.5, 5: 63.0, 6: 126.0}  # x16, one direction (PCI-SIG)
+LAYER_SPLIT_HOP_US = 15.0  # assumed: passing activations between GPUs in a layer split, per hop per token
+UBATCH = 512  # llama.cpp default micro-batch (-ub)
+
+
+@dataclass
+class FormatLayout:
+    """A model's tensors in one format: stored bytes per tensor and per layer."""
+
+    assignments: list[Assignment]
+    stored_bytes: int
+    header_bytes: int
+    layer_bytes: list[int]  # resident bytes per block
+    layer_active_bytes: list[float]  # bytes one token reads per block
+    embed_bytes: int
+    head_bytes: int  # output projection + final norm (or tied embedding read as the head)
+    head_active_bytes: float
+    ggml_types: set[str]
+
+    @property
+    def file_size_bytes(self) -> int:
+        """On-disk size (GGUF: tensor data plus metadata)."""
+        return self.stored_bytes + self.header_bytes
+
+
+@dataclass
+class ModelCost:
+    """A model's tensor inventory with per-format layouts computed once and cached."""
+
+    spec: ModelSpec
+    tensors: list[TensorInfo] = field(default_factory=list)
+    layouts: dict[str, FormatLayout | ShapeError] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.tensors:
+            self.tensors = tensor_inventory(self.spec)
+
+    @cached_property
+    def params(self) -> int:
+        """Total parameters (published extras included)."""
+        return count_params(self.spec, self.tensors)
+
+    @cached_property
+    def matmul_params_active(self) -> float:
+        """Parameters a token multiplies through (no embedding lookup; routed experts k/E)."""
+        return sum(t.n_elements * active_fraction(self.spec, t) for t in self.tensors
+                   if t.is_matrix and t.name != "token_embd.weight") + (
+            self.spec.vocab_size * self.spec.hidden_size if self.spec.tie_word_embeddings else 0)
+
+    def layout(self, fmt: WeightFormat, dequant_to: str | None = None) -> FormatLayout:
+        """The model's bytes in `fmt` (or with quantized tensors dequantized to `dequant_to`); raises ShapeError."""
+        key = f"{fmt.id}|{dequant_to}"
+        if key not in self.layouts:
+            try:
+                self.layouts[key] = self._build(fmt, dequant_to)
+            except ShapeError as exc:
+                self.layouts[key] = exc
+        got = self.layouts[key]
+        if isinstance(got, ShapeError):
+            raise got
+        return got
+
+    def _build(self, fmt: WeightFormat, dequant_to: str | None) -> FormatLayout:
+        m = self.spec
+        assignments = fmt.assignments(m, self.tensors)
+        layer_bytes = [0] * m.num_layers
+        layer_active = [0.0] * m.num_layers
+        embed = head = 0
+        head_active = 0.0
+        stored = 0
+        types: set[str] = set()
+        for a in assignments:
+            t = a.tensor
+            nbytes = a.nbytes
+            stored += nbytes
+            if isinstance(a.encoding, GGMLType) and t.is_matrix:
+                types.add(a.encoding.name)
+            resident = nbytes
+            if dequant_to and isinstance(a.encoding, GGMLType) and a.encoding.quantized:
+                resident = t.n_elements * _DEQUANT_BYTES[dequant_to]
+            if t.layer is not None:
+                layer_bytes[t.layer] += resident
+                layer_active[t.layer] += resident * active_fraction(m, t)
+            elif t.name == "token_embd.weight":
+                embed += resident
+                if m.tie_word_embeddings:  # the tied matrix is also the output head, read every token
+                    head_active += resident
+            else:
+                head += resident
+                head_active += resident
+        header = gguf_header_bytes(m, len(self.tensors)) if fmt.family == "gguf" else 0
+        return FormatLayout(assignments, stored, header, layer_bytes, layer_active, embed, head, head_active, types)
+
+
+def _kv_dtype(runtime: Runtime, requested: str | None) -> tuple[str | None, str]:
+    """Map a requested KV dtype to the runtime's own name; '' reason when fine."""
+    if not requested:
+        return runtime.kv_dtypes[0], ""
+    req = requested.lower()
+    aliases = {"fp16": ("f16", "fp16", "auto"), "f16": ("f16", "fp16", "auto"), "auto": ("auto", "f16", "fp16"),
+               "fp8": ("fp8_e4m3", "fp8", "fp8_e4m3fn"), "fp8_e4m3": ("fp8_e4m3", "fp8", "fp8_e4m3fn"),
+               "q8_0": ("q8_0", "q8"), "q4_0": ("q4_0", "q4"), "int8": ("int8", "q8_0", "q8")}
+    for name in aliases.get(req, (req,)):
+        if name in runtime.kv_dtypes:
+            return name, ""
+    return None, f"{runtime.name} offers KV cache dtypes {', '.join(runtime.kv_dtypes)}, not {requested}"
+
+
+def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target, *, context: int, concurrency: int = 1,
+             kv_dtype: str | None = None, prompt_tokens: int | None = None, calibration: dict | None = None) -> Plan:
+    """Cost one candidate: memory per device, fit, decode/prefill speed, TTFT, quality and launch command."""
+    m = mc.spec
+    dev = target.device
+    prompt = min(prompt_tokens if prompt_tokens is not None else 512, context)
+    plan = Plan(m.id, fmt.id, runtime.id, target.label, dev.id, target.count, context, concurrency,
+                kv_dtype or "", "single", n_layers=m.num_layers, prompt_tokens=prompt)
+    support = runtime.support(fmt, dev)
+    plan.support_mode = support.mode
+    if not support.runs:
+        plan.runs, plan.reason = False, support.reason
+        return plan
+    if support.mode in ("weight_only", "dequantized"):
+        plan.warnings.append(support.reason)
+    kv, why = _kv_dtype(runtime, kv_dtype)
+    if kv is None:
+        plan.runs, plan.reason = False, why
+        return plan
+    plan.kv_dtype = kv
+    try:
+        lay = mc.layout(fmt, support.dequant_to)
+    except ShapeError as exc:
+        plan.runs, plan.reason = False, f"{fmt.id} cannot hold this model's shapes: {exc}"
+        return plan
+    plan.file_size_bytes = lay.file_size_bytes
+    plan.weights_bytes = sum(lay.layer_bytes) + lay.embed_bytes + lay.head_bytes
+    plan.bits_per_weight = lay.stored_bytes * 8 / max(1, mc.params - m.extra_params)
+    q = expected_quality(fmt, mc.params, plan.bits_per_weight, m.native_dtype)
+    plan.quality = q.as_dict()
+    engine = runtime.engine
+    mla_aware = engine != "transformers"
+    seqs = concurrency
+    plan.kv_cache_bytes = kv_cache_bytes(m, context, kv, seqs, mla_aware=mla_aware)
+    if engine in ("vllm", "sglang", "trtllm", "tgi"):
+        _place_tensor_parallel(plan, mc, lay, runtime, target, kv, mla_aware)
+    else:
+        _place_layers(plan, mc, lay, runtime, target, kv, mla_aware)
+    if not plan.runs:
+        return plan
+    plan.total_memory_bytes = sum(d.total_bytes for d in plan.per_device)
+    plan.usable_memory_bytes = sum(d.usable_bytes for d in plan.per_device)
+    over = [d for d in plan.per_device if not d.fits]
+    if over and not plan.reason:
+        d = over[0]
+        plan.reason = (f"needs {d.total_bytes / GIB:.1f} GiB on {d.device}, {d.usable_bytes / GIB:.1f} GiB usable")
+    _speed(plan, mc, lay, fmt, runtime, target, kv, support.mode, calibration)
+    if context > m.max_context:
+        plan.warnings.append(f"context {context} is beyond the model's maximum {m.max_context}")
+    from planner.launch import launch_command
+
+    plan.launch = launch_command(plan, mc.spec, fmt, runtime, target)
+    return plan
+
+
+def _overhead(runtime: Runtime, target: Target) -> int:
+    """Per-device runtime overhead: CUDA/HIP context and CUDA-graph pools."""
+    if target.device.backend in ("cuda", "rocm"):
+        return int((runtime.cuda_context_gib + runtime.cuda_graph_gib) * GIB)
+    if target.device.backend == "metal":
+        return int(0.1 * GIB)  # assumed: Metal command buffers and library
+    return 0
+
+
+def _place_tensor_parallel(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime, target: Target, kv: str,
+                           mla_aware: bool) -> None:
+    """Batching servers shard every weight and the KV heads over `count` GPUs (tensor parallel)."""
+    m = mc.spec
+    tp = target.count
+    if tp > 1 and (m.num_heads % tp or (m.moe is None and m.intermediate_size % tp)):
+        plan.runs, plan.reason = False, f"tensor parallel {tp} must divide the {m.num_heads} attention heads"
+        return
+    plan.layout = "tensor-parallel" if tp > 1 else ("cpu" if target.is_cpu else "single")
+    weights = math.ceil((sum(lay.layer_bytes) + lay.embed_bytes + lay.head_bytes) / tp)
+    kvb = kv_cache_bytes(m, plan.context, kv, plan.concurrency, mla_aware=mla_aware, kv_heads_divisor=tp)
+    if m.mla is not None and tp > 1:
+        kvb = plan.kv_cache_bytes  # the MLA latent is not split by heads: every GPU holds it
+    act = engine_activation_bytes(m, max_seqs=max(plan.concurrency, 1)) // tp
+    over = _overhead(runtime, target)
+    for i in range(tp):
+        usable = target.usable_bytes[i] if i < len(target.usable_bytes) else target.usable_bytes[-1]
+        if runtime.gpu_memory_fraction and not target.is_cpu:
+            usable = min(usable, int(runtime.gpu_memory_fraction * target.device.memory_bytes))
+        plan.per_device.append(MemoryBreakdown(f"{target.device.id}[{i}]", weights, kvb, act, over, usable))
+    if m.num_kv_heads < tp and m.mla is None:
+        plan.warnings.append(f"{m.num_kv_heads} KV heads over {tp} GPUs: KV heads are replicated")
+
+
+def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime, target: Target, kv: str,
+                  mla_aware: bool) -> None:
+    """llama.cpp-style placement: whole layers per device in proportion to free memory, the rest offloaded."""
+    m = mc.spec
+    n = m.num_layers
+    host_tensors = set(runtime.weights_on_host)
+    embed_on_host = "token_embd.weight" in host_tensors and not target.is_cpu
+    devices = 1 if runtime.multi_gpu == "none" else target.count
+    if runtime.multi_gpu == "none" and target.count > 1:
+        plan.warnings.append(f"{runtime.name} uses one device; the other {target.count - 1} stay idle")
+    kv_layer = [kv_cache_bytes(m, plan.context, kv, plan.concurrency, layers=range(i, i + 1), mla_aware=mla_aware) for i in range(n)]
+    need = [lay.layer_bytes[i] + kv_layer[i] for i in range(n)]
+    compute = llamacpp_compute_buffer_bytes(m, plan.context) if runtime.engine == "llamacpp" else int(0.3 * GIB)
+    over = _overhead(runtime, target)
+    head = lay.head_bytes + (0 if embed_on_host else lay.embed_bytes)
+    usable = [target.usable_bytes[i] if i < len(target.usable_bytes) else target.usable_bytes[-1] for i in range(devices)]
+    capacity = [u - compute - over - (head if i == devices - 1 else 0) for i, u in enumerate(usable)]
+    # Split layers in proportion to capacity (llama.cpp's default tensor split follows free memory).
+    total_cap = sum(max(c, 0) for c in capacity)
+    assigned: list[list[int]] = [[] for _ in range(devices)]
+    if sum(need) <= total_cap and devices > 1:
+        share = [max(c, 0) / total_cap for c in capacity]
+        bounds, acc = [], 0.0
+        for s in share:
+            acc += s
+            bounds.append(round(acc * n))
+        start = 0
+        for d, end in enumerate(bounds):
+            assigned[d] = list(range(start, end))
+            start = end
+    else:
+        d, used = 0, 0
+        for i in range(n):
+            while d < devices and used + need[i] > capacity[d]:
+                d, used = d + 1, 0
+            if d >= devices:
+                break
+            assigned[d].append(i)
+            used += need[i]
+    on_gpu = sum(len(a) for a in assigned)
+    offloaded = list(range(on_gpu, n))
+    plan.gpu_layers = on_gpu if not target.is_cpu else 0
+    if target.is_cpu:
+        plan.layout = "cpu"
+        w = sum(lay.layer_bytes) + lay.embed_bytes + lay.head_bytes
+        plan.per_device.append(MemoryBreakdown(target.device.id, w, sum(kv_layer), compute, 0, target.usable_bytes[0]))
+        return
+    for d in range(devices):
+        layers = assigned[d]
+        w = sum(lay.layer_bytes[i] for i in layers) + (head if d == devices - 1 and not offloaded else 0)
+        kvb = sum(kv_layer[i] for i in layers)
+        plan.per_device.append(MemoryBreakdown(f"{target.device.id}[{d}]" if devices > 1 else target.device.id,
+                                               w, kvb, compute, over, usable[d]))
+    plan.layout = "layer-split" if devices > 1 else "single"
+    host = (lay.embed_bytes if embed_on_host else 0)
+    if offloaded:
+        if runtime.engine != "llamacpp":
+            plan.reason = (f"needs {sum(need) / GIB + head / GIB:.1f} GiB for weights and KV; {runtime.name} cannot offload layers "
+                           f"to system RAM here")
+            return
+        plan.layout = "partial-offload"
+        host += sum(lay.layer_bytes[i] + kv_layer[i] for i in offloaded) + lay.head_bytes
+        # the output head follows the last layer to the host when that layer is offloaded
+        plan.per_device[-1] = MemoryBreakdown(plan.per_device[-1].device, plan.per_device[-1].weights_bytes - 0,
+                                              plan.per_device[-1].kv_cache_bytes, compute, over, usable[-1])
+        plan.warnings.append(f"only {on_gpu} of {n} layers fit on the GPU; {len(offloaded)} run from system RAM (slow)")
+        if target.host_ram_bytes is None:
+            plan.reason = (f"only {on_gpu} of {n} layers fit in GPU memory; partial offload needs the host's RAM "
+                           f"(give --ram or plan for the local machine)")
+        elif host > target.host_ram_bytes:
+            plan.reason = f"needs {host / GIB:.1f} GiB of system RAM for offloaded layers, {target.host_ram_bytes / GIB:.1f} GiB available"
+    plan.host_bytes = host
+
+
+def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runtime: Runtime, target: Target, kv: str,
+           mode: str, calibration: dict | None) -> None:
+    """Decode tokens/s (batch 1 and at full context), aggregate throughput, prefill tokens/s and TTFT."""
+    m = mc.spec
+    dev = target.device
+    engine = runtime.engine
+    eff = efficiency(engine, dev.backend, calibration)
+    kclass = kernel_class(fmt.family, "fp16" if mode == "dequantized" else fmt.compute, lay.ggml_types)
+    bw = dev.mem_bandwidth_gb_s * 1e9 * eff.bandwidth * KERNEL_BANDWIDTH_FACTOR.get(kclass, 0.9)
+    host_eff = efficiency("llamacpp", "cpu", calibration).bandwidth
+    host_bw = (dev.mem_bandwidth_gb_s if target.is_cpu else target.host_bandwidth_gb_s) * 1e9 * host_eff
+    n = m.num_layers
+    tp = target.count if plan.layout == "tensor-parallel" else 1
+    gpu_layers = plan.gpu_layers if plan.gpu_layers is not None else n
+    if plan.layout == "cpu":
+        gpu_layers = 0
+    offloaded = range(gpu_layers, n) if plan.layout in ("partial-offload", "cpu") else range(0)
+    mla_aware = engine != "transformers"
+
+    def step_time(position: int, batch: int) -> float:
+        """Seconds for one decode step of `batch` sequences at `position` tokens of context."""
+        act_frac = 1.0
+        if m.moe is not None and batch > 1:  # more distinct experts are touched by a batch
+            k, e = m.moe.experts_per_token, m.moe.num_experts
+            act_frac = (1 - (1 - k / e) ** batch) / (k / e)
+        gpu_bytes = host_bytes = 0.0
+        for i in range(n):
+            b = lay.layer_active_bytes[i] * act_frac + batch * kv_read_layer(i, position)
+            if i in offloaded:
+                host_bytes += b
+            else:
+                gpu_bytes += b
+        head = lay.head_active_bytes
+        if offloaded and plan.layout == "partial-offload":
+            host_bytes += head
+        else:
+            gpu_bytes += head
+        if plan.layout == "cpu":
+            t = host_bytes / host_bw
+        else:
+            t = gpu_bytes / tp / bw + host_bytes / host_bw
+        flops = 2 * mc.matmul_params_active * batch
+        peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode) * eff.compute * tp
+        t = max(t, flops / peak)
+        t += n * eff.layer_overhead_us * 1e-6
+        if tp > 1:
+            link = "nvlink" if dev.nvlink_gb_s else ("infinity_fabric" if dev.infinity_fabric_gb_s else "pcie")
+            t += 2 * n * ALLREDUCE_LATENCY_US[link] * 1e-6
+        if plan.layout == "layer-split":
+            t += (target.count - 1) * LAYER_SPLIT_HOP_US * 1e-6
+        return t
+
+    kv_cache: dict[tuple[int, int], float] = {}
+
+    def kv_read_layer(i: int, position: int) -> float:
+        key = (i, position)
+        if key not in kv_cache:
+            kv_cache[key] = kv_cache_bytes(m, position, kv, 1, layers=range(i, i + 1), mla_aware=mla_aware)
+        return kv_cache[key]
+
+    pos = plan.prompt_tokens
+    t1 = step_time(pos, 1)
+    plan.decode_tokens_per_s = 1.0 / t1
+    plan.decode_tokens_per_s_full_context = 1.0 / step_time(plan.context, 1)
+    if plan.concurrency > 1:
+        tb = step_time(pos, plan.concurrency)
+        plan.throughput_tokens_per_s = plan.concurrency / tb
+        plan.decode_tokens_per_s = 1.0 / tb
+    else:
+        plan.throughput_tokens_per_s = plan.decode_tokens_per_s
+    # Prefill: FLOPs of the prompt over achievable compute, with a floor of re-reading the weights per micro-batch.
+    p = max(plan.prompt_tokens, 1)
+    attn = 0.0
+    for i in range(n):
+        span = p / 2
+        if not m.is_global_layer(i) and m.sliding_window:
+            span = min(span, m.sliding_window)
+        heads_dim = m.num_heads * (m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim if m.mla else m.dim_head)
+        attn += 4 * heads_dim * span
+    flops = p * (2 * mc.matmul_params_active + attn)
+    peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode) * eff.compute
+    gpu_frac = gpu_layers / n if plan.layout == "partial-offload" else (0.0 if plan.layout == "cpu" else 1.0)
+    t_compute = flops * gpu_frac / (peak * tp)
+    if gpu_frac < 1:
+        cpu_peak = prefill_peak_flops(dev, "llamacpp", "gguf", "int8", "native") if target.is_cpu else 8 * 2.5e9 * 32
+        cpu_peak *= efficiency("llamacpp", "cpu", calibration).compute
+        host_w = sum(lay.layer_bytes[i] for i in offloaded) + lay.head_bytes
+        pcie = PCIE_GB_S.get(dev.pcie_gen or 4, 31.5) * 1e9
+        # llama.cpp streams offloaded weights to the GPU for large batches, else computes them on the CPU.
+        t_host = min(flops * (1 - gpu_frac) / cpu_peak, math.ceil(p / UBATCH) * host_w / pcie) if not target.is_cpu \
+            else flops / cpu_peak
+        t_compute += t_host
+    weight_reads = math.ceil(p / UBATCH) * sum(lay.layer_active_bytes) / tp / bw if plan.layout != "cpu" else 0.0
+    t_prefill = max(t_compute, weight_reads) + n * eff.layer_overhead_us * 1e-6 * math.ceil(p / UBATCH)
+    plan.prefill_tokens_per_s = p / t_prefill
+    plan.ttft_s = t_prefill + t1

@@ -1,0 +1,674 @@
+"""Every weight format as data: block layouts (bits per weight derived from their parts), file-level mixes,
+and one function that gives the bytes of a tensor in a format.
+
+Sources: ggml block structs in ggml/src/ggml-common.h and gguf-py GGML_QUANT_SIZES (ggml-org/llama.cpp);
+per-tensor mix rules from src/llama-quant.cpp (llama_tensor_get_type_impl, tensor_type_fallback);
+GPTQ/AWQ tensor layouts from AutoGPTQ / AutoAWQ checkpoints; bitsandbytes NF4 from its Params4bit;
+MLX from mlx.nn.quantize (group 64, fp16 scale and bias).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from planner.errors import NotFoundError, PlannerError, close_matches, normalize_name
+from planner.models.inventory import TensorInfo
+from planner.models.spec import ModelSpec
+
+QK_K = 256  # super-block size of k-quants and i-quants (ggml-common.h)
+
+
+class ShapeError(PlannerError):
+    """A tensor's row length is not a multiple of the format's block size."""
+
+
+# ---------------------------------------------------------------------------------------------- block layouts
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """One quantization block: how many weights it holds and the bits of each of its parts."""
+
+    block_weights: int
+    parts: tuple[tuple[str, int], ...]  # (part, bits) in the order of the C struct
+
+    @property
+    def block_bits(self) -> int:
+        """Bits of one block: the sum of its parts."""
+        return sum(bits for _, bits in self.parts)
+
+    @property
+    def bytes_per_block(self) -> int:
+        """Bytes of one block (ggml blocks are whole bytes)."""
+        assert self.block_bits % 8 == 0, self.parts
+        return self.block_bits // 8
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits per weight, derived from the layout."""
+        return self.block_bits / self.block_weights
+
+
+@dataclass(frozen=True)
+class GGMLType:
+    """A ggml tensor type (the unit a GGUF tensor is stored in)."""
+
+    name: str
+    type_id: int
+    layout: BlockLayout
+    quantized: bool = True
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits per weight derived from the block layout."""
+        return self.layout.bits_per_weight
+
+    def nbytes(self, shape: Sequence[int]) -> int:
+        """Bytes of a tensor of this type; refuses a row length the block cannot hold."""
+        row = shape[-1]
+        bw = self.layout.block_weights
+        if row % bw:
+            raise ShapeError(f"row length {row} is not a multiple of {self.name}'s block of {bw} weights")
+        rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
+        return rows * (row // bw) * self.layout.bytes_per_block
+
+
+def _scalar(bits: int) -> BlockLayout:
+    return BlockLayout(1, (("value", bits),))
+
+
+def _k(*parts: tuple[str, int]) -> BlockLayout:
+    return BlockLayout(QK_K, parts)
+
+
+def _q32(*parts: tuple[str, int]) -> BlockLayout:
+    return BlockLayout(32, parts)
+
+
+# Block structs from ggml-common.h: (field, bits). fp16 scales are 16 bits; packed quants are n_weights x bits.
+_TYPES: list[GGMLType] = [
+    GGMLType("F32", 0, _scalar(32), quantized=False),
+    GGMLType("F16", 1, _scalar(16), quantized=False),
+    GGMLType("Q4_0", 2, _q32(("d:fp16", 16), ("qs:32x4bit", 32 * 4))),
+    GGMLType("Q4_1", 3, _q32(("d:fp16", 16), ("m:fp16", 16), ("qs:32x4bit", 32 * 4))),
+    GGMLType("Q5_0", 6, _q32(("d:fp16", 16), ("qh:32x1bit", 32), ("qs:32x4bit", 32 * 4))),
+    GGMLType("Q5_1", 7, _q32(("d:fp16", 16), ("m:fp16", 16), ("qh:32x1bit", 32), ("qs:32x4bit", 32 * 4))),
+    GGMLType("Q8_0", 8, _q32(("d:fp16", 16), ("qs:32x8bit", 32 * 8))),
+    GGMLType("Q8_1", 9, _q32(("d:fp32", 32), ("s:fp32", 32), ("qs:32x8bit", 32 * 8))),
+    GGMLType("Q2_K", 10, _k(("scales:16x(4+4)bit", 16 * 8), ("qs:256x2bit", QK_K * 2), ("d:fp16", 16), ("dmin:fp16", 16))),
+    GGMLType("Q3_K", 11, _k(("hmask:256x1bit", QK_K), ("qs:256x2bit", QK_K * 2), ("scales:16x6bit", 16 * 6), ("d:fp16", 16))),
+    GGMLType("Q4_K", 12, _k(("d:fp16", 16), ("dmin:fp16", 16), ("scales:8x(6+6)bit", 8 * 12), ("qs:256x4bit", QK_K * 4))),
+    GGMLType("Q5_K", 13, _k(("d:fp16", 16), ("dmin:fp16", 16), ("scales:8x(6+6)bit", 8 * 12), ("qh:256x1bit", QK_K), ("qs:256x4bit", QK_K * 4))),
+    GGMLType("Q6_K", 14, _k(("ql:256x4bit", QK_K * 4), ("qh:256x2bit", QK_K * 2), ("scales:16x8bit", 16 * 8), ("d:fp16", 16))),
+    GGMLType("Q8_K", 15, _k(("d:fp32", 32), ("qs:256x8bit", QK_K * 8), ("bsums:16xint16", 16 * 16))),
+    GGMLType("IQ2_XXS", 16, _k(("d:fp16", 16), ("qs:32xuint16", QK_K // 8 * 16))),
+    GGMLType("IQ2_XS", 17, _k(("d:fp16", 16), ("qs:32xuint16", QK_K // 8 * 16), ("scales:8xuint8", QK_K // 32 * 8))),
+    GGMLType("IQ3_XXS", 18, _k(("d:fp16", 16), ("qs:96xuint8", 3 * QK_K // 8 * 8))),
+    GGMLType("IQ1_S", 19, _k(("d:fp16", 16), ("qs:32xuint8", QK_K // 8 * 8), ("qh:8xuint16", QK_K // 32 * 16))),
+    GGMLType("IQ4_NL", 20, _q32(("d:fp16", 16), ("qs:32x4bit", 32 * 4))),
+    GGMLType("IQ3_S", 21, _k(("d:fp16", 16), ("qs:64xuint8", QK_K // 4 * 8), ("qh:8xuint8", QK_K // 32 * 8), ("signs:32xuint8", QK_K // 8 * 8), ("scales:4xuint8", QK_K // 64 * 8))),
+    GGMLType("IQ2_S", 22, _k(("d:fp16", 16), ("qs:64xuint8", QK_K // 4 * 8), ("qh:8xuint8", QK_K // 32 * 8), ("scales:8xuint8", QK_K // 32 * 8))),
+    GGMLType("IQ4_XS", 23, _k(("d:fp16", 16), ("scales_h:uint16", 16), ("scales_l:4xuint8", QK_K // 64 * 8), ("qs:256x4bit", QK_K * 4))),
+    GGMLType("I8", 24, _scalar(8), quantized=False),
+    GGMLType("I16", 25, _scalar(16), quantized=False),
+    GGMLType("I32", 26, _scalar(32), quantized=False),
+    GGMLType("I64", 27, _scalar(64), quantized=False),
+    GGMLType("F64", 28, _scalar(64), quantized=False),
+    GGMLType("IQ1_M", 29, _k(("qs:32xuint8", QK_K // 8 * 8), ("qh:16xuint8", QK_K // 16 * 8), ("scales:8xuint8", QK_K // 32 * 8))),
+    GGMLType("BF16", 30, _scalar(16), quantized=False),
+    GGMLType("TQ1_0", 34, _k(("qs:48xuint8", (QK_K - 4 * QK_K // 64) // 5 * 8), ("qh:4xuint8", QK_K // 64 * 8), ("d:fp16", 16))),
+    GGMLType("TQ2_0", 35, _k(("qs:64xuint8", QK_K // 4 * 8), ("d:fp16", 16))),
+    GGMLType("MXFP4", 39, _q32(("e:e8m0", 8), ("qs:32x4bit", 32 * 4))),
+    GGMLType("NVFP4", 40, BlockLayout(64, (("scales:4xue4m3", 4 * 8), ("qs:64x4bit", 64 * 4)))),
+    GGMLType("Q1_0", 41, BlockLayout(128, (("d:fp16", 16), ("qs:128x1bit", 128)))),
+]
+GGML_TYPES: dict[str, GGMLType] = {t.name: t for t in _TYPES}
+GGML_TYPES_BY_ID: dict[int, GGMLType] = {t.type_id: t for t in _TYPES}
+
+
+def ggml_type(name: str) -> GGMLType:
+    """Look up a ggml tensor type by name (case-insensitive)."""
+    t = GGML_TYPES.get(name.upper())
+    if t is None:
+        raise NotFoundError("ggml type", name, close_matches(name, GGML_TYPES))
+    return t
+
+
+# ---------------------------------------------------------------------------------------------- other encodings
+
+
+@dataclass(frozen=True)
+class GroupQuant:
+    """Group-wise integer or float quantization along the input dim, as GPU checkpoints store it.
+
+    Bytes = packed weights + per-group scales (and zeros / biases) + per-input-row index, per the real tensors:
+    GPTQ: qweight int32 [in/8*bits, out], qzeros int32 [in/g, out*bits/32], scales fp16 [in/g, out], g_idx int32 [in].
+    """
+
+    name: str
+    weight_bits: int
+    group_size: int | None  # None: one scale per output row (per-channel)
+    scale_bits: int = 16
+    zero_bits: int = 0  # packed zero point per group and column
+    bias_bits: int = 0  # MLX stores a bias (min) per group
+    per_input_row_bits: int = 0  # GPTQ g_idx
+    per_tensor_bits: int = 0  # a global scale (FP8 per-tensor, NVFP4)
+    row_multiple: int = 1  # packing constraint on the row length
+
+    def nbytes(self, shape: Sequence[int]) -> int:
+        """Bytes of one stored tensor (shape (…, out, in)); refuses shapes the packing cannot hold."""
+        row = shape[-1]
+        need = self.group_size or self.row_multiple
+        if row % max(need, self.row_multiple):
+            raise ShapeError(f"row length {row} is not a multiple of {self.name}'s group of {need}")
+        outer = math.prod(shape[:-1])
+        groups_per_row = row // self.group_size if self.group_size else 1
+        bits = outer * row * self.weight_bits
+        bits += outer * groups_per_row * (self.scale_bits + self.zero_bits + self.bias_bits)
+        stacks = shape[0] if len(shape) == 3 else 1
+        bits += stacks * row * self.per_input_row_bits + stacks * self.per_tensor_bits
+        return math.ceil(bits / 8)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Nominal bits per weight for a 4096-wide row (the group overhead included)."""
+        return self.nbytes((4096, 4096)) * 8 / 4096**2
+
+
+@dataclass(frozen=True)
+class FloatType:
+    """Unquantized storage: fp32, fp16, bf16, fp8 without scales, int8 tables."""
+
+    name: str
+    bits: int
+
+    def nbytes(self, shape: Sequence[int]) -> int:
+        """Bytes of a dense tensor."""
+        return math.prod(shape) * self.bits // 8
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits per weight."""
+        return float(self.bits)
+
+
+Encoding = GGMLType | GroupQuant | FloatType
+FP32, FP16, BF16_ENC = FloatType("fp32", 32), FloatType("fp16", 16), FloatType("bf16", 16)
+
+
+# ---------------------------------------------------------------------------------------------- formats
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One tensor and the encoding a format stores it in."""
+
+    tensor: TensorInfo
+    encoding: Encoding
+
+    @property
+    def nbytes(self) -> int:
+        """Stored bytes of this tensor."""
+        return self.encoding.nbytes(self.tensor.shape)
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """A deployable weight format: how every tensor of a model is stored, and what kernels run it."""
+
+    id: str
+    family: str  # 'float', 'gguf', 'gptq', 'awq', 'bnb', 'fp8', 'w8a8', 'exl2', 'mlx', 'mxfp4', 'nvfp4'
+    description: str
+    compute: str  # dtype of the matmul kernels: 'fp32','fp16','bf16','fp8','int8','int4','fp4'
+    assign: Callable[[ModelSpec, Sequence[TensorInfo]], list[Assignment]] = field(repr=False, compare=False)
+    aliases: tuple[str, ...] = ()
+    weight_bits_nominal: float = 16.0  # for display and ordering before a model is known
+    needs_imatrix: bool = False
+    source: str = ""
+
+    def assignments(self, model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assignment]:
+        """Which encoding each tensor is stored in."""
+        return self.assign(model, tensors)
+
+
+# ---- GGUF file types (llama.cpp `llama-quantize` names) and their per-tensor mixes
+
+
+_FTYPE_DEFAULT = {
+    "F32": "F32", "F16": "F16", "BF16": "BF16", "Q8_0": "Q8_0", "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q5_0": "Q5_0",
+    "Q5_1": "Q5_1", "Q2_K": "Q2_K", "Q2_K_S": "Q2_K", "Q3_K_S": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K",
+    "Q4_K_S": "Q4_K", "Q4_K_M": "Q4_K", "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K", "Q6_K": "Q6_K", "IQ2_XXS": "IQ2_XXS",
+    "IQ2_XS": "IQ2_XS", "IQ2_S": "IQ2_XS", "IQ2_M": "IQ2_S", "IQ3_XXS": "IQ3_XXS", "IQ3_XS": "IQ3_S",
+    "IQ3_S": "IQ3_S", "IQ3_M": "IQ3_S", "IQ1_S": "IQ1_S", "IQ1_M": "IQ1_M", "IQ4_NL": "IQ4_NL", "IQ4_XS": "IQ4_XS",
+    "TQ1_0": "TQ1_0", "TQ2_0": "TQ2_0", "MXFP4_MOE": "MXFP4",
+}
+# File types whose main tensors need an importance matrix (llama-quant.cpp tensor_requires_imatrix).
+_NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M", "IQ3_XXS", "Q2_K_S"}
+_IQ_LOW = {"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"}
+_FALLBACK = {
+    "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL",
+    "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL", "IQ4_XS": "IQ4_NL", "Q2_K": "Q4_0", "Q3_K": "Q4_0", "TQ1_0": "Q4_0",
+    "TQ2_0": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
+}
+
+
+def _category(name: str) -> str:
+    """llama.cpp's tensor category from the GGUF name (substring rules of tensor_get_category)."""
+    if name == "output.weight":
+        return "output"
+    if name == "token_embd.weight":
+        return "token_embd"
+    for key, cat in (("attn_qkv.weight", "attn_v"), ("attn_kv_b.weight", "attn_v"), ("attn_v.weight", "attn_v"),
+                     ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"), ("attn_output.weight", "attn_output"),
+                     ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down")):
+        if key in name:
+            return cat
+    return "other"
+
+
+def _allows_quantization(t: TensorInfo) -> bool:
+    """llama.cpp quantizes only 2-D/3-D '*weight' tensors that are not norms or MoE routers."""
+    n = t.name
+    return (
+        len(t.shape) >= 2 and n.endswith("weight") and "_norm.weight" not in n and "ffn_gate_inp.weight" not in n
+    )
+
+
+def _is_70b(model: ModelSpec) -> bool:
+    """llama.cpp's LLM_TYPE_70B: 80-layer Llama-architecture models (Llama 2/3 70B, Qwen2 72B)."""
+    return model.num_layers == 80 and model.architecture in ("llama", "qwen2")
+
+
+def _use_more_bits(i: int, n: int) -> bool:
+    """llama.cpp's use_more_bits: the first and last eighth of layers, and every third one between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def gguf_mix(ftype: str, model: ModelSpec, tensors: Sequence[TensorInfo], *, imatrix: bool | None = None,
+             embed_output_type: str | None = None, source_type: str = "BF16") -> list[Assignment]:
+    """The ggml type llama-quantize gives each tensor for file type `ftype` (llama-quant.cpp rules).
+
+    `embed_output_type` forces token_embd and output (bartowski's _L variants use Q8_0);
+    `source_type` is the type of the converted GGUF the quantizer reads (unquantized tensors keep it).
+    """
+    default = _FTYPE_DEFAULT[ftype]
+    if imatrix is None:
+        imatrix = ftype in _NEEDS_IMATRIX
+    n_expert = model.moe.num_experts if model.moe else 0
+    gqa = model.gqa_ratio
+    n_layer = model.num_layers
+    tied = not any(t.name == "output.weight" for t in tensors)
+    # llama.cpp sorts tensors by block index, then by name, before counting attn_v-like tensors.
+    order = sorted(tensors, key=lambda t: (-1 if t.layer is None else t.layer, t.name))
+    n_attn_v = sum(1 for t in order if _category(t.name) == "attn_v")
+    i_attn_v = 0
+    counters = {"ffn_down": 0, "ffn_gate": 0, "ffn_up": 0}
+    types: dict[str, str] = {}
+    for t in order:
+        if not _allows_quantization(t):
+            types[t.name] = "F32" if len(t.shape) < 2 or "_norm" in t.name or "ffn_gate_inp" in t.name else source_type
+            continue
+        cat = _category(t.name)
+        if embed_output_type and cat in ("token_embd", "output"):
+            types[t.name] = embed_output_type
+            continue
+        if not GGML_TYPES[default].quantized:
+            types[t.name] = default
+            continue
+        new = default
+        if cat == "output" or (tied and cat == "token_embd"):
+            if ftype == "MXFP4_MOE" or t.row_length % GGML_TYPES[default].layout.block_weights:
+                new = "Q8_0"
+            elif ftype in _IQ_LOW or ftype == "IQ3_XXS":
+                new = "Q5_K"
+            elif new != "Q8_0":
+                new = "Q6_K"
+        elif ftype == "MXFP4_MOE":
+            new = "MXFP4" if len(t.shape) == 3 else "Q8_0"
+        elif cat == "token_embd":
+            if ftype in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"):
+                new = "Q2_K"
+            elif ftype in ("IQ2_S", "IQ2_M", "IQ3_XXS"):
+                new = "IQ3_S"
+            elif ftype in ("TQ1_0", "TQ2_0"):
+                new = "Q4_K"
+        elif ftype in _IQ_LOW:
+            if cat == "attn_v":
+                if gqa >= 4 or n_expert >= 4:
+                    new = "Q4_K"
+                else:
+                    new = "IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K"
+                i_attn_v += 1
+            elif n_expert == 8 and cat == "attn_k":
+                new = "Q4_K"
+            elif cat == "ffn_down":
+                if counters["ffn_down"] < n_layer // 8:
+                    new = "IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K"
+                counters["ffn_down"] += 1
+            elif cat == "attn_output":
+                if n_expert == 8:
+                    new = "Q5_K"
+                elif ftype in ("IQ1_S", "IQ1_M"):
+                    new = "IQ2_XXS"
+                elif ftype in ("IQ2_S", "IQ2_M"):
+                    new = "IQ3_S"
+        elif cat == "attn_v":
+            new = _attn_v_type(ftype, new, i_attn_v, n_attn_v, gqa, imatrix)
+            if _is_70b(model) and new in ("Q3_K", "Q4_K"):
+                new = "Q5_K"
+            if n_expert == 8:
+                new = "Q8_0"
+            i_attn_v += 1
+        elif cat == "attn_k":
+            if n_expert == 8:
+                new = "Q8_0"
+            elif ftype == "IQ3_XS":
+                new = "IQ3_XXS"
+            elif ftype == "IQ3_XXS":
+                new = "IQ2_S"
+        elif cat == "attn_q":
+            if ftype == "IQ3_XS":
+                new = "IQ3_XXS"
+            elif ftype == "IQ3_XXS":
+                new = "IQ2_S"
+        elif cat == "ffn_down":
+            i = t.layer if (n_expert > 1 and t.layer is not None) else counters["ffn_down"]
+            new = _ffn_down_type(ftype, new, i, n_layer, n_expert, imatrix)
+            counters["ffn_down"] += 1
+        elif cat == "attn_output":
+            if n_expert == 8:
+                if ftype in ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S", "IQ3_M", "IQ4_XS"):
+                    new = "Q5_K"
+            else:
+                new = {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K", "IQ3_M": "Q4_K"}.get(ftype, new)
+        elif cat in ("ffn_gate", "ffn_up"):
+            i = t.layer if (n_expert > 1 and t.layer is not None) else counters[cat]
+            if ftype == "IQ3_XS" and n_layer // 8 <= i < 7 * n_layer // 8:
+                new = "IQ3_XXS"
+            counters[cat] += 1
+        types[t.name] = _fallback(new, t)
+    return [Assignment(t, GGML_TYPES[types[t.name]]) for t in tensors]
+
+
+def _attn_v_type(ftype: str, new: str, i: int, n: int, gqa: int, imatrix: bool) -> str:
+    """attn_v-like tensors (attn_v, attn_qkv, attn_kv_b) in the non-IQ2 file types."""
+    if ftype == "Q2_K":
+        return "Q4_K" if gqa >= 4 else "Q3_K"
+    if ftype == "Q2_K_S" and gqa >= 4:
+        return "Q4_K"
+    if ftype == "IQ3_XXS":
+        return "Q4_K" if gqa >= 4 else ("IQ3_S" if not imatrix else "IQ3_XXS")
+    if ftype in ("IQ3_XS", "IQ3_S") and gqa >= 4:
+        return "Q4_K"
+    if ftype == "IQ3_M":
+        return "Q4_K"
+    if ftype == "Q3_K_M":
+        return "Q5_K" if i < 2 else "Q4_K"
+    if ftype == "Q3_K_L":
+        return "Q5_K"
+    if ftype in ("IQ4_NL", "IQ4_XS") and gqa >= 4:
+        return "Q5_K"
+    if ftype in ("Q4_K_M", "Q5_K_M") and _use_more_bits(i, n):
+        return "Q6_K"
+    if ftype == "Q4_K_S" and i < 4:
+        return "Q5_K"
+    return new
+
+
+def _ffn_down_type(ftype: str, new: str, i: int, n: int, n_expert: int, imatrix: bool) -> str:
+    """ffn_down tensors (dense, shared and routed experts) in the non-IQ2 file types."""
+    if ftype == "Q2_K":
+        return "Q3_K"
+    if ftype == "Q2_K_S":
+        return "Q4_K" if i < n // 8 else new
+    if ftype == "IQ3_XXS" and not imatrix:
+        return "Q4_K" if i < n // 8 else "Q3_K"
+    if ftype == "Q3_K_M":
+        return "Q5_K" if i < n // 16 else "Q4_K"
+    if ftype == "IQ3_M" and (i < n // 8 or (n_expert == 8 and _use_more_bits(i, n))):
+        return "Q4_K"
+    if ftype == "Q3_K_L":
+        return "Q5_K"
+    if ftype == "Q4_K_M":
+        return "Q6_K" if _use_more_bits(i, n) else new
+    if i < n // 8 and ftype in ("IQ4_NL", "IQ4_XS") and not imatrix:
+        return "Q5_K"
+    if ftype == "Q5_K_M" and _use_more_bits(i, n):
+        return "Q6_K"
+    if ftype == "Q4_K_S" and i < n // 8:
+        return "Q5_K"
+    if ftype in ("Q4_0", "Q5_0") and imatrix and i < n // 8:
+        return "Q4_1" if ftype == "Q4_0" else "Q5_1"
+    return new
+
+
+def _fallback(name: str, t: TensorInfo) -> str:
+    """llama.cpp's tensor_type_fallback: a compatible type when the row length does not fit the block."""
+    typ = GGML_TYPES[name]
+    if t.row_length % typ.layout.block_weights == 0:
+        return name
+    alt = _FALLBACK.get(name)
+    if alt is None:
+        raise ShapeError(f"{t.name}: row length {t.row_length} does not fit {name} and llama.cpp has no fallback")
+    return alt if t.row_length % GGML_TYPES[alt].layout.block_weights == 0 else "F16"
+
+
+# ---- GPU-runtime formats: which tensors they quantize
+
+
+def _block_linear(t: TensorInfo) -> bool:
+    """Linear weights inside transformer blocks (what GPTQ/AWQ/bnb/FP8 quantize); not routers or norms."""
+    return t.layer is not None and t.is_matrix and "ffn_gate_inp" not in t.name
+
+
+def _assign_by(quant: Encoding, keep: Encoding, *, include_embed: bool = False, include_output: bool = False,
+               output: Encoding | None = None, fallback_keep: bool = True) -> Callable[[ModelSpec, Sequence[TensorInfo]], list[Assignment]]:
+    """Build an assigner: block linears in `quant`, the rest in `keep` (embeddings/output optionally quantized)."""
+
+    def assign(model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assignment]:
+        out = []
+        for t in tensors:
+            enc: Encoding = keep
+            if _block_linear(t) or (include_embed and t.name == "token_embd.weight") or (
+                include_output and t.name == "output.weight"
+            ):
+                enc = quant
+            if t.name == "output.weight" and output is not None:
+                enc = output
+            if len(t.shape) < 2:
+                enc = keep
+            if enc is not keep and isinstance(enc, (GGMLType, GroupQuant)):
+                try:
+                    enc.nbytes(t.shape)
+                except ShapeError:
+                    if not fallback_keep:
+                        raise
+                    enc = keep  # loaders leave layers they cannot pack in 16-bit
+            out.append(Assignment(t, enc))
+        return out
+
+    return assign
+
+
+def _all(enc: Encoding, norms: Encoding = FP32) -> Callable[[ModelSpec, Sequence[TensorInfo]], list[Assignment]]:
+    """Every matrix in `enc` (a float checkpoint)."""
+
+    def assign(model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assignment]:
+        return [Assignment(t, enc if len(t.shape) >= 2 else norms) for t in tensors]
+
+    return assign
+
+
+def _exl2(bpw: float, head_bits: int = 6) -> Callable[[ModelSpec, Sequence[TensorInfo]], list[Assignment]]:
+    """EXL2: block linears average `bpw` bits (scales included), lm_head at head_bits, embeddings fp16."""
+    body = FloatType(f"exl2-{bpw:g}", 0)
+
+    def assign(model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assignment]:
+        out = []
+        for t in tensors:
+            if _block_linear(t):
+                out.append(Assignment(t, _ExactBits(f"exl2-{bpw:g}bpw", bpw)))
+            elif t.name == "output.weight":
+                out.append(Assignment(t, _ExactBits(f"exl2-head-{head_bits}bit", head_bits + 32 / 128)))
+            else:
+                out.append(Assignment(t, FP16))
+        return out
+
+    del body
+    return assign
+
+
+@dataclass(frozen=True)
+class _ExactBits:
+    """An encoding known only by its average bits per weight (EXL2's measured mixes)."""
+
+    name: str
+    bits: float
+
+    def nbytes(self, shape: Sequence[int]) -> int:
+        return math.ceil(math.prod(shape) * self.bits / 8)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return self.bits
+
+
+def _gguf_format(ftype: str, desc: str, *, embed_output: str | None = None, suffix: str = "") -> WeightFormat:
+    default = GGML_TYPES[_FTYPE_DEFAULT[ftype]]
+    fid = ftype + suffix
+    compute = {"F16": "fp16", "BF16": "bf16", "F32": "fp32"}.get(ftype, "int8" if default.bits_per_weight >= 8 else "int4")
+    return WeightFormat(
+        id=fid,
+        family="gguf",
+        description=desc,
+        compute=compute,
+        assign=lambda m, ts, f=ftype, eo=embed_output: gguf_mix(f, m, ts, embed_output_type=eo),
+        aliases=(f"gguf-{fid}", f"{fid}.gguf"),
+        weight_bits_nominal=default.bits_per_weight,
+        needs_imatrix=ftype in _NEEDS_IMATRIX,
+        source="llama.cpp src/llama-quant.cpp llama_tensor_get_type_impl",
+    )
+
+
+_GGUF_DESCRIPTIONS = {
+    "F32": "GGUF 32-bit float", "F16": "GGUF 16-bit float", "BF16": "GGUF bfloat16",
+    "Q8_0": "GGUF 8-bit, nearly lossless", "Q6_K": "GGUF 6-bit k-quant", "Q5_K_M": "GGUF 5-bit k-quant, more bits in sensitive layers",
+    "Q5_K_S": "GGUF 5-bit k-quant", "Q5_1": "GGUF legacy 5-bit with min", "Q5_0": "GGUF legacy 5-bit",
+    "Q4_K_M": "GGUF 4-bit k-quant, more bits in sensitive layers (the usual default)", "Q4_K_S": "GGUF 4-bit k-quant",
+    "Q4_1": "GGUF legacy 4-bit with min", "Q4_0": "GGUF legacy 4-bit (fast on ARM/CPU repacking)",
+    "IQ4_XS": "GGUF 4.25-bit i-quant", "IQ4_NL": "GGUF 4.5-bit non-linear i-quant",
+    "Q3_K_L": "GGUF 3-bit k-quant, large", "Q3_K_M": "GGUF 3-bit k-quant, medium", "Q3_K_S": "GGUF 3-bit k-quant, small",
+    "IQ3_M": "GGUF 3-bit i-quant, medium", "IQ3_S": "GGUF 3.4-bit i-quant", "IQ3_XS": "GGUF 3.3-bit i-quant",
+    "IQ3_XXS": "GGUF 3.06-bit i-quant (imatrix)", "Q2_K": "GGUF 2-bit k-quant", "Q2_K_S": "GGUF 2-bit k-quant, small (imatrix)",
+    "IQ2_M": "GGUF 2.7-bit i-quant (imatrix)", "IQ2_S": "GGUF 2.5-bit i-quant (imatrix)", "IQ2_XS": "GGUF 2.3-bit i-quant (imatrix)",
+    "IQ2_XXS": "GGUF 2.06-bit i-quant (imatrix)", "IQ1_M": "GGUF 1.75-bit i-quant (imatrix)", "IQ1_S": "GGUF 1.56-bit i-quant (imatrix)",
+    "TQ1_0": "GGUF ternary 1.69-bit (for ternary models)", "TQ2_0": "GGUF ternary 2.06-bit (for ternary models)",
+    "MXFP4_MOE": "GGUF MXFP4 experts, Q8_0 elsewhere (gpt-oss)",
+}
+
+
+def _build_formats() -> list[WeightFormat]:
+    fmts = [_gguf_format(ft, desc) for ft, desc in _GGUF_DESCRIPTIONS.items()]
+    for ft in ("Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"):
+        fmts.append(_gguf_format(ft, f"{_GGUF_DESCRIPTIONS[ft]}; Q8_0 embeddings and output (bartowski _L)", embed_output="Q8_0", suffix="_L"))
+    fmts.append(_gguf_format("Q3_K_M", f"{_GGUF_DESCRIPTIONS['Q3_K_M']}; Q8_0 embeddings and output (bartowski _XL)", embed_output="Q8_0", suffix="_XL"))
+    gptq = {
+        (4, 128): GroupQuant("gptq-int4-g128", 4, 128, zero_bits=4, per_input_row_bits=32, row_multiple=8),
+        (4, 32): GroupQuant("gptq-int4-g32", 4, 32, zero_bits=4, per_input_row_bits=32, row_multiple=8),
+        (4, None): GroupQuant("gptq-int4-perchannel", 4, None, zero_bits=4, per_input_row_bits=32, row_multiple=8),
+        (8, 128): GroupQuant("gptq-int8-g128", 8, 128, zero_bits=8, per_input_row_bits=32, row_multiple=4),
+        (8, None): GroupQuant("gptq-int8-perchannel", 8, None, zero_bits=8, per_input_row_bits=32, row_multiple=4),
+    }
+    for (bits, g), enc in gptq.items():
+        gname = f"g{g}" if g else "perchannel"
+        fid = f"gptq-int{bits}" if g == 128 else f"gptq-int{bits}-{gname}"
+        fmts.append(WeightFormat(fid, "gptq", f"GPTQ {bits}-bit, group {g or 'per-channel'}, fp16 scales (act-order g_idx)",
+                                 f"int{bits}", _assign_by(enc, FP16), (f"gptq-{bits}bit-{gname}", f"gptq{bits}") if g == 128 else (),
+                                 enc.bits_per_weight, source="AutoGPTQ checkpoint layout (qweight/qzeros/scales/g_idx)"))
+    awq = GroupQuant("awq-int4-g128", 4, 128, zero_bits=4, row_multiple=8)
+    fmts.append(WeightFormat("awq-int4", "awq", "AWQ 4-bit, group 128, fp16 scales and zeros", "int4", _assign_by(awq, FP16),
+                             ("awq", "awq-4bit", "int4", "w4a16"), awq.bits_per_weight, source="AutoAWQ GEMM checkpoint layout"))
+    # bitsandbytes NF4: 4-bit codes, fp32 absmax per 64 (double quant: 8-bit absmax + fp32 per 256 blocks).
+    nf4_dq = GroupQuant("bnb-nf4-dq", 4, 64, scale_bits=8, per_tensor_bits=0)
+    nf4 = GroupQuant("bnb-nf4", 4, 64, scale_bits=32)
+    fmts.append(WeightFormat("nf4", "bnb", "bitsandbytes NF4, block 64, double quantization", "int4", _assign_by(nf4_dq, BF16_ENC),
+                             ("bnb-nf4", "bnb-4bit", "qlora"), nf4_dq.bits_per_weight + 32 / (64 * 256), source="bitsandbytes Params4bit"))
+    fmts.append(WeightFormat("nf4-nodq", "bnb", "bitsandbytes NF4, block 64, fp32 absmax", "int4", _assign_by(nf4, BF16_ENC),
+                             ("bnb-nf4-nodq",), nf4.bits_per_weight, source="bitsandbytes Params4bit"))
+    int8_llm = GroupQuant("bnb-int8", 8, None, scale_bits=32)
+    fmts.append(WeightFormat("bnb-int8", "bnb", "bitsandbytes LLM.int8() (int8 weights, fp32 row scales, fp16 outliers)", "int8",
+                             _assign_by(int8_llm, FP16), ("llm.int8", "bnb-8bit"), int8_llm.bits_per_weight, source="bitsandbytes Int8Params"))
+    fp8c = GroupQuant("fp8-e4m3-perchannel", 8, None, scale_bits=32)
+    fp8t = GroupQuant("fp8-e4m3-pertensor", 8, None, scale_bits=0, per_tensor_bits=32)
+    fmts.append(WeightFormat("fp8", "fp8", "FP8 E4M3 weights with per-channel fp32 scales (vLLM compressed-tensors / llm-compressor)",
+                             "fp8", _assign_by(fp8c, BF16_ENC), ("fp8-e4m3", "fp8-dynamic", "w8a8-fp8"), fp8c.bits_per_weight,
+                             source="vLLM FP8 W8A8 docs; compressed-tensors weight_scale per channel"))
+    fmts.append(WeightFormat("fp8-pertensor", "fp8", "FP8 E4M3 weights with one fp32 scale per tensor", "fp8",
+                             _assign_by(fp8t, BF16_ENC), ("fp8-e4m3-pertensor",), 8.0, source="vLLM FP8 docs"))
+    w8a8 = GroupQuant("w8a8-int8", 8, None, scale_bits=32)
+    fmts.append(WeightFormat("w8a8-int8", "w8a8", "SmoothQuant W8A8 INT8 (int8 weights, per-channel scales, int8 activations)",
+                             "int8", _assign_by(w8a8, BF16_ENC), ("smoothquant", "w8a8", "int8-w8a8"), w8a8.bits_per_weight,
+                             source="SmoothQuant (Xiao et al. 2023); vLLM INT8 W8A8 docs"))
+    int8wo = GroupQuant("int8-weight-only", 8, None, scale_bits=16)
+    fmts.append(WeightFormat("int8", "w8a16", "INT8 weight-only, per-channel fp16 scales (W8A16)", "int8",
+                             _assign_by(int8wo, BF16_ENC), ("w8a16", "int8-weight-only"), int8wo.bits_per_weight,
+                             source="torchao int8_weight_only / TensorRT-LLM W8A16"))
+    for bits in (4, 8):
+        mlx = GroupQuant(f"mlx-{bits}bit", bits, 64, scale_bits=16, bias_bits=16)
+        fmts.append(WeightFormat(f"mlx-{bits}bit", "mlx", f"MLX {bits}-bit, group 64, fp16 scale and bias (embeddings and head too)",
+                                 f"int{bits}", _assign_by(mlx, BF16_ENC, include_embed=True, include_output=True),
+                                 (f"mlx-{bits}", f"mlx{bits}", f"mlx-q{bits}"), mlx.bits_per_weight, source="mlx.nn.quantize defaults"))
+    mx = GGML_TYPES["MXFP4"]
+    fmts.append(WeightFormat("mxfp4", "mxfp4", "MXFP4 (OCP microscaling: E2M1 + E8M0 scale per 32) on MoE experts, bf16 elsewhere",
+                             "fp4", _mxfp4_experts, ("mxfp4-moe",), mx.bits_per_weight, source="OCP MX spec v1.0; gpt-oss checkpoints"))
+    nv = GroupQuant("nvfp4", 4, 16, scale_bits=8, per_tensor_bits=32)
+    fmts.append(WeightFormat("nvfp4", "nvfp4", "NVFP4 (E2M1 + FP8 E4M3 scale per 16, fp32 tensor scale)", "fp4",
+                             _assign_by(nv, BF16_ENC), ("fp4",), nv.bits_per_weight, source="NVIDIA NVFP4 (TensorRT Model Optimizer)"))
+    for name, enc in (("fp32", FP32), ("fp16", FP16), ("bf16", BF16_ENC)):
+        fmts.append(WeightFormat(name, "float", f"{name.upper()} checkpoint (no quantization)", name, _all(enc),
+                                 (name.replace("fp", "float"), {"fp32": "f32-hf", "fp16": "half", "bf16": "bfloat16"}[name]),
+                                 enc.bits_per_weight, source="dense storage"))
+    return fmts
+
+
+def _mxfp4_experts(model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assignment]:
+    """gpt-oss style: routed-expert weights in MXFP4, everything else bf16."""
+    mx = GGML_TYPES["MXFP4"]
+    return [Assignment(t, mx if (t.role.endswith("_exps") and t.is_matrix and t.row_length % 32 == 0)
+                       else (BF16_ENC if len(t.shape) >= 2 else FP32)) for t in tensors]
+
+
+FORMATS: dict[str, WeightFormat] = {f.id: f for f in _build_formats()}
+_EXL2_RE = re.compile(r"^exl2[-_]?(\d+(?:\.\d+)?)(?:bpw)?$", re.I)
+
+
+def exl2_format(bpw: float, head_bits: int = 6) -> WeightFormat:
+    """An EXL2 format at any average bits per weight (2.0-8.0)."""
+    if not 2.0 <= bpw <= 8.0:
+        raise PlannerError(f"EXL2 bits per weight must be between 2.0 and 8.0, got {bpw:g}")
+    return WeightFormat(f"exl2-{bpw:g}bpw", "exl2", f"EXL2 {bpw:g} bits per weight (ExLlamaV2), {head_bits}-bit head",
+                        "int4" if bpw <= 5 else "int8", _exl2(bpw, head_bits), (), bpw,
+                        source="turboderp/exllamav2 convert.py (-b, -hb 6 default)")
+
+
+def get_format(name: str) -> WeightFormat:
+    """Resolve a format by id or alias, case-insensitive: 'Q4_K_M', 'q4_k_m', 'gptq-int4', 'exl2-4.0bpw'."""
+    if name in FORMATS:
+        return FORMATS[name]
+    key = normalize_name(name)
+    for f in FORMATS.values():
+        if key == normalize_name(f.id) or key in (normalize_name(a) for a in f.aliases):
+            return f
+    m = _EXL2_RE.match(name.strip())
+    if m:
+        return exl2_format(float(m.group(1)))
+    choices = list(FORMATS) + ["exl2-4.0bpw"]
+    raise NotFoundError("format", name, close_matches(name, choices))
+
+
+def format_bytes(fmt: WeightFormat, model: ModelSpec, tensors: Sequence[TensorInfo]) -> int:
+    """Total stored bytes of a model's tensors in a format."""
+    return sum(a.nbytes for a in fmt.assignments(model, tensors))

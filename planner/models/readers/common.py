@@ -1,0 +1,70 @@
+"""Small helpers the config.json, safetensors and GGUF readers share."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from planner.errors import InvalidInputError
+from planner.models.inventory import TensorInfo
+from planner.models.spec import ModelSpec
+
+_ID_BAD = re.compile(r"[^a-z0-9._-]+")
+
+
+def build_spec(kwargs: dict[str, Any], source: str) -> ModelSpec:
+    """Validate ModelSpec fields read from a file; a violated bound is one InvalidInputError line."""
+    from pydantic import ValidationError
+
+    try:
+        return ModelSpec(**kwargs)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors()[:3]:
+            loc = ".".join(str(p) for p in err.get("loc", ())) or "model"
+            parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+        raise InvalidInputError(f"{source}: {'; '.join(parts)}") from None
+
+
+def validated(source: str, model: Any, kwargs: dict[str, Any]) -> Any:
+    """Build a pydantic model from file values; the first violated bound is one InvalidInputError line."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**kwargs)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err.get("loc", ())) or model.__name__
+        raise InvalidInputError(f"{source}: {model.__name__}.{loc}: {err.get('msg', 'invalid')}") from None
+
+
+def layer_pattern_period(sliding: list[bool], notes: list[str], what: str) -> int | None:
+    """Turn a per-layer sliding flag list into ModelSpec.global_every (approximated, with a note, if irregular)."""
+    n_full = sliding.count(False)
+    if n_full == 0:
+        return None
+    for period in range(1, len(sliding) + 1):
+        if all(s == bool((i + 1) % period) for i, s in enumerate(sliding)):
+            return period
+    period = max(1, round(len(sliding) / n_full))
+    notes.append(f"{what}: irregular local/global layer pattern approximated as every {period}th layer global")
+    return period
+
+
+def make_id(stem: str, fallback: str) -> str:
+    """A ModelSpec id from a file or directory name."""
+    ident = _ID_BAD.sub("-", stem.lower()).strip("-._")
+    return ident or f"{_ID_BAD.sub('-', fallback.lower()).strip('-._') or 'model'}-local"
+
+
+def tensor_info(name: str, shape: tuple[int, ...], layer: int | None) -> TensorInfo:
+    """A TensorInfo whose role is derived as tensor_inventory() derives it ('blk.3.attn_q.weight' -> 'attn_q')."""
+    base = name.rsplit(".", 1)[0]
+    role = base.split(".", 2)[2] if base.startswith("blk.") and base.count(".") >= 2 else base
+    return TensorInfo(name, shape, role, layer)
+
+
+def layer_of(name: str) -> int | None:
+    """The block index of a GGUF tensor name ('blk.12.ffn_up.weight' -> 12), else None."""
+    parts = name.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blk" and parts[1].isascii() and parts[1].isdigit() else None

@@ -1,0 +1,132 @@
+"""One entry point for "the model the user named": a profile, a config.json / model directory, safetensors or GGUF."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from planner.errors import InvalidInputError
+from planner.models.inventory import TensorInfo
+from planner.models.readers.gguf_header import gguf_quantization, read_gguf_model, spec_from_gguf
+from planner.models.readers.hf_config import quantization_from_config, spec_from_hf_config
+from planner.models.readers.common import layer_of, tensor_info
+from planner.models.readers.hf_names import map_hf_tensors
+from planner.models.readers.safetensors_header import (
+    INDEX_NAME,
+    read_safetensors_dir,
+    read_safetensors_files,
+    read_safetensors_index,
+)
+from planner.models.profiles import ModelRegistry
+from planner.models.spec import ModelSpec
+from planner.yamlio import load_json
+
+CONFIG_NAME = "config.json"
+_PATH_SUFFIXES = (".gguf", ".safetensors", ".json")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model as read from where the user pointed: its spec and, for weight files, the real tensors."""
+
+    spec: ModelSpec
+    tensors: list[TensorInfo] | None  # real tensors in GGUF naming (None: shapes only from the spec)
+    tensor_dtypes: dict[str, str] = field(default_factory=dict)  # stored dtype (BF16) or ggml type (Q4_K) per tensor
+    file_bytes: int | None = None  # on-disk bytes of the weight files
+    quantization: dict[str, Any] | None = None  # pre-quantized checkpoint description (method, bits, group_size, ...)
+    origin: str = ""  # what was read, for messages: "GGUF file x.gguf", "profile llama-3.1-8b"
+
+
+def load_model_source(path: Path) -> ModelSource:
+    """Read a model directory, config.json, .safetensors file or .gguf file (headers only)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InvalidInputError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return _load_dir(path)
+    suffix = path.suffix.lower()
+    if suffix == ".gguf":
+        return _load_gguf(path)
+    if suffix == ".safetensors":
+        return _load_safetensors_file(path)
+    if suffix == ".json":
+        if path.name == INDEX_NAME:
+            return _load_dir(path.parent)
+        return _load_config_only(path)
+    raise InvalidInputError(f"{path}: expected a model directory, config.json, .safetensors or .gguf file")
+
+
+def resolve_model(name: str, registry: ModelRegistry) -> ModelSource:
+    """An existing path is read from disk; anything else is looked up among the profiles (id, alias, repo, size)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return load_model_source(path)
+    if name.lower().endswith(_PATH_SUFFIXES) or name.startswith(("./", "../", "/", "~")):
+        raise InvalidInputError(f"{name}: no such file or directory")
+    spec = registry.get(name)
+    return ModelSource(spec=spec, tensors=None, origin=f"profile {spec.id}")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    config = load_json(path, "config.json")
+    if not isinstance(config, dict):
+        raise InvalidInputError(f"{path}: expected a JSON object at the top level")
+    return config
+
+
+def _load_config_only(path: Path) -> ModelSource:
+    config = _read_config(path)
+    spec = spec_from_hf_config(config, str(path))
+    return ModelSource(spec, None, {}, None, quantization_from_config(config, str(path)), f"config.json {path}")
+
+
+def _load_dir(directory: Path) -> ModelSource:
+    config_path = directory / CONFIG_NAME
+    if config_path.is_file():
+        config = _read_config(config_path)
+        spec = spec_from_hf_config(config, str(config_path))
+        raw, files = read_safetensors_dir(directory)
+        quant = quantization_from_config(config, str(config_path))
+        if not files:
+            return ModelSource(spec, None, {}, None, quant, f"config.json {config_path}")
+        tensors, dtypes = map_hf_tensors(raw, spec.post_norms)
+        what = f"{len(files)} safetensors shards" if len(files) > 1 else files[0].name
+        return ModelSource(spec, tensors, dtypes, _size(files), quant, f"{what} + config.json in {directory}")
+    ggufs = sorted(directory.glob("*.gguf"))
+    firsts = [g for g in ggufs if "-of-" not in g.name or "-00001-of-" in g.name]
+    if len(firsts) == 1:
+        return _load_gguf(firsts[0])
+    if firsts:
+        names = ", ".join(g.name for g in firsts[:6])
+        raise InvalidInputError(f"{directory}: several GGUF files ({names}); name the one to use")
+    raise InvalidInputError(f"{directory}: expected a config.json (with optional .safetensors) or a .gguf file")
+
+
+def _load_safetensors_file(path: Path) -> ModelSource:
+    config_path = path.parent / CONFIG_NAME
+    if not config_path.is_file():
+        raise InvalidInputError(f"{path}: a .safetensors file needs the model's config.json beside it ({config_path} is missing)")
+    index_path = path.parent / INDEX_NAME
+    if index_path.is_file() and path.name in read_safetensors_index(index_path).values():
+        return _load_dir(path.parent)  # one shard of a sharded model stands for the whole model
+    config = _read_config(config_path)
+    spec = spec_from_hf_config(config, str(config_path))
+    raw = read_safetensors_files([path])
+    tensors, dtypes = map_hf_tensors(raw, spec.post_norms)
+    quant = quantization_from_config(config, str(config_path))
+    return ModelSource(spec, tensors, dtypes, _size([path]), quant, f"{path.name} + config.json in {path.parent}")
+
+
+def _load_gguf(path: Path) -> ModelSource:
+    header = read_gguf_model(path)
+    spec = spec_from_gguf(header, path)
+    tensors = [tensor_info(t.name, t.shape, layer_of(t.name)) for t in header.tensors]
+    dtypes = {t.name: t.type_name for t in header.tensors}
+    files = [Path(p) for p in header.split_files] or [path]
+    what = f"GGUF file {path.name}" if len(files) == 1 else f"GGUF split files {files[0].name} (+{len(files) - 1})"
+    return ModelSource(spec, tensors, dtypes, _size(files), gguf_quantization(header), what)
+
+
+def _size(files: list[Path]) -> int:
+    return sum(f.stat().st_size for f in files)

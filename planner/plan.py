@@ -1,0 +1,156 @@
+"""The planning vocabulary: a Target (hardware), a Candidate (what to run), and a Plan (its cost and verdict)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner.hardware.catalog import DeviceSpec
+
+GIB = 2**30
+# Measured: nvidia-smi shows an H100 80GB with 81559 MiB of its 81920 MiB (ECC and driver reserve).
+DEDICATED_RESERVED_FRACTION = 1 - 81559 / 81920
+# Assumed: what the OS and desktop keep on a CPU-only machine.
+SYSTEM_RESERVED_MIN_BYTES = 2 * GIB
+SYSTEM_RESERVED_FRACTION = 0.10
+# Assumed host RAM bandwidth for layers offloaded to the CPU when the host is not known (DDR5-5600 dual channel
+# is 89.6 GB/s theoretical; llama.cpp CPU decode reaches about 70 % of it).
+DEFAULT_HOST_BANDWIDTH_GB_S = 89.6
+
+
+@dataclass(frozen=True)
+class Target:
+    """Hardware to plan for: `count` identical devices, the memory usable on each, and the host."""
+
+    device: DeviceSpec
+    count: int = 1
+    usable_bytes: tuple[int, ...] = ()
+    host_ram_bytes: int | None = None
+    host_bandwidth_gb_s: float = DEFAULT_HOST_BANDWIDTH_GB_S
+    origin: str = "catalog"  # 'catalog', 'probe', 'snapshot' or 'manual'
+    notes: tuple[str, ...] = ()
+
+    @property
+    def is_cpu(self) -> bool:
+        """A CPU-only target (the model runs from system RAM)."""
+        return self.device.backend == "cpu"
+
+    @property
+    def label(self) -> str:
+        """e.g. '2x NVIDIA H100 SXM5 80GB'."""
+        return f"{self.count}x {self.device.name}" if self.count > 1 else self.device.name
+
+
+def usable_bytes_from_catalog(device: DeviceSpec) -> int:
+    """Memory a model may use on a catalogued device: reserves taken off, GPU share of unified memory."""
+    total = device.memory_bytes
+    if device.memory_kind == "unified":
+        return int(total * (device.gpu_usable_fraction or 0.75))
+    if device.memory_kind == "system":
+        return int(total - max(SYSTEM_RESERVED_MIN_BYTES, total * SYSTEM_RESERVED_FRACTION))
+    return int(total * (1 - DEDICATED_RESERVED_FRACTION))
+
+
+def target_from_catalog(device: DeviceSpec, count: int = 1, host_ram_bytes: int | None = None) -> Target:
+    """A target made of `count` catalogued devices with catalog memory minus documented reserves."""
+    usable = usable_bytes_from_catalog(device)
+    notes = []
+    if device.memory_kind == "unified":
+        notes.append(f"GPU may use {device.gpu_usable_fraction:.0%} of unified memory by default")
+    if device.memory_kind == "system" and host_ram_bytes is None:
+        host_ram_bytes = usable
+    return Target(device, count, tuple([usable] * count), host_ram_bytes, origin="catalog", notes=tuple(notes))
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes one device needs for a plan."""
+
+    device: str
+    weights_bytes: int
+    kv_cache_bytes: int
+    activations_bytes: int
+    overhead_bytes: int
+    usable_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Everything the plan puts on this device."""
+        return self.weights_bytes + self.kv_cache_bytes + self.activations_bytes + self.overhead_bytes
+
+    @property
+    def fits(self) -> bool:
+        """Whether it fits in the usable memory."""
+        return self.total_bytes <= self.usable_bytes
+
+    def as_dict(self) -> dict:
+        """JSON form."""
+        return {
+            "device": self.device, "weights_bytes": self.weights_bytes, "kv_cache_bytes": self.kv_cache_bytes,
+            "activations_bytes": self.activations_bytes, "overhead_bytes": self.overhead_bytes,
+            "total_bytes": self.total_bytes, "usable_bytes": self.usable_bytes, "fits": self.fits,
+        }
+
+
+@dataclass
+class Plan:
+    """One candidate deployment with its memory, speed, quality and verdict."""
+
+    model_id: str
+    format_id: str
+    runtime_id: str
+    target_label: str
+    device_id: str
+    device_count: int
+    context: int
+    concurrency: int
+    kv_dtype: str
+    layout: str  # 'single', 'layer-split', 'tensor-parallel', 'partial-offload', 'cpu'
+    runs: bool = True
+    support_mode: str = "native"
+    reason: str = ""  # why it cannot run or does not fit
+    file_size_bytes: int = 0
+    weights_bytes: int = 0
+    kv_cache_bytes: int = 0
+    total_memory_bytes: int = 0
+    usable_memory_bytes: int = 0
+    per_device: list[MemoryBreakdown] = field(default_factory=list)
+    host_bytes: int = 0
+    gpu_layers: int | None = None
+    n_layers: int = 0
+    decode_tokens_per_s: float = 0.0
+    decode_tokens_per_s_full_context: float = 0.0
+    throughput_tokens_per_s: float = 0.0
+    prefill_tokens_per_s: float = 0.0
+    prompt_tokens: int = 512
+    ttft_s: float = 0.0
+    quality: dict = field(default_factory=dict)
+    bits_per_weight: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    launch: str = ""
+    score: float = 0.0
+
+    @property
+    def fits(self) -> bool:
+        """Runs on the target and fits in usable memory."""
+        return self.runs and bool(self.per_device) and all(d.fits for d in self.per_device) and self.reason == ""
+
+    def as_dict(self) -> dict:
+        """The stable JSON form (documented in the README)."""
+        return {
+            "model": self.model_id, "format": self.format_id, "runtime": self.runtime_id, "target": self.target_label,
+            "device": self.device_id, "device_count": self.device_count, "layout": self.layout,
+            "context": self.context, "concurrency": self.concurrency, "kv_dtype": self.kv_dtype,
+            "runs": self.runs, "support_mode": self.support_mode, "fits": self.fits, "reason": self.reason or None,
+            "file_size_bytes": self.file_size_bytes, "weights_bytes": self.weights_bytes,
+            "kv_cache_bytes": self.kv_cache_bytes, "total_memory_bytes": self.total_memory_bytes,
+            "usable_memory_bytes": self.usable_memory_bytes, "host_memory_bytes": self.host_bytes,
+            "gpu_layers": self.gpu_layers, "n_layers": self.n_layers,
+            "per_device": [d.as_dict() for d in self.per_device],
+            "bits_per_weight": round(self.bits_per_weight, 4),
+            "decode_tokens_per_s": round(self.decode_tokens_per_s, 2),
+            "decode_tokens_per_s_full_context": round(self.decode_tokens_per_s_full_context, 2),
+            "throughput_tokens_per_s": round(self.throughput_tokens_per_s, 2),
+            "prefill_tokens_per_s": round(self.prefill_tokens_per_s, 2),
+            "prompt_tokens": self.prompt_tokens, "ttft_s": round(self.ttft_s, 4),
+            "quality": self.quality, "warnings": self.warnings, "launch": self.launch,
+        }

@@ -1,0 +1,119 @@
+"""Expected quality loss of a format: KL divergence and perplexity change versus 16-bit weights.
+
+Measured points: llama.cpp's Llama-3-8B scoreboard (planner/data/quality.yaml, with its source). Formats that
+are not GGUF file types are placed on that curve by their bits per weight (log-linear interpolation between the
+measured K-quants), with a named factor for round-to-nearest methods that use no calibration data.
+Larger models lose less: the loss is scaled by (8B / params) ** SIZE_EXPONENT, an assumption, shown as such.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from planner.formats import WeightFormat
+
+SIZE_EXPONENT = 0.3  # assumed: quantization loss shrinks with model size (e.g. Llama-2-70B Q4_K_M +1.2 % PPL)
+UNCALIBRATED_FACTOR = 2.0  # assumed: round-to-nearest (NF4, MLX affine, plain INT4) vs calibrated GPTQ/AWQ/imatrix
+ACTIVATION_QUANT_FACTOR = 1.5  # assumed: W8A8 also rounds activations
+_CALIBRATED = {"gptq", "awq", "exl2"}
+_UNCALIBRATED = {"bnb", "mlx", "nvfp4", "mxfp4"}
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Expected loss of a format on a model."""
+
+    kld: float  # mean KL divergence vs 16-bit, nats/token
+    ppl_delta_pct: float  # perplexity increase, percent
+    basis: str  # how the number was obtained
+
+    @property
+    def label(self) -> str:
+        """A word for the loss: lossless / negligible / small / noticeable / large / severe."""
+        for limit, word in ((0.002, "lossless"), (0.012, "negligible"), (0.04, "small"), (0.1, "noticeable"), (0.35, "large")):
+            if self.kld <= limit:
+                return word
+        return "severe"
+
+    def as_dict(self) -> dict:
+        """JSON form."""
+        return {"kld": round(self.kld, 5), "ppl_delta_pct": round(self.ppl_delta_pct, 3), "label": self.label, "basis": self.basis}
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict:
+    import yaml
+    from importlib import resources
+
+    text = resources.files("planner").joinpath("data/quality.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _curve() -> list[tuple[float, float, float]]:
+    """(bits per weight on Llama-3-8B, kld, ppl%) for the measured GGUF types, sorted by bits."""
+    from planner.formats import get_format, format_bytes
+    from planner.models.inventory import tensor_inventory
+    from planner.models.spec import ModelSpec
+
+    ref = ModelSpec(id="llama-3-8b-ref", name="ref", family="ref", architecture="llama", vocab_size=128256, hidden_size=4096,
+                    num_layers=32, num_heads=32, num_kv_heads=8, intermediate_size=14336, max_context=8192,
+                    params_published=8030261248, params_source="quality reference")
+    tensors = tensor_inventory(ref)
+    n = sum(t.n_elements for t in tensors)
+    pts = []
+    for name, row in _table()["gguf_file_types"].items():
+        if name == "F16":
+            continue
+        bpw = format_bytes(get_format(name), ref, tensors) * 8 / n
+        pts.append((bpw, row["kld"], row["ppl_delta_pct"]))
+    return sorted(pts)
+
+
+_CURVE: list[tuple[float, float, float]] | None = None
+
+
+def _interpolate(bpw: float) -> tuple[float, float]:
+    """kld and ppl% at `bpw` on the measured curve (log-linear; clamped at the ends)."""
+    global _CURVE
+    if _CURVE is None:
+        _CURVE = _curve()
+    pts = _CURVE
+    if bpw <= pts[0][0]:
+        return pts[0][1], pts[0][2]
+    if bpw >= pts[-1][0]:
+        return pts[-1][1], pts[-1][2]
+    for (b0, k0, p0), (b1, k1, p1) in zip(pts, pts[1:]):
+        if b0 <= bpw <= b1:
+            f = (bpw - b0) / (b1 - b0) if b1 > b0 else 0.0
+            k = math.exp(math.log(k0) + f * (math.log(k1) - math.log(k0)))
+            p = math.exp(math.log(max(p0, 1e-4)) + f * (math.log(max(p1, 1e-4)) - math.log(max(p0, 1e-4))))
+            return k, p
+    return pts[-1][1], pts[-1][2]
+
+
+def expected_quality(fmt: WeightFormat, params: int, bits_per_weight: float, native_dtype: str = "bfloat16") -> Quality:
+    """Expected loss of `fmt` for a model of `params` parameters stored at `bits_per_weight` on average."""
+    if fmt.family == "float" or (fmt.family == "gguf" and fmt.id in ("F16", "BF16", "F32")):
+        return Quality(0.0, 0.0, "16/32-bit weights: no quantization loss")
+    if fmt.family == "mxfp4" and native_dtype == "mxfp4":
+        return Quality(0.0, 0.0, "the model was released in MXFP4 (quantization-aware trained)")
+    scale = min(2.0, max(0.3, (8.03e9 / max(params, 1)) ** SIZE_EXPONENT))
+    table = _table()["gguf_file_types"]
+    base = fmt.id.removesuffix("_XL").removesuffix("_L") if fmt.family == "gguf" else None
+    if base and base in table:
+        row = table[base]
+        basis = f"llama.cpp KLD for {base} on Llama-3-8B, scaled x{scale:.2f} for model size"
+        return Quality(row["kld"] * scale, row["ppl_delta_pct"] * scale, basis)
+    kld, ppl = _interpolate(bits_per_weight)
+    factor = 1.0
+    how = "calibrated" if fmt.family in _CALIBRATED else "measured-curve"
+    if fmt.family in _UNCALIBRATED:
+        factor = UNCALIBRATED_FACTOR
+        how = "round-to-nearest (x%.1f, assumed)" % factor
+    if fmt.family == "w8a8":
+        factor = ACTIVATION_QUANT_FACTOR
+        how = "int8 activations too (x%.1f, assumed)" % factor
+    basis = f"interpolated at {bits_per_weight:.2f} bpw on llama.cpp's Llama-3-8B curve, {how}, scaled x{scale:.2f} for size"
+    return Quality(kld * factor * scale, ppl * factor * scale, basis)
