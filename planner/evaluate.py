@@ -13,7 +13,7 @@ from planner.cost.memory import (
     engine_activation_bytes, gguf_header_bytes, kv_cache_bytes, kv_read_bytes_per_token, llamacpp_compute_buffer_bytes,
 )
 from planner.cost.speed import (
-    ALLREDUCE_LATENCY_US, KERNEL_BANDWIDTH_FACTOR, efficiency, kernel_class, prefill_peak_flops,
+    ALLREDUCE_LATENCY_US, FOREIGN_GGUF_FACTOR, KERNEL_BANDWIDTH_FACTOR, efficiency, kernel_class, prefill_peak_flops,
 )
 from planner.formats import Assignment, GGMLType, ShapeError, WeightFormat
 from planner.models.inventory import TensorInfo, active_fraction, count_params, tensor_inventory
@@ -302,6 +302,8 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     eff = efficiency(engine, dev.backend, calibration)
     kclass = kernel_class(fmt.family, "fp16" if mode == "dequantized" else fmt.compute, lay.ggml_types)
     bw = dev.mem_bandwidth_gb_s * 1e9 * eff.bandwidth * KERNEL_BANDWIDTH_FACTOR.get(kclass, 0.9)
+    if fmt.family == "gguf" and engine != "llamacpp":
+        bw *= FOREIGN_GGUF_FACTOR
     host_eff = efficiency("llamacpp", "cpu", calibration).bandwidth
     host_bw = (dev.mem_bandwidth_gb_s if target.is_cpu else target.host_bandwidth_gb_s) * 1e9 * host_eff
     n = m.num_layers

@@ -16,7 +16,7 @@ def artifact_name(model: ModelSpec, fmt: WeightFormat) -> str:
     """The file or directory name `planner quantize` gives this model in this format."""
     if fmt.family == "gguf":
         return f"{model.id}-{fmt.id}.gguf"
-    if fmt.family == "float":
+    if fmt.family == "float" or (fmt.family in ("fp8", "bnb") and model.hf_repo):  # quantized on load
         return model.hf_repo or model.id
     return f"./{model.id}-{fmt.id}"
 

@@ -30,4 +30,5 @@ def console():  # type: ignore[no-untyped-def]
     """A rich Console on stdout (imported lazily: rich costs start-up time)."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    # Pipes and CI logs get a wide fixed width instead of rich's 80-column default.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)

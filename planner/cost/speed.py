@@ -59,6 +59,9 @@ _FALLBACK = Efficiency(0.5, 0.3, 20.0, "assumed")
 # Kernel-class factors on the engine's bandwidth efficiency: dequantizing i-quant and k-quant GEMVs do more work
 # per byte than plain F16/Q8_0 ones (assumed, then checked in benchmarks/accuracy.py).
 KERNEL_BANDWIDTH_FACTOR = {"float": 1.0, "q8": 1.0, "legacy4": 0.95, "kquant": 0.92, "iquant": 0.80, "group4": 0.90, "fp8": 1.0, "fp4": 0.9}
+# GGUF served by engines other than llama.cpp (vLLM, SGLang) runs through slower, "highly experimental and
+# under-optimized" kernels (vLLM docs/features/quantization/gguf.md); assumed factor on bandwidth efficiency.
+FOREIGN_GGUF_FACTOR = 0.6
 # Per-layer link latency of one all-reduce for tensor parallelism (assumed: NCCL small-message latency).
 ALLREDUCE_LATENCY_US = {"nvlink": 8.0, "pcie": 25.0, "infinity_fabric": 10.0}
 # Fallback compute for CPU targets without a sourced TFLOPS figure: cores x 2.5 GHz x 32 FLOP/cycle (AVX2 FMA).

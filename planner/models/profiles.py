@@ -51,7 +51,9 @@ class ModelRegistry:
         for m in self.models.values():
             keys = [m.id, m.name, *m.aliases]
             if m.hf_repo:
-                keys += [m.hf_repo, m.hf_repo.split("/", 1)[-1]]
+                keys.append(m.hf_repo)
+            # A repo id also resolves without its org ("Meta-Llama-3.1-405B-Instruct").
+            keys += [k.split("/", 1)[1] for k in list(keys) if "/" in k]
             for k in keys:
                 self._index.setdefault(normalize_name(k), set()).add(m.id)
         self.by_size: dict[float, ModelSpec] = {}

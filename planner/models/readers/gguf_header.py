@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from planner.errors import InvalidInputError
-from planner.models.readers.common import build_spec, layer_pattern_period, make_id, validated
+from planner.models.readers.common import build_spec, layer_pattern_period, make_id, tensor_info, validated
 from planner.models.spec import MLASpec, ModelSpec, MoESpec
 
 GGUF_MAGIC = b"GGUF"
@@ -405,7 +405,7 @@ def spec_from_gguf(header: GGUFHeader, path: Path | str) -> ModelSpec:
         raise InvalidInputError(f"{source}: tokenizer.ggml.tokens: expected a token list, a {arch}.vocab_size key or a token_embd.weight tensor to size the vocabulary")
 
     moe = _moe_from_gguf(m, by_name, n_layers)
-    mla = _mla_from_gguf(m)
+    mla = _mla_from_gguf(m, "blk.0.attn_k_b.weight" in by_name)
     ffn = m.get("feed_forward_length") or (moe.expert_intermediate_size if moe else None)
     if ffn is None:
         raise InvalidInputError(f"{source}: {arch}.feed_forward_length: expected an integer key, it is missing")
@@ -420,11 +420,23 @@ def spec_from_gguf(header: GGUFHeader, path: Path | str) -> ModelSpec:
             sliding, global_every = None, None
 
     b0 = "blk.0."
+    q_norm = by_name.get(b0 + "attn_q_norm.weight")
+    # Gemma 2/3 norm after attention and after the MLP (post_ffw_norm) besides the pre-MLP ffn_norm; gpt-oss names
+    # its pre-MLP norm post_attention_norm; parallel blocks (Command R) have only attn_norm.
+    post_norms = has(b0 + "post_ffw_norm.weight")
+    ffn_norm_name = "ffn_norm"
+    parallel = False
+    if not has(b0 + "ffn_norm.weight"):
+        if has(b0 + "post_attention_norm.weight") and not post_norms:
+            ffn_norm_name = "post_attention_norm"
+        else:
+            parallel = True
     file_type = header.metadata.get("general.file_type")
     name = header.metadata.get("general.name")
     stem = Path(source).name.removesuffix(".gguf")
     family = header.metadata.get("general.basename")
-    total = sum(t.n_elements for t in header.tensors)
+    # RoPE factor tensors are precomputed buffers, not parameters (as count_params treats them).
+    total = sum(t.n_elements for t in header.tensors if tensor_info(t.name, t.shape, None).is_parameter)
     notes = ["parameter count computed from the GGUF tensor table (not a published figure)", *m.notes]
     kwargs: dict[str, Any] = dict(
         id=make_id(stem, arch),
@@ -445,14 +457,17 @@ def spec_from_gguf(header: GGUFHeader, path: Path | str) -> ModelSpec:
         mlp_bias=has(b0 + "ffn_up.bias") or has(b0 + "ffn_down.bias"),
         norm="layernorm" if arch in _LAYERNORM_ARCHS or has(b0 + "attn_norm.bias") else "rmsnorm",
         norm_bias=has(b0 + "attn_norm.bias"),
-        qk_norm=has(b0 + "attn_q_norm.weight"),
-        post_norms=has(b0 + "post_attention_norm.weight"),
-        parallel_block=not has(b0 + "ffn_norm.weight"),
+        qk_norm=q_norm is not None,
+        qk_norm_per_head=q_norm is not None and len(q_norm.dims) == 2,
+        post_norms=post_norms,
+        ffn_norm_name=ffn_norm_name,
+        parallel_block=parallel,
         fused_qkv=has(b0 + "attn_qkv.weight"),
         fused_gate_up=_fused_gate_up(by_name, ffn),
         attention_sinks=has(b0 + "attn_sinks.weight"),
         sliding_window=sliding,
         global_every=global_every,
+        rope_factors="freqs" if has("rope_freqs.weight") else "long_short" if has("rope_factors_long.weight") else "none",
         max_context=ctx,
         native_dtype=_NATIVE_BY_FILE_TYPE.get(file_type, "bfloat16") if isinstance(file_type, int) else "bfloat16",
         moe=moe,
@@ -506,7 +521,7 @@ def _moe_from_gguf(m: _Meta, by_name: dict[str, GGUFTensor], n_layers: int) -> M
     ))
 
 
-def _mla_from_gguf(m: _Meta) -> MLASpec | None:
+def _mla_from_gguf(m: _Meta, split_kv_b: bool) -> MLASpec | None:
     """DeepSeek MLA ranks; newer conversions keep the per-head sizes in *_mla keys."""
     kv_rank = m.get("attention.kv_lora_rank")
     if not kv_rank:
@@ -520,6 +535,7 @@ def _mla_from_gguf(m: _Meta) -> MLASpec | None:
         qk_nope_head_dim=key_len - rope,
         qk_rope_head_dim=rope,
         v_head_dim=v_len,
+        split_kv_b=split_kv_b,
     ))
 
 

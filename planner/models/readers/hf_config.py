@@ -209,11 +209,13 @@ class _Arch:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     qkv_bias_only: bool = False  # q/k/v biases always, no o_proj bias (Qwen2); else read attention_bias
     qk_norm: bool | str = False  # True, or the config key that switches it on
+    qk_norm_per_head: bool = False  # q/k norm weights are (heads, head_dim) (Command R+)
     post_norms: bool = False
     parallel_block: bool = False
     norm: str = "rmsnorm"
     fused: bool = False  # fused qkv and gate_up (Phi-3)
     sinks: bool = False
+    ffn_norm_name: str = "ffn_norm"  # GGUF name of the pre-MLP norm (gpt-oss: post_attention_norm)
     text_config: bool = False  # the language model's fields live under text_config (multimodal wrappers)
     window_flag: str | None = None  # config key that must be true for sliding_window to apply (Qwen)
     moe: Callable[[_Cfg], MoESpec | None] = _no_moe
@@ -248,10 +250,11 @@ ARCHITECTURES: dict[str, _Arch] = {
     "DeepseekV2ForCausalLM": _Arch("deepseek2", "DeepSeek-V2", moe=_moe_deepseek, mla=_mla_deepseek),
     "DeepseekV3ForCausalLM": _Arch("deepseek2", "DeepSeek-V3", moe=_moe_deepseek, mla=_mla_deepseek),
     "GptOssForCausalLM": _Arch(
-        "gpt-oss", "gpt-oss", sinks=True, moe=_moe_gptoss, defaults={"sliding_window_pattern": 2},
+        "gpt-oss", "gpt-oss", sinks=True, moe=_moe_gptoss, ffn_norm_name="post_attention_norm",
+        defaults={"sliding_window_pattern": 2},
     ),
     "CohereForCausalLM": _Arch(
-        "command-r", "Command R", qk_norm="use_qk_norm", parallel_block=True, norm="layernorm",
+        "command-r", "Command R", qk_norm="use_qk_norm", qk_norm_per_head=True, parallel_block=True, norm="layernorm",
         defaults={"tie_word_embeddings": True},
     ),
     "Cohere2ForCausalLM": _Arch(
@@ -367,6 +370,18 @@ def _native_dtype(c: _Cfg, quant: Mapping[str, Any] | None) -> str:
     return _DTYPES.get(name, "bfloat16") if isinstance(name, str) else "bfloat16"
 
 
+# RoPE scalings for which llama.cpp stores precomputed factor tensors (see ModelSpec.rope_factors).
+_ROPE_FACTORS = {"llama3": "freqs", "longrope": "long_short", "su": "long_short"}
+
+
+def _rope_factors(c: _Cfg) -> str:
+    scaling = c.raw("rope_scaling")
+    if not isinstance(scaling, Mapping):
+        return "none"
+    kind = scaling.get("rope_type", scaling.get("type"))
+    return _ROPE_FACTORS.get(kind, "none") if isinstance(kind, str) else "none"
+
+
 _HF_CACHE_RE = re.compile(r"^models--(?P<org>[^/]+?)--(?P<name>.+)$")
 
 
@@ -431,13 +446,16 @@ def spec_from_hf_config(config: dict, source: str) -> ModelSpec:
         mlp_bias=c.flag("mlp_bias", False),
         norm=arch.norm,
         qk_norm=qk_norm,
+        qk_norm_per_head=qk_norm and arch.qk_norm_per_head,
         post_norms=arch.post_norms,
+        ffn_norm_name=arch.ffn_norm_name,
         parallel_block=arch.parallel_block,
         fused_qkv=arch.fused,
         fused_gate_up=arch.fused,
         attention_sinks=arch.sinks,
         sliding_window=window,
         global_every=global_every,
+        rope_factors=_rope_factors(c),
         max_context=max_context,
         native_dtype=_native_dtype(c, quant),
         moe=moe,

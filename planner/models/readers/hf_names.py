@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from planner.models.inventory import TensorInfo
 from planner.models.readers.common import tensor_info
 from planner.models.readers.safetensors_header import RawTensor
+from planner.models.spec import ModelSpec
 
 # Wrappers around the decoder: multimodal models nest it under language_model.
 _PREFIXES = ("model.language_model.", "language_model.model.", "language_model.", "model.")
@@ -73,13 +74,13 @@ class _Mapped:
     expert: int | None = None  # set for one expert's slice, to be stacked
 
 
-def gguf_name(hf_name: str, post_norms: bool) -> str | None:
+def gguf_name(hf_name: str, ffn_norm_name: str = "ffn_norm") -> str | None:
     """The GGUF name for one HF tensor name, or None when there is no clear counterpart."""
-    m = _map(hf_name, post_norms)
+    m = _map(hf_name, ffn_norm_name)
     return m.name if m is not None and m.expert is None else None
 
 
-def _map(hf_name: str, post_norms: bool) -> _Mapped | None:
+def _map(hf_name: str, post_attention_layernorm: str) -> _Mapped | None:
     rest = hf_name
     for p in _PREFIXES:
         if rest.startswith(p):
@@ -104,8 +105,7 @@ def _map(hf_name: str, post_norms: bool) -> _Mapped | None:
         return None
     module, param = tail.rsplit(".", 1)
     if module == "post_attention_layernorm":
-        # Llama-style models norm before the MLP here; Gemma 2/3 norm after attention and have a separate pre-MLP norm.
-        role = "post_attention_norm" if post_norms else "ffn_norm"
+        role = post_attention_layernorm
     elif module in _LAYER:
         role = _LAYER[module]
     else:
@@ -113,15 +113,18 @@ def _map(hf_name: str, post_norms: bool) -> _Mapped | None:
     return _Mapped(f"blk.{layer}.{role}.{param}", layer)
 
 
-def map_hf_tensors(raw: Sequence[RawTensor], post_norms: bool) -> tuple[list[TensorInfo], dict[str, str]]:
+def map_hf_tensors(raw: Sequence[RawTensor], spec: ModelSpec) -> tuple[list[TensorInfo], dict[str, str]]:
     """Rename HF tensors to GGUF names and stack per-expert slices; return tensors and name -> stored dtype."""
+    # HF's post_attention_layernorm is the pre-MLP norm in Llama-style models (ffn_norm; gpt-oss keeps the name
+    # post_attention_norm); Gemma 2/3 norm after attention there and have a separate pre_feedforward_layernorm.
+    post_attn = "post_attention_norm" if spec.post_norms else spec.ffn_norm_name
     slots: list[TensorInfo | str] = []  # a TensorInfo, or the key of an expert group stacked at the end
     groups: dict[str, dict[int, RawTensor]] = {}
     group_layer: dict[str, int | None] = {}
     taken: set[str] = set()
     dtypes: dict[str, str] = {}
     for t in raw:
-        m = _map(t.name, post_norms)
+        m = _map(t.name, post_attn)
         if m is not None and m.expert is not None:
             if m.name not in groups:
                 groups[m.name] = {}

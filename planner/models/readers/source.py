@@ -90,7 +90,7 @@ def _load_dir(directory: Path) -> ModelSource:
         quant = quantization_from_config(config, str(config_path))
         if not files:
             return ModelSource(spec, None, {}, None, quant, f"config.json {config_path}")
-        tensors, dtypes = map_hf_tensors(raw, spec.post_norms)
+        tensors, dtypes = map_hf_tensors(raw, spec)
         what = f"{len(files)} safetensors shards" if len(files) > 1 else files[0].name
         return ModelSource(spec, tensors, dtypes, _size(files), quant, f"{what} + config.json in {directory}")
     ggufs = sorted(directory.glob("*.gguf"))
@@ -113,7 +113,7 @@ def _load_safetensors_file(path: Path) -> ModelSource:
     config = _read_config(config_path)
     spec = spec_from_hf_config(config, str(config_path))
     raw = read_safetensors_files([path])
-    tensors, dtypes = map_hf_tensors(raw, spec.post_norms)
+    tensors, dtypes = map_hf_tensors(raw, spec)
     quant = quantization_from_config(config, str(config_path))
     return ModelSource(spec, tensors, dtypes, _size([path]), quant, f"{path.name} + config.json in {path.parent}")
 

@@ -1,0 +1,141 @@
+"""`planner recommend`: the best precision, format and runtime for a model on this (or a named) machine."""
+
+from __future__ import annotations
+
+import argparse
+
+from planner.commands.common import add_model_options, check_context, gib, load_catalog_for, load_model
+from planner.commands.options import add_catalog_dirs, add_json, console, print_json
+from planner.errors import NothingFitsError
+from planner.targets import add_target_options, resolve_target
+
+SCHEMA_VERSION = 1
+
+
+def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
+    """Register the subcommand."""
+    p = sub.add_parser("recommend", help="recommend a precision, format and runtime for a model on hardware",
+                       description="Cost every format x runtime for a model on the target and recommend one.")
+    add_model_options(p)
+    add_target_options(p)
+    p.add_argument("--runtime", action="append", default=[], metavar="ID", help="only consider this runtime (repeatable)")
+    p.add_argument("--format", dest="formats", action="append", default=[], metavar="FMT", help="only consider this format (repeatable)")
+    p.add_argument("--kv-dtype", action="append", default=[], metavar="DTYPE", help="KV cache dtype(s) to consider")
+    p.add_argument("--min-tokens-per-s", type=float, metavar="TPS", help="minimum decode speed")
+    p.add_argument("--prefer", choices=["balanced", "quality", "speed", "memory"], default="balanced",
+                   help="what to optimise (default balanced)")
+    p.add_argument("--top", type=int, default=12, metavar="N", help="alternatives to show (default 12)")
+    add_catalog_dirs(p)
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command."""
+    from planner.evaluate import ModelCost  # noqa: F401 - imported for its side-effect-free types
+    from planner.formats import get_format
+    from planner.recommend import recommend
+    from planner.runtimes import get_runtime
+
+    catalog = load_catalog_for(args)
+    mc, note = load_model(args)
+    context = check_context(args, mc.spec.max_context)
+    target = resolve_target(args, catalog)
+    fmts = [get_format(f) for f in args.formats]
+    rts = [get_runtime(r) for r in args.runtime]
+    rec = recommend(mc, target, context=context, concurrency=args.concurrency, formats=fmts, runtimes=rts,
+                    kv_dtypes=args.kv_dtype, prefer=args.prefer, min_tokens_per_s=args.min_tokens_per_s,
+                    prompt_tokens=args.prompt, catalog=catalog)
+    if args.json:
+        print_json(to_json(rec, mc, target, note))
+    else:
+        render(rec, mc, target, note, args.top)
+    if rec.best is None:
+        raise NothingFitsError(f"nothing fits {mc.spec.id} at {context} tokens on {target.label}: "
+                               + "; ".join(rec.suggestions))
+    return 0
+
+
+def _best_per_format(plans):  # type: ignore[no-untyped-def]
+    seen, out = set(), []
+    for p in plans:
+        key = (p.format_id, p.kv_dtype if p.fits else "")
+        if p.format_id in seen:
+            continue
+        seen.add(p.format_id)
+        out.append(p)
+        del key
+    return out
+
+
+def to_json(rec, mc, target, note: str) -> dict:  # type: ignore[no-untyped-def]
+    """The documented JSON schema of `recommend --json`."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": {"id": mc.spec.id, "name": mc.spec.name, "params": mc.params, "resolved_from": note or None},
+        "target": {"label": target.label, "device": target.device.id, "count": target.count, "origin": target.origin,
+                   "usable_bytes": list(target.usable_bytes), "notes": list(target.notes)},
+        "context": rec.context, "concurrency": rec.concurrency, "prefer": rec.prefer,
+        "recommended": rec.best.as_dict() if rec.best else None,
+        "reasons": rec.reasons, "suggestions": rec.suggestions,
+        "alternatives": [p.as_dict() for p in _best_per_format(rec.plans)],
+    }
+
+
+def memory_bar(plan, width: int = 40) -> str:  # type: ignore[no-untyped-def]
+    """A text bar of weights / KV / activations / overhead against usable memory (first device)."""
+    if not plan.per_device:
+        return ""
+    d = plan.per_device[0]
+    usable = max(d.usable_bytes, 1)
+    parts = [("W", d.weights_bytes, "blue"), ("K", d.kv_cache_bytes, "magenta"), ("A", d.activations_bytes, "yellow"),
+             ("O", d.overhead_bytes, "red")]
+    out, used = "", 0
+    for ch, n, color in parts:
+        cells = round(n / usable * width)
+        used += cells
+        out += f"[{color}]{'█' * cells}[/{color}]"
+    out += "[dim]" + "░" * max(width - used, 0) + "[/dim]"
+    return (f"{out}  {gib(d.total_bytes)}/{gib(d.usable_bytes)} GiB  [blue]weights {gib(d.weights_bytes)}[/blue] "
+            f"[magenta]KV {gib(d.kv_cache_bytes)}[/magenta] [yellow]compute {gib(d.activations_bytes)}[/yellow] "
+            f"[red]overhead {gib(d.overhead_bytes)}[/red]" + (f" (x{len(plan.per_device)} devices)" if len(plan.per_device) > 1 else ""))
+
+
+def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-untyped-def]
+    """Human output: choice, reasons, memory bar, launch command, alternatives."""
+    from rich.table import Table
+
+    con = console()
+    con.print(f"[bold]{mc.spec.name}[/bold] ({mc.params / 1e9:.1f}B params) on [bold]{target.label}[/bold] "
+              f"[dim]({target.origin})[/dim], context {rec.context:,} tokens x {rec.concurrency} sequence(s)")
+    if note:
+        con.print(f"[dim]{note}[/dim]")
+    for n in target.notes:
+        con.print(f"[dim]note: {n}[/dim]")
+    best = rec.best
+    if best is not None:
+        con.print(f"\n[bold green]Recommended:[/bold green] [bold]{best.format_id}[/bold] with [bold]{best.runtime_id}[/bold], "
+                  f"KV cache {best.kv_dtype}, {best.layout}")
+        for r in rec.reasons:
+            con.print(f"  • {r}")
+        for w in best.warnings:
+            con.print(f"  [yellow]! {w}[/yellow]")
+        con.print("\n" + memory_bar(best))
+        con.print("\n[bold]Launch:[/bold]")
+        con.print(f"  {best.launch}", soft_wrap=True)
+    else:
+        con.print("\n[bold red]Nothing fits.[/bold red]")
+        for s in rec.suggestions:
+            con.print(f"  • {s}")
+    table = Table(title="Alternatives (best runtime per format)", title_justify="left", header_style="bold")
+    for col in ("format", "runtime", "KV", "memory GiB", "decode tok/s", "prefill tok/s", "TTFT s", "quality (KLD)", "verdict"):
+        table.add_column(col, justify="right" if col not in ("format", "runtime", "KV", "verdict") else "left")
+    for p in _best_per_format(rec.plans)[:top]:
+        verdict = "[green]fits[/green]" if p.fits else f"[red]{p.reason}[/red]"
+        mem = f"{gib(p.total_memory_bytes)}/{gib(p.usable_memory_bytes)}" if p.runs else "-"
+        table.add_row(p.format_id, p.runtime_id, p.kv_dtype, mem,
+                      f"{p.decode_tokens_per_s:.1f}" if p.runs else "-", f"{p.prefill_tokens_per_s:.0f}" if p.runs else "-",
+                      f"{p.ttft_s:.2f}" if p.runs else "-", f"{p.quality.get('kld', 0):.4f} {p.quality.get('label', '')}" if p.quality else "-",
+                      verdict)
+    con.print()
+    con.print(table)

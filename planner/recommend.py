@@ -1,0 +1,176 @@
+"""Enumerate candidates (format x runtime x KV dtype) for a model on a target, cost them, rank them, explain."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from planner.evaluate import ModelCost, evaluate
+from planner.formats import FORMATS, WeightFormat, exl2_format
+from planner.plan import GIB, Plan, Target
+from planner.runtimes import RUNTIMES, Runtime
+
+# Formats a user would rarely pick on purpose; still accepted by `estimate` and `--format`.
+_SKIP_BY_DEFAULT = {"F32", "TQ1_0", "TQ2_0", "MXFP4_MOE", "nf4-nodq", "fp8-pertensor", "gptq-int4-perchannel",
+                    "gptq-int8-perchannel", "gptq-int4-g32", "fp32", "Q4_1", "Q5_0", "Q5_1", "Q2_K_L", "Q3_K_XL"}
+# Assumed extra loss of a quantized KV cache (llama.cpp discussions: q8_0 KV is near-lossless, q4_0 is not).
+KV_QUALITY_KLD = {"q8_0": 0.0005, "q8": 0.0005, "fp8_e4m3": 0.0005, "fp8_e5m2": 0.001, "fp8": 0.0005, "int8": 0.0005,
+                  "q5_1": 0.002, "q5_0": 0.002, "q6": 0.001, "q4_1": 0.008, "q4_0": 0.01, "iq4_nl": 0.008, "q4": 0.004}
+PREFERENCES = ("balanced", "quality", "speed", "memory")
+_RUNTIME_ORDER = {rid: i for i, rid in enumerate(RUNTIMES)}
+
+
+@dataclass
+class Recommendation:
+    """The ranked plans for one model on one target, the chosen one and why."""
+
+    model_id: str
+    target_label: str
+    context: int
+    concurrency: int
+    prefer: str
+    plans: list[Plan]  # every candidate, best first (fitting ones first)
+    best: Plan | None
+    reasons: list[str] = field(default_factory=list)
+    suggestions: list[str] = field(default_factory=list)
+
+    @property
+    def fitting(self) -> list[Plan]:
+        """Plans that run and fit."""
+        return [p for p in self.plans if p.fits]
+
+
+def default_formats(model_native: str) -> list[WeightFormat]:
+    """The formats recommend considers when the user names none."""
+    fmts = [f for f in FORMATS.values() if f.id not in _SKIP_BY_DEFAULT]
+    fmts += [exl2_format(b) for b in (3.0, 4.0, 5.0, 6.0, 8.0)]
+    if model_native == "mxfp4":
+        fmts.append(FORMATS["MXFP4_MOE"])
+    return fmts
+
+
+def _kv_choices(runtime: Runtime, requested: Sequence[str]) -> list[str | None]:
+    if requested:
+        return list(requested)
+    eight = next((k for k in ("q8_0", "fp8_e4m3", "q8", "fp8", "int8") if k in runtime.kv_dtypes), None)
+    return [None] + ([eight] if eight else [])
+
+
+def score(plan: Plan, prefer: str) -> float:
+    """Higher is better: trades decode speed against expected quality loss and memory, by preference."""
+    speed = plan.throughput_tokens_per_s if plan.concurrency > 1 else plan.decode_tokens_per_s
+    kld = plan.quality.get("kld", 0.0) + KV_QUALITY_KLD.get(plan.kv_dtype, 0.0)
+    s = math.log2(max(min(speed, 400.0), 0.01))
+    if prefer == "quality":
+        return -1000 * kld + 0.1 * s
+    if prefer == "speed":
+        return s - 5 * kld
+    if prefer == "memory":
+        return -plan.total_memory_bytes / GIB - 200 * max(0.0, kld - 0.1)
+    return s - 30 * kld
+
+
+def rank(plans: list[Plan], prefer: str, min_tokens_per_s: float | None) -> list[Plan]:
+    """Order plans: fitting and fast enough first (by score), then fitting but too slow, then the rest."""
+    for p in plans:
+        p.score = score(p, prefer) if p.runs else -1e9
+        if p.fits and min_tokens_per_s and p.decode_tokens_per_s < min_tokens_per_s:
+            p.warnings.append(f"decodes at {p.decode_tokens_per_s:.1f} tok/s, below the {min_tokens_per_s:g} tok/s asked for")
+
+    def key(p: Plan):
+        slow = bool(min_tokens_per_s) and p.decode_tokens_per_s < (min_tokens_per_s or 0)
+        tier = 0 if (p.fits and not slow) else (1 if p.fits else (2 if p.runs else 3))
+        return (tier, -p.score, _RUNTIME_ORDER.get(p.runtime_id, 99), p.total_memory_bytes)
+
+    return sorted(plans, key=key)
+
+
+def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int = 1, formats: Sequence[WeightFormat] = (),
+              runtimes: Sequence[Runtime] = (), kv_dtypes: Sequence[str] = (), prefer: str = "balanced",
+              min_tokens_per_s: float | None = None, prompt_tokens: int | None = None, catalog=None,
+              calibration: dict | None = None) -> Recommendation:
+    """Cost every candidate for `mc` on `target` and pick one, with reasons and what would fit otherwise."""
+    fmts = list(formats) or default_formats(mc.spec.native_dtype)
+    rts = list(runtimes) or list(RUNTIMES.values())
+    plans: list[Plan] = []
+    for fmt in fmts:
+        for rt in rts:
+            if not rt.support(fmt, target.device).runs:
+                if formats or runtimes:  # keep the reason when the user asked for this combination
+                    plans.append(evaluate(mc, fmt, rt, target, context=context, concurrency=concurrency,
+                                          prompt_tokens=prompt_tokens, calibration=calibration))
+                continue
+            for kv in _kv_choices(rt, kv_dtypes):
+                plans.append(evaluate(mc, fmt, rt, target, context=context, concurrency=concurrency, kv_dtype=kv,
+                                      prompt_tokens=prompt_tokens, calibration=calibration))
+    ranked = rank(plans, prefer, min_tokens_per_s)
+    best = ranked[0] if ranked and ranked[0].fits else None
+    rec = Recommendation(mc.spec.id, target.label, context, concurrency, prefer, ranked, best)
+    if best is not None:
+        rec.reasons = explain(best, ranked, prefer)
+    else:
+        rec.suggestions = suggest(mc, target, ranked, context=context, concurrency=concurrency, catalog=catalog,
+                                  calibration=calibration)
+    return rec
+
+
+def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
+    """Plain-words reasons for the chosen plan."""
+    out = []
+    used = best.total_memory_bytes / GIB
+    usable = best.usable_memory_bytes / GIB
+    out.append(f"{best.format_id} fits: {used:.1f} GiB of {usable:.1f} GiB usable "
+               f"(weights {best.weights_bytes / GIB:.1f} GiB, KV cache {best.kv_cache_bytes / GIB:.1f} GiB at {best.context} tokens"
+               f"{f' x {best.concurrency} sequences' if best.concurrency > 1 else ''}).")
+    q = best.quality
+    out.append(f"Expected quality loss is {q.get('label', '?')}: KL divergence {q.get('kld', 0):.4f}, "
+               f"perplexity +{q.get('ppl_delta_pct', 0):.2f}% versus 16-bit.")
+    out.append(f"{best.runtime_id} decodes about {best.decode_tokens_per_s:.0f} tokens/s and reads a "
+               f"{best.prompt_tokens}-token prompt in {best.ttft_s:.2f} s.")
+    better_quality = [p for p in ranked if p.fits and p.quality.get("kld", 0) < q.get("kld", 0) - 1e-9]
+    if better_quality:
+        b = max(better_quality, key=lambda p: p.score)
+        out.append(f"Higher quality {b.format_id} also fits but decodes at {b.decode_tokens_per_s:.0f} tokens/s "
+                   f"({'slower' if b.decode_tokens_per_s < best.decode_tokens_per_s else 'similar'}); chosen by preference '{prefer}'.")
+    bigger = [p for p in ranked if p.runs and not p.fits and p.quality.get("kld", 1) < q.get("kld", 0)]
+    if bigger and not better_quality:
+        b = min(bigger, key=lambda p: p.quality.get("kld", 1))
+        out.append(f"Higher quality {b.format_id} does not fit: {b.reason}.")
+    if best.kv_dtype not in ("f16", "auto", "fp16"):
+        out.append(f"KV cache in {best.kv_dtype} halves its memory at a negligible quality cost.")
+    return out
+
+
+def suggest(mc: ModelCost, target: Target, ranked: list[Plan], *, context: int, concurrency: int, catalog=None,
+            calibration: dict | None = None) -> list[str]:
+    """When nothing fits: the smallest plan, a shorter context, more devices, or a device with enough memory."""
+    runs = [p for p in ranked if p.runs]
+    out: list[str] = []
+    if not runs:
+        return [f"no runtime runs any format on {target.device.name} ({target.device.backend})"]
+    smallest = min(runs, key=lambda p: p.total_memory_bytes)
+    need = smallest.total_memory_bytes
+    usable = max(sum(target.usable_bytes), 1)
+    out.append(f"smallest option {smallest.format_id} with {smallest.runtime_id} needs {need / GIB:.1f} GiB "
+               f"({smallest.reason or 'does not fit'})")
+    if context > 4096:
+        from planner.runtimes import RUNTIMES as R
+        from planner.formats import get_format
+
+        p = evaluate(mc, get_format(smallest.format_id), R[smallest.runtime_id], target, context=4096,
+                     concurrency=concurrency, kv_dtype=smallest.kv_dtype, calibration=calibration)
+        if p.fits:
+            out.append(f"a shorter context fits: {smallest.format_id} at --context 4096 needs {p.total_memory_bytes / GIB:.1f} GiB")
+    per_device = max(target.usable_bytes) if target.usable_bytes else usable
+    q4 = [p for p in runs if p.format_id in ("Q4_K_M", "awq-int4")]
+    ref = min(q4, key=lambda p: p.total_memory_bytes) if q4 else smallest
+    n = math.ceil(ref.total_memory_bytes / max(per_device * 0.95, 1))
+    if n > target.count:
+        out.append(f"more devices: about {n}x {target.device.id} hold {ref.format_id} ({ref.total_memory_bytes / GIB:.1f} GiB)")
+    if catalog is not None:
+        fits = sorted((d for d in catalog if d.memory_kind != "system" and d.memory_bytes * 0.9 >= ref.total_memory_bytes),
+                      key=lambda d: d.memory_gib)[:3]
+        if fits:
+            out.append(f"a device with enough memory for {ref.format_id}: " + ", ".join(f"{d.id} ({d.memory_gib:g} GiB)" for d in fits))
+    return out

@@ -1,0 +1,105 @@
+"""Turning what the user said (a catalog device, raw numbers, a probe snapshot, or nothing: this machine) into a Target."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from planner.errors import PlannerError
+from planner.hardware.catalog import Catalog, DeviceSpec, parse_memory
+from planner.plan import GIB, SYSTEM_RESERVED_FRACTION, SYSTEM_RESERVED_MIN_BYTES, Target, target_from_catalog
+
+
+def add_target_options(p: argparse.ArgumentParser) -> None:
+    """--device/--count/--ram, --memory/--bandwidth, --snapshot: what to plan for (default: this machine)."""
+    g = p.add_argument_group("target (default: this machine, probed)")
+    g.add_argument("--device", metavar="ID", help="catalog device id or name, e.g. h100-sxm, rtx-4090, m3-max-128gb")
+    g.add_argument("--count", type=int, default=1, metavar="N", help="number of identical devices (default 1)")
+    g.add_argument("--ram", metavar="SIZE", help="host RAM available for offloaded layers, e.g. 64GiB")
+    g.add_argument("--memory", metavar="SIZE", help="plan for a device with this much memory, e.g. 24GiB")
+    g.add_argument("--bandwidth", type=float, metavar="GB/S", help="with --memory: its memory bandwidth in GB/s")
+    g.add_argument("--snapshot", type=Path, metavar="FILE", help="plan for the machine a `planner probe --raw` snapshot describes")
+
+
+def manual_device(memory_gib: float, bandwidth_gb_s: float | None) -> DeviceSpec:
+    """A device described only by its memory and bandwidth (treated as a CUDA GPU of compute capability 8.0)."""
+    return DeviceSpec.model_validate({
+        "id": "custom", "name": f"custom device ({memory_gib:g} GiB)", "vendor": "nvidia", "backend": "cuda",
+        "architecture": "unknown", "compute_capability": "8.0", "memory_gib": memory_gib, "memory_type": "unknown",
+        "memory_kind": "dedicated", "mem_bandwidth_gb_s": bandwidth_gb_s or 500.0, "launch_year": 2024,
+        "source": "user input (--memory/--bandwidth)", "unverified": [] if bandwidth_gb_s else ["mem_bandwidth_gb_s"],
+    })
+
+
+# Assumed when a probed CPU's memory bandwidth is unknown: DDR5-5600 dual channel (2 x 64 bit x 5600 MT/s).
+DEFAULT_CPU_BANDWIDTH_GB_S = 89.6
+
+
+def cpu_device(model_name: str, cores: int | None, ram_total_bytes: int) -> DeviceSpec:
+    """A CPU target for a probed machine: its RAM, with an assumed dual-channel DDR5 bandwidth."""
+    return DeviceSpec.model_validate({
+        "id": "local-cpu", "name": model_name or "local CPU", "vendor": "generic", "backend": "cpu", "architecture": "cpu",
+        "memory_gib": max(ram_total_bytes / GIB, 0.001), "memory_type": "system RAM", "memory_kind": "system",
+        "mem_bandwidth_gb_s": DEFAULT_CPU_BANDWIDTH_GB_S, "cpu_cores": cores or None, "launch_year": 2024,
+        "source": "probe (memory); bandwidth assumed DDR5-5600 dual channel", "unverified": ["mem_bandwidth_gb_s"],
+    })
+
+
+def resolve_target(args: argparse.Namespace, catalog: Catalog) -> Target:
+    """The Target the command line asks for."""
+    if args.count < 1 or args.count > 1024:
+        raise PlannerError(f"--count must be between 1 and 1024, got {args.count}")
+    ram = int(_mem(args.ram, "--ram") * GIB) if getattr(args, "ram", None) else None
+    if args.memory:
+        dev = manual_device(_mem(args.memory, "--memory"), args.bandwidth)
+        t = target_from_catalog(dev, args.count, ram)
+        notes = ("custom device: compute assumed like an sm80 GPU",) + (() if args.bandwidth else ("bandwidth unknown: assumed 500 GB/s",))
+        return Target(t.device, t.count, t.usable_bytes, ram, origin="manual", notes=notes)
+    if args.device:
+        return target_from_catalog(catalog.get(args.device), args.count, ram)
+    from planner.hardware import probe
+
+    snap = probe.load_snapshot(args.snapshot) if args.snapshot else probe.read_raw()
+    host = probe.interpret(snap, catalog)
+    return target_from_host(host, origin="snapshot" if args.snapshot else "probe", ram_override=ram)
+
+
+def _mem(text: str, flag: str) -> float:
+    try:
+        v = parse_memory(text)
+    except ValueError as exc:
+        raise PlannerError(f"{flag}: {exc}") from None
+    if not 0 < v <= 1024 * 1024:
+        raise PlannerError(f"{flag}: {text} is out of range")
+    return v
+
+
+def target_from_host(host, origin: str = "probe", ram_override: int | None = None) -> Target:  # type: ignore[no-untyped-def]
+    """Plan for a probed host: its largest group of identical GPUs with their free memory, else its CPU and RAM."""
+    notes = list(getattr(host, "warnings", []) or [])
+    ram_avail = ram_override or getattr(host, "ram_available_bytes", None)
+    gpus = list(getattr(host, "gpus", []) or [])
+    if gpus:
+        groups: dict[str, list] = {}
+        for g in gpus:
+            groups.setdefault(g.spec.id, []).append(g)
+        best = max(groups.values(), key=lambda gs: sum(x.memory_total_bytes for x in gs))
+        dev = best[0].spec
+        if len(groups) > 1:
+            notes.append(f"mixed GPUs: planning for the {len(best)}x {dev.name}; others are left out")
+        if dev.memory_kind == "unified":
+            usable = [int(getattr(host, "gpu_usable_bytes", None) or g.memory_free_bytes) for g in best]
+        else:
+            usable = [int(g.memory_free_bytes) for g in best]
+        notes.append(f"planning for this machine: {len(best)}x {dev.name}, free memory as probed")
+        return Target(dev, len(best), tuple(usable), ram_avail, origin=origin, notes=tuple(notes))
+    cpu = getattr(host, "cpu", None)
+    total = int(getattr(host, "ram_total_bytes", 0) or 0)
+    if total <= 0:
+        raise PlannerError("the probe found no GPU and could not read the RAM size; use --device")
+    cpu_dev = cpu_device(getattr(cpu, "model", "") or "", getattr(cpu, "cores", None), total)
+    avail = int(ram_avail or total)
+    usable = int(min(avail, total - max(SYSTEM_RESERVED_MIN_BYTES, total * SYSTEM_RESERVED_FRACTION)))
+    notes.append(f"no GPU found: planning for this CPU ({cpu_dev.name}) and its RAM; memory bandwidth assumed "
+                 f"{DEFAULT_CPU_BANDWIDTH_GB_S:g} GB/s (dual-channel DDR5)")
+    return Target(cpu_dev, 1, (max(usable, 0),), avail, cpu_dev.mem_bandwidth_gb_s, origin=origin, notes=tuple(notes))
