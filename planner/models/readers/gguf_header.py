@@ -294,7 +294,7 @@ def parse_gguf_header(fh: BinaryIO, source: str, file_size: int | None) -> GGUFH
         if t.offset < data_size:
             raise InvalidInputError(f"{source}: {t.name}.offset: expected tensor data not to overlap, but it starts at {t.offset} before the previous tensor ends at {data_size}")
         data_size = t.offset + t.n_bytes
-    if file_size is not None and data_offset + data_size > file_size:
+    if file_size is not None and data_size and data_offset + data_size > file_size:
         raise InvalidInputError(
             f"{source}: tensor data: file truncated, the tensor table needs {data_offset + data_size} bytes but the file has {file_size}"
         )

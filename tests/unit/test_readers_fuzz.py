@@ -1,0 +1,280 @@
+"""Fuzzing the readers: any bytes or JSON give a result or an InvalidInputError, never another exception or a hang."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.numpy import save_file
+
+from planner.errors import InvalidInputError
+from planner.models.readers import (
+    ModelSource,
+    load_model_source,
+    parse_gguf_header,
+    parse_safetensors_header,
+    read_gguf_header,
+    read_safetensors_header,
+    spec_from_gguf,
+    spec_from_hf_config,
+)
+
+# Each example parses a few KB at most; the deadline catches a parser that starts looping or allocating.
+FUZZ = settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+
+
+def outcome(fn: Callable[[], Any]) -> str:
+    """Run a reader: 'ok' or 'invalid' are the only acceptable outcomes (anything else propagates and fails)."""
+    try:
+        fn()
+    except InvalidInputError as exc:
+        msg = str(exc)
+        assert msg and "\n" not in msg and "Traceback" not in msg
+        return "invalid"
+    return "ok"
+
+
+@pytest.fixture(scope="module")
+def work_dir() -> Path:
+    # Module-scoped (hypothesis rejects function-scoped fixtures such as tmp_path inside @given).
+    with tempfile.TemporaryDirectory(prefix="readers-fuzz-") as d:
+        yield Path(d)
+
+
+def _valid_gguf(path: Path) -> bytes:
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_embedding_length(32)
+    w.add_feed_forward_length(32)
+    w.add_head_count(2)
+    w.add_head_count_kv(1)
+    w.add_sliding_window(16)
+    w.add_token_list(["a", "b", "c", "d"])
+    w.add_array("test.ints", [1, -2, 3])
+    w.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
+    w.add_tensor("blk.0.attn_q.weight",
+                 gguf.quants.quantize(np.ones((32, 32), np.float32), gguf.GGMLQuantizationType.Q8_0),
+                 raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor("blk.0.attn_norm.weight", np.ones((32,), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def gguf_bytes(work_dir: Path) -> bytes:
+    return _valid_gguf(work_dir / "valid.gguf")
+
+
+@pytest.fixture(scope="module")
+def safetensors_bytes(work_dir: Path) -> bytes:
+    save_file({"a": np.zeros((4, 8), np.float16), "b": np.zeros((3,), np.float32), "c": np.zeros((2, 2), np.int8)},
+              str(work_dir / "valid.safetensors"))
+    return (work_dir / "valid.safetensors").read_bytes()
+
+
+def _gguf_outcome(data: bytes) -> str:
+    def run() -> None:
+        header = parse_gguf_header(io.BytesIO(data), "fuzz.gguf", len(data))
+        spec_from_gguf(header, "fuzz.gguf")
+
+    return outcome(run)
+
+
+# --- GGUF ----------------------------------------------------------------------------------------------------
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_gguf_arbitrary_bytes(data: bytes) -> None:
+    _gguf_outcome(data)
+
+
+@FUZZ
+@given(version=st.sampled_from([2, 3]), counts=st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)),
+       rest=st.binary(max_size=512))
+def test_gguf_valid_prefix_then_noise(version: int, counts: tuple[int, int], rest: bytes) -> None:
+    """Past the magic and version, so the fuzzer reaches the metadata and tensor-table code."""
+    _gguf_outcome(b"GGUF" + struct.pack("<IQQ", version, *counts) + rest)
+
+
+@FUZZ
+@given(data=st.data())
+def test_gguf_truncations_always_fail_cleanly(gguf_bytes: bytes, data: st.DataObject) -> None:
+    cut = data.draw(st.integers(0, len(gguf_bytes) - 1))
+    assert _gguf_outcome(gguf_bytes[:cut]) == "invalid"
+
+
+@FUZZ
+@given(data=st.data())
+def test_gguf_byte_mutations(gguf_bytes: bytes, data: st.DataObject) -> None:
+    header_end = read_header_end(gguf_bytes)
+    edits = data.draw(st.lists(st.tuples(st.integers(0, header_end - 1), st.integers(0, 255)), min_size=1, max_size=6))
+    buf = bytearray(gguf_bytes)
+    for pos, value in edits:
+        buf[pos] = value
+    _gguf_outcome(bytes(buf))
+
+
+def read_header_end(data: bytes) -> int:
+    h = parse_gguf_header(io.BytesIO(data), "valid.gguf", len(data))
+    return h.data_offset
+
+
+def test_gguf_fuzz_file_is_valid(gguf_bytes: bytes, work_dir: Path) -> None:
+    """The seed file itself parses (so the truncation test above is about truncation only)."""
+    assert _gguf_outcome(gguf_bytes) == "ok"
+    h = read_gguf_header(work_dir / "valid.gguf")
+    assert h.metadata["test.ints"] == [1, -2, 3] and len(h.tensors) == 3
+
+
+def test_gguf_reading_a_file_that_lies_about_sizes_is_fast(work_dir: Path) -> None:
+    """Huge counts in a tiny file are refused before anything is allocated or looped over."""
+    lies = [
+        b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k" + struct.pack("<IIQ", 9, 0, 2**24),
+        b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k" + struct.pack("<IIQ", 9, 9, 2**20),
+        b"GGUF" + struct.pack("<IQQ", 3, 2**20, 0),
+    ]
+    for data in lies:
+        p = work_dir / "lies.gguf"
+        p.write_bytes(data)
+        with pytest.raises(InvalidInputError):
+            read_gguf_header(p)
+
+
+# --- safetensors ---------------------------------------------------------------------------------------------
+
+
+def _safetensors_outcome(work_dir: Path, data: bytes) -> str:
+    p = work_dir / "fuzz.safetensors"
+    p.write_bytes(data)
+    return outcome(lambda: read_safetensors_header(p))
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_safetensors_arbitrary_bytes(work_dir: Path, data: bytes) -> None:
+    _safetensors_outcome(work_dir, data)
+
+
+@FUZZ
+@given(data=st.data())
+def test_safetensors_truncations_always_fail_cleanly(work_dir: Path, safetensors_bytes: bytes, data: st.DataObject) -> None:
+    cut = data.draw(st.integers(0, len(safetensors_bytes) - 1))
+    assert _safetensors_outcome(work_dir, safetensors_bytes[:cut]) == "invalid"
+
+
+@FUZZ
+@given(data=st.data())
+def test_safetensors_byte_mutations(work_dir: Path, safetensors_bytes: bytes, data: st.DataObject) -> None:
+    (n,) = struct.unpack("<Q", safetensors_bytes[:8])
+    edits = data.draw(st.lists(st.tuples(st.integers(0, 8 + n - 1), st.integers(0, 255)), min_size=1, max_size=6))
+    buf = bytearray(safetensors_bytes)
+    for pos, value in edits:
+        buf[pos] = value
+    _safetensors_outcome(work_dir, bytes(buf))
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+DTYPES = st.sampled_from(["F32", "F16", "BF16", "I8", "U8", "F8_E4M3", "F4", "BOOL", "I64", "X9", ""])
+ENTRY = st.fixed_dictionaries({
+    "dtype": DTYPES | JSON,
+    "shape": st.lists(st.integers(-2, 2**40), max_size=4) | JSON,
+    "data_offsets": st.lists(st.integers(-2, 2**40), min_size=0, max_size=3) | JSON,
+})
+
+
+@FUZZ
+@given(st.dictionaries(st.text(max_size=6), ENTRY | JSON, max_size=5), st.integers(0, 2**20) | st.none())
+def test_safetensors_structured_headers(header: dict, data_size: int | None) -> None:
+    raw = json.dumps(header).encode()
+    outcome(lambda: parse_safetensors_header(raw, "fuzz.safetensors", data_size))
+
+
+@FUZZ
+@given(JSON)
+def test_safetensors_arbitrary_json_header(doc: Any) -> None:
+    raw = json.dumps(doc).encode()
+    outcome(lambda: parse_safetensors_header(raw, "fuzz.safetensors", None))
+
+
+# --- config.json ---------------------------------------------------------------------------------------------
+
+BASE_CONFIGS = [
+    {"architectures": ["LlamaForCausalLM"], "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
+     "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48, "max_position_embeddings": 256,
+     "rope_scaling": {"rope_type": "llama3"}},
+    {"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
+     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 64,
+     "moe_intermediate_size": 16, "num_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 256,
+     "mlp_only_layers": [], "use_sliding_window": True, "sliding_window": 64},
+    {"architectures": ["DeepseekV3ForCausalLM"], "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 3,
+     "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 64, "moe_intermediate_size": 16,
+     "n_routed_experts": 4, "n_shared_experts": 1, "num_experts_per_tok": 2, "first_k_dense_replace": 1,
+     "topk_method": "noaux_tc", "q_lora_rank": 16, "kv_lora_rank": 8, "qk_nope_head_dim": 8,
+     "qk_rope_head_dim": 4, "v_head_dim": 8, "max_position_embeddings": 256,
+     "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}},
+    {"architectures": ["Gemma3ForConditionalGeneration"], "text_config": {"hidden_size": 32, "intermediate_size": 64,
+     "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+     "sliding_window": 16, "layer_types": ["sliding_attention"] * 5 + ["full_attention"], "vocab_size": 64,
+     "max_position_embeddings": 128}},
+    {"architectures": ["GptOssForCausalLM"], "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
+     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 32,
+     "num_local_experts": 4, "experts_per_token": 2, "sliding_window": 8, "max_position_embeddings": 128,
+     "attention_bias": True, "quantization_config": {"quant_method": "mxfp4"}},
+    {"architectures": ["CohereForCausalLM"], "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
+     "num_attention_heads": 4, "intermediate_size": 48, "max_position_embeddings": 256, "use_qk_norm": True},
+]
+
+
+def test_base_configs_are_valid() -> None:
+    for config in BASE_CONFIGS:
+        assert outcome(lambda c=config: spec_from_hf_config(c, "config.json")) == "ok"
+
+
+@FUZZ
+@given(JSON)
+def test_config_arbitrary_json(doc: Any) -> None:
+    outcome(lambda: spec_from_hf_config(doc, "config.json"))
+
+
+@FUZZ
+@given(base=st.sampled_from(BASE_CONFIGS), data=st.data())
+def test_config_one_field_replaced(base: dict, data: st.DataObject) -> None:
+    """A valid config with one field (possibly nested in text_config) set to arbitrary JSON, or deleted."""
+    config = json.loads(json.dumps(base))
+    target = config["text_config"] if "text_config" in config and data.draw(st.booleans()) else config
+    key = data.draw(st.sampled_from(sorted(target)) | st.text(max_size=8))
+    if data.draw(st.booleans()):
+        target.pop(key, None)
+    else:
+        target[key] = data.draw(JSON | st.integers(-(2**70), 2**70))
+    outcome(lambda: spec_from_hf_config(config, "config.json"))
+
+
+@FUZZ
+@given(st.binary(max_size=256))
+def test_config_file_arbitrary_bytes(work_dir: Path, data: bytes) -> None:
+    d = work_dir / "cfgdir"
+    d.mkdir(exist_ok=True)
+    (d / "config.json").write_bytes(data)
+    result: list[ModelSource] = []
+    if outcome(lambda: result.append(load_model_source(d / "config.json"))) == "ok":
+        assert result[0].tensors is None
