@@ -14,6 +14,7 @@ from planner.cost.memory import (
 )
 from planner.cost.speed import (
     ALLREDUCE_LATENCY_US, FOREIGN_GGUF_FACTOR, KERNEL_BANDWIDTH_FACTOR, efficiency, kernel_class, prefill_peak_flops,
+    unit_capped_bandwidth,
 )
 from planner.formats import Assignment, GGMLType, ShapeError, WeightFormat
 from planner.models.inventory import TensorInfo, active_fraction, count_params, tensor_inventory
@@ -24,7 +25,7 @@ from planner.runtimes import Runtime
 
 _DEQUANT_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 PCIE_GB_S = {3: 15.75, 4: 31.5, 5: 63.0, 6: 126.0}  # x16, one direction (PCI-SIG)
-LAYER_SPLIT_HOP_US = 15.0  # assumed: passing activations between GPUs in a layer split, per hop per token
+LAYER_SPLIT_HOP_US = 200.0  # calibrated (llama.cpp 2024 builds, 2-6 GPUs): sync + activation copy per GPU boundary per token
 UBATCH = 512  # llama.cpp default micro-batch (-ub)
 
 
@@ -302,6 +303,7 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     eff = efficiency(engine, dev.backend, calibration)
     kclass = kernel_class(fmt.family, "fp16" if mode == "dequantized" else fmt.compute, lay.ggml_types)
     bw = dev.mem_bandwidth_gb_s * 1e9 * eff.bandwidth * KERNEL_BANDWIDTH_FACTOR.get(kclass, 0.9)
+    bw = unit_capped_bandwidth(bw, dev, engine, kclass)
     if fmt.family == "gguf" and engine != "llamacpp":
         bw *= FOREIGN_GGUF_FACTOR
     host_eff = efficiency("llamacpp", "cpu", calibration).bandwidth

@@ -247,6 +247,9 @@ _FTYPE_DEFAULT = {
 }
 # File types whose main tensors need an importance matrix (llama-quant.cpp tensor_requires_imatrix).
 _NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M", "IQ3_XXS", "Q2_K_S"}
+# File types whose published files are, in practice, made with an importance matrix (bartowski, unsloth, mradermacher
+# 'i1' repos); the imatrix changes the mix for IQ4_XS/IQ4_NL (no Q5_K ffn_down in the first layers).
+_IMATRIX_BY_DEFAULT = _NEEDS_IMATRIX | {"IQ4_XS", "IQ4_NL", "IQ3_XS", "IQ3_S", "IQ3_M"}
 _IQ_LOW = {"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"}
 _FALLBACK = {
     "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL",
@@ -296,7 +299,7 @@ def gguf_mix(ftype: str, model: ModelSpec, tensors: Sequence[TensorInfo], *, ima
     """
     default = _FTYPE_DEFAULT[ftype]
     if imatrix is None:
-        imatrix = ftype in _NEEDS_IMATRIX
+        imatrix = ftype in _IMATRIX_BY_DEFAULT
     n_expert = model.moe.num_experts if model.moe else 0
     gqa = model.gqa_ratio
     n_layer = model.num_layers

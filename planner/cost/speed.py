@@ -29,7 +29,7 @@ class Efficiency:
 
 # (engine, backend) -> Efficiency. Engines: llamacpp, vllm, sglang, trtllm, tgi, exllamav2, mlx, transformers.
 EFFICIENCY: dict[tuple[str, str], Efficiency] = {
-    ("llamacpp", "cuda"): Efficiency(0.80, 0.45, 9.0, "calibrated"),
+    ("llamacpp", "cuda"): Efficiency(0.80, 0.37, 9.0, "calibrated"),
     ("llamacpp", "rocm"): Efficiency(0.65, 0.30, 14.0, "assumed"),
     ("llamacpp", "metal"): Efficiency(0.78, 0.55, 9.0, "calibrated"),
     ("llamacpp", "vulkan"): Efficiency(0.65, 0.30, 14.0, "assumed"),
@@ -59,6 +59,15 @@ _FALLBACK = Efficiency(0.5, 0.3, 20.0, "assumed")
 # Kernel-class factors on the engine's bandwidth efficiency: dequantizing i-quant and k-quant GEMVs do more work
 # per byte than plain F16/Q8_0 ones (assumed, then checked in benchmarks/accuracy.py).
 KERNEL_BANDWIDTH_FACTOR = {"float": 1.0, "q8": 1.0, "legacy4": 0.95, "kquant": 0.92, "iquant": 0.80, "group4": 0.90, "fp8": 1.0, "fp4": 0.9}
+# Decode GEMV throughput per compute unit (NVIDIA SM, Apple GPU core) in GB/s of weights streamed. Dequantizing
+# kernels are limited by the bytes each unit keeps in flight, so GPUs with many GB/s per unit (A100, H100, M1 Max)
+# reach a smaller fraction of their peak bandwidth than GeForce cards. Calibrated on llama.cpp 2024+ builds.
+UNIT_RATE_GB_S: dict[tuple[str, str], dict[str, float]] = {
+    ("llamacpp", "cuda"): {"float": 9.0, "q8": 8.0, "legacy4": 7.0, "kquant": 6.5, "iquant": 5.5, "fp4": 6.5},
+    ("llamacpp", "metal"): {"float": 9.0, "q8": 7.5, "legacy4": 6.5, "kquant": 5.5, "iquant": 4.5, "fp4": 5.5},
+}
+# llama.cpp prompt processing of quantized weights runs slower than F16 GEMM (dequantization / MMQ), calibrated.
+QUANT_PREFILL_FACTOR = 0.8
 # GGUF served by engines other than llama.cpp (vLLM, SGLang) runs through slower, "highly experimental and
 # under-optimized" kernels (vLLM docs/features/quantization/gguf.md); assumed factor on bandwidth efficiency.
 FOREIGN_GGUF_FACTOR = 0.6
@@ -73,6 +82,14 @@ def efficiency(engine: str, backend: str, calibration: dict | None = None) -> Ef
     if calibration and (engine, backend) in calibration:
         return calibration[(engine, backend)]
     return EFFICIENCY.get((engine, backend), _FALLBACK)
+
+
+def unit_capped_bandwidth(bandwidth_b_s: float, device: DeviceSpec, engine: str, kclass: str) -> float:
+    """Bandwidth a decode GEMV reaches: the engine's fraction of peak, capped by per-compute-unit throughput."""
+    rates = UNIT_RATE_GB_S.get((engine, device.backend))
+    if not rates or not device.gpu_cores or kclass not in rates:
+        return bandwidth_b_s
+    return min(bandwidth_b_s, device.gpu_cores * rates[kclass] * 1e9)
 
 
 def kernel_class(format_family: str, compute: str, ggml_types: set[str]) -> str:
@@ -106,9 +123,11 @@ def prefill_peak_flops(device: DeviceSpec, engine: str, format_family: str, comp
         return (d.peak_fp16_tflops or d.peak_fp32_tflops or 5.0) * 1e12
     if support_mode in ("weight_only", "dequantized"):
         return fp16 * 1e12
-    if engine == "llamacpp" and format_family == "gguf" and compute not in ("fp16", "bf16", "fp32"):
-        # llama.cpp's MMQ kernels run quantized prompt matmuls on int8 tensor cores.
-        return (d.peak_int8_tops or fp16) * 1e12
+    if engine == "llamacpp":
+        # llama.cpp's F16 GEMMs accumulate in FP16 (full rate on GeForce); quantized ones pay for dequantization.
+        acc16 = d.peak_fp16_acc16_tflops or fp16
+        quantized = format_family == "gguf" and compute not in ("fp16", "bf16", "fp32")
+        return acc16 * 1e12 * (QUANT_PREFILL_FACTOR if quantized else 1.0)
     if compute == "fp8" and d.peak_fp8_tflops:
         return d.peak_fp8_tflops * 1e12
     if compute == "fp4" and d.peak_fp4_tflops:

@@ -61,6 +61,10 @@ class DeviceSpec(BaseModel):
     peak_fp32_tflops: float | None = Field(default=None, gt=0, le=5000, description="Peak dense FP32 TFLOPS.")
     peak_fp16_tflops: float | None = Field(default=None, gt=0, le=30000, description="Peak dense FP16 tensor TFLOPS (FP32 accumulate).")
     peak_bf16_tflops: float | None = Field(default=None, gt=0, le=30000, description="Peak dense BF16 tensor TFLOPS (FP32 accumulate).")
+    peak_fp16_acc16_tflops: float | None = Field(
+        default=None, gt=0, le=60000,
+        description="Peak dense FP16 tensor TFLOPS with FP16 accumulate, where it differs (GeForce: 2x the FP32-accumulate rate).",
+    )
     peak_fp8_tflops: float | None = Field(default=None, gt=0, le=30000, description="Peak dense FP8 tensor TFLOPS.")
     peak_fp4_tflops: float | None = Field(default=None, gt=0, le=60000, description="Peak dense FP4 tensor TFLOPS.")
     peak_int8_tops: float | None = Field(default=None, gt=0, le=30000, description="Peak dense INT8 tensor TOPS.")
@@ -136,6 +140,7 @@ class DeviceSpec(BaseModel):
         return {
             "fp32": self.peak_fp32_tflops,
             "fp16": self.peak_fp16_tflops or self.peak_bf16_tflops,
+            "fp16_acc16": self.peak_fp16_acc16_tflops or self.peak_fp16_tflops or self.peak_bf16_tflops,
             "bf16": self.peak_bf16_tflops,
             "fp8": self.peak_fp8_tflops,
             "fp4": self.peak_fp4_tflops,

@@ -157,6 +157,13 @@ def _read_int(path: Path) -> int | None:
 
 def _read_nvml() -> dict:
     """NVIDIA GPUs through NVML: identity, memory, links, MIG instances, power limit, processes."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:  # the cheap check first: no driver library means no NVIDIA GPU, without importing pynvml (~20 ms)
+            ctypes.CDLL("libnvidia-ml.so.1")
+        except OSError:
+            raise _Absent("no NVIDIA driver (libnvidia-ml.so.1 not found)") from None
     try:
         import pynvml  # lazily: importing and loading libnvidia-ml costs time on machines without NVIDIA GPUs
     except ImportError as exc:
@@ -904,8 +911,13 @@ class Host(_Out):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def interconnect(self) -> Literal["nvlink", "pcie"] | None:
-        """How several dedicated GPUs talk: 'nvlink' when every one has active links, else 'pcie'; None for fewer than two."""
-        dedicated = [g for g in self.gpus if not g.unified and g.mig_profile is None]
+        """How several NVIDIA GPUs talk: 'nvlink' when every one has active links, else 'pcie'; None for fewer than two.
+
+        AMD Infinity Fabric (xGMI) is not probed, so AMD GPUs give None rather than a guess.
+        """
+        if any(g.vendor == "amd" and not g.unified for g in self.gpus):
+            return None
+        dedicated = [g for g in self.gpus if g.vendor == "nvidia" and g.mig_profile is None]
         if len(dedicated) < 2:
             return None
         return "nvlink" if all((g.nvlink_active_links or 0) > 0 for g in dedicated) else "pcie"
@@ -1207,10 +1219,11 @@ def _amd_devices(snap: Snapshot, catalog: Catalog, ram: dict, cpu: CpuInfo,
             usable = free
         catalog_id = None
         if spec is not None:
-            spec = _memory_variant(catalog, spec, total)
+            spec = _memory_variant(catalog, spec, total, warnings=warnings if unified else None, what=name)
             catalog_id = spec.id
         else:
-            warnings.append(_uncatalogued(f"AMD GPU {gpu.index}", name, total))
+            # For an APU the catalog entry should carry the CPU string: the GPU's own name is generic.
+            warnings.append(_uncatalogued(f"AMD GPU {gpu.index}", name, total, cpu.model if unified and cpu.model else name))
             spec = _synthesize(name, "amd", "rocm", total, unified, warnings, gfx_target=gpu.gfx_target,
                                usable_fraction=min(1.0, unified_cap / total) if unified and unified_cap else None)
             if spec is None:
@@ -1292,7 +1305,8 @@ def _apple_device(snap: Snapshot, catalog: Catalog, ram: dict, warnings: list[st
 def _memory_variant(catalog: Catalog, spec: DeviceSpec, size_bytes: int, warnings: list[str] | None = None,
                     what: str = "") -> DeviceSpec:
     """The '<id>-<N>gb' variant of a catalog entry closest to the probed memory (within 8%), else the entry itself."""
-    options = [spec, *(d for d in catalog if d.id.startswith(f"{spec.id}-") and d.id.endswith("gb") and d.name.startswith(spec.name))]
+    # Variants first, so a machine whose size equals the base entry's still gets its explicit '<id>-<N>gb' id.
+    options = [*(d for d in catalog if d.id.startswith(f"{spec.id}-") and d.id.endswith("gb") and d.name.startswith(spec.name)), spec]
     size_gib = size_bytes / GIB
     best = min(options, key=lambda d: abs(d.memory_gib - size_gib))
     if abs(best.memory_gib - size_gib) <= 0.08 * size_gib:
@@ -1317,12 +1331,12 @@ def _match(catalog: Catalog, name: str, memory_bytes: int, warnings: list[str], 
     return _synthesize(name, vendor, "cuda", memory_bytes, False, warnings, compute_capability=cc), None
 
 
-def _uncatalogued(label: str, name: str, memory_bytes: int) -> str:
+def _uncatalogued(label: str, name: str, memory_bytes: int, match_name: str | None = None) -> str:
     """The warning for a device the catalog does not know."""
     return (
         f"{label} '{name}' is not in the catalog: planning from its probed memory ({_gib(memory_bytes)}) with a placeholder "
         f"bandwidth of {PLACEHOLDER_MEM_BANDWIDTH_GB_S:g} GB/s and unknown compute, so speed estimates are rough. Add it to a "
-        f"user catalog (a YAML entry with nvml_names: ['{name}']) and pass --hwdb DIR."
+        f"user catalog (a YAML entry with nvml_names: ['{match_name or name}']) and pass --hwdb DIR."
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from planner.errors import InvalidInputError
-from planner.models.readers.common import build_spec, layer_pattern_period, make_id, tensor_info, validated
+from planner.models.readers.common import build_spec, layer_pattern_period, make_id, show, tensor_info, validated
 from planner.models.spec import MLASpec, ModelSpec, MoESpec
 
 GGUF_MAGIC = b"GGUF"
@@ -240,12 +240,13 @@ def parse_gguf_header(fh: BinaryIO, source: str, file_size: int | None) -> GGUFH
     types: dict[str, str] = {}
     for i in range(n_kv):
         key = r.string(f"metadata[{i}].key", MAX_NAME_BYTES, strict=True)
+        label = show(key)
         if key in metadata:
-            raise r.fail(f"metadata[{i}].key", f"unique keys, '{key}' appears twice")
-        vtype = r.u32(f"{key} type")
+            raise r.fail(f"metadata[{i}].key", f"unique keys, '{label}' appears twice")
+        vtype = r.u32(f"{label} type")
         if vtype not in _MIN_SIZE:
-            raise r.fail(f"{key} type", f"a GGUF value type 0-12, found {vtype}")
-        metadata[key], types[key] = _read_value(r, vtype, key)
+            raise r.fail(f"{label} type", f"a GGUF value type 0-12, found {vtype}")
+        metadata[key], types[key] = _read_value(r, vtype, label)
 
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if (
@@ -254,15 +255,16 @@ def parse_gguf_header(fh: BinaryIO, source: str, file_size: int | None) -> GGUFH
         or not 0 < alignment <= MAX_ALIGNMENT
         or alignment & (alignment - 1)
     ):
-        raise InvalidInputError(f"{source}: general.alignment: expected a power of two up to {MAX_ALIGNMENT}, found {alignment!r}")
+        raise InvalidInputError(f"{source}: general.alignment: expected a power of two up to {MAX_ALIGNMENT}, found {show(repr(alignment), 40)}")
 
     raw_tensors: list[tuple[str, tuple[int, ...], int, str, int]] = []
     seen: set[str] = set()
     for i in range(n_tensors):
-        name = r.string(f"tensors[{i}].name", MAX_NAME_BYTES, strict=True)
-        if name in seen:
+        key = r.string(f"tensors[{i}].name", MAX_NAME_BYTES, strict=True)
+        name = show(key)  # for messages
+        if key in seen:
             raise r.fail(f"tensors[{i}].name", f"unique tensor names, '{name}' appears twice")
-        seen.add(name)
+        seen.add(key)
         n_dims = r.u32(f"{name}.n_dims")
         if not 1 <= n_dims <= MAX_DIMS:
             raise r.fail(f"{name}.n_dims", f"1 to {MAX_DIMS}, found {n_dims}")
@@ -280,7 +282,7 @@ def parse_gguf_header(fh: BinaryIO, source: str, file_size: int | None) -> GGUFH
             raise r.fail(f"{name}.dims", f"a row length (ne0 = {dims[0]}) that is a multiple of {qtype.name}'s block of {block}")
         if offset % alignment:
             raise r.fail(f"{name}.offset", f"a multiple of the alignment {alignment}, found {offset}")
-        raw_tensors.append((name, dims, type_id, qtype.name, offset))
+        raw_tensors.append((key, dims, type_id, qtype.name, offset))
     header_end = r.pos
     data_offset = -(-header_end // alignment) * alignment
 
@@ -292,7 +294,7 @@ def parse_gguf_header(fh: BinaryIO, source: str, file_size: int | None) -> GGUFH
     data_size = 0
     for t in sorted(tensors, key=lambda t: t.offset):
         if t.offset < data_size:
-            raise InvalidInputError(f"{source}: {t.name}.offset: expected tensor data not to overlap, but it starts at {t.offset} before the previous tensor ends at {data_size}")
+            raise InvalidInputError(f"{source}: {show(t.name)}.offset: expected tensor data not to overlap, but it starts at {t.offset} before the previous tensor ends at {data_size}")
         data_size = t.offset + t.n_bytes
     if file_size is not None and data_size and data_offset + data_size > file_size:
         raise InvalidInputError(
@@ -353,7 +355,7 @@ class _Meta:
 
     def _int(self, key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidInputError(f"{self.source}: {key}: expected an integer, found {value!r}"[:300])
+            raise InvalidInputError(f"{self.source}: {show(key)}: expected an integer, found {show(repr(value), 40)}")
         return value
 
     def get(self, name: str, default: Any = None, *, per_layer_max: bool = True) -> Any:
@@ -365,7 +367,7 @@ class _Meta:
         if isinstance(value, list):
             ints = [self._int(key, v) for v in value]
             if not ints:
-                raise InvalidInputError(f"{self.source}: {key}: expected an integer or a non-empty per-layer array")
+                raise InvalidInputError(f"{self.source}: {show(key)}: expected an integer or a non-empty per-layer array")
             if len(set(ints)) > 1:
                 self.notes.append(f"{key} varies per layer; the largest value ({max(ints)}) is used")
             return max(ints)
@@ -374,7 +376,7 @@ class _Meta:
     def need(self, name: str) -> int:
         value = self.get(name)
         if value is None:
-            raise InvalidInputError(f"{self.source}: {self.arch}.{name}: expected an integer key, it is missing")
+            raise InvalidInputError(f"{self.source}: {show(self.arch)}.{name}: expected an integer key, it is missing")
         return value
 
 
@@ -402,13 +404,13 @@ def spec_from_gguf(header: GGUFHeader, path: Path | str) -> ModelSpec:
     if vocab is None and isinstance(tokens, list) and tokens:
         vocab = len(tokens)
     if vocab is None:
-        raise InvalidInputError(f"{source}: tokenizer.ggml.tokens: expected a token list, a {arch}.vocab_size key or a token_embd.weight tensor to size the vocabulary")
+        raise InvalidInputError(f"{source}: tokenizer.ggml.tokens: expected a token list, a {show(arch)}.vocab_size key or a token_embd.weight tensor to size the vocabulary")
 
     moe = _moe_from_gguf(m, by_name, n_layers)
     mla = _mla_from_gguf(m, "blk.0.attn_k_b.weight" in by_name)
     ffn = m.get("feed_forward_length") or (moe.expert_intermediate_size if moe else None)
     if ffn is None:
-        raise InvalidInputError(f"{source}: {arch}.feed_forward_length: expected an integer key, it is missing")
+        raise InvalidInputError(f"{source}: {show(arch)}.feed_forward_length: expected an integer key, it is missing")
 
     sliding = m.get("attention.sliding_window")
     global_every = None

@@ -16,7 +16,7 @@ from typing import Any
 
 from planner.errors import InvalidInputError
 from planner.models.inventory import count_active_params, count_params
-from planner.models.readers.common import build_spec, layer_pattern_period, make_id, validated
+from planner.models.readers.common import build_spec, layer_pattern_period, make_id, show, validated
 from planner.models.spec import MLASpec, ModelSpec, MoESpec
 
 _MISSING: Any = object()
@@ -291,7 +291,7 @@ def _pick_architecture(config: Mapping[str, Any], source: str) -> tuple[str, _Ar
     if archs is None and isinstance(model_type, str) and model_type in _BY_MODEL_TYPE:
         a = _BY_MODEL_TYPE[model_type]
         return a, ARCHITECTURES[a]
-    found = f"found {names}" if names else "found none"
+    found = f"found {show(repr(names), 120)}" if names else "found none"
     raise InvalidInputError(
         f"{source}: architectures: expected one of {', '.join(supported_architectures())}; {found}"
     )

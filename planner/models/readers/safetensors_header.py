@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import InvalidInputError
+from planner.models.readers.common import show
 from planner.yamlio import load_json
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -93,7 +94,7 @@ def parse_safetensors_header(header: bytes, source: str, data_size: int | None, 
         begin, stop = t.data_offsets
         if begin != end:
             raise InvalidInputError(
-                f"{source}: {t.name}.data_offsets: expected the tensor to start at {end} (contiguous, non-overlapping data), found {begin}"
+                f"{source}: {show(t.name)}.data_offsets: expected the tensor to start at {end} (contiguous, non-overlapping data), found {begin}"
             )
         end = stop
     if data_size is not None and end != data_size:
@@ -102,22 +103,23 @@ def parse_safetensors_header(header: bytes, source: str, data_size: int | None, 
     return tensors
 
 
-def _tensor(name: str, entry: Any, source: str, file: str) -> RawTensor:
+def _tensor(key: str, entry: Any, source: str, file: str) -> RawTensor:
     """Validate one header entry {dtype, shape, data_offsets}."""
-    if not name:
+    if not key:
         raise InvalidInputError(f"{source}: header: expected non-empty tensor names")
+    name = show(key)  # for messages only
     if not isinstance(entry, dict):
         raise InvalidInputError(f"{source}: {name}: expected an object with dtype, shape and data_offsets")
     dtype = entry.get("dtype")
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-        raise InvalidInputError(f"{source}: {name}.dtype: expected one of {', '.join(DTYPE_BITS)}, found {dtype!r}"[:400])
+        raise InvalidInputError(f"{source}: {name}.dtype: expected one of {', '.join(DTYPE_BITS)}, found {show(repr(dtype), 40)}")
     shape = entry.get("shape")
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_DIMS
         or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape)
     ):
-        raise InvalidInputError(f"{source}: {name}.shape: expected a list of at most {MAX_DIMS} non-negative integers"[:400])
+        raise InvalidInputError(f"{source}: {name}.shape: expected a list of at most {MAX_DIMS} non-negative integers")
     offsets = entry.get("data_offsets")
     if (
         not isinstance(offsets, list)
@@ -132,7 +134,7 @@ def _tensor(name: str, entry: Any, source: str, file: str) -> RawTensor:
         raise InvalidInputError(
             f"{source}: {name}.data_offsets: expected {bits / 8:g} bytes for {dtype} {list(shape)}, found {n_bytes}"
         )
-    return RawTensor(name, dtype, tuple(shape), n_bytes, file, (offsets[0], offsets[1]))
+    return RawTensor(key, dtype, tuple(shape), n_bytes, file, (offsets[0], offsets[1]))
 
 
 def read_safetensors_index(path: Path | str) -> dict[str, str]:
@@ -145,7 +147,7 @@ def read_safetensors_index(path: Path | str) -> dict[str, str]:
     for name, shard in weight_map.items():
         # A shard name is a plain file name: never let an index point outside its directory.
         if not isinstance(shard, str) or not shard.endswith(".safetensors") or "/" in shard or "\\" in shard or shard.startswith("."):
-            raise InvalidInputError(f"{path}: weight_map.{name}: expected a .safetensors file name beside the index, found {shard!r}"[:400])
+            raise InvalidInputError(f"{path}: weight_map.{show(name)}: expected a .safetensors file name beside the index, found {show(repr(shard))}")
     return weight_map
 
 
@@ -156,14 +158,14 @@ def read_safetensors_files(files: list[Path], index: dict[str, str] | None = Non
     for f in files:
         for t in read_safetensors_header(f):
             if t.name in seen:
-                raise InvalidInputError(f"{f}: {t.name}: expected each tensor in one shard, also in {seen[t.name]}")
+                raise InvalidInputError(f"{f}: {show(t.name)}: expected each tensor in one shard, also in {seen[t.name]}")
             seen[t.name] = f.name
             tensors.append(t)
     if index is not None:
         for name, shard in index.items():
             if seen.get(name) != shard:
                 where = f"found in {seen[name]}" if name in seen else "not in any shard"
-                raise InvalidInputError(f"{index_path}: weight_map.{name}: expected the tensor in {shard}, {where}")
+                raise InvalidInputError(f"{index_path}: weight_map.{show(name)}: expected the tensor in {show(shard)}, {where}")
     return tensors
 
 
@@ -175,7 +177,7 @@ def read_safetensors_dir(directory: Path) -> tuple[list[RawTensor], list[Path]]:
         files = [directory / s for s in dict.fromkeys(index.values())]
         for f in files:
             if not f.is_file():
-                raise InvalidInputError(f"{index_path}: weight_map: shard {f.name} is missing from {directory}")
+                raise InvalidInputError(f"{index_path}: weight_map: shard {show(f.name)} is missing from {directory}")
         return read_safetensors_files(files, index, index_path), files
     files = sorted(directory.glob("*.safetensors"))
     return read_safetensors_files(files), files

@@ -1,0 +1,1 @@
+"""The TUI's screens: the tabbed main screen and the help screen."""
