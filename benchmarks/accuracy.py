@@ -113,9 +113,6 @@ def sizes(show_rows: bool) -> dict[str, list[float]]:
             embed_output, q = "F16", q.split(" (")[0]
         q = re.sub(r" \(=.*\)$", "", q).replace(" (ORIGINAL)", "")
         q = {"Q4_K": "Q4_K_M", "Q3_K": "Q3_K_M", "Q5_K": "Q5_K_M"}.get(q, q)
-        if q.endswith("_L") and q not in FORMATS and q != "Q3_K_L":
-            skipped["unsupported variant"] += 1
-            continue
         if q not in FORMATS:
             skipped[f"format {q}"] += 1
             continue

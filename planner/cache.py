@@ -1,75 +1,55 @@
-"""A cache of validated catalog data as plain JSON, so the hot path skips re-validating unchanged YAML."""
+"""A cache of validated catalog data as plain JSON, so the hot path neither re-validates unchanged YAML nor
+imports pydantic: cached entries come back as Records with the schema's attributes and methods."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 from planner.paths import user_cache_dir
-from planner.yamlio import atomic_write_text
+from planner.records import Record
 
-T = TypeVar("T")
+_PACKAGE = Path(__file__).resolve().parent
+# A change to a schema module invalidates every cache built with the old schema.
+_SCHEMA_SOURCES = (_PACKAGE / "hardware" / "schema.py", _PACKAGE / "models" / "spec.py", _PACKAGE / "cache.py")
 
 
 def _fingerprint(directory: Path) -> str:
-    """Hash of the paths, sizes and mtimes of the YAML files in a directory (or of one file)."""
+    """Hash of the planner version, schema sources and the paths, sizes and mtimes of the YAML files."""
+    from planner import __version__
+
     directory = Path(directory)
     files = [directory] if directory.is_file() else sorted(directory.glob("*.y*ml"))
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
+    h = hashlib.sha256(__version__.encode())
+    for f in (*_SCHEMA_SOURCES, *files):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
         h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 
-def cached_validated(kind: str, directory: Path, model: type[T], build: Callable[[], list[T]]) -> list[T]:
-    """Return `build()`'s validated models, from a JSON cache keyed on the files' fingerprint when valid."""
-    import os
-
+def cached_validated(kind: str, directory: Path, record: type[Record], build: Callable[[], list[Any]]) -> list[Any]:
+    """Return `build()`'s validated models, or Records from a JSON cache keyed on the files' fingerprint."""
     if not Path(directory).exists():
         return build()  # build() raises the clear 'no such directory' error
-    key = _fingerprint(directory)
-    cache_file = user_cache_dir() / f"{kind}-{key}.json"
+    cache_file = user_cache_dir() / f"{kind}-{_fingerprint(directory)}.json"
     if os.environ.get("PLANNER_NO_CACHE") != "1" and cache_file.is_file():
         try:
             rows = json.loads(cache_file.read_text(encoding="utf-8"))
-            # Data validated when the cache was written; construct without re-validating.
-            return [_construct(model, row) for row in rows]
-        except (OSError, ValueError, TypeError, KeyError):
+            return [record(**row) for row in rows]
+        except (OSError, ValueError, TypeError):
             pass  # a corrupt cache is rebuilt below
     items = build()
     try:
-        atomic_write_text(cache_file, json.dumps([i.model_dump(mode="json") for i in items]))  # type: ignore[attr-defined]
+        from planner.yamlio import atomic_write_text
+
+        atomic_write_text(cache_file, json.dumps([i.model_dump(mode="json") for i in items]))
     except OSError:
         pass  # a read-only home must not stop planning
     return items
-
-
-def _construct(model, row: dict):  # type: ignore[no-untyped-def]
-    """Rebuild a pydantic model (and its nested models) from trusted cached data without validation."""
-    fields = model.model_fields
-    values = {}
-    for name, value in row.items():
-        if name not in fields:
-            raise KeyError(name)
-        ann = fields[name].annotation
-        sub = _nested_model(ann)
-        if sub is not None and isinstance(value, dict):
-            value = _construct(sub, value)
-        values[name] = value
-    return model.model_construct(**values)
-
-
-def _nested_model(annotation):  # type: ignore[no-untyped-def]
-    """The BaseModel class inside an annotation like `X | None`, if any."""
-    from pydantic import BaseModel
-    import typing
-
-    candidates = typing.get_args(annotation) or (annotation,)
-    for c in candidates:
-        if isinstance(c, type) and issubclass(c, BaseModel):
-            return c
-    return None

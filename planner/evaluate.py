@@ -5,12 +5,16 @@ This is the one place sizes and speeds are computed; recommend, estimate, check 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from planner.cost.memory import (
-    engine_activation_bytes, gguf_header_bytes, kv_cache_bytes, kv_read_bytes_per_token, llamacpp_compute_buffer_bytes,
+    engine_activation_bytes, gguf_header_bytes, kv_bytes_per_value, kv_cache_bytes, kv_values_per_token,
+    llamacpp_compute_buffer_bytes,
 )
 from planner.cost.speed import (
     ALLREDUCE_LATENCY_US, FOREIGN_GGUF_FACTOR, KERNEL_BANDWIDTH_FACTOR, efficiency, kernel_class, prefill_peak_flops,
@@ -18,10 +22,12 @@ from planner.cost.speed import (
 )
 from planner.formats import Assignment, GGMLType, ShapeError, WeightFormat
 from planner.models.inventory import TensorInfo, active_fraction, count_params, tensor_inventory
-from planner.models.spec import ModelSpec
 from planner.plan import GIB, MemoryBreakdown, Plan, Target
 from planner.quality import expected_quality
 from planner.runtimes import Runtime
+
+if TYPE_CHECKING:
+    from planner.models.spec import ModelSpec
 
 _DEQUANT_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 PCIE_GB_S = {3: 15.75, 4: 31.5, 5: 63.0, 6: 126.0}  # x16, one direction (PCI-SIG)
@@ -31,9 +37,8 @@ UBATCH = 512  # llama.cpp default micro-batch (-ub)
 
 @dataclass
 class FormatLayout:
-    """A model's tensors in one format: stored bytes per tensor and per layer."""
+    """A model's tensors in one format: stored bytes in total and per layer (call fmt.assignments for per tensor)."""
 
-    assignments: list[Assignment]
     stored_bytes: int
     header_bytes: int
     layer_bytes: list[int]  # resident bytes per block
@@ -56,6 +61,9 @@ class ModelCost:
     spec: ModelSpec
     tensors: list[TensorInfo] = field(default_factory=list)
     layouts: dict[str, FormatLayout | ShapeError] = field(default_factory=dict)
+    _kv: dict[str, list] = field(default_factory=dict)
+    _disk: dict | None = None
+    _dirty: bool = False
 
     def __post_init__(self) -> None:
         if not self.tensors:
@@ -65,6 +73,30 @@ class ModelCost:
     def params(self) -> int:
         """Total parameters (published extras included)."""
         return count_params(self.spec, self.tensors)
+
+    def kv_profile(self, mla_aware: bool) -> list[tuple[int, int | None]]:
+        """Per layer: cached values per token and the token cap (sliding window) or None."""
+        key = f"kv|{mla_aware}"
+        if key not in self._kv:
+            m = self.spec
+            self._kv[key] = [
+                (kv_values_per_token(m, i, mla_aware),
+                 m.sliding_window if (m.sliding_window and not m.is_global_layer(i)) else None)
+                for i in range(m.num_layers)
+            ]
+        return self._kv[key]
+
+    def kv_bytes(self, tokens: int, kv_dtype: str, sequences: int = 1, layers: range | None = None,
+                 mla_aware: bool = True) -> float:
+        """KV cache bytes of `sequences` x `tokens` over `layers` (fast path of cost.memory.kv_cache_bytes)."""
+        prof = self.kv_profile(mla_aware)
+        rng = layers if layers is not None else range(len(prof))
+        per_value = kv_bytes_per_value(kv_dtype)
+        total = 0
+        for i in rng:
+            values, cap = prof[i]
+            total += values * (tokens if cap is None or tokens < cap else cap)
+        return total * per_value * sequences
 
     @cached_property
     def matmul_params_active(self) -> float:
@@ -77,14 +109,66 @@ class ModelCost:
         """The model's bytes in `fmt` (or with quantized tensors dequantized to `dequant_to`); raises ShapeError."""
         key = f"{fmt.id}|{dequant_to}"
         if key not in self.layouts:
-            try:
-                self.layouts[key] = self._build(fmt, dequant_to)
-            except ShapeError as exc:
-                self.layouts[key] = exc
+            cached = self._disk_cache().get(key)
+            if cached is not None:
+                self.layouts[key] = ShapeError(cached["error"]) if "error" in cached else FormatLayout(
+                    **{**cached, "ggml_types": set(cached["ggml_types"])})
+            else:
+                try:
+                    self.layouts[key] = self._build(fmt, dequant_to)
+                except ShapeError as exc:
+                    self.layouts[key] = exc
+                got = self.layouts[key]
+                self._disk[key] = {"error": str(got)} if isinstance(got, ShapeError) else {
+                    **{k: v for k, v in got.__dict__.items() if k != "ggml_types"}, "ggml_types": sorted(got.ggml_types)}
+                self._dirty = True
         got = self.layouts[key]
         if isinstance(got, ShapeError):
             raise got
         return got
+
+    def _cache_file(self):  # type: ignore[no-untyped-def]
+        """Per-model file of computed layouts, keyed by the planner version and the exact tensor inventory."""
+        import hashlib
+
+        from planner import __version__
+        from planner.paths import user_cache_dir
+
+        h = hashlib.sha256(__version__.encode())
+        from planner.records import fingerprint
+
+        h.update(fingerprint(self.spec).encode())
+        for t in self.tensors:
+            h.update(f"{t.name}{t.shape}".encode())
+        return user_cache_dir() / f"layouts-{self.spec.id}-{h.hexdigest()[:16]}.json"
+
+    def _disk_cache(self) -> dict:
+        """Layouts computed by earlier runs (sizes only; recomputing 700 tensors x 40 formats costs ~0.2 s)."""
+        if self._disk is None:
+            import json
+            import os
+
+            self._disk = {}
+            if os.environ.get("PLANNER_NO_CACHE") != "1":
+                try:
+                    self._disk = json.loads(self._cache_file().read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    self._disk = {}
+        return self._disk
+
+    def flush(self) -> None:
+        """Write newly computed layouts to the user cache (atomic; a read-only home is not an error)."""
+        if not self._dirty or os.environ.get("PLANNER_NO_CACHE") == "1":
+            return
+        import json
+
+        from planner.yamlio import atomic_write_text
+
+        try:
+            atomic_write_text(self._cache_file(), json.dumps(self._disk))
+        except OSError:
+            pass
+        self._dirty = False
 
     def _build(self, fmt: WeightFormat, dequant_to: str | None) -> FormatLayout:
         m = self.spec
@@ -115,7 +199,7 @@ class ModelCost:
                 head += resident
                 head_active += resident
         header = gguf_header_bytes(m, len(self.tensors)) if fmt.family == "gguf" else 0
-        return FormatLayout(assignments, stored, header, layer_bytes, layer_active, embed, head, head_active, types)
+        return FormatLayout(stored, header, layer_bytes, layer_active, embed, head, head_active, types)
 
 
 def _kv_dtype(runtime: Runtime, requested: str | None) -> tuple[str | None, str]:
@@ -165,7 +249,7 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     engine = runtime.engine
     mla_aware = engine != "transformers"
     seqs = concurrency
-    plan.kv_cache_bytes = kv_cache_bytes(m, context, kv, seqs, mla_aware=mla_aware)
+    plan.kv_cache_bytes = int(mc.kv_bytes(context, kv, seqs, mla_aware=mla_aware))
     if engine in ("vllm", "sglang", "trtllm", "tgi"):
         _place_tensor_parallel(plan, mc, lay, runtime, target, kv, mla_aware)
     else:
@@ -230,7 +314,7 @@ def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime
     devices = 1 if runtime.multi_gpu == "none" else target.count
     if runtime.multi_gpu == "none" and target.count > 1:
         plan.warnings.append(f"{runtime.name} uses one device; the other {target.count - 1} stay idle")
-    kv_layer = [kv_cache_bytes(m, plan.context, kv, plan.concurrency, layers=range(i, i + 1), mla_aware=mla_aware) for i in range(n)]
+    kv_layer = [int(mc.kv_bytes(plan.context, kv, plan.concurrency, range(i, i + 1), mla_aware)) for i in range(n)]
     need = [lay.layer_bytes[i] + kv_layer[i] for i in range(n)]
     compute = llamacpp_compute_buffer_bytes(m, plan.context) if runtime.engine == "llamacpp" else int(0.3 * GIB)
     over = _overhead(runtime, target)
@@ -316,26 +400,25 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     offloaded = range(gpu_layers, n) if plan.layout in ("partial-offload", "cpu") else range(0)
     mla_aware = engine != "transformers"
 
+    gpu_range = range(0, n) if not offloaded else range(0, gpu_layers)
+    w_gpu = sum(lay.layer_active_bytes[i] for i in gpu_range)
+    w_host = sum(lay.layer_active_bytes[i] for i in offloaded)
+
     def step_time(position: int, batch: int) -> float:
         """Seconds for one decode step of `batch` sequences at `position` tokens of context."""
         act_frac = 1.0
         if m.moe is not None and batch > 1:  # more distinct experts are touched by a batch
             k, e = m.moe.experts_per_token, m.moe.num_experts
             act_frac = (1 - (1 - k / e) ** batch) / (k / e)
-        gpu_bytes = host_bytes = 0.0
-        for i in range(n):
-            b = lay.layer_active_bytes[i] * act_frac + batch * kv_read_layer(i, position)
-            if i in offloaded:
-                host_bytes += b
-            else:
-                gpu_bytes += b
+        gpu_bytes = w_gpu * act_frac + batch * mc.kv_bytes(position, kv, 1, gpu_range, mla_aware)
+        host_bytes = w_host * act_frac + (batch * mc.kv_bytes(position, kv, 1, offloaded, mla_aware) if offloaded else 0.0)
         head = lay.head_active_bytes
         if offloaded and plan.layout == "partial-offload":
             host_bytes += head
         else:
             gpu_bytes += head
         if plan.layout == "cpu":
-            t = host_bytes / host_bw
+            t = (gpu_bytes + host_bytes) / host_bw
         else:
             t = gpu_bytes / tp / bw + host_bytes / host_bw
         flops = 2 * mc.matmul_params_active * batch
@@ -348,14 +431,6 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         if plan.layout == "layer-split":
             t += (target.count - 1) * LAYER_SPLIT_HOP_US * 1e-6
         return t
-
-    kv_cache: dict[tuple[int, int], float] = {}
-
-    def kv_read_layer(i: int, position: int) -> float:
-        key = (i, position)
-        if key not in kv_cache:
-            kv_cache[key] = kv_cache_bytes(m, position, kv, 1, layers=range(i, i + 1), mla_aware=mla_aware)
-        return kv_cache[key]
 
     pos = plan.prompt_tokens
     t1 = step_time(pos, 1)

@@ -9,14 +9,19 @@ MLX from mlx.nn.quantize (group 64, fp16 scale and bias).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from planner.errors import NotFoundError, PlannerError, close_matches, normalize_name
 from planner.models.inventory import TensorInfo
-from planner.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from planner.models.spec import ModelSpec
 
 QK_K = 256  # super-block size of k-quants and i-quants (ggml-common.h)
 
@@ -34,17 +39,16 @@ class BlockLayout:
 
     block_weights: int
     parts: tuple[tuple[str, int], ...]  # (part, bits) in the order of the C struct
+    block_bits: int = field(init=False)
+    bytes_per_block: int = field(init=False)
 
-    @property
-    def block_bits(self) -> int:
-        """Bits of one block: the sum of its parts."""
-        return sum(bits for _, bits in self.parts)
-
-    @property
-    def bytes_per_block(self) -> int:
-        """Bytes of one block (ggml blocks are whole bytes)."""
-        assert self.block_bits % 8 == 0, self.parts
-        return self.block_bits // 8
+    def __post_init__(self) -> None:
+        # Derived once: the bits of a block are the sum of its parts; ggml blocks are whole bytes.
+        bits = sum(b for _, b in self.parts)
+        if bits % 8:
+            raise ValueError(f"block layout {self.parts} is not a whole number of bytes")
+        object.__setattr__(self, "block_bits", bits)
+        object.__setattr__(self, "bytes_per_block", bits // 8)
 
     @property
     def bits_per_weight(self) -> float:
@@ -212,7 +216,13 @@ class Assignment:
     @property
     def nbytes(self) -> int:
         """Stored bytes of this tensor."""
-        return self.encoding.nbytes(self.tensor.shape)
+        return _nbytes(self.encoding, self.tensor.shape)
+
+
+@lru_cache(maxsize=65536)
+def _nbytes(encoding: "Encoding", shape: tuple[int, ...]) -> int:
+    """Bytes of `shape` in `encoding`, memoized: the blocks of a model repeat the same few shapes."""
+    return encoding.nbytes(shape)
 
 
 @dataclass(frozen=True)
@@ -258,6 +268,7 @@ _FALLBACK = {
 }
 
 
+@lru_cache(maxsize=65536)
 def _category(name: str) -> str:
     """llama.cpp's tensor category from the GGUF name (substring rules of tensor_get_category)."""
     if name == "output.weight":
@@ -274,10 +285,12 @@ def _category(name: str) -> str:
 
 def _allows_quantization(t: TensorInfo) -> bool:
     """llama.cpp quantizes only 2-D/3-D '*weight' tensors that are not norms or MoE routers."""
-    n = t.name
-    return (
-        len(t.shape) >= 2 and n.endswith("weight") and "_norm.weight" not in n and "ffn_gate_inp.weight" not in n
-    )
+    return len(t.shape) >= 2 and _quantizable_name(t.name)
+
+
+@lru_cache(maxsize=65536)
+def _quantizable_name(n: str) -> bool:
+    return n.endswith("weight") and "_norm.weight" not in n and "ffn_gate_inp.weight" not in n
 
 
 def _is_70b(model: ModelSpec) -> bool:
@@ -539,9 +552,18 @@ class _ExactBits:
         return self.bits
 
 
-def _gguf_format(ftype: str, desc: str, *, embed_output: str | None = None, suffix: str = "") -> WeightFormat:
+# bartowski's variants: the base file type with Q8_0 token embedding and output tensors.
+EMBED_OUTPUT_Q8_VARIANTS = {"Q6_K_L": "Q6_K", "Q5_K_L": "Q5_K_M", "Q4_K_L": "Q4_K_M", "Q3_K_XL": "Q3_K_L", "Q2_K_L": "Q2_K"}
+
+
+def gguf_base_type(format_id: str) -> str:
+    """The llama.cpp file type a GGUF format is built on (Q5_K_L -> Q5_K_M)."""
+    return EMBED_OUTPUT_Q8_VARIANTS.get(format_id, format_id)
+
+
+def _gguf_format(ftype: str, desc: str, *, embed_output: str | None = None) -> WeightFormat:
     default = GGML_TYPES[_FTYPE_DEFAULT[ftype]]
-    fid = ftype + suffix
+    fid = ftype
     compute = {"F16": "fp16", "BF16": "bf16", "F32": "fp32"}.get(ftype, "int8" if default.bits_per_weight >= 8 else "int4")
     return WeightFormat(
         id=fid,
@@ -575,9 +597,10 @@ _GGUF_DESCRIPTIONS = {
 
 def _build_formats() -> list[WeightFormat]:
     fmts = [_gguf_format(ft, desc) for ft, desc in _GGUF_DESCRIPTIONS.items()]
-    for ft in ("Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"):
-        fmts.append(_gguf_format(ft, f"{_GGUF_DESCRIPTIONS[ft]}; Q8_0 embeddings and output (bartowski _L)", embed_output="Q8_0", suffix="_L"))
-    fmts.append(_gguf_format("Q3_K_M", f"{_GGUF_DESCRIPTIONS['Q3_K_M']}; Q8_0 embeddings and output (bartowski _XL)", embed_output="Q8_0", suffix="_XL"))
+    for fid, base in EMBED_OUTPUT_Q8_VARIANTS.items():
+        f = _gguf_format(base, f"{_GGUF_DESCRIPTIONS[base]}; Q8_0 embeddings and output (bartowski {fid})", embed_output="Q8_0")
+        fmts.append(WeightFormat(fid, f.family, f.description, f.compute, f.assign, (f"gguf-{fid}",), f.weight_bits_nominal,
+                                 f.needs_imatrix, "bartowski model cards: '_L/_XL use Q8_0 for embed and output weights'"))
     gptq = {
         (4, 128): GroupQuant("gptq-int4-g128", 4, 128, zero_bits=4, per_input_row_bits=32, row_multiple=8),
         (4, 32): GroupQuant("gptq-int4-g32", 4, 32, zero_bits=4, per_input_row_bits=32, row_multiple=8),

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from planner.formats import WeightFormat
-from planner.models.spec import ModelSpec
 from planner.plan import Plan, Target
 from planner.runtimes import Runtime
+
+if TYPE_CHECKING:
+    from planner.models.spec import ModelSpec
 
 _VLLM_QUANT = {"fp8": " --quantization fp8", "bnb": " --quantization bitsandbytes", "gguf": ""}
 _TGI_QUANT = {"gptq": " --quantize gptq", "awq": " --quantize awq", "bnb": " --quantize bitsandbytes-nf4",

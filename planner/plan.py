@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, field
 
-from planner.hardware.catalog import DeviceSpec
+if TYPE_CHECKING:
+    from planner.hardware.catalog import DeviceSpec
+
 
 GIB = 2**30
 # Measured: nvidia-smi shows an H100 80GB with 81559 MiB of its 81920 MiB (ECC and driver reserve).

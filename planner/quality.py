@@ -1,6 +1,6 @@
 """Expected quality loss of a format: KL divergence and perplexity change versus 16-bit weights.
 
-Measured points: llama.cpp's Llama-3-8B scoreboard (planner/data/quality.yaml, with its source). Formats that
+Measured points: llama.cpp's Llama-3-8B scoreboard (planner/data/quality.json, with its source). Formats that
 are not GGUF file types are placed on that curve by their bits per weight (log-linear interpolation between the
 measured K-quants), with a named factor for round-to-nearest methods that use no calibration data.
 Larger models lose less: the loss is scaled by (8B / params) ** SIZE_EXPONENT, an assumption, shown as such.
@@ -44,22 +44,20 @@ class Quality:
 
 @lru_cache(maxsize=1)
 def _table() -> dict:
-    import yaml
-    from importlib import resources
+    import json
+    from pathlib import Path
 
-    text = resources.files("planner").joinpath("data/quality.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return json.loads((Path(__file__).parent / "data" / "quality.json").read_text(encoding="utf-8"))
 
 
 def _curve() -> list[tuple[float, float, float]]:
     """(bits per weight on Llama-3-8B, kld, ppl%) for the measured GGUF types, sorted by bits."""
     from planner.formats import get_format, format_bytes
     from planner.models.inventory import tensor_inventory
-    from planner.models.spec import ModelSpec
+    from planner.models.profiles import load_registry
 
-    ref = ModelSpec(id="llama-3-8b-ref", name="ref", family="ref", architecture="llama", vocab_size=128256, hidden_size=4096,
-                    num_layers=32, num_heads=32, num_kv_heads=8, intermediate_size=14336, max_context=8192,
-                    params_published=8030261248, params_source="quality reference")
+    # The measurements were taken on Meta-Llama-3-8B: place each type on the curve by its bits on that model.
+    ref = load_registry().get(_table().get("reference_profile", "llama-3-8b"))
     tensors = tensor_inventory(ref)
     n = sum(t.n_elements for t in tensors)
     pts = []
@@ -101,7 +99,9 @@ def expected_quality(fmt: WeightFormat, params: int, bits_per_weight: float, nat
         return Quality(0.0, 0.0, "the model was released in MXFP4 (quantization-aware trained)")
     scale = min(2.0, max(0.3, (8.03e9 / max(params, 1)) ** SIZE_EXPONENT))
     table = _table()["gguf_file_types"]
-    base = fmt.id.removesuffix("_XL").removesuffix("_L") if fmt.family == "gguf" else None
+    from planner.formats import gguf_base_type
+
+    base = gguf_base_type(fmt.id) if fmt.family == "gguf" else None
     if base and base in table:
         row = table[base]
         basis = f"llama.cpp KLD for {base} on Llama-3-8B, scaled x{scale:.2f} for model size"

@@ -8,13 +8,17 @@ mlx-lm, TGI launcher, TensorRT-LLM support matrix, ExLlamaV2 README).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from planner.errors import NotFoundError, close_matches, normalize_name
 from planner.formats import WeightFormat
-from planner.hardware.catalog import DeviceSpec
+
+if TYPE_CHECKING:
+    from planner.hardware.catalog import DeviceSpec
 
 Mode = Literal["native", "weight_only", "dequantized", "no"]
 MultiGPU = Literal["none", "layer", "tensor"]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from planner.errors import PlannerError
-from planner.hardware.catalog import Catalog, DeviceSpec, parse_memory
+from planner.hardware.catalog import Catalog, parse_memory
 from planner.plan import GIB, SYSTEM_RESERVED_FRACTION, SYSTEM_RESERVED_MIN_BYTES, Target, target_from_catalog
 
 
@@ -21,8 +21,10 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--snapshot", type=Path, metavar="FILE", help="plan for the machine a `planner probe --raw` snapshot describes")
 
 
-def manual_device(memory_gib: float, bandwidth_gb_s: float | None) -> DeviceSpec:
+def manual_device(memory_gib: float, bandwidth_gb_s: float | None):  # type: ignore[no-untyped-def]
     """A device described only by its memory and bandwidth (treated as a CUDA GPU of compute capability 8.0)."""
+    from planner.hardware.schema import DeviceSpec
+
     return DeviceSpec.model_validate({
         "id": "custom", "name": f"custom device ({memory_gib:g} GiB)", "vendor": "nvidia", "backend": "cuda",
         "architecture": "unknown", "compute_capability": "8.0", "memory_gib": memory_gib, "memory_type": "unknown",
@@ -35,8 +37,10 @@ def manual_device(memory_gib: float, bandwidth_gb_s: float | None) -> DeviceSpec
 DEFAULT_CPU_BANDWIDTH_GB_S = 89.6
 
 
-def cpu_device(model_name: str, cores: int | None, ram_total_bytes: int) -> DeviceSpec:
+def cpu_device(model_name: str, cores: int | None, ram_total_bytes: int):  # type: ignore[no-untyped-def]
     """A CPU target for a probed machine: its RAM, with an assumed dual-channel DDR5 bandwidth."""
+    from planner.hardware.schema import DeviceSpec
+
     return DeviceSpec.model_validate({
         "id": "local-cpu", "name": model_name or "local CPU", "vendor": "generic", "backend": "cpu", "architecture": "cpu",
         "memory_gib": max(ram_total_bytes / GIB, 0.001), "memory_type": "system RAM", "memory_kind": "system",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from planner.errors import PlannerError
 
@@ -25,16 +26,14 @@ def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     registry = load_registry(getattr(args, "profiles", []) or [])
     name = args.model
     note = ""
-    try:
+    if Path(name).exists():
+        # Only a path needs the file readers (they import numpy/gguf, which cost start-up time).
         from planner.models.readers import resolve_model
-    except ImportError:  # pragma: no cover - readers are part of the package
-        resolve_model = None
-    if resolve_model is not None:
+
         src = resolve_model(name, registry)
         spec = src.spec
         mc = ModelCost(spec, list(src.tensors) if src.tensors else [])
-        if src.tensors:
-            note = f"read from {src.origin}"
+        note = f"read from {src.origin}"
     else:
         spec = registry.get(name)
         mc = ModelCost(spec)

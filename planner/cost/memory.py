@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from planner.errors import PlannerError, close_matches
 from planner.formats import GGML_TYPES
-from planner.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from planner.models.spec import ModelSpec
 
 # Bytes per cached value for each KV dtype a runtime offers; ggml block types derive from their block layouts.
 _KV_FLOAT_BYTES = {"f32": 4.0, "fp32": 4.0, "f16": 2.0, "fp16": 2.0, "bf16": 2.0, "auto": 2.0, "fp8": 1.0, "fp8_e4m3": 1.0,

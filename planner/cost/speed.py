@@ -12,9 +12,13 @@ replaced by measured ones from `planner bench` when the user has calibration rec
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
-from planner.hardware.catalog import DeviceSpec
+if TYPE_CHECKING:
+    from planner.hardware.catalog import DeviceSpec
+
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,12 @@ class _Absent(Exception):
     """A source that does not exist on this machine (no library, other OS): recorded as absent, not as an error."""
 
 
+# Probe source -> the snapshot section it fills.
+_SECTION = {"nvml": "nvidia", "amd": "amd", "apple": "apple", "cpu": "cpu", "memory": "memory", "cgroup": "cgroup"}
+
+
 def read_raw(timeout_s: float | None = None) -> dict:
-    """Read this machine into a JSON-serialisable snapshot; each source is guarded and timed, errors are recorded."""
+    """Read this machine into a JSON-serialisable snapshot; each source is guarded and timed (timeout_s overrides all limits)."""
     readers: dict[str, Callable[[], dict]] = {
         "nvml": _read_nvml,
         "amd": _read_amd,
@@ -100,9 +104,6 @@ def read_raw(timeout_s: float | None = None) -> dict:
         snapshot["sources"][name] = status
         snapshot[_SECTION[name]] = result.get("data")
     return snapshot
-
-
-_SECTION = {"nvml": "nvidia", "amd": "amd", "apple": "apple", "cpu": "cpu", "memory": "memory", "cgroup": "cgroup"}
 
 
 def _run_source(reader: Callable[[], dict], box: dict) -> None:
@@ -315,7 +316,9 @@ def _read_amd() -> dict:
     kfd = _kfd_nodes(Path("/sys/class/kfd/kfd/topology/nodes"))
     tool_rows: list[dict] = []
     tool_error = None
-    if tool_name is not None:
+    # The tools take a second or more: run them only where sysfs found AMD GPUs or cannot be read (a restricted
+    # container), not on every machine that merely has ROCm installed.
+    if tool_name is not None and (cards or not drm.is_dir()):
         try:
             if tool_name == "amd-smi":
                 rc, out = _run(["amd-smi", "static", "--asic", "--bus", "--vram", "--json"], timeout=4.0)
@@ -328,8 +331,8 @@ def _read_amd() -> dict:
         except (RuntimeError, _Absent) as exc:
             tool_error = f"{tool_name}: {exc}"
     gpus = merge_amd_sources(cards, kfd, tool_rows)
-    result: dict[str, Any] = {"tool": "+".join(t for t in ("sysfs" if cards else None, tool_name if tool_rows else None) if t) or None,
-                              "gpus": gpus}
+    used = [name for name, found in (("sysfs", cards), (tool_name, tool_rows)) if name and found]
+    result: dict[str, Any] = {"tool": "+".join(used) or None, "gpus": gpus}
     if tool_error:
         result["errors"] = {"tool": tool_error}
     return result
@@ -371,20 +374,22 @@ def _read_apple() -> dict:
         old = _int_or_none(values.get("debug.iogpu.wired_limit"))
         wired = old // MIB if old else old
     cores = None
+    errors: dict[str, str] = {}
     try:
         _rc, ioreg = _run(["ioreg", "-rc", "AGXAccelerator", "-d", "1"])  # fast; system_profiler takes ~0.5 s
         cores = parse_ioreg_gpu_cores(ioreg)
-    except (RuntimeError, _Absent):
-        cores = None
-    if cores is None:
-        _rc, prof = _run(["system_profiler", "SPDisplaysDataType", "-json"], timeout=5.0)
-        cores = parse_system_profiler_gpu_cores(prof)
+        if cores is None:
+            _rc, prof = _run(["system_profiler", "SPDisplaysDataType", "-json"], timeout=4.0)
+            cores = parse_system_profiler_gpu_cores(prof)
+    except (RuntimeError, _Absent) as exc:
+        errors["gpu_cores"] = str(exc)  # the core count is informative; chip and memory still plan
     return {
         "chip": values.get("machdep.cpu.brand_string"),
         "model": values.get("hw.model"),
         "memory_bytes": _int_or_none(values.get("hw.memsize")),
         "gpu_cores": cores,
         "wired_limit_mb": wired,
+        "errors": errors,
     }
 
 
@@ -402,8 +407,10 @@ def _read_cpu() -> dict:
         "flags_source": None,
     }
     if sys.platform.startswith("linux"):
-        model, flags = parse_cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
-        out.update(model=model, flags=flags, flags_source="/proc/cpuinfo")
+        text = _read_text(Path("/proc/cpuinfo"))
+        if text is not None:  # without it the core counts still help
+            model, flags = parse_cpuinfo(text)
+            out.update(model=model, flags=flags, flags_source="/proc/cpuinfo")
     elif sys.platform == "darwin":
         _rc, text = _run(["sysctl", "machdep.cpu.brand_string", "hw.optional"])
         values = parse_sysctl(text)
@@ -745,6 +752,7 @@ class _AppleSection(_Snap):
     memory_bytes: _DeviceBytes | None = None
     gpu_cores: int | None = Field(default=None, ge=0, le=100000)
     wired_limit_mb: int | None = Field(default=None, ge=0, le=_MAX_BYTES // MIB)
+    errors: dict[str, str] = Field(default_factory=dict)
 
 
 class _CpuSection(_Snap):
@@ -959,7 +967,7 @@ def interpret(snapshot: Mapping[str, Any], catalog: Catalog) -> Host:
         gpu_usable_source=usable_source,
         driver_version=snap.nvidia.driver_version if snap.nvidia else None,
         cuda_driver_version=snap.nvidia.cuda_driver_version if snap.nvidia else None,
-        platform=" ".join(p for p in (plat.system, plat.machine) if p) or None if plat else None,
+        platform=(" ".join(p for p in (plat.system, plat.machine) if p) or None) if plat else None,
         env={k: v for k, v in snap.env.items() if v is not None},
         sources=dict(snap.sources),
         warnings=warnings,

@@ -6,10 +6,14 @@ Shapes are (rows, row_length) like PyTorch's (out_features, in_features); expert
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 from math import prod
 
-from planner.models.spec import ModelSpec
+if TYPE_CHECKING:
+    from planner.models.spec import ModelSpec
+
 
 
 @dataclass(frozen=True)

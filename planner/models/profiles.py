@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from planner.errors import AmbiguousError, CatalogError, NotFoundError, close_matches, normalize_name
-from planner.models.spec import ModelSpec, ProfileFile
+from planner.models.model import ModelRecord
+
+if TYPE_CHECKING:
+    from planner.models.spec import ModelSpec
 from planner.yamlio import format_validation_error, load_yaml_dir
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[bB]\s*$")
@@ -16,6 +20,8 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[bB]\s*$")
 def parse_profile_files(files: Sequence[tuple[Path, object]]) -> list[ModelSpec]:
     """Validate loaded profile YAML; collect every problem as 'file: models[2].field: message'."""
     from pydantic import ValidationError
+
+    from planner.models.spec import ProfileFile
 
     problems: list[str] = []
     models: list[ModelSpec] = []
@@ -101,11 +107,13 @@ def load_registry(extra_dirs: Sequence[Path] = ()) -> ModelRegistry:
 
     merged: dict[str, ModelSpec] = {}
     for d in [data_dir("profiles"), *map(Path, extra_dirs)]:
-        for m in cached_validated("profiles", d, ModelSpec, lambda p=d: parse_profile_files(load_yaml_dir(p))):
+        for m in cached_validated("profiles", d, ModelRecord, lambda p=d: parse_profile_files(load_yaml_dir(p))):
             merged[m.id] = m
     return ModelRegistry(merged.values())
 
 
 def schema_json() -> dict:
     """The JSON schema of a profile file, as committed in profiles/schema.json."""
+    from planner.models.spec import ProfileFile
+
     return ProfileFile.model_json_schema()

@@ -6,13 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from planner.models.model import ModelMethods
+
 _ID_RE = r"^[a-z0-9][a-z0-9._-]*$"
 
 
 class MoESpec(BaseModel):
     """Mixture-of-experts feed-forward layers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, from_attributes=True)
 
     num_experts: int = Field(ge=2, le=1024, description="Routed experts per MoE layer.")
     experts_per_token: int = Field(ge=1, le=64, description="Routed experts active per token (top-k).")
@@ -37,7 +39,7 @@ class MoESpec(BaseModel):
 class MLASpec(BaseModel):
     """Multi-head latent attention (DeepSeek-V2/V3): low-rank compressed K/V."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, from_attributes=True)
 
     q_lora_rank: int | None = Field(default=None, gt=0, le=65536, description="Rank of the query compression (None: full q projection).")
     kv_lora_rank: int = Field(gt=0, le=65536, description="Rank of the shared KV latent (what the KV cache stores).")
@@ -51,10 +53,10 @@ class MLASpec(BaseModel):
     )
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(ModelMethods, BaseModel):
     """One model architecture with its exact shapes and its published parameter count."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, from_attributes=True)
 
     id: str = Field(pattern=_ID_RE, description="Stable lower-case id, e.g. 'llama-3.1-70b'.")
     name: str = Field(min_length=1, description="Display name.")
@@ -134,33 +136,11 @@ class ModelSpec(BaseModel):
             raise ValueError("ffn_norm_name 'post_attention_norm' clashes with post_norms / parallel_block")
         return self
 
-    @property
-    def dim_head(self) -> int:
-        """Per-head dimension."""
-        return self.head_dim or self.hidden_size // self.num_heads
-
-    @property
-    def gqa_ratio(self) -> int:
-        """Query heads per KV head."""
-        return self.num_heads // self.num_kv_heads
-
-    def is_moe_layer(self, layer: int) -> bool:
-        """Whether block `layer` has routed experts."""
-        return self.moe is not None and layer >= self.moe.first_dense_layers
-
-    def is_global_layer(self, layer: int) -> bool:
-        """Whether block `layer` attends over the whole context (not a sliding window)."""
-        if self.sliding_window is None:
-            return True
-        if self.global_every is None:
-            return False
-        return (layer + 1) % self.global_every == 0
-
 
 class ProfileFile(BaseModel):
     """One YAML file of profiles/: a model family."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, from_attributes=True)
 
     family: str = Field(min_length=1, description="Family name.")
     description: str | None = Field(default=None, description="What the file covers.")

@@ -157,7 +157,7 @@ def model_rows(rows: Iterable[ModelRow], query: str = "", sort: str = "family", 
 
 def format_params(n: float) -> str:
     """12.2B, 135M."""
-    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+    return f"{n / 1e9:.1f}B" if n >= 0.995e9 else f"{n / 1e6:.0f}M"
 
 
 # --------------------------------------------------------------------------------------- fit inputs
@@ -312,15 +312,15 @@ class MatrixCell:
 
     @property
     def text(self) -> str:
-        """Short cell text: 'Q5_K_M 42 t/s', '✗ 48G', '—'."""
+        """Short cell text: 'Q5_K_M 42' (format, decode tok/s), '✗ 48G' (memory it would need), '—' (nothing runs)."""
         p = self.plan
         if p is None:
             return "—"
         if p.fits:
-            return f"{p.format_id} {p.decode_tokens_per_s:.0f} t/s"
-        if p.runs and p.total_memory_bytes:
-            return f"✗ needs {p.total_memory_bytes / GIB:.0f}G"
-        return "✗ " + (p.reason.split(":")[0][:18] if p.reason else "cannot run")
+            return f"{p.format_id} {p.decode_tokens_per_s:.0f}"
+        if p.runs and needed_bytes(p):
+            return f"✗ {needed_bytes(p) / GIB:.0f}G"
+        return "✗ cannot run"
 
     @property
     def style(self) -> str:
@@ -371,9 +371,9 @@ def matrix_cell(mc: Any, target: Target, format_id: str, context: int) -> Matrix
             return MatrixCell(plan)
         tried.append(plan)
     # Nothing fits: show what the smallest option would need.
-    sized = [p for p in tried if p.runs and p.total_memory_bytes]
+    sized = [p for p in tried if p.runs and needed_bytes(p)]
     if sized:
-        return MatrixCell(min(sized, key=lambda p: p.total_memory_bytes))
+        return MatrixCell(min(sized, key=needed_bytes))
     return MatrixCell(tried[0] if tried else None)
 
 
@@ -388,8 +388,13 @@ def _best_runtime(mc: Any, fmt: Any, target: Target, context: int) -> Plan | Non
     fitting = [p for p in plans if p.fits]
     if fitting:
         return max(fitting, key=lambda p: p.decode_tokens_per_s)
-    sized = [p for p in plans if p.runs and p.total_memory_bytes]
-    return min(sized, key=lambda p: p.total_memory_bytes) if sized else plans[0]
+    sized = [p for p in plans if p.runs and needed_bytes(p)]
+    return min(sized, key=needed_bytes) if sized else plans[0]
+
+
+def needed_bytes(plan: Plan) -> int:
+    """Memory a plan needs in all: on the devices plus what a partial offload puts in system RAM."""
+    return plan.total_memory_bytes + plan.host_bytes
 
 
 def clamp_context(context: int, max_context: int) -> int:

@@ -432,7 +432,7 @@ def assert_matches_inventory(src: ModelSource) -> None:
     assert src.tensors is not None
     inv = tensor_inventory(src.spec)
     assert sorted((t.name, t.shape, t.role, t.layer) for t in src.tensors) == sorted((t.name, t.shape, t.role, t.layer) for t in inv)
-    assert sum(t.n_elements for t in src.tensors) == count_params(src.spec)
+    assert count_params(src.spec, src.tensors) == count_params(src.spec)
 
 
 def test_safetensors_header_fields(tmp_path: Path) -> None:
@@ -882,3 +882,150 @@ def test_smollm2_135m_gguf_from_pypi() -> None:
     assert src.quantization is not None and src.quantization["file_type"] == "Q4_1"
     assert src.tensor_dtypes["token_embd.weight"] == "Q8_0" and src.tensor_dtypes["blk.0.attn_q.weight"] == "Q4_1"
     assert src.file_bytes == path.stat().st_size
+
+
+# --- config.json -> GGUF -> spec round trips, one tiny model per architecture ---------------------------------
+
+_TINY = {"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "intermediate_size": 32, "max_position_embeddings": 256}
+TINY_CONFIGS = {
+    "llama3": {**LLAMA_31_8B, **_TINY, "head_dim": 8},
+    "mistral": {**MISTRAL_7B_V01, **_TINY, "sliding_window": 64},
+    "mixtral": {**MIXTRAL_8X7B, **_TINY, "num_local_experts": 4},
+    "qwen2": {**QWEN25_7B, **_TINY},
+    "qwen2moe": {**QWEN15_MOE_A27B, **_TINY, "moe_intermediate_size": 16, "shared_expert_intermediate_size": 48, "num_experts": 4, "num_experts_per_tok": 2},
+    "qwen3moe": {**TINY_QWEN3_MOE},
+    "gemma2": {**GEMMA2_9B, **_TINY, "head_dim": 16, "sliding_window": 64},
+    "gemma3": {"architectures": ["Gemma3ForCausalLM"], **_TINY, "num_hidden_layers": 6, "head_dim": 16, "sliding_window": 64},
+    "phi3": {**PHI3_MINI_4K, **_TINY, "num_key_value_heads": 4, "sliding_window": 64},
+    "deepseek-v3": {**DEEPSEEK_V3, **_TINY, "num_key_value_heads": 4, "moe_intermediate_size": 16, "n_routed_experts": 4,
+                    "num_experts_per_tok": 2, "first_k_dense_replace": 1, "q_lora_rank": 16, "kv_lora_rank": 8,
+                    "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8},
+    "deepseek-v2-lite": {**DEEPSEEK_V2_LITE, **_TINY, "num_key_value_heads": 4, "moe_intermediate_size": 16,
+                         "n_routed_experts": 4, "n_shared_experts": 2, "num_experts_per_tok": 2, "kv_lora_rank": 8,
+                         "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8},
+    "gpt-oss": {**GPT_OSS_20B, **_TINY, "head_dim": 8, "num_local_experts": 4, "experts_per_token": 2,
+                "sliding_window": 16, "layer_types": ["sliding_attention", "full_attention"] * 2},
+    "command-r-plus": {**COMMAND_R_V01, **_TINY, "use_qk_norm": True},
+}
+_SPEC_FIELDS = (
+    "architecture", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+    "intermediate_size", "mlp_gated", "tie_word_embeddings", "attention_bias", "attention_output_bias", "mlp_bias",
+    "norm", "norm_bias", "qk_norm", "qk_norm_per_head", "post_norms", "ffn_norm_name", "parallel_block", "fused_qkv",
+    "fused_gate_up", "attention_sinks", "sliding_window", "global_every", "rope_factors", "max_context", "moe", "mla",
+)
+
+
+def write_gguf_for_spec(path: Path, s) -> None:  # type: ignore[no-untyped-def]
+    """A GGUF with the keys llama.cpp writes for `s` and zero tensors of its inventory."""
+    a = s.architecture
+    w = gguf.GGUFWriter(str(path), a)
+    for key, value in {
+        "block_count": s.num_layers, "context_length": s.max_context, "embedding_length": s.hidden_size,
+        "feed_forward_length": s.intermediate_size, "attention.head_count": s.num_heads,
+        "attention.head_count_kv": s.num_kv_heads, "attention.sliding_window": s.sliding_window,
+        "attention.key_length": None if s.mla else s.dim_head, "attention.value_length": None if s.mla else s.dim_head,
+    }.items():
+        if value is not None:
+            w.add_uint32(f"{a}.{key}", value)
+    if s.moe is not None:
+        w.add_uint32(f"{a}.expert_count", s.moe.num_experts)
+        w.add_uint32(f"{a}.expert_used_count", s.moe.experts_per_token)
+        if a != "llama":  # Mixtral GGUFs carry the expert width in feed_forward_length only
+            w.add_uint32(f"{a}.expert_feed_forward_length", s.moe.expert_intermediate_size)
+        if s.moe.num_shared_experts and a == "deepseek2":
+            w.add_uint32(f"{a}.expert_shared_count", s.moe.num_shared_experts)
+            w.add_uint32(f"{a}.leading_dense_block_count", s.moe.first_dense_layers)
+    if s.mla is not None:
+        w.add_uint32(f"{a}.attention.kv_lora_rank", s.mla.kv_lora_rank)
+        if s.mla.q_lora_rank:
+            w.add_uint32(f"{a}.attention.q_lora_rank", s.mla.q_lora_rank)
+        w.add_uint32(f"{a}.rope.dimension_count", s.mla.qk_rope_head_dim)
+        w.add_uint32(f"{a}.attention.key_length", s.mla.qk_nope_head_dim + s.mla.qk_rope_head_dim)
+        w.add_uint32(f"{a}.attention.value_length", s.mla.v_head_dim)
+    for t in tensor_inventory(s):
+        w.add_tensor(t.name, np.zeros(t.shape, np.float16 if len(t.shape) > 1 else np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
+def test_config_to_gguf_round_trip(tmp_path: Path, name: str) -> None:
+    """The structure spec_from_gguf reads back from keys + tensor table equals the one read from config.json."""
+    from_config = spec_of(TINY_CONFIGS[name], name)
+    p = tmp_path / f"{name}.gguf"
+    write_gguf_for_spec(p, from_config)
+    src = load_model_source(p)
+    for f in _SPEC_FIELDS:
+        assert getattr(src.spec, f) == getattr(from_config, f), f
+    assert_matches_inventory(src)
+    assert src.spec.params_published == from_config.params_published
+
+
+def test_qwen_max_window_layers() -> None:
+    base = {**QWEN25_7B, "use_sliding_window": True, "sliding_window": 4096}
+    assert spec_of({**base, "max_window_layers": 28}).sliding_window is None  # all 28 layers global
+    assert spec_of({**base, "max_window_layers": 0}).sliding_window == 4096
+    mixed = spec_of({**base, "max_window_layers": 20})
+    assert mixed.sliding_window is None and "counted as global" in (mixed.notes or "")
+
+
+def test_irregular_layer_types_are_approximated() -> None:
+    types = ["sliding_attention", "full_attention", "sliding_attention", "sliding_attention", "full_attention", "sliding_attention"]
+    s = spec_of({**TINY_CONFIGS["gpt-oss"], "num_hidden_layers": 6, "layer_types": types})
+    assert s.sliding_window == 16 and s.global_every == 3 and "irregular" in (s.notes or "")
+    all_full = spec_of({**TINY_CONFIGS["gpt-oss"], "layer_types": ["full_attention"] * 4})
+    assert all_full.sliding_window is None and all_full.global_every is None
+
+
+def test_gguf_absurd_block_count(tmp_path: Path) -> None:
+    p = tmp_path / "deep.gguf"
+    w = gguf.GGUFWriter(str(p), "llama")
+    w.add_uint64("llama.block_count", 2**60)
+    w.add_expert_count(8)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(InvalidInputError, match=r"llama\.block_count: expected at most 1024"):
+        load_model_source(p)
+
+
+def test_directory_with_config_and_gguf_prefers_the_gguf(tmp_path: Path) -> None:
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    (tmp_path / "config.json").write_text(json.dumps(TINY_LLAMA))
+    assert load_model_source(tmp_path).origin == "GGUF file tiny.gguf"
+    assert load_model_source(tmp_path / "config.json").tensors is None
+
+
+def test_gguf_mla_with_split_kv_b(tmp_path: Path) -> None:
+    """Newer llama.cpp conversions split attn_kv_b per head and keep the per-head sizes in *_mla keys."""
+    base = spec_of(TINY_CONFIGS["deepseek-v3"], "ds")
+    assert base.mla is not None
+    spec = base.model_copy(update={"mla": base.mla.model_copy(update={"split_kv_b": True})})
+    p = tmp_path / "ds.gguf"
+    a, m = "deepseek2", spec.mla
+    w = gguf.GGUFWriter(str(p), a)
+    for key, value in {
+        "block_count": spec.num_layers, "context_length": spec.max_context, "embedding_length": spec.hidden_size,
+        "feed_forward_length": spec.intermediate_size, "attention.head_count": spec.num_heads,
+        "attention.head_count_kv": 1, "attention.kv_lora_rank": m.kv_lora_rank, "attention.q_lora_rank": m.q_lora_rank,
+        "rope.dimension_count": m.qk_rope_head_dim, "attention.key_length": m.kv_lora_rank + m.qk_rope_head_dim,
+        "attention.value_length": m.kv_lora_rank, "attention.key_length_mla": m.qk_nope_head_dim + m.qk_rope_head_dim,
+        "attention.value_length_mla": m.v_head_dim, "expert_count": 4, "expert_used_count": 2,
+        "expert_feed_forward_length": 16, "expert_shared_count": 1, "leading_dense_block_count": 1,
+    }.items():
+        w.add_uint32(f"{a}.{key}", value)
+    for t in tensor_inventory(spec):
+        w.add_tensor(t.name, np.zeros(t.shape, np.float16 if len(t.shape) > 1 else np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    src = load_model_source(p)
+    assert src.spec.mla == spec.mla and src.spec.num_kv_heads == 1
+    by_name = {t.name: t for t in src.tensors or []}
+    assert by_name["blk.0.attn_k_b.weight"].shape == (4, 8, 8) and by_name["blk.0.attn_k_b.weight"].n_experts == 1
+    assert_matches_inventory(src)

@@ -278,3 +278,74 @@ def test_config_file_arbitrary_bytes(work_dir: Path, data: bytes) -> None:
     result: list[ModelSource] = []
     if outcome(lambda: result.append(load_model_source(d / "config.json"))) == "ok":
         assert result[0].tensors is None
+
+
+# --- GGUF metadata -> ModelSpec with arbitrary key values ----------------------------------------------------
+
+_KEYS = [
+    "block_count", "context_length", "embedding_length", "feed_forward_length", "attention.head_count",
+    "attention.head_count_kv", "attention.key_length", "attention.value_length", "attention.sliding_window",
+    "attention.sliding_window_pattern", "expert_count", "expert_used_count", "expert_feed_forward_length",
+    "expert_shared_count", "leading_dense_block_count", "attention.kv_lora_rank", "attention.q_lora_rank",
+    "rope.dimension_count", "attention.key_length_mla", "vocab_size",
+]
+_GOOD = {"block_count": 2, "context_length": 64, "embedding_length": 32, "feed_forward_length": 32,
+         "attention.head_count": 4, "attention.head_count_kv": 2}
+_TENSORS = [("token_embd.weight", (32, 8))] + [
+    (f"blk.{i}.{r}.weight", d) for i in range(2) for r, d in (
+        ("attn_norm", (32,)), ("attn_q", (32, 32)), ("attn_k", (32, 16)), ("attn_v", (32, 16)),
+        ("attn_output", (32, 32)), ("ffn_norm", (32,)), ("ffn_gate", (32, 32)), ("ffn_up", (32, 32)),
+        ("ffn_down", (32, 32)), ("ffn_gate_inp", (32, 4)), ("attn_q_norm", (8,)), ("post_ffw_norm", (32,)))
+]
+
+
+def _kv(key: str, value: Any) -> bytes:
+    name = struct.pack("<Q", len(key.encode())) + key.encode()
+    if isinstance(value, bool):
+        return name + struct.pack("<IB", 7, value)
+    if isinstance(value, int):
+        return name + (struct.pack("<Iq", 11, value) if value < 0 else struct.pack("<IQ", 10, value))
+    if isinstance(value, str):
+        raw = value.encode()
+        return name + struct.pack("<IQ", 8, len(raw)) + raw
+    if isinstance(value, float):
+        return name + struct.pack("<Id", 12, value)
+    items = [v for v in value if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63] if all(
+        not isinstance(v, bool) for v in value) else [bool(v) for v in value]
+    if items and isinstance(items[0], bool):
+        return name + struct.pack("<IIQ", 9, 7, len(items)) + bytes(items)
+    return name + struct.pack("<IIQ", 9, 10, len(items)) + b"".join(struct.pack("<Q", v) for v in items)
+
+
+def encode_gguf(arch: str, kv: dict[str, Any], tensors: list[tuple[str, tuple[int, ...]]]) -> bytes:
+    """A minimal GGUF v3 (F32 tensors), written by hand so each example costs microseconds."""
+    meta = _kv("general.architecture", arch) + b"".join(_kv(f"{arch}.{k}", v) for k, v in kv.items())
+    table, offset = b"", 0
+    for name, dims in tensors:
+        table += struct.pack("<Q", len(name)) + name.encode() + struct.pack("<I", len(dims))
+        table += b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", 0, offset)
+        offset += -(-4 * int(np.prod(dims)) // 32) * 32
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv) + 1) + meta + table
+    return head + b"\0" * (-len(head) % 32) + b"\0" * offset
+
+
+def test_encoded_gguf_is_valid() -> None:
+    data = encode_gguf("llama", _GOOD, [t for t in _TENSORS if "gate_inp" not in t[0] and "q_norm" not in t[0] and "post_ffw" not in t[0]])
+    header = parse_gguf_header(io.BytesIO(data), "x.gguf", len(data))
+    spec = spec_from_gguf(header, "x.gguf")
+    assert (spec.num_layers, spec.hidden_size, spec.vocab_size, spec.num_kv_heads) == (2, 32, 8, 2)
+
+
+VALUES = (st.integers(-3, 2**34) | st.booleans() | st.text(max_size=4) | st.floats(allow_nan=False, width=64)
+          | st.lists(st.integers(0, 2**33) | st.booleans(), max_size=6))
+
+
+@FUZZ
+@given(arch=st.sampled_from(["llama", "gemma3", "deepseek2", "gpt-oss", "command-r", "qwen3moe", "mamba", "x\ny"]),
+       changes=st.dictionaries(st.sampled_from(_KEYS), VALUES, max_size=6),
+       drop=st.sets(st.sampled_from(sorted(_GOOD)), max_size=2),
+       tensors=st.lists(st.sampled_from(_TENSORS), unique=True, max_size=len(_TENSORS)))
+def test_gguf_spec_from_arbitrary_metadata(arch: str, changes: dict, drop: set, tensors: list) -> None:
+    kv = {k: v for k, v in {**_GOOD, **changes}.items() if k not in drop}
+    data = encode_gguf(arch, kv, tensors)
+    _gguf_outcome(data)

@@ -39,13 +39,14 @@ def validated(source: str, model: Any, kwargs: dict[str, Any]) -> Any:
 
 
 def layer_pattern_period(sliding: list[bool], notes: list[str], what: str) -> int | None:
-    """Turn a per-layer sliding flag list into ModelSpec.global_every (approximated, with a note, if irregular)."""
+    """Per-layer sliding flags -> ModelSpec.global_every: None if all slide, 1 if none do; irregular ones noted."""
     n_full = sliding.count(False)
     if n_full == 0:
         return None
-    for period in range(1, len(sliding) + 1):
-        if all(s == bool((i + 1) % period) for i, s in enumerate(sliding)):
-            return period
+    # With a period p the first global layer is p-1, so p is fixed by it and checked in one pass.
+    period = sliding.index(False) + 1
+    if all(s == bool((i + 1) % period) for i, s in enumerate(sliding)):
+        return period
     period = max(1, round(len(sliding) / n_full))
     notes.append(f"{what}: irregular local/global layer pattern approximated as every {period}th layer global")
     return period

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from planner.errors import InvalidInputError
-from planner.models.readers.common import build_spec, layer_pattern_period, make_id, show, tensor_info, validated
+from planner.models.readers.common import build_spec, layer_of, layer_pattern_period, make_id, show, tensor_info, validated
 from planner.models.spec import MLASpec, ModelSpec, MoESpec
 
 GGUF_MAGIC = b"GGUF"
@@ -36,6 +36,7 @@ MAX_ARRAY_DEPTH = 4
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_DIM = 1 << 48
 MAX_ALIGNMENT = 1 << 20
+MAX_LAYERS = 1024  # ModelSpec.num_layers' bound
 
 # GGUF value types: id -> (name, struct format, size). 8 = string and 9 = array are handled apart.
 _SCALARS: dict[int, tuple[str, str, int]] = {
@@ -391,6 +392,8 @@ def spec_from_gguf(header: GGUFHeader, path: Path | str) -> ModelSpec:
     has = by_name.__contains__
 
     n_layers = m.need("block_count")
+    if n_layers > MAX_LAYERS:  # checked before anything loops over layers
+        raise InvalidInputError(f"{source}: {show(arch)}.block_count: expected at most {MAX_LAYERS}, found {n_layers}")
     hidden = m.need("embedding_length")
     n_heads = m.need("attention.head_count")
     n_kv = m.get("attention.head_count_kv") or n_heads
@@ -406,7 +409,7 @@ def spec_from_gguf(header: GGUFHeader, path: Path | str) -> ModelSpec:
     if vocab is None:
         raise InvalidInputError(f"{source}: tokenizer.ggml.tokens: expected a token list, a {show(arch)}.vocab_size key or a token_embd.weight tensor to size the vocabulary")
 
-    moe = _moe_from_gguf(m, by_name, n_layers)
+    moe = _moe_from_gguf(m, by_name)
     mla = _mla_from_gguf(m, "blk.0.attn_k_b.weight" in by_name)
     ffn = m.get("feed_forward_length") or (moe.expert_intermediate_size if moe else None)
     if ffn is None:
@@ -417,10 +420,13 @@ def spec_from_gguf(header: GGUFHeader, path: Path | str) -> ModelSpec:
     if sliding is not None and (sliding <= 0 or sliding >= ctx):
         sliding = None
     if sliding is not None:
-        global_every = _swa_period(header, m, n_layers)
+        global_every = _swa_period(header, m)
         if global_every == 1:  # every layer global: the window never applies
             sliding, global_every = None, None
 
+    head_dim = None if mla else m.get("attention.key_length")
+    if head_dim is not None and head_dim * n_heads == hidden:
+        head_dim = None  # the default, as in specs from config.json and profiles
     b0 = "blk.0."
     q_norm = by_name.get(b0 + "attn_q_norm.weight")
     # Gemma 2/3 norm after attention and after the MLP (post_ffw_norm) besides the pre-MLP ffn_norm; gpt-oss names
@@ -450,7 +456,7 @@ def spec_from_gguf(header: GGUFHeader, path: Path | str) -> ModelSpec:
         num_layers=n_layers,
         num_heads=n_heads,
         num_kv_heads=n_kv,
-        head_dim=None if mla else m.get("attention.key_length"),
+        head_dim=head_dim,
         intermediate_size=ffn,
         mlp_gated=has(b0 + "ffn_gate.weight") or has(b0 + "ffn_gate_exps.weight") or _fused_gate_up(by_name, ffn),
         tie_word_embeddings="output.weight" not in by_name,
@@ -487,16 +493,16 @@ def _fused_gate_up(by_name: dict[str, GGUFTensor], ffn: int) -> bool:
     return up is not None and "blk.0.ffn_gate.weight" not in by_name and up.shape[0] == 2 * ffn
 
 
-def _moe_from_gguf(m: _Meta, by_name: dict[str, GGUFTensor], n_layers: int) -> MoESpec | None:
+def _moe_from_gguf(m: _Meta, by_name: dict[str, GGUFTensor]) -> MoESpec | None:
     """Experts from expert_* keys; shared experts, biases and dense leading layers from the tensor table."""
     n_exp = m.get("expert_count")
     if not n_exp:
         return None
     used = m.need("expert_used_count")
-    moe_layers = [i for i in range(n_layers) if f"blk.{i}.ffn_gate_inp.weight" in by_name]
     first = m.get("leading_dense_block_count")
-    if first is None:
-        first = moe_layers[0] if moe_layers else 0
+    if first is None:  # the first block with a router
+        routed = [layer_of(n) for n in by_name if n.endswith(".ffn_gate_inp.weight")]
+        first = min((i for i in routed if i is not None), default=0)
     lm = f"blk.{first}."
     width = m.get("expert_feed_forward_length")
     down = by_name.get(lm + "ffn_down_exps.weight")
@@ -509,6 +515,8 @@ def _moe_from_gguf(m: _Meta, by_name: dict[str, GGUFTensor], n_layers: int) -> M
     if shexp is not None:
         n_shared = m.get("expert_shared_count") or 1
         shared_width = shexp.shape[-1] // n_shared or None
+        if shared_width == width:
+            shared_width = None  # the default: shared experts as wide as routed ones
     return validated(m.source, MoESpec, dict(
         num_experts=n_exp,
         experts_per_token=used,
@@ -541,7 +549,7 @@ def _mla_from_gguf(m: _Meta, split_kv_b: bool) -> MLASpec | None:
     ))
 
 
-def _swa_period(header: GGUFHeader, m: _Meta, n_layers: int) -> int | None:
+def _swa_period(header: GGUFHeader, m: _Meta) -> int | None:
     """Every how many layers one attends globally; None when all layers use the window."""
     key = f"{m.arch}.attention.sliding_window_pattern"
     pattern = header.metadata.get(key)

@@ -177,8 +177,15 @@ def _window(c: _Cfg, arch: "_Arch", n_layers: int, max_context: int, notes: list
     window = c.opt_pos_int("sliding_window")
     if window is None or window >= max_context:
         return None, None
-    if arch.window_flag is not None and c.raw("max_window_layers") is not None:
-        notes.append("max_window_layers split not modelled: every layer treated as windowed")
+    if arch.window_flag is not None:
+        # Qwen: the first max_window_layers layers attend globally, the rest use the window. Only the all-windowed
+        # case maps onto ModelSpec; otherwise count every layer as global (an upper bound on the KV cache).
+        full = c.nonneg_int("max_window_layers", 0)
+        if full >= n_layers:
+            return None, None
+        if full > 0:
+            notes.append(f"max_window_layers={full}: the {n_layers - full} windowed layers are counted as global")
+            return None, None
     period: int | None
     layer_types = c.raw("layer_types")
     if layer_types is not None:

@@ -82,15 +82,15 @@ def _load_config_only(path: Path) -> ModelSource:
 
 
 def _load_dir(directory: Path) -> ModelSource:
+    """config.json + safetensors first; else a single GGUF (or split set); else config.json alone."""
     config_path = directory / CONFIG_NAME
-    if config_path.is_file():
+    has_config = config_path.is_file()
+    if has_config and ((directory / INDEX_NAME).is_file() or any(directory.glob("*.safetensors"))):
         config = _read_config(config_path)
         spec = spec_from_hf_config(config, str(config_path))
         raw, files = read_safetensors_dir(directory)
-        quant = quantization_from_config(config, str(config_path))
-        if not files:
-            return ModelSource(spec, None, {}, None, quant, f"config.json {config_path}")
         tensors, dtypes = map_hf_tensors(raw, spec)
+        quant = quantization_from_config(config, str(config_path))
         what = f"{len(files)} safetensors shards" if len(files) > 1 else files[0].name
         return ModelSource(spec, tensors, dtypes, _size(files), quant, f"{what} + config.json in {directory}")
     ggufs = sorted(directory.glob("*.gguf"))
@@ -100,6 +100,8 @@ def _load_dir(directory: Path) -> ModelSource:
     if firsts:
         names = ", ".join(g.name for g in firsts[:6])
         raise InvalidInputError(f"{directory}: several GGUF files ({names}); name the one to use")
+    if has_config:
+        return _load_config_only(config_path)
     raise InvalidInputError(f"{directory}: expected a config.json (with optional .safetensors) or a .gguf file")
 
 

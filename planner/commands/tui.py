@@ -1,0 +1,59 @@
+"""`planner tui`: browse hardware and models and see what fits where, in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from planner.commands.options import add_catalog_dirs
+
+
+def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
+    """Register the subcommand."""
+    p = sub.add_parser("tui", help="interactive terminal UI: devices, models, what fits where",
+                       description="Browse the hardware catalog and the model profiles, and see every format x runtime "
+                                   "for a model on a device with memory, speed, quality and a launch command.")
+    p.add_argument("--model", "-m", metavar="MODEL", help="model to start with (profile id, alias or size like 70B)")
+    p.add_argument("--device", metavar="ID", help="catalog device to start with (default: this machine once probed)")
+    p.add_argument("--count", type=int, default=1, metavar="N", help="number of devices (default 1)")
+    p.add_argument("--context", "-c", type=int, metavar="TOKENS", help="context length to start with")
+    p.add_argument("--concurrency", type=int, default=1, metavar="N", help="concurrent sequences (default 1)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--snapshot", metavar="FILE", help="show the machine a `planner probe --raw` snapshot describes instead of probing")
+    g.add_argument("--no-probe", action="store_true", help="do not probe this machine (catalog devices only)")
+    add_catalog_dirs(p)
+    p.set_defaults(func=run)
+
+
+def host_provider(catalog: Any, snapshot: str | None = None):  # type: ignore[no-untyped-def]
+    """A callable the app runs in a worker: probe this machine (or read a snapshot) and interpret it."""
+
+    def provide() -> Any:
+        from planner.hardware import probe
+
+        raw = probe.load_snapshot(snapshot) if snapshot else probe.read_raw()
+        return probe.interpret(raw, catalog)
+
+    return provide
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the data (no probing here: the app probes in a worker), then run the app until the user quits."""
+    from planner.errors import PlannerError
+    from planner.hardware.catalog import load_catalog
+    from planner.models.profiles import load_registry
+
+    if not 1 <= args.count <= 64:
+        raise PlannerError(f"--count must be between 1 and 64, got {args.count}")
+    if args.context is not None and args.context <= 0:
+        raise PlannerError(f"--context must be a positive number of tokens, got {args.context}")
+    catalog = load_catalog(args.hwdb)
+    registry = load_registry(args.profiles)
+    provider = None if args.no_probe else host_provider(catalog, args.snapshot)
+
+    from planner.tui.app import create_app  # textual is imported only here, so other commands never pay for it
+
+    app = create_app(catalog, registry, provider, model=args.model, device=args.device, count=args.count,
+                     context=args.context, concurrency=args.concurrency)
+    app.run()
+    return 0

@@ -1,0 +1,384 @@
+"""The Textual app: state (the fit inputs, the probed host, the current recommendation), key bindings, and the
+workers that run the probe and the library off the UI thread. Build it with `create_app` so tests inject data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from rich.text import Text
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import var
+from textual.timer import Timer
+from textual.css.query import NoMatches
+from textual.widget import Widget
+from textual.widgets import DataTable, Input, Static, TabbedContent
+from textual.worker import get_current_worker
+
+from planner.hardware.catalog import Catalog
+from planner.models.profiles import ModelRegistry
+from planner.plan import GIB, Target
+from planner.tui.screens.help import HelpScreen
+from planner.tui.screens.main import TABS, MainScreen
+from planner.tui.widgets.devices import DevicesPane
+from planner.tui.widgets.fit import FitPane
+from planner.tui.state import (ALL, DEFAULT_DEVICES, DEFAULT_MODELS, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT,
+                               PREFERENCES, CostCache, FitInputs, clamp_context, compute_recommendation,
+                               default_context, format_families, make_target, pick_default, runtime_ids,
+                               step_power_of_two)
+
+HostProvider = Callable[[], Any]
+W = TypeVar("W", bound=Widget)
+# Inputs settle this long before a fit starts, so holding + or typing digits runs one fit, not ten.
+FIT_DEBOUNCE_S = 0.12
+
+
+class PlannerApp(App[None]):
+    """Browse devices and models and see what fits where; every number comes from planner's library."""
+
+    CSS_PATH = "planner.tcss"
+    TITLE = "planner"
+    SUB_TITLE = "what fits where"
+    BINDINGS = [
+        Binding("1", "show_tab('devices')", "Devices", id="tab.devices"),
+        Binding("2", "show_tab('models')", "Models", id="tab.models"),
+        Binding("3", "show_tab('fit')", "Fit", id="tab.fit"),
+        Binding("4", "show_tab('matrix')", "Matrix", id="tab.matrix"),
+        Binding("slash", "search", "Search", id="search", key_display="/"),
+        Binding("plus,equals_sign", "context(1)", "Context ×2", id="context.up", key_display="+"),
+        Binding("minus", "context(-1)", "Context ÷2", id="context.down", key_display="-"),
+        Binding("right_square_bracket", "concurrency(1)", "More sequences", id="concurrency.up", key_display="]", show=False),
+        Binding("left_square_bracket", "concurrency(-1)", "Fewer sequences", id="concurrency.down", key_display="[", show=False),
+        Binding("n", "count(1)", "One more device", id="count.up", show=False),
+        Binding("N", "count(-1)", "One device fewer", id="count.down", show=False),
+        Binding("t", "cycle_format", "Next format filter", id="filter.format", show=False),
+        Binding("r", "cycle_runtime", "Next runtime filter", id="filter.runtime", show=False),
+        Binding("p", "cycle_prefer", "Next preference (balanced, quality, speed, memory)", id="prefer", show=False),
+        Binding("a", "toggle_all", "Fit: best runtime per format / every plan", id="fit.all", show=False),
+        Binding("s", "sort", "Devices/Models: next sort column", id="sort", show=False),
+        Binding("y", "copy_launch", "Copy launch", id="copy"),
+        Binding("escape", "focus_table", "Leave the search / input box", id="focus.table", show=False),
+        Binding("question_mark", "help", "Help", id="help", key_display="?"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    inputs: var[FitInputs] = var(FitInputs("", ""))
+    host: var[Any | None] = var(None)
+    probe_status: var[str] = var("probe: off")
+    current_recommendation: var[Any | None] = var(None)
+
+    def __init__(self, catalog: Catalog, registry: ModelRegistry, host_provider: HostProvider | None = None,
+                 inputs: FitInputs | None = None, device_chosen: bool = False):
+        super().__init__()
+        self.catalog = catalog
+        self.registry = registry
+        self.host_provider = host_provider
+        self.costs = CostCache(registry)
+        # Until the user picks a device, a probe that finds GPUs moves the plan to this machine.
+        self.device_chosen = device_chosen
+        self.current_target: Target | None = None
+        self.fit_error: str | None = None
+        self.fit_pending = True
+        self.fits_run = 0
+        self.last_copied: str | None = None
+        self._fit_timer: Timer | None = None
+        self.main: MainScreen | None = None
+        self.set_reactive(PlannerApp.inputs, inputs or default_inputs(catalog, registry))
+        if host_provider is not None:
+            self.set_reactive(PlannerApp.probe_status, "probe: scanning…")
+
+    def get_default_screen(self) -> MainScreen:
+        """The tabbed main screen."""
+        self.main = MainScreen()
+        return self.main
+
+    def on_mount(self) -> None:
+        """Start the first fit and the probe, both in workers: nothing here blocks the first frame."""
+        self._schedule_fit(0.0)
+        if self.host_provider is not None:
+            self._probe()
+        self._update_status()
+
+    # ---------------------------------------------------------------------------------- state
+
+    @property
+    def active_tab(self) -> str:
+        """Id of the visible tab."""
+        try:
+            return self._q("#tabs", TabbedContent).active
+        except NoMatches:  # before the main screen is composed
+            return ""
+
+    def _q(self, selector: str, expect_type: type[W] = Widget) -> W:  # type: ignore[assignment]
+        """Query the main screen (not the help screen that may be on top of it)."""
+        if self.main is None:
+            raise NoMatches(selector)
+        return self.main.query_one(selector, expect_type)
+
+    def update_inputs(self, **changes: Any) -> None:
+        """Change some inputs (context is kept within the model's maximum); the fit follows."""
+        new = self.inputs.with_(**changes)
+        spec = self.registry.get(new.model_id)
+        new = new.with_(context=clamp_context(new.context, spec.max_context))
+        if new.device_id == LOCAL and self.host is None:
+            new = new.with_(device_id=self.inputs.device_id)
+        if new != self.inputs:
+            self.inputs = new
+
+    def choose_model(self, model_id: str, switch: bool = True) -> None:
+        """Plan for this profile; open the fit tab unless told not to."""
+        self.update_inputs(model_id=model_id)
+        if switch:
+            self.action_show_tab("fit")
+
+    def choose_device(self, device_id: str, switch: bool = True) -> None:
+        """Plan on this device (or LOCAL, the probed machine); open the fit tab unless told not to."""
+        self.device_chosen = True
+        self.update_inputs(device_id=device_id)
+        if switch:
+            self.action_show_tab("fit")
+
+    def watch_inputs(self, old: FitInputs, new: FitInputs) -> None:
+        """Any input change re-runs the fit (debounced) and redraws the status line."""
+        self._schedule_fit()
+        self._update_status()
+
+    def watch_current_recommendation(self, rec: Any) -> None:
+        """Redraw the status line with the new recommendation."""
+        self._update_status()
+
+    def watch_probe_status(self, status: str) -> None:
+        """Show the probe's progress."""
+        self._update_status()
+
+    def local_label(self) -> str:
+        """'1x NVIDIA GeForce RTX 4090, 23.1 GiB free' for the probed host."""
+        if self.host is None:
+            return "not probed"
+        from planner.errors import PlannerError
+        from planner.targets import target_from_host
+
+        try:
+            t = target_from_host(self.host)
+        except PlannerError as exc:
+            return str(exc)
+        return f"{t.label}, {sum(t.usable_bytes) / GIB:.1f} GiB usable"
+
+    # ---------------------------------------------------------------------------------- fit worker
+
+    def _schedule_fit(self, delay: float = FIT_DEBOUNCE_S) -> None:
+        self.fit_pending = True
+        if self._fit_timer is not None:
+            self._fit_timer.stop()
+            self._fit_timer = None
+        if delay <= 0:
+            self.call_after_refresh(self._start_fit)
+        else:
+            self._fit_timer = self.set_timer(delay, self._start_fit)
+
+    def _start_fit(self) -> None:
+        self._fit_timer = None
+        self._fit(self.inputs, self.host)
+
+    @work(thread=True, exclusive=True, group="fit", exit_on_error=False)
+    def _fit(self, inputs: FitInputs, host: Any) -> None:
+        """recommend() off the UI thread (0.1-0.5 s); a result for outdated inputs is dropped."""
+        rec, target, error = None, None, None
+        try:
+            target = make_target(inputs, self.catalog, host)
+            rec = compute_recommendation(inputs, self.costs, self.catalog, host)
+        except Exception as exc:  # noqa: BLE001 - shown in the fit pane: the UI must survive any library error
+            error = f"cannot plan this: {type(exc).__name__}: {exc}"
+        if not get_current_worker().is_cancelled:
+            self.call_from_thread(self._fit_done, inputs, rec, target, error)
+
+    def _fit_done(self, inputs: FitInputs, rec: Any, target: Target | None, error: str | None) -> None:
+        if inputs != self.inputs or self._fit_timer is not None:
+            return  # the inputs moved on while this ran; a newer fit is coming
+        self.fit_pending = False
+        self.fits_run += 1
+        self.fit_error = error
+        self.current_target = target
+        self.current_recommendation = rec
+        if error:
+            self.notify(error, severity="error", timeout=6)
+
+    # ---------------------------------------------------------------------------------- probe worker
+
+    @work(thread=True, exclusive=True, group="probe", exit_on_error=False)
+    def _probe(self) -> None:
+        """The hardware probe (NVML, sysfs, subprocesses) off the UI thread; its failure is shown, not raised."""
+        assert self.host_provider is not None
+        host, error = None, None
+        try:
+            host = self.host_provider()
+        except Exception as exc:  # noqa: BLE001 - a missing driver or a broken probe must not take the UI down
+            error = f"{type(exc).__name__}: {exc}"
+        self.call_from_thread(self._probe_done, host, error)
+
+    def _probe_done(self, host: Any, error: str | None) -> None:
+        if error is not None or host is None:
+            self.probe_status = "probe failed: catalog only"
+            self.notify(f"probing this machine failed: {error}", severity="warning", timeout=6)
+            return
+        self.host = host
+        gpus = list(getattr(host, "gpus", []) or [])
+        warn = len(getattr(host, "warnings", []) or [])
+        self.probe_status = f"probe: {self.local_label()}" if gpus else "probe: no GPU (CPU row pinned)"
+        if warn:
+            self.notify("\n".join(getattr(host, "warnings", [])[:4]), title="probe", timeout=6)
+        self._q("#devices-pane", DevicesPane).refresh_rows()
+        if gpus and not self.device_chosen:
+            self.update_inputs(device_id=LOCAL)
+        elif self.inputs.device_id == LOCAL:
+            self._schedule_fit()  # the host changed under a plan for it
+
+    # ---------------------------------------------------------------------------------- status line
+
+    def _update_status(self) -> None:
+        try:
+            status = self._q("#status", Static)
+            probe = self._q("#probe", Static)
+        except NoMatches:  # not composed yet (watchers fire during start-up)
+            return
+        probe.update(Text(self.probe_status, style="dim"))
+        i = self.inputs
+        device = "this machine" if i.device_id == LOCAL else self.catalog.get(i.device_id).name
+        out = Text()
+        out.append(self.registry.get(i.model_id).name, style="bold")
+        out.append(" on ")
+        out.append(device + (f" ×{i.count}" if i.count > 1 and i.device_id != LOCAL else ""), style="bold")
+        out.append(f" · {i.context:,} tok × {i.concurrency} · {i.prefer}")
+        if i.format_family != ALL:
+            out.append(f" · {i.format_family} only", style="cyan")
+        if i.runtime_id != ALL:
+            out.append(f" · {i.runtime_id} only", style="cyan")
+        out.append("  →  ")
+        rec = self.current_recommendation
+        if rec is None or (rec.model_id != i.model_id):
+            out.append("computing…", style="dim")
+        elif rec.best is None:
+            out.append("nothing fits", style="bold red")
+        else:
+            b = rec.best
+            out.append(f"★ {b.format_id} with {b.runtime_id}", style="bold green")
+            out.append(f"  {b.total_memory_bytes / GIB:.1f}/{b.usable_memory_bytes / GIB:.1f} GiB, "
+                       f"{b.decode_tokens_per_s:.0f} tok/s")
+        status.update(out)
+
+    # ---------------------------------------------------------------------------------- actions
+
+    def action_show_tab(self, tab: str) -> None:
+        """Switch tabs."""
+        if tab in TABS:
+            self._q("#tabs", TabbedContent).active = tab
+
+    def action_search(self) -> None:
+        """Focus the search box of the devices or models tab (from fit or matrix: the models search)."""
+        tab = self.active_tab
+        if tab not in ("devices", "models"):
+            tab = "models"
+            self.action_show_tab(tab)
+        self._q("#device-search" if tab == "devices" else "#model-search", Input).focus()
+
+    def action_focus_table(self) -> None:
+        """Leave a search or number box for the tab's table."""
+        table_id = {"devices": "#device-table", "models": "#model-table", "fit": "#fit-table",
+                    "matrix": "#matrix-table"}.get(self.active_tab)
+        if table_id:
+            self._q(table_id, DataTable).focus()
+
+    def action_context(self, direction: int) -> None:
+        """Double or halve the context (powers of two), within the model's maximum."""
+        max_ctx = self.registry.get(self.inputs.model_id).max_context
+        ctx = step_power_of_two(self.inputs.context, direction > 0, MIN_CONTEXT, max_ctx)
+        if ctx == self.inputs.context:
+            self.bell()
+            edge = f"the model's maximum of {max_ctx:,}" if direction > 0 else f"the minimum of {MIN_CONTEXT}"
+            self.notify(f"context is already at {edge} tokens", timeout=2)
+            return
+        self.update_inputs(context=ctx)
+
+    def action_concurrency(self, direction: int) -> None:
+        """Double or halve the number of concurrent sequences."""
+        n = step_power_of_two(self.inputs.concurrency, direction > 0, 1, MAX_CONCURRENCY)
+        self.update_inputs(concurrency=n)
+
+    def action_count(self, delta: int) -> None:
+        """One device more or fewer (catalog targets only)."""
+        if self.inputs.device_id == LOCAL:
+            self.notify("this machine plans with the GPUs it has; pick a catalog device to change the count", timeout=3)
+            return
+        self.update_inputs(count=max(1, min(MAX_COUNT, self.inputs.count + delta)))
+
+    def action_cycle_format(self) -> None:
+        """Next format family filter (all, gguf, exl2, ...)."""
+        options = [ALL] + format_families()
+        self.update_inputs(format_family=_next(options, self.inputs.format_family))
+
+    def action_cycle_runtime(self) -> None:
+        """Next runtime filter (all, llama.cpp, ...)."""
+        options = [ALL] + runtime_ids()
+        self.update_inputs(runtime_id=_next(options, self.inputs.runtime_id))
+
+    def action_cycle_prefer(self) -> None:
+        """Next ranking preference."""
+        self.update_inputs(prefer=_next(list(PREFERENCES), self.inputs.prefer))
+
+    def action_toggle_all(self) -> None:
+        """Fit table: best runtime per format, or every plan."""
+        self._q("#fit-pane", FitPane).toggle_all()
+
+    def action_sort(self) -> None:
+        """Next sort column of the devices or models table."""
+        tab = self.active_tab
+        if tab in ("devices", "models"):
+            pane: Any = self._q(f"#{tab}-pane")
+            pane.cycle_sort()
+
+    def action_copy_launch(self) -> None:
+        """Copy the launch command of the plan under the fit cursor (OSC 52: the terminal may refuse)."""
+        plan = self._q("#fit-pane", FitPane).highlighted_plan()
+        if plan is None or not plan.launch:
+            self.notify("no launch command to copy (pick a plan that runs in the Fit tab)", severity="warning")
+            return
+        self.copy_to_clipboard(plan.launch)
+        self.last_copied = plan.launch
+        self.notify(f"copied: {plan.launch[:70]}{'…' if len(plan.launch) > 70 else ''}\n"
+                    "(terminals without OSC 52 ignore this: select the command with the mouse)", timeout=4)
+
+    def action_help(self) -> None:
+        """Show the bindings and how the panes work."""
+        self.push_screen(HelpScreen())
+
+    def on_button_pressed(self, event: Any) -> None:
+        """The detail pane's Copy button."""
+        if event.button.id == "copy":
+            self.action_copy_launch()
+
+
+def _next(options: list[str], current: str) -> str:
+    return options[(options.index(current) + 1) % len(options)] if current in options else options[0]
+
+
+def default_inputs(catalog: Catalog, registry: ModelRegistry, model: str | None = None, device: str | None = None,
+                   count: int = 1, context: int | None = None, concurrency: int = 1) -> FitInputs:
+    """Starting inputs: the given model and device (resolved by name) or sensible defaults present in the data."""
+    model_id = registry.get(model).id if model else pick_default(DEFAULT_MODELS, registry.models)
+    device_id = catalog.get(device).id if device else pick_default(DEFAULT_DEVICES, catalog.devices)
+    if model_id is None or device_id is None:
+        raise ValueError("the TUI needs at least one model profile and one catalog device")
+    max_ctx = registry.get(model_id).max_context
+    ctx = clamp_context(context, max_ctx) if context else default_context(max_ctx)
+    return FitInputs(model_id, device_id, max(1, min(MAX_COUNT, count)), ctx, max(1, min(MAX_CONCURRENCY, concurrency)))
+
+
+def create_app(catalog: Catalog, registry: ModelRegistry, host_provider: HostProvider | None = None, *,
+               model: str | None = None, device: str | None = None, count: int = 1, context: int | None = None,
+               concurrency: int = 1) -> PlannerApp:
+    """Build the app from data: a catalog, the profiles, and optionally a callable that returns the probed Host
+    (called once, in a worker; None means no probing)."""
+    inputs = default_inputs(catalog, registry, model, device, count, context, concurrency)
+    return PlannerApp(catalog, registry, host_provider, inputs, device_chosen=device is not None)

@@ -1,0 +1,48 @@
+"""The main screen: a status line, four tabs (devices, models, fit, matrix) and the footer."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+
+from planner.tui.widgets.devices import DevicesPane
+from planner.tui.widgets.fit import FitPane
+from planner.tui.widgets.matrix import MatrixPane
+from planner.tui.widgets.models import ModelsPane
+
+TABS = ("devices", "models", "fit", "matrix")
+
+
+class MainScreen(Screen[None]):
+    """Everything the app shows; state lives on the app, the panes read it."""
+
+    def compose(self) -> ComposeResult:
+        """Header, status line, tabs, footer."""
+        yield Header(icon="▦")
+        with Horizontal(id="status-row"):
+            yield Static("", id="status")
+            yield Static("", id="probe")
+        with TabbedContent(id="tabs", initial="devices"):
+            with TabPane("1 Devices", id="devices"):
+                yield DevicesPane(id="devices-pane")
+            with TabPane("2 Models", id="models"):
+                yield ModelsPane(id="models-pane")
+            with TabPane("3 Fit", id="fit"):
+                yield FitPane(id="fit-pane")
+            with TabPane("4 Matrix", id="matrix"):
+                yield MatrixPane(id="matrix-pane")
+        yield Footer()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Compute the matrix lazily, the first time its tab is shown; focus the tab's main table."""
+        pane_id = event.pane.id
+        if pane_id == "matrix":
+            matrix = self.query_one(MatrixPane)
+            if matrix.dirty:
+                matrix.recompute()
+        table_id = {"devices": "#device-table", "models": "#model-table", "fit": "#fit-table",
+                    "matrix": "#matrix-table"}.get(pane_id or "")
+        if table_id:
+            self.query_one(table_id).focus()
