@@ -10,40 +10,47 @@ from collections.abc import Sequence
 from planner import __version__
 from planner.errors import PlannerError
 
-# Subcommand name -> module under planner.commands; each module has add_parser(sub) and run(args) -> int.
+# Subcommand -> one-line help; each lives in planner.commands.<name> with add_parser(sub) and run(args) -> int.
 COMMANDS = {
-    "recommend": "recommend",
-    "estimate": "estimate",
-    "catalog": "catalog",
-    "models": "models",
-    "probe": "probe",
-    "check": "check",
-    "tui": "tui",
+    "recommend": "recommend a precision, format and runtime for a model on hardware",
+    "estimate": "memory, speed and quality of one model/format/device/runtime",
+    "catalog": "list, show or validate hardware catalog entries",
+    "models": "list model profiles, or show one",
+    "probe": "read this machine's GPUs, unified memory and CPU",
+    "check": "check deployments in a spec file still fit (for CI)",
+    "tui": "browse hardware, models and what fits where",
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every subcommand that is installed."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; with `only`, import just that subcommand's module (the others get a help line),
+    so `planner recommend` does not pay for the TUI's or the probe's imports."""
     parser = argparse.ArgumentParser(
         prog="planner",
         description="Which precision, format and runtime should this LLM use on this hardware, and how fast will it be?",
     )
     parser.add_argument("--version", action="version", version=f"planner {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"planner.commands.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"planner.commands.{module}":
-                continue  # command not built yet
-            raise
-        mod.add_parser(sub)
+    for name, help_text in COMMANDS.items():
+        if name != only:
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
+        importlib.import_module(f"planner.commands.{name}").add_parser(sub)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in argv, if any (the first word that is not an option)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 domain error, 2 invalid input, 3 bug, 130 interrupted)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

@@ -47,6 +47,22 @@ class FormatLayout:
     head_bytes: int  # output projection + final norm (or tied embedding read as the head)
     head_active_bytes: float
     ggml_types: set[str]
+    sum_layers: int = field(init=False)
+    sum_active: float = field(init=False)
+
+    cum_layers: list[int] = field(init=False)
+    cum_active: list[float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Prefix sums: bytes of layers [a, b) are cum[b] - cum[a], so placements and offload splits are O(1).
+        self.cum_layers = [0]
+        for b in self.layer_bytes:
+            self.cum_layers.append(self.cum_layers[-1] + b)
+        self.cum_active = [0.0]
+        for b in self.layer_active_bytes:
+            self.cum_active.append(self.cum_active[-1] + b)
+        self.sum_layers = self.cum_layers[-1]
+        self.sum_active = self.cum_active[-1]
 
     @property
     def file_size_bytes(self) -> int:
@@ -64,6 +80,10 @@ class ModelCost:
     _kv: dict[str, list] = field(default_factory=dict)
     _disk: dict | None = None
     _dirty: bool = False
+    _kv_sum: dict = field(default_factory=dict)
+    _attn: dict = field(default_factory=dict)
+    _quality: dict = field(default_factory=dict)
+    _memo: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.tensors:
@@ -89,6 +109,28 @@ class ModelCost:
     def kv_bytes(self, tokens: int, kv_dtype: str, sequences: int = 1, layers: range | None = None,
                  mla_aware: bool = True) -> float:
         """KV cache bytes of `sequences` x `tokens` over `layers` (fast path of cost.memory.kv_cache_bytes)."""
+        key = (tokens, kv_dtype, mla_aware, layers.start, layers.stop) if layers is not None else (tokens, kv_dtype, mla_aware)
+        got = self._kv_sum.get(key)
+        if got is None:
+            got = self._kv_sum[key] = self._kv_sum_uncached(tokens, kv_dtype, layers, mla_aware)
+        return got * sequences
+
+    def attn_flops_per_token(self, prompt: int) -> float:
+        """Attention FLOPs per prompt token (QK^T and AV over half the prompt on average, windows capped)."""
+        got = self._attn.get(prompt)
+        if got is None:
+            m = self.spec
+            heads_dim = m.num_heads * (m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim if m.mla else m.dim_head)
+            got = 0.0
+            for i in range(m.num_layers):
+                span = prompt / 2
+                if m.sliding_window and not m.is_global_layer(i):
+                    span = min(span, m.sliding_window)
+                got += 4 * heads_dim * span
+            self._attn[prompt] = got
+        return got
+
+    def _kv_sum_uncached(self, tokens: int, kv_dtype: str, layers: range | None, mla_aware: bool) -> float:
         prof = self.kv_profile(mla_aware)
         rng = layers if layers is not None else range(len(prof))
         per_value = kv_bytes_per_value(kv_dtype)
@@ -96,7 +138,33 @@ class ModelCost:
         for i in rng:
             values, cap = prof[i]
             total += values * (tokens if cap is None or tokens < cap else cap)
-        return total * per_value * sequences
+        return total * per_value
+
+    def kv_per_layer(self, tokens: int, kv_dtype: str, sequences: int, mla_aware: bool) -> list[int]:
+        """KV cache bytes of each layer for `sequences` x `tokens` (memoized: every runtime asks the same)."""
+        key = f"per|{tokens}|{kv_dtype}|{sequences}|{mla_aware}"
+        if key not in self._kv:
+            per_value = kv_bytes_per_value(kv_dtype) * sequences
+            self._kv[key] = [int(v * (tokens if cap is None or tokens < cap else cap) * per_value)
+                             for v, cap in self.kv_profile(mla_aware)]
+        return self._kv[key]
+
+    def kv_prefix(self, tokens: int, kv_dtype: str, sequences: int, mla_aware: bool) -> list[int]:
+        """Prefix sums of kv_per_layer (index i: layers [0, i))."""
+        key = f"cum|{tokens}|{kv_dtype}|{sequences}|{mla_aware}"
+        if key not in self._kv:
+            cum = [0]
+            for b in self.kv_per_layer(tokens, kv_dtype, sequences, mla_aware):
+                cum.append(cum[-1] + b)
+            self._kv[key] = cum
+        return self._kv[key]
+
+    def memo(self, key: tuple, compute):  # type: ignore[no-untyped-def]
+        """Per-model memo for small derived values (compute buffers, kernel classes, sharded KV)."""
+        got = self._memo.get(key)
+        if got is None:
+            got = self._memo[key] = compute()
+        return got
 
     @cached_property
     def matmul_params_active(self) -> float:
@@ -120,7 +188,8 @@ class ModelCost:
                     self.layouts[key] = exc
                 got = self.layouts[key]
                 self._disk[key] = {"error": str(got)} if isinstance(got, ShapeError) else {
-                    **{k: v for k, v in got.__dict__.items() if k != "ggml_types"}, "ggml_types": sorted(got.ggml_types)}
+                    **{k: v for k, v in got.__dict__.items() if k != "ggml_types" and not k.startswith(("sum_", "cum_"))},
+                    "ggml_types": sorted(got.ggml_types)}
                 self._dirty = True
         got = self.layouts[key]
         if isinstance(got, ShapeError):
@@ -216,6 +285,9 @@ def _kv_dtype(runtime: Runtime, requested: str | None) -> tuple[str | None, str]
     return None, f"{runtime.name} offers KV cache dtypes {', '.join(runtime.kv_dtypes)}, not {requested}"
 
 
+_SUPPORT: dict = {}  # (runtime, format, backend, cc) -> Support; the rules are pure functions of these
+
+
 def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target, *, context: int, concurrency: int = 1,
              kv_dtype: str | None = None, prompt_tokens: int | None = None, calibration: dict | None = None) -> Plan:
     """Cost one candidate: memory per device, fit, decode/prefill speed, TTFT, quality and launch command."""
@@ -224,7 +296,10 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     prompt = min(prompt_tokens if prompt_tokens is not None else 512, context)
     plan = Plan(m.id, fmt.id, runtime.id, target.label, dev.id, target.count, context, concurrency,
                 kv_dtype or "", "single", n_layers=m.num_layers, prompt_tokens=prompt)
-    support = runtime.support(fmt, dev)
+    skey = (runtime.id, fmt.id, dev.backend, dev.compute_capability)
+    support = _SUPPORT.get(skey)
+    if support is None:
+        support = _SUPPORT[skey] = runtime.support(fmt, dev)
     plan.support_mode = support.mode
     if not support.runs:
         plan.runs, plan.reason = False, support.reason
@@ -242,10 +317,12 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
         plan.runs, plan.reason = False, f"{fmt.id} cannot hold this model's shapes: {exc}"
         return plan
     plan.file_size_bytes = lay.file_size_bytes
-    plan.weights_bytes = sum(lay.layer_bytes) + lay.embed_bytes + lay.head_bytes
+    plan.weights_bytes = lay.sum_layers + lay.embed_bytes + lay.head_bytes
     plan.bits_per_weight = lay.stored_bytes * 8 / max(1, mc.params - m.extra_params)
-    q = expected_quality(fmt, mc.params, plan.bits_per_weight, m.native_dtype)
-    plan.quality = q.as_dict()
+    qkey = (fmt.id, support.dequant_to)
+    if qkey not in mc._quality:
+        mc._quality[qkey] = expected_quality(fmt, mc.params, plan.bits_per_weight, m.native_dtype).as_dict()
+    plan.quality = dict(mc._quality[qkey])
     engine = runtime.engine
     mla_aware = engine != "transformers"
     seqs = concurrency
@@ -265,9 +342,7 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     _speed(plan, mc, lay, fmt, runtime, target, kv, support.mode, calibration)
     if context > m.max_context:
         plan.warnings.append(f"context {context} is beyond the model's maximum {m.max_context}")
-    from planner.launch import launch_command
-
-    plan.launch = launch_command(plan, mc.spec, fmt, runtime, target)
+    plan.launch_args = (mc.spec, fmt, runtime, target)  # the command is rendered only when read
     return plan
 
 
@@ -290,10 +365,11 @@ def _place_tensor_parallel(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime
         return
     plan.layout = "tensor-parallel" if tp > 1 else ("cpu" if target.is_cpu else "single")
     weights = math.ceil((sum(lay.layer_bytes) + lay.embed_bytes + lay.head_bytes) / tp)
-    kvb = kv_cache_bytes(m, plan.context, kv, plan.concurrency, mla_aware=mla_aware, kv_heads_divisor=tp)
+    kvb = mc.memo(("tpkv", plan.context, kv, plan.concurrency, mla_aware, tp), lambda: kv_cache_bytes(
+        m, plan.context, kv, plan.concurrency, mla_aware=mla_aware, kv_heads_divisor=tp))
     if m.mla is not None and tp > 1:
         kvb = plan.kv_cache_bytes  # the MLA latent is not split by heads: every GPU holds it
-    act = engine_activation_bytes(m, max_seqs=max(plan.concurrency, 1)) // tp
+    act = mc.memo(("act", plan.concurrency), lambda: engine_activation_bytes(m, max_seqs=max(plan.concurrency, 1))) // tp
     over = _overhead(runtime, target)
     for i in range(tp):
         usable = target.usable_bytes[i] if i < len(target.usable_bytes) else target.usable_bytes[-1]
@@ -314,17 +390,33 @@ def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime
     devices = 1 if runtime.multi_gpu == "none" else target.count
     if runtime.multi_gpu == "none" and target.count > 1:
         plan.warnings.append(f"{runtime.name} uses one device; the other {target.count - 1} stay idle")
-    kv_layer = [int(mc.kv_bytes(plan.context, kv, plan.concurrency, range(i, i + 1), mla_aware)) for i in range(n)]
-    need = [lay.layer_bytes[i] + kv_layer[i] for i in range(n)]
-    compute = llamacpp_compute_buffer_bytes(m, plan.context) if runtime.engine == "llamacpp" else int(0.3 * GIB)
+    kv_layer = mc.kv_per_layer(plan.context, kv, plan.concurrency, mla_aware)
+    kv_cum = mc.kv_prefix(plan.context, kv, plan.concurrency, mla_aware)
+    cum = lay.cum_layers
+    compute = (mc.memo(("cbuf", plan.context), lambda: llamacpp_compute_buffer_bytes(m, plan.context))
+               if runtime.engine == "llamacpp" else int(0.3 * GIB))
     over = _overhead(runtime, target)
     head = lay.head_bytes + (0 if embed_on_host else lay.embed_bytes)
     usable = [target.usable_bytes[i] if i < len(target.usable_bytes) else target.usable_bytes[-1] for i in range(devices)]
     capacity = [u - compute - over - (head if i == devices - 1 else 0) for i, u in enumerate(usable)]
     # Split layers in proportion to capacity (llama.cpp's default tensor split follows free memory).
     total_cap = sum(max(c, 0) for c in capacity)
-    assigned: list[list[int]] = [[] for _ in range(devices)]
-    if sum(need) <= total_cap and devices > 1:
+    assigned: list[range] = [range(0) for _ in range(devices)]
+    kv_total = kv_cum[-1]
+    need_total = lay.sum_layers + kv_total
+    if target.is_cpu or (devices == 1 and need_total <= capacity[0]):
+        assigned[0] = range(n)  # the common case: everything fits on one device
+    elif devices == 1:
+        # Offload: the most leading layers whose weights and KV fit (binary search on the prefix sums).
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if cum[mid] + kv_cum[mid] <= capacity[0]:
+                lo = mid
+            else:
+                hi = mid - 1
+        assigned[0] = range(lo)
+    elif need_total <= total_cap and devices > 1:
         share = [max(c, 0) / total_cap for c in capacity]
         bounds, acc = [], 0.0
         for s in share:
@@ -332,40 +424,44 @@ def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime
             bounds.append(round(acc * n))
         start = 0
         for d, end in enumerate(bounds):
-            assigned[d] = list(range(start, end))
+            assigned[d] = range(start, end)
             start = end
     else:
-        d, used = 0, 0
+        d, used, start = 0, 0, 0
         for i in range(n):
-            while d < devices and used + need[i] > capacity[d]:
-                d, used = d + 1, 0
+            need_i = lay.layer_bytes[i] + kv_layer[i]
+            while d < devices and used + need_i > capacity[d]:
+                assigned[d] = range(start, i)
+                d, used, start = d + 1, 0, i
             if d >= devices:
                 break
-            assigned[d].append(i)
-            used += need[i]
+            used += need_i
+        else:
+            assigned[d] = range(start, n)
     on_gpu = sum(len(a) for a in assigned)
-    offloaded = list(range(on_gpu, n))
+    offloaded = range(on_gpu, n)
     plan.gpu_layers = on_gpu if not target.is_cpu else 0
     if target.is_cpu:
         plan.layout = "cpu"
-        w = sum(lay.layer_bytes) + lay.embed_bytes + lay.head_bytes
-        plan.per_device.append(MemoryBreakdown(target.device.id, w, sum(kv_layer), compute, 0, target.usable_bytes[0]))
+        w = lay.sum_layers + lay.embed_bytes + lay.head_bytes
+        plan.per_device.append(MemoryBreakdown(target.device.id, w, kv_total, compute, 0, target.usable_bytes[0]))
         return
     for d in range(devices):
         layers = assigned[d]
-        w = sum(lay.layer_bytes[i] for i in layers) + (head if d == devices - 1 and not offloaded else 0)
-        kvb = sum(kv_layer[i] for i in layers)
+        w = cum[layers.stop] - cum[layers.start] if layers else 0
+        kvb = kv_cum[layers.stop] - kv_cum[layers.start] if layers else 0
+        w += head if d == devices - 1 and not offloaded else 0
         plan.per_device.append(MemoryBreakdown(f"{target.device.id}[{d}]" if devices > 1 else target.device.id,
                                                w, kvb, compute, over, usable[d]))
     plan.layout = "layer-split" if devices > 1 else "single"
     host = (lay.embed_bytes if embed_on_host else 0)
     if offloaded:
         if runtime.engine != "llamacpp":
-            plan.reason = (f"needs {sum(need) / GIB + head / GIB:.1f} GiB for weights and KV; {runtime.name} cannot offload layers "
+            plan.reason = (f"needs {(need_total + head) / GIB:.1f} GiB for weights and KV; {runtime.name} cannot offload layers "
                            f"to system RAM here")
             return
         plan.layout = "partial-offload"
-        host += sum(lay.layer_bytes[i] + kv_layer[i] for i in offloaded) + lay.head_bytes
+        host += (cum[n] - cum[on_gpu]) + (kv_cum[n] - kv_cum[on_gpu]) + lay.head_bytes
         # the output head follows the last layer to the host when that layer is offloaded
         plan.per_device[-1] = MemoryBreakdown(plan.per_device[-1].device, plan.per_device[-1].weights_bytes - 0,
                                               plan.per_device[-1].kv_cache_bytes, compute, over, usable[-1])
@@ -385,7 +481,8 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     dev = target.device
     engine = runtime.engine
     eff = efficiency(engine, dev.backend, calibration)
-    kclass = kernel_class(fmt.family, "fp16" if mode == "dequantized" else fmt.compute, lay.ggml_types)
+    kclass = mc.memo(("kclass", fmt.id, mode), lambda: kernel_class(
+        fmt.family, "fp16" if mode == "dequantized" else fmt.compute, lay.ggml_types))
     bw = dev.mem_bandwidth_gb_s * 1e9 * eff.bandwidth * KERNEL_BANDWIDTH_FACTOR.get(kclass, 0.9)
     bw = unit_capped_bandwidth(bw, dev, engine, kclass)
     if fmt.family == "gguf" and engine != "llamacpp":
@@ -401,8 +498,11 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     mla_aware = engine != "transformers"
 
     gpu_range = range(0, n) if not offloaded else range(0, gpu_layers)
-    w_gpu = sum(lay.layer_active_bytes[i] for i in gpu_range)
-    w_host = sum(lay.layer_active_bytes[i] for i in offloaded)
+    if offloaded:
+        w_gpu = lay.cum_active[gpu_layers]
+        w_host = lay.sum_active - w_gpu
+    else:
+        w_gpu, w_host = lay.sum_active, 0.0
 
     def step_time(position: int, batch: int) -> float:
         """Seconds for one decode step of `batch` sequences at `position` tokens of context."""
@@ -410,7 +510,7 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         if m.moe is not None and batch > 1:  # more distinct experts are touched by a batch
             k, e = m.moe.experts_per_token, m.moe.num_experts
             act_frac = (1 - (1 - k / e) ** batch) / (k / e)
-        gpu_bytes = w_gpu * act_frac + batch * mc.kv_bytes(position, kv, 1, gpu_range, mla_aware)
+        gpu_bytes = w_gpu * act_frac + batch * mc.kv_bytes(position, kv, 1, gpu_range if offloaded else None, mla_aware)
         host_bytes = w_host * act_frac + (batch * mc.kv_bytes(position, kv, 1, offloaded, mla_aware) if offloaded else 0.0)
         head = lay.head_active_bytes
         if offloaded and plan.layout == "partial-offload":
@@ -444,27 +544,20 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         plan.throughput_tokens_per_s = plan.decode_tokens_per_s
     # Prefill: FLOPs of the prompt over achievable compute, with a floor of re-reading the weights per micro-batch.
     p = max(plan.prompt_tokens, 1)
-    attn = 0.0
-    for i in range(n):
-        span = p / 2
-        if not m.is_global_layer(i) and m.sliding_window:
-            span = min(span, m.sliding_window)
-        heads_dim = m.num_heads * (m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim if m.mla else m.dim_head)
-        attn += 4 * heads_dim * span
-    flops = p * (2 * mc.matmul_params_active + attn)
+    flops = p * (2 * mc.matmul_params_active + mc.attn_flops_per_token(p))
     peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode) * eff.compute
     gpu_frac = gpu_layers / n if plan.layout == "partial-offload" else (0.0 if plan.layout == "cpu" else 1.0)
     t_compute = flops * gpu_frac / (peak * tp)
     if gpu_frac < 1:
         cpu_peak = prefill_peak_flops(dev, "llamacpp", "gguf", "int8", "native") if target.is_cpu else 8 * 2.5e9 * 32
         cpu_peak *= efficiency("llamacpp", "cpu", calibration).compute
-        host_w = sum(lay.layer_bytes[i] for i in offloaded) + lay.head_bytes
+        host_w = lay.sum_layers - lay.cum_layers[gpu_layers] + lay.head_bytes
         pcie = PCIE_GB_S.get(dev.pcie_gen or 4, 31.5) * 1e9
         # llama.cpp streams offloaded weights to the GPU for large batches, else computes them on the CPU.
         t_host = min(flops * (1 - gpu_frac) / cpu_peak, math.ceil(p / UBATCH) * host_w / pcie) if not target.is_cpu \
             else flops / cpu_peak
         t_compute += t_host
-    weight_reads = math.ceil(p / UBATCH) * sum(lay.layer_active_bytes) / tp / bw if plan.layout != "cpu" else 0.0
+    weight_reads = math.ceil(p / UBATCH) * lay.sum_active / tp / bw if plan.layout != "cpu" else 0.0
     t_prefill = max(t_compute, weight_reads) + n * eff.layer_overhead_us * 1e-6 * math.ceil(p / UBATCH)
     plan.prefill_tokens_per_s = p / t_prefill
     plan.ttft_s = t_prefill + t1

@@ -10,6 +10,7 @@ fails while that file is stale.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
-from planner.errors import AmbiguousError, InvalidInputError, NotFoundError, PlannerError, close_matches
+from planner.errors import InvalidInputError, NotFoundError, PlannerError, close_matches
 from planner.plan import GIB, Plan, Target
 from planner.yamlio import parse_yaml, read_text
 
@@ -49,7 +50,7 @@ except AttributeError:  # pragma: no cover - depends on how PyYAML was built
 
 class _Strict(BaseModel):
     # strict: `count: true` or `context: "8k"` is an error, not a silent coercion.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Limits(_Strict):
@@ -85,7 +86,7 @@ class Limits(_Strict):
 class DeviceTarget(_Strict):
     """Catalogued hardware: `count` identical devices."""
 
-    device: str = Field(min_length=1, max_length=200,
+    device: str = Field(min_length=1, max_length=200, pattern=_NAME_RE,
                         description="Catalog device id, alias or name (see `planner catalog`), e.g. rtx-4090, h100-sxm.")
     count: int = Field(default=1, ge=1, le=1024, description="Number of identical devices (tensor or layer split).")
     ram_gib: float | None = Field(default=None, gt=0, le=1_048_576,
@@ -106,20 +107,20 @@ TargetSpec = Annotated[
 class Settings(_Strict):
     """The settings of a deployment; under `defaults:` they apply to every deployment that does not set them."""
 
-    model: str | None = Field(default=None, min_length=1, max_length=4096,
+    model: str | None = Field(default=None, min_length=1, max_length=4096, pattern=_NAME_RE,
                               description="Profile id or alias, HF repo id, bare size (70B), or a path to a "
                                           "config.json, model directory or .gguf file (relative to the spec file).")
     target: TargetSpec | None = Field(default=None, description="`{device: ID, count: N}` or `local` (this machine, probed).")
-    runtime: str | None = Field(default=None, min_length=1, max_length=100,
+    runtime: str | None = Field(default=None, min_length=1, max_length=100, pattern=_NAME_RE,
                                 description="Runtime id (llama.cpp, vllm, ...). Omitted: the runtime that best runs the format.")
-    format: str | None = Field(default=None, min_length=1, max_length=100,
+    format: str | None = Field(default=None, min_length=1, max_length=100, pattern=_NAME_RE,
                                description="Weight format (Q4_K_M, awq-int4, fp8, ...) or `auto` (the default): the "
                                            "recommended format that meets the limits.")
     context: int | None = Field(default=None, ge=1, le=MAX_TOKENS,
                                 description=f"Context length per sequence, tokens (default min({DEFAULT_CONTEXT}, model maximum)).")
     allow_context_extension: bool | None = Field(default=None, description="Allow a context beyond the model's maximum (RoPE scaling).")
     concurrency: int | None = Field(default=None, ge=1, le=100_000, description="Concurrent sequences (default 1).")
-    kv_dtype: str | None = Field(default=None, min_length=1, max_length=40,
+    kv_dtype: str | None = Field(default=None, min_length=1, max_length=40, pattern=_NAME_RE,
                                  description="KV cache dtype (f16, q8_0, fp8, ...; default: the runtime's).")
     prompt_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS,
                                       description=f"Prompt length for TTFT and decode position, tokens (default {DEFAULT_PROMPT_TOKENS}).")
@@ -352,8 +353,11 @@ def _merge(entry: DeploymentEntry, defaults: Defaults | None, path: str, base_di
     model = pick("model")
     # A model path is read relative to the spec file, so CI can run from any directory.
     rel = base_dir / model
-    if not Path(model).is_absolute() and rel.exists() and str(base_dir) not in ("", "."):
-        model = str(rel)
+    try:
+        if not Path(model).is_absolute() and str(base_dir) not in ("", ".") and rel.exists():
+            model = str(rel)
+    except OSError:  # e.g. a name too long for a path: it is not a path, leave it to the profile lookup
+        pass
     return Deployment(
         name=entry.name, model=model, target=pick("target"), runtime=pick("runtime"), format=pick("format") or "auto",
         context=pick("context"), allow_context_extension=bool(pick("allow_context_extension")),
@@ -630,7 +634,10 @@ class Checker:
             except ImportError:  # pragma: no cover - readers are part of the package
                 resolve_model = None
             if resolve_model is not None:
-                src = resolve_model(name, self.registry)
+                try:
+                    src = resolve_model(name, self.registry)
+                except OSError as exc:  # a name the OS cannot take as a path (too long, ...)
+                    raise InvalidInputError(f"cannot read '{name}': {exc.strerror or exc}") from None
                 self._models[name] = ModelCost(src.spec, list(src.tensors) if src.tensors else [])
             else:  # pragma: no cover
                 self._models[name] = ModelCost(self.registry.get(name))
@@ -724,9 +731,11 @@ class Checker:
                 line = dep.line_of(exc.key)
                 where = f"{dep.file}:{line}" if line else dep.file
                 msg = f"{where}: deployment '{dep.name}': {exc.key}: {exc.error}"
-                (invalid if isinstance(exc.error, (NotFoundError, AmbiguousError, InvalidInputError)) else other).append(msg)
+                # Unknown names, bad values and bad model files are spec errors (exit 2); a failed probe of the
+                # `local` machine is not (exit 1).
+                probe_failed = exc.key == "target" and not isinstance(dep.target, DeviceTarget)
+                (other if probe_failed and not isinstance(exc.error, InvalidInputError) else invalid).append(msg)
         if invalid or other:
-            # Unknown names and bad model files are spec errors (exit 2); anything else (a failed probe) exits 1.
             raise (InvalidInputError if invalid else PlannerError)("\n".join(invalid + other))
         return [self.check(d, i) for d, i in zip(deployments, resolved)]
 
@@ -786,36 +795,26 @@ def _brief(plan: Plan) -> str:
 
 
 def what_would_pass(result: CheckResult, checker: Checker, max_items: int = 8) -> list[Suggestion]:
-    """Spec changes that make a failing deployment pass: another format, a shorter context, fewer sequences,
-    an 8-bit KV cache, more devices, a larger device. Each is costed with evaluate()/recommend() and checked."""
-    from planner.evaluate import evaluate
-    from planner.formats import get_format
+    """Spec changes that make a failing deployment pass: another format, a shorter context, fewer sequences, an 8-bit
+    KV cache, more devices, a larger or faster device. Each changed deployment goes through Checker.check, the same
+    path as the check itself, so every suggestion is costed and passes every limit."""
     from planner.recommend import recommend
     from planner.runtimes import RUNTIMES
 
     if result.passed or result.inputs is None:
         return []
     dep, inp = result.deployment, result.inputs
-    mc = inp.mc
-    plan = result.plan
+    mc, plan = inp.mc, result.plan
     out: list[Suggestion] = []
-    fmt = get_format(plan.format_id) if plan is not None else inp.fmt
-    rt = RUNTIMES.get(plan.runtime_id) if plan is not None else inp.runtime
-    kv = (plan.kv_dtype or None) if plan is not None and plan.runs else inp.kv_dtype
 
-    def trial(*, target: Target | None = None, context: int | None = None, concurrency: int | None = None,
-              kv_dtype: str | None = None, f=None, r=None) -> Plan | None:  # type: ignore[no-untyped-def]
-        f, r = f or fmt, r or rt
-        if f is None or r is None:
-            return None
-        p = evaluate(mc, f, r, target or inp.target, context=context or inp.context,
-                     concurrency=concurrency or dep.concurrency, kv_dtype=kv_dtype or kv, prompt_tokens=dep.prompt_tokens)
-        ok = all(c.passed for c in plan_checks(p, dep.limits, max_context=mc.spec.max_context,
-                                                   allow_context_extension=dep.allow_context_extension,
-                                                   context=context or inp.context))
-        return p if ok else None
+    def attempt(**change: Any) -> CheckResult | None:
+        """The check of the deployment with `change` applied; None when it still fails."""
+        target = checker.target(change["target"]) if "target" in change else inp.target
+        new = Inputs(mc, target, inp.fmt, inp.runtime, change.get("kv_dtype", inp.kv_dtype), change.get("context", inp.context))
+        r = checker.check(dataclasses.replace(dep, **change), new)
+        return r if r.passed else None
 
-    # 1. Another format (with the pinned runtime, if any): recommend's ranking, first that meets every limit.
+    # 1. Another format (with the pinned runtime, if any): recommend's ranking, the first that meets every limit.
     if inp.fmt is not None:
         rec = recommend(mc, inp.target, context=inp.context, concurrency=dep.concurrency,
                         runtimes=[inp.runtime] if inp.runtime else (), kv_dtypes=[inp.kv_dtype] if inp.kv_dtype else (),
@@ -832,61 +831,66 @@ def what_would_pass(result: CheckResult, checker: Checker, max_items: int = 8) -
                     change["kv_dtype"] = p.kv_dtype  # recommend also tries an 8-bit KV cache
                 out.append(Suggestion(change, f"format {p.format_id} with {p.runtime_id}: {_brief(p)}"))
                 break
-    # 2. A shorter context: the longest that passes, in steps of 256 tokens.
-    if inp.context > 256 and trial(context=256) is not None:
-        lo, hi = 1, inp.context // 256  # lo passes (x256)
+    # 2. A shorter context: the longest that passes, in steps of 256 tokens (binary search; failures grow with context).
+    step = 256
+    if inp.context > step and attempt(context=step) is not None:
+        lo, hi = 1, (inp.context - 1) // step  # lo * step passes
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if mid * 256 < inp.context and trial(context=mid * 256) is not None:
+            if attempt(context=mid * step) is not None:
                 lo = mid
             else:
                 hi = mid - 1
-        ctx = lo * 256
-        p = trial(context=ctx)
-        if p is not None and ctx < inp.context:
-            out.append(Suggestion({"context": ctx}, f"context {ctx} tokens (from {inp.context}): {_brief(p)}"))
+        r = attempt(context=lo * step)
+        if r is not None and r.plan is not None:
+            out.append(Suggestion({"context": lo * step}, f"context {lo * step} tokens (from {inp.context}): {_brief(r.plan)}"))
     # 3. Fewer concurrent sequences.
-    if dep.concurrency > 1 and trial(concurrency=1) is not None:
+    if dep.concurrency > 1 and attempt(concurrency=1) is not None:
         lo, hi = 1, dep.concurrency - 1
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if trial(concurrency=mid) is not None:
+            if attempt(concurrency=mid) is not None:
                 lo = mid
             else:
                 hi = mid - 1
-        p = trial(concurrency=lo)
-        if p is not None:
-            out.append(Suggestion({"concurrency": lo}, f"concurrency {lo} (from {dep.concurrency}): {_brief(p)}"))
-    # 4. An 8-bit KV cache.
-    if rt is not None and (kv or rt.kv_dtypes[0]) in ("f16", "fp16", "auto"):
+        r = attempt(concurrency=lo)
+        if r is not None and r.plan is not None:
+            out.append(Suggestion({"concurrency": lo}, f"concurrency {lo} (from {dep.concurrency}): {_brief(r.plan)}"))
+    # 4. An 8-bit KV cache, where the deployment uses a 16-bit one.
+    rt = inp.runtime or (RUNTIMES.get(plan.runtime_id) if plan is not None else None)
+    if rt is not None and (inp.kv_dtype or "f16").lower() in ("f16", "fp16", "auto", "bf16"):
         eight = next((k for k in ("q8_0", "fp8_e4m3", "q8", "fp8", "int8") if k in rt.kv_dtypes), None)
-        p = trial(kv_dtype=eight) if eight else None
-        if p is not None:
-            out.append(Suggestion({"kv_dtype": eight}, f"KV cache {eight}: {_brief(p)}"))
-    # 5. More devices of the same kind, and 6. a larger device (catalog targets only: `local` cannot grow).
-    if isinstance(dep.target, DeviceTarget) and rt is not None and fmt is not None:
-        limit = 1 if rt.multi_gpu == "none" else 16
-        for n in range(dep.target.count + 1, limit + 1):
-            p = trial(target=checker.target(dep.target, count=n))
-            if p is not None:
-                out.append(Suggestion({"target": {"device": dep.target.device, "count": n}},
-                                      f"{n}x {inp.target.device.id}: {_brief(p)}"))
+        r = attempt(kv_dtype=eight) if eight else None
+        if r is not None and r.plan is not None:
+            out.append(Suggestion({"kv_dtype": eight}, f"KV cache {eight}: {_brief(r.plan)}"))
+    # 5. More devices of the same kind, and 6. a larger or faster device (catalog targets only: `local` cannot grow).
+    if isinstance(dep.target, DeviceTarget):
+        t = dep.target
+        most = 1 if inp.runtime is not None and inp.runtime.multi_gpu == "none" else max(8, t.count + 1)
+        for n in range(t.count + 1, most + 1):
+            r = attempt(target=t.model_copy(update={"count": n}))
+            if r is not None and r.plan is not None:
+                out.append(Suggestion({"target": {"device": t.device, "count": n}}, f"{n}x {inp.target.device.id}: {_brief(r.plan)}"))
                 break
         here = inp.target.device
-        bigger = sorted((d for d in checker.catalog if d.memory_kind == here.memory_kind and d.memory_bytes > here.memory_bytes
-                         and rt.support(fmt, d).runs), key=lambda d: (d.backend != here.backend, d.memory_bytes, -d.mem_bandwidth_gb_s))
-        found: list[str] = []
-        for d in bigger:
-            p = trial(target=checker.target(dep.target, device=d.id))
-            if p is not None:
-                found.append(d.id)
-                if len(found) == 1:
-                    first = p
+        better = sorted((d for d in checker.catalog if d.memory_kind == here.memory_kind and d.id != here.id
+                         and (d.memory_bytes > here.memory_bytes or (d.memory_bytes == here.memory_bytes
+                                                                     and d.mem_bandwidth_gb_s > here.mem_bandwidth_gb_s))),
+                        key=lambda d: (d.backend != here.backend, d.memory_bytes, -d.mem_bandwidth_gb_s))
+        # A pinned format costs one evaluate per device; `auto` runs recommend for each, so look at fewer.
+        budget = len(better) if inp.fmt is not None else 12
+        found: list[tuple[str, CheckResult]] = []
+        for d in better[:budget]:
+            r = attempt(target=t.model_copy(update={"device": d.id}))
+            if r is not None and r.plan is not None:
+                found.append((d.id, r))
                 if len(found) == 3:
                     break
         if found:
-            out.append(Suggestion({"target": {"device": found[0], "count": dep.target.count}},
-                                  f"a larger device: {', '.join(found)} ({found[0]}: {_brief(first)})"))
+            first_id, first = found[0]
+            out.append(Suggestion({"target": {"device": first_id, "count": t.count}},
+                                  f"a larger or faster device: {', '.join(i for i, _ in found)} "
+                                  f"({first_id}: {_brief(first.plan)})"))  # type: ignore[arg-type]
     return out[:max_items]
 
 

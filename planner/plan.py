@@ -130,8 +130,20 @@ class Plan:
     quality: dict = field(default_factory=dict)
     bits_per_weight: float = 0.0
     warnings: list[str] = field(default_factory=list)
-    launch: str = ""
     score: float = 0.0
+    launch_args: tuple | None = field(default=None, repr=False, compare=False)
+    _launch: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def launch(self) -> str:
+        """The command that starts the runtime for this plan (rendered on first use)."""
+        if self._launch is None:
+            if self.launch_args is None or not self.runs:
+                return ""
+            from planner.launch import launch_command
+
+            self._launch = launch_command(self, *self.launch_args)
+        return self._launch
 
     @property
     def fits(self) -> bool:

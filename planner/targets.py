@@ -91,17 +91,16 @@ def target_from_host(host, origin: str = "probe", ram_override: int | None = Non
         dev = best[0].spec
         if len(groups) > 1:
             notes.append(f"mixed GPUs: planning for the {len(best)}x {dev.name}; others are left out")
-        if dev.memory_kind == "unified":
-            usable = [int(getattr(host, "gpu_usable_bytes", None) or g.memory_free_bytes) for g in best]
-        else:
-            usable = [int(g.memory_free_bytes) for g in best]
+        # memory_usable_bytes: free VRAM, or for unified memory the GPU limit capped by the RAM available now.
+        usable = [int(g.memory_usable_bytes) for g in best]
         notes.append(f"planning for this machine: {len(best)}x {dev.name}, free memory as probed")
         return Target(dev, len(best), tuple(usable), ram_avail, origin=origin, notes=tuple(notes))
     cpu = getattr(host, "cpu", None)
     total = int(getattr(host, "ram_total_bytes", 0) or 0)
     if total <= 0:
         raise PlannerError("the probe found no GPU and could not read the RAM size; use --device")
-    cpu_dev = cpu_device(getattr(cpu, "model", "") or "", getattr(cpu, "cores", None), total)
+    cores = getattr(cpu, "physical_cores", None) or getattr(cpu, "logical_cores", None)
+    cpu_dev = cpu_device(getattr(cpu, "model", "") or "", cores, total)
     avail = int(ram_avail or total)
     usable = int(min(avail, total - max(SYSTEM_RESERVED_MIN_BYTES, total * SYSTEM_RESERVED_FRACTION)))
     notes.append(f"no GPU found: planning for this CPU ({cpu_dev.name}) and its RAM; memory bandwidth assumed "

@@ -49,6 +49,7 @@ class PlannerApp(App[None]):
         Binding("slash", "search", "Search", id="search", key_display="/"),
         Binding("plus,equals_sign", "context(1)", "Context ×2", id="context.up", key_display="+"),
         Binding("minus", "context(-1)", "Context ÷2", id="context.down", key_display="-"),
+        Binding("c", "edit('fit-context')", "Type a context length", id="context.edit", show=False),
         Binding("right_square_bracket", "concurrency(1)", "More sequences", id="concurrency.up", key_display="]", show=False),
         Binding("left_square_bracket", "concurrency(-1)", "Fewer sequences", id="concurrency.down", key_display="[", show=False),
         Binding("n", "count(1)", "One more device", id="count.up", show=False),
@@ -272,16 +273,25 @@ class PlannerApp(App[None]):
 
     def action_show_tab(self, tab: str) -> None:
         """Switch tabs."""
-        if tab in TABS:
-            self._q("#tabs", TabbedContent).active = tab
+        tabs = self._q("#tabs", TabbedContent)
+        if tab in TABS and tabs.active != tab:
+            tabs.active = tab
 
     def action_search(self) -> None:
         """Focus the search box of the devices or models tab (from fit or matrix: the models search)."""
         tab = self.active_tab
         if tab not in ("devices", "models"):
             tab = "models"
+        self._focus_in_tab(tab, "#device-search" if tab == "devices" else "#model-search")
+
+    def _focus_in_tab(self, tab: str, selector: str) -> None:
+        """Focus a widget of a tab: now if the tab is showing (so the next keys land in it), else once it shows."""
+        widget = self._q(selector, Input)
+        if self.active_tab == tab:
+            widget.focus()
+        else:
             self.action_show_tab(tab)
-        self._q("#device-search" if tab == "devices" else "#model-search", Input).focus()
+            self.call_after_refresh(widget.focus)
 
     def action_focus_table(self) -> None:
         """Leave a search or number box for the tab's table."""
@@ -300,6 +310,10 @@ class PlannerApp(App[None]):
             self.notify(f"context is already at {edge} tokens", timeout=2)
             return
         self.update_inputs(context=ctx)
+
+    def action_edit(self, input_id: str) -> None:
+        """Open the fit tab and focus a number box (its text is selected, so typing replaces it)."""
+        self._focus_in_tab("fit", f"#{input_id}")
 
     def action_concurrency(self, direction: int) -> None:
         """Double or halve the number of concurrent sequences."""

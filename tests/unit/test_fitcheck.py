@@ -61,7 +61,8 @@ deployments:
 def test_committed_schema_is_not_stale():
     from planner.schemas import render
 
-    assert fitcheck.SCHEMA_PATH.read_text() == render(fitcheck.schema_json()), \
+    committed = ROOT / "planner" / "data" / "deploy.schema.json"  # the source tree's, also when the package is installed
+    assert committed.read_text() == render(fitcheck.schema_json()), \
         "planner/data/deploy.schema.json is stale: run python -m planner.fitcheck"
 
 
@@ -82,7 +83,7 @@ def test_quality_labels_follow_the_quality_model():
 def test_example_spec_validates_against_the_json_schema():
     jsonschema = pytest.importorskip("jsonschema")
     data = yaml.safe_load((ROOT / "examples" / "deploy.yaml").read_text())
-    jsonschema.validate(data, json.loads(fitcheck.SCHEMA_PATH.read_text()))
+    jsonschema.validate(data, json.loads((ROOT / "planner" / "data" / "deploy.schema.json").read_text()))
 
 
 def test_example_spec_passes(checker):
@@ -283,6 +284,7 @@ def test_format_auto_takes_a_recommendation_that_meets_the_limits(checker):
     ("format", "Q4_K_Q", 6, "format: unknown format 'Q4_K_Q'"),
     ("runtime", "vllmm", 5, "runtime: unknown runtime 'vllmm'"),
     ("kv_dtype", "fp88", 2, "kv_dtype: unknown KV cache dtype 'fp88'"),  # not in the file: the deployment's line
+    ("format", "exl2-9bpw", 6, "format: EXL2 bits per weight must be between 2.0 and 8.0"),
 ])
 def test_unknown_names_are_spec_errors_naming_the_field(checker, field, value, line, expected):
     (d,) = spec(ONE)
@@ -436,7 +438,7 @@ KEYS = st.sampled_from(["deployments", "defaults", "version", "name", "model", "
                         "min_headroom_pct", "max_quality_loss", "max_ttft_s", "allow_context_extension"])
 LEAVES = st.none() | st.booleans() | st.integers(-10, 10**9) | st.floats(allow_nan=True) | st.text(max_size=12)
 TREES = st.recursive(LEAVES, lambda c: st.lists(c, max_size=4) | st.dictionaries(KEYS | st.text(max_size=6), c, max_size=6),
-                     max_leaves=25)
+                     max_leaves=12)
 
 
 def outcome(text: str) -> str:
@@ -467,7 +469,23 @@ def test_fuzz_yaml_structures(tree):
     outcome(yaml.safe_dump(tree))
 
 
-@FUZZ
+@settings(FUZZ, max_examples=150)
 @given(st.dictionaries(KEYS, TREES, max_size=8))
 def test_fuzz_deployment_entries(entry):
     outcome(yaml.safe_dump({"deployments": [entry]}))
+
+
+NAMES = st.text(min_size=1, max_size=300).filter(lambda s: re.fullmatch(fitcheck._NAME_RE, s) is not None)
+
+
+@settings(FUZZ, max_examples=100)
+@given(st.sampled_from(["model", "format", "runtime", "kv_dtype", "device"]), NAMES)
+def test_fuzz_names_resolve_or_give_a_planner_error(checker, field, value):
+    """Any name the schema lets through resolves, or fails with a PlannerError naming the deployment."""
+    (d,) = spec(ONE)
+    d = dataclasses.replace(d, target=DeviceTarget(device=value)) if field == "device" else dataclasses.replace(d, **{field: value})
+    try:
+        checker.check_all([d])
+    except PlannerError as exc:
+        assert "deployment 'a'" in str(exc)
+

@@ -198,6 +198,8 @@ def _read_value(r: _Reader, vtype: int, what: str, depth: int = 0) -> tuple[Any,
         if ename == "BOOL":
             values = [bool(v) for v in values]
         return values, f"ARRAY[{ename}]"
+    if etype == _STRING:  # token and merge lists: hundreds of thousands of strings, so no per-item labels
+        return [r.string(what, MAX_STRING_BYTES, strict=False) for _ in range(n)], "ARRAY[STRING]"
     items = []
     elem = _type_name(etype, "?")
     for i in range(n):
@@ -318,7 +320,7 @@ def read_gguf_model(path: Path | str) -> GGUFHeader:
         return first
     m = _SPLIT_RE.match(path.name)
     if m is None or int(m.group("count")) != count:
-        raise InvalidInputError(f"{path}: split.count: file is part {first.metadata.get('split.no', '?')} of {count} but its name does not follow NAME-00001-of-{count:05d}.gguf, so the other parts cannot be found")
+        raise InvalidInputError(f"{path}: split.count: file is one of {count} parts but its name does not follow NAME-00001-of-{count:05d}.gguf, so the other parts cannot be found")
     parts = [path.with_name(f"{m.group('stem')}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
     headers = []
     for i, p in enumerate(parts):
@@ -359,10 +361,10 @@ class _Meta:
             raise InvalidInputError(f"{self.source}: {show(key)}: expected an integer, found {show(repr(value), 40)}")
         return value
 
-    def get(self, name: str, default: Any = None, *, per_layer_max: bool = True) -> Any:
+    def get(self, name: str) -> int | None:
         """Integer at '{arch}.{name}'; a per-layer array becomes its largest entry (noted)."""
         key = f"{self.arch}.{name}"
-        value = self.h.metadata.get(key, default)
+        value = self.h.metadata.get(key)
         if value is None:
             return None
         if isinstance(value, list):
@@ -370,11 +372,12 @@ class _Meta:
             if not ints:
                 raise InvalidInputError(f"{self.source}: {show(key)}: expected an integer or a non-empty per-layer array")
             if len(set(ints)) > 1:
-                self.notes.append(f"{key} varies per layer; the largest value ({max(ints)}) is used")
+                self.notes.append(f"{show(key)} varies per layer; the largest value ({max(ints)}) is used")
             return max(ints)
         return self._int(key, value)
 
     def need(self, name: str) -> int:
+        """Like get(), but a missing key is an error."""
         value = self.get(name)
         if value is None:
             raise InvalidInputError(f"{self.source}: {show(self.arch)}.{name}: expected an integer key, it is missing")

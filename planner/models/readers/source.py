@@ -8,9 +8,9 @@ from typing import Any
 
 from planner.errors import InvalidInputError
 from planner.models.inventory import TensorInfo
+from planner.models.readers.common import layer_of, tensor_info
 from planner.models.readers.gguf_header import gguf_quantization, read_gguf_model, spec_from_gguf
 from planner.models.readers.hf_config import quantization_from_config, spec_from_hf_config
-from planner.models.readers.common import layer_of, tensor_info
 from planner.models.readers.hf_names import map_hf_tensors
 from planner.models.readers.safetensors_header import (
     INDEX_NAME,

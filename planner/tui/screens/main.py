@@ -44,5 +44,9 @@ class MainScreen(Screen[None]):
                 matrix.recompute()
         table_id = {"devices": "#device-table", "models": "#model-table", "fit": "#fit-table",
                     "matrix": "#matrix-table"}.get(pane_id or "")
-        if table_id:
+        focused = self.focused
+        if event.pane.id != self.query_one("#tabs", TabbedContent).active:
+            return  # a later key already switched on; focusing here would switch back
+        # A click or focus inside the pane activates it too: leave that focus alone.
+        if table_id and (focused is None or event.pane not in focused.ancestors):
             self.query_one(table_id).focus()

@@ -1,0 +1,83 @@
+"""Latency benchmark (not a test): `planner recommend` end to end as a new process, and a full sweep.
+
+Usage: python benchmarks/latency.py [--runs 7]
+Targets: recommend < 0.2 s wall; sweep of every catalog device x every profile x 10 formats x 3 contexts < 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SWEEP_FORMATS = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K", "awq-int4", "fp8"]
+SWEEP_CONTEXTS = [4096, 32768, 131072]
+
+
+def time_cli(args: list[str], runs: int) -> tuple[float, float]:
+    """Median and best wall time of `planner ARGS` in fresh processes (first run warms the caches)."""
+    cmd = [sys.executable, "-m", "planner.cli", *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cmd, env=env, capture_output=True, check=False)  # warm the user cache
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, env=env, capture_output=True, check=False)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times)
+
+
+def sweep() -> tuple[int, float]:
+    """Evaluate every device x profile x format x context with the best runtime per format; return (plans, seconds)."""
+    from planner.evaluate import ModelCost, evaluate
+    from planner.formats import get_format
+    from planner.hardware.catalog import load_catalog
+    from planner.models.profiles import load_registry
+    from planner.plan import target_from_catalog
+    from planner.runtimes import RUNTIMES
+
+    t = time.perf_counter()
+    cat, reg = load_catalog(), load_registry()
+    fmts = [get_format(f) for f in SWEEP_FORMATS]
+    n = 0
+    costs = [ModelCost(m) for m in reg]
+    for dev in cat:
+        target = target_from_catalog(dev)
+        for fmt in fmts:
+            rt = next((r for r in RUNTIMES.values() if r.support(fmt, dev).runs), None)
+            if rt is None:
+                continue
+            for mc in costs:
+                for ctx in SWEEP_CONTEXTS:
+                    evaluate(mc, fmt, rt, target, context=min(ctx, mc.spec.max_context))
+                    n += 1
+    for mc in costs:
+        mc.flush()
+    return n, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=7)
+    a = ap.parse_args()
+    print(f"{'what':58} {'median s':>9} {'best s':>8}")
+    for args in (["--version"], ["recommend", "--model", "70B", "--device", "rtx-4090"],
+                 ["recommend", "--model", "8B", "--device", "h100-sxm", "--json"],
+                 ["estimate", "--model", "70B", "--format", "Q4_K_M", "--device", "rtx-4090", "--json"]):
+        med, best = time_cli(args, a.runs)
+        print(f"{'planner ' + ' '.join(args):58} {med:9.3f} {best:8.3f}")
+    n, secs = sweep()
+    print(f"{'sweep: devices x profiles x 10 formats x 3 contexts':58} {secs:9.3f}  ({n} plans)")
+    n, secs = sweep()
+    print(f"{'sweep again (layout cache warm)':58} {secs:9.3f}  ({n} plans)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""Drive the real app with Pilot: search, pick, change context, filter, copy, probe; assert on the app's state and
+check that what it recommends is what recommend() returns for the same inputs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from textual.widgets import DataTable, Input
+
+from planner.evaluate import ModelCost
+from planner.formats import FORMATS
+from planner.plan import target_from_catalog
+from planner.recommend import recommend
+from planner.targets import target_from_host
+from planner.tui.app import PlannerApp, create_app
+from planner.tui.screens.help import HelpScreen
+from planner.tui.state import LOCAL, filter_args
+from tests.tui.conftest import SIZE, fake_host, run, settle
+
+
+def expected(app, registry, catalog, host=None):  # type: ignore[no-untyped-def]
+    """recommend() called directly with the app's inputs, as `planner recommend` would."""
+    i = app.inputs
+    mc = ModelCost(registry.get(i.model_id))
+    target = target_from_host(host) if i.device_id == LOCAL else target_from_catalog(catalog.get(i.device_id), i.count)
+    fmts, rts = filter_args(i, mc.spec.native_dtype)
+    return recommend(mc, target, context=i.context, concurrency=i.concurrency, formats=fmts, runtimes=rts, prefer=i.prefer)
+
+
+def test_every_binding_has_an_id():
+    ids = [b.id for b in PlannerApp.BINDINGS]
+    assert all(ids) and len(set(ids)) == len(ids)
+
+
+def test_starts_and_recommends_like_the_library(catalog, registry):
+    async def body() -> None:
+        app = create_app(catalog, registry)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            rec = app.current_recommendation
+            assert app.inputs.model_id == "llama-3.1-8b" and app.inputs.device_id == "rtx-4090"
+            assert rec is not None and rec.best is not None
+            direct = expected(app, registry, catalog)
+            assert (rec.best.format_id, rec.best.runtime_id) == (direct.best.format_id, direct.best.runtime_id)
+            assert app.probe_status == "probe: off" and app.host is None
+
+    run(body())
+
+
+def test_search_a_device_pick_a_model_change_context(catalog, registry):
+    async def body() -> None:
+        app = create_app(catalog, registry)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            # Devices: / focuses the search, typing filters the table, Enter moves to it, Enter picks the row.
+            await pilot.press("slash")
+            assert isinstance(app.focused, Input) and app.focused.id == "device-search"
+            await pilot.press(*"h100 sxm")
+            table = app.screen.query_one("#device-table", DataTable)
+            keys = [str(k.value) for k in table.rows]
+            assert keys and "h100-sxm" in keys and all("h100" in k for k in keys)
+            await pilot.press("enter")
+            assert app.focused is table
+            table.move_cursor(row=keys.index("h100-sxm"))
+            await pilot.press("enter")
+            assert app.inputs.device_id == "h100-sxm" and app.active_tab == "fit"
+            # Models: search and pick with the keyboard.
+            await pilot.press("2", "slash", *"qwen3 32b", "enter", "enter")
+            assert app.inputs.model_id == "qwen3-32b" and app.active_tab == "fit"
+            await settle(app, pilot)
+            # Context: + doubles it, the fit follows.
+            before = app.inputs.context
+            await pilot.press("plus", "plus")
+            await settle(app, pilot)
+            assert app.inputs.context == before * 4
+            rec = app.current_recommendation
+            assert rec.context == before * 4 and rec.model_id == "qwen3-32b"
+            assert rec.best.format_id == expected(app, registry, catalog).best.format_id
+            # The fit table's first row is the recommendation, starred.
+            fit_table = app.screen.query_one("#fit-table", DataTable)
+            assert str(fit_table.get_row_at(0)[0]).startswith("★ " + rec.best.format_id)
+
+    run(body())
+
+
+def test_typed_context_and_concurrency_apply_live(catalog, registry):
+    async def body() -> None:
+        app = create_app(catalog, registry, model="llama-3.1-70b", device="rtx-4090", count=2)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await settle(app, pilot)
+            await pilot.press("c", *"32768")
+            await settle(app, pilot)
+            assert app.inputs.context == 32768 and app.current_recommendation.context == 32768
+            await pilot.press("enter")  # back to the table
+            await pilot.press("right_square_bracket", "right_square_bracket")
+            await settle(app, pilot)
+            assert app.inputs.concurrency == 4 and app.current_recommendation.concurrency == 4
+            rec = app.current_recommendation
+            assert rec.target_label.startswith("2x")
+            direct = expected(app, registry, catalog)
+            assert (rec.best is None) == (direct.best is None)
+            if rec.best is not None:
+                assert rec.best.format_id == direct.best.format_id
+
+    run(body())
+
+
+def test_context_stops_at_the_model_maximum(catalog, registry):
+    async def body() -> None:
+        app = create_app(catalog, registry, model="llama-2-7b", device="rtx-4090")
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            assert app.inputs.context == 4096  # min(8192, model max)
+            await pilot.press("3", "plus")
+            await settle(app, pilot)
+            assert app.inputs.context == 4096
+
+    run(body())
+
+
+def test_filters_cycle_and_match_the_library(catalog, registry):
+    async def body() -> None:
+        app = create_app(catalog, registry)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await settle(app, pilot)
+            while app.inputs.format_family != "gguf":
+                await pilot.press("t")
+            while app.inputs.runtime_id != "llama.cpp":
+                await pilot.press("r")
+            await settle(app, pilot)
+            rec = app.current_recommendation
+            assert FORMATS[rec.best.format_id].family == "gguf" and rec.best.runtime_id == "llama.cpp"
+            assert rec.best.format_id == expected(app, registry, catalog).best.format_id
+            await pilot.press("p")  # balanced -> quality
+            await settle(app, pilot)
+            assert app.inputs.prefer == "quality"
+            assert app.current_recommendation.best.format_id == expected(app, registry, catalog).best.format_id
+
+    run(body())
+
+
+def test_nothing_fits_shows_suggestions(catalog, registry):
+    async def body() -> None:
+        app = create_app(catalog, registry, model="llama-3.1-405b", device="rtx-3060-12gb")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await settle(app, pilot)
+            rec = app.current_recommendation
+            assert rec.best is None and rec.suggestions
+            body_text = str(app.screen.query_one("#detail-body").render())
+            assert "Nothing fits" in body_text
+
+    run(body())
+
+
+def test_detail_follows_cursor_and_copy(catalog, registry):
+    async def body() -> None:
+        app = create_app(catalog, registry)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await settle(app, pilot)
+            fit = app.screen.query_one("#fit-pane")
+            assert fit.highlighted_plan() is app.current_recommendation.best
+            await pilot.press("y")
+            assert app.last_copied == app.current_recommendation.best.launch
+            await pilot.press("down")
+            second = fit.highlighted_plan()
+            assert second is not app.current_recommendation.best
+            assert second.launch in str(app.screen.query_one("#launch").render())
+            await pilot.click("#copy")
+            assert app.last_copied == second.launch
+            await pilot.press("a")  # every plan, not just the best runtime per format
+            assert len(fit.plans) == len(app.current_recommendation.plans)
+
+    run(body())
+
+
+def test_probe_runs_in_a_worker_and_pins_this_machine(catalog, registry):
+    release = threading.Event()
+    calls: list[str] = []
+    host = fake_host(catalog, "rtx-4090", count=2, free_gib=22.0)
+
+    def slow_probe():  # type: ignore[no-untyped-def]
+        calls.append(threading.current_thread().name)
+        release.wait(10)
+        return host
+
+    async def body() -> None:
+        app = create_app(catalog, registry, slow_probe)
+        started = time.monotonic()
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            # The UI answers while the probe hangs: a placeholder is shown, the catalog plan is computed.
+            assert time.monotonic() - started < 5
+            assert app.host is None and "scanning" in app.probe_status
+            await pilot.press("2", "1")
+            assert app.active_tab == "devices"
+            release.set()
+            await settle(app, pilot)
+            assert app.host is host
+            table = app.screen.query_one("#device-table", DataTable)
+            assert str(table.coordinate_to_cell_key((0, 0)).row_key.value).startswith("local:")
+            # No device was picked, so the plan moved to this machine (2 GPUs, free memory as probed).
+            assert app.inputs.device_id == LOCAL
+            rec = app.current_recommendation
+            assert rec.target_label == target_from_host(host).label
+            assert rec.best.format_id == expected(app, registry, catalog, host).best.format_id
+        assert len(calls) == 1 and calls[0] != threading.main_thread().name
+
+    run(body())
+
+
+def test_a_chosen_device_is_kept_when_the_probe_answers(catalog, registry, host):
+    async def body() -> None:
+        app = create_app(catalog, registry, lambda: host, device="h100-sxm")
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            assert app.host is host and app.inputs.device_id == "h100-sxm"
+
+    run(body())
+
+
+def test_probe_failure_leaves_the_catalog_usable(catalog, registry):
+    def broken():  # type: ignore[no-untyped-def]
+        raise RuntimeError("NVML exploded")
+
+    async def body() -> None:
+        app = create_app(catalog, registry, broken)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            assert app.host is None and "failed" in app.probe_status
+            assert app.current_recommendation.best is not None
+
+    run(body())
+
+
+def test_help_opens_and_closes(catalog, registry):
+    async def body() -> None:
+        app = create_app(catalog, registry)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("escape")
+            assert not isinstance(app.screen, HelpScreen)
+
+    run(body())
+
+
+def test_sort_by_key_and_header_click(catalog, registry):
+    async def body() -> None:
+        app = create_app(catalog, registry)
+        async with app.run_test(size=SIZE) as pilot:
+            pane = app.screen.query_one("#devices-pane")
+            assert pane.sort == "memory"
+            await pilot.press("s")
+            assert pane.sort != "memory"
+            pane.set_sort("bandwidth")
+            table = app.screen.query_one("#device-table", DataTable)
+            top = str(table.coordinate_to_cell_key((0, 0)).row_key.value)
+            assert catalog.get(top).mem_bandwidth_gb_s == max(d.mem_bandwidth_gb_s for d in catalog)
+            pane.set_sort("bandwidth")  # again: ascending
+            top = str(table.coordinate_to_cell_key((0, 0)).row_key.value)
+            assert catalog.get(top).mem_bandwidth_gb_s == min(d.mem_bandwidth_gb_s for d in catalog)
+
+    run(body())
+
+
+def test_matrix_fills_and_opens_a_cell(catalog, registry):
+    async def body() -> None:
+        app = create_app(catalog, registry)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("4")
+            await settle(app, pilot)
+            matrix = app.screen.query_one("#matrix-pane")
+            cell = matrix.cells[("llama-3.1-8b", "rtx-4090")]
+            assert cell.plan is not None and cell.plan.fits
+            table = app.screen.query_one("#matrix-table", DataTable)
+            row = [str(k.value) for k in table.rows].index("qwen3-32b")
+            col = [str(k.value) for k in table.columns].index("h100-sxm")
+            table.move_cursor(row=row, column=col)
+            await pilot.press("enter")
+            assert app.inputs.model_id == "qwen3-32b" and app.inputs.device_id == "h100-sxm"
+            assert app.active_tab == "fit"
+
+    run(body())
