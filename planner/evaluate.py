@@ -504,6 +504,14 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     else:
         w_gpu, w_host = lay.sum_active, 0.0
 
+    peak_flops = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode) * eff.compute
+    fixed_step = n * eff.layer_overhead_us * 1e-6
+    if tp > 1:
+        link = "nvlink" if dev.nvlink_gb_s else ("infinity_fabric" if dev.infinity_fabric_gb_s else "pcie")
+        fixed_step += 2 * n * ALLREDUCE_LATENCY_US[link] * 1e-6
+    if plan.layout == "layer-split":
+        fixed_step += (target.count - 1) * LAYER_SPLIT_HOP_US * 1e-6
+
     def step_time(position: int, batch: int) -> float:
         """Seconds for one decode step of `batch` sequences at `position` tokens of context."""
         act_frac = 1.0
@@ -522,15 +530,8 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         else:
             t = gpu_bytes / tp / bw + host_bytes / host_bw
         flops = 2 * mc.matmul_params_active * batch
-        peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode) * eff.compute * tp
-        t = max(t, flops / peak)
-        t += n * eff.layer_overhead_us * 1e-6
-        if tp > 1:
-            link = "nvlink" if dev.nvlink_gb_s else ("infinity_fabric" if dev.infinity_fabric_gb_s else "pcie")
-            t += 2 * n * ALLREDUCE_LATENCY_US[link] * 1e-6
-        if plan.layout == "layer-split":
-            t += (target.count - 1) * LAYER_SPLIT_HOP_US * 1e-6
-        return t
+        t = max(t, flops / (peak_flops * tp))
+        return t + fixed_step
 
     pos = plan.prompt_tokens
     t1 = step_time(pos, 1)
@@ -545,7 +546,7 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     # Prefill: FLOPs of the prompt over achievable compute, with a floor of re-reading the weights per micro-batch.
     p = max(plan.prompt_tokens, 1)
     flops = p * (2 * mc.matmul_params_active + mc.attn_flops_per_token(p))
-    peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode) * eff.compute
+    peak = peak_flops
     gpu_frac = gpu_layers / n if plan.layout == "partial-offload" else (0.0 if plan.layout == "cpu" else 1.0)
     t_compute = flops * gpu_frac / (peak * tp)
     if gpu_frac < 1:

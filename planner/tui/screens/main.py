@@ -18,6 +18,9 @@ TABS = ("devices", "models", "fit", "matrix")
 class MainScreen(Screen[None]):
     """Everything the app shows; state lives on the app, the panes read it."""
 
+    # Start on the table, not the search box, so the tab and context keys work at once.
+    AUTO_FOCUS = "#device-table"
+
     def compose(self) -> ComposeResult:
         """Header, status line, tabs, footer."""
         yield Header(icon="▦")

@@ -138,15 +138,19 @@ class FitPane(Vertical):
         """A select was changed by the user."""
         field = {"fit-model": "model_id", "fit-device": "device_id", "fit-format": "format_family",
                  "fit-runtime": "runtime_id", "fit-prefer": "prefer"}.get(event.select.id or "")
-        if field and event.value is not Select.NULL:
-            event.stop()
-            app: Any = self.app
-            if field == "model_id":
-                app.choose_model(str(event.value), switch=False)
-            elif field == "device_id":
-                app.choose_device(str(event.value), switch=False)
-            else:
-                app.update_inputs(**{field: event.value})
+        if field is None:
+            return
+        event.stop()
+        # Programmatic updates (set_options, syncing) can post a Changed that arrives after the select moved on.
+        if event.value is Select.NULL or event.value != event.select.value:
+            return
+        app: Any = self.app
+        if field == "model_id":
+            app.choose_model(str(event.value), switch=False)
+        elif field == "device_id":
+            app.choose_device(str(event.value), switch=False)
+        else:
+            app.update_inputs(**{field: event.value})
 
     def on_input_changed(self, event: Input.Changed) -> None:
         """Numbers apply as they are typed (the fit is debounced); values out of range wait for more digits."""

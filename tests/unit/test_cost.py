@@ -1,0 +1,147 @@
+"""The cost model: KV cache formulas, runtime rules, placement, fit, speed monotonicity, quality."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.evaluate import ModelCost, evaluate
+from planner.formats import get_format
+from planner.models.spec import MLASpec, ModelSpec
+from planner.plan import GIB, Target, target_from_catalog
+from planner.runtimes import get_runtime
+
+
+def spec(**kw) -> ModelSpec:
+    base = dict(id="t", name="t", family="t", architecture="llama", vocab_size=32000, hidden_size=4096, num_layers=32,
+                num_heads=32, num_kv_heads=8, intermediate_size=14336, max_context=131072, params_published=1,
+                params_source="test")
+    base.update(kw)
+    return ModelSpec(**base)
+
+
+def test_gqa_kv_cache_matches_hand_computation():
+    # Llama-3-8B shape: 2 (K,V) x 8 heads x 128 dims x 32 layers x 2 bytes = 131072 bytes per token.
+    mc = ModelCost(spec())
+    assert mc.kv_bytes(8192, "f16") == 131072 * 8192
+    assert mc.kv_bytes(8192, "q8_0") == pytest.approx(131072 * 8192 * 34 / 64)  # 34-byte blocks of 32 values
+    assert mc.kv_bytes(1000, "f16", sequences=4) == 4 * 131072 * 1000
+
+
+def test_mla_kv_cache_stores_the_latent_only():
+    m = spec(num_layers=61, num_heads=128, num_kv_heads=128, hidden_size=7168,
+             mla=MLASpec(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128))
+    mc = ModelCost(m)
+    assert mc.kv_bytes(1, "f16") == 61 * (512 + 64) * 2  # DeepSeek-V3: 70,272 bytes per token
+    full = mc.kv_bytes(1, "f16", mla_aware=False)
+    assert full == 61 * 128 * (128 + 64 + 128) * 2  # what a runtime without MLA caches
+
+
+def test_sliding_window_layers_are_capped():
+    m = spec(sliding_window=4096, global_every=6, num_layers=12)  # Gemma-3-like: 5 local, 1 global
+    mc = ModelCost(m)
+    per_layer_token = 2 * 8 * 128 * 2
+    expected = per_layer_token * (2 * 32768 + 10 * 4096)  # 2 global layers hold all tokens, 10 hold the window
+    assert mc.kv_bytes(32768, "f16") == expected
+    assert mc.kv_bytes(1000, "f16") == per_layer_token * 12 * 1000
+
+
+@pytest.mark.parametrize("device,fmt,runtime,mode", [
+    ("rtx-3090", "fp8", "vllm", "weight_only"),  # no FP8 tensor cores on sm86: Marlin W8A16
+    ("rtx-4090", "fp8", "vllm", "native"),
+    ("m3-max", "awq-int4", "vllm", "no"),
+    ("m3-max", "awq-int4", "mlx", "native"),
+    ("v100-sxm2-32gb", "bf16", "vllm", "no"),
+    ("v100-sxm2-32gb", "bf16", "transformers", "no"),
+    ("m2-ultra", "Q4_K_M", "llama.cpp", "native"),
+    ("mi300x", "awq-int4", "vllm", "no"),
+    ("h100-sxm", "Q4_K_M", "mlx", "no"),
+    ("rtx-4090", "TQ1_0", "llama.cpp", "no"),
+])
+def test_runtime_rules_follow_the_reference_facts(catalog, device, fmt, runtime, mode):
+    assert get_runtime(runtime).support(get_format(fmt), catalog.get(device)).mode == mode
+
+
+def test_multi_gpu_never_pools_memory(catalog, registry):
+    mc = ModelCost(registry.get("llama-3.1-70b"))
+    one = target_from_catalog(catalog.get("rtx-4090"), 1)
+    two = target_from_catalog(catalog.get("rtx-4090"), 2)
+    p1 = evaluate(mc, get_format("Q4_K_M"), get_runtime("llama.cpp"), one, context=8192)
+    p2 = evaluate(mc, get_format("Q4_K_M"), get_runtime("llama.cpp"), two, context=8192)
+    assert not p1.fits and p2.fits
+    assert len(p2.per_device) == 2
+    for d in p2.per_device:  # each GPU holds its own share within its own memory
+        assert d.total_bytes <= d.usable_bytes < 24 * GIB
+    tp = evaluate(mc, get_format("awq-int4"), get_runtime("vllm"), two, context=8192)
+    assert tp.layout == "tensor-parallel" and len(tp.per_device) == 2
+    assert tp.per_device[0].weights_bytes == pytest.approx(tp.weights_bytes / 2, rel=0.01)
+
+
+def test_partial_offload_needs_host_ram_and_is_slower(catalog, registry):
+    mc = ModelCost(registry.get("llama-3.1-70b"))
+    dev = catalog.get("rtx-4090")
+    no_ram = target_from_catalog(dev)
+    with_ram = target_from_catalog(dev, 1, host_ram_bytes=128 * GIB)
+    p = evaluate(mc, get_format("Q4_K_M"), get_runtime("llama.cpp"), no_ram, context=8192)
+    assert not p.fits and "--ram" in p.reason
+    q = evaluate(mc, get_format("Q4_K_M"), get_runtime("llama.cpp"), with_ram, context=8192)
+    assert q.fits and q.layout == "partial-offload" and 0 < q.gpu_layers < 80
+    assert q.host_bytes > 10 * GIB
+    assert q.decode_tokens_per_s < 10  # most layers stream from system RAM
+
+
+def test_longer_context_costs_memory_and_speed(catalog, registry):
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    t = target_from_catalog(catalog.get("h100-sxm"))
+    short = evaluate(mc, get_format("Q4_K_M"), get_runtime("llama.cpp"), t, context=4096)
+    long = evaluate(mc, get_format("Q4_K_M"), get_runtime("llama.cpp"), t, context=65536)
+    assert long.kv_cache_bytes == 16 * short.kv_cache_bytes
+    assert long.decode_tokens_per_s_full_context < short.decode_tokens_per_s_full_context
+
+
+def test_smaller_formats_decode_faster_on_a_bandwidth_bound_gpu(catalog, registry):
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    t = target_from_catalog(catalog.get("rtx-4090"))
+    speeds = [evaluate(mc, get_format(f), get_runtime("llama.cpp"), t, context=4096).decode_tokens_per_s
+              for f in ("F16", "Q8_0", "Q4_K_M")]
+    assert speeds[0] < speeds[1] < speeds[2]
+
+
+def test_moe_decode_reads_only_active_experts(catalog, registry):
+    moe = ModelCost(registry.get("qwen3-30b-a3b"))
+    dense = ModelCost(registry.get("qwen3-32b"))
+    t = target_from_catalog(catalog.get("h100-sxm"))
+    pm = evaluate(moe, get_format("Q4_K_M"), get_runtime("llama.cpp"), t, context=4096)
+    pd = evaluate(dense, get_format("Q4_K_M"), get_runtime("llama.cpp"), t, context=4096)
+    assert abs(pm.weights_bytes / pd.weights_bytes - 1) < 0.15  # similar size on disk ...
+    assert pm.decode_tokens_per_s > 2 * pd.decode_tokens_per_s  # ... but ~3B of 30B read per token
+
+
+def test_unified_memory_uses_the_gpu_share(catalog, registry):
+    dev = catalog.get("m3-max-128gb")
+    t = target_from_catalog(dev)
+    assert t.usable_bytes[0] == int(dev.memory_bytes * dev.gpu_usable_fraction)
+
+
+def test_vllm_budget_is_a_fraction_of_total_memory(catalog, registry):
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    t = target_from_catalog(catalog.get("h100-sxm"))
+    p = evaluate(mc, get_format("bf16"), get_runtime("vllm"), t, context=8192)
+    assert p.per_device[0].usable_bytes == int(0.9 * catalog.get("h100-sxm").memory_bytes)
+
+
+def test_quality_orders_formats(registry):
+    from planner.quality import expected_quality
+
+    q = {f: expected_quality(get_format(f), 8_000_000_000, b).kld for f, b in
+         (("Q8_0", 8.5), ("Q4_K_M", 4.9), ("Q2_K", 3.2), ("fp16", 16), ("awq-int4", 4.5))}
+    assert q["fp16"] == 0 < q["Q8_0"] < q["Q4_K_M"] < q["Q2_K"]
+    assert q["Q8_0"] < q["awq-int4"] < q["Q2_K"]
+    big = expected_quality(get_format("Q4_K_M"), 70_000_000_000, 4.9).kld
+    assert big < q["Q4_K_M"]  # larger models lose less
+
+
+def test_tensor_parallel_must_divide_heads(catalog, registry):
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    t = target_from_catalog(catalog.get("rtx-4090"), 3)
+    p = evaluate(mc, get_format("awq-int4"), get_runtime("vllm"), t, context=4096)
+    assert not p.runs and "divide" in p.reason
