@@ -189,7 +189,9 @@ def speed(show_rows: bool, calibration: dict | None = None) -> dict[str, list[fl
         dev = cat.get(dev_id)
         backend = row["backend"]
         if backend.startswith("CPU"):
-            dev = dev.model_copy(update={"backend": "cpu", "memory_kind": "system", "gpu_usable_fraction": None})
+            # The CPU of the same machine: its own compute (cpu_cores), not the GPU figures of the catalog entry.
+            dev = dev.model_copy(update={"backend": "cpu", "memory_kind": "system", "gpu_usable_fraction": None,
+                                         "peak_fp32_tflops": None, "peak_fp16_tflops": None, "peak_int8_tops": None})
         elif backend == "Vulkan":
             dev = dev.model_copy(update={"backend": "vulkan"})
         count = int(row["n_gpus"] or 1)

@@ -103,6 +103,6 @@ def target_from_host(host, origin: str = "probe", ram_override: int | None = Non
     cpu_dev = cpu_device(getattr(cpu, "model", "") or "", cores, total)
     avail = int(ram_avail or total)
     usable = int(min(avail, total - max(SYSTEM_RESERVED_MIN_BYTES, total * SYSTEM_RESERVED_FRACTION)))
-    notes.append(f"no GPU found: planning for this CPU ({cpu_dev.name}) and its RAM; memory bandwidth assumed "
+    notes.append(f"planning for this CPU ({cpu_dev.name}, {cores or '?'} cores) and its RAM; memory bandwidth assumed "
                  f"{DEFAULT_CPU_BANDWIDTH_GB_S:g} GB/s (dual-channel DDR5)")
     return Target(cpu_dev, 1, (max(usable, 0),), avail, cpu_dev.mem_bandwidth_gb_s, origin=origin, notes=tuple(notes))

@@ -21,7 +21,7 @@ from planner.hardware.catalog import Catalog
 from planner.models.profiles import ModelRegistry
 from planner.plan import GIB, Target
 from planner.tui.screens.help import HelpScreen
-from planner.tui.screens.main import TABS, MainScreen
+from planner.tui.screens.main import TAB_TABLES, TABS, MainScreen
 from planner.tui.widgets.devices import DevicesPane
 from planner.tui.widgets.fit import FitPane
 from planner.tui.state import (ALL, DEFAULT_DEVICES, DEFAULT_MODELS, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT,
@@ -276,6 +276,9 @@ class PlannerApp(App[None]):
         tabs = self._q("#tabs", TabbedContent)
         if tab in TABS and tabs.active != tab:
             tabs.active = tab
+            # Focus the new tab's table now, before the old one is hidden and Textual picks a focus for us.
+            if self.main is not None:
+                self.main.set_focus(self._q(TAB_TABLES[tab], DataTable))
 
     def action_search(self) -> None:
         """Focus the search box of the devices or models tab (from fit or matrix: the models search)."""
@@ -295,8 +298,7 @@ class PlannerApp(App[None]):
 
     def action_focus_table(self) -> None:
         """Leave a search or number box for the tab's table."""
-        table_id = {"devices": "#device-table", "models": "#model-table", "fit": "#fit-table",
-                    "matrix": "#matrix-table"}.get(self.active_tab)
+        table_id = TAB_TABLES.get(self.active_tab)
         if table_id:
             self._q(table_id, DataTable).focus()
 

@@ -13,6 +13,7 @@ from planner.tui.widgets.matrix import MatrixPane
 from planner.tui.widgets.models import ModelsPane
 
 TABS = ("devices", "models", "fit", "matrix")
+TAB_TABLES = {"devices": "#device-table", "models": "#model-table", "fit": "#fit-table", "matrix": "#matrix-table"}
 
 
 class MainScreen(Screen[None]):
@@ -45,8 +46,7 @@ class MainScreen(Screen[None]):
             matrix = self.query_one(MatrixPane)
             if matrix.dirty:
                 matrix.recompute()
-        table_id = {"devices": "#device-table", "models": "#model-table", "fit": "#fit-table",
-                    "matrix": "#matrix-table"}.get(pane_id or "")
+        table_id = TAB_TABLES.get(pane_id or "")
         focused = self.focused
         if event.pane.id != self.query_one("#tabs", TabbedContent).active:
             return  # a later key already switched on; focusing here would switch back

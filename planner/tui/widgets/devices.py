@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
 from planner.hardware.catalog import DeviceSpec
@@ -45,8 +45,11 @@ class DevicesPane(Vertical):
 
     def compose(self) -> ComposeResult:
         """Search, table, status."""
-        yield Input(placeholder="/ search devices: name, vendor, kind, memory type; >=48 for memory GiB",
-                    id="device-search", compact=True)
+        # The search box sits in its own row: when the table is hidden (tab switch), Textual moves focus to a
+        # focusable sibling, and a search box there would pull the tab back.
+        with Horizontal(classes="search-row"):
+            yield Input(placeholder="/ search devices: name, vendor, kind, memory type; >=48 for memory GiB",
+                        id="device-search", compact=True)
         table: DataTable = DataTable(id="device-table", cursor_type="row", zebra_stripes=True)
         for label, _ in COLUMNS:
             # Long CPU names would push the figures off screen: the name column is capped (ellipsis).

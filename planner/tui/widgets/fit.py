@@ -142,9 +142,9 @@ class FitPane(Vertical):
             return
         event.stop()
         # Programmatic updates (set_options, syncing) can post a Changed that arrives after the select moved on.
-        if event.value is Select.NULL or event.value != event.select.value:
-            return
         app: Any = self.app
+        if event.value is Select.NULL or event.value != event.select.value or event.value == getattr(app.inputs, field):
+            return  # stale, or no change (selects post Changed when mounted)
         if field == "model_id":
             app.choose_model(str(event.value), switch=False)
         elif field == "device_id":

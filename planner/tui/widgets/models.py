@@ -7,7 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
 from planner.tui.state import MODEL_SORTS, ModelRow, format_params, model_row, model_rows
@@ -30,7 +30,10 @@ class ModelsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         """Search, table, status."""
-        yield Input(placeholder="/ search models: name, family, architecture, MoE, MLA, 70B", id="model-search", compact=True)
+        # The search box sits in its own row: when the table is hidden (tab switch), Textual moves focus to a
+        # focusable sibling, and a search box there would pull the tab back.
+        with Horizontal(classes="search-row"):
+            yield Input(placeholder="/ search models: name, family, architecture, MoE, MLA, 70B", id="model-search", compact=True)
         table: DataTable = DataTable(id="model-table", cursor_type="row", zebra_stripes=True)
         for label, _ in COLUMNS:
             table.add_column(label, key=label)
