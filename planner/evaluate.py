@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 _DEQUANT_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 PCIE_GB_S = {3: 15.75, 4: 31.5, 5: 63.0, 6: 126.0}  # x16, one direction (PCI-SIG)
+RPC_HOP_US = 1000.0  # assumed: llama.cpp RPC round trip (serialisation + TCP) per remote host per token
+NDR_FALLBACK = (5e-6, 50e9)  # InfiniBand NDR latency and per-port bandwidth when no fabric is named
 LAYER_SPLIT_HOP_US = 200.0  # calibrated (llama.cpp 2024 builds, 2-6 GPUs): sync + activation copy per GPU boundary per token
 UBATCH = 512  # llama.cpp default micro-batch (-ub)
 
@@ -311,6 +313,9 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
         plan.runs, plan.reason = False, why
         return plan
     plan.kv_dtype = kv
+    if support.single_device and target.total_devices > 1:
+        plan.runs, plan.reason = False, f"{runtime.name} runs {fmt.id} on one GPU only ({support.reason})"
+        return plan
     try:
         lay = mc.layout(fmt, support.dequant_to)
     except ShapeError as exc:
@@ -355,29 +360,62 @@ def _overhead(runtime: Runtime, target: Target) -> int:
     return 0
 
 
+MULTI_NODE_ENGINES = ("vllm", "sglang", "trtllm")  # engines with documented multi-node launchers
+
+
 def _place_tensor_parallel(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime, target: Target, kv: str,
                            mla_aware: bool) -> None:
-    """Batching servers shard every weight and the KV heads over `count` GPUs (tensor parallel)."""
+    """Batching servers: tensor parallel over the GPUs of a node; across nodes, pipeline stages (tp x pp), or
+    for MoE models with expert parallelism, experts sharded over every GPU and attention replicated per node."""
     m = mc.spec
-    tp = target.count
+    tp, nodes = target.count, target.nodes
+    if nodes > 1 and runtime.engine not in MULTI_NODE_ENGINES:
+        plan.runs, plan.reason = False, f"{runtime.name} has no multi-node launcher; use vLLM, SGLang or TensorRT-LLM"
+        return
     if tp > 1 and (m.num_heads % tp or (m.moe is None and m.intermediate_size % tp)):
         plan.runs, plan.reason = False, f"tensor parallel {tp} must divide the {m.num_heads} attention heads"
         return
-    plan.layout = "tensor-parallel" if tp > 1 else ("cpu" if target.is_cpu else "single")
-    weights = math.ceil((sum(lay.layer_bytes) + lay.embed_bytes + lay.head_bytes) / tp)
+    ep = tp * nodes if (target.expert_parallel and m.moe is not None and nodes > 1) else 1
+    pp = 1 if ep > 1 or nodes == 1 else nodes
+    if pp > m.num_layers:
+        plan.runs, plan.reason = False, f"{pp} pipeline stages exceed the model's {m.num_layers} layers"
+        return
+    plan.parallel = {"tensor_parallel": tp, "pipeline_parallel": pp, "expert_parallel": ep, "data_parallel": 1,
+                     "nodes": nodes, "gpus_per_node": tp}
+    if nodes > 1:
+        plan.layout = f"tp{tp}-ep{ep}" if ep > 1 else f"tp{tp}-pp{pp}"
+    else:
+        plan.layout = "tensor-parallel" if tp > 1 else ("cpu" if target.is_cpu else "single")
+    total = lay.sum_layers + lay.embed_bytes + lay.head_bytes
+    if ep > 1:
+        experts = mc.memo(("expert_bytes", plan.format_id), lambda: _expert_bytes(mc, lay))
+        weights = math.ceil((total - experts) / tp + experts / ep)
+    else:
+        weights = math.ceil(total / (tp * pp))
     kvb = mc.memo(("tpkv", plan.context, kv, plan.concurrency, mla_aware, tp), lambda: kv_cache_bytes(
         m, plan.context, kv, plan.concurrency, mla_aware=mla_aware, kv_heads_divisor=tp))
     if m.mla is not None and tp > 1:
         kvb = plan.kv_cache_bytes  # the MLA latent is not split by heads: every GPU holds it
+    kvb = math.ceil(kvb / pp)  # each pipeline stage caches its own layers
     act = mc.memo(("act", plan.concurrency), lambda: engine_activation_bytes(m, max_seqs=max(plan.concurrency, 1))) // tp
     over = _overhead(runtime, target)
-    for i in range(tp):
-        usable = target.usable_bytes[i] if i < len(target.usable_bytes) else target.usable_bytes[-1]
-        if runtime.gpu_memory_fraction and not target.is_cpu:
-            usable = min(usable, int(runtime.gpu_memory_fraction * target.device.memory_bytes))
-        plan.per_device.append(MemoryBreakdown(f"{target.device.id}[{i}]", weights, kvb, act, over, usable))
+    for node in range(nodes):
+        for i in range(tp):
+            usable = target.usable_bytes[i] if i < len(target.usable_bytes) else target.usable_bytes[-1]
+            if runtime.gpu_memory_fraction and not target.is_cpu:
+                usable = min(usable, int(runtime.gpu_memory_fraction * target.device.memory_bytes))
+            name = f"{target.device.id}[{node}.{i}]" if nodes > 1 else f"{target.device.id}[{i}]"
+            plan.per_device.append(MemoryBreakdown(name, weights, kvb, act, over, usable))
     if m.num_kv_heads < tp and m.mla is None:
         plan.warnings.append(f"{m.num_kv_heads} KV heads over {tp} GPUs: KV heads are replicated")
+    if nodes > 1 and target.fabric is None:
+        plan.warnings.append("no inter-node fabric given (--fabric): assuming InfiniBand NDR figures")
+
+
+def _expert_bytes(mc: ModelCost, lay: FormatLayout) -> int:
+    """Bytes of routed-expert tensors in this layout's format (what expert parallelism shards)."""
+    fmt_share = lay.stored_bytes / max(1, sum(t.n_elements for t in mc.tensors))
+    return int(sum(t.n_elements for t in mc.tensors if t.role.endswith("_exps")) * fmt_share)
 
 
 def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime, target: Target, kv: str,
@@ -387,7 +425,13 @@ def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime
     n = m.num_layers
     host_tensors = set(runtime.weights_on_host)
     embed_on_host = "token_embd.weight" in host_tensors and not target.is_cpu
-    devices = 1 if runtime.multi_gpu == "none" else target.count
+    if target.nodes > 1 and runtime.engine != "llamacpp":
+        plan.runs, plan.reason = False, f"{runtime.name} does not run across nodes"
+        return
+    devices = 1 if runtime.multi_gpu == "none" else target.count * target.nodes
+    if target.nodes > 1:
+        plan.parallel = {"tensor_parallel": 1, "pipeline_parallel": devices, "expert_parallel": 1, "data_parallel": 1,
+                         "nodes": target.nodes, "gpus_per_node": target.count, "rpc": True}
     if runtime.multi_gpu == "none" and target.count > 1:
         plan.warnings.append(f"{runtime.name} uses one device; the other {target.count - 1} stay idle")
     kv_layer = mc.kv_per_layer(plan.context, kv, plan.concurrency, mla_aware)
@@ -397,7 +441,8 @@ def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime
                if runtime.engine == "llamacpp" else int(0.3 * GIB))
     over = _overhead(runtime, target)
     head = lay.head_bytes + (0 if embed_on_host else lay.embed_bytes)
-    usable = [target.usable_bytes[i] if i < len(target.usable_bytes) else target.usable_bytes[-1] for i in range(devices)]
+    per_node = target.usable_bytes or (0,)
+    usable = [per_node[i % target.count] if i % target.count < len(per_node) else per_node[-1] for i in range(devices)]
     capacity = [u - compute - over - (head if i == devices - 1 else 0) for i, u in enumerate(usable)]
     # Split layers in proportion to capacity (llama.cpp's default tensor split follows free memory).
     total_cap = sum(max(c, 0) for c in capacity)
@@ -453,7 +498,7 @@ def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime
         w += head if d == devices - 1 and not offloaded else 0
         plan.per_device.append(MemoryBreakdown(f"{target.device.id}[{d}]" if devices > 1 else target.device.id,
                                                w, kvb, compute, over, usable[d]))
-    plan.layout = "layer-split" if devices > 1 else "single"
+    plan.layout = ("rpc-layer-split" if target.nodes > 1 else "layer-split") if devices > 1 else "single"
     host = (lay.embed_bytes if embed_on_host else 0)
     if offloaded:
         if runtime.engine != "llamacpp":
@@ -474,6 +519,13 @@ def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime
     plan.host_bytes = host
 
 
+def _fabric(target: Target) -> tuple[float, float]:
+    """(latency seconds, bandwidth bytes/s) of the inter-node fabric."""
+    if target.fabric is None:
+        return NDR_FALLBACK
+    return target.fabric.latency_us * 1e-6, target.fabric.link_gb_s * 1e9
+
+
 def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runtime: Runtime, target: Target, kv: str,
            mode: str, calibration: dict | None) -> None:
     """Decode tokens/s (batch 1 and at full context), aggregate throughput, prefill tokens/s and TTFT."""
@@ -490,7 +542,9 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     host_eff = efficiency("llamacpp", "cpu", calibration).bandwidth
     host_bw = (dev.mem_bandwidth_gb_s if target.is_cpu else target.host_bandwidth_gb_s) * 1e9 * host_eff
     n = m.num_layers
-    tp = target.count if plan.layout == "tensor-parallel" else 1
+    tp = (plan.parallel or {}).get("tensor_parallel", target.count if plan.layout == "tensor-parallel" else 1)
+    if plan.layout in ("layer-split", "rpc-layer-split", "partial-offload", "cpu", "single"):
+        tp = 1
     gpu_layers = plan.gpu_layers if plan.gpu_layers is not None else n
     if plan.layout == "cpu":
         gpu_layers = 0
@@ -509,8 +563,22 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     if tp > 1:
         link = "nvlink" if dev.nvlink_gb_s else ("infinity_fabric" if dev.infinity_fabric_gb_s else "pcie")
         fixed_step += 2 * n * ALLREDUCE_LATENCY_US[link] * 1e-6
+    fab_lat, fab_bw = _fabric(target)
+    hidden_bytes = m.hidden_size * 2  # one token's activations in 16-bit
+    par = plan.parallel or {}
+    pp, ep = par.get("pipeline_parallel", 1), par.get("expert_parallel", 1)
     if plan.layout == "layer-split":
         fixed_step += (target.count - 1) * LAYER_SPLIT_HOP_US * 1e-6
+    elif plan.layout == "rpc-layer-split":
+        # in-node hops as a layer split, plus one RPC round trip over the network per extra node
+        fixed_step += (target.count - 1) * target.nodes * LAYER_SPLIT_HOP_US * 1e-6
+        fixed_step += (target.nodes - 1) * (RPC_HOP_US * 1e-6 + fab_lat + hidden_bytes / fab_bw)
+    elif pp > 1:
+        fixed_step += (pp - 1) * (fab_lat + hidden_bytes / fab_bw)
+    if ep > 1 and m.moe is not None:
+        # dispatch and combine all-to-all per MoE layer; tokens cross the fabric (k experts per token)
+        moe_layers = m.num_layers - m.moe.first_dense_layers
+        fixed_step += 2 * moe_layers * (fab_lat + m.moe.experts_per_token * hidden_bytes / fab_bw)
 
     def step_time(position: int, batch: int) -> float:
         """Seconds for one decode step of `batch` sequences at `position` tokens of context."""
@@ -541,6 +609,10 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         tb = step_time(pos, plan.concurrency)
         plan.throughput_tokens_per_s = plan.concurrency / tb
         plan.decode_tokens_per_s = 1.0 / tb
+        if pp > 1 and plan.concurrency >= pp:
+            # pipeline stages work on different micro-batches of concurrency/pp sequences at once
+            micro = math.ceil(plan.concurrency / pp)
+            plan.throughput_tokens_per_s = plan.concurrency / step_time(pos, micro)
     else:
         plan.throughput_tokens_per_s = plan.decode_tokens_per_s
     # Prefill: FLOPs of the prompt over achievable compute, with a floor of re-reading the weights per micro-batch.
@@ -549,6 +621,9 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     peak = peak_flops
     gpu_frac = gpu_layers / n if plan.layout == "partial-offload" else (0.0 if plan.layout == "cpu" else 1.0)
     t_compute = flops * gpu_frac / (peak * tp)
+    if pp > 1 or plan.layout == "rpc-layer-split":  # the prompt's activations cross each stage boundary once
+        hops = pp - 1 if pp > 1 else target.nodes - 1
+        t_compute += hops * (fab_lat + p * hidden_bytes / fab_bw)
     if gpu_frac < 1:
         cpu_peak = prefill_peak_flops(dev, "llamacpp", "gguf", "int8", "native") if target.is_cpu else 8 * 2.5e9 * 32
         cpu_peak *= efficiency("llamacpp", "cpu", calibration).compute

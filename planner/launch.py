@@ -26,7 +26,9 @@ def artifact_name(model: ModelSpec, fmt: WeightFormat) -> str:
 
 
 def launch_command(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Runtime, target: Target) -> str:
-    """The command that starts `runtime` serving this plan."""
+    """The command that starts `runtime` serving this plan (a per-node script when it spans nodes)."""
+    if target.nodes > 1:
+        return multinode_launch(plan, model, fmt, runtime, target)
     kv = plan.kv_dtype
     ngl = plan.gpu_layers if plan.gpu_layers is not None else 999
     if plan.layout == "cpu":
@@ -50,3 +52,85 @@ def launch_command(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Run
     if runtime.id == "ollama":
         cmd = f"echo 'FROM ./{artifact_name(model, fmt)}' > Modelfile && " + cmd
     return cmd
+
+
+def multinode_launch(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Runtime, target: Target) -> str:
+    """A launch script for a plan spanning several nodes: one block per node role, plus NCCL settings."""
+    par = plan.parallel
+    tp, pp, ep, nodes = par.get("tensor_parallel", 1), par.get("pipeline_parallel", 1), par.get("expert_parallel", 1), target.nodes
+    mdl = artifact_name(model, fmt)
+    kv = plan.kv_dtype
+    nccl = ("export NCCL_IB_HCA=mlx5 NCCL_SOCKET_IFNAME=<iface> GLOO_SOCKET_IFNAME=<iface>"
+            if target.fabric is None or target.fabric.kind != "ethernet" else "export NCCL_SOCKET_IFNAME=<iface> GLOO_SOCKET_IFNAME=<iface>")
+    if runtime.engine == "vllm":
+        q = _VLLM_QUANT.get(fmt.family, "") + (f" --kv-cache-dtype {kv}" if kv != "auto" else "")
+        if ep > 1:
+            common = (f"vllm serve {mdl} --tensor-parallel-size {tp} --data-parallel-size {nodes} --data-parallel-size-local 1 "
+                      f"--enable-expert-parallel --data-parallel-address <head-ip> --data-parallel-rpc-port 13345 "
+                      f"--max-model-len {plan.context}{q}")
+            return "\n".join([f"# every node: {nccl}", f"# node 0: {common}",
+                              *(f"# node {r}: {common} --headless --data-parallel-start-rank {r}" for r in range(1, nodes))])
+        return "\n".join([
+            f"# every node: {nccl}",
+            "# node 0: ray start --head --port 6379",
+            *(f"# node {r}: ray start --address <head-ip>:6379 --block" for r in range(1, nodes)),
+            f"# node 0: vllm serve {mdl} --tensor-parallel-size {tp} --pipeline-parallel-size {pp} "
+            f"--distributed-executor-backend ray --max-model-len {plan.context} --max-num-seqs {plan.concurrency}{q}",
+        ])
+    if runtime.engine == "sglang":
+        par_flags = f"--tp {tp}" + (f" --pp-size {pp}" if pp > 1 else "") + (f" --ep-size {ep}" if ep > 1 else "")
+        kvf = f" --kv-cache-dtype {kv}" if kv != "auto" else ""
+        return "\n".join([f"# every node: {nccl}"] + [
+            f"# node {r}: python -m sglang.launch_server --model-path {mdl} {par_flags} --nnodes {nodes} --node-rank {r} "
+            f"--dist-init-addr <head-ip>:5000 --context-length {plan.context}{kvf}" for r in range(nodes)])
+    if runtime.engine == "trtllm":
+        hosts = ",".join(f"<node{r}>:{target.count}" for r in range(nodes))
+        par_flags = f"--tp_size {tp} --pp_size {pp}" + (f" --ep_size {ep}" if ep > 1 else "")
+        return "\n".join([f"# every node: {nccl}",
+                          f"# node 0: mpirun -np {target.count * nodes} -H {hosts} trtllm-llmapi-launch trtllm-serve {mdl} "
+                          f"--backend pytorch {par_flags} --max_seq_len {plan.context} --max_batch_size {plan.concurrency}"])
+    if runtime.engine == "llamacpp":
+        workers = ",".join(f"<node{r}>:50052" for r in range(1, nodes))
+        return "\n".join([*(f"# node {r}: rpc-server -H 0.0.0.0 -p 50052" for r in range(1, nodes)),
+                          f"# node 0: llama-server -m {mdl} --rpc {workers} -ngl 999 -c {plan.context} -fa on"])
+    return ""
+
+
+def k8s_manifest(plan: Plan, model: ModelSpec, fmt: WeightFormat, target: Target) -> str:
+    """A LeaderWorkerSet manifest running vLLM over Ray across `nodes` pods (one per node)."""
+    par = plan.parallel
+    tp, pp = par.get("tensor_parallel", 1), par.get("pipeline_parallel", 1)
+    mdl = artifact_name(model, fmt)
+    gpus = target.count
+    serve = (f"ray start --head --port=6379 && vllm serve {mdl} --tensor-parallel-size {tp} --pipeline-parallel-size {pp} "
+             f"--distributed-executor-backend ray --max-model-len {plan.context}")
+    return f"""apiVersion: leaderworkerset.x-k8s.io/v1
+kind: LeaderWorkerSet
+metadata:
+  name: vllm-{model.id}
+spec:
+  replicas: 1
+  leaderWorkerTemplate:
+    size: {target.nodes}
+    restartPolicy: RecreateGroupOnPodRestart
+    leaderTemplate:
+      spec:
+        containers:
+          - name: vllm-leader
+            image: vllm/vllm-openai:latest
+            command: ["sh", "-c", "{serve}"]
+            resources:
+              limits:
+                nvidia.com/gpu: "{gpus}"
+            ports:
+              - containerPort: 8000
+    workerTemplate:
+      spec:
+        containers:
+          - name: vllm-worker
+            image: vllm/vllm-openai:latest
+            command: ["sh", "-c", "ray start --address=$(LWS_LEADER_ADDRESS):6379 --block"]
+            resources:
+              limits:
+                nvidia.com/gpu: "{gpus}"
+"""

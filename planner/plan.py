@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dataclasses import dataclass, field
 
@@ -32,6 +32,9 @@ class Target:
     host_bandwidth_gb_s: float = DEFAULT_HOST_BANDWIDTH_GB_S
     origin: str = "catalog"  # 'catalog', 'probe', 'snapshot' or 'manual'
     notes: tuple[str, ...] = ()
+    nodes: int = 1  # identical nodes of `count` devices each
+    fabric: Any = None  # inter-node fabric (FabricSpec / record) when nodes > 1
+    expert_parallel: bool = False  # shard MoE experts over every GPU instead of pipelining across nodes
 
     @property
     def is_cpu(self) -> bool:
@@ -40,8 +43,16 @@ class Target:
 
     @property
     def label(self) -> str:
-        """e.g. '2x NVIDIA H100 SXM5 80GB'."""
-        return f"{self.count}x {self.device.name}" if self.count > 1 else self.device.name
+        """e.g. '2x NVIDIA H100 SXM5 80GB', or '2 nodes x 8x NVIDIA H100 SXM5 80GB (ib-ndr)'."""
+        one = f"{self.count}x {self.device.name}" if self.count > 1 else self.device.name
+        if self.nodes > 1:
+            return f"{self.nodes} nodes x {one}" + (f" ({self.fabric.id})" if self.fabric is not None else "")
+        return one
+
+    @property
+    def total_devices(self) -> int:
+        """Devices over all nodes."""
+        return self.count * self.nodes
 
 
 def usable_bytes_from_catalog(device: DeviceSpec) -> int:
@@ -54,15 +65,17 @@ def usable_bytes_from_catalog(device: DeviceSpec) -> int:
     return int(total * (1 - DEDICATED_RESERVED_FRACTION))
 
 
-def target_from_catalog(device: DeviceSpec, count: int = 1, host_ram_bytes: int | None = None) -> Target:
-    """A target made of `count` catalogued devices with catalog memory minus documented reserves."""
+def target_from_catalog(device: DeviceSpec, count: int = 1, host_ram_bytes: int | None = None, nodes: int = 1,
+                        fabric: Any = None, expert_parallel: bool = False) -> Target:
+    """A target made of `nodes` x `count` catalogued devices with catalog memory minus documented reserves."""
     usable = usable_bytes_from_catalog(device)
     notes = []
     if device.memory_kind == "unified":
         notes.append(f"GPU may use {device.gpu_usable_fraction:.0%} of unified memory by default")
     if device.memory_kind == "system" and host_ram_bytes is None:
         host_ram_bytes = usable
-    return Target(device, count, tuple([usable] * count), host_ram_bytes, origin="catalog", notes=tuple(notes))
+    return Target(device, count, tuple([usable] * count), host_ram_bytes, origin="catalog", notes=tuple(notes),
+                  nodes=nodes, fabric=fabric, expert_parallel=expert_parallel)
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,7 @@ class Plan:
     bits_per_weight: float = 0.0
     warnings: list[str] = field(default_factory=list)
     score: float = 0.0
+    parallel: dict = field(default_factory=dict)  # tensor/pipeline/expert/data parallel sizes, nodes, GPUs per node
     launch_args: tuple | None = field(default=None, repr=False, compare=False)
     _launch: str | None = field(default=None, repr=False, compare=False)
 
@@ -160,7 +174,7 @@ class Plan:
             "file_size_bytes": self.file_size_bytes, "weights_bytes": self.weights_bytes,
             "kv_cache_bytes": self.kv_cache_bytes, "total_memory_bytes": self.total_memory_bytes,
             "usable_memory_bytes": self.usable_memory_bytes, "host_memory_bytes": self.host_bytes,
-            "gpu_layers": self.gpu_layers, "n_layers": self.n_layers,
+            "gpu_layers": self.gpu_layers, "n_layers": self.n_layers, "parallel": self.parallel,
             "per_device": [d.as_dict() for d in self.per_device],
             "bits_per_weight": round(self.bits_per_weight, 4),
             "decode_tokens_per_s": round(self.decode_tokens_per_s, 2),

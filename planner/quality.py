@@ -97,6 +97,8 @@ def expected_quality(fmt: WeightFormat, params: int, bits_per_weight: float, nat
         return Quality(0.0, 0.0, "16/32-bit weights: no quantization loss")
     if fmt.family == "mxfp4" and native_dtype == "mxfp4":
         return Quality(0.0, 0.0, "the model was released in MXFP4 (quantization-aware trained)")
+    if fmt.family == "fp8" and native_dtype == "float8_e4m3":
+        return Quality(0.0, 0.0, "the model was released in FP8 (trained with FP8 weights)")
     scale = min(2.0, max(0.3, (8.03e9 / max(params, 1)) ** SIZE_EXPONENT))
     table = _table()["gguf_file_types"]
     from planner.formats import gguf_base_type

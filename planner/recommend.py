@@ -95,18 +95,21 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
     fmts = list(formats) or default_formats(mc.spec.native_dtype)
     rts = list(runtimes) or list(RUNTIMES.values())
     plans: list[Plan] = []
-    for fmt in fmts:
-        for rt in rts:
-            if not rt.support(fmt, target.device).runs:
-                if formats or runtimes:  # keep the reason when the user asked for this combination
-                    plans.append(evaluate(mc, fmt, rt, target, context=context, concurrency=concurrency,
+    for sub in sub_layouts(target):
+        for fmt in fmts:
+            for rt in rts:
+                if not rt.support(fmt, sub.device).runs:
+                    if (formats or runtimes) and sub is target:  # keep the reason when the user asked for it
+                        plans.append(evaluate(mc, fmt, rt, sub, context=context, concurrency=concurrency,
+                                              prompt_tokens=prompt_tokens, calibration=calibration))
+                    continue
+                for kv in _kv_choices(rt, kv_dtypes):
+                    plans.append(evaluate(mc, fmt, rt, sub, context=context, concurrency=concurrency, kv_dtype=kv,
                                           prompt_tokens=prompt_tokens, calibration=calibration))
-                continue
-            for kv in _kv_choices(rt, kv_dtypes):
-                plans.append(evaluate(mc, fmt, rt, target, context=context, concurrency=concurrency, kv_dtype=kv,
-                                      prompt_tokens=prompt_tokens, calibration=calibration))
     mc.flush()
     ranked = rank(plans, prefer, min_tokens_per_s)
+    if target.nodes > 1:
+        ranked = smallest_first(ranked, min_tokens_per_s)
     best = ranked[0] if ranked and ranked[0].fits else None
     rec = Recommendation(mc.spec.id, target.label, context, concurrency, prefer, ranked, best)
     if best is not None:
@@ -115,6 +118,38 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
         rec.suggestions = suggest(mc, target, ranked, context=context, concurrency=concurrency, catalog=catalog,
                                   calibration=calibration)
     return rec
+
+
+def sub_layouts(target: Target) -> list[Target]:
+    """For a multi-node target: every smaller layout too (1..nodes nodes; within one node 1, 2, 4... GPUs),
+    so the planner can pick the smallest that meets the limits. A single-node target is planned as given."""
+    if target.nodes <= 1:
+        return [target]
+    out = []
+    counts = sorted({c for c in (1, 2, 4, 8, 16) if c < target.count} | {target.count})
+    for c in counts:
+        out.append(Target(target.device, c, target.usable_bytes[:c], target.host_ram_bytes, target.host_bandwidth_gb_s,
+                          target.origin, target.notes, 1, None, False))
+    for n in range(2, target.nodes + 1):
+        out.append(Target(target.device, target.count, target.usable_bytes, target.host_ram_bytes,
+                          target.host_bandwidth_gb_s, target.origin, target.notes, n, target.fabric, target.expert_parallel))
+    return out
+
+
+def _gpus(p: Plan) -> int:
+    par = p.parallel or {}
+    return par.get("nodes", 1) * par.get("gpus_per_node", p.device_count) if par else p.device_count
+
+
+def smallest_first(ranked: list[Plan], min_tokens_per_s: float | None) -> list[Plan]:
+    """Keep the best format/runtime/KV choice, but deploy it on the fewest GPUs that fit it (and are fast enough)."""
+    ok = [p for p in ranked if p.fits and not (min_tokens_per_s and p.decode_tokens_per_s < min_tokens_per_s)]
+    if not ok:
+        return ranked
+    top = ok[0]
+    same = [p for p in ok if (p.format_id, p.runtime_id, p.kv_dtype) == (top.format_id, top.runtime_id, top.kv_dtype)]
+    smallest = min(same, key=lambda p: (_gpus(p), -p.score))
+    return [smallest] + [p for p in ranked if p is not smallest]
 
 
 def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:

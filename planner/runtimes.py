@@ -36,6 +36,7 @@ class FormatRule:
     note: str = ""
     source: str = ""
     dequant_to: str | None = None  # dtype the weights become in memory when mode == 'dequantized'
+    single_device: bool = False  # the runtime cannot split this format over several GPUs
 
     def matches(self, fmt: WeightFormat, device: DeviceSpec) -> bool:
         """Whether the rule covers this format on this device."""
@@ -55,6 +56,7 @@ class Support:
     mode: Mode
     reason: str
     dequant_to: str | None = None
+    single_device: bool = False
 
     @property
     def runs(self) -> bool:
@@ -87,7 +89,7 @@ class Runtime:
         for rule in self.rules:
             if rule.matches(fmt, device):
                 why = rule.note or f"{self.name} {'runs' if rule.mode != 'no' else 'does not run'} {fmt.id} on {device.backend}"
-                return Support(rule.mode, why, rule.dequant_to)
+                return Support(rule.mode, why, rule.dequant_to, rule.single_device)
         where = device.backend + (f" sm{device.compute_capability}" if device.compute_capability else "")
         return Support("no", f"{self.name} does not load {fmt.id} ({fmt.family}) on {where}")
 
@@ -223,7 +225,8 @@ _add(Runtime(
         FormatRule(("bnb",), ("cuda",), "native", note="bitsandbytes quantizes on load and is much slower than fp16", source="TGI launcher"),
         FormatRule(("fp8",), ("cuda",), "native", min_cc=9.0, source="TGI launcher ('fp8 works on H100 and above')"),
         FormatRule(("fp8",), ("cuda",), "weight_only", min_cc=8.0, max_cc=9.0, note="FP8 Marlin weight-only below sm90", source="TGI fp8.py"),
-        FormatRule(("exl2",), ("cuda",), "native", note="EXL2 in TGI: no tensor parallelism", source="TGI launcher"),
+        FormatRule(("exl2",), ("cuda",), "native", note="EXL2 in TGI: no tensor parallelism", source="TGI launcher",
+                   single_device=True),
         FormatRule(("w8a16",), ("cuda",), "native", note="EETQ int8 weight-only", source="TGI --quantize eetq"),
     ),
     kv_dtypes=("auto", "fp8_e4m3fn", "fp8_e5m2"), multi_gpu="tensor", aliases=("text-generation-inference",),

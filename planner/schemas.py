@@ -14,7 +14,9 @@ def schemas() -> dict[str, dict]:
     from planner.hardware.catalog import schema_json as hw
     from planner.models.profiles import schema_json as prof
 
-    return {"hwdb/schema.json": hw(), "profiles/schema.json": prof()}
+    from planner.hardware.schema import FabricFile
+
+    return {"hwdb/schema.json": hw(), "profiles/schema.json": prof(), "hwdb/fabrics/schema.json": FabricFile.model_json_schema()}
 
 
 def render(schema: dict) -> str:

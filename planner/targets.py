@@ -19,6 +19,9 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory", metavar="SIZE", help="plan for a device with this much memory, e.g. 24GiB")
     g.add_argument("--bandwidth", type=float, metavar="GB/S", help="with --memory: its memory bandwidth in GB/s")
     g.add_argument("--snapshot", type=Path, metavar="FILE", help="plan for the machine a `planner probe --raw` snapshot describes")
+    g.add_argument("--nodes", type=int, default=1, metavar="N", help="identical nodes of --count devices each (multi-node plans)")
+    g.add_argument("--fabric", metavar="ID", help="inter-node fabric: ib-ndr, ib-hdr, roce-400g, eth-100g, eth-10g ... (default ib-ndr)")
+    g.add_argument("--expert-parallel", action="store_true", help="MoE across nodes: shard experts over every GPU instead of pipeline stages")
 
 
 def manual_device(memory_gib: float, bandwidth_gb_s: float | None):  # type: ignore[no-untyped-def]
@@ -53,14 +56,25 @@ def resolve_target(args: argparse.Namespace, catalog: Catalog) -> Target:
     """The Target the command line asks for."""
     if args.count < 1 or args.count > 1024:
         raise PlannerError(f"--count must be between 1 and 1024, got {args.count}")
+    nodes = getattr(args, "nodes", 1) or 1
+    if nodes < 1 or nodes > 4096:
+        raise PlannerError(f"--nodes must be between 1 and 4096, got {nodes}")
+    fabric = None
+    if nodes > 1 or getattr(args, "fabric", None):
+        from planner.hardware.catalog import get_fabric, load_fabrics
+
+        fabric = get_fabric(getattr(args, "fabric", None) or "ib-ndr", load_fabrics())
+    multi = {"nodes": nodes, "fabric": fabric, "expert_parallel": bool(getattr(args, "expert_parallel", False))}
     ram = int(_mem(args.ram, "--ram") * GIB) if getattr(args, "ram", None) else None
     if args.memory:
         dev = manual_device(_mem(args.memory, "--memory"), args.bandwidth)
-        t = target_from_catalog(dev, args.count, ram)
+        t = target_from_catalog(dev, args.count, ram, **multi)
         notes = ("custom device: compute assumed like an sm80 GPU",) + (() if args.bandwidth else ("bandwidth unknown: assumed 500 GB/s",))
-        return Target(t.device, t.count, t.usable_bytes, ram, origin="manual", notes=notes)
+        return Target(t.device, t.count, t.usable_bytes, ram, origin="manual", notes=notes, **multi)
     if args.device:
-        return target_from_catalog(catalog.get(args.device), args.count, ram)
+        return target_from_catalog(catalog.get(args.device), args.count, ram, **multi)
+    if nodes > 1:
+        raise PlannerError("--nodes needs --device (the node's GPU) and --count (GPUs per node)")
     from planner.hardware import probe
 
     snap = probe.load_snapshot(args.snapshot) if args.snapshot else probe.read_raw()

@@ -122,7 +122,8 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
             con.print(f"  [yellow]! {w}[/yellow]")
         con.print("\n" + memory_bar(best))
         con.print("\n[bold]Launch:[/bold]")
-        con.print(f"  {best.launch}", soft_wrap=True)
+        for line in best.launch.splitlines():
+            con.print(f"  {line}", soft_wrap=True)
     else:
         con.print("\n[bold red]Nothing fits.[/bold red]")
         for s in rec.suggestions:

@@ -155,3 +155,40 @@ def parse_memory(text: str) -> float:
     unit = (m.group(2) or "gib").lower()
     scale = {"gib": 1, "gb": 1, "g": 1, "mib": 1 / 1024, "mb": 1 / 1024, "tib": 1024, "tb": 1024}[unit]
     return value * scale
+
+
+def load_fabrics(extra_dirs: Sequence[Path] = ()) -> dict[str, Any]:
+    """Inter-node fabrics (hwdb/fabrics/*.yaml plus any user directories), keyed by id."""
+    from planner.cache import cached_validated
+    from planner.hardware.device import FabricRecord
+    from planner.paths import data_dir
+
+    def parse(path: Path) -> list:
+        from pydantic import ValidationError
+
+        from planner.hardware.schema import FabricFile
+
+        problems, out = [], []
+        for f, doc in load_yaml_dir(path):
+            try:
+                out.extend(FabricFile.model_validate(doc).fabrics)
+            except ValidationError as exc:
+                problems.extend(format_validation_error(f, exc))
+        if problems:
+            raise CatalogError(problems)
+        return out
+
+    fabrics: dict[str, Any] = {}
+    for d in [data_dir("hwdb") / "fabrics", *map(Path, extra_dirs)]:
+        for fab in cached_validated("fabrics", d, FabricRecord, lambda p=d: parse(p)):
+            fabrics[fab.id] = fab
+    return fabrics
+
+
+def get_fabric(name: str, fabrics: dict[str, Any]) -> Any:
+    """Resolve a fabric by id or alias (case- and punctuation-insensitive)."""
+    key = normalize_name(name)
+    for fab in fabrics.values():
+        if key == normalize_name(fab.id) or key in (normalize_name(a) for a in fab.aliases):
+            return fab
+    raise NotFoundError("fabric", name, close_matches(name, list(fabrics)))

@@ -40,3 +40,7 @@ class DeviceRecord(Record, DeviceMethods):
     """Cached form of DeviceSpec (validated when the cache was written)."""
 
     _nested = {"bandwidth_derating": DeratingRecord}
+
+
+class FabricRecord(Record):
+    """Cached form of FabricSpec."""

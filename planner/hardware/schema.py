@@ -132,3 +132,28 @@ class CatalogFile(BaseModel):
     devices: list[DeviceSpec] = Field(min_length=1, description="The devices of this family.")
 
 
+
+
+class FabricSpec(BaseModel):
+    """An inter-node network a multi-node deployment runs its collectives over."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, from_attributes=True)
+
+    id: str = Field(pattern=_ID_RE, description="Stable lower-case id, e.g. 'ib-ndr'.")
+    name: str = Field(min_length=1, description="Display name.")
+    kind: Literal["infiniband", "roce", "ethernet"] = Field(description="Fabric technology.")
+    link_gb_s: float = Field(gt=0, le=1000, description="Bandwidth of one port (one NIC per GPU) in one direction, decimal GB/s.")
+    latency_us: float = Field(gt=0, le=10000, description="Small-message latency between nodes as NCCL/MPI see it, microseconds.")
+    aliases: list[str] = Field(default_factory=list, description="Other names a user may type.")
+    source: str = Field(min_length=1, description="Where the figures come from.")
+    unverified: list[str] = Field(default_factory=list, description="Fields whose figures no source confirms.")
+    notes: str | None = Field(default=None, description="Caveats.")
+
+
+class FabricFile(BaseModel):
+    """hwdb/fabrics/*.yaml: inter-node fabrics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: str = Field(min_length=1, description="Always 'fabrics'.")
+    fabrics: list[FabricSpec] = Field(min_length=1, description="The fabrics.")

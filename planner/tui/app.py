@@ -68,7 +68,8 @@ class PlannerApp(App[None]):
     inputs: var[FitInputs] = var(FitInputs("", ""))
     host: var[Any | None] = var(None)
     probe_status: var[str] = var("probe: off")
-    current_recommendation: var[Any | None] = var(None)
+    # always_update: a fit that returns an equal Recommendation (inputs changed and changed back) still redraws.
+    current_recommendation: var[Any | None] = var(None, always_update=True)
 
     def __init__(self, catalog: Catalog, registry: ModelRegistry, host_provider: HostProvider | None = None,
                  inputs: FitInputs | None = None, device_chosen: bool = False):
@@ -251,15 +252,17 @@ class PlannerApp(App[None]):
         out.append(self.registry.get(i.model_id).name, style="bold")
         out.append(" on ")
         out.append(device + (f" ×{i.count}" if i.count > 1 and i.device_id != LOCAL else ""), style="bold")
-        out.append(f" · {i.context:,} tok × {i.concurrency} · {i.prefer}")
+        out.append(f" · {i.context:,} tok × {i.concurrency} seq" + (f" · prefer {i.prefer}" if i.prefer != "balanced" else ""))
         if i.format_family != ALL:
             out.append(f" · {i.format_family} only", style="cyan")
         if i.runtime_id != ALL:
             out.append(f" · {i.runtime_id} only", style="cyan")
         out.append("  →  ")
         rec = self.current_recommendation
-        if rec is None or (rec.model_id != i.model_id):
+        if self.fit_pending:
             out.append("computing…", style="dim")
+        elif rec is None:
+            out.append(self.fit_error or "no plan", style="red")
         elif rec.best is None:
             out.append("nothing fits", style="bold red")
         else:

@@ -11,8 +11,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, Select, Static
 
 from planner.plan import Plan
-from planner.tui.state import (ALL, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT, PREFERENCES, QUALITY_STYLES,
-                               best_per_format, format_families, gib, runtime_ids, used_fraction, verdict)
+from planner.tui.state import (ALL, TIGHT_FRACTION, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT, PREFERENCES, QUALITY_STYLES,
+                               best_per_format, format_families, gib, needed_bytes, runtime_ids, used_fraction,
+                               verdict)
 from planner.tui.widgets.detail import PlanDetail
 
 COLUMNS = ("format", "runtime", "KV", "memory GiB", "decode tok/s", "total tok/s", "prefill tok/s", "TTFT s",
@@ -24,7 +25,7 @@ def plan_cells(plan: Plan, recommended: bool) -> list[Any]:
     text, style = verdict(plan)
     runs = plan.runs and bool(plan.per_device)
     frac = used_fraction(plan) if runs else 0.0
-    mem_style = "red" if frac > 1 else ("yellow" if frac > 0.92 else "")
+    mem_style = "red" if (runs and not plan.fits) else ("yellow" if frac > TIGHT_FRACTION else "")
     q = plan.quality or {}
     label = q.get("label", "")
     fmt = Text(("★ " if recommended else "  ") + plan.format_id, style="bold green" if recommended else "")
@@ -35,8 +36,9 @@ def plan_cells(plan: Plan, recommended: bool) -> list[Any]:
 
     return [
         fmt, Text(plan.runtime_id, style=row_style), Text(plan.kv_dtype or "-", style=row_style),
-        Text(f"{gib(plan.total_memory_bytes)} / {gib(plan.usable_memory_bytes)}" if runs else "-", justify="right",
-             style=mem_style or row_style),
+        # A plan that does not fit stops placing layers, so its device total undercounts: show what it needs.
+        Text(f"{gib(plan.total_memory_bytes if plan.fits else needed_bytes(plan))} / {gib(plan.usable_memory_bytes)}"
+             if runs else "-", justify="right", style=mem_style or row_style),
         num(f"{plan.decode_tokens_per_s:.1f}"), num(f"{plan.throughput_tokens_per_s:.0f}"),
         num(f"{plan.prefill_tokens_per_s:,.0f}"), num(f"{plan.ttft_s:.2f}"),
         Text(f"{q.get('kld', 0):.4f} {label}" if q else "-", style=QUALITY_STYLES.get(label, "") if plan.fits else "dim"),
@@ -45,8 +47,8 @@ def plan_cells(plan: Plan, recommended: bool) -> list[Any]:
 
 
 def device_label(d: Any) -> str:
-    """'NVIDIA GeForce RTX 4090 · 24 GiB'."""
-    return f"{d.name} · {d.memory_gib:g} GiB"
+    """'rtx-4090 · NVIDIA GeForce RTX 4090 · 24 GiB': the id first, so typing an id in the open list finds it."""
+    return f"{d.id} · {d.name} · {d.memory_gib:g} GiB"
 
 
 class FitPane(Vertical):
@@ -106,7 +108,7 @@ class FitPane(Vertical):
         opts = []
         if app.host is not None:
             opts.append((f"★ this machine ({app.local_label()})", LOCAL))
-        opts += [(device_label(d), d.id) for d in sorted(app.catalog, key=lambda d: d.name.lower())]
+        opts += [(device_label(d), d.id) for d in sorted(app.catalog, key=lambda d: d.id)]
         return opts
 
     def refresh_device_options(self) -> None:

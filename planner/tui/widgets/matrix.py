@@ -86,7 +86,7 @@ class MatrixPane(Vertical):
                           *[Text("…", style="dim") for _ in devices], key=m)
         fmt = "best GGUF quant that fits" if self.format_id == BEST else self.format_id
         self.query_one("#matrix-hint", Static).update(
-            f"  {fmt} · {inputs.context:,} tokens · 1 device · cell: format + decode tok/s (fastest runtime) · Enter: open in Fit")
+            f"  {fmt} · {inputs.context:,} tokens · 1 device · cell = format + decode tok/s · Enter opens it in Fit")
         self._fill(models, devices, self.format_id, inputs.context, key)
 
     @work(thread=True, exclusive=True, group="matrix", exit_on_error=False)

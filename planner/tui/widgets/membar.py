@@ -7,6 +7,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from planner.plan import GIB, MemoryBreakdown, Plan
+from planner.tui.state import needed_bytes
 
 # (label, MemoryBreakdown attribute, colour); the same order and colours as `planner recommend`'s bar.
 SEGMENTS = (("weights", "weights_bytes", "blue"), ("KV cache", "kv_cache_bytes", "magenta"),
@@ -63,8 +64,14 @@ class MemoryBar(Widget):
             worst = max(p.per_device, key=lambda x: x.total_bytes / max(x.usable_bytes, 1))
             out.append(f"\n{len(p.per_device)} devices ({p.layout}); fullest {worst.device}: "
                        f"{worst.total_bytes / GIB:.1f} / {worst.usable_bytes / GIB:.1f} GiB", style="dim")
+        need = needed_bytes(p)
+        if not p.fits and need > p.total_memory_bytes:
+            out.append(f"\nneeds {need / GIB:.1f} GiB in all (the bar shows only what was placed before it ran out); "
+                       f"{p.usable_memory_bytes / GIB:.1f} GiB usable", style="red")
         if p.host_bytes:
-            out.append(f"\n+ {p.host_bytes / GIB:.1f} GiB in system RAM (offloaded)", style="yellow")
+            what = "offloaded layers" if p.layout == "partial-offload" else "kept on the host by the runtime"
+            out.append(f"\n+ {p.host_bytes / GIB:.1f} GiB in system RAM ({what})",
+                       style="yellow" if p.layout == "partial-offload" else "dim")
         return out
 
     def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
@@ -72,4 +79,4 @@ class MemoryBar(Widget):
         p = self.plan
         if p is None or not p.per_device:
             return 1
-        return 2 + (len(p.per_device) > 1) + bool(p.host_bytes)
+        return 2 + (len(p.per_device) > 1) + bool(p.host_bytes) + (not p.fits and needed_bytes(p) > p.total_memory_bytes)
