@@ -91,6 +91,10 @@ class DeviceTarget(_Strict):
     count: int = Field(default=1, ge=1, le=1024, description="Number of identical devices (tensor or layer split).")
     ram_gib: float | None = Field(default=None, gt=0, le=1_048_576,
                                   description="Host RAM available for layers offloaded to the CPU, GiB.")
+    nodes: int = Field(default=1, ge=1, le=4096, description="Identical nodes of `count` devices each (multi-node).")
+    fabric: str | None = Field(default=None, min_length=1, max_length=100, pattern=_NAME_RE,
+                               description="Inter-node fabric id (see hwdb/fabrics), e.g. ib-ndr, roce-400g, eth-100g.")
+    expert_parallel: bool = Field(default=False, description="MoE across nodes: shard experts over every GPU.")
 
 
 def _target_tag(value: Any) -> str:
@@ -656,10 +660,16 @@ class Checker:
             return self._host_target
         n = count or spec.count
         dev_name = device or spec.device
-        key = (dev_name, n, spec.ram_gib)
+        key = (dev_name, n, spec.ram_gib, spec.nodes, spec.fabric, spec.expert_parallel)
         if key not in self._targets:
             ram = int(spec.ram_gib * GIB) if spec.ram_gib else None
-            self._targets[key] = target_from_catalog(self.catalog.get(dev_name), n, ram)
+            fabric = None
+            if spec.nodes > 1 or spec.fabric:
+                from planner.hardware.catalog import get_fabric, load_fabrics
+
+                fabric = get_fabric(spec.fabric or "ib-ndr", load_fabrics())
+            self._targets[key] = target_from_catalog(self.catalog.get(dev_name), n, ram, nodes=spec.nodes, fabric=fabric,
+                                                     expert_parallel=spec.expert_parallel)
         return self._targets[key]
 
     def resolve(self, dep: Deployment) -> Inputs:

@@ -14,9 +14,11 @@ def schemas() -> dict[str, dict]:
     from planner.hardware.catalog import schema_json as hw
     from planner.models.profiles import schema_json as prof
 
+    from planner.fitcheck import schema_json as deploy
     from planner.hardware.schema import FabricFile
 
-    return {"hwdb/schema.json": hw(), "profiles/schema.json": prof(), "hwdb/fabrics/schema.json": FabricFile.model_json_schema()}
+    return {"hwdb/schema.json": hw(), "profiles/schema.json": prof(), "hwdb/fabrics/schema.json": FabricFile.model_json_schema(),
+            "planner/data/deploy.schema.json": deploy()}
 
 
 def render(schema: dict) -> str:

@@ -79,7 +79,21 @@ def to_json(rec, mc, target, note: str) -> dict:  # type: ignore[no-untyped-def]
         "recommended": rec.best.as_dict() if rec.best else None,
         "reasons": rec.reasons, "suggestions": rec.suggestions,
         "alternatives": [p.as_dict() for p in _best_per_format(rec.plans)],
+        "kubernetes": _k8s(rec.best, mc, target),
     }
+
+
+def _k8s(best, mc, target):  # type: ignore[no-untyped-def]
+    """A LeaderWorkerSet manifest when the choice is vLLM across nodes (for users who deploy on Kubernetes)."""
+    if best is None or best.runtime_id != "vllm" or (best.parallel or {}).get("nodes", 1) < 2:
+        return None
+    from planner.formats import get_format
+    from planner.launch import k8s_manifest
+    from planner.plan import Target
+
+    t = Target(target.device, best.parallel["gpus_per_node"], target.usable_bytes, nodes=best.parallel["nodes"],
+               fabric=target.fabric)
+    return k8s_manifest(best, mc.spec, get_format(best.format_id), t)
 
 
 def memory_bar(plan, width: int = 40) -> str:  # type: ignore[no-untyped-def]

@@ -12,15 +12,18 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-USAGE = """\
-[b]Devices[/b] (1)  the catalog; this machine's devices are pinned on top once the probe answers.
-           Type to search (name, vendor, kind, memory type; [b]>=48[/b] filters memory GiB); Enter plans on a device.
-[b]Models[/b]  (2)  the profiles; Enter plans for a model.
-[b]Fit[/b]     (3)  every format with its best runtime (a: every runtime and KV dtype); ★ is the recommendation.
-           Context, sequences and device count take typed numbers or + - [ ] n N; filters narrow formats and runtimes.
-           The detail pane follows the cursor: memory bar, speed, quality, reasons, launch command (y copies it).
-[b]Matrix[/b]  (4)  models × devices for one format (or the best GGUF quant that fits) at the current context.
-The mouse works everywhere: click tabs, headers (sort), rows, selects and the Copy button."""
+USAGE = (
+    ("1 Devices", "The catalog; this machine's devices are pinned on top once the probe answers. Type to search "
+                  "(name, vendor, kind, memory type; [b]>=48[/b] filters memory GiB); Enter plans on a device."),
+    ("2 Models", "The profiles with parameters, active parameters, context and architecture notes; Enter plans for a model."),
+    ("3 Fit", "Every format with its best runtime ([b]a[/b]: every runtime and KV dtype); [green]★[/green] is the recommendation. "
+              "Context, sequences and device count take typed numbers ([b]c[/b] jumps to the context) or + - [ ] n N; "
+              "t, r and p cycle the format, runtime and preference filters. The detail pane follows the cursor: memory "
+              "bar, speed, quality, reasons and the launch command ([b]y[/b] copies it)."),
+    ("4 Matrix", "Models × devices for one format (or the best GGUF quant that fits) at the current context; Enter "
+                 "opens a cell in Fit."),
+    ("Mouse", "Click tabs, headers (sort; again to reverse), rows, selects and the Copy button."),
+)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -31,8 +34,16 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         """Usage text and the bindings table."""
         with VerticalScroll(id="help-box"):
-            yield Static(Text.from_markup(USAGE), id="help-usage")
+            yield Static(self._usage_table(), id="help-usage")
             yield Static(self._bindings_table(), id="help-bindings")
+
+    def _usage_table(self) -> Table:
+        table = Table(title="How it works", title_justify="left", show_header=False, expand=True, box=None)
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column()
+        for name, text in USAGE:
+            table.add_row(name, Text.from_markup(text))
+        return table
 
     def _bindings_table(self) -> Table:
         app: Any = self.app

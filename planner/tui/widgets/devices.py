@@ -66,6 +66,7 @@ class DevicesPane(Vertical):
         app: Any = self.app
         table = self.query_one("#device-table", DataTable)
         keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value if table.row_count else None
+        had_local = any(k.startswith(LOCAL_PREFIX) for k in self.shown)
         table.clear()
         self.shown = []
         for i, g in enumerate(self._local_devices()):
@@ -83,8 +84,10 @@ class DevicesPane(Vertical):
         for d in devices:
             table.add_row(*device_cells(d), key=d.id)
             self.shown.append(d.id)
-        if keep in self.shown:
+        if keep in self.shown and (had_local or not self.shown[0].startswith(LOCAL_PREFIX)):
             table.move_cursor(row=self.shown.index(keep), animate=False)
+        else:  # first probe result: this machine's row is the natural place to start
+            table.move_cursor(row=0, animate=False)
         header, _, desc = DEVICE_SORTS[self.sort]
         arrow = "↓" if (desc if self.reverse is None else self.reverse) else "↑"
         self.query_one("#device-status", Static).update(

@@ -58,6 +58,7 @@ class FitPane(Vertical):
         super().__init__(**kwargs)
         self.plans: list[Plan] = []  # rows in display order
         self.show_all = False  # every format x runtime x KV instead of the best runtime per format
+        self.local_option = False  # whether the device select offers "this machine" yet
 
     def compose(self) -> ComposeResult:
         """Two rows of controls, then summary, table and detail."""
@@ -98,7 +99,8 @@ class FitPane(Vertical):
     def on_mount(self) -> None:
         """Follow the app's inputs, probe result and recommendation."""
         self.watch(self.app, "inputs", self.sync_controls, init=False)
-        self.watch(self.app, "host", lambda _host: self.refresh_device_options(), init=False)
+        # init=True: the probe may have answered between compose and mount.
+        self.watch(self.app, "host", lambda _host: self.refresh_device_options(), init=True)
         self.watch(self.app, "current_recommendation", self.show_recommendation, init=True)
 
     # ------------------------------------------------------------------ controls <-> app.inputs
@@ -106,6 +108,7 @@ class FitPane(Vertical):
     def _device_options(self) -> list[tuple[str, str]]:
         app: Any = self.app
         opts = []
+        self.local_option = app.host is not None
         if app.host is not None:
             opts.append((f"★ this machine ({app.local_label()})", LOCAL))
         opts += [(device_label(d), d.id) for d in sorted(app.catalog, key=lambda d: d.id)]
@@ -125,6 +128,8 @@ class FitPane(Vertical):
                               ("#fit-format", inputs.format_family), ("#fit-runtime", inputs.runtime_id),
                               ("#fit-prefer", inputs.prefer)):
             select = self.query_one(sel_id, Select)
+            if sel_id == "#fit-device" and value == LOCAL and not self.local_option:
+                self.refresh_device_options()
             if select.value != value:
                 with select.prevent(Select.Changed):
                     select.value = value
