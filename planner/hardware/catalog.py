@@ -11,8 +11,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from planner.errors import AmbiguousError, CatalogError, NotFoundError, close_matches, normalize_name
+from planner.errors import CatalogError, NotFoundError, close_matches, normalize_name
 from planner.hardware.device import DeviceRecord
+from planner.lookup import NameIndex
 from planner.yamlio import format_validation_error, load_yaml_dir
 
 if TYPE_CHECKING:
@@ -51,13 +52,9 @@ class Catalog:
     """All devices, looked up by id, alias or NVML name (exact, case- and punctuation-insensitive)."""
 
     def __init__(self, devices: Iterable[DeviceSpec]):
-        self.devices: dict[str, DeviceSpec] = {}
-        for d in devices:
-            self.devices[d.id] = d
-        self._index: dict[str, set[str]] = {}
-        for d in self.devices.values():
-            for key in (d.id, d.name, *d.aliases, *d.nvml_names):
-                self._index.setdefault(normalize_name(key), set()).add(d.id)
+        self._names = NameIndex("device", devices, lambda d: (d.id, d.name, *d.aliases, *d.nvml_names),
+                                lambda d: (d.id, *d.aliases))
+        self.devices: dict[str, DeviceSpec] = self._names.entries
 
     def __len__(self) -> int:
         return len(self.devices)
@@ -67,24 +64,11 @@ class Catalog:
 
     def get(self, name: str) -> DeviceSpec:
         """Resolve a device by id, then alias / display / NVML name; raise with close candidates on a miss."""
-        if name in self.devices:
-            return self.devices[name]
-        key = normalize_name(name)
-        ids = self._index.get(key, set())
-        # An entry whose own id normalises to the key wins over aliases of others.
-        exact = [i for i in ids if normalize_name(i) == key]
-        if len(exact) == 1:
-            return self.devices[exact[0]]
-        if len(ids) == 1:
-            return self.devices[next(iter(ids))]
-        if len(ids) > 1:
-            raise AmbiguousError("device", name, sorted(ids))
-        names = list(self.devices) + [a for d in self.devices.values() for a in d.aliases]
-        raise NotFoundError("device", name, close_matches(name, names))
+        return self._names.resolve(name)
 
     def by_nvml_name(self, nvml_name: str) -> DeviceSpec | None:
         """Match a name reported by NVML (or another probe) exactly; None if not catalogued."""
-        ids = self._index.get(normalize_name(nvml_name), set())
+        ids = self._names.ids_for(nvml_name)
         return self.devices[next(iter(ids))] if len(ids) == 1 else None
 
 

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.errors import AmbiguousError, CatalogError, NotFoundError, close_matches, normalize_name
+from planner.errors import CatalogError, NotFoundError
+from planner.lookup import NameIndex
 from planner.models.model import ModelRecord
 
 if TYPE_CHECKING:
@@ -48,20 +49,18 @@ def parse_profile_files(files: Sequence[tuple[Path, object]]) -> list[ModelSpec]
     return models
 
 
+def _model_names(m: ModelSpec) -> list[str]:
+    """Every name a profile answers to; a repo id also resolves without its org ("Meta-Llama-3.1-405B-Instruct")."""
+    keys = [m.id, m.name, *m.aliases] + ([m.hf_repo] if m.hf_repo else [])
+    return keys + [k.split("/", 1)[1] for k in keys if "/" in k]
+
+
 class ModelRegistry:
     """All profiles, looked up by id, alias, HF repo id or bare size."""
 
     def __init__(self, models: Iterable[ModelSpec]):
-        self.models: dict[str, ModelSpec] = {m.id: m for m in models}
-        self._index: dict[str, set[str]] = {}
-        for m in self.models.values():
-            keys = [m.id, m.name, *m.aliases]
-            if m.hf_repo:
-                keys.append(m.hf_repo)
-            # A repo id also resolves without its org ("Meta-Llama-3.1-405B-Instruct").
-            keys += [k.split("/", 1)[1] for k in list(keys) if "/" in k]
-            for k in keys:
-                self._index.setdefault(normalize_name(k), set()).add(m.id)
+        self._names = NameIndex("model", models, _model_names, lambda m: (m.id, *m.aliases))
+        self.models: dict[str, ModelSpec] = self._names.entries
         self.by_size: dict[float, ModelSpec] = {}
         for m in self.models.values():
             if m.reference_for_size:
@@ -80,16 +79,8 @@ class ModelRegistry:
         size = _SIZE_RE.match(name)
         if size:
             return self.for_size(float(size.group(1)), name)
-        key = normalize_name(name)
-        ids = self._index.get(key, set())
-        if not ids and "/" in name:  # a fine-tune under another org: match on the repo name
-            ids = self._index.get(normalize_name(name.split("/", 1)[1]), set())
-        if len(ids) == 1:
-            return self.models[next(iter(ids))]
-        if len(ids) > 1:
-            raise AmbiguousError("model", name, sorted(ids))
-        names = list(self.models) + [a for m in self.models.values() for a in m.aliases]
-        raise NotFoundError("model", name, close_matches(name, names))
+        # a fine-tune under another org falls back to the repo name
+        return self._names.resolve(name, name.split("/", 1)[1] if "/" in name else None)
 
     def for_size(self, billions: float, typed: str) -> ModelSpec:
         """The documented reference architecture for a bare size; a miss lists the sizes there are."""
