@@ -38,7 +38,7 @@ def launch_command(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Run
     kv_flags = f" -ctk {kv} -ctv {kv}" if kv not in ("f16", "auto") else ""
     split = " -sm layer" if plan.layout == "layer-split" else ""
     fields = {
-        "gguf": artifact_name(model, fmt), "ngl": ngl, "context": plan.context * (plan.concurrency if runtime.engine == "llamacpp" else 1),
+        "gguf": artifact_name(model, fmt), "ngl": ngl, "context": plan.context * (plan.concurrency if runtime.id in ("llama.cpp", "koboldcpp") else 1),
         "concurrency": plan.concurrency, "kv_flags": kv_flags, "split_flags": split, "name": model.id,
         "ollama_kv": f" OLLAMA_KV_CACHE_TYPE={kv}" if kv != "f16" else "",
         "kobold_kv": {"q8_0": " --quantkv 1", "q4_0": " --quantkv 2"}.get(kv, ""),
@@ -49,8 +49,6 @@ def launch_command(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Run
         "tgi_quant": _TGI_QUANT.get(fmt.family, ""), "exl_kv": {"fp16": "FP16", "q8": "Q8", "q6": "Q6", "q4": "Q4"}.get(kv, "FP16"),
     }
     cmd = runtime.launch.format(**fields)
-    if runtime.id == "ollama":
-        cmd = f"echo 'FROM ./{artifact_name(model, fmt)}' > Modelfile && " + cmd
     return cmd
 
 

@@ -127,7 +127,9 @@ _add(Runtime(
     + (FormatRule(_GGUF, ("rocm", "metal", "cpu", "vulkan"), "native", source="ollama docs/gpu.mdx"),),
     kv_dtypes=("f16", "q8_0", "q4_0"), multi_gpu="layer", aliases=("ollama-run",), weights_on_host=("token_embd.weight",),
     cuda_context_gib=0.3, default_context=4096,
-    launch="ollama create {name} -f Modelfile && OLLAMA_CONTEXT_LENGTH={context} OLLAMA_NUM_PARALLEL={concurrency} OLLAMA_FLASH_ATTENTION=1{ollama_kv} ollama run {name}",
+    # Server settings are environment variables of `ollama serve`; num_ctx in the Modelfile sets the model's context.
+    launch="OLLAMA_NUM_PARALLEL={concurrency} OLLAMA_FLASH_ATTENTION=1{ollama_kv} ollama serve &\n"
+           "printf 'FROM ./{gguf}\\nPARAMETER num_ctx {context}\\n' > Modelfile && ollama create {name} -f Modelfile && ollama run {name}",
     source="ollama docs/faq.mdx, docs/context-length.mdx, envconfig/config.go",
     notes=("Default context depends on VRAM: <24 GiB 4k, 24-48 GiB 32k, >=48 GiB 256k; set OLLAMA_CONTEXT_LENGTH.",
            "Quantized KV cache is global (OLLAMA_KV_CACHE_TYPE) and needs flash attention."),
