@@ -124,8 +124,11 @@ def sizes(show_rows: bool) -> dict[str, list[float]]:
         unit = row["unit"]
         mc = costs.setdefault(model_id, ModelCost(reg.get(model_id)))
         fmt = FORMATS[q]
-        if embed_output:
-            assigns = gguf_mix(q, mc.spec, mc.tensors, embed_output_type=embed_output)
+        # 2023 GGUFs (TheBloke, second-state) were made by builds with the older Q2_K mix (llama.cpp PR #2707).
+        era_2023 = any(k in row["source"] + row["model"] for k in ("TheBloke", "second-state"))
+        revision = "2023" if era_2023 and q == "Q2_K" else "current"
+        if embed_output or revision != "current":
+            assigns = gguf_mix(q, mc.spec, mc.tensors, embed_output_type=embed_output, revision=revision)
             tensor_bytes = sum(a.nbytes for a in assigns)
             header = mc.layout(fmt).header_bytes
         else:

@@ -304,12 +304,16 @@ def _use_more_bits(i: int, n: int) -> bool:
 
 
 def gguf_mix(ftype: str, model: ModelSpec, tensors: Sequence[TensorInfo], *, imatrix: bool | None = None,
-             embed_output_type: str | None = None, source_type: str = "BF16") -> list[Assignment]:
+             embed_output_type: str | None = None, source_type: str = "BF16", revision: str = "current") -> list[Assignment]:
     """The ggml type llama-quantize gives each tensor for file type `ftype` (llama-quant.cpp rules).
 
     `embed_output_type` forces token_embd and output (bartowski's _L variants use Q8_0);
-    `source_type` is the type of the converted GGUF the quantizer reads (unquantized tensors keep it).
+    `source_type` is the type of the converted GGUF the quantizer reads (unquantized tensors keep it);
+    `revision="2023"` uses the Q2_K mix of llama.cpp builds from PR #2707 (Aug 2023) to early 2024, which many
+    published 2023 GGUFs carry: every matrix Q3_K except attn_q/attn_k (Q2_K) and the output (Q6_K).
     """
+    if revision == "2023" and ftype == "Q2_K":
+        return _q2_k_2023(model, tensors, source_type)
     default = _FTYPE_DEFAULT[ftype]
     if imatrix is None:
         imatrix = ftype in _IMATRIX_BY_DEFAULT
@@ -407,6 +411,24 @@ def gguf_mix(ftype: str, model: ModelSpec, tensors: Sequence[TensorInfo], *, ima
             counters[cat] += 1
         types[t.name] = _fallback(new, t)
     return [Assignment(t, GGML_TYPES[types[t.name]]) for t in tensors]
+
+
+def _q2_k_2023(model: ModelSpec, tensors: Sequence[TensorInfo], source_type: str) -> list[Assignment]:
+    """Q2_K as llama.cpp built it between PR #2707 (Aug 2023) and the 2024 rework."""
+    out = []
+    for t in tensors:
+        if not _allows_quantization(t):
+            name = "F32" if len(t.shape) < 2 or "_norm" in t.name or "ffn_gate_inp" in t.name else source_type
+        elif t.name == "output.weight":
+            name = "Q6_K"
+        elif _category(t.name) in ("attn_q", "attn_k"):
+            name = "Q2_K"
+        elif _category(t.name) == "attn_v" and _is_70b(model):
+            name = "Q5_K"
+        else:
+            name = "Q3_K"
+        out.append(Assignment(t, GGML_TYPES[_fallback(name, t)]))
+    return out
 
 
 def _attn_v_type(ftype: str, new: str, i: int, n: int, gqa: int, imatrix: bool) -> str:
