@@ -134,3 +134,13 @@ def test_group_quant_bytes_follow_the_checkpoint_layout():
     enc = next(a.encoding for a in FORMATS["gptq-int4"].assignments(tiny(), tensor_inventory(tiny())) if a.tensor.name == "blk.0.attn_q.weight")
     # qweight 256x256x4 bit + scales (2 groups x 256 x fp16) + qzeros (2 x 256 x 4 bit) + g_idx (256 x int32)
     assert enc.nbytes((256, 256)) == 256 * 256 // 2 + 2 * 256 * 2 + 2 * 256 // 2 + 256 * 4
+
+
+def test_2023_q2_k_mix_is_mostly_q3_k():
+    m = tiny()
+    new = {x.tensor.name: x.encoding.name for x in gguf_mix("Q2_K", m, tensor_inventory(m))}
+    old = {x.tensor.name: x.encoding.name for x in gguf_mix("Q2_K", m, tensor_inventory(m), revision="2023")}
+    assert new["blk.1.ffn_gate.weight"] == "Q2_K" and old["blk.1.ffn_gate.weight"] == "Q3_K"
+    assert old["blk.1.attn_q.weight"] == "Q2_K" and old["output.weight"] == "Q6_K"
+    size = lambda mix: sum(ggml_type(t).nbytes(dict((a.name, a.shape) for a in tensor_inventory(m))[n]) for n, t in mix.items())
+    assert size(old) > size(new)
