@@ -17,7 +17,8 @@ from planner.cost.memory import (
     llamacpp_compute_buffer_bytes,
 )
 from planner.cost.speed import (
-    ALLREDUCE_LATENCY_US, FOREIGN_GGUF_FACTOR, KERNEL_BANDWIDTH_FACTOR, efficiency, kernel_class, prefill_peak_flops,
+    ALLREDUCE_LATENCY_US, FOREIGN_GGUF_FACTOR, KERNEL_BANDWIDTH_FACTOR, KV_READ_FRACTION, KV_READ_FRACTION_DEFAULT,
+    efficiency, kernel_class, prefill_peak_flops,
     unit_capped_bandwidth,
 )
 from planner.formats import Assignment, GGMLType, ShapeError, WeightFormat
@@ -580,13 +581,17 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         moe_layers = m.num_layers - m.moe.first_dense_layers
         fixed_step += 2 * moe_layers * (fab_lat + m.moe.experts_per_token * hidden_bytes / fab_bw)
 
+    kv_fraction = KV_READ_FRACTION.get((engine, dev.backend), KV_READ_FRACTION_DEFAULT)
+    kv_weight = bw / (dev.mem_bandwidth_gb_s * 1e9 * kv_fraction) if plan.layout != "cpu" else 1.0
+
     def step_time(position: int, batch: int) -> float:
         """Seconds for one decode step of `batch` sequences at `position` tokens of context."""
         act_frac = 1.0
         if m.moe is not None and batch > 1:  # more distinct experts are touched by a batch
             k, e = m.moe.experts_per_token, m.moe.num_experts
             act_frac = (1 - (1 - k / e) ** batch) / (k / e)
-        gpu_bytes = w_gpu * act_frac + batch * mc.kv_bytes(position, kv, 1, gpu_range if offloaded else None, mla_aware)
+        # KV reads are charged at the attention kernels' lower effective bandwidth, expressed as extra bytes.
+        gpu_bytes = w_gpu * act_frac + batch * kv_weight * mc.kv_bytes(position, kv, 1, gpu_range if offloaded else None, mla_aware)
         host_bytes = w_host * act_frac + (batch * mc.kv_bytes(position, kv, 1, offloaded, mla_aware) if offloaded else 0.0)
         head = lay.head_active_bytes
         if offloaded and plan.layout == "partial-offload":

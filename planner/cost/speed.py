@@ -72,6 +72,11 @@ UNIT_RATE_GB_S: dict[tuple[str, str], dict[str, float]] = {
     ("llamacpp", "cuda"): {"float": 9.0, "q8": 8.0, "legacy4": 7.0, "kquant": 6.5, "iquant": 5.5, "fp4": 6.5},
     ("llamacpp", "metal"): {"float": 9.0, "q8": 7.5, "legacy4": 6.5, "kquant": 5.5, "iquant": 4.5, "fp4": 5.5},
 }
+# Fraction of peak bandwidth at which decode attention reads the KV cache. Attention kernels at batch 1 are less
+# efficient than weight GEMVs, on Metal much less: llama.cpp 2024 builds lose ~5.5 ms per extra 0.5 GB of KV on an
+# M2 Ultra (calibrated on the tg512..tg8192 rows of benchmarks/data/llamacpp_perf.csv); others assumed.
+KV_READ_FRACTION: dict[tuple[str, str], float] = {("llamacpp", "metal"): 0.15, ("llamacpp", "cuda"): 0.6}
+KV_READ_FRACTION_DEFAULT = 0.5
 # llama.cpp prompt processing of quantized weights runs slower than F16 GEMM (dequantization / MMQ), calibrated.
 QUANT_PREFILL_FACTOR = 0.8
 # GGUF served by engines other than llama.cpp (vLLM, SGLang) runs through slower, "highly experimental and
