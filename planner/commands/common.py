@@ -5,21 +5,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from planner.errors import PlannerError
+from planner.errors import NotFoundError, PlannerError
 
 
 def add_model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """--model, --context, --concurrency, --prompt, --allow-context-extension."""
+    """--model, --online, --context, --concurrency, --prompt, --allow-context-extension."""
     p.add_argument("--model", "-m", required=required, metavar="MODEL",
-                   help="profile id, alias, HF repo id, bare size (70B), or a path to config.json / model dir / .gguf")
+                   help="profile id, alias, bare size (70B), Hugging Face repo id (ORG/NAME[@REV][:QUANT]; local HF cache, "
+                        "or the Hub with --online), or a path to config.json / model dir / .gguf")
+    add_online_option(p)
     p.add_argument("--context", "-c", type=int, metavar="TOKENS", help="context length per sequence (default: min(8192, model max))")
     p.add_argument("--concurrency", type=int, default=1, metavar="N", help="concurrent sequences (default 1)")
     p.add_argument("--prompt", type=int, default=512, metavar="TOKENS", help="prompt length for prefill speed and TTFT (default 512)")
     p.add_argument("--allow-context-extension", action="store_true", help="allow a context beyond the model's maximum (RoPE scaling)")
 
 
+def add_online_option(p: argparse.ArgumentParser) -> None:
+    """--online: a repo id that is neither a profile nor in the local HF cache may be read from the Hub."""
+    p.add_argument("--online", action="store_true",
+                   help="read a Hugging Face repo that is neither a bundled profile nor in the local HF cache from the Hub "
+                        "(config and file headers only, cached; also PLANNER_ONLINE=1; HF_TOKEN for gated repos)")
+
+
 def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """Resolve --model to a ModelCost (the real tensors when a file was given) and a note on how it resolved."""
+    """Resolve --model to a ModelCost (the real tensors when files were read) and a note on how it resolved.
+
+    Order: an existing path; a bundled profile (id, alias, size); a Hugging Face repo id from the local HF cache, the
+    planner's cache of earlier Hub reads, or the Hub itself with --online. A pre-quantized checkpoint (AWQ, GPTQ,
+    a GGUF quant) is planned as it is stored: recommend compares only its format(s) unless --format is given.
+    """
     from planner.evaluate import ModelCost
     from planner.models.profiles import load_registry
 
@@ -27,19 +41,61 @@ def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     name = args.model
     note = ""
     if Path(name).exists():
-        # Only a path needs the file readers (they import numpy/gguf, which cost start-up time).
+        # Only a path or a repo id needs the file readers (they import numpy/gguf, which cost start-up time).
+        from planner.models.hub import gguf_label, planner_format
         from planner.models.readers import resolve_model
 
         src = resolve_model(name, registry)
         spec = src.spec
-        mc = ModelCost(spec, list(src.tensors) if src.tensors else [])
-        note = f"read from {src.origin}"
+        mc = _model_cost(src)
+        fmt = planner_format(src.quantization, gguf_label(Path(name).name) if name.lower().endswith(".gguf") else None)
+        note = f"read from {src.origin}" + _plan_as_stored(args, [fmt] if fmt else [])
     else:
-        spec = registry.get(name)
-        mc = ModelCost(spec)
+        try:
+            spec = registry.get(name)
+            mc = ModelCost(spec)
+        except NotFoundError as exc:
+            from planner.models.hub import is_repo_ref, resolve_repo
+
+            if not is_repo_ref(name):
+                raise
+            hub = resolve_repo(name, online=getattr(args, "online", False), candidates=exc.candidates)
+            spec = hub.source.spec
+            mc = _model_cost(hub.source)
+            note = f"read from {hub.source.origin}" + _plan_as_stored(args, hub.formats_in_repo)
     if spec.reference_for_size and name.strip().upper().rstrip("B").replace(".", "", 1).isdigit():
         note = f"'{name}' resolves to the {spec.name} reference architecture ({spec.hf_repo or spec.id})"
     return mc, note
+
+
+def _model_cost(src):  # type: ignore[no-untyped-def]
+    """A ModelCost from read files: GGUF and float tensors as read; packed checkpoints (GPTQ qweight, AWQ, MLX,
+    bitsandbytes, FP8 scales) by the spec's own inventory, since their stored shapes are not the weights' shapes."""
+    from planner.evaluate import ModelCost
+
+    quant = src.quantization or {}
+    real = src.tensors if src.tensors and (not quant or quant.get("method") == "gguf") else []
+    return ModelCost(src.spec, list(real))
+
+
+def _plan_as_stored(args: argparse.Namespace, stored: list[str]) -> str:
+    """Plan a pre-quantized checkpoint in the format(s) it is stored in; the note says so."""
+    if not stored:
+        return ""
+    shown = ", ".join(stored)
+    formats = getattr(args, "formats", None)
+    if isinstance(formats, list):  # recommend: compare the stored format(s) unless the user chose
+        if formats:
+            return f"; stored as {shown}"
+        formats.extend(stored)
+        return f"; stored as {shown}: planned as it is (add --format to compare other formats)"
+    fmt = getattr(args, "format", None)
+    if isinstance(fmt, str):  # estimate: one format was chosen
+        from planner.formats import get_format
+
+        if get_format(fmt).id not in stored:
+            return f"; stored as {shown}: --format {fmt} plans a re-quantized copy"
+    return f"; stored as {shown}"
 
 
 def check_context(args: argparse.Namespace, max_context: int) -> int:

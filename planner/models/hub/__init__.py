@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from planner.errors import PlannerError
+from planner.errors import NotFoundError, PlannerError
 from planner.models.hub.hfcache import find_snapshot, hf_hub_cache_dir
 from planner.models.hub.http import DEFAULT_ENDPOINT, HubClient, HubError, HubSettings
 from planner.models.hub.mapping import gguf_label, planner_format
@@ -33,8 +34,13 @@ _REF_RE = re.compile(
 _MAX_LISTING_BYTES = 64 << 20
 
 
-class NotAvailableOffline(PlannerError):
+class NotAvailableOffline(NotFoundError):
     """The repo is neither in the local HF cache nor in the planner's cache, and online reads were not asked for."""
+
+    def __init__(self, message: str, name: str = "", candidates: Sequence[str] = ()):
+        # A NotFoundError (callers that catch unknown models catch this too) with its own message.
+        self.kind, self.name, self.candidates = "model", name, list(candidates)
+        PlannerError.__init__(self, message)
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,10 @@ def online_requested(flag: bool | None = None) -> bool:
     return os.environ.get("PLANNER_ONLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def resolve_repo(ref: str, *, online: bool | None = None, settings: HubSettings | None = None) -> HubModel:
-    """Resolve a repo reference: local HF cache, then the planner cache, then (online only) the Hub."""
+def resolve_repo(ref: str, *, online: bool | None = None, settings: HubSettings | None = None,
+                 candidates: Sequence[str] | None = None) -> HubModel:
+    """Resolve a repo reference: local HF cache, then the planner cache, then (online only) the Hub; `candidates`
+    (close profile names; None: the profiles were not consulted) go into the message when it is not available offline."""
     parsed = parse_repo_ref(ref)
     if parsed is None:
         raise PlannerError(f"'{ref}' is not a Hugging Face repo id (expected ORG/NAME, optionally @REVISION and :QUANT)")
@@ -97,8 +105,10 @@ def resolve_repo(ref: str, *, online: bool | None = None, settings: HubSettings 
         where = f"not in the local Hugging Face cache ({hf_hub_cache_dir()})"
         if entry is not None:
             where = f"quant {quant} was not read yet"
-        raise NotAvailableOffline(f"{ref}: {where}; pass --online (or set PLANNER_ONLINE=1) to read its config and headers "
-                                  f"from {settings.endpoint} (never the weights)")
+        hint = f"; bundled profiles with similar names: {', '.join(candidates)}" if candidates else ""
+        not_profile = "not a bundled profile and " if candidates is not None else ""
+        raise NotAvailableOffline(f"{ref}: {not_profile}{where}; pass --online (or set PLANNER_ONLINE=1) to read "
+                                  f"its config and headers from {settings.endpoint} (never the weights){hint}", ref, candidates or ())
     return _from_hub(repo, revision, quant, settings, entry, notes)
 
 

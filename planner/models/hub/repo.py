@@ -15,20 +15,20 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from planner.errors import InvalidInputError, NotFoundError
-from planner.models.hub.http import HubClient, HubError
+from planner.models.hub.http import HubClient
 from planner.models.hub.mapping import gguf_label, planner_format
-from planner.models.readers.common import layer_of, show, tensor_info
+from planner.models.inventory import TensorInfo
+from planner.models.readers.common import layer_of, make_id, show, tensor_info
 from planner.models.readers.gguf_header import GGUFHeader, GGUFTensor, gguf_quantization, parse_gguf_header, spec_from_gguf
 from planner.models.readers.hf_config import quantization_from_config, spec_from_hf_config
 from planner.models.readers.hf_names import map_hf_tensors
 from planner.models.readers.safetensors_header import INDEX_NAME, MAX_HEADER_BYTES, RawTensor, parse_safetensors_header
 from planner.models.readers.source import CONFIG_NAME, ModelSource
-from planner.models.inventory import TensorInfo
 from planner.models.spec import ModelSpec
 
 MAX_JSON_BYTES = 64 << 20  # config.json, the index and the repo listing are far smaller
 MAX_GGUF_HEADER_BYTES = 256 << 20  # metadata + tensor table; real ones are a few MB (token lists)
-FIRST_CHUNK = 64 << 10  # GGUF header reads start small (a tiny file is not fetched whole) and double
+FIRST_CHUNK = 16 << 10  # GGUF header reads start small (a tiny file is not fetched whole) and double
 MAX_CHUNK = 8 << 20
 _SPLIT_RE = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.I)
 
@@ -155,7 +155,7 @@ class HubFiles:
 
 
 class _RangeStream:
-    """Sequential reads over HTTP ranges: chunks double from 64 KiB to 8 MiB and stop at a cap, so only the header
+    """Sequential reads over HTTP ranges: chunks double from 16 KiB to 8 MiB and stop at a cap, so only the header
     (never the tensor data of a real model) is fetched."""
 
     def __init__(self, files: HubFiles, name: str, size: int | None):
@@ -403,7 +403,8 @@ def pick_variant(variants: list[GGUFVariant] | tuple[GGUFVariant, ...], quant: s
 def with_header(v: GGUFVariant, header: GGUFHeader, source: str, repo: str) -> GGUFVariant:
     """A variant completed from its (joined) header: what it holds and the ModelSpec its metadata gives."""
     q = gguf_quantization(header)
-    spec = spec_from_gguf(header, source).model_copy(update={"hf_repo": repo})
+    # The id comes from the repo name, as for config.json repos (a split part's file stem would make a poor id).
+    spec = spec_from_gguf(header, source).model_copy(update={"hf_repo": repo, "id": make_id(repo.split("/", 1)[1], "gguf")})
     return replace(v, file_bytes=header.file_size or v.file_bytes, planner_format=planner_format(q, v.label),
                    file_type=q["file_type"], tensor_types=q["tensor_types"],
                    tensor_dtypes={t.name: t.type_name for t in header.tensors}, spec=spec)
@@ -412,7 +413,8 @@ def with_header(v: GGUFVariant, header: GGUFHeader, source: str, repo: str) -> G
 def gguf_source(v: GGUFVariant, tensors: list[TensorInfo], repo: str, revision: str, where: str, n_variants: int,
                 first_file_source: str) -> ModelSource:
     """The ModelSource of one read quant: its spec, the repo's tensor shapes, its ggml types and file bytes."""
-    assert v.spec is not None and v.tensor_dtypes is not None  # only read variants are planned
+    if v.spec is None or v.tensor_dtypes is None:
+        raise ValueError(f"GGUF quant {v.label}: its header was not read")  # callers pick read variants only
     n = len(v.files)
     what = f"GGUF {v.label} header + tensor table" + (f" ({n} split files)" if n > 1 else "")
     others = f"; {n_variants} quants in the repo" if n_variants > 1 else ""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from planner.errors import InvalidInputError
+from planner.errors import InvalidInputError, NotFoundError
 from planner.models.inventory import TensorInfo
 from planner.models.readers.common import layer_of, tensor_info
 from planner.models.readers.gguf_header import gguf_quantization, read_gguf_model, spec_from_gguf
@@ -57,14 +57,25 @@ def load_model_source(path: Path) -> ModelSource:
     raise InvalidInputError(f"{path}: expected a model directory, config.json, .safetensors or .gguf file")
 
 
-def resolve_model(name: str, registry: ModelRegistry) -> ModelSource:
-    """An existing path is read from disk; anything else is looked up among the profiles (id, alias, repo, size)."""
+def resolve_model(name: str, registry: ModelRegistry, online: bool | None = None) -> ModelSource:
+    """An existing path is read from disk; else a profile (id, alias, repo, size); else a Hugging Face repo id from the
+    local HF cache, the planner's cache or, with `online` (or PLANNER_ONLINE=1), the Hub (planner.models.hub)."""
     path = Path(name).expanduser()
     if path.exists():
         return load_model_source(path)
-    if name.lower().endswith(_PATH_SUFFIXES) or name.startswith(("./", "../", "/", "~")):
+    from planner.models.hub import parse_repo_ref  # lazily: the Hub code is needed only for repo ids
+
+    ref = parse_repo_ref(name)
+    if ref is None and (name.lower().endswith(_PATH_SUFFIXES) or name.startswith(("./", "../", "/", "~"))):
         raise InvalidInputError(f"{name}: no such file or directory")
-    spec = registry.get(name)
+    try:
+        spec = registry.get(name)
+    except NotFoundError as exc:
+        if ref is None:
+            raise
+        from planner.models.hub import resolve_repo
+
+        return resolve_repo(name, online=online, candidates=exc.candidates).source
     return ModelSource(spec=spec, tensors=None, origin=f"profile {spec.id}")
 
 
