@@ -160,6 +160,12 @@ class Plan:
         return self._launch
 
     @property
+    def needed_bytes(self) -> int:
+        """Memory the plan needs in all: on the devices plus system RAM, and never less than its weights and KV
+        cache (a runtime that cannot offload stops placing layers, so its device total alone undercounts)."""
+        return max(self.total_memory_bytes + self.host_bytes, self.weights_bytes + self.kv_cache_bytes)
+
+    @property
     def fits(self) -> bool:
         """Runs on the target and fits in usable memory."""
         return self.runs and bool(self.per_device) and all(d.fits for d in self.per_device) and self.reason == ""

@@ -186,8 +186,8 @@ def suggest(mc: ModelCost, target: Target, ranked: list[Plan], *, context: int, 
     out: list[str] = []
     if not runs:
         return [f"no runtime runs any format on {target.device.name} ({target.device.backend})"]
-    smallest = min(runs, key=lambda p: p.total_memory_bytes)
-    need = smallest.total_memory_bytes
+    smallest = min(runs, key=lambda p: p.needed_bytes)
+    need = smallest.needed_bytes
     usable = max(sum(target.usable_bytes), 1)
     out.append(f"smallest option {smallest.format_id} with {smallest.runtime_id} needs {need / GIB:.1f} GiB "
                f"({smallest.reason or 'does not fit'})")
@@ -201,12 +201,16 @@ def suggest(mc: ModelCost, target: Target, ranked: list[Plan], *, context: int, 
             out.append(f"a shorter context fits: {smallest.format_id} at --context 4096 needs {p.total_memory_bytes / GIB:.1f} GiB")
     per_device = max(target.usable_bytes) if target.usable_bytes else usable
     q4 = [p for p in runs if p.format_id in ("Q4_K_M", "awq-int4")]
-    ref = min(q4, key=lambda p: p.total_memory_bytes) if q4 else smallest
-    n = math.ceil(ref.total_memory_bytes / max(per_device * 0.95, 1))
+    ref = min(q4, key=lambda p: p.needed_bytes) if q4 else smallest
+    n = math.ceil(ref.needed_bytes / max(per_device * 0.95, 1))
     if n > target.count:
-        out.append(f"more devices: about {n}x {target.device.id} hold {ref.format_id} ({ref.total_memory_bytes / GIB:.1f} GiB)")
+        out.append(f"more devices: about {n}x {target.device.id} hold {ref.format_id} ({ref.needed_bytes / GIB:.1f} GiB)")
     if catalog is not None:
-        fits = sorted((d for d in catalog if d.memory_kind != "system" and d.memory_bytes * 0.9 >= ref.total_memory_bytes),
+        from planner.formats import get_format
+
+        ref_fmt = get_format(ref.format_id)
+        fits = sorted((d for d in catalog if d.memory_kind != "system" and d.memory_bytes * 0.9 >= ref.needed_bytes
+                       and any(rt.support(ref_fmt, d).runs for rt in RUNTIMES.values())),
                       key=lambda d: d.memory_gib)[:3]
         if fits:
             out.append(f"a device with enough memory for {ref.format_id}: " + ", ".join(f"{d.id} ({d.memory_gib:g} GiB)" for d in fits))

@@ -10,9 +10,9 @@ from rich.text import Text
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.reactive import var
 from textual.timer import Timer
-from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, TabbedContent
 from textual.worker import get_current_worker
@@ -22,12 +22,11 @@ from planner.models.profiles import ModelRegistry
 from planner.plan import GIB, Target
 from planner.tui.screens.help import HelpScreen
 from planner.tui.screens.main import TAB_TABLES, TABS, MainScreen
-from planner.tui.widgets.devices import DevicesPane
-from planner.tui.widgets.fit import FitPane
 from planner.tui.state import (ALL, DEFAULT_DEVICES, DEFAULT_MODELS, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT,
                                PREFERENCES, CostCache, FitInputs, clamp_context, compute_recommendation,
                                default_context, format_families, make_target, pick_default, runtime_ids,
                                step_power_of_two)
+from planner.tui.widgets.fit import FitPane
 
 HostProvider = Callable[[], Any]
 W = TypeVar("W", bound=Widget)
@@ -83,7 +82,6 @@ class PlannerApp(App[None]):
         self.current_target: Target | None = None
         self.fit_error: str | None = None
         self.fit_pending = True
-        self.fits_run = 0
         self.last_copied: str | None = None
         self._fit_timer: Timer | None = None
         self.main: MainScreen | None = None
@@ -176,7 +174,7 @@ class PlannerApp(App[None]):
             self._fit_timer.stop()
             self._fit_timer = None
         if delay <= 0:
-            self.call_after_refresh(self._start_fit)
+            self.call_after_refresh(self._start_fit)  # after the first frame, so it is not delayed by the fit
         else:
             self._fit_timer = self.set_timer(delay, self._start_fit)
 
@@ -184,7 +182,7 @@ class PlannerApp(App[None]):
         self._fit_timer = None
         self._fit(self.inputs, self.host)
 
-    @work(thread=True, exclusive=True, group="fit", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="fit")
     def _fit(self, inputs: FitInputs, host: Any) -> None:
         """recommend() off the UI thread (0.1-0.5 s); a result for outdated inputs is dropped."""
         rec, target, error = None, None, None
@@ -200,7 +198,6 @@ class PlannerApp(App[None]):
         if inputs != self.inputs or self._fit_timer is not None:
             return  # the inputs moved on while this ran; a newer fit is coming
         self.fit_pending = False
-        self.fits_run += 1
         self.fit_error = error
         self.current_target = target
         self.current_recommendation = rec
@@ -209,7 +206,7 @@ class PlannerApp(App[None]):
 
     # ---------------------------------------------------------------------------------- probe worker
 
-    @work(thread=True, exclusive=True, group="probe", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="probe")
     def _probe(self) -> None:
         """The hardware probe (NVML, sysfs, subprocesses) off the UI thread; its failure is shown, not raised."""
         assert self.host_provider is not None
@@ -228,10 +225,9 @@ class PlannerApp(App[None]):
         self.host = host
         gpus = list(getattr(host, "gpus", []) or [])
         warn = len(getattr(host, "warnings", []) or [])
-        self.probe_status = f"probe: {self.local_label()}" if gpus else "probe: no GPU (CPU row pinned)"
+        self.probe_status = f"probe: {self.local_label().split(',')[0]}" if gpus else "probe: no GPU (CPU row pinned)"
         if warn:
             self.notify("\n".join(getattr(host, "warnings", [])[:4]), title="probe", timeout=6)
-        self._q("#devices-pane", DevicesPane).refresh_rows()
         if gpus and not self.device_chosen:
             self.update_inputs(device_id=LOCAL)
         elif self.inputs.device_id == LOCAL:

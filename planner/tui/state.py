@@ -395,7 +395,7 @@ def _best_runtime(mc: Any, fmt: Any, target: Target, context: int) -> Plan | Non
 def needed_bytes(plan: Plan) -> int:
     """Memory a plan needs in all: on the devices plus system RAM, and never less than its weights and KV cache
     (a runtime that cannot offload stops placing layers, so its device total alone undercounts)."""
-    return max(plan.total_memory_bytes + plan.host_bytes, plan.weights_bytes + plan.kv_cache_bytes)
+    return plan.needed_bytes
 
 
 def clamp_context(context: int, max_context: int) -> int:

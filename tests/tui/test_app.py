@@ -16,7 +16,7 @@ from planner.targets import target_from_host
 from planner.tui.app import PlannerApp, create_app
 from planner.tui.screens.help import HelpScreen
 from planner.tui.state import LOCAL, filter_args
-from tests.tui.conftest import SIZE, fake_host, run, settle
+from .helpers import SIZE, fake_host, run, settle
 
 
 def expected(app, registry, catalog, host=None):  # type: ignore[no-untyped-def]
@@ -291,5 +291,33 @@ def test_matrix_fills_and_opens_a_cell(catalog, registry):
             await pilot.press("enter")
             assert app.inputs.model_id == "qwen3-32b" and app.inputs.device_id == "h100-sxm"
             assert app.active_tab == "fit"
+
+    run(body())
+
+
+def test_a_real_probe_snapshot_plans_like_the_cli(catalog, registry):
+    """The provider `planner tui --snapshot FILE` uses: load_snapshot + interpret give a real Host."""
+    from pathlib import Path
+
+    from planner.commands.tui import host_provider
+    from planner.hardware import probe
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots" / "rtx4090-2x-pcie.json"
+    host = probe.interpret(probe.load_snapshot(path), catalog)
+
+    async def body() -> None:
+        app = create_app(catalog, registry, host_provider(catalog, str(path)))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            assert app.inputs.device_id == LOCAL, (app.probe_status, app.device_chosen, app._exception, app.inputs)
+            table = app.screen.query_one("#device-table", DataTable)
+            assert [str(k.value) for k in table.rows][:2] == ["local:0", "local:1"]
+            rec = app.current_recommendation
+            assert rec.target_label == target_from_host(host).label
+            assert rec.best.format_id == expected(app, registry, catalog, host).best.format_id
+            await pilot.press("4")
+            await settle(app, pilot)
+            matrix = app.screen.query_one("#matrix-pane")
+            assert (app.inputs.model_id, LOCAL) in matrix.cells
 
     run(body())

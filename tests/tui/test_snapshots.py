@@ -1,7 +1,7 @@
 """SVG snapshots at a fixed size guard the layout (update with `pytest tests/tui --snapshot-update`).
 
-The fit snapshot shows a fixed, hand-made Recommendation so that cost-model changes do not churn it: the numbers
-themselves are checked against recommend() in test_app.py.
+Every snapshot shows a fixed, hand-made Recommendation (the status line and the fit tab) so that cost-model changes
+do not churn them: the numbers themselves are checked against recommend() in test_app.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from planner.plan import GIB, MemoryBreakdown, Plan  # noqa: E402
 from planner.recommend import Recommendation  # noqa: E402
 from planner.tui import app as app_module  # noqa: E402
 from planner.tui.app import create_app  # noqa: E402
-from tests.tui.conftest import SIZE, fake_host  # noqa: E402
+from .helpers import SIZE, fake_host  # noqa: E402
 
 DEVICES = ("rtx-4090", "rtx-3090", "h100-sxm", "mi300x", "m4-max-128gb", "strix-halo-395-128gb", "cpu-ddr5-dual-64gb")
 MODELS = ("llama-3.1-8b", "qwen3-30b-a3b", "llama-3.1-70b", "deepseek-v3", "gemma-3-27b")
@@ -36,7 +36,8 @@ def _plan(fmt: str, rt: str, kv: str, weights: float, kv_gib: float, decode: flo
                 gpu_layers=32, decode_tokens_per_s=decode, decode_tokens_per_s_full_context=decode * 0.8,
                 throughput_tokens_per_s=decode, prefill_tokens_per_s=6000.0, ttft_s=0.09,
                 quality={"kld": kld, "ppl_delta_pct": kld * 80, "label": label}, bits_per_weight=weights * 8 / 8.0,
-                launch=f"llama-server -m llama-3.1-8b-{fmt}.gguf -ngl 999 -c 8192" if rt == "llama.cpp" else f"vllm serve ./llama-3.1-8b-{fmt}")
+                _launch=f"llama-server -m llama-3.1-8b-{fmt}.gguf -ngl 999 -c 8192" if rt == "llama.cpp"
+                else f"vllm serve ./llama-3.1-8b-{fmt}")
 
 
 def fixed_recommendation(inputs, costs, catalog, host=None):  # type: ignore[no-untyped-def]
@@ -63,21 +64,31 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
     await pilot.pause()
 
 
+@pytest.fixture(autouse=True)
+def _fixed_numbers(monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(app_module, "compute_recommendation", fixed_recommendation)
+
+
 def test_devices_tab_with_this_machine_pinned(snap_compare, catalog, registry):
     cat, reg = small_data(catalog, registry)
     host = fake_host(cat, "rtx-4090", free_gib=22.5)
     app = create_app(cat, reg, lambda: host, device="rtx-4090")
-    assert snap_compare(app, terminal_size=SIZE, run_before=_settle)
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _settle(pilot)
+        assert pilot.app.host is host and pilot.app.fit_error is None
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
-def test_fit_tab_layout(snap_compare, catalog, registry, monkeypatch):
-    monkeypatch.setattr(app_module, "compute_recommendation", fixed_recommendation)
+def test_fit_tab_layout(snap_compare, catalog, registry):
     cat, reg = small_data(catalog, registry)
     app = create_app(cat, reg, model="llama-3.1-8b", device="rtx-4090")
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await pilot.press("3")
         await _settle(pilot)
+        assert pilot.app.fit_error is None and pilot.app.current_recommendation.best.format_id == "Q5_K_M"
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
@@ -85,4 +96,9 @@ def test_fit_tab_layout(snap_compare, catalog, registry, monkeypatch):
 def test_help_screen(snap_compare, catalog, registry):
     cat, reg = small_data(catalog, registry)
     app = create_app(cat, reg, device="rtx-4090")
-    assert snap_compare(app, press=["question_mark"], terminal_size=SIZE)
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _settle(pilot)
+        await pilot.press("question_mark")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

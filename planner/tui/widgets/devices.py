@@ -58,8 +58,8 @@ class DevicesPane(Vertical):
         yield Static("", id="device-status", classes="pane-status")
 
     def on_mount(self) -> None:
-        """Fill the table from the catalog (cheap: no probing here)."""
-        self.refresh_rows()
+        """Fill the table from the catalog (cheap: no probing here), and again when the probe answers."""
+        self.watch(self.app, "host", lambda _host: self.refresh_rows(), init=True)
 
     def refresh_rows(self) -> None:
         """Rebuild the rows for the current search, sort and probe result."""
@@ -75,7 +75,8 @@ class DevicesPane(Vertical):
             free = getattr(g, "memory_free_bytes", None)
             mem = f"{free / GIB:.1f} free / {spec.memory_gib:.0f}" if free is not None else f"{spec.memory_gib:.0f}"
             cells = device_cells(spec)
-            cells[0] = Text("★ this machine", style="bold green")
+            index = getattr(g, "index", None)
+            cells[0] = Text("★ this machine" + (f" #{index}" if index is not None else ""), style="bold green")
             cells[1] = Text(getattr(g, "name", spec.name), style="bold")
             cells[3] = Text(mem, justify="right", style="bold")
             table.add_row(*cells, key=key)

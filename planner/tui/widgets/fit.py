@@ -98,9 +98,9 @@ class FitPane(Vertical):
 
     def on_mount(self) -> None:
         """Follow the app's inputs, probe result and recommendation."""
-        self.watch(self.app, "inputs", self.sync_controls, init=False)
-        # init=True: the probe may have answered between compose and mount.
+        # init=True throughout: the probe (and the move to this machine) may land between compose and mount.
         self.watch(self.app, "host", lambda _host: self.refresh_device_options(), init=True)
+        self.watch(self.app, "inputs", self.sync_controls, init=True)
         self.watch(self.app, "current_recommendation", self.show_recommendation, init=True)
 
     # ------------------------------------------------------------------ controls <-> app.inputs
@@ -124,6 +124,7 @@ class FitPane(Vertical):
 
     def sync_controls(self, inputs: Any) -> None:
         """Show the app's inputs in the controls without echoing change events back."""
+        app: Any = self.app
         for sel_id, value in (("#fit-model", inputs.model_id), ("#fit-device", inputs.device_id),
                               ("#fit-format", inputs.format_family), ("#fit-runtime", inputs.runtime_id),
                               ("#fit-prefer", inputs.prefer)):
@@ -133,7 +134,12 @@ class FitPane(Vertical):
             if select.value != value:
                 with select.prevent(Select.Changed):
                     select.value = value
-        for in_id, value in (("#fit-count", inputs.count), ("#fit-context", inputs.context),
+        count = inputs.count
+        if inputs.device_id == LOCAL:  # the probed machine plans with the GPUs it has
+            from planner.targets import target_from_host
+
+            count = target_from_host(app.host).count if app.host is not None else 1
+        for in_id, value in (("#fit-count", count), ("#fit-context", inputs.context),
                              ("#fit-concurrency", inputs.concurrency)):
             box = self.query_one(in_id, Input)
             if _int(box.value) != value:

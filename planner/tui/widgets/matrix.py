@@ -89,7 +89,7 @@ class MatrixPane(Vertical):
             f"  {fmt} · {inputs.context:,} tokens · 1 device · cell = format + decode tok/s · Enter opens it in Fit")
         self._fill(models, devices, self.format_id, inputs.context, key)
 
-    @work(thread=True, exclusive=True, group="matrix", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="matrix")
     def _fill(self, models: list[str], devices: list[str], format_id: str, context: int, key: tuple) -> None:
         """Evaluate cell by cell (evaluate(), not recommend(): a few ms per cell) and post each row."""
         app: Any = self.app

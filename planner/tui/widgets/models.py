@@ -44,7 +44,7 @@ class ModelsPane(Vertical):
         """Count parameters off the UI thread."""
         self._count_params()
 
-    @work(thread=True, group="models", exit_on_error=False)
+    @work(thread=True, group="models")
     def _count_params(self) -> None:
         """Tensor inventories of every profile (about 0.1 s for 55 profiles)."""
         app: Any = self.app
