@@ -527,21 +527,32 @@ def _fabric(target: Target) -> tuple[float, float]:
     return target.fabric.latency_us * 1e-6, target.fabric.link_gb_s * 1e9
 
 
-def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runtime: Runtime, target: Target, kv: str,
-           mode: str, calibration: dict | None) -> None:
-    """Decode tokens/s (batch 1 and at full context), aggregate throughput, prefill tokens/s and TTFT."""
-    m = mc.spec
-    dev = target.device
-    engine = runtime.engine
+def _rates(mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, engine: str, dev, target: Target, mode: str,  # type: ignore[no-untyped-def]
+           calibration: dict | None) -> tuple:
+    """Per (format, engine, device) constants of the speed model: efficiency, achievable bandwidths, peak FLOP/s."""
     eff = efficiency(engine, dev.backend, calibration)
-    kclass = mc.memo(("kclass", fmt.id, mode), lambda: kernel_class(
-        fmt.family, "fp16" if mode == "dequantized" else fmt.compute, lay.ggml_types))
+    kclass = kernel_class(fmt.family, "fp16" if mode == "dequantized" else fmt.compute, lay.ggml_types)
     bw = dev.mem_bandwidth_gb_s * 1e9 * eff.bandwidth * KERNEL_BANDWIDTH_FACTOR.get(kclass, 0.9)
     bw = unit_capped_bandwidth(bw, dev, engine, kclass)
     if fmt.family == "gguf" and engine != "llamacpp":
         bw *= FOREIGN_GGUF_FACTOR
     host_eff = efficiency("llamacpp", "cpu", calibration).bandwidth
     host_bw = (dev.mem_bandwidth_gb_s if target.is_cpu else target.host_bandwidth_gb_s) * 1e9 * host_eff
+    peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode)
+    return eff, bw, host_bw, peak, KV_READ_FRACTION.get((engine, dev.backend), KV_READ_FRACTION_DEFAULT)
+
+
+def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runtime: Runtime, target: Target, kv: str,
+           mode: str, calibration: dict | None) -> None:
+    """Decode tokens/s (batch 1 and at full context), aggregate throughput, prefill tokens/s and TTFT."""
+    m = mc.spec
+    dev = target.device
+    engine = runtime.engine
+    key = ("rates", fmt.id, mode, engine, dev.id, dev.backend, target.is_cpu, target.host_bandwidth_gb_s,
+           calibration is None)
+    eff, bw, host_bw, peak_flops_raw, kv_fraction = mc.memo(key, lambda: _rates(
+        mc, lay, fmt, engine, dev, target, mode, calibration)) if calibration is None else _rates(
+        mc, lay, fmt, engine, dev, target, mode, calibration)
     n = m.num_layers
     tp = (plan.parallel or {}).get("tensor_parallel", target.count if plan.layout == "tensor-parallel" else 1)
     if plan.layout in ("layer-split", "rpc-layer-split", "partial-offload", "cpu", "single"):
@@ -559,7 +570,7 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     else:
         w_gpu, w_host = lay.sum_active, 0.0
 
-    peak_flops = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode) * eff.compute
+    peak_flops = peak_flops_raw * eff.compute
     fixed_step = n * eff.layer_overhead_us * 1e-6
     if tp > 1:
         link = "nvlink" if dev.nvlink_gb_s else ("infinity_fabric" if dev.infinity_fabric_gb_s else "pcie")
@@ -581,7 +592,6 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         moe_layers = m.num_layers - m.moe.first_dense_layers
         fixed_step += 2 * moe_layers * (fab_lat + m.moe.experts_per_token * hidden_bytes / fab_bw)
 
-    kv_fraction = KV_READ_FRACTION.get((engine, dev.backend), KV_READ_FRACTION_DEFAULT)
     kv_weight = bw / (dev.mem_bandwidth_gb_s * 1e9 * kv_fraction) if plan.layout != "cpu" else 1.0
 
     def step_time(position: int, batch: int) -> float:
