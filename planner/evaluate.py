@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import math
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -178,7 +179,7 @@ class ModelCost:
 
     def layout(self, fmt: WeightFormat, dequant_to: str | None = None) -> FormatLayout:
         """The model's bytes in `fmt` (or with quantized tensors dequantized to `dequant_to`); raises ShapeError."""
-        key = f"{fmt.id}|{dequant_to}"
+        key = f"{fmt.id}|{dequant_to}" + (f"|h{fmt.header_bytes}" if fmt.header_bytes is not None else "")
         if key not in self.layouts:
             cached = self._disk_cache().get(key)
             if cached is not None:
@@ -270,7 +271,9 @@ class ModelCost:
             else:
                 head += resident
                 head_active += resident
-        header = gguf_header_bytes(m, len(self.tensors)) if fmt.family == "gguf" else 0
+        header = 0
+        if fmt.family == "gguf":
+            header = fmt.header_bytes if fmt.header_bytes is not None else gguf_header_bytes(m, len(self.tensors))
         return FormatLayout(stored, header, layer_bytes, layer_active, embed, head, head_active, types)
 
 

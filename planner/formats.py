@@ -238,6 +238,7 @@ class WeightFormat:
     weight_bits_nominal: float = 16.0  # for display and ordering before a model is known
     needs_imatrix: bool = False
     source: str = ""
+    header_bytes: int | None = None  # a read file's real metadata size (else estimated from the tokenizer)
 
     def assignments(self, model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assignment]:
         """Which encoding each tensor is stored in."""
@@ -720,3 +721,23 @@ def get_format(name: str) -> WeightFormat:
 def format_bytes(fmt: WeightFormat, model: ModelSpec, tensors: Sequence[TensorInfo]) -> int:
     """Total stored bytes of a model's tensors in a format."""
     return sum(a.nbytes for a in fmt.assignments(model, tensors))
+
+
+def stored_gguf_format(label: str | None, tensor_types: dict[str, str], origin: str,
+                       header_bytes: int | None = None) -> WeightFormat | None:
+    """A format that is a GGUF file exactly as stored: each tensor in the ggml type the file holds it in, so a
+    read file is planned by its real bytes rather than by the mix rules (None if a type is not a ggml type)."""
+    if not tensor_types or any(t.upper() not in GGML_TYPES for t in tensor_types.values()):
+        return None
+    types = {name: GGML_TYPES[t.upper()] for name, t in tensor_types.items()}
+    base = FORMATS.get(label or "")
+    fid = f"{label or 'gguf'}-as-stored"
+
+    def assign(model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assignment]:
+        return [Assignment(t, types.get(t.name, FP32 if len(t.shape) < 2 else GGML_TYPES["F16"])) for t in tensors]
+
+    fmt = WeightFormat(fid, "gguf", f"{label or 'GGUF'} exactly as stored in {origin}", base.compute if base else "int4",
+                       assign, (), base.weight_bits_nominal if base else 4.5, False, "the file's own tensor table",
+                       header_bytes)
+    FORMATS[fid] = fmt
+    return fmt

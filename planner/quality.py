@@ -103,7 +103,7 @@ def expected_quality(fmt: WeightFormat, params: int, bits_per_weight: float, nat
     table = _table()["gguf_file_types"]
     from planner.formats import gguf_base_type
 
-    base = gguf_base_type(fmt.id) if fmt.family == "gguf" else None
+    base = gguf_base_type(fmt.id.removesuffix("-as-stored")) if fmt.family == "gguf" else None
     if base and base in table:
         row = table[base]
         basis = f"llama.cpp KLD for {base} on Llama-3-8B, scaled x{scale:.2f} for model size"

