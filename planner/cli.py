@@ -19,6 +19,9 @@ COMMANDS = {
     "probe": "read this machine's GPUs, unified memory and CPU",
     "check": "check deployments in a spec file still fit (for CI)",
     "tui": "browse hardware, models and what fits where",
+    "bench": "time a model's matmuls on this device and compare with the cost model",
+    "calibration": "list, show or clear measured calibration records",
+    "quantize": "quantize a Hugging Face model or GGUF file to a format (GGUF, GPTQ, NF4, FP8, MLX)",
 }
 
 

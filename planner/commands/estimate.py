@@ -20,6 +20,8 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--kv-dtype", metavar="DTYPE", help="KV cache dtype (default: the runtime's)")
     add_target_options(p)
     p.add_argument("--local", action="store_true", help="plan for this machine (probe) when no --device is given")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="ignore measured calibration records (planner bench --save) and use the built-in table")
     add_catalog_dirs(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -47,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     catalog = load_catalog_for(args)
     target = resolve_target(args, catalog)
+    from planner.bench.records import for_target
+
+    calibration, cal_note = for_target(target, not args.no_calibration)
     if args.runtime:
         runtimes = [get_runtime(args.runtime)]
     else:
@@ -54,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
         if not runtimes:
             raise PlannerError(f"no runtime runs {fmt.id} on {target.device.name} ({target.device.backend})")
     plans = [evaluate(mc, fmt, rt, target, context=context, concurrency=args.concurrency, kv_dtype=args.kv_dtype,
-                      prompt_tokens=args.prompt) for rt in runtimes]
+                      prompt_tokens=args.prompt, calibration=calibration) for rt in runtimes]
     plan = max(plans, key=lambda p: (p.runs, p.fits, p.decode_tokens_per_s))
     data = plan.as_dict()
     data["quality"] = plan.quality or None
+    data["calibration"] = cal_note
     _out(args, data, note, plan)
     return 0 if plan.runs else 1
 
@@ -78,6 +84,8 @@ def _out(args: argparse.Namespace, data: dict, note: str, plan=None) -> None:  #
         return
     from planner.commands.recommend import memory_bar
 
+    if data.get("calibration"):
+        con.print(f"[dim]{data['calibration']}[/dim]")
     verdict = "[green]fits[/green]" if plan.fits else f"[red]does not fit/run: {plan.reason}[/red]"
     con.print(f"{plan.runtime_id} on {plan.target_label}: {verdict}")
     if plan.runs:

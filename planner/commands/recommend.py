@@ -25,6 +25,11 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--prefer", choices=["balanced", "quality", "speed", "memory"], default="balanced",
                    help="what to optimise (default balanced)")
     p.add_argument("--top", type=int, default=12, metavar="N", help="alternatives to show (default 12)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="ignore measured calibration records (planner bench --save) and use the built-in table")
+    p.add_argument("--confirm", action="store_true",
+                   help="bench the top three candidates on this machine and re-rank by measured speed where the "
+                        "measurement is of their runtime's kernels (slow: seconds to minutes)")
     add_catalog_dirs(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -41,19 +46,74 @@ def run(args: argparse.Namespace) -> int:
     mc, note = load_model(args)
     context = check_context(args, mc.spec.max_context)
     target = resolve_target(args, catalog)
+    calibration, cal_note = _calibration(args, target)
+    if cal_note:  # shown with the target's notes (text and JSON) so the user knows measured figures were used
+        import dataclasses
+
+        target = dataclasses.replace(target, notes=target.notes + (cal_note,))
     fmts = [get_format(f) for f in args.formats]
     rts = [get_runtime(r) for r in args.runtime]
     rec = recommend(mc, target, context=context, concurrency=args.concurrency, formats=fmts, runtimes=rts,
                     kv_dtypes=args.kv_dtype, prefer=args.prefer, min_tokens_per_s=args.min_tokens_per_s,
-                    prompt_tokens=args.prompt, catalog=catalog)
+                    prompt_tokens=args.prompt, catalog=catalog, calibration=calibration)
+    confirmation = _confirm(args, rec, mc, target, calibration) if getattr(args, "confirm", False) else None
     if args.json:
-        print_json(to_json(rec, mc, target, note))
+        data = to_json(rec, mc, target, note)
+        if confirmation is not None:
+            data["confirm"] = confirmation.to_json()
+        print_json(data)
     else:
         render(rec, mc, target, note, args.top)
+        if confirmation is not None:
+            render_confirmation(confirmation)
     if rec.best is None:
         raise NothingFitsError(f"nothing fits {mc.spec.id} at {context} tokens on {target.label}: "
                                + "; ".join(rec.suggestions))
     return 0
+
+
+def _calibration(args: argparse.Namespace, target):  # type: ignore[no-untyped-def]
+    """Measured efficiencies for the target's device (planner bench --save) and a note, unless --no-calibration."""
+    from planner.bench.records import for_target
+
+    return for_target(target, not getattr(args, "no_calibration", False))
+
+
+def _confirm(args: argparse.Namespace, rec, mc, target, calibration):  # type: ignore[no-untyped-def]
+    """Run the --confirm benches (progress on stderr)."""
+    import sys
+
+    from planner.bench.confirm import confirm
+
+    def progress(msg: str) -> None:
+        print(f"  {msg}", file=sys.stderr, flush=True)
+
+    return confirm(rec, mc, target, calibration=calibration, progress=progress)
+
+
+def render_confirmation(conf) -> None:  # type: ignore[no-untyped-def]
+    """--confirm: predicted against measured for the top candidates, the final choice and why."""
+    from rich.table import Table
+
+    con = console()
+    if conf.skipped:
+        con.print(f"\n[yellow]--confirm skipped:[/yellow] {conf.skipped}")
+        return
+    t = Table(title=f"Confirmed on this machine (copy bandwidth {conf.copy_bandwidth_gb_s:.1f} GB/s; measured = "
+                    "weight matmuls only)", title_justify="left", header_style="bold")
+    for col in ("#", "format", "runtime", "predicted tok/s", "measured tok/s", "ratio", "kernel timed"):
+        t.add_column(col, justify="right" if col in ("#", "predicted tok/s", "measured tok/s", "ratio") else "left")
+    for i, c in enumerate(conf.order, 1):
+        m = c.measured_decode
+        t.add_row(str(i), c.plan.format_id, c.plan.runtime_id, f"{c.predicted_decode:.1f}", f"{m:.1f}" if m else "-",
+                  f"{m / c.predicted_decode:.2f}" if m else "-", c.kernel or c.note)
+    con.print()
+    con.print(t)
+    if conf.choice is not None:
+        ch = conf.choice.plan
+        con.print(f"[bold green]Final choice:[/bold green] [bold]{ch.format_id}[/bold] with [bold]{ch.runtime_id}[/bold] "
+                  f"({'re-ranked by measurement' if conf.reranked else 'as predicted'})")
+    con.print(f"  • {conf.reason}")
 
 
 def _best_per_format(plans):  # type: ignore[no-untyped-def]

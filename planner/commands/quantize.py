@@ -1,0 +1,105 @@
+"""`planner quantize`: write a model in a planned format (GGUF, GPTQ, NF4, FP8, MLX, float) from real weights."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from planner.commands.options import add_json, console, print_json
+
+
+def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
+    """Register the subcommand."""
+    p = sub.add_parser(
+        "quantize", help="quantize a Hugging Face model or GGUF file to a format (GGUF, GPTQ, NF4, FP8, MLX)",
+        description="Quantize SOURCE (a Hugging Face model directory with config.json and *.safetensors, or a .gguf "
+                    "file) to FORMAT and write OUT: a .gguf file for GGUF formats, a model directory otherwise. "
+                    "Streams one tensor at a time; the output appears only when complete. Per-tensor types follow "
+                    "the same rules `planner estimate --format` sizes.")
+    p.add_argument("source", type=Path, metavar="SOURCE", help="Hugging Face model directory or .gguf file")
+    p.add_argument("--format", "-f", required=True, metavar="FMT",
+                   help="Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q3_K_M, Q2_K, Q4_0, F16, gptq-int4, gptq-int8, nf4, fp8, mlx-4bit, "
+                        "mlx-8bit, bf16, fp16 ...")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="OUT", help="output .gguf file or directory")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--threads", type=int, metavar="N", help="encoder threads (default: the CPUs available)")
+    p.add_argument("--worst", type=int, default=10, metavar="N", help="tensors listed in the quality report (default 10)")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+class _RichProgress:
+    """A rich progress bar over input bytes with speed and ETA, on stderr."""
+
+    def __init__(self, enabled: bool):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[tensor]}"),
+            console=Console(stderr=True), disable=not enabled, transient=True,
+        )
+        self.task = None
+
+    def start(self, total_bytes: int) -> None:
+        self.task = self.progress.add_task("quantizing", total=total_bytes, tensor="")
+        self.progress.start()
+
+    def advance(self, nbytes: int, tensor: str) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=nbytes, tensor=tensor)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command."""
+    from planner.errors import PlannerError
+    from planner.quantize.pipeline import quantize_model
+    from planner.quantize.primitives import tune_allocator
+
+    tune_allocator()  # this process is ours: keep encoder scratch buffers mapped
+
+    if args.threads is not None and args.threads < 1:
+        raise PlannerError(f"--threads must be at least 1, got {args.threads}")
+    bar = _RichProgress(enabled=not args.json and sys.stderr.isatty())
+    try:
+        result = quantize_model(args.source, args.format, args.output, force=args.force, threads=args.threads, progress=bar)
+    finally:
+        bar.stop()
+    if args.json:
+        print_json(result.as_dict())
+        return 0
+    _report(result, args.worst)
+    return 0
+
+
+def _report(result, worst: int) -> None:  # type: ignore[no-untyped-def]
+    """Human summary: sizes against the prediction, speed, worst tensors by SQNR, warnings."""
+    from rich.table import Table
+
+    con = console()
+    for w in result.warnings:
+        con.print(f"[yellow]! {w}[/yellow]")
+    diff = result.tensor_bytes - result.predicted_tensor_bytes
+    match = "[green]as predicted[/green]" if diff == 0 else f"[red]{diff:+,} bytes vs the prediction[/red]"
+    con.print(f"[bold]{result.output}[/bold] ({result.format}): {result.file_bytes / 1e9:.3f} GB, tensor data "
+              f"{result.tensor_bytes:,} bytes {match}; {result.bits_per_weight:.3f} bits per weight")
+    mbs = result.input_bytes / 1e6 / max(result.seconds, 1e-9)
+    con.print(f"read {result.input_bytes / 1e9:.3f} GB in {result.seconds:.1f} s ({mbs:.0f} MB/s)")
+    rows = result.worst(worst)
+    if rows:
+        table = Table(title=f"Quality: the {len(rows)} tensors with the lowest SQNR", title_justify="left")
+        for col in ("tensor", "encoding", "shape", "SQNR dB"):
+            table.add_column(col, justify="right" if col == "SQNR dB" else "left")
+        for t in rows:
+            table.add_row(t.name, t.encoding, "x".join(map(str, t.shape)), f"{t.sqnr_db:.2f}")
+        con.print(table)
+        lossy = [t for t in result.tensors if not math.isinf(t.sqnr_db)]
+        con.print(f"{len(lossy)} of {len(result.tensors)} tensors stored with rounding error; the rest exactly")

@@ -1,0 +1,258 @@
+"""GGUF v3 writer (streaming: header and tensor table first, then each tensor's bytes in table order) and the
+metadata a llama.cpp loader needs for Llama-family models converted from a Hugging Face config.json.
+
+Our own writer rather than gguf.GGUFWriter: it writes to an open file we fsync and rename, takes tensor data in
+row chunks, and checks every tensor's byte count against the formats table before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+from gguf import GGML_QUANT_VERSION, GGUFValueType, Keys, LlamaFileType
+
+from planner.formats import GGMLType
+from planner.models.spec import ModelSpec
+
+GGUF_MAGIC = b"GGUF"
+GGUF_VERSION = 3
+ALIGNMENT = 32
+
+_SCALAR_FMT = {
+    GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H", GGUFValueType.INT16: "<h",
+    GGUFValueType.UINT32: "<I", GGUFValueType.INT32: "<i", GGUFValueType.FLOAT32: "<f", GGUFValueType.BOOL: "<?",
+    GGUFValueType.UINT64: "<Q", GGUFValueType.INT64: "<q", GGUFValueType.FLOAT64: "<d",
+}
+
+
+@dataclass(frozen=True)
+class KV:
+    """One metadata entry: key, GGUF value type, value (for arrays: the element type in `elem`)."""
+
+    key: str
+    vtype: GGUFValueType
+    value: Any
+    elem: GGUFValueType | None = None
+
+
+def kv_str(key: str, value: str) -> KV:
+    """A string entry."""
+    return KV(key, GGUFValueType.STRING, value)
+
+
+def kv_u32(key: str, value: int) -> KV:
+    """An unsigned 32-bit entry."""
+    return KV(key, GGUFValueType.UINT32, int(value))
+
+
+def kv_f32(key: str, value: float) -> KV:
+    """A float32 entry."""
+    return KV(key, GGUFValueType.FLOAT32, float(value))
+
+
+def kv_bool(key: str, value: bool) -> KV:
+    """A boolean entry."""
+    return KV(key, GGUFValueType.BOOL, bool(value))
+
+
+def kv_array(key: str, elem: GGUFValueType, values: Sequence[Any]) -> KV:
+    """An array entry of one element type."""
+    return KV(key, GGUFValueType.ARRAY, list(values), elem)
+
+
+def kv_from_header(key: str, type_name: str, value: Any) -> KV | None:
+    """Rebuild an entry read by planner.models.readers.gguf_header ('UINT32', 'ARRAY[STRING]'); None for nested arrays."""
+    if type_name.startswith("ARRAY["):
+        inner = type_name[6:-1]
+        if inner.startswith("ARRAY") or inner == "?":
+            return None
+        return KV(key, GGUFValueType.ARRAY, list(value), GGUFValueType[inner])
+    return KV(key, GGUFValueType[type_name], value)
+
+
+def _string(s: str) -> bytes:
+    raw = s.encode("utf-8")
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _value(vtype: GGUFValueType, value: Any, elem: GGUFValueType | None = None) -> bytes:
+    if vtype == GGUFValueType.STRING:
+        return _string(value)
+    if vtype == GGUFValueType.ARRAY:
+        assert elem is not None
+        head = struct.pack("<IQ", int(elem), len(value))
+        if elem == GGUFValueType.STRING:
+            return head + b"".join(_string(v) for v in value)
+        if elem == GGUFValueType.ARRAY:
+            raise ValueError("nested GGUF arrays are not written")
+        fmt = _SCALAR_FMT[elem]
+        return head + struct.pack(f"<{len(value)}{fmt[1]}", *value)
+    return struct.pack(_SCALAR_FMT[vtype], value)
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """A tensor to be written: GGUF name, shape in (rows, row_length) order, ggml type and its byte count."""
+
+    name: str
+    shape: tuple[int, ...]
+    type: GGMLType
+    nbytes: int
+
+
+def _pad(n: int, align: int = ALIGNMENT) -> int:
+    return -n % align
+
+
+class GGUFWriter:
+    """Write one GGUF file: `write_header()`, then `write(data)` chunks tensor by tensor in table order, then `finish()`."""
+
+    def __init__(self, fh: BinaryIO, metadata: Sequence[KV], tensors: Sequence[PlannedTensor]):
+        keys = [kv.key for kv in metadata]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate GGUF metadata keys")
+        self.fh = fh
+        self.metadata = list(metadata)
+        self.tensors = list(tensors)
+        self.offsets: list[int] = []
+        off = 0
+        for t in self.tensors:
+            self.offsets.append(off)
+            off += t.nbytes + _pad(t.nbytes)
+        self.data_bytes = off
+        self._index = 0  # tensor being written
+        self._written = 0  # bytes of it so far
+        self.header_bytes = 0
+
+    def write_header(self) -> int:
+        """Write magic, counts, metadata, tensor table and padding; returns where the data section starts."""
+        parts = [GGUF_MAGIC, struct.pack("<IQQ", GGUF_VERSION, len(self.tensors), len(self.metadata))]
+        for kv in self.metadata:
+            parts.append(_string(kv.key) + struct.pack("<I", int(kv.vtype)) + _value(kv.vtype, kv.value, kv.elem))
+        for t, off in zip(self.tensors, self.offsets):
+            dims = tuple(reversed(t.shape))  # ggml order: row length (ne0) first
+            parts.append(_string(t.name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, t.type.type_id, off))
+        head = b"".join(parts)
+        head += b"\0" * _pad(len(head))
+        self.fh.write(head)
+        self.header_bytes = len(head)
+        self._skip_empty()
+        return self.header_bytes
+
+    def _skip_empty(self) -> None:
+        while self._index < len(self.tensors) and self.tensors[self._index].nbytes == 0:
+            self._index += 1
+
+    @property
+    def current(self) -> PlannedTensor:
+        """The tensor the next write() belongs to."""
+        return self.tensors[self._index]
+
+    def write(self, data: np.ndarray | bytes) -> None:
+        """Append bytes of the current tensor; a tensor's padding is written when its last byte is."""
+        raw = memoryview(data if isinstance(data, bytes) else np.ascontiguousarray(data)).cast("B")
+        t = self.tensors[self._index]
+        if self._written + len(raw) > t.nbytes:
+            raise AssertionError(f"{t.name}: {self._written + len(raw)} bytes written, the formats table says {t.nbytes}")
+        self.fh.write(raw)
+        self._written += len(raw)
+        if self._written == t.nbytes:
+            self.fh.write(b"\0" * _pad(t.nbytes))
+            self._index += 1
+            self._written = 0
+            self._skip_empty()
+
+    def finish(self) -> int:
+        """Check every tensor was written in full; returns the file size."""
+        if self._index != len(self.tensors):
+            t = self.tensors[self._index]
+            raise AssertionError(f"{t.name}: only {self._written} of {t.nbytes} bytes were written")
+        return self.header_bytes + self.data_bytes
+
+
+# ---------------------------------------------------------------------------------------------- metadata
+
+
+def file_type_id(ftype: str) -> int:
+    """llama.cpp's general.file_type number for a file type name ('Q4_K_M' -> 15)."""
+    if ftype == "F32":
+        return int(LlamaFileType.ALL_F32)
+    return int(LlamaFileType[f"MOSTLY_{ftype}"])
+
+
+def general_metadata(arch: str, name: str, ftype: str) -> list[KV]:
+    """general.* keys: architecture first (llama.cpp reads it before anything else), name, file type, quant version."""
+    return [
+        kv_str(Keys.General.ARCHITECTURE, arch),
+        kv_str(Keys.General.TYPE, "model"),
+        kv_str(Keys.General.NAME, name),
+        kv_u32(Keys.General.FILE_TYPE, file_type_id(ftype)),
+        kv_u32(Keys.General.QUANTIZATION_VERSION, GGML_QUANT_VERSION),
+    ]
+
+
+def _f(config: dict[str, Any], key: str, default: float) -> float:
+    v = config.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+
+def arch_metadata(arch: str, spec: ModelSpec, config: dict[str, Any]) -> tuple[list[KV], list[str]]:
+    """'{arch}.*' hyper-parameters from config.json (as llama.cpp's converter writes them) and warnings."""
+    warnings: list[str] = []
+    k = Keys.LLM
+    a = Keys.Attention
+    r = Keys.Rope
+    out = [
+        kv_u32(k.VOCAB_SIZE.format(arch=arch), spec.vocab_size),
+        kv_u32(k.CONTEXT_LENGTH.format(arch=arch), spec.max_context),
+        kv_u32(k.EMBEDDING_LENGTH.format(arch=arch), spec.hidden_size),
+        kv_u32(k.BLOCK_COUNT.format(arch=arch), spec.num_layers),
+        kv_u32(k.FEED_FORWARD_LENGTH.format(arch=arch), spec.intermediate_size),
+        kv_u32(a.HEAD_COUNT.format(arch=arch), spec.num_heads),
+        kv_u32(a.HEAD_COUNT_KV.format(arch=arch), spec.num_kv_heads),
+        kv_f32(a.LAYERNORM_RMS_EPS.format(arch=arch), _f(config, "rms_norm_eps", 1e-5)),
+        kv_f32(r.FREQ_BASE.format(arch=arch), _f(config, "rope_theta", 10000.0)),
+        kv_u32(r.DIMENSION_COUNT.format(arch=arch), spec.dim_head),
+    ]
+    if spec.head_dim is not None:  # not hidden / heads: llama.cpp must be told
+        out += [kv_u32(a.KEY_LENGTH.format(arch=arch), spec.head_dim), kv_u32(a.VALUE_LENGTH.format(arch=arch), spec.head_dim)]
+    scaling = config.get("rope_scaling")
+    if isinstance(scaling, dict):
+        kind = scaling.get("rope_type", scaling.get("type"))
+        factor = scaling.get("factor")
+        if kind == "linear" and isinstance(factor, (int, float)):
+            out += [kv_str(r.SCALING_TYPE.format(arch=arch), "linear"), kv_f32(r.SCALING_FACTOR.format(arch=arch), factor)]
+        elif kind == "llama3":
+            pass  # carried by the rope_freqs.weight tensor
+        elif kind not in (None, "default"):
+            warnings.append(f"rope_scaling type {kind!r} is not written to the GGUF; long-context behaviour may differ")
+    return out, warnings
+
+
+def llama3_rope_factors(config: dict[str, Any], head_dim: int) -> np.ndarray:
+    """The rope_freqs tensor llama.cpp uses for 'llama3' RoPE scaling: a divisor per frequency, (head_dim / 2,) float32.
+
+    Meta's published rule: long wavelengths are slowed by `factor`, short ones kept, and those between blend smoothly.
+    """
+    rs = config["rope_scaling"]
+    base = _f(config, "rope_theta", 10000.0)
+    factor = float(rs.get("factor", 8.0))
+    low = float(rs.get("low_freq_factor", 1.0))
+    high = float(rs.get("high_freq_factor", 4.0))
+    old_ctx = float(rs.get("original_max_position_embeddings", 8192))
+    out = []
+    for i in range(0, head_dim, 2):
+        wavelen = 2 * math.pi * base ** (i / head_dim)
+        if wavelen < old_ctx / high:
+            out.append(1.0)
+        elif wavelen > old_ctx / low:
+            out.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)

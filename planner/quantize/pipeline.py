@@ -1,0 +1,623 @@
+"""The streaming quantization pipeline: source -> (format's per-tensor assignment) -> encoders -> atomic output.
+
+One tensor at a time, in row chunks of about CHUNK_VALUES values, from memory-mapped inputs; so peak memory is a
+few chunks plus, for layouts that store a tensor transposed (GPTQ) or need whole-tensor statistics (NF4's double
+quantization), that tensor's packed output. The output goes to OUT.partial, is fsynced and renamed; on any error
+or Ctrl-C, OUT.partial is removed and OUT is left as it was.
+
+Sizes are not computed here: every tensor's bytes come from the format's assignment (`Assignment.nbytes`, the
+formats table), the writers check what the encoders produce against them, and the prediction reported beside the
+result is `ModelCost(...).layout(fmt)`, what `planner estimate` prints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from planner.errors import InvalidInputError, PlannerError
+from planner.formats import Assignment, FloatType, GGMLType, GroupQuant, ShapeError, WeightFormat, get_format
+from planner.quantize.config import (
+    FloatConfig, FP8Config, GGUFConfig, GPTQConfig, MLXConfig, NF4Config, QuantConfig, check_encodings, config_for,
+)
+from planner.quantize.group_quant import (
+    NESTED_LEVELS, NF4_LEVELS, double_dequantize, double_quantize, fp8_dequantize, fp8_quantize, group_dequantize, group_quantize, mlx_dequantize,
+    mlx_quantize, nf4_dequantize, nf4_quantize, pack_gptq,
+)
+from planner.quantize.gguf_writer import GGUFWriter, PlannedTensor, general_metadata
+from planner.quantize.primitives import encode, from_bf16_bits, quantize_bf16, quantize_f16, quantize_f32
+from planner.quantize.safetensors_writer import SafetensorsWriter, TensorSpec
+from planner.quantize.sources import Source, SourceTensor, open_source
+
+CHUNK_VALUES = 1 << 22  # values per row chunk: 16 MB as float32
+SAMPLE_ROWS = 256  # rows per tensor whose reconstruction error is measured for the quality report
+DISK_MARGIN = 16 << 20  # headers, config files and NF4's small side tensors, beyond the predicted size
+
+
+class Progress(Protocol):
+    """Where the pipeline reports progress (a rich progress bar in the CLI)."""
+
+    def start(self, total_bytes: int) -> None: ...
+
+    def advance(self, nbytes: int, tensor: str) -> None: ...
+
+
+@dataclass
+class TensorResult:
+    """One written tensor: name in the output, encoding, shape, bytes the formats table counts, SQNR in dB."""
+
+    name: str
+    encoding: str
+    shape: tuple[int, ...]
+    nbytes: int
+    sqnr_db: float  # inf: stored exactly
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (an exact tensor's SQNR is null)."""
+        return {"name": self.name, "encoding": self.encoding, "shape": list(self.shape), "bytes": self.nbytes,
+                "sqnr_db": None if math.isinf(self.sqnr_db) else round(self.sqnr_db, 3)}
+
+
+@dataclass
+class QuantizeResult:
+    """What was written and how well: sizes against the cost model's prediction, per-tensor SQNR, bits per weight."""
+
+    source: str
+    format: str
+    output: str
+    kind: str  # 'gguf' | 'safetensors'
+    file_bytes: int
+    tensor_bytes: int  # the bytes the formats table counts (GGUF: tensor data without alignment padding)
+    predicted_tensor_bytes: int
+    predicted_file_bytes: int
+    n_values: int
+    seconds: float
+    input_bytes: int
+    tensors: list[TensorResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per weight over every written tensor."""
+        return self.tensor_bytes * 8 / max(1, self.n_values)
+
+    def worst(self, n: int = 10) -> list[TensorResult]:
+        """The n lossy tensors with the lowest SQNR."""
+        lossy = [t for t in self.tensors if not math.isinf(t.sqnr_db)]
+        return sorted(lossy, key=lambda t: t.sqnr_db)[:n]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary; tensors worst first."""
+        lossy = [t.sqnr_db for t in self.tensors if not math.isinf(t.sqnr_db)]
+        return {
+            "source": self.source, "format": self.format, "output": self.output, "kind": self.kind,
+            "file_bytes": self.file_bytes, "tensor_bytes": self.tensor_bytes,
+            "predicted_tensor_bytes": self.predicted_tensor_bytes, "predicted_file_bytes": self.predicted_file_bytes,
+            "bits_per_weight": round(self.bits_per_weight, 4), "seconds": round(self.seconds, 3),
+            "input_mb_per_s": round(self.input_bytes / 1e6 / max(self.seconds, 1e-9), 1),
+            "min_sqnr_db": round(min(lossy), 3) if lossy else None,
+            "tensors": [t.as_dict() for t in sorted(self.tensors, key=lambda t: t.sqnr_db)],
+            "warnings": self.warnings,
+        }
+
+
+class _Sqnr:
+    """Running signal and noise energy of one tensor's sampled rows."""
+
+    def __init__(self) -> None:
+        self.signal = 0.0
+        self.noise = 0.0
+
+    def add(self, ref: np.ndarray, approx: np.ndarray) -> None:
+        ref = ref.astype(np.float64, copy=False).ravel()
+        err = ref - approx.astype(np.float64, copy=False).ravel()
+        # einsum, not BLAS: OpenBLAS's own threads fight the encoder threads for the cores.
+        self.signal += float(np.einsum("i,i->", ref, ref))
+        self.noise += float(np.einsum("i,i->", err, err))
+
+    @property
+    def db(self) -> float:
+        if self.noise == 0:
+            return math.inf
+        return 10 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf
+
+
+@dataclass
+class _Run:
+    """State shared by the writers of one run."""
+
+    src: Source
+    threads: int | None
+    progress: Progress | None
+    results: list[TensorResult] = field(default_factory=list)
+
+    def chunks(self, t: SourceTensor, multiple: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Row ranges of tensor t (a multiple of `multiple` rows each) and which of their rows are sampled."""
+        rows = max(multiple, CHUNK_VALUES // max(1, t.row_length) // multiple * multiple)
+        stride = max(1, t.n_rows // SAMPLE_ROWS)
+        for a in range(0, t.n_rows, rows):
+            b = min(a + rows, t.n_rows)
+            first = -(-a // stride) * stride
+            yield a, b, np.arange(first, b, stride) - a
+            if self.progress is not None:
+                self.progress.advance(t.nbytes * (b - a) // max(1, t.n_rows), t.info.name)
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+
+
+def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str, *, force: bool = False,
+                   threads: int | None = None, progress: Progress | None = None) -> QuantizeResult:
+    """Quantize the model at `source` (HF directory or GGUF file) to `fmt`, writing `out` atomically."""
+    from planner.evaluate import ModelCost
+
+    t0 = time.perf_counter()
+    fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+    cfg = config_for(fmt)
+    out = Path(out).expanduser()
+    source = Path(source).expanduser()
+    if out.exists() and source.exists():
+        o, s = out.resolve(), source.resolve()
+        if o == s or o in s.parents:  # replacing OUT would delete the input
+            raise PlannerError(f"{out} is (or contains) the source {source}; choose another output path")
+    if out.exists() and not force:
+        raise PlannerError(f"{out} already exists; pass --force to replace it")
+    src = open_source(source)
+    try:
+        if not isinstance(cfg, GGUFConfig):  # llama.cpp-only tensors (rope_freqs) have no place in an HF checkpoint
+            src.tensors = [t for t in src.tensors if t.hf_name is not None]
+        infos = src.infos
+        try:
+            assignments = fmt.assignments(src.spec, infos)
+            layout = ModelCost(src.spec, infos).layout(fmt)
+        except ShapeError as exc:
+            raise InvalidInputError(f"{src.path}: {exc}") from None
+        check_encodings(fmt, assignments)
+        _check_disk(out, layout.file_size_bytes)
+        partial = out.with_name(out.name + ".partial")
+        _remove(partial)  # a leftover of an earlier run that was killed
+        run = _Run(src, threads, progress)
+        if progress is not None:
+            progress.start(src.input_bytes)
+        try:
+            writer = _WRITERS[type(cfg)]
+            file_bytes = writer(run, fmt, cfg, assignments, partial)
+            _fsync_tree(partial)
+            _install(partial, out)
+        except BaseException:
+            _remove(partial)
+            raise
+    finally:
+        src.close()
+    return QuantizeResult(
+        source=str(source), format=fmt.id, output=str(out), kind="gguf" if isinstance(cfg, GGUFConfig) else "safetensors",
+        file_bytes=file_bytes, tensor_bytes=sum(r.nbytes for r in run.results),
+        predicted_tensor_bytes=layout.stored_bytes, predicted_file_bytes=layout.file_size_bytes,
+        n_values=sum(t.info.n_elements for t in src.tensors), seconds=time.perf_counter() - t0,
+        input_bytes=src.input_bytes, tensors=run.results, warnings=list(src.warnings),
+    )
+
+
+def _check_disk(out: Path, predicted: int) -> None:
+    """Refuse to start when the output's file system has less room than the predicted size."""
+    parent = out.parent
+    if not parent.is_dir():
+        raise PlannerError(f"{parent}: no such directory for the output")
+    free = shutil.disk_usage(parent).free
+    need = int(predicted * 1.01) + DISK_MARGIN
+    if free < need:
+        raise PlannerError(f"{parent}: {free / 1e9:.2f} GB free, the output needs about {need / 1e9:.2f} GB")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync a file, or every file of a directory and the directory itself."""
+    files = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else [path]
+    for f in files:
+        with f.open("rb+") as fh:
+            os.fsync(fh.fileno())
+    if path.is_dir():
+        _fsync_dir(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # not possible on every platform; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _install(partial: Path, out: Path) -> None:
+    """Move the finished output into place: a file by atomic rename; a directory via a side name for the old one."""
+    if partial.is_file() and not out.is_dir():
+        os.replace(partial, out)
+    else:
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        if out.exists() or out.is_symlink():
+            os.replace(out, old)
+        try:
+            os.replace(partial, out)
+        except BaseException:
+            if old.exists():
+                os.replace(old, out)
+            raise
+        _remove(old)
+    _fsync_dir(out.parent)
+
+
+# ---------------------------------------------------------------------------------------------- GGUF
+
+
+def _write_gguf(run: _Run, fmt: WeightFormat, cfg: GGUFConfig, assignments: list[Assignment], partial: Path) -> int:
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    src = run.src
+    meta = general_metadata(src.arch, src.spec.name, cfg.ftype) + src.gguf_kvs
+    planned = []
+    for a in assignments:
+        assert isinstance(a.encoding, GGMLType)
+        planned.append(PlannedTensor(a.tensor.name, a.tensor.shape, a.encoding, a.nbytes))
+    with partial.open("wb") as fh:
+        w = GGUFWriter(fh, meta, planned)
+        w.write_header()
+        for st, a in zip(src.tensors, assignments):
+            typ = a.encoding.name
+            qtype = GGMLQuantizationType[typ]
+            acc = _Sqnr()
+            for r0, r1, sample in run.chunks(st):
+                x = src.read_rows(st, r0, r1, "gguf")
+                enc = encode(typ, x, threads=run.threads)
+                w.write(enc)
+                if sample.size:  # measured through gguf-py's reader: checks the layout as well as the error
+                    acc.add(x[sample], dequantize(enc[sample], qtype).reshape(sample.size, -1))
+            src.release(st)
+            run.results.append(TensorResult(st.info.name, typ, st.info.shape, a.nbytes, acc.db))
+        size = w.finish()
+    return size
+
+
+# ---------------------------------------------------------------------------------------------- safetensors
+
+_FLOAT_ST = {"fp32": ("F32", quantize_f32), "fp16": ("F16", quantize_f16), "bf16": ("BF16", quantize_bf16)}
+_TORCH_DTYPE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def _prefix(st: SourceTensor) -> str:
+    assert st.hf_name is not None
+    return st.hf_name[: -len(".weight")] if st.hf_name.endswith(".weight") else st.hf_name
+
+
+class _TensorJob:
+    """How one tensor is written to safetensors: its output tensors, then a run over its rows."""
+
+    def specs(self) -> list[TensorSpec]:
+        raise NotImplementedError
+
+    def counted_bytes(self) -> int:
+        """Bytes of the parts the formats table counts (checked against Assignment.nbytes)."""
+        return sum(s.nbytes for s in self.specs())
+
+    def run(self, run: _Run, w: SafetensorsWriter) -> float:
+        raise NotImplementedError
+
+
+@dataclass
+class _FloatJob(_TensorJob):
+    st: SourceTensor
+    enc: FloatType
+
+    def specs(self) -> list[TensorSpec]:
+        return [TensorSpec(self.st.hf_name or "", _FLOAT_ST[self.enc.name][0], tuple(self.st.info.shape))]
+
+    def run(self, run: _Run, w: SafetensorsWriter) -> float:
+        dtype, fn = _FLOAT_ST[self.enc.name]
+        acc = _Sqnr()
+        row_bytes = self.st.row_length * self.enc.bits // 8
+        for r0, r1, sample in run.chunks(self.st):
+            x = run.src.read_rows(self.st, r0, r1, "hf")
+            raw = fn(x)
+            w.write(self.st.hf_name or "", raw, r0 * row_bytes)
+            if sample.size and dtype != "F32":
+                got = raw[sample].view("<f2").astype(np.float32) if dtype == "F16" else from_bf16_bits(raw[sample].view("<u2"))
+                acc.add(x[sample], got)
+        return acc.db
+
+
+@dataclass
+class _GPTQJob(_TensorJob):
+    st: SourceTensor
+    cfg: GPTQConfig
+
+    def _dims(self) -> tuple[int, int, int]:
+        out, n = self.st.info.shape
+        g = self.cfg.group_size or n
+        return out, n, g
+
+    def specs(self) -> list[TensorSpec]:
+        out, n, g = self._dims()
+        per = 32 // self.cfg.bits
+        if out % per:
+            raise PlannerError(f"{self.st.hf_name}: {out} output channels do not pack into GPTQ's {per}-per-word qzeros")
+        p = _prefix(self.st)
+        return [TensorSpec(f"{p}.qweight", "I32", (n // per, out)), TensorSpec(f"{p}.qzeros", "I32", (n // g, out // per)),
+                TensorSpec(f"{p}.scales", "F16", (n // g, out)), TensorSpec(f"{p}.g_idx", "I32", (n,))]
+
+    def run(self, run: _Run, w: SafetensorsWriter) -> float:
+        out, n, g = self._dims()
+        bits, per = self.cfg.bits, 32 // self.cfg.bits
+        # qweight and scales are stored transposed (input dim first): collect this tensor's columns, write once.
+        qweight = np.empty((n // per, out), dtype=np.int32)
+        qzeros = np.empty((n // g, out // per), dtype=np.int32)
+        scales = np.empty((n // g, out), dtype=np.float16)
+        g_idx = None
+        acc = _Sqnr()
+        for r0, r1, sample in run.chunks(self.st, multiple=per):
+            x = run.src.read_rows(self.st, r0, r1, "hf")
+            q, s, z = group_quantize(x, bits, self.cfg.group_size, symmetric=self.cfg.sym)
+            packed = pack_gptq(q, s, z, bits, self.cfg.group_size)
+            qweight[:, r0:r1] = packed["qweight"]
+            qzeros[:, r0 // per:r1 // per] = packed["qzeros"]
+            scales[:, r0:r1] = packed["scales"]
+            g_idx = packed["g_idx"]
+            if sample.size:
+                acc.add(x[sample], group_dequantize(q[sample], s[sample], z[sample], self.cfg.group_size))
+        p = _prefix(self.st)
+        assert g_idx is not None
+        for name, arr in (("qweight", qweight), ("qzeros", qzeros), ("scales", scales), ("g_idx", g_idx)):
+            w.write(f"{p}.{name}", arr)
+        return acc.db
+
+
+_NF4_STATE_KEY = "quant_state.bitsandbytes__nf4"
+
+
+@dataclass
+class _NF4Job(_TensorJob):
+    st: SourceTensor
+    cfg: NF4Config
+    keep_dtype: str
+
+    def _n(self) -> int:
+        return self.st.info.n_elements
+
+    def _state_json(self, offset: float) -> bytes:
+        # Fixed width: the header (and so this tensor's size) is written before the offset is known.
+        doc = {"quant_type": "nf4", "blocksize": self.cfg.block_size, "dtype": self.keep_dtype,
+               "shape": list(self.st.info.shape)}
+        if self.cfg.double_quant:
+            doc.update({"nested_blocksize": self.cfg.nested_block_size, "nested_dtype": "float32", "nested_offset": "@"})
+        number = f"{offset:.16e}"
+        text = json.dumps(doc).replace('"@"', number if number.startswith("-") else " " + number)  # JSON has no '+'
+        return text.encode()
+
+    def specs(self) -> list[TensorSpec]:
+        n, b = self._n(), self.cfg.block_size
+        name = self.st.hf_name or ""
+        out = [TensorSpec(name, "U8", (n // 2, 1)),
+               TensorSpec(f"{name}.absmax", "U8" if self.cfg.double_quant else "F32", (n // b,)),
+               TensorSpec(f"{name}.quant_map", "F32", (16,))]
+        if self.cfg.double_quant:
+            out += [TensorSpec(f"{name}.nested_absmax", "F32", (-(-(n // b) // self.cfg.nested_block_size),)),
+                    TensorSpec(f"{name}.nested_quant_map", "F32", (256,))]
+        out.append(TensorSpec(f"{name}.{_NF4_STATE_KEY}", "U8", (len(self._state_json(0.0)),)))
+        return out
+
+    def counted_bytes(self) -> int:
+        return sum(s.nbytes for s in self.specs()[:2])  # packed codes and absmax; the rest is per-tensor constants
+
+    def run(self, run: _Run, w: SafetensorsWriter) -> float:
+        name = self.st.hf_name or ""
+        b = self.cfg.block_size
+        row = self.st.row_length
+        absmax = np.empty(self._n() // b, dtype=np.float32)
+        samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows, packed, absmax slice index)
+        for r0, r1, sample in run.chunks(self.st):
+            x = run.src.read_rows(self.st, r0, r1, "hf")
+            packed, am = nf4_quantize(x, b)
+            w.write(name, packed, r0 * row // 2)
+            absmax[r0 * row // b:r1 * row // b] = am
+            for s in sample:
+                samples.append((x[s].copy(), packed[s * row // 2:(s + 1) * row // 2].copy(), np.arange((r0 + s) * row // b, (r0 + s + 1) * row // b)))
+        offset = 0.0
+        stored = absmax
+        if self.cfg.double_quant:
+            codes, nested, offset = double_quantize(absmax, self.cfg.nested_block_size)
+            w.write(f"{name}.absmax", codes)
+            w.write(f"{name}.nested_absmax", nested)
+            w.write(f"{name}.nested_quant_map", NESTED_LEVELS)
+            stored = double_dequantize(codes, nested, offset, self.cfg.nested_block_size)
+        else:
+            w.write(f"{name}.absmax", absmax)
+        w.write(f"{name}.quant_map", NF4_LEVELS)
+        w.write(f"{name}.{_NF4_STATE_KEY}", np.frombuffer(self._state_json(offset), dtype=np.uint8))
+        acc = _Sqnr()
+        for x, packed, idx in samples:
+            acc.add(x, nf4_dequantize(packed, stored[idx], b))
+        return acc.db
+
+
+@dataclass
+class _FP8Job(_TensorJob):
+    st: SourceTensor
+    cfg: FP8Config
+
+    def specs(self) -> list[TensorSpec]:
+        out = self.st.info.shape[0]
+        p = _prefix(self.st)
+        return [TensorSpec(f"{p}.weight", "F8_E4M3", tuple(self.st.info.shape)),
+                TensorSpec(f"{p}.weight_scale", "F32", (out, 1) if self.cfg.per_channel else (1,))]
+
+    def run(self, run: _Run, w: SafetensorsWriter) -> float:
+        p = _prefix(self.st)
+        row = self.st.row_length
+        amax = None
+        if not self.cfg.per_channel:  # one scale for the whole tensor: measure it in a first pass
+            amax = 0.0
+            for r0, r1, _ in _plain_chunks(self.st):
+                amax = max(amax, float(np.abs(run.src.read_rows(self.st, r0, r1, "hf")).max()))
+        acc = _Sqnr()
+        scale = None
+        for r0, r1, sample in run.chunks(self.st):
+            x = run.src.read_rows(self.st, r0, r1, "hf")
+            codes, scale = fp8_quantize(x, per_channel=self.cfg.per_channel, amax=amax)
+            w.write(f"{p}.weight", codes, r0 * row)
+            if self.cfg.per_channel:
+                w.write(f"{p}.weight_scale", scale, r0 * 4)
+            if sample.size:
+                s = scale[sample] if self.cfg.per_channel else scale
+                acc.add(x[sample], fp8_dequantize(codes[sample], s))
+        if not self.cfg.per_channel:
+            assert scale is not None
+            w.write(f"{p}.weight_scale", scale)
+        return acc.db
+
+
+def _plain_chunks(t: SourceTensor) -> Iterator[tuple[int, int, None]]:
+    rows = max(1, CHUNK_VALUES // max(1, t.row_length))
+    for a in range(0, t.n_rows, rows):
+        yield a, min(a + rows, t.n_rows), None
+
+
+@dataclass
+class _MLXJob(_TensorJob):
+    st: SourceTensor
+    cfg: MLXConfig
+
+    def specs(self) -> list[TensorSpec]:
+        out, n = self.st.info.shape
+        p = _prefix(self.st)
+        groups = n // self.cfg.group_size
+        return [TensorSpec(f"{p}.weight", "U32", (out, n * self.cfg.bits // 32)),
+                TensorSpec(f"{p}.scales", "F16", (out, groups)), TensorSpec(f"{p}.biases", "F16", (out, groups))]
+
+    def run(self, run: _Run, w: SafetensorsWriter) -> float:
+        p = _prefix(self.st)
+        _, n = self.st.info.shape
+        bits, g = self.cfg.bits, self.cfg.group_size
+        acc = _Sqnr()
+        for r0, r1, sample in run.chunks(self.st):
+            x = run.src.read_rows(self.st, r0, r1, "hf")
+            packed, scales, biases = mlx_quantize(x, bits, g)
+            w.write(f"{p}.weight", packed, r0 * n * bits // 8)
+            w.write(f"{p}.scales", scales, r0 * (n // g) * 2)
+            w.write(f"{p}.biases", biases, r0 * (n // g) * 2)
+            if sample.size:
+                acc.add(x[sample], mlx_dequantize(packed[sample], scales[sample], biases[sample], bits, g))
+        return acc.db
+
+
+def _job(st: SourceTensor, a: Assignment, cfg: QuantConfig, keep_dtype: str) -> _TensorJob:
+    """The writer job of one tensor: float encodings are copied, GroupQuant ones quantized per the config."""
+    if isinstance(a.encoding, FloatType):
+        return _FloatJob(st, a.encoding)
+    if not isinstance(a.encoding, GroupQuant) or len(st.info.shape) != 2:
+        raise PlannerError(f"{st.info.name}: {a.encoding.name} cannot be written to a safetensors checkpoint")
+    if isinstance(cfg, GPTQConfig):
+        return _GPTQJob(st, cfg)
+    if isinstance(cfg, NF4Config):
+        return _NF4Job(st, cfg, keep_dtype)
+    if isinstance(cfg, FP8Config):
+        return _FP8Job(st, cfg)
+    if isinstance(cfg, MLXConfig):
+        return _MLXJob(st, cfg)
+    raise PlannerError(f"{st.info.name}: no writer for {a.encoding.name} under {type(cfg).__name__}")
+
+
+def _keep_dtype(assignments: list[Assignment]) -> str:
+    """The float dtype a format keeps unquantized matrices in (what config.json's torch_dtype says)."""
+    for a in assignments:
+        if isinstance(a.encoding, FloatType) and len(a.tensor.shape) >= 2:
+            return a.encoding.name
+    return "bf16"
+
+
+def quantization_config(cfg: QuantConfig) -> dict[str, Any] | None:
+    """The `quantization_config` entry of config.json that a loader reads for this config (None: unquantized)."""
+    if isinstance(cfg, GPTQConfig):
+        return {"quant_method": "gptq", "bits": cfg.bits, "group_size": cfg.group_size or -1, "desc_act": cfg.desc_act,
+                "sym": cfg.sym, "damp_percent": 0.01, "true_sequential": True, "static_groups": False,
+                "checkpoint_format": "gptq", "model_file_base_name": "model", "lm_head": False}
+    if isinstance(cfg, NF4Config):
+        return {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False, "bnb_4bit_quant_type": "nf4",
+                "bnb_4bit_use_double_quant": cfg.double_quant, "bnb_4bit_compute_dtype": cfg.compute_dtype,
+                "bnb_4bit_quant_storage": "uint8", "llm_int8_threshold": 6.0, "llm_int8_skip_modules": None,
+                "llm_int8_has_fp16_weight": False, "llm_int8_enable_fp32_cpu_offload": False}
+    if isinstance(cfg, FP8Config):
+        weights = {"num_bits": 8, "type": "float", "symmetric": True, "dynamic": False, "observer": "minmax",
+                   "strategy": "channel" if cfg.per_channel else "tensor", "group_size": None, "block_structure": None,
+                   "actorder": None}
+        acts = {"num_bits": 8, "type": "float", "symmetric": True, "dynamic": True, "observer": None,
+                "strategy": "token" if cfg.per_channel else "tensor", "group_size": None, "block_structure": None,
+                "actorder": None}
+        return {"quant_method": "compressed-tensors", "format": "float-quantized", "quantization_status": "compressed",
+                "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": acts,
+                                              "output_activations": None}},
+                "ignore": ["lm_head"], "kv_cache_scheme": None, "global_compression_ratio": None}
+    if isinstance(cfg, MLXConfig):
+        return {"group_size": cfg.group_size, "bits": cfg.bits}
+    return None
+
+
+def _write_safetensors(run: _Run, fmt: WeightFormat, cfg: QuantConfig, assignments: list[Assignment], partial: Path) -> int:
+    src = run.src
+    keep = _keep_dtype(assignments)
+    jobs = [_job(st, a, cfg, _TORCH_DTYPE[keep]) for st, a in zip(src.tensors, assignments)]
+    for job, a in zip(jobs, assignments):
+        if job.counted_bytes() != a.nbytes:  # the formats table and the writer must agree on every tensor
+            raise AssertionError(f"{a.tensor.name}: writer lays out {job.counted_bytes()} bytes, the formats table says {a.nbytes}")
+    partial.mkdir(parents=True)
+    with (partial / "model.safetensors").open("wb+") as fh:
+        w = SafetensorsWriter(fh, [s for j in jobs for s in j.specs()], {"format": "pt"})
+        for st, a, job in zip(src.tensors, assignments, jobs):
+            db = job.run(run, w)
+            src.release(st)
+            run.results.append(TensorResult(st.hf_name or st.info.name, a.encoding.name, st.info.shape, a.nbytes, db))
+        size = w.finish()
+    config = dict(src.hf_config)
+    config["torch_dtype"] = _TORCH_DTYPE[cfg.dtype if isinstance(cfg, FloatConfig) else keep]
+    qc = quantization_config(cfg)
+    if isinstance(cfg, MLXConfig):
+        config["quantization"] = qc
+        config["quantization_config"] = qc
+    elif qc is not None:
+        config["quantization_config"] = qc
+    files = dict(src.side_files)
+    files["config.json"] = json.dumps(config, indent=2).encode()
+    if isinstance(cfg, GPTQConfig):
+        assert qc is not None
+        files["quantize_config.json"] = json.dumps(qc, indent=2).encode()
+    for name, data in files.items():
+        (partial / name).write_bytes(data)
+    return size + sum(len(d) for d in files.values())
+
+
+_WRITERS: dict[type, Callable[..., int]] = {
+    GGUFConfig: _write_gguf,
+    FloatConfig: _write_safetensors,
+    GPTQConfig: _write_safetensors,
+    NF4Config: _write_safetensors,
+    FP8Config: _write_safetensors,
+    MLXConfig: _write_safetensors,
+}
