@@ -161,6 +161,7 @@ class GroupQuant:
     per_input_row_bits: int = 0  # GPTQ g_idx
     per_tensor_bits: int = 0  # a global scale (FP8 per-tensor, NVFP4)
     row_multiple: int = 1  # packing constraint on the row length
+    out_multiple: int = 1  # packing constraint on the output dimension (GPTQ qzeros pack 32/bits columns per int32)
 
     def nbytes(self, shape: Sequence[int]) -> int:
         """Bytes of one stored tensor (shape (…, out, in)); refuses shapes the packing cannot hold."""
@@ -168,6 +169,8 @@ class GroupQuant:
         need = self.group_size or self.row_multiple
         if row % max(need, self.row_multiple):
             raise ShapeError(f"row length {row} is not a multiple of {self.name}'s group of {need}")
+        if len(shape) >= 2 and shape[-2] % self.out_multiple:
+            raise ShapeError(f"{shape[-2]} output rows are not a multiple of {self.out_multiple} ({self.name} packing)")
         outer = math.prod(shape[:-1])
         groups_per_row = row // self.group_size if self.group_size else 1
         bits = outer * row * self.weight_bits
@@ -625,11 +628,13 @@ def _build_formats() -> list[WeightFormat]:
         fmts.append(WeightFormat(fid, f.family, f.description, f.compute, f.assign, (f"gguf-{fid}",), f.weight_bits_nominal,
                                  f.needs_imatrix, "bartowski model cards: '_L/_XL use Q8_0 for embed and output weights'"))
     gptq = {
-        (4, 128): GroupQuant("gptq-int4-g128", 4, 128, zero_bits=4, per_input_row_bits=32, row_multiple=8),
-        (4, 32): GroupQuant("gptq-int4-g32", 4, 32, zero_bits=4, per_input_row_bits=32, row_multiple=8),
-        (4, None): GroupQuant("gptq-int4-perchannel", 4, None, zero_bits=4, per_input_row_bits=32, row_multiple=8),
-        (8, 128): GroupQuant("gptq-int8-g128", 8, 128, zero_bits=8, per_input_row_bits=32, row_multiple=4),
-        (8, None): GroupQuant("gptq-int8-perchannel", 8, None, zero_bits=8, per_input_row_bits=32, row_multiple=4),
+        (4, 128): GroupQuant("gptq-int4-g128", 4, 128, zero_bits=4, per_input_row_bits=32, row_multiple=8, out_multiple=8),
+        (4, 32): GroupQuant("gptq-int4-g32", 4, 32, zero_bits=4, per_input_row_bits=32, row_multiple=8, out_multiple=8),
+        (4, None): GroupQuant("gptq-int4-perchannel", 4, None, zero_bits=4, per_input_row_bits=32, row_multiple=8,
+                              out_multiple=8),
+        (8, 128): GroupQuant("gptq-int8-g128", 8, 128, zero_bits=8, per_input_row_bits=32, row_multiple=4, out_multiple=4),
+        (8, None): GroupQuant("gptq-int8-perchannel", 8, None, zero_bits=8, per_input_row_bits=32, row_multiple=4,
+                              out_multiple=4),
     }
     for (bits, g), enc in gptq.items():
         gname = f"g{g}" if g else "perchannel"

@@ -93,6 +93,8 @@ def gguf_header_bytes(model: ModelSpec, n_tensors: int) -> int:
     """Approximate GGUF metadata size: tokenizer arrays dominate (token strings, types, scores, BPE merges),
     plus one tensor-info record per tensor. Large BPE vocabularies (Llama 3, Qwen) ship merges (~2 per token);
     SentencePiece vocabularies ship scores instead."""
-    bpe = model.vocab_size > 64000 and not model.architecture.startswith("gemma")
+    # SentencePiece vocabularies (Llama 1/2, Mistral, Phi-3: 32k; Gemma) store scores; byte-level BPE ones
+    # (Llama 3, Qwen, SmolLM2's 49k, DeepSeek) store merges.
+    bpe = model.vocab_size > 40000 and not model.architecture.startswith("gemma")
     per_token = 8 + 7 + 4 + (2 * (8 + 11) if bpe else 4)  # string len + text, token_type, merges or score
     return int(model.vocab_size * per_token + n_tensors * 72 + 16 * 1024)

@@ -475,7 +475,7 @@ def test_fuzz_deployment_entries(entry):
     outcome(yaml.safe_dump({"deployments": [entry]}))
 
 
-NAMES = st.text(min_size=1, max_size=300).filter(lambda s: re.fullmatch(fitcheck._NAME_RE, s) is not None)
+NAMES = st.text(min_size=1, max_size=200).filter(lambda s: re.fullmatch(fitcheck._NAME_RE, s) is not None)
 
 
 @settings(FUZZ, max_examples=100)
