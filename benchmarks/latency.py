@@ -35,7 +35,8 @@ def time_cli(args: list[str], runs: int) -> tuple[float, float]:
 
 
 def sweep() -> tuple[int, float]:
-    """Evaluate every device x profile x format x context with the best runtime per format; return (plans, seconds)."""
+    """Evaluate every device x profile x format x context with the first runtime that runs the format, reading the
+    verdict of each plan and the decode speed of those that fit; return (plans, seconds)."""
     from planner.evaluate import ModelCost, evaluate
     from planner.formats import get_format
     from planner.hardware.catalog import load_catalog
@@ -56,7 +57,9 @@ def sweep() -> tuple[int, float]:
                 continue
             for mc in costs:
                 for ctx in SWEEP_CONTEXTS:
-                    evaluate(mc, fmt, rt, target, context=min(ctx, mc.spec.max_context))
+                    plan = evaluate(mc, fmt, rt, target, context=min(ctx, mc.spec.max_context))
+                    if plan.fits:  # what a fit matrix shows: the verdict, and the speed of what fits
+                        plan.decode_tokens_per_s
                     n += 1
     for mc in costs:
         mc.flush()

@@ -22,6 +22,7 @@ COMMANDS = {
     "bench": "time a model's matmuls on this device and compare with the cost model",
     "calibration": "list, show or clear measured calibration records",
     "quantize": "quantize a Hugging Face model or GGUF file to a format (GGUF, GPTQ, NF4, FP8, MLX)",
+    "eval": "measure the quality each GGUF format costs, in llama.cpp, on your own text",
 }
 
 

@@ -348,7 +348,8 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     if over and not plan.reason:
         d = over[0]
         plan.reason = (f"needs {d.total_bytes / GIB:.1f} GiB on {d.device}, {d.usable_bytes / GIB:.1f} GiB usable")
-    _speed(plan, mc, lay, fmt, runtime, target, kv, support.mode, calibration)
+    mode = support.mode
+    plan.speed_fn = lambda pl: _speed(pl, mc, lay, fmt, runtime, target, kv, mode, calibration)
     if context > m.max_context:
         plan.warnings.append(f"context {context} is beyond the model's maximum {m.max_context}")
     plan.launch_args = (mc.spec, fmt, runtime, target)  # the command is rendered only when read
@@ -621,18 +622,17 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
 
     pos = plan.prompt_tokens
     t1 = step_time(pos, 1)
-    plan.decode_tokens_per_s = 1.0 / t1
-    plan.decode_tokens_per_s_full_context = 1.0 / step_time(plan.context, 1)
+    decode = 1.0 / t1
+    full = 1.0 / step_time(plan.context, 1)
+    throughput = decode
     if plan.concurrency > 1:
         tb = step_time(pos, plan.concurrency)
-        plan.throughput_tokens_per_s = plan.concurrency / tb
-        plan.decode_tokens_per_s = 1.0 / tb
+        throughput = plan.concurrency / tb
+        decode = 1.0 / tb
         if pp > 1 and plan.concurrency >= pp:
             # pipeline stages work on different micro-batches of concurrency/pp sequences at once
             micro = math.ceil(plan.concurrency / pp)
-            plan.throughput_tokens_per_s = plan.concurrency / step_time(pos, micro)
-    else:
-        plan.throughput_tokens_per_s = plan.decode_tokens_per_s
+            throughput = plan.concurrency / step_time(pos, micro)
     # Prefill: FLOPs of the prompt over achievable compute, with a floor of re-reading the weights per micro-batch.
     p = max(plan.prompt_tokens, 1)
     flops = p * (2 * mc.matmul_params_active + mc.attn_flops_per_token(p))
@@ -653,5 +653,5 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         t_compute += t_host
     weight_reads = math.ceil(p / UBATCH) * lay.sum_active / tp / bw if plan.layout != "cpu" else 0.0
     t_prefill = max(t_compute, weight_reads) + n * eff.layer_overhead_us * 1e-6 * math.ceil(p / UBATCH)
-    plan.prefill_tokens_per_s = p / t_prefill
-    plan.ttft_s = t_prefill + t1
+    plan.set_speeds(decode_tokens_per_s=decode, decode_tokens_per_s_full_context=full, throughput_tokens_per_s=throughput,
+                    prefill_tokens_per_s=p / t_prefill, ttft_s=t_prefill + t1)

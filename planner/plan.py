@@ -134,12 +134,7 @@ class Plan:
     host_bytes: int = 0
     gpu_layers: int | None = None
     n_layers: int = 0
-    decode_tokens_per_s: float = 0.0
-    decode_tokens_per_s_full_context: float = 0.0
-    throughput_tokens_per_s: float = 0.0
-    prefill_tokens_per_s: float = 0.0
     prompt_tokens: int = 512
-    ttft_s: float = 0.0
     quality: dict = field(default_factory=dict)
     bits_per_weight: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -158,6 +153,49 @@ class Plan:
 
             self._launch = launch_command(self, *self.launch_args)
         return self._launch
+
+    # Speeds are computed on first read: a sweep over thousands of plans that do not fit never pays for them.
+    speed_fn: Any = field(default=None, repr=False, compare=False)
+    _speeds: dict | None = field(default=None, repr=False, compare=False)
+
+    def _speed(self, name: str) -> float:
+        if self._speeds is None:
+            self._speeds = {}
+            if self.speed_fn is not None:
+                fn, self.speed_fn = self.speed_fn, None
+                fn(self)
+        return self._speeds.get(name, 0.0)
+
+    def set_speeds(self, **values: float) -> None:
+        """Record computed speeds (called by the cost model)."""
+        if self._speeds is None:
+            self._speeds = {}
+        self._speeds.update(values)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Decode tokens/s per sequence right after the prompt (at the requested concurrency)."""
+        return self._speed("decode_tokens_per_s")
+
+    @property
+    def decode_tokens_per_s_full_context(self) -> float:
+        """Decode tokens/s per sequence with the whole context filled."""
+        return self._speed("decode_tokens_per_s_full_context")
+
+    @property
+    def throughput_tokens_per_s(self) -> float:
+        """Aggregate decode tokens/s over all concurrent sequences."""
+        return self._speed("throughput_tokens_per_s")
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        """Prompt tokens processed per second."""
+        return self._speed("prefill_tokens_per_s")
+
+    @property
+    def ttft_s(self) -> float:
+        """Seconds to the first token for `prompt_tokens` of prompt."""
+        return self._speed("ttft_s")
 
     @property
     def needed_bytes(self) -> int:

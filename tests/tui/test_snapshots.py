@@ -30,14 +30,16 @@ def small_data(catalog, registry):  # type: ignore[no-untyped-def]
 def _plan(fmt: str, rt: str, kv: str, weights: float, kv_gib: float, decode: float, kld: float, label: str,
           usable: float = 23.9, reason: str = "") -> Plan:
     d = MemoryBreakdown("rtx-4090", int(weights * GIB), int(kv_gib * GIB), int(0.6 * GIB), int(0.5 * GIB), int(usable * GIB))
-    return Plan("llama-3.1-8b", fmt, rt, "NVIDIA GeForce RTX 4090", "rtx-4090", 1, 8192, 1, kv, "single", reason=reason,
+    plan = Plan("llama-3.1-8b", fmt, rt, "NVIDIA GeForce RTX 4090", "rtx-4090", 1, 8192, 1, kv, "single", reason=reason,
                 file_size_bytes=int(weights * GIB), weights_bytes=int(weights * GIB), kv_cache_bytes=int(kv_gib * GIB),
                 total_memory_bytes=d.total_bytes, usable_memory_bytes=d.usable_bytes, per_device=[d], n_layers=32,
-                gpu_layers=32, decode_tokens_per_s=decode, decode_tokens_per_s_full_context=decode * 0.8,
-                throughput_tokens_per_s=decode, prefill_tokens_per_s=6000.0, ttft_s=0.09,
-                quality={"kld": kld, "ppl_delta_pct": kld * 80, "label": label}, bits_per_weight=weights * 8 / 8.0,
+                gpu_layers=32, quality={"kld": kld, "ppl_delta_pct": kld * 80, "label": label},
+                bits_per_weight=weights * 8 / 8.0,
                 _launch=f"llama-server -m llama-3.1-8b-{fmt}.gguf -ngl 999 -c 8192" if rt == "llama.cpp"
                 else f"vllm serve ./llama-3.1-8b-{fmt}")
+    plan.set_speeds(decode_tokens_per_s=decode, decode_tokens_per_s_full_context=decode * 0.8,
+                    throughput_tokens_per_s=decode, prefill_tokens_per_s=6000.0, ttft_s=0.09)
+    return plan
 
 
 def fixed_recommendation(inputs, costs, catalog, host=None):  # type: ignore[no-untyped-def]

@@ -437,7 +437,9 @@ def test_confirm_reranks_when_each_candidate_ran_its_own_engines_kernels():
     from planner.plan import Plan
 
     def plan(fmt: str) -> Plan:
-        return Plan("m", fmt, "transformers", "t", "d", 1, 2048, 1, "auto", "cpu", decode_tokens_per_s=10.0)
+        p = Plan("m", fmt, "transformers", "t", "d", 1, 2048, 1, "auto", "cpu")
+        p.set_speeds(decode_tokens_per_s=10.0)
+        return p
 
     a = Confirmed(plan("bf16"), "torch-bf16", "transformers", 5.0)
     b = Confirmed(plan("int8"), "torch-int8-weight-only", "transformers", 9.0)

@@ -1,0 +1,399 @@
+"""`planner eval`: quantize a model to several formats, run each in llama.cpp over a text, and measure what each
+format costs in quality against the 16-bit model: perplexity, KL divergence (mean, p99), top-1 agreement.
+
+Flow: SOURCE -> F16 GGUF (the reference) and one GGUF per format, each quantized once into the cache
+(user_cache_dir()/eval/models/<source fingerprint>/) -> the text tokenized once, cut into ctx-token chunks -> the
+reference's log-probabilities at the scored positions computed once and cached compactly (metrics.compact) ->
+one pass per format. Scoring follows llama.cpp's perplexity tool: each chunk starts from an empty cache (BOS first
+when the model wants one) and only its second half is scored, so every scored token sees at least ctx/2 tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from planner.errors import InvalidInputError, PlannerError
+from planner.evaluation import metrics
+from planner.paths import user_cache_dir, user_data_dir
+
+REFERENCE_FORMAT = "F16"
+SCHEME = "llama.cpp-perplexity-v1"  # how chunks are cut and scored; part of the reference cache key
+DEFAULT_FORMATS = ("Q8_0", "Q5_K_M", "Q4_K_M", "Q3_K_M")
+
+
+class Model(Protocol):
+    """What the evaluation needs of a runtime (runtime.LlamaModel; tests pass fakes)."""
+
+    n_vocab: int
+    bos: int | None
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def logits(self, tokens: list[int]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+OpenModel = Callable[[Path, int], Model]
+
+
+class Progress(Protocol):
+    """Where progress goes (a rich bar per format in the CLI)."""
+
+    def stage(self, name: str, total: float) -> None: ...
+
+    def advance(self, name: str, n: float = 1) -> None: ...
+
+
+class _NoProgress:
+    def stage(self, name: str, total: float) -> None:
+        pass
+
+    def advance(self, name: str, n: float = 1) -> None:
+        pass
+
+
+class _QuantizeBar:
+    """The quantizer's byte progress shown as a stage in MB."""
+
+    def __init__(self, progress: Progress, fmt: str):
+        self.progress = progress
+        self.name = f"quantize {fmt} (MB)"
+
+    def start(self, total_bytes: int) -> None:
+        self.progress.stage(self.name, total_bytes / 1e6)
+
+    def advance(self, nbytes: int, tensor: str) -> None:
+        self.progress.advance(self.name, nbytes / 1e6)
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class FormatResult:
+    """One format's measured quality on the text."""
+
+    format: str
+    file: str
+    file_bytes: int
+    bits_per_weight: float
+    tokens: int  # scored positions
+    ppl: float
+    ppl_err: float
+    kld_mean: float
+    kld_p99: float
+    kld_median: float
+    top1: float  # fraction of positions whose argmax equals the reference's
+    reference: bool = False
+    knee: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, float):
+                d[k] = None if not math.isfinite(v) else round(v, 6)
+        return d
+
+
+@dataclass
+class EvalReport:
+    """Everything `planner eval` measured, sorted by file size; `interrupted` when Ctrl-C cut it short."""
+
+    source: str
+    text: str  # the file or dataset name
+    ctx: int
+    chunks: int
+    scored_tokens: int
+    results: list[FormatResult] = field(default_factory=list)
+    interrupted: bool = False
+    created: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def sort_and_mark(self) -> None:
+        """Sort by size and mark the knee of the size/KL-divergence curve (reference excluded)."""
+        self.results.sort(key=lambda r: r.file_bytes)
+        for r in self.results:
+            r.knee = False
+        cands = [r for r in self.results if not r.reference]
+        k = metrics.knee([r.file_bytes for r in cands], [r.kld_mean for r in cands])
+        if k is not None:
+            cands[k].knee = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "text": self.text, "ctx": self.ctx, "chunks": self.chunks,
+                "scored_tokens": self.scored_tokens, "interrupted": self.interrupted, "created": self.created,
+                "scheme": SCHEME, "warnings": self.warnings, "results": [r.as_dict() for r in self.results]}
+
+
+# ---------------------------------------------------------------------------------------------- chunks
+
+
+def make_chunks(tokens: Sequence[int], ctx: int, max_chunks: int | None, bos: int | None) -> list[list[int]]:
+    """Cut tokens into ctx-sized chunks (at most max_chunks); BOS replaces each chunk's first token when wanted."""
+    if ctx < 8:
+        raise PlannerError(f"--ctx must be at least 8, got {ctx}")
+    n = len(tokens) // ctx
+    if max_chunks is not None:
+        if max_chunks < 1:
+            raise PlannerError(f"--chunks must be at least 1, got {max_chunks}")
+        n = min(n, max_chunks)
+    out = []
+    for i in range(n):
+        c = list(tokens[i * ctx:(i + 1) * ctx])
+        if bos is not None:
+            c[0] = bos
+        out.append(c)
+    return out
+
+
+def scored_slice(ctx: int) -> slice:
+    """Positions of a chunk whose logits are scored (each predicting the next token): the second half."""
+    return slice(ctx // 2, ctx - 1)
+
+
+def chunk_logp(model: Model, chunk: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probabilities at a chunk's scored positions and the tokens they predict."""
+    ctx = len(chunk)
+    s = scored_slice(ctx)
+    logits = model.logits(chunk)
+    return metrics.log_softmax(logits[s]), np.asarray(chunk[s.start + 1:s.stop + 1], dtype=np.int32)
+
+
+# ---------------------------------------------------------------------------------------------- caches
+
+
+def fingerprint(source: Path) -> str:
+    """A key for a model source: resolved path, size and mtime of its files (cheap; no hashing of weights)."""
+    source = Path(source).expanduser().resolve()
+    files = [source] if source.is_file() else sorted(
+        p for p in source.iterdir() if p.suffix in (".json", ".safetensors", ".gguf", ".model"))
+    h = hashlib.sha256(str(source).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    return user_cache_dir() / "eval"
+
+
+def results_dir() -> Path:
+    """Where finished evaluations are stored (next to the bench calibration records)."""
+    return user_data_dir() / "eval"
+
+
+def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
+    """The GGUF file of `source` in `fmt`, quantized once and reused: (path, summary with file_bytes and bpw)."""
+    from planner.formats import get_format
+    from planner.quantize.config import GGUFConfig, config_for
+    from planner.quantize.pipeline import quantize_model
+
+    f = get_format(fmt)
+    if not isinstance(config_for(f), GGUFConfig):
+        raise PlannerError(f"planner eval runs formats llama.cpp loads (GGUF); {f.id} is not one")
+    d = (cache or cache_root()) / "models" / fingerprint(source)
+    out = d / f"{f.id}.gguf"
+    meta = d / f"{f.id}.json"
+    if out.is_file() and meta.is_file():
+        try:
+            summary = json.loads(meta.read_text())
+            if summary.get("file_bytes") == out.stat().st_size:
+                return out, summary
+        except (OSError, json.JSONDecodeError):
+            pass
+    d.mkdir(parents=True, exist_ok=True)
+    res = quantize_model(source, f, out, force=True, progress=_QuantizeBar(progress, f.id) if progress else None)
+    summary = {"format": f.id, "file_bytes": res.file_bytes, "bits_per_weight": res.bits_per_weight,
+               "warnings": res.warnings}
+    from planner.yamlio import atomic_write_text
+
+    atomic_write_text(meta, json.dumps(summary))
+    return out, summary
+
+
+def reference_key(source: Path, text: str, ctx: int, n_chunks: int, top_k: int) -> str:
+    h = hashlib.sha256()
+    for part in (fingerprint(source), REFERENCE_FORMAT, SCHEME, str(ctx), str(n_chunks), str(top_k)):
+        h.update(part.encode() + b"\0")
+    h.update(text.encode("utf-8"))
+    return h.hexdigest()[:24]
+
+
+@dataclass
+class Reference:
+    """The reference model's compact rows over all scored positions, and its NLL of each target."""
+
+    rows: metrics.RefRows
+    nll: np.ndarray
+    tokens: list[int]  # the whole text's tokens (so a format pass need not tokenize again)
+
+    def save(self, path: Path) -> None:
+        """Write atomically as one .npz."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial.npz")
+        arrays = {"logp": self.rows.logp, "targets": self.rows.targets, "nll": self.nll,
+                  "tokens": np.asarray(self.tokens, dtype=np.int32)}
+        if not self.rows.full:
+            arrays.update(idx=self.rows.idx, rest=self.rows.rest)
+        try:
+            np.savez(tmp, **arrays)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> "Reference | None":
+        """Read a cached reference; None when missing or unreadable (it is then recomputed)."""
+        try:
+            with np.load(path) as z:
+                rows = metrics.RefRows(z["logp"], z["targets"], z["idx"] if "idx" in z else None,
+                                       z["rest"] if "rest" in z else None)
+                return cls(rows, z["nll"], z["tokens"].tolist())
+        except (OSError, KeyError, ValueError, EOFError):
+            return None
+
+
+def _concat(rows: list[metrics.RefRows]) -> metrics.RefRows:
+    cat = np.concatenate
+    if rows[0].full:
+        return metrics.RefRows(cat([r.logp for r in rows]), cat([r.targets for r in rows]))
+    return metrics.RefRows(cat([r.logp for r in rows]), cat([r.targets for r in rows]),
+                           cat([r.idx for r in rows]), cat([r.rest for r in rows]))
+
+
+# ---------------------------------------------------------------------------------------------- the evaluation
+
+
+def _open_llama(path: Path, ctx: int) -> Model:
+    from planner.evaluation.runtime import LlamaModel
+
+    return LlamaModel(path, ctx)
+
+
+def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name: str = "text", ctx: int = 512,
+             max_chunks: int | None = None, top_k: int = metrics.DEFAULT_TOP_K, open_model: OpenModel | None = None,
+             progress: Progress | None = None, cache: Path | None = None,
+             on_result: Callable[[FormatResult], None] | None = None) -> EvalReport:
+    """Measure each format's quality against the 16-bit reference on `text`. Ctrl-C returns the report with the
+    formats finished so far and `interrupted` set."""
+    from planner.formats import get_format
+
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise InvalidInputError(f"{source}: no such file or directory")
+    fmts = list(dict.fromkeys(get_format(f).id for f in formats))
+    if not fmts:
+        raise PlannerError("no formats to evaluate; pass --formats Q8_0,Q4_K_M,...")
+    open_model = open_model or _open_llama
+    progress = progress or _NoProgress()
+    cache = cache or cache_root()
+    report = EvalReport(source=str(source), text=text_name, ctx=ctx, chunks=0, scored_tokens=0,
+                        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    try:
+        ref_path, ref_summary = quantized(source, REFERENCE_FORMAT, cache=cache, progress=progress)
+        report.warnings.extend(ref_summary.get("warnings", []))
+        ref = _reference(ref_path, source, text, ctx, max_chunks, top_k, open_model, progress, cache)
+        report.chunks = len(ref.rows) // (scored_slice(ctx).stop - scored_slice(ctx).start)
+        report.scored_tokens = len(ref.rows)
+        ref_ppl = metrics.perplexity(ref.nll)
+        report.results.append(FormatResult(
+            REFERENCE_FORMAT, str(ref_path), int(ref_summary["file_bytes"]), float(ref_summary["bits_per_weight"]),
+            len(ref.rows), ref_ppl, metrics.perplexity_error(ref.nll), 0.0, 0.0, 0.0, 1.0, reference=True))
+        for f in fmts:
+            if f == REFERENCE_FORMAT:
+                continue
+            path, summary = quantized(source, f, cache=cache, progress=progress)
+            r = _measure(f, path, summary, ref, ctx, report.chunks, open_model, progress)
+            report.results.append(r)
+            if on_result is not None:
+                on_result(r)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    report.sort_and_mark()
+    return report
+
+
+def _reference(path: Path, source: Path, text: str, ctx: int, max_chunks: int | None, top_k: int,
+               open_model: OpenModel, progress: Progress, cache: Path) -> Reference:
+    """The reference rows: from the cache, or one pass of the 16-bit model (then cached)."""
+    model = open_model(path, ctx)
+    try:
+        tokens = model.tokenize(text)
+        chunks = make_chunks(tokens, ctx, max_chunks, model.bos)
+        if not chunks:
+            raise InvalidInputError(f"the text has {len(tokens)} tokens, fewer than one chunk of --ctx {ctx}; "
+                                    "give a longer text or a smaller --ctx")
+        key = reference_key(source, text, ctx, len(chunks), top_k)
+        cpath = cache / "reference" / f"{key}.npz"
+        cached = Reference.load(cpath)
+        if cached is not None:
+            return cached
+        rows, nll = [], []
+        progress.stage(f"{REFERENCE_FORMAT} (reference)", len(chunks))
+        for c in chunks:
+            lp, targets = chunk_logp(model, c)
+            nll.append(metrics.target_nll(lp, targets))
+            rows.append(metrics.compact(lp, targets, top_k))
+            progress.advance(f"{REFERENCE_FORMAT} (reference)")
+        ref = Reference(_concat(rows), np.concatenate(nll), list(tokens))
+        ref.save(cpath)
+        return ref
+    finally:
+        model.close()
+
+
+def _measure(fmt: str, path: Path, summary: dict[str, Any], ref: Reference, ctx: int, n_chunks: int,
+             open_model: OpenModel, progress: Progress) -> FormatResult:
+    """One pass of a format over the chunks, against the reference rows."""
+    model = open_model(path, ctx)
+    try:
+        chunks = make_chunks(ref.tokens, ctx, n_chunks, model.bos)
+        progress.stage(fmt, len(chunks))
+        nll, kl, agree = [], [], []
+        per = scored_slice(ctx).stop - scored_slice(ctx).start
+        for i, c in enumerate(chunks):
+            lp, targets = chunk_logp(model, c)
+            rows = _slice_rows(ref.rows, i * per, (i + 1) * per)
+            nll.append(metrics.target_nll(lp, targets))
+            kl.append(metrics.kl_per_position(rows, lp))
+            agree.append(lp.argmax(axis=1) == rows.top1)
+            progress.advance(fmt)
+    finally:
+        model.close()
+    nll_a, kl_a = np.concatenate(nll), np.concatenate(kl)
+    return FormatResult(fmt, str(path), int(summary["file_bytes"]), float(summary["bits_per_weight"]), int(nll_a.size),
+                        metrics.perplexity(nll_a), metrics.perplexity_error(nll_a), float(kl_a.mean()),
+                        float(np.percentile(kl_a, 99)), float(np.median(kl_a)), float(np.concatenate(agree).mean()))
+
+
+def _slice_rows(rows: metrics.RefRows, a: int, b: int) -> metrics.RefRows:
+    if rows.full:
+        return metrics.RefRows(rows.logp[a:b], rows.targets[a:b])
+    return metrics.RefRows(rows.logp[a:b], rows.targets[a:b], rows.idx[a:b], rows.rest[a:b])
+
+
+# ---------------------------------------------------------------------------------------------- storage
+
+
+def save_report(report: EvalReport, directory: Path | None = None) -> Path:
+    """Store the report as JSON under user_data_dir()/eval/ (atomic); returns the path."""
+    from planner.yamlio import atomic_write_text
+
+    d = directory or results_dir()
+    name = Path(report.source.rstrip("/")).name.replace(".gguf", "") or "model"
+    stamp = (report.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())).replace(":", "")
+    path = d / f"{name}-{stamp}.json"
+    atomic_write_text(path, json.dumps(report.as_dict(), indent=2) + "\n")
+    return path

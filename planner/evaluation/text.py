@@ -1,0 +1,38 @@
+"""The evaluation text: the user's own file, or the small sample that ships with planner (original prose)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from planner.errors import InvalidInputError, NotFoundError
+from planner.yamlio import read_text
+
+_DATA = Path(__file__).resolve().parent.parent / "data"
+DATASETS = {"sample": _DATA / "eval_sample.txt"}  # original prose written for planner, a few thousand tokens
+MIN_CHARS = 16
+
+
+def dataset_path(name: str) -> Path:
+    """The bundled text called `name`."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise NotFoundError("dataset", name, list(DATASETS)) from None
+
+
+def load_text(path: Path | str) -> str:
+    """Read a UTF-8 text file to evaluate on; empty, binary or non-UTF-8 files are one clear error (exit 2)."""
+    path = Path(path).expanduser()
+    text = read_text(path, "text file")
+    if "\x00" in text:
+        raise InvalidInputError(f"{path}: contains NUL bytes; expected plain UTF-8 text, not a binary file")
+    if not text.strip():
+        raise InvalidInputError(f"{path}: the text file is empty; give a file with some plain text to evaluate on")
+    if len(text.strip()) < MIN_CHARS:
+        raise InvalidInputError(f"{path}: only {len(text.strip())} characters of text; too short to evaluate on")
+    return text
+
+
+def load_dataset(name: str) -> str:
+    """The bundled text `name`."""
+    return load_text(dataset_path(name))
