@@ -428,8 +428,7 @@ def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime
     """llama.cpp-style placement: whole layers per device in proportion to free memory, the rest offloaded."""
     m = mc.spec
     n = m.num_layers
-    host_tensors = set(runtime.weights_on_host)
-    embed_on_host = "token_embd.weight" in host_tensors and not target.is_cpu
+    embed_on_host = "token_embd.weight" in runtime.weights_on_host and not target.is_cpu
     if target.nodes > 1 and runtime.engine != "llamacpp":
         plan.runs, plan.reason = False, f"{runtime.name} does not run across nodes"
         return
@@ -439,13 +438,21 @@ def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime
                          "nodes": target.nodes, "gpus_per_node": target.count, "rpc": True}
     if runtime.multi_gpu == "none" and target.count > 1:
         plan.warnings.append(f"{runtime.name} uses one device; the other {target.count - 1} stay idle")
-    kv_layer = mc.kv_per_layer(plan.context, kv, plan.concurrency, mla_aware)
     kv_cum = mc.kv_prefix(plan.context, kv, plan.concurrency, mla_aware)
     cum = lay.cum_layers
     compute = (mc.memo(("cbuf", plan.context), lambda: llamacpp_compute_buffer_bytes(m, plan.context))
                if runtime.engine == "llamacpp" else int(0.3 * GIB))
     over = _overhead(runtime, target)
     head = lay.head_bytes + (0 if embed_on_host else lay.embed_bytes)
+    if devices == 1 and not target.is_cpu:
+        usable0 = target.usable_bytes[0] if target.usable_bytes else 0
+        if lay.sum_layers + kv_cum[-1] <= usable0 - compute - over - head:
+            # the common case, without the split machinery: every layer and the head on the one device
+            plan.gpu_layers, plan.layout = n, "single"
+            plan.per_device.append(MemoryBreakdown(target.device.id, lay.sum_layers + head, kv_cum[-1], compute, over, usable0))
+            plan.host_bytes = lay.embed_bytes if embed_on_host else 0
+            return
+    kv_layer = mc.kv_per_layer(plan.context, kv, plan.concurrency, mla_aware)
     per_node = target.usable_bytes or (0,)
     usable = [per_node[i % target.count] if i % target.count < len(per_node) else per_node[-1] for i in range(devices)]
     capacity = [u - compute - over - (head if i == devices - 1 else 0) for i, u in enumerate(usable)]
