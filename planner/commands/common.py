@@ -70,10 +70,26 @@ def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             hub = resolve_repo(name, online=getattr(args, "online", False), candidates=exc.candidates)
             spec = hub.source.spec
             mc = _model_cost(hub.source)
-            note = f"read from {hub.source.origin}" + _plan_as_stored(args, hub.formats_in_repo)
+            note = f"read from {hub.source.origin}" + _plan_as_stored(args, _stored_hub_formats(hub, mc))
     if spec.reference_for_size and name.strip().upper().rstrip("B").replace(".", "", 1).isdigit():
         note = f"'{name}' resolves to the {spec.name} reference architecture ({spec.hf_repo or spec.id})"
     return mc, note
+
+
+def _stored_hub_formats(hub, mc) -> list[str]:  # type: ignore[no-untyped-def]
+    """The formats of a Hub checkpoint; each read GGUF quant becomes an exact as-stored format (its tensor table and
+    its real file size), so every quant in the repo is compared by its real bytes."""
+    from planner.formats import stored_gguf_format
+
+    out = []
+    for v in hub.variants:
+        if not v.header_read:
+            continue
+        tensor_bytes = sum(_ggml_bytes(t, v.tensor_dtypes) for t in mc.tensors)
+        header = v.file_bytes - tensor_bytes if v.file_bytes and tensor_bytes and v.file_bytes > tensor_bytes else None
+        fmt = stored_gguf_format(v.label, dict(v.tensor_dtypes), f"{hub.repo}:{v.label}", header) if mc.tensors else None
+        out.append(fmt.id if fmt is not None else v.planner_format)
+    return [f for f in dict.fromkeys(out) if f] or hub.formats_in_repo
 
 
 def _ggml_bytes(t, dtypes) -> int:  # type: ignore[no-untyped-def]

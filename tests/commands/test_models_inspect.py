@@ -108,9 +108,10 @@ def test_recommend_gguf_repo_compares_its_quants(hub: FakeHub, capsys) -> None:
     code, out, err = run(capsys, "recommend", "--model", "acme/tiny-GGUF", "--online", "--memory", "8GiB", "--json")
     assert code == 0, err
     d = json.loads(out)
-    assert d["recommended"]["format"] in ("F16", "Q8_0")
-    assert {a["format"] for a in d["alternatives"]} <= {"F16", "Q8_0"}
-    assert "stored as F16, Q8_0: planned as it is" in d["model"]["resolved_from"]
+    # each quant is planned exactly as stored (its own tensor table and file size)
+    assert d["recommended"]["format"] in ("F16-as-stored", "Q8_0-as-stored")
+    assert {a["format"] for a in d["alternatives"]} <= {"F16-as-stored", "Q8_0-as-stored"}
+    assert "stored as F16-as-stored, Q8_0-as-stored: planned as it is" in d["model"]["resolved_from"]
     hub.log.clear()
     code, out, _ = run(capsys, "recommend", "--model", "acme/tiny-GGUF", "--memory", "8GiB", "--format", "Q4_0", "--json")
     assert code == 0 and json.loads(out)["recommended"]["format"] == "Q4_0" and hub.log == []
