@@ -52,20 +52,21 @@ def _table() -> dict:
 
 def _curve() -> list[tuple[float, float, float]]:
     """(bits per weight on Llama-3-8B, kld, ppl%) for the measured GGUF types, sorted by bits."""
-    from planner.formats import get_format, format_bytes
-    from planner.models.inventory import tensor_inventory
+    from planner.evaluate import ModelCost
+    from planner.formats import get_format
     from planner.models.profiles import load_registry
 
-    # The measurements were taken on Meta-Llama-3-8B: place each type on the curve by its bits on that model.
-    ref = load_registry().get(_table().get("reference_profile", "llama-3-8b"))
-    tensors = tensor_inventory(ref)
-    n = sum(t.n_elements for t in tensors)
+    # The measurements were taken on Meta-Llama-3-8B: place each type on the curve by its bits on that model
+    # (through the cost model's layouts, which are cached on disk).
+    ref = ModelCost(load_registry().get(_table().get("reference_profile", "llama-3-8b")))
+    n = sum(t.n_elements for t in ref.tensors)
     pts = []
     for name, row in _table()["gguf_file_types"].items():
         if name == "F16":
             continue
-        bpw = format_bytes(get_format(name), ref, tensors) * 8 / n
+        bpw = ref.layout(get_format(name)).stored_bytes * 8 / n
         pts.append((bpw, row["kld"], row["ppl_delta_pct"]))
+    ref.flush()
     return sorted(pts)
 
 
