@@ -47,7 +47,7 @@ EFFICIENCY: dict[tuple[str, str], Efficiency] = {
     ("sglang", "cuda"): Efficiency(0.80, 0.60, 4.0, "assumed"),
     ("sglang", "rocm"): Efficiency(0.70, 0.45, 6.0, "assumed"),
     ("sglang", "cpu"): Efficiency(0.55, 0.40, 4.0, "assumed"),
-    ("trtllm", "cuda"): Efficiency(0.85, 0.65, 3.0, "assumed"),
+    ("trtllm", "cuda"): Efficiency(0.80, 0.60, 4.0, "assumed"),  # no reference rows: assumed equal to vLLM
     ("tgi", "cuda"): Efficiency(0.75, 0.55, 5.0, "assumed"),
     ("tgi", "rocm"): Efficiency(0.65, 0.40, 7.0, "assumed"),
     ("exllamav2", "cuda"): Efficiency(0.80, 0.45, 8.0, "assumed"),
