@@ -173,11 +173,14 @@ def chunk_logp(model: Model, chunk: list[int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fingerprint(source: Path) -> str:
-    """A key for a model source: resolved path, size and mtime of its files (cheap; no hashing of weights)."""
+    """A key for a model source: resolved path, size and mtime of its files (cheap; no hashing of weights), and the
+    planner version (a newer quantizer re-makes the cached files)."""
+    from planner import __version__
+
     source = Path(source).expanduser().resolve()
     files = [source] if source.is_file() else sorted(
         p for p in source.iterdir() if p.suffix in (".json", ".safetensors", ".gguf", ".model"))
-    h = hashlib.sha256(str(source).encode())
+    h = hashlib.sha256(f"{__version__}\0{source}".encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
@@ -195,13 +198,9 @@ def results_dir() -> Path:
 
 def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
     """The GGUF file of `source` in `fmt`, quantized once and reused: (path, summary with file_bytes and bpw)."""
-    from planner.formats import get_format
-    from planner.quantize.config import GGUFConfig, config_for
     from planner.quantize.pipeline import quantize_model
 
-    f = get_format(fmt)
-    if not isinstance(config_for(f), GGUFConfig):
-        raise PlannerError(f"planner eval runs formats llama.cpp loads (GGUF); {f.id} is not one")
+    f = _check_gguf(fmt)
     d = (cache or cache_root()) / "models" / fingerprint(source)
     out = d / f"{f.id}.gguf"
     meta = d / f"{f.id}.json"
@@ -220,6 +219,17 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
 
     atomic_write_text(meta, json.dumps(summary))
     return out, summary
+
+
+def _check_gguf(fmt: str):  # type: ignore[no-untyped-def]
+    """The format `fmt` if planner quantize writes it as GGUF (what llama.cpp runs), else a clear error."""
+    from planner.formats import get_format
+    from planner.quantize.config import GGUFConfig, config_for
+
+    f = get_format(fmt)
+    if not isinstance(config_for(f), GGUFConfig):
+        raise PlannerError(f"planner eval runs formats llama.cpp loads (GGUF); {f.id} is not one")
+    return f
 
 
 def reference_key(source: Path, text: str, ctx: int, n_chunks: int, top_k: int) -> str:
@@ -296,6 +306,12 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
     fmts = list(dict.fromkeys(get_format(f).id for f in formats))
     if not fmts:
         raise PlannerError("no formats to evaluate; pass --formats Q8_0,Q4_K_M,...")
+    for f in fmts:  # refuse what llama.cpp cannot run before spending minutes on the others
+        _check_gguf(f)
+    if ctx < 8:
+        raise PlannerError(f"--ctx must be at least 8, got {ctx}")
+    if max_chunks is not None and max_chunks < 1:
+        raise PlannerError(f"--chunks must be at least 1, got {max_chunks}")
     open_model = open_model or _open_llama
     progress = progress or _NoProgress()
     cache = cache or cache_root()
@@ -397,3 +413,20 @@ def save_report(report: EvalReport, directory: Path | None = None) -> Path:
     path = d / f"{name}-{stamp}.json"
     atomic_write_text(path, json.dumps(report.as_dict(), indent=2) + "\n")
     return path
+
+
+def load_reports(directory: Path | None = None) -> list[dict[str, Any]]:
+    """Stored evaluations, oldest first (for recommend/TUI to show measured KL divergence); unreadable files skipped
+    with their path under 'error'."""
+    d = directory or results_dir()
+    out: list[dict[str, Any]] = []
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            out.append({"path": str(p), "error": str(exc)})
+            continue
+        if isinstance(data, dict):
+            data["path"] = str(p)
+            out.append(data)
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,9 @@ def test_evaluate_with_fake_runtime(tiny_model, tmp_path):
     assert [r.as_dict() for r in rep2.results] == [r.as_dict() for r in rep.results]
     saved = core.save_report(rep2, tmp_path / "results")
     assert saved.is_file() and '"kld_mean"' in saved.read_text()
+    (tmp_path / "results" / "zz-broken.json").write_text("{not json")
+    stored = core.load_reports(tmp_path / "results")
+    assert stored[0]["path"] == str(saved) and len(stored[0]["results"]) == 4 and "error" in stored[1]
 
 
 def test_evaluate_knee_marked(tiny_model, tmp_path):
@@ -314,13 +318,16 @@ def test_smollm2_f16_perplexity_matches_llama_cpp(smollm2, smollm2_report):
         chunks = core.make_chunks(ours.tokenize(load_dataset("sample")), CTX, CHUNKS, ours.bos)
     finally:
         ours.close()
-    llm = llama_cpp.Llama(model_path=f16.file, n_ctx=CTX + 8, logits_all=True, verbose=False)
-    s = core.scored_slice(CTX)
+    # llama-cpp-python's own evaluation (default batch settings) and its own log-softmax, indexed independently
+    llm = llama_cpp.Llama(model_path=f16.file, n_ctx=CTX, logits_all=True, verbose=False)
     lps: list[float] = []
     for c in chunks:
-        out = llm.create_completion(c, max_tokens=1, echo=True, logprobs=1, temperature=0.0)
-        token_logprobs = out["choices"][0]["logprobs"]["token_logprobs"]
-        lps.extend(token_logprobs[s.start + 1:s.stop + 1])
+        llm.reset()
+        llm.eval(c)
+        logprobs = llama_cpp.Llama.logits_to_logprobs(np.array(llm.scores[:CTX]))
+        for pos in range(CTX // 2, CTX - 1):
+            lps.append(float(logprobs[pos, c[pos + 1]]))
+    llm.close()
     theirs = math.exp(-sum(lps) / len(lps))
     assert len(lps) == f16.tokens
     assert f16.ppl == pytest.approx(theirs, rel=0.01)
@@ -358,3 +365,19 @@ def test_every_gguf_type_we_write_runs_in_llama_cpp(smollm2):
             assert tokens[:4] == ref_tokens[:4], (ftype, text, ref_text)
         if ftype != "Q2_K":  # 2-bit on a 135M model is allowed to ramble
             assert re.search(r"[A-Za-z]{3}", text), (ftype, text)
+
+
+def test_missing_llama_cpp_is_a_clear_error(tmp_path, monkeypatch):
+    from planner.evaluation import runtime
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import fails as if not installed
+    with pytest.raises(PlannerError, match=r"llamacpp\]"):
+        runtime.LlamaModel(tmp_path / "x.gguf", 128)
+
+
+def test_bad_options_fail_before_any_work(tiny_model, tmp_path):
+    with pytest.raises(PlannerError, match="GGUF"):
+        core.evaluate(tiny_model, ["Q8_0", "mlx-4bit"], load_dataset("sample"), ctx=64, open_model=FakeModel, cache=tmp_path)
+    with pytest.raises(PlannerError, match="ctx"):
+        core.evaluate(tiny_model, ["Q8_0"], load_dataset("sample"), ctx=4, open_model=FakeModel, cache=tmp_path)
+    assert not (tmp_path / "models").exists()
