@@ -277,15 +277,18 @@ class ModelCost:
         return FormatLayout(stored, header, layer_bytes, layer_active, embed, head, head_active, types)
 
 
+# The same KV dtype goes by different names in different runtimes.
+_KV_ALIASES = {"fp16": ("f16", "fp16", "auto"), "f16": ("f16", "fp16", "auto"), "auto": ("auto", "f16", "fp16"),
+               "fp8": ("fp8_e4m3", "fp8", "fp8_e4m3fn"), "fp8_e4m3": ("fp8_e4m3", "fp8", "fp8_e4m3fn"),
+               "q8_0": ("q8_0", "q8"), "q4_0": ("q4_0", "q4"), "int8": ("int8", "q8_0", "q8")}
+
+
 def _kv_dtype(runtime: Runtime, requested: str | None) -> tuple[str | None, str]:
     """Map a requested KV dtype to the runtime's own name; '' reason when fine."""
     if not requested:
         return runtime.kv_dtypes[0], ""
     req = requested.lower()
-    aliases = {"fp16": ("f16", "fp16", "auto"), "f16": ("f16", "fp16", "auto"), "auto": ("auto", "f16", "fp16"),
-               "fp8": ("fp8_e4m3", "fp8", "fp8_e4m3fn"), "fp8_e4m3": ("fp8_e4m3", "fp8", "fp8_e4m3fn"),
-               "q8_0": ("q8_0", "q8"), "q4_0": ("q4_0", "q4"), "int8": ("int8", "q8_0", "q8")}
-    for name in aliases.get(req, (req,)):
+    for name in _KV_ALIASES.get(req, (req,)):
         if name in runtime.kv_dtypes:
             return name, ""
     return None, f"{runtime.name} offers KV cache dtypes {', '.join(runtime.kv_dtypes)}, not {requested}"
@@ -342,12 +345,18 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
         _place_layers(plan, mc, lay, runtime, target, kv, mla_aware)
     if not plan.runs:
         return plan
-    plan.total_memory_bytes = sum(d.total_bytes for d in plan.per_device)
-    plan.usable_memory_bytes = sum(d.usable_bytes for d in plan.per_device)
-    over = [d for d in plan.per_device if not d.fits]
-    if over and not plan.reason:
-        d = over[0]
-        plan.reason = (f"needs {d.total_bytes / GIB:.1f} GiB on {d.device}, {d.usable_bytes / GIB:.1f} GiB usable")
+    total = usable = 0
+    first_over = None
+    for d in plan.per_device:
+        t = d.weights_bytes + d.kv_cache_bytes + d.activations_bytes + d.overhead_bytes
+        total += t
+        usable += d.usable_bytes
+        if first_over is None and t > d.usable_bytes:
+            first_over = (d, t)
+    plan.total_memory_bytes, plan.usable_memory_bytes = total, usable
+    if first_over is not None and not plan.reason:
+        d, t = first_over
+        plan.reason = f"needs {t / GIB:.1f} GiB on {d.device}, {d.usable_bytes / GIB:.1f} GiB usable"
     mode = support.mode
     plan.speed_fn = lambda pl: _speed(pl, mc, lay, fmt, runtime, target, kv, mode, calibration)
     if context > m.max_context:
@@ -358,7 +367,10 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
 
 def _overhead(runtime: Runtime, target: Target) -> int:
     """Per-device runtime overhead: CUDA/HIP context and CUDA-graph pools."""
-    if target.device.backend in ("cuda", "rocm"):
+    backend = target.device.backend
+    if backend == "cpu":
+        return 0
+    if backend in ("cuda", "rocm"):
         return int((runtime.cuda_context_gib + runtime.cuda_graph_gib) * GIB)
     if target.device.backend == "metal":
         return int(0.1 * GIB)  # assumed: Metal command buffers and library
@@ -440,8 +452,12 @@ def _place_layers(plan: Plan, mc: ModelCost, lay: FormatLayout, runtime: Runtime
         plan.warnings.append(f"{runtime.name} uses one device; the other {target.count - 1} stay idle")
     kv_cum = mc.kv_prefix(plan.context, kv, plan.concurrency, mla_aware)
     cum = lay.cum_layers
-    compute = (mc.memo(("cbuf", plan.context), lambda: llamacpp_compute_buffer_bytes(m, plan.context))
-               if runtime.engine == "llamacpp" else int(0.3 * GIB))
+    if runtime.engine == "llamacpp":
+        compute = mc._memo.get(("cbuf", plan.context))
+        if compute is None:
+            compute = mc._memo[("cbuf", plan.context)] = llamacpp_compute_buffer_bytes(m, plan.context)
+    else:
+        compute = int(0.3 * GIB)
     over = _overhead(runtime, target)
     head = lay.head_bytes + (0 if embed_on_host else lay.embed_bytes)
     if devices == 1 and not target.is_cpu:
@@ -561,9 +577,12 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     engine = runtime.engine
     key = ("rates", fmt.id, mode, engine, dev.id, dev.backend, target.is_cpu, target.host_bandwidth_gb_s,
            calibration is None)
-    eff, bw, host_bw, peak_flops_raw, kv_fraction = mc.memo(key, lambda: _rates(
-        mc, lay, fmt, engine, dev, target, mode, calibration)) if calibration is None else _rates(
-        mc, lay, fmt, engine, dev, target, mode, calibration)
+    rates = mc._memo.get(key) if calibration is None else None
+    if rates is None:
+        rates = _rates(mc, lay, fmt, engine, dev, target, mode, calibration)
+        if calibration is None:
+            mc._memo[key] = rates
+    eff, bw, host_bw, peak_flops_raw, kv_fraction = rates
     n = m.num_layers
     tp = (plan.parallel or {}).get("tensor_parallel", target.count if plan.layout == "tensor-parallel" else 1)
     if plan.layout in ("layer-split", "rpc-layer-split", "partial-offload", "cpu", "single"):

@@ -78,7 +78,7 @@ def target_from_catalog(device: DeviceSpec, count: int = 1, host_ram_bytes: int 
                   nodes=nodes, fabric=fabric, expert_parallel=expert_parallel)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MemoryBreakdown:
     """Bytes one device needs for a plan."""
 
@@ -206,7 +206,12 @@ class Plan:
     @property
     def fits(self) -> bool:
         """Runs on the target and fits in usable memory."""
-        return self.runs and bool(self.per_device) and all(d.fits for d in self.per_device) and self.reason == ""
+        if not self.runs or self.reason or not self.per_device:
+            return False
+        for d in self.per_device:
+            if d.weights_bytes + d.kv_cache_bytes + d.activations_bytes + d.overhead_bytes > d.usable_bytes:
+                return False
+        return True
 
     def as_dict(self) -> dict:
         """The stable JSON form (documented in the README)."""
