@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from planner.commands.common import add_model_options, check_context, gib, load_catalog_for, load_model
 from planner.commands.options import add_catalog_dirs, add_json, console, print_json
-from planner.errors import NothingFitsError
+from planner.errors import NothingFitsError, PlannerError
 from planner.targets import add_target_options, resolve_target
 
 SCHEMA_VERSION = 1
@@ -30,6 +32,11 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--confirm", action="store_true",
                    help="bench the top three candidates on this machine and re-rank by measured speed where the "
                         "measurement is of their runtime's kernels (slow: seconds to minutes)")
+    q = p.add_argument_group("produce the recommended artifact")
+    q.add_argument("--quantize", metavar="SOURCE", type=Path,
+                   help="quantize SOURCE (HF model dir or GGUF) to the recommended format (needs -o)")
+    q.add_argument("-o", "--output", metavar="OUT", type=Path, help="where --quantize writes the artifact")
+    q.add_argument("--force", action="store_true", help="with --quantize: replace an existing OUT")
     add_catalog_dirs(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -42,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from planner.recommend import recommend
     from planner.runtimes import get_runtime
 
+    if args.quantize is not None and args.output is None:
+        raise PlannerError("--quantize needs -o OUT (where to write the artifact)")
     catalog = load_catalog_for(args)
     mc, note = load_model(args)
     context = check_context(args, mc.spec.max_context)
@@ -69,7 +78,21 @@ def run(args: argparse.Namespace) -> int:
     if rec.best is None:
         raise NothingFitsError(f"nothing fits {mc.spec.id} at {context} tokens on {target.label}: "
                                + "; ".join(rec.suggestions))
+    if args.quantize is not None:
+        _quantize_best(args, rec)
     return 0
+
+
+def _quantize_best(args: argparse.Namespace, rec) -> None:  # type: ignore[no-untyped-def]
+    """Produce the recommended format from SOURCE with the same pipeline as `planner quantize`."""
+    from planner.quantize.pipeline import quantize_model
+
+    fmt = rec.best.format_id
+    if fmt.endswith("-as-stored"):
+        raise PlannerError(f"the recommendation is the model as stored ({fmt}); there is nothing to quantize")
+    result = quantize_model(args.quantize, fmt, args.output, force=args.force)
+    print(f"wrote {args.output} ({fmt}, {result.tensor_bytes:,} bytes of tensors, as predicted: "
+          f"{result.tensor_bytes == result.predicted_tensor_bytes})", file=sys.stderr)
 
 
 def _calibration(args: argparse.Namespace, target):  # type: ignore[no-untyped-def]

@@ -208,3 +208,22 @@ def test_help_lists_quantize(capsys):
         main(["quantize", "--help"])
     out = capsys.readouterr().out
     assert "--format" in out and "--force" in out and "--json" in out
+
+
+def test_recommend_quantize_writes_the_recommended_artifact(tmp_path, capsys):
+    """`recommend --quantize SOURCE -o OUT` produces exactly the plan's format, with the predicted tensor bytes."""
+    import gguf
+
+    src = tmp_path / "tiny"
+    make_hf_model(src)
+    out = tmp_path / "tiny.gguf"
+    code = main(["recommend", "--model", str(src), "--device", "rtx-4090", "--format", "Q8_0", "--format", "Q4_K_M",
+                 "--runtime", "llama.cpp", "--quantize", str(src), "-o", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    best = json.loads(captured.out)["recommended"]
+    assert out.is_file() and "as predicted: True" in captured.err
+    types = {t.tensor_type.name for t in gguf.GGUFReader(str(out)).tensors}
+    assert ("Q8_0" in types) if best["format"] == "Q8_0" else ("Q4_K" in types or "Q5_0" in types)
+    code = main(["recommend", "--model", str(src), "--device", "rtx-4090", "--quantize", str(src)])
+    assert code == 1 and "needs -o" in capsys.readouterr().err
