@@ -9,13 +9,14 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
+from planner.tui.widgets.searchable import SearchableTable
+
 from planner.hardware.catalog import DeviceSpec
 from planner.plan import GIB
 from planner.tui.state import DEVICE_SORTS, LOCAL, device_matches, device_rows
 
 COLUMNS = (("id", None), ("name", "name"), ("vendor", "vendor"), ("memory GiB", "memory"), ("kind", "kind"),
            ("GB/s", "bandwidth"), ("FP16 TFLOPS", "fp16"), ("FP8 TFLOPS", "fp8"), ("year", "year"))
-SORT_ORDER = [s for _, s in COLUMNS if s]
 LOCAL_PREFIX = f"{LOCAL}:"
 
 
@@ -33,8 +34,13 @@ def device_cells(d: DeviceSpec) -> list[Any]:
             Text(_num(d.peak_fp8_tflops), justify="right"), str(d.launch_year)]
 
 
-class DevicesPane(Vertical):
+class DevicesPane(SearchableTable, Vertical):
     """Search box, table, and a status line with the count and the sort."""
+
+    SEARCH_ID = "device-search"
+    TABLE_ID = "device-table"
+    COLUMNS = COLUMNS
+    SORTS = DEVICE_SORTS
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -113,36 +119,6 @@ class DevicesPane(Vertical):
 
             gpus = [SimpleNamespace(spec=t.device, name=f"{t.device.name} (CPU)", memory_free_bytes=t.usable_bytes[0])]
         return [g for g in gpus if device_matches(g.spec, self.query_text)]
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        """Search as you type."""
-        if event.input.id == "device-search":
-            self.query_text = event.value
-            self.refresh_rows()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter in the search box moves to the table."""
-        if event.input.id == "device-search":
-            self.query_one("#device-table", DataTable).focus()
-
-    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        """Click a header to sort by it; click again to reverse."""
-        sort = dict(COLUMNS).get(str(event.column_key.value))
-        if sort:
-            self.set_sort(sort)
-
-    def set_sort(self, sort: str) -> None:
-        """Sort by a key; the same key again flips the direction."""
-        if sort == self.sort:
-            default = DEVICE_SORTS[sort][2]
-            self.reverse = not (default if self.reverse is None else self.reverse)
-        else:
-            self.sort, self.reverse = sort, None
-        self.refresh_rows()
-
-    def cycle_sort(self) -> None:
-        """The next sort key."""
-        self.set_sort(SORT_ORDER[(SORT_ORDER.index(self.sort) + 1) % len(SORT_ORDER)])
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter (or a click on the highlighted row): plan on this device."""

@@ -10,15 +10,21 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
+from planner.tui.widgets.searchable import SearchableTable
+
 from planner.tui.state import MODEL_SORTS, ModelRow, format_params, model_row, model_rows
 
 COLUMNS = (("id", None), ("name", "name"), ("family", "family"), ("params", "params"), ("active", "active"),
            ("context", "context"), ("dtype", None), ("architecture", None), ("notes", None))
-SORT_ORDER = [s for _, s in COLUMNS if s]
 
 
-class ModelsPane(Vertical):
+class ModelsPane(SearchableTable, Vertical):
     """Search box, table, status line; parameter counts are computed in a worker so start-up stays fast."""
+
+    SEARCH_ID = "model-search"
+    TABLE_ID = "model-table"
+    COLUMNS = COLUMNS
+    SORTS = MODEL_SORTS
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -77,36 +83,6 @@ class ModelsPane(Vertical):
         self.query_one("#model-status", Static).update(
             f"{len(rows)} of {len(app.registry)} profiles · sorted by {header} {arrow} (s or click a header) · "
             "Enter: plan this model · ● current")
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        """Search as you type."""
-        if event.input.id == "model-search":
-            self.query_text = event.value
-            self.refresh_rows()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter in the search box moves to the table."""
-        if event.input.id == "model-search":
-            self.query_one("#model-table", DataTable).focus()
-
-    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        """Click a header to sort by it; again to reverse."""
-        sort = dict(COLUMNS).get(str(event.column_key.value))
-        if sort:
-            self.set_sort(sort)
-
-    def set_sort(self, sort: str) -> None:
-        """Sort by a key; the same key again flips the direction."""
-        if sort == self.sort:
-            default = MODEL_SORTS[sort][2]
-            self.reverse = not (default if self.reverse is None else self.reverse)
-        else:
-            self.sort, self.reverse = sort, None
-        self.refresh_rows()
-
-    def cycle_sort(self) -> None:
-        """The next sort key."""
-        self.set_sort(SORT_ORDER[(SORT_ORDER.index(self.sort) + 1) % len(SORT_ORDER)])
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter (or a click on the highlighted row): plan this model."""
