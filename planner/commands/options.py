@@ -30,5 +30,13 @@ def console():  # type: ignore[no-untyped-def]
     """A rich Console on stdout (imported lazily: rich costs start-up time)."""
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # `planner ... | head` is normal use: stop writing quietly instead of rich's SystemExit(1)
+            import os
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+
     # Pipes and CI logs get a wide fixed width instead of rich's 80-column default.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    return _Console(highlight=False, width=None if sys.stdout.isatty() else 160)
