@@ -81,7 +81,7 @@ class ModelCost:
     spec: ModelSpec
     tensors: list[TensorInfo] = field(default_factory=list)
     layouts: dict[str, FormatLayout | ShapeError] = field(default_factory=dict)
-    _kv: dict[str, list] = field(default_factory=dict)
+    _kv: dict[tuple, list] = field(default_factory=dict)
     _disk: dict | None = None
     _dirty: bool = False
     _kv_sum: dict = field(default_factory=dict)
@@ -100,7 +100,7 @@ class ModelCost:
 
     def kv_profile(self, mla_aware: bool) -> list[tuple[int, int | None]]:
         """Per layer: cached values per token and the token cap (sliding window) or None."""
-        key = f"kv|{mla_aware}"
+        key = ("kv", mla_aware)
         if key not in self._kv:
             m = self.spec
             self._kv[key] = [
@@ -146,7 +146,7 @@ class ModelCost:
 
     def kv_per_layer(self, tokens: int, kv_dtype: str, sequences: int, mla_aware: bool) -> list[int]:
         """KV cache bytes of each layer for `sequences` x `tokens` (memoized: every runtime asks the same)."""
-        key = f"per|{tokens}|{kv_dtype}|{sequences}|{mla_aware}"
+        key = ("per", tokens, kv_dtype, sequences, mla_aware)
         if key not in self._kv:
             per_value = kv_bytes_per_value(kv_dtype) * sequences
             self._kv[key] = [int(v * (tokens if cap is None or tokens < cap else cap) * per_value)
@@ -155,7 +155,7 @@ class ModelCost:
 
     def kv_prefix(self, tokens: int, kv_dtype: str, sequences: int, mla_aware: bool) -> list[int]:
         """Prefix sums of kv_per_layer (index i: layers [0, i))."""
-        key = f"cum|{tokens}|{kv_dtype}|{sequences}|{mla_aware}"
+        key = ("cum", tokens, kv_dtype, sequences, mla_aware)
         if key not in self._kv:
             cum = [0]
             for b in self.kv_per_layer(tokens, kv_dtype, sequences, mla_aware):
@@ -334,7 +334,7 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     qkey = (fmt.id, support.dequant_to)
     if qkey not in mc._quality:
         mc._quality[qkey] = expected_quality(fmt, mc.params, plan.bits_per_weight, m.native_dtype).as_dict()
-    plan.quality = dict(mc._quality[qkey])
+    plan.quality = mc._quality[qkey]  # shared, read-only: one dict per (model, format)
     engine = runtime.engine
     mla_aware = engine != "transformers"
     seqs = concurrency
