@@ -38,3 +38,11 @@ def user_data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
     return base / "llm-deploy-planner"
+
+
+def user_path(text: str | Path) -> Path:
+    """A path the user typed, with '~' expanded; '~name' for an unknown user stays as typed instead of raising."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # pathlib cannot find that user's home directory
+        return Path(text)

@@ -23,7 +23,7 @@ import numpy as np
 
 from planner.errors import InvalidInputError, PlannerError
 from planner.evaluation import metrics
-from planner.paths import user_cache_dir, user_data_dir
+from planner.paths import user_cache_dir, user_data_dir, user_path
 
 REFERENCE_FORMAT = "F16"
 SCHEME = "llama.cpp-perplexity-v1"  # how chunks are cut and scored; part of the reference cache key
@@ -177,7 +177,7 @@ def fingerprint(source: Path) -> str:
     planner version (a newer quantizer re-makes the cached files)."""
     from planner import __version__
 
-    source = Path(source).expanduser().resolve()
+    source = user_path(source).resolve()
     files = [source] if source.is_file() else sorted(
         p for p in source.iterdir() if p.suffix in (".json", ".safetensors", ".gguf", ".model"))
     h = hashlib.sha256(f"{__version__}\0{source}".encode())
@@ -300,7 +300,7 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
     formats finished so far and `interrupted` set."""
     from planner.formats import get_format
 
-    source = Path(source).expanduser()
+    source = user_path(source)
     if not source.exists():
         raise InvalidInputError(f"{source}: no such file or directory")
     fmts = list(dict.fromkeys(get_format(f).id for f in formats))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from planner.errors import InvalidInputError, NotFoundError
 from planner.yamlio import read_text
+from planner.paths import user_path
 
 _DATA = Path(__file__).resolve().parent.parent / "data"
 DATASETS = {"sample": _DATA / "eval_sample.txt"}  # original prose written for planner, a few thousand tokens
@@ -22,7 +23,7 @@ def dataset_path(name: str) -> Path:
 
 def load_text(path: Path | str) -> str:
     """Read a UTF-8 text file to evaluate on; empty, binary or non-UTF-8 files are one clear error (exit 2)."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     text = read_text(path, "text file")
     if "\x00" in text:
         raise InvalidInputError(f"{path}: contains NUL bytes; expected plain UTF-8 text, not a binary file")

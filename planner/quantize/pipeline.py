@@ -37,6 +37,7 @@ from planner.quantize.gguf_writer import GGUFWriter, PlannedTensor, general_meta
 from planner.quantize.primitives import encode, from_bf16_bits, quantize_bf16, quantize_f16, quantize_f32
 from planner.quantize.safetensors_writer import SafetensorsWriter, TensorSpec
 from planner.quantize.sources import Source, SourceTensor, open_source
+from planner.paths import user_path
 
 CHUNK_VALUES = 1 << 22  # values per row chunk: 16 MB as float32
 SAMPLE_ROWS = 256  # rows per tensor whose reconstruction error is measured for the quality report
@@ -163,8 +164,8 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
     t0 = time.perf_counter()
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
     cfg = config_for(fmt)
-    out = Path(out).expanduser()
-    source = Path(source).expanduser()
+    out = user_path(out)
+    source = user_path(source)
     if out.exists() and source.exists():
         o, s = out.resolve(), source.resolve()
         if o == s or o in s.parents:  # replacing OUT would delete the input

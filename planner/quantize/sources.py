@@ -31,6 +31,7 @@ from planner.models.spec import ModelSpec
 from planner.quantize.gguf_writer import KV, arch_metadata, kv_from_header, llama3_rope_factors
 from planner.quantize.primitives import from_bf16_bits
 from planner.quantize.tokenizer import gguf_tokenizer_from_hf, hf_tokenizer_from_gguf
+from planner.paths import user_path
 
 Layout = Literal["gguf", "hf"]
 
@@ -176,7 +177,7 @@ def _dequantize_rows(buf: mmap.mmap, t: SourceTensor, rows: slice | np.ndarray) 
 
 def open_source(path: Path) -> Source:
     """Open a Hugging Face model directory or a GGUF file for quantization (headers only; data is mapped later)."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     if not path.exists():
         raise InvalidInputError(f"{path}: no such file or directory")
     if path.is_file() and path.suffix.lower() == ".gguf":

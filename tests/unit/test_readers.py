@@ -1029,3 +1029,13 @@ def test_gguf_mla_with_split_kv_b(tmp_path: Path) -> None:
     by_name = {t.name: t for t in src.tensors or []}
     assert by_name["blk.0.attn_k_b.weight"].shape == (4, 8, 8) and by_name["blk.0.attn_k_b.weight"].n_experts == 1
     assert_matches_inventory(src)
+
+
+def test_a_home_path_of_an_unknown_user_is_a_clear_error():
+    """'~nosuchuser/model' cannot be expanded by pathlib (RuntimeError); it must be a planner error, not a traceback."""
+    from planner.errors import PlannerError
+    from planner.models.profiles import load_registry
+    from planner.models.readers import resolve_model
+
+    with pytest.raises(PlannerError):
+        resolve_model("~nosuchuser-planner-test/model.gguf", load_registry())

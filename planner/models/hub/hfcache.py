@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from planner.paths import user_path
+
 
 def hf_hub_cache_dir() -> Path:
     """The hub cache directory: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub (XDG aware)."""
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):  # the second is the older name, still honoured
         if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
+            return user_path(os.environ[var])
     if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+        return user_path(os.environ["HF_HOME"]) / "hub"
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
 

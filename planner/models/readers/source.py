@@ -21,6 +21,7 @@ from planner.models.readers.safetensors_header import (
 from planner.models.profiles import ModelRegistry
 from planner.models.spec import ModelSpec
 from planner.yamlio import load_json
+from planner.paths import user_path
 
 CONFIG_NAME = "config.json"
 _PATH_SUFFIXES = (".gguf", ".safetensors", ".json")
@@ -40,7 +41,7 @@ class ModelSource:
 
 def load_model_source(path: Path) -> ModelSource:
     """Read a model directory, config.json, .safetensors file or .gguf file (headers only)."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     if not path.exists():
         raise InvalidInputError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -60,7 +61,7 @@ def load_model_source(path: Path) -> ModelSource:
 def resolve_model(name: str, registry: ModelRegistry, online: bool | None = None) -> ModelSource:
     """An existing path is read from disk; else a profile (id, alias, repo, size); else a Hugging Face repo id from the
     local HF cache, the planner's cache or, with `online` (or PLANNER_ONLINE=1), the Hub (planner.models.hub)."""
-    path = Path(name).expanduser()
+    path = user_path(name)
     if path.exists():
         return load_model_source(path)
     from planner.models.hub import parse_repo_ref  # lazily: the Hub code is needed only for repo ids
