@@ -36,7 +36,9 @@ def time_cli(args: list[str], runs: int) -> tuple[float, float]:
 
 def base_devices(cat) -> list:  # type: ignore[no-untyped-def]
     """Catalog products without their extra memory configurations ('m3-max' but not 'm3-max-48gb')."""
-    variant_ids = {f"{d.id}-{g:g}gb" for d in cat for g in d.memory_options_gib}
+    from planner.hardware.catalog import memory_variant_ids
+
+    variant_ids = memory_variant_ids(cat)
     return [d for d in cat if d.id not in variant_ids]
 
 

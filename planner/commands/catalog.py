@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
                 mark = " [yellow](unverified)[/yellow]" if k in d.unverified else ""
                 con.print(f"[bold]{k:22}[/bold] {v}{mark}")
         return 0
-    devices = [d for d in catalog if _keep(d, args)]
+    from planner.hardware.catalog import memory_variant_ids
+
+    variants = memory_variant_ids(catalog)
+    devices = [d for d in catalog if _keep(d, args, variants)]
     devices.sort(key=_SORT_KEYS[args.sort], reverse=args.sort in ("memory", "bandwidth", "year", "fp16"))
     if args.json:
         print_json([d.model_dump(mode="json") for d in devices])
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keep(d, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
+def _keep(d, args: argparse.Namespace, variants: set[str]) -> bool:  # type: ignore[no-untyped-def]
     if args.vendor and d.vendor != args.vendor.lower():
         return False
     if args.kind and d.memory_kind != args.kind:
@@ -88,12 +91,5 @@ def _keep(d, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
         return False
     if args.unverified and not d.unverified:
         return False
-    if not args.variants and not args.min_memory and d.memory_options_gib == [] and _is_variant(d):
-        return False
-    return True
-
-
-def _is_variant(d) -> bool:  # type: ignore[no-untyped-def]
-    """Memory-configuration entries made from memory_options_gib (ids ending in '-<N>gb' with a base entry)."""
-    return d.id.endswith("gb") and d.name.endswith("GB") and "-" in d.id and d.id.rsplit("-", 1)[1][:-2].replace(".", "").isdigit() \
-        and d.source and not d.memory_options_gib and d.name.count("GB") >= 1 and d.aliases == [] or False
+    # memory configurations are listed with --variants (or when filtering by memory, where they matter)
+    return bool(args.variants or args.min_memory or d.id not in variants)

@@ -48,6 +48,11 @@ def _expand_memory_options(device: DeviceSpec) -> list[DeviceSpec]:
     return out
 
 
+def memory_variant_ids(devices: Iterable[DeviceSpec]) -> set[str]:
+    """Ids of the extra memory configurations expanded from memory_options_gib ('m3-max-48gb', not 'm3-max')."""
+    return {f"{d.id}-{gib:g}gb" for d in devices for gib in d.memory_options_gib}
+
+
 class Catalog:
     """All devices, looked up by id, alias or NVML name (exact, case- and punctuation-insensitive)."""
 

@@ -184,3 +184,11 @@ def test_a_real_gguf_file_is_planned_as_stored(capsys):
     assert code == 0 and "stored as Q4_1-as-stored" in d["model"]["resolved_from"]
     assert d["recommended"]["file_size_bytes"] == path.stat().st_size
     assert d["recommended"]["format"] == "Q4_1-as-stored"
+
+
+def test_catalog_lists_products_and_memory_configurations_on_request(capsys):
+    code, out, _ = run(capsys, "catalog", "--vendor", "apple", "--json")
+    ids = {d["id"] for d in json.loads(out)}
+    assert "m3-max" in ids and "m3-max-128gb" not in ids
+    code, out, _ = run(capsys, "catalog", "--vendor", "apple", "--variants", "--json")
+    assert "m3-max-128gb" in {d["id"] for d in json.loads(out)}
