@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from planner.cost.memory import (
-    engine_activation_bytes, gguf_header_bytes, kv_bytes_per_value, kv_cache_bytes, kv_values_per_token,
+    engine_activation_bytes, gguf_header_bytes, kv_bytes_per_value, kv_cache_bytes, kv_layer_profile, kv_values_held,
     llamacpp_compute_buffer_bytes,
 )
 from planner.cost.speed import (
@@ -102,12 +102,7 @@ class ModelCost:
         """Per layer: cached values per token and the token cap (sliding window) or None."""
         key = ("kv", mla_aware)
         if key not in self._kv:
-            m = self.spec
-            self._kv[key] = [
-                (kv_values_per_token(m, i, mla_aware),
-                 m.sliding_window if (m.sliding_window and not m.is_global_layer(i)) else None)
-                for i in range(m.num_layers)
-            ]
+            self._kv[key] = kv_layer_profile(self.spec, mla_aware)
         return self._kv[key]
 
     def kv_bytes(self, tokens: int, kv_dtype: str, sequences: int = 1, layers: range | None = None,
@@ -135,14 +130,7 @@ class ModelCost:
         return got
 
     def _kv_sum_uncached(self, tokens: int, kv_dtype: str, layers: range | None, mla_aware: bool) -> float:
-        prof = self.kv_profile(mla_aware)
-        rng = layers if layers is not None else range(len(prof))
-        per_value = kv_bytes_per_value(kv_dtype)
-        total = 0
-        for i in rng:
-            values, cap = prof[i]
-            total += values * (tokens if cap is None or tokens < cap else cap)
-        return total * per_value
+        return kv_values_held(self.kv_profile(mla_aware), tokens, layers) * kv_bytes_per_value(kv_dtype)
 
     def kv_per_layer(self, tokens: int, kv_dtype: str, sequences: int, mla_aware: bool) -> list[int]:
         """KV cache bytes of each layer for `sequences` x `tokens` (memoized: every runtime asks the same)."""

@@ -41,30 +41,37 @@ def kv_values_per_token(model: ModelSpec, layer: int, mla_aware: bool = True) ->
     return 2 * model.num_kv_heads * model.dim_head
 
 
-def kv_cache_bytes(model: ModelSpec, context: int, kv_dtype: str, sequences: int = 1, *, layers: range | None = None,
-                   mla_aware: bool = True, swa_aware: bool = True, kv_heads_divisor: int = 1) -> int:
-    """KV cache bytes for `sequences` sequences of `context` tokens over `layers` (all by default).
+def kv_layer_profile(model: ModelSpec, mla_aware: bool = True, swa_aware: bool = True,
+                     kv_heads_divisor: int = 1) -> list[tuple[int, int | None]]:
+    """Per layer: cached values per token, and the most tokens it holds (its sliding window) or None.
 
     Sliding-window layers hold at most `sliding_window` tokens when the runtime keeps a separate SWA cache;
     `kv_heads_divisor` splits the heads across tensor-parallel GPUs (never below one head per GPU).
     """
-    per_value = kv_bytes_per_value(kv_dtype)
-    total = 0.0
-    for i in layers if layers is not None else range(model.num_layers):
-        tokens = context
-        if swa_aware and not model.is_global_layer(i) and model.sliding_window:
-            tokens = min(context, model.sliding_window)
+    out = []
+    for i in range(model.num_layers):
         values = kv_values_per_token(model, i, mla_aware)
         if kv_heads_divisor > 1 and model.mla is None:
-            heads = max(1, -(-model.num_kv_heads // kv_heads_divisor))
-            values = 2 * heads * model.dim_head
-        total += values * tokens * per_value
-    return int(total * sequences)
+            values = 2 * max(1, -(-model.num_kv_heads // kv_heads_divisor)) * model.dim_head
+        windowed = swa_aware and model.sliding_window and not model.is_global_layer(i)
+        out.append((values, model.sliding_window if windowed else None))
+    return out
 
 
-def kv_read_bytes_per_token(model: ModelSpec, position: int, kv_dtype: str, *, mla_aware: bool = True) -> int:
-    """KV bytes one decode step reads at `position` tokens of context (all layers)."""
-    return kv_cache_bytes(model, max(position, 0), kv_dtype, 1, mla_aware=mla_aware)
+def kv_values_held(profile: list[tuple[int, int | None]], tokens: int, layers: range | None = None) -> int:
+    """Cached values of one sequence of `tokens` over `layers` of a kv_layer_profile."""
+    total = 0
+    for i in layers if layers is not None else range(len(profile)):
+        values, cap = profile[i]
+        total += values * (tokens if cap is None or tokens < cap else cap)
+    return total
+
+
+def kv_cache_bytes(model: ModelSpec, context: int, kv_dtype: str, sequences: int = 1, *, layers: range | None = None,
+                   mla_aware: bool = True, swa_aware: bool = True, kv_heads_divisor: int = 1) -> int:
+    """KV cache bytes for `sequences` sequences of `context` tokens over `layers` (all by default)."""
+    profile = kv_layer_profile(model, mla_aware, swa_aware, kv_heads_divisor)
+    return int(kv_values_held(profile, context, layers) * kv_bytes_per_value(kv_dtype) * sequences)
 
 
 def llamacpp_compute_buffer_bytes(model: ModelSpec, context: int, ubatch: int = 512) -> int:
