@@ -546,8 +546,6 @@ def _all(enc: Encoding, norms: Encoding = FP32) -> Callable[[ModelSpec, Sequence
 
 def _exl2(bpw: float, head_bits: int = 6) -> Callable[[ModelSpec, Sequence[TensorInfo]], list[Assignment]]:
     """EXL2: block linears average `bpw` bits (scales included), lm_head at head_bits, embeddings fp16."""
-    body = FloatType(f"exl2-{bpw:g}", 0)
-
     def assign(model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assignment]:
         out = []
         for t in tensors:
@@ -559,7 +557,6 @@ def _exl2(bpw: float, head_bits: int = 6) -> Callable[[ModelSpec, Sequence[Tenso
                 out.append(Assignment(t, FP16))
         return out
 
-    del body
     return assign
 
 

@@ -142,12 +142,10 @@ def render_confirmation(conf) -> None:  # type: ignore[no-untyped-def]
 def _best_per_format(plans):  # type: ignore[no-untyped-def]
     seen, out = set(), []
     for p in plans:
-        key = (p.format_id, p.kv_dtype if p.fits else "")
         if p.format_id in seen:
             continue
         seen.add(p.format_id)
         out.append(p)
-        del key
     return out
 
 
