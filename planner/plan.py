@@ -55,13 +55,18 @@ class Target:
         return self.count * self.nodes
 
 
+def system_usable_bytes(total: int) -> int:
+    """RAM a CPU-only plan may use: the total less what the OS and desktop keep."""
+    return int(total - max(SYSTEM_RESERVED_MIN_BYTES, total * SYSTEM_RESERVED_FRACTION))
+
+
 def usable_bytes_from_catalog(device: DeviceSpec) -> int:
     """Memory a model may use on a catalogued device: reserves taken off, GPU share of unified memory."""
     total = device.memory_bytes
     if device.memory_kind == "unified":
         return int(total * (device.gpu_usable_fraction or 0.75))
     if device.memory_kind == "system":
-        return int(total - max(SYSTEM_RESERVED_MIN_BYTES, total * SYSTEM_RESERVED_FRACTION))
+        return system_usable_bytes(total)
     return int(total * (1 - DEDICATED_RESERVED_FRACTION))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from planner.errors import PlannerError
 from planner.hardware.catalog import Catalog, parse_memory
-from planner.plan import GIB, SYSTEM_RESERVED_FRACTION, SYSTEM_RESERVED_MIN_BYTES, Target, target_from_catalog
+from planner.plan import GIB, Target, system_usable_bytes, target_from_catalog
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:
@@ -116,7 +116,7 @@ def target_from_host(host, origin: str = "probe", ram_override: int | None = Non
     cores = getattr(cpu, "physical_cores", None) or getattr(cpu, "logical_cores", None)
     cpu_dev = cpu_device(getattr(cpu, "model", "") or "", cores, total)
     avail = int(ram_avail or total)
-    usable = int(min(avail, total - max(SYSTEM_RESERVED_MIN_BYTES, total * SYSTEM_RESERVED_FRACTION)))
+    usable = min(avail, system_usable_bytes(total))
     notes.append(f"planning for this CPU ({cpu_dev.name}, {cores or '?'} cores) and its RAM; memory bandwidth assumed "
                  f"{DEFAULT_CPU_BANDWIDTH_GB_S:g} GB/s (dual-channel DDR5)")
     return Target(cpu_dev, 1, (max(usable, 0),), avail, cpu_dev.mem_bandwidth_gb_s, origin=origin, notes=tuple(notes))
