@@ -163,7 +163,8 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
     q = best.quality
     out.append(f"Expected quality loss is {q.get('label', '?')}: KL divergence {q.get('kld', 0):.4f}, "
                f"perplexity +{q.get('ppl_delta_pct', 0):.2f}% versus 16-bit.")
-    out.append(f"{best.runtime_id} decodes about {best.decode_tokens_per_s:.0f} tokens/s and reads a "
+    tps = best.decode_tokens_per_s
+    out.append(f"{best.runtime_id} decodes about {tps:.{1 if tps < 10 else 0}f} tokens/s and reads a "
                f"{best.prompt_tokens}-token prompt in {best.ttft_s:.2f} s.")
     better_quality = [p for p in ranked if p.fits and p.quality.get("kld", 0) < q.get("kld", 0) - 1e-9]
     if better_quality:
