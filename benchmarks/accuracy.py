@@ -3,6 +3,7 @@
 1. GGUF file sizes: `benchmarks/data/gguf_sizes.csv` (HF listings in GB incl. metadata; llama-bench / README sizes
    in GiB of tensor data) against `planner`'s per-tensor sizes from the real tensor inventory and mix rules.
 2. llama.cpp speed: `benchmarks/data/llamacpp_perf.csv` (tg = decode, pp = prompt) against `evaluate()`.
+3. llama.cpp CPU-only speed: `benchmarks/data/cpu_perf.csv` (named CPUs, llama-bench thread counts).
 
 Usage: python benchmarks/accuracy.py [--sizes] [--speed] [--rows]
 """
@@ -239,6 +240,63 @@ def speed(show_rows: bool, calibration: dict | None = None) -> dict[str, list[fl
     return groups
 
 
+# CPU rows use these too: checkpoints that only benchmarks/data/cpu_perf.csv names (kept out of MODELS so that the
+# size table above compares the same rows as before).
+CPU_MODELS = MODELS + [
+    (r"^Llama-3\.2-3B", "llama-3.2-3b"), (r"^Phi-4$", "phi-4"), (r"^Qwen3-4B", "qwen3-4b"),
+]
+
+
+def cpu_speed(show_rows: bool, calibration: dict | None = None) -> dict[str, list[float]]:
+    """CPU-only llama.cpp rows (benchmarks/data/cpu_perf.csv): decode and prompt tokens/s against `evaluate()`.
+
+    Each row names its catalog device and the llama-bench thread count; a SoC entry (Apple, Snapdragon) is planned
+    as its CPU (backend 'cpu', no GPU figures), and the thread count replaces `cpu_cores` (llama-bench's default,
+    used where a row gives none, is the physical core count).
+    """
+    reg, cat = load_registry(), load_catalog()
+    rt = get_runtime("llama.cpp")
+    costs: dict[str, ModelCost] = {}
+    groups: dict[str, list[float]] = defaultdict(list)
+    skipped = defaultdict(int)
+    for row in csv.DictReader(open(ROOT / "data" / "cpu_perf.csv", encoding="utf-8")):
+        model_id = _map(CPU_MODELS, row["model"])
+        parsed = _parse_test(row["test"])
+        if model_id is None or parsed is None:
+            skipped["unmapped model/test"] += 1
+            continue
+        kind, n_tok, _ = parsed
+        dev = cat.get(row["catalog_id"])
+        update: dict = {"backend": "cpu", "memory_kind": "system", "gpu_usable_fraction": None, "gpu_cores": None,
+                        "peak_fp32_tflops": None, "peak_fp16_tflops": None, "peak_int8_tops": None}
+        if row["threads"]:
+            update["cpu_cores"] = int(row["threads"])
+        dev = dev.model_copy(update=update)
+        t = target_from_catalog(dev, 1)
+        t = Target(t.device, 1, t.usable_bytes, host_ram_bytes=256 * 2**30, origin="benchmark")
+        mc = costs.setdefault(model_id, ModelCost(reg.get(model_id)))
+        fmt = get_format(row["quant"])
+        ctx = max(n_tok, 512)
+        prompt = n_tok // 2 if kind == "tg" else n_tok
+        plan = evaluate(mc, fmt, rt, t, context=ctx, prompt_tokens=prompt, calibration=calibration)
+        if not plan.runs:
+            skipped[f"cannot run: {plan.reason[:40]}"] += 1
+            continue
+        pred = plan.decode_tokens_per_s if kind == "tg" else plan.prefill_tokens_per_s
+        real = float(row["tokens_per_s"])
+        err = _pct(pred, real)
+        test = "decode" if kind == "tg" else "prefill"
+        groups[f"{test} | cpu"].append(err)
+        groups[f"{test} | {row['catalog_id']}"].append(err)
+        if show_rows:
+            print(f"  {kind}{n_tok:<5} {row['catalog_id']:20} t={row['threads'] or '-':>3} {model_id:14} {row['quant']:7} "
+                  f"real {real:8.2f} pred {pred:8.2f} {err:+7.1f}%")
+    _print_table("llama.cpp CPU-only speed (benchmarks/data/cpu_perf.csv): |predicted - measured| / measured", groups)
+    if skipped:
+        print("skipped:", dict(skipped))
+    return groups
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", action="store_true")
@@ -250,6 +308,7 @@ def main() -> None:
         sizes(a.rows)
     if a.speed or both:
         speed(a.rows)
+        cpu_speed(a.rows)
 
 
 if __name__ == "__main__":

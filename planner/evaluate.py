@@ -18,8 +18,8 @@ from planner.cost.memory import (
     llamacpp_compute_buffer_bytes,
 )
 from planner.cost.speed import (
-    ALLREDUCE_LATENCY_US, FOREIGN_GGUF_FACTOR, KERNEL_BANDWIDTH_FACTOR, KV_READ_FRACTION, KV_READ_FRACTION_DEFAULT,
-    efficiency, kernel_class, prefill_peak_flops,
+    ALLREDUCE_BUS_FRACTION, ALLREDUCE_LATENCY_US, FOREIGN_GGUF_FACTOR, KERNEL_BANDWIDTH_FACTOR, KV_READ_FRACTION, KV_READ_FRACTION_DEFAULT,
+    cpu_capped_bandwidth, efficiency, kernel_class, prefill_peak_flops,
     unit_capped_bandwidth,
 )
 from planner.formats import Assignment, GGMLType, ShapeError, WeightFormat
@@ -288,6 +288,9 @@ _SUPPORT: dict = {}  # (runtime, format, backend, cc) -> Support; the rules are 
 def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target, *, context: int, concurrency: int = 1,
              kv_dtype: str | None = None, prompt_tokens: int | None = None, calibration: dict | None = None) -> Plan:
     """Cost one candidate: memory per device, fit, decode/prefill speed, TTFT, quality and launch command."""
+    if target.replicas > 1:
+        return _replicate(mc, fmt, runtime, target, context=context, concurrency=concurrency, kv_dtype=kv_dtype,
+                          prompt_tokens=prompt_tokens, calibration=calibration)
     m = mc.spec
     dev = target.device
     prompt = min(prompt_tokens if prompt_tokens is not None else 512, context)
@@ -350,6 +353,41 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     if context > m.max_context:
         plan.warnings.append(f"context {context} is beyond the model's maximum {m.max_context}")
     plan.launch_args = (mc.spec, fmt, runtime, target)  # the command is rendered only when read
+    return plan
+
+
+# Runtimes whose replicas the launch plan can start: vLLM and SGLang have a data-parallel mode (vLLM
+# docs/serving/data_parallel_deployment.md, SGLang docs/advanced_features/dp_dpa_router_guide.md); TensorRT-LLM and
+# llama.cpp replicas run as independent servers behind a load balancer.
+DATA_PARALLEL_RUNTIMES = ("vllm", "sglang", "tensorrt-llm", "llama.cpp")
+
+
+def _replicate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target, *, context: int, concurrency: int,
+               kv_dtype: str | None, prompt_tokens: int | None, calibration: dict | None) -> Plan:
+    """Data parallel: `target.replicas` copies of one layout, each serving ceil(concurrency / replicas) sequences.
+    Per-GPU memory is one copy's at its share of the sequences; totals and throughput count every copy."""
+    import dataclasses
+
+    dp = target.replicas
+    one = dataclasses.replace(target, replicas=1, replicas_per_node=1)
+    seqs = math.ceil(concurrency / dp)
+    plan = evaluate(mc, fmt, runtime, one, context=context, concurrency=seqs, kv_dtype=kv_dtype,
+                    prompt_tokens=prompt_tokens, calibration=calibration)
+    plan.target_label, plan.concurrency = target.label, concurrency
+    if plan.runs and runtime.id not in DATA_PARALLEL_RUNTIMES:
+        plan.runs, plan.reason = False, (f"{runtime.name} has no documented way to serve replicas; use "
+                                         "vLLM, SGLang, TensorRT-LLM or llama.cpp for data parallel")
+    if not plan.runs:
+        return plan
+    plan.parallel = {**(plan.parallel or {"nodes": one.nodes, "gpus_per_node": one.count}), "data_parallel": dp,
+                     "replicas_per_node": target.replicas_per_node}
+    plan.per_device = [dataclasses.replace(d, device=f"{d.device}/r{r}") for r in range(dp) for d in plan.per_device]
+    plan.total_memory_bytes *= dp
+    plan.usable_memory_bytes *= dp
+    plan.weights_bytes *= dp
+    plan.kv_cache_bytes *= dp
+    plan.host_bytes *= dp
+    plan.launch_args = (mc.spec, fmt, runtime, target)
     return plan
 
 
@@ -553,6 +591,8 @@ def _rates(mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, engine: str, dev
         bw *= FOREIGN_GGUF_FACTOR
     host_eff = efficiency("llamacpp", "cpu", calibration).bandwidth
     host_bw = (dev.mem_bandwidth_gb_s if target.is_cpu else target.host_bandwidth_gb_s) * 1e9 * host_eff
+    if target.is_cpu:  # a few threads cannot saturate a many-channel memory system
+        host_bw = cpu_capped_bandwidth(host_bw, dev, kclass)
     peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode)
     return eff, bw, host_bw, peak, KV_READ_FRACTION.get((engine, dev.backend), KV_READ_FRACTION_DEFAULT)
 
@@ -563,7 +603,7 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     m = mc.spec
     dev = target.device
     engine = runtime.engine
-    key = ("rates", fmt.id, mode, engine, dev.id, dev.backend, target.is_cpu, target.host_bandwidth_gb_s,
+    key = ("rates", fmt.id, mode, engine, dev.id, dev.backend, dev.cpu_cores, target.is_cpu, target.host_bandwidth_gb_s,
            calibration is None)
     rates = mc._memo.get(key) if calibration is None else None
     if rates is None:
@@ -590,9 +630,15 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
 
     peak_flops = peak_flops_raw * eff.compute
     fixed_step = n * eff.layer_overhead_us * 1e-6
+    allreduce_s_per_token = 0.0
     if tp > 1:
         link = "nvlink" if dev.nvlink_gb_s else ("infinity_fabric" if dev.infinity_fabric_gb_s else "pcie")
         fixed_step += 2 * n * ALLREDUCE_LATENCY_US[link] * 1e-6
+        # two all-reduces of each token's 16-bit hidden state per layer (after attention and after the MLP)
+        one_way_gb_s = {"nvlink": (dev.nvlink_gb_s or 0) / 2, "infinity_fabric": (dev.infinity_fabric_gb_s or 0) / 2,
+                        "pcie": PCIE_GB_S.get(dev.pcie_gen or 4, 31.5)}[link]
+        allreduce_s_per_token = (2 * n * 2 * (tp - 1) / tp * m.hidden_size * 2
+                                 / (one_way_gb_s * 1e9 * ALLREDUCE_BUS_FRACTION))
     fab_lat, fab_bw = _fabric(target)
     hidden_bytes = m.hidden_size * 2  # one token's activations in 16-bit
     par = plan.parallel or {}
@@ -631,28 +677,32 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         else:
             t = gpu_bytes / tp / bw + host_bytes / host_bw
         flops = 2 * mc.matmul_params_active * batch
-        t = max(t, flops / (peak_flops * tp))
-        return t + fixed_step
+        if plan.layout != "cpu" or batch > 1:  # CPU at batch 1: host_bw's per-core GEMV rate is the compute limit
+            t = max(t, flops / (peak_flops * tp))
+        return t + fixed_step + batch * allreduce_s_per_token
 
     pos = plan.prompt_tokens
     t1 = step_time(pos, 1)
     decode = 1.0 / t1
     full = 1.0 / step_time(plan.context, 1)
     throughput = decode
-    if plan.concurrency > 1:
-        tb = step_time(pos, plan.concurrency)
-        throughput = plan.concurrency / tb
+    # data-parallel replicas each decode their own share of the sequences; the fullest one sets the pace
+    seqs = math.ceil(plan.concurrency / par.get("data_parallel", 1))
+    if seqs > 1:
+        tb = step_time(pos, seqs)
+        throughput = seqs / tb
         decode = 1.0 / tb
-        if pp > 1 and plan.concurrency >= pp:
+        if pp > 1 and seqs >= pp:
             # pipeline stages work on different micro-batches of concurrency/pp sequences at once
-            micro = math.ceil(plan.concurrency / pp)
-            throughput = plan.concurrency / step_time(pos, micro)
+            micro = math.ceil(seqs / pp)
+            throughput = seqs / step_time(pos, micro)
+    throughput *= plan.concurrency / seqs
     # Prefill: FLOPs of the prompt over achievable compute, with a floor of re-reading the weights per micro-batch.
     p = max(plan.prompt_tokens, 1)
     flops = p * (2 * mc.matmul_params_active + mc.attn_flops_per_token(p))
     peak = peak_flops
     gpu_frac = gpu_layers / n if plan.layout == "partial-offload" else (0.0 if plan.layout == "cpu" else 1.0)
-    t_compute = flops * gpu_frac / (peak * tp)
+    t_compute = flops * gpu_frac / (peak * tp) + p * allreduce_s_per_token
     if pp > 1 or plan.layout == "rpc-layer-split":  # the prompt's activations cross each stage boundary once
         hops = pp - 1 if pp > 1 else target.nodes - 1
         t_compute += hops * (fab_lat + p * hidden_bytes / fab_bw)

@@ -27,6 +27,8 @@ def artifact_name(model: ModelSpec, fmt: WeightFormat) -> str:
 
 def launch_command(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Runtime, target: Target) -> str:
     """The command that starts `runtime` serving this plan (a per-node script when it spans nodes)."""
+    if target.replicas > 1:
+        return replicated_launch(plan, model, fmt, runtime, target)
     if target.nodes > 1:
         return multinode_launch(plan, model, fmt, runtime, target)
     kv = plan.kv_dtype
@@ -94,6 +96,79 @@ def multinode_launch(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: R
     return ""
 
 
+# Default HTTP ports: vllm serve 8000, sglang.launch_server 30000, trtllm-serve 8000, llama-server 8080 (each
+# engine's server argument docs); replicas packed on one node as independent servers count up from these.
+_PORT = {"vllm": 8000, "sglang": 30000, "trtllm": 8000, "llamacpp": 8080}
+
+
+def replicated_launch(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Runtime, target: Target) -> str:
+    """Data-parallel replicas: vLLM's --data-parallel-size, SGLang's --dp-size plus its router, or (TensorRT-LLM,
+    llama.cpp, and replicas that span nodes) independent servers behind a load balancer."""
+    import dataclasses
+    import re
+
+    dp, rpn, g = target.replicas, target.replicas_per_node, target.count
+    one = dataclasses.replace(target, replicas=1, replicas_per_node=1)
+    seqs = -(-plan.concurrency // dp)
+    par = {k: v for k, v in plan.parallel.items() if k not in ("data_parallel", "replicas_per_node")}
+    replica = dataclasses.replace(plan, concurrency=seqs, parallel=par, launch_args=None, _launch=None)
+    base = launch_command(replica, model, fmt, runtime, one)
+    port = _PORT.get(runtime.engine, 8000)
+    nccl = ("export NCCL_IB_HCA=mlx5 NCCL_SOCKET_IFNAME=<iface> GLOO_SOCKET_IFNAME=<iface>"
+            if target.fabric is None or target.fabric.kind != "ethernet" else "export NCCL_SOCKET_IFNAME=<iface> GLOO_SOCKET_IFNAME=<iface>")
+    if target.nodes > 1:
+        # each replica is its own multi-node deployment on its own nodes, its head serving HTTP
+        lines, urls = [], []
+        for r in range(dp):
+            first = r * target.nodes
+            block = re.sub(r"# node (\d+)", lambda m: f"# node {first + int(m.group(1))}", base)
+            block = re.sub(r"<node(\d+)>", lambda m: f"<node{first + int(m.group(1))}>", block)
+            for line in block.replace("<head-ip>", f"<node{first}-ip>").splitlines():
+                if r and line.startswith("# every node"):
+                    continue
+                if _serves_http(line) and "--host" not in line:
+                    line += " --host 0.0.0.0"  # the load balancer reaches it from another node
+                lines.append(line)
+            urls.append(f"http://<node{first}-ip>:{port}")
+        return "\n".join(lines + [_balancer(runtime, urls)])
+    nodes = -(-dp // rpn)
+    local = [min(rpn, dp - n * rpn) for n in range(nodes)]
+    if runtime.engine == "vllm":
+        flags = f" --data-parallel-size {dp}"
+        if nodes == 1:
+            return base + flags
+        flags += " --data-parallel-address <node0-ip> --data-parallel-rpc-port 13345"
+        return "\n".join([f"# every node: {nccl}"] + [
+            f"# node {n}: {base}{flags} --data-parallel-size-local {local[n]}"
+            + (f" --headless --data-parallel-start-rank {n * rpn}" if n else "") for n in range(nodes)])
+    if runtime.engine == "sglang":
+        if nodes == 1:
+            return f"{base} --dp-size {dp}"
+        return "\n".join([f"# node {n}: {base} --dp-size {local[n]} --host 0.0.0.0 --port {port}" for n in range(nodes)]
+                         + [_balancer(runtime, [f"http://<node{n}-ip>:{port}" for n in range(nodes)])])
+    # independent servers, each on its own GPUs of a node
+    lines, urls = [], []
+    for n in range(nodes):
+        for i in range(local[n]):
+            gpus = ",".join(str(i * g + k) for k in range(g))
+            cmd = re.sub(r" --port \d+", "", base) + ("" if "--host" in base else " --host 0.0.0.0") + f" --port {port + i}"
+            lines.append(f"# node {n}: CUDA_VISIBLE_DEVICES={gpus} {cmd}")
+            urls.append(f"http://<node{n}-ip>:{port + i}")
+    return "\n".join(lines + [_balancer(runtime, urls)])
+
+
+def _serves_http(line: str) -> bool:
+    """Whether a launch line starts the HTTP endpoint of a replica (not a worker, Ray or RPC process)."""
+    return "--headless" not in line and any(k in line for k in ("vllm serve", "trtllm-serve", "llama-server", "--node-rank 0 "))
+
+
+def _balancer(runtime: Runtime, urls: list[str]) -> str:
+    """The line that spreads requests over replica endpoints: SGLang's router, else any HTTP load balancer."""
+    if runtime.engine == "sglang":
+        return f"# node 0: python -m sglang_router.launch_router --worker-urls {' '.join(urls)} --policy cache_aware --host 0.0.0.0 --port 8000"
+    return f"# load balancer (nginx upstream, Kubernetes Service, ...) over: {' '.join(urls)}"
+
+
 def k8s_manifest(plan: Plan, model: ModelSpec, fmt: WeightFormat, target: Target) -> str:
     """A LeaderWorkerSet manifest running vLLM over Ray across `nodes` pods (one per node)."""
     par = plan.parallel
@@ -107,7 +182,7 @@ kind: LeaderWorkerSet
 metadata:
   name: vllm-{model.id}
 spec:
-  replicas: 1
+  replicas: {par.get("data_parallel", 1)}
   leaderWorkerTemplate:
     size: {target.nodes}
     restartPolicy: RecreateGroupOnPodRestart

@@ -35,6 +35,8 @@ class Target:
     nodes: int = 1  # identical nodes of `count` devices each
     fabric: Any = None  # inter-node fabric (FabricSpec / record) when nodes > 1
     expert_parallel: bool = False  # shard MoE experts over every GPU instead of pipelining across nodes
+    replicas: int = 1  # data-parallel copies of this nodes x count layout, each serving its share of the sequences
+    replicas_per_node: int = 1  # copies packed into one node when a copy needs fewer GPUs than a node holds
 
     @property
     def is_cpu(self) -> bool:
@@ -46,8 +48,8 @@ class Target:
         """e.g. '2x NVIDIA H100 SXM5 80GB', or '2 nodes x 8x NVIDIA H100 SXM5 80GB (ib-ndr)'."""
         one = f"{self.count}x {self.device.name}" if self.count > 1 else self.device.name
         if self.nodes > 1:
-            return f"{self.nodes} nodes x {one}" + (f" ({self.fabric.id})" if self.fabric is not None else "")
-        return one
+            one = f"{self.nodes} nodes x {one}" + (f" ({self.fabric.id})" if self.fabric is not None else "")
+        return f"{self.replicas} replicas of {one}" if self.replicas > 1 else one
 
     @property
     def total_devices(self) -> int:
@@ -203,6 +205,17 @@ class Plan:
         return self._speed("ttft_s")
 
     @property
+    def parallel_layout(self) -> str:
+        """The parallel shape, e.g. 'tp4 × pp1 × dp4' (or the placement name for single-device and llama.cpp plans)."""
+        par = self.parallel or {}
+        if "tensor_parallel" not in par:
+            dp = par.get("data_parallel", 1)
+            return f"{self.layout} × dp{dp}" if dp > 1 else self.layout
+        ep = par.get("expert_parallel", 1)
+        return (f"tp{par['tensor_parallel']} × pp{par.get('pipeline_parallel', 1)}" + (f" × ep{ep}" if ep > 1 else "")
+                + f" × dp{par.get('data_parallel', 1)}")
+
+    @property
     def needed_bytes(self) -> int:
         """Memory the plan needs in all: on the devices plus system RAM, and never less than its weights and KV
         cache (a runtime that cannot offload stops placing layers, so its device total alone undercounts)."""
@@ -229,6 +242,7 @@ class Plan:
             "kv_cache_bytes": self.kv_cache_bytes, "total_memory_bytes": self.total_memory_bytes,
             "usable_memory_bytes": self.usable_memory_bytes, "host_memory_bytes": self.host_bytes,
             "gpu_layers": self.gpu_layers, "n_layers": self.n_layers, "parallel": self.parallel,
+            "parallel_layout": self.parallel_layout,
             "per_device": [d.as_dict() for d in self.per_device],
             "bits_per_weight": round(self.bits_per_weight, 4),
             "decode_tokens_per_s": round(self.decode_tokens_per_s, 2),

@@ -28,6 +28,7 @@ class Quality:
     kld: float  # mean KL divergence vs 16-bit, nats/token
     ppl_delta_pct: float  # perplexity increase, percent
     basis: str  # how the number was obtained
+    source: str = "estimated"  # 'estimated' (this table) or 'measured' (planner eval on the model itself)
 
     @property
     def label(self) -> str:
@@ -39,7 +40,8 @@ class Quality:
 
     def as_dict(self) -> dict:
         """JSON form."""
-        return {"kld": round(self.kld, 5), "ppl_delta_pct": round(self.ppl_delta_pct, 3), "label": self.label, "basis": self.basis}
+        return {"kld": round(self.kld, 5), "ppl_delta_pct": round(self.ppl_delta_pct, 3), "label": self.label, "basis": self.basis,
+                "source": self.source}
 
 
 @lru_cache(maxsize=1)

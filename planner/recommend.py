@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,12 +91,13 @@ def rank(plans: list[Plan], prefer: str, min_tokens_per_s: float | None) -> list
 def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int = 1, formats: Sequence[WeightFormat] = (),
               runtimes: Sequence[Runtime] = (), kv_dtypes: Sequence[str] = (), prefer: str = "balanced",
               min_tokens_per_s: float | None = None, prompt_tokens: int | None = None, catalog=None,
-              calibration: dict | None = None) -> Recommendation:
-    """Cost every candidate for `mc` on `target` and pick one, with reasons and what would fit otherwise."""
+              calibration: dict | None = None, measured_quality: dict[str, dict] | None = None) -> Recommendation:
+    """Cost every candidate for `mc` on `target` and pick one, with reasons and what would fit otherwise.
+    `measured_quality` (format id -> quality dict from planner.evaluation.stored) replaces the table estimate."""
     fmts = list(formats) or default_formats(mc.spec.native_dtype)
     rts = list(runtimes) or list(RUNTIMES.values())
     plans: list[Plan] = []
-    for sub in sub_layouts(target):
+    for sub in sub_layouts(target, concurrency):
         for fmt in fmts:
             for rt in rts:
                 if not rt.support(fmt, sub.device).runs:
@@ -107,6 +109,9 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
                     plans.append(evaluate(mc, fmt, rt, sub, context=context, concurrency=concurrency, kv_dtype=kv,
                                           prompt_tokens=prompt_tokens, calibration=calibration))
     mc.flush()
+    for p in plans:  # planner eval measured these formats on this model: rank by that, not by the table
+        if measured_quality and p.format_id in measured_quality:
+            p.quality = measured_quality[p.format_id]
     ranked = rank(plans, prefer, min_tokens_per_s)
     if target.nodes > 1:
         ranked = smallest_first(ranked, min_tokens_per_s)
@@ -120,9 +125,11 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
     return rec
 
 
-def sub_layouts(target: Target) -> list[Target]:
+def sub_layouts(target: Target, concurrency: int = 1) -> list[Target]:
     """For a multi-node target: every smaller layout too (1..nodes nodes; within one node 1, 2, 4... GPUs),
-    so the planner can pick the smallest that meets the limits. A single-node target is planned as given."""
+    so the planner can pick the smallest that meets the limits, and with several sequences each smaller layout
+    again as data-parallel replicas filling the GPUs (at most one replica per sequence). A single-node target is
+    planned as given."""
     if target.nodes <= 1:
         return [target]
     out = []
@@ -133,7 +140,14 @@ def sub_layouts(target: Target) -> list[Target]:
     for n in range(2, target.nodes + 1):
         out.append(Target(target.device, target.count, target.usable_bytes, target.host_ram_bytes,
                           target.host_bandwidth_gb_s, target.origin, target.notes, n, target.fabric, target.expert_parallel))
-    return out
+    replicated = []
+    for sub in out:
+        per_node = target.count // sub.count if sub.nodes == 1 else 1
+        dp = min(per_node * (target.nodes // sub.nodes), concurrency)
+        if dp > 1:
+            replicated.append(dataclasses.replace(sub, replicas=dp, replicas_per_node=min(per_node, dp),
+                                                  fabric=target.fabric))
+    return out + replicated
 
 
 def _gpus(p: Plan) -> int:
@@ -148,8 +162,18 @@ def smallest_first(ranked: list[Plan], min_tokens_per_s: float | None) -> list[P
         return ranked
     top = ok[0]
     same = [p for p in ok if (p.format_id, p.runtime_id, p.kv_dtype) == (top.format_id, top.runtime_id, top.kv_dtype)]
-    smallest = min(same, key=lambda p: (_gpus(p), -p.score))
+    # fewest GPUs per replica first; among those, the most throughput (replicas filling the spare GPUs)
+    smallest = min(same, key=lambda p: (_gpus(p), -p.score, -p.throughput_tokens_per_s))
     return [smallest] + [p for p in ranked if p is not smallest]
+
+
+def layout_runners_up(rec: Recommendation) -> list[Plan]:
+    """The chosen format/runtime/KV on every layout considered (fewest GPUs first): the runners-up to the layout."""
+    if rec.best is None:
+        return []
+    b = rec.best
+    same = [p for p in rec.plans if p.runs and (p.format_id, p.runtime_id, p.kv_dtype) == (b.format_id, b.runtime_id, b.kv_dtype)]
+    return sorted(same, key=lambda p: (_gpus(p) * (p.parallel or {}).get("data_parallel", 1), _gpus(p)))
 
 
 def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
@@ -161,8 +185,12 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
                f"(weights {best.weights_bytes / GIB:.1f} GiB, KV cache {best.kv_cache_bytes / GIB:.1f} GiB at {best.context} tokens"
                f"{f' x {best.concurrency} sequences' if best.concurrency > 1 else ''}).")
     q = best.quality
-    out.append(f"Expected quality loss is {q.get('label', '?')}: KL divergence {q.get('kld', 0):.4f}, "
-               f"perplexity +{q.get('ppl_delta_pct', 0):.2f}% versus 16-bit.")
+    if q.get("source") == "measured":
+        out.append(f"Measured quality loss is {q.get('label', '?')}: KL divergence {q.get('kld', 0):.4f}, perplexity "
+                   f"{q.get('ppl_delta_pct', 0):+.2f}% versus 16-bit, measured by planner eval on {q.get('text', '?')}.")
+    else:
+        out.append(f"Expected quality loss is {q.get('label', '?')}: KL divergence {q.get('kld', 0):.4f}, "
+                   f"perplexity +{q.get('ppl_delta_pct', 0):.2f}% versus 16-bit.")
     tps = best.decode_tokens_per_s
     out.append(f"{best.runtime_id} decodes about {tps:.{1 if tps < 10 else 0}f} tokens/s and reads a "
                f"{best.prompt_tokens}-token prompt in {best.ttft_s:.2f} s.")

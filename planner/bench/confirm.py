@@ -1,7 +1,8 @@
 """`planner recommend --confirm`: bench the top candidates on this machine and re-rank by measured speed.
 
 Measurements re-rank only when they are evidence about the candidates' runtimes: every candidate was timed with
-kernels of its own engine (torch's kernels for transformers). numpy reference kernels, or torch kernels standing
+kernels of its own engine: GGUF candidates run whole in real llama.cpp when llama-cpp-python is installed
+(planner.bench.llamacpp), transformers candidates on torch's kernels. numpy reference kernels, or torch kernels standing
 in for llama.cpp or vLLM, measure this machine but not those runtimes (numpy's int4 reference kernel is 10-40x
 slower than llama.cpp's), so with them the ranking is kept and the table is shown for comparison.
 """
@@ -104,6 +105,7 @@ def confirm(rec: Recommendation, mc: ModelCost, target: Target, *, top: int = 3,
             progress: Callable[[str], None] | None = None, settings: dict[str, Any] | None = None) -> Confirmation:
     """Bench the top candidates on this machine and re-rank by measured decode speed where that is evidence."""
     from planner.bench.kernels import copy_bandwidth_gb_s
+    from planner.bench.llamacpp import llama_cpp_missing_reason
     from planner.bench.runner import kernels_for_format, run_bench
     from planner.formats import get_format
     from planner.runtimes import RUNTIMES
@@ -129,13 +131,21 @@ def confirm(rec: Recommendation, mc: ModelCost, target: Target, *, top: int = 3,
         try:
             res = run_bench(mc, fmt, target, device=device, batches=(max(1, min(plan.concurrency, 256)),),
                             kernels=kernels, runtime=RUNTIMES.get(plan.runtime_id), calibration=calibration,
-                            copy_gb_s=copy, progress=lambda m: say(f"    {m}"), **opts)
+                            copy_gb_s=copy, progress=lambda m: say(f"    {m}"),
+                            llamacpp=fmt.family == "gguf" and llama_cpp_missing_reason() is None, **opts)
         except PlannerError as exc:
             c.note = str(exc)
             out.append(c)
             continue
         b = max(1, min(plan.concurrency, 256))
-        best = max(res.runs, key=lambda r: r.decode_tokens_per_s(b))
+        # the runtime itself (llama.cpp timed whole) when it ran at this batch, else the fastest stand-in kernel
+        timed = [r for r in res.runs if b in r.batches]
+        whole = [r for r in timed if r.info.backend == "llamacpp"]
+        if not timed:
+            c.note = f"no kernel was timed at {b} sequences"
+            out.append(c)
+            continue
+        best = max(whole or timed, key=lambda r: r.decode_tokens_per_s(b))
         c.kernel, c.kernel_engine = best.info.id, best.info.engine
         c.measured_decode = best.decode_tokens_per_s(b)
         c.note = "; ".join(notes)
@@ -152,7 +162,8 @@ def decide(out: list[Confirmed]) -> tuple[list[Confirmed], bool, str]:
         order = sorted(out, key=lambda c: -(c.measured_decode or 0.0))
         first = order[0]
         reason = (f"{first.plan.format_id} with {first.plan.runtime_id} measured fastest here: "
-                  f"{first.measured_decode:.1f} tokens/s (matmuls) against {first.predicted_decode:.1f} predicted")
+                  f"{first.measured_decode:.1f} tokens/s ({_scope(first)}) against {first.predicted_decode:.1f} "
+                  "predicted")
         if first is out[0]:
             reason += "; the measurement confirms the recommendation"
         return order, True, reason
@@ -161,3 +172,8 @@ def decide(out: list[Confirmed]) -> tuple[list[Confirmed], bool, str]:
               f"runtimes' own, so they measure this machine, not how fast "
               f"{', '.join(sorted({c.plan.runtime_id for c in out}))} would run")
     return list(out), False, reason
+
+
+def _scope(c: Confirmed) -> str:
+    """What the measured figure covers."""
+    return "whole model in llama.cpp" if (c.kernel or "").startswith("llama.cpp-") else "matmuls"

@@ -41,7 +41,7 @@ class KernelInfo:
     """What a kernel is: its id, library, honest label and the cost-model class it stands for."""
 
     id: str
-    backend: str  # 'numpy' or 'torch'
+    backend: str  # library: numpy, torch or llamacpp (whole-model runs, planner.bench.llamacpp)
     label: str
     kernel_class: str  # planner.cost.speed.kernel_class vocabulary: float, q8, group4, fp8
     compute: str  # dtype of the multiply: fp32, fp16, bf16, int8, fp8

@@ -117,6 +117,11 @@ class KernelRun:
         """Whole-model decode bandwidth at batch 1: bytes per token over seconds per token."""
         return self.bytes_per_token / self.decode_step_s(1) / 1e9
 
+    def calibration_fractions(self, peak_gb_s: float) -> tuple[float, float | None]:
+        """(bandwidth fraction of `peak_gb_s`, per-layer µs or None) for a calibration record: matmuls only have no
+        per-layer cost, so the whole time counts as streaming."""
+        return self.effective_gb_s() / peak_gb_s, None
+
 
 def extrapolate(per_shape: Sequence[tuple[int, float]]) -> float:
     """Whole-model seconds from (count, seconds per call) of each distinct shape."""
@@ -145,8 +150,11 @@ class BenchResult:
 
     @property
     def best(self) -> KernelRun | None:
-        """The kernel with the fastest decode (what a runtime would pick)."""
-        return max(self.runs, key=lambda r: r.decode_tokens_per_s(1)) if self.runs else None
+        """The headline run: real llama.cpp when it ran (the runtime itself), else the kernel with the fastest
+        decode (what a runtime built on these kernels would pick)."""
+        engine = [r for r in self.runs if r.info.backend == "llamacpp"]
+        pool = engine or self.runs
+        return max(pool, key=lambda r: r.decode_tokens_per_s(1)) if pool else None
 
     def to_json(self) -> dict:
         """The documented `planner bench --json` form."""
@@ -180,7 +188,8 @@ class BenchResult:
             "peak_bandwidth_gb_s": peak, "copy_bandwidth_gb_s": round(self.copy_bandwidth_gb_s, 3),
             "last_level_cache_bytes": self.llc_bytes, "model": self.model_id, "format": self.format_id,
             "prompt_tokens": best.prompt_tokens if best else None, "batches": list(best.batches) if best else [],
-            "measured_scope": "weight matmuls only (no attention, norms, sampling or per-layer sync)",
+            "measured_scope": ("the whole model in llama.cpp" if best and best.info.backend == "llamacpp" else
+                               "weight matmuls only (no attention, norms, sampling or per-layer sync)"),
             "calibration_used": self.calibration_used,
             "layers": layers, "kernels": kernels,
             "kernel": best.info.id if best else None,
@@ -217,12 +226,14 @@ class BenchResult:
         for r in self.runs:
             pre_s = r.prefill_s()
             compute = (r.flops_per_prompt / pre_s / r.peak_flops) if (pre_s and r.peak_flops) else None
-            notes = "; ".join(r.notes + [f"{self.model_id} shapes, {self.format_id}; matmuls only"])
+            bandwidth, overhead = r.calibration_fractions(self.peak_bandwidth_gb_s)
+            scope = "whole model" if r.info.backend == "llamacpp" else "matmuls only"
+            notes = "; ".join(r.notes + [f"{self.model_id} shapes, {self.format_id}; {scope}"])
             out.append(Record(
                 device_id=dev.id, backend=dev.backend, engine=r.info.engine, kernel_backend=r.info.backend,
                 kernel=r.info.id, kernel_class=r.info.kernel_class, format_id=self.format_id, model_id=self.model_id,
-                bandwidth_fraction=r.effective_gb_s() / self.peak_bandwidth_gb_s,
-                compute_fraction=compute, layer_overhead_us=None, copy_bandwidth_gb_s=self.copy_bandwidth_gb_s,
+                bandwidth_fraction=bandwidth, compute_fraction=compute, layer_overhead_us=overhead,
+                copy_bandwidth_gb_s=self.copy_bandwidth_gb_s,
                 peak_bandwidth_gb_s=self.peak_bandwidth_gb_s, peak_flops=r.peak_flops, measured_at=now,
                 planner_version=__version__, source=SOURCE, notes=notes[:2000]))
         return out
@@ -397,8 +408,12 @@ def run_bench(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: str =
               calibration: dict | None = None, budget_bytes: int | None = None,
               max_sample_bytes: int = MAX_SAMPLE_BYTES, copy_bytes: int = GIB, llc_bytes: int | None = None,
               repeat: int = 25, budget_s: float = 0.5, shapes: Sequence[MatmulShape] | None = None,
-              progress: Callable[[str], None] | None = None, copy_gb_s: float | None = None) -> BenchResult:
-    """Bench `mc` in `fmt` on `device` (planning figures from `target`); see the module docstring."""
+              progress: Callable[[str], None] | None = None, copy_gb_s: float | None = None,
+              llamacpp: bool | None = None) -> BenchResult:
+    """Bench `mc` in `fmt` on `device` (planning figures from `target`); see the module docstring.
+
+    `llamacpp`: also time the whole model in real llama.cpp (GGUF formats only). None: when the format is GGUF,
+    no kernels were named and llama-cpp-python is installed; True: required (an error if it cannot run)."""
     say = progress or (lambda _msg: None)
     device_kind(device)
     batches = tuple(sorted({int(b) for b in batches}))
@@ -407,6 +422,12 @@ def run_bench(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: str =
     if not 0 <= prompt <= 131072:
         raise PlannerError(f"--prompt must be between 0 and 131072 tokens, got {prompt}")
     notes: list[str] = []
+    if llamacpp is None:
+        from planner.bench.llamacpp import llama_cpp_missing_reason
+
+        llamacpp = fmt.family == "gguf" and kernels is None and llama_cpp_missing_reason() is None
+    elif llamacpp and fmt.family != "gguf":
+        raise PlannerError(f"llama.cpp runs GGUF formats; {fmt.id} is not one")
     if kernels is None:
         kernels, notes = kernels_for_format(fmt, device)
     skipped: list[tuple[str, str]] = []
@@ -417,7 +438,7 @@ def run_bench(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: str =
             skipped.append((kern.info.id, why))
         else:
             usable.append(kern)
-    if not usable:
+    if not usable and not llamacpp:
         reasons = "; ".join(f"{k}: {w}" for k, w in skipped)
         raise PlannerError(f"no kernel for {fmt.id} runs on {device} here ({reasons})")
     if budget_bytes is None:
@@ -432,6 +453,22 @@ def run_bench(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: str =
         runs = _run_kernels(usable, shapes, mc, fmt, target, device=device, batches=batches, prompt=prompt,
                             budget_bytes=budget_bytes, llc=llc, max_sample_bytes=max_sample_bytes, repeat=repeat,
                             budget_s=budget_s, runtime=runtime, calibration=calibration, say=say, skipped=skipped)
+    if llamacpp:
+        from planner.bench.llamacpp import run_llamacpp
+
+        try:
+            engine = run_llamacpp(mc, fmt, target, device=device, prompt=prompt, budget_bytes=budget_bytes,
+                                  budget_s=4 * budget_s, say=say)
+        except PlannerError as exc:
+            if not runs:
+                raise
+            skipped.append((f"llama.cpp-{fmt.id}", str(exc)))
+        else:
+            _predict(engine, mc, fmt, target, runtime, calibration)  # type: ignore[arg-type]
+            runs.append(engine)  # type: ignore[arg-type]
+            notes = [n for n in notes if "whose kernels are not timed here" not in n]
+            if len(runs) > 1:
+                notes.append("the matmul kernels stand beside real llama.cpp for comparison; llama.cpp is the headline")
     if not runs:
         reasons = "; ".join(f"{k}: {w}" for k, w in skipped)
         raise PlannerError(f"no kernel for {fmt.id} ran on {device} ({reasons})")

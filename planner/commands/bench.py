@@ -144,6 +144,12 @@ def render(con, result, data: dict, note: str, cal_note: str | None) -> None:  #
               f"last-level cache {result.llc_bytes / 2**20:.0f} MiB")
     con.print(f"[dim]{data['measured_scope']}[/dim]")
     for run in result.runs:
+        if not run.layers:  # timed whole (llama.cpp): no per-shape rows
+            con.print()
+            con.print(f"[bold]{run.info.id}[/bold]: {run.info.label}")
+            for n in run.notes:
+                con.print(f"[dim]  {n}[/dim]")
+            continue
         t = Table(title=f"{run.info.id}: {run.info.label}", title_justify="left", header_style="bold")
         for col in ("layer", "shape", "x", "decode ms", "spread", "GB/s", "% peak", "% copy", "prefill TFLOPS", "% peak FLOPS", "err"):
             t.add_column(col, justify="left" if col in ("layer", "shape") else "right")
@@ -159,7 +165,8 @@ def render(con, result, data: dict, note: str, cal_note: str | None) -> None:  #
         con.print(t)
         for n in run.notes:
             con.print(f"[dim]  {n}[/dim]")
-    s = Table(title="Whole model (matmuls, extrapolated by layer count) vs the cost model", title_justify="left",
+    s = Table(title="Whole model vs the cost model (matmul kernels: extrapolated by layer count; llama.cpp: timed "
+                    "whole)", title_justify="left",
               header_style="bold")
     for col in ("kernel", "batch", "decode tok/s", "predicted", "ratio", "prefill tok/s", "predicted", "ratio", "runtime"):
         s.add_column(col, justify="left" if col in ("kernel", "runtime") else "right")

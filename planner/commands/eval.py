@@ -27,7 +27,9 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", type=Path, metavar="FILE", help="UTF-8 text file to evaluate on (your own data)")
     src.add_argument("--dataset", default=None, metavar="NAME",
-                     help="bundled text to evaluate on when no --text is given: 'sample' (default)")
+                     help="bundled text to evaluate on when no --text is given: 'sample' (the default and only one: "
+                          "original prose shipped with planner, a few thousand tokens); other texts, WikiText "
+                          "included, go in with --text FILE")
     p.add_argument("--ctx", type=int, default=512, metavar="N", help="context per chunk in tokens (default 512)")
     p.add_argument("--chunks", type=int, default=None, metavar="N", help="evaluate at most N chunks (default: all)")
     p.add_argument("--no-save", action="store_true", help="do not store the results under the planner data directory")

@@ -28,10 +28,19 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                    help="what to optimise (default balanced)")
     p.add_argument("--top", type=int, default=12, metavar="N", help="alternatives to show (default 12)")
     p.add_argument("--no-calibration", action="store_true",
-                   help="ignore measured calibration records (planner bench --save) and use the built-in table")
+                   help="ignore measured calibration records (planner bench --save) and stored planner eval results, "
+                        "and use the built-in tables (--eval still uses its own measurements)")
     p.add_argument("--confirm", action="store_true",
                    help="bench the top three candidates on this machine and re-rank by measured speed where the "
                         "measurement is of their runtime's kernels (slow: seconds to minutes)")
+    e = p.add_argument_group("confirm quality on your own text (planner eval)")
+    e.add_argument("--eval", metavar="FILE", type=Path,
+                   help="rank by the KL divergence planner eval measured on FILE instead of the table estimate: stored "
+                        "results for this model and text are used, and with its weights (--quantize SOURCE, or "
+                        "--model PATH) the top candidates are measured now (slow: quantizes and runs llama.cpp)")
+    e.add_argument("--eval-ctx", type=int, default=512, metavar="N", help="with --eval: context per chunk (default 512)")
+    e.add_argument("--eval-chunks", type=int, default=None, metavar="N",
+                   help="with --eval: measure at most N chunks of FILE (default: all)")
     q = p.add_argument_group("produce the recommended artifact")
     q.add_argument("--quantize", metavar="SOURCE", type=Path,
                    help="quantize SOURCE (HF model dir or GGUF) to the recommended format (needs -o)")
@@ -62,17 +71,29 @@ def run(args: argparse.Namespace) -> int:
         target = dataclasses.replace(target, notes=target.notes + (cal_note,))
     fmts = [get_format(f) for f in args.formats]
     rts = [get_runtime(r) for r in args.runtime]
-    rec = recommend(mc, target, context=context, concurrency=args.concurrency, formats=fmts, runtimes=rts,
-                    kv_dtypes=args.kv_dtype, prefer=args.prefer, min_tokens_per_s=args.min_tokens_per_s,
-                    prompt_tokens=args.prompt, catalog=catalog, calibration=calibration)
+
+    def rank(measured: dict | None):  # type: ignore[no-untyped-def]
+        return recommend(mc, target, context=context, concurrency=args.concurrency, formats=fmts, runtimes=rts,
+                         kv_dtypes=args.kv_dtype, prefer=args.prefer, min_tokens_per_s=args.min_tokens_per_s,
+                         prompt_tokens=args.prompt, catalog=catalog, calibration=calibration, measured_quality=measured)
+
+    rec, quality_conf, quality_note = _rank_with_quality(args, mc, rank)
+    if quality_note:  # shown with the target's notes, like the calibration note
+        import dataclasses
+
+        target = dataclasses.replace(target, notes=target.notes + (quality_note,))
     confirmation = _confirm(args, rec, mc, target, calibration) if getattr(args, "confirm", False) else None
     if args.json:
         data = to_json(rec, mc, target, note)
+        data["quality_source"] = rec.best.quality.get("source", "estimated") if rec.best else None
+        data["eval"] = quality_conf.to_json() if quality_conf is not None else None
         if confirmation is not None:
             data["confirm"] = confirmation.to_json()
         print_json(data)
     else:
         render(rec, mc, target, note, args.top)
+        if quality_conf is not None:
+            render_quality(rec, quality_conf)
         if confirmation is not None:
             render_confirmation(confirmation)
     if rec.best is None:
@@ -93,6 +114,47 @@ def _quantize_best(args: argparse.Namespace, rec) -> None:  # type: ignore[no-un
     result = quantize_model(args.quantize, fmt, args.output, force=args.force)
     print(f"wrote {args.output} ({fmt}, {result.tensor_bytes:,} bytes of tensors, as predicted: "
           f"{result.tensor_bytes == result.predicted_tensor_bytes})", file=sys.stderr)
+
+
+def _rank_with_quality(args: argparse.Namespace, mc, rank):  # type: ignore[no-untyped-def]
+    """(recommendation, QualityConfirmation or None, note): with --eval, ranked by KL divergence measured on FILE
+    (measured now when the weights are at hand); else by stored planner eval results for the model unless
+    --no-calibration."""
+    from planner.evaluation.stored import summary
+
+    if getattr(args, "eval", None) is None:
+        if getattr(args, "no_calibration", False):
+            return rank(None), None, None
+        from planner.evaluation.stored import stored_quality
+
+        measured = stored_quality(mc.spec)
+        note = f"{summary(measured)} (stored results; --no-calibration ignores them)" if measured else None
+        return rank(measured or None), None, note
+    from planner.evaluation.confirm import confirm_quality, weights_source
+
+    source = weights_source(args.model, args.quantize)
+
+    def progress(msg: str) -> None:
+        print(f"  {msg}", file=sys.stderr, flush=True)
+
+    rec, conf = confirm_quality(rank, mc.spec, args.eval, source=source, ctx=args.eval_ctx,
+                                max_chunks=args.eval_chunks, progress=progress)
+    return rec, conf, None
+
+
+def render_quality(rec, conf) -> None:  # type: ignore[no-untyped-def]
+    """--eval: which formats were ranked by measured quality, and on what."""
+    con = console()
+    best = rec.best
+    if best is not None:
+        q = best.quality
+        how = (f"measured KLD {q['kld']:.4f} on {q.get('text')}" if q.get("source") == "measured"
+               else f"estimated KLD {q.get('kld', 0):.4f} (no measurement of {best.format_id})")
+        con.print(f"\n[bold]Quality of {best.format_id}:[/bold] {how}")
+    fmts = ", ".join(f"{f} {q['kld']:.4f}" for f, q in sorted(conf.measured.items(), key=lambda kv: kv[1]["kld"]))
+    con.print(f"  • measured by planner eval on {conf.text}: {fmts or 'none'}; other formats estimated")
+    for path in conf.saved:
+        con.print(f"  • saved {path}")
 
 
 def _calibration(args: argparse.Namespace, target):  # type: ignore[no-untyped-def]
@@ -151,6 +213,7 @@ def _best_per_format(plans):  # type: ignore[no-untyped-def]
 
 def to_json(rec, mc, target, note: str) -> dict:  # type: ignore[no-untyped-def]
     """The documented JSON schema of `recommend --json`."""
+    from planner.recommend import layout_runners_up
     return {
         "schema_version": SCHEMA_VERSION,
         "model": {"id": mc.spec.id, "name": mc.spec.name, "params": mc.params, "resolved_from": note or None},
@@ -160,6 +223,7 @@ def to_json(rec, mc, target, note: str) -> dict:  # type: ignore[no-untyped-def]
         "recommended": rec.best.as_dict() if rec.best else None,
         "reasons": rec.reasons, "suggestions": rec.suggestions,
         "alternatives": [p.as_dict() for p in _best_per_format(rec.plans)],
+        "layouts": [_layout_row(p) for p in layout_runners_up(rec)] if target.nodes > 1 else [],
         "kubernetes": _k8s(rec.best, mc, target),
     }
 
@@ -175,6 +239,33 @@ def _k8s(best, mc, target):  # type: ignore[no-untyped-def]
     t = Target(target.device, best.parallel["gpus_per_node"], target.usable_bytes, nodes=best.parallel["nodes"],
                fabric=target.fabric)
     return k8s_manifest(best, mc.spec, get_format(best.format_id), t)
+
+
+def _layout_row(p) -> dict:  # type: ignore[no-untyped-def]
+    """One layout considered for the chosen format and runtime (JSON)."""
+    par = p.parallel or {}
+    return {"parallel_layout": p.parallel_layout, "parallel": par, "gpus": len(p.per_device), "fits": p.fits,
+            "per_gpu_bytes": max((d.total_bytes for d in p.per_device), default=0), "reason": p.reason or None,
+            "decode_tokens_per_s": round(p.decode_tokens_per_s, 2),
+            "throughput_tokens_per_s": round(p.throughput_tokens_per_s, 2)}
+
+
+def render_layouts(rec) -> None:  # type: ignore[no-untyped-def]
+    """Multi-node: the chosen format and runtime on every layout considered (the runners-up)."""
+    from rich.table import Table
+
+    from planner.recommend import layout_runners_up
+
+    table = Table(title="Layouts considered (fewest GPUs first)", title_justify="left", header_style="bold")
+    for col in ("layout", "GPUs", "fullest GPU GiB", "decode tok/s", "throughput tok/s", "verdict"):
+        table.add_column(col, justify="left" if col in ("layout", "verdict") else "right")
+    for p in layout_runners_up(rec):
+        row = _layout_row(p)
+        mark = "[bold]chosen[/bold]" if p is rec.best else ("[green]fits[/green]" if p.fits else f"[red]{p.reason}[/red]")
+        table.add_row(row["parallel_layout"], str(row["gpus"]), gib(row["per_gpu_bytes"]), f"{p.decode_tokens_per_s:.1f}",
+                      f"{p.throughput_tokens_per_s:.0f}", mark)
+    console().print()
+    console().print(table)
 
 
 def memory_bar(plan, width: int = 40) -> str:  # type: ignore[no-untyped-def]
@@ -210,7 +301,7 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
     best = rec.best
     if best is not None:
         con.print(f"\n[bold green]Recommended:[/bold green] [bold]{best.format_id}[/bold] with [bold]{best.runtime_id}[/bold], "
-                  f"KV cache {best.kv_dtype}, {best.layout}")
+                  f"KV cache {best.kv_dtype}, {best.parallel_layout}")
         for r in rec.reasons:
             con.print(f"  • {r}")
         for w in best.warnings:
@@ -219,6 +310,8 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
         con.print("\n[bold]Launch:[/bold]")
         for line in best.launch.splitlines():
             con.print(f"  {line}", soft_wrap=True)
+        if target.nodes > 1:
+            render_layouts(rec)
     else:
         con.print("\n[bold red]Nothing fits.[/bold red]")
         for s in rec.suggestions:
@@ -231,7 +324,9 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
         mem = f"{gib(p.total_memory_bytes)}/{gib(p.usable_memory_bytes)}" if p.runs else "-"
         table.add_row(p.format_id, p.runtime_id, p.kv_dtype, mem,
                       f"{p.decode_tokens_per_s:.1f}" if p.runs else "-", f"{p.prefill_tokens_per_s:.0f}" if p.runs else "-",
-                      f"{p.ttft_s:.2f}" if p.runs else "-", f"{p.quality.get('kld', 0):.4f} {p.quality.get('label', '')}" if p.quality else "-",
+                      f"{p.ttft_s:.2f}" if p.runs else "-",
+                      f"{p.quality.get('kld', 0):.4f} {p.quality.get('label', '')}"
+                      + (" (measured)" if p.quality.get("source") == "measured" else "") if p.quality else "-",
                       verdict)
     con.print()
     con.print(table)

@@ -18,6 +18,8 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--count", type=int, default=1, metavar="N", help="number of devices (default 1)")
     p.add_argument("--context", "-c", type=int, metavar="TOKENS", help="context length to start with")
     p.add_argument("--concurrency", type=int, default=1, metavar="N", help="concurrent sequences (default 1)")
+    p.add_argument("--nodes", type=int, default=1, metavar="N", help="identical nodes of --count devices each (default 1)")
+    p.add_argument("--fabric", metavar="ID", help="inter-node fabric with --nodes: ib-ndr, roce-400g, eth-100g ... (default ib-ndr)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--snapshot", metavar="FILE", help="show the machine a `planner probe --raw` snapshot describes instead of probing")
     g.add_argument("--no-probe", action="store_true", help="do not probe this machine (catalog devices only)")
@@ -45,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.count <= 64:
         raise PlannerError(f"--count must be between 1 and 64, got {args.count}")
+    if not 1 <= args.nodes <= 64:
+        raise PlannerError(f"--nodes must be between 1 and 64, got {args.nodes}")
     if args.context is not None and args.context <= 0:
         raise PlannerError(f"--context must be a positive number of tokens, got {args.context}")
     catalog = load_catalog(args.hwdb)
@@ -53,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
     from planner.tui.app import create_app  # textual is imported only here, so other commands never pay for it
 
+    from planner.evaluation.core import load_reports
+
+    # Stored planner eval results: the fit view ranks and shows measured KL divergence for the models they cover.
     app = create_app(catalog, registry, provider, model=args.model, device=args.device, count=args.count,
-                     context=args.context, concurrency=args.concurrency)
+                     context=args.context, concurrency=args.concurrency, eval_reports=load_reports(),
+                     nodes=args.nodes, fabric=args.fabric)
     app.run()
     return 0

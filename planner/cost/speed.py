@@ -40,7 +40,10 @@ EFFICIENCY: dict[tuple[str, str], Efficiency] = {
     ("llamacpp", "sycl"): Efficiency(0.55, 0.25, 18.0, "assumed"),
     # CPU: fitted to SmolLM2-135M Q4_1 on a 2-core x86 VM (about 115 tok/s decode, 340 tok/s prefill, measured in
     # this project) and the Apple M3 CPU rows of benchmarks/data/llamacpp_perf.csv; per-layer cost is thread sync.
-    ("llamacpp", "cpu"): Efficiency(0.65, 0.30, 200.0, "calibrated"),
+    # Bandwidth 0.70: the bandwidth-bound rows of benchmarks/data/cpu_perf.csv reach 0.56-0.65 (EPYC 9554, 64
+    # threads), >= 0.68 (M4 Pro, 10 threads) and 0.81 (Snapdragon X Elite) of the catalog peak; the thread-limited
+    # rows are set by CPU_CORE_DECODE_GB_S below.
+    ("llamacpp", "cpu"): Efficiency(0.70, 0.30, 200.0, "calibrated"),
     ("vllm", "cuda"): Efficiency(0.80, 0.60, 4.0, "assumed"),
     ("vllm", "rocm"): Efficiency(0.70, 0.45, 6.0, "assumed"),
     ("vllm", "cpu"): Efficiency(0.55, 0.40, 4.0, "assumed"),
@@ -84,11 +87,22 @@ QUANT_PREFILL_FACTOR = 0.8
 FOREIGN_GGUF_FACTOR = 0.6
 # Per-layer link latency of one all-reduce for tensor parallelism (assumed: NCCL small-message latency).
 ALLREDUCE_LATENCY_US = {"nvlink": 8.0, "pcie": 25.0, "infinity_fabric": 10.0}
+# Bandwidth term of the same all-reduces: a ring all-reduce moves 2(n-1)/n of the message through each GPU's link
+# (NCCL docs, "Performance" / busbw), at this fraction of the link's one-way bandwidth (NVLink 4: 900 GB/s both ways,
+# 450 each). Assumed, and checked against TensorRT-LLM's published TP tables in benchmarks/multinode.py.
+ALLREDUCE_BUS_FRACTION = 0.7
 # Fallback compute for CPU targets without a sourced TFLOPS figure: cores x 2.5 GHz x 32 FLOP/cycle (AVX2 FMA).
 CPU_FLOPS_PER_CORE = 2.5e9 * 32
 # llama.cpp's CPU kernels multiply quantized weights with int8-quantized activations (vec_dot_q*_q8): about twice the
 # fp32 FMA rate per core on AVX2/NEON dot-product units (assumed).
 CPU_INT8_SPEEDUP = 2.0
+# Decode GEMV rate of one CPU core (one llama.cpp thread) in GB/s of weights streamed through the dequantize-and-dot
+# kernels (vec_dot_q*_q8 / repacked gemv). Below the memory system's limit decode scales with threads, so a few
+# threads cannot saturate a many-channel server. Calibrated on benchmarks/data/cpu_perf.csv (llama-bench thread
+# sweeps: M4 Pro Q4_0 tg64 t=1..10, M2 Max Q5_0 tg128 t=2..8, Snapdragon X Elite Q4_0 t=4..10) and the 2-core VM.
+CPU_CORE_DECODE_GB_S = 20.0
+# Cores assumed for a CPU target whose core count is unknown.
+CPU_DEFAULT_CORES = 8
 
 
 def efficiency(engine: str, backend: str, calibration: dict | None = None) -> Efficiency:
@@ -104,6 +118,13 @@ def unit_capped_bandwidth(bandwidth_b_s: float, device: DeviceSpec, engine: str,
     if not rates or not device.gpu_cores or kclass not in rates:
         return bandwidth_b_s
     return min(bandwidth_b_s, device.gpu_cores * rates[kclass] * 1e9)
+
+
+def cpu_capped_bandwidth(bandwidth_b_s: float, device: DeviceSpec, kclass: str) -> float:
+    """Bandwidth CPU decode reaches: the memory system's achievable share, capped by cores x per-core GEMV rate."""
+    cores = device.cpu_cores or CPU_DEFAULT_CORES
+    per_core = CPU_CORE_DECODE_GB_S * KERNEL_BANDWIDTH_FACTOR.get(kclass, 0.9) * 1e9
+    return min(bandwidth_b_s, cores * per_core)
 
 
 def kernel_class(format_family: str, compute: str, ggml_types: set[str]) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from planner.errors import InvalidInputError, PlannerError
 from planner.evaluation import metrics
+from planner.evaluation.stored import text_sha256
 from planner.paths import user_cache_dir, user_data_dir, user_path
 
 REFERENCE_FORMAT = "F16"
@@ -118,6 +119,8 @@ class EvalReport:
     interrupted: bool = False
     created: str = ""
     warnings: list[str] = field(default_factory=list)
+    text_sha256: str = ""  # of the text evaluated: `recommend --eval FILE` finds reports of that text by it
+    model: dict[str, str] | None = None  # {id, name, key}: which network was measured (stored.describe_source)
 
     def sort_and_mark(self) -> None:
         """Sort by size and mark the knee of the size/KL-divergence curve (reference excluded)."""
@@ -132,7 +135,8 @@ class EvalReport:
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "text": self.text, "ctx": self.ctx, "chunks": self.chunks,
                 "scored_tokens": self.scored_tokens, "interrupted": self.interrupted, "created": self.created,
-                "scheme": SCHEME, "warnings": self.warnings, "results": [r.as_dict() for r in self.results]}
+                "scheme": SCHEME, "warnings": self.warnings, "text_sha256": self.text_sha256, "model": self.model,
+                "results": [r.as_dict() for r in self.results]}
 
 
 # ---------------------------------------------------------------------------------------------- chunks
@@ -219,6 +223,15 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
 
     atomic_write_text(meta, json.dumps(summary))
     return out, summary
+
+
+def measurable(fmt: str) -> bool:
+    """Whether `planner eval` can measure `fmt` (a GGUF type planner quantize writes)."""
+    try:
+        _check_gguf(fmt)
+    except PlannerError:
+        return False
+    return True
 
 
 def _check_gguf(fmt: str):  # type: ignore[no-untyped-def]
@@ -316,7 +329,8 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
     progress = progress or _NoProgress()
     cache = cache or cache_root()
     report = EvalReport(source=str(source), text=text_name, ctx=ctx, chunks=0, scored_tokens=0,
-                        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), text_sha256=text_sha256(text),
+                        model=_source_model(source))
     try:
         ref_path, ref_summary = quantized(source, REFERENCE_FORMAT, cache=cache, progress=progress)
         report.warnings.extend(ref_summary.get("warnings", []))
@@ -339,6 +353,17 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
         report.interrupted = True
     report.sort_and_mark()
     return report
+
+
+def _source_model(source: Path) -> dict[str, str] | None:
+    """Which model the source holds, so recommend and the TUI can match the report to a profile; None when its
+    headers do not describe one (the evaluation itself still runs)."""
+    from planner.evaluation.stored import describe_source
+
+    try:
+        return describe_source(source)
+    except PlannerError:
+        return None
 
 
 def _reference(path: Path, source: Path, text: str, ctx: int, max_chunks: int | None, top_k: int,
@@ -411,6 +436,10 @@ def save_report(report: EvalReport, directory: Path | None = None) -> Path:
     name = Path(report.source.rstrip("/")).name.replace(".gguf", "") or "model"
     stamp = (report.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())).replace(":", "")
     path = d / f"{name}-{stamp}.json"
+    n = 2
+    while path.exists():  # two evaluations in one second (recommend --eval measures in rounds): keep both
+        path = d / f"{name}-{stamp}-{n}.json"
+        n += 1
     atomic_write_text(path, json.dumps(report.as_dict(), indent=2) + "\n")
     return path
 

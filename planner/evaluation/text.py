@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from planner.errors import InvalidInputError, NotFoundError
+from planner.errors import InvalidInputError, NotFoundError, close_matches
 from planner.yamlio import read_text
 from planner.paths import user_path
 
@@ -13,12 +13,30 @@ DATASETS = {"sample": _DATA / "eval_sample.txt"}  # original prose written for p
 MIN_CHARS = 16
 
 
+SAMPLE_DESCRIPTION = "original prose shipped with planner, a few thousand tokens"
+
+
+class UnknownDatasetError(NotFoundError):
+    """A --dataset name that is not bundled: the message lists the bundled names and how to use another text."""
+
+    def __init__(self, name: str):
+        super().__init__("dataset", name, close_matches(name, DATASETS))
+        bundled = ", ".join(f"'{n}'" for n in DATASETS)
+        if name.lower().replace("_", "-").startswith("wikitext"):
+            # Asked for by name in guides; not bundled (planner works offline, and it is not ours to ship).
+            self.args = (f"unknown dataset '{name}': WikiText is not bundled; the offline text planner ships is "
+                         f"'sample' ({SAMPLE_DESCRIPTION}); to evaluate on WikiText, download its raw test split and "
+                         "pass it with --text FILE",)
+        else:
+            self.args = (f"{self.args[0]} (bundled texts: {bundled}; or pass your own with --text FILE)",)
+
+
 def dataset_path(name: str) -> Path:
     """The bundled text called `name`."""
     try:
         return DATASETS[name]
     except KeyError:
-        raise NotFoundError("dataset", name, list(DATASETS)) from None
+        raise UnknownDatasetError(name) from None
 
 
 def load_text(path: Path | str) -> str:

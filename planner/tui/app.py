@@ -3,7 +3,7 @@ workers that run the probe and the library off the UI thread. Build it with `cre
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from rich.text import Text
@@ -17,14 +17,14 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, TabbedContent
 from textual.worker import get_current_worker
 
-from planner.hardware.catalog import Catalog
+from planner.hardware.catalog import Catalog, get_fabric
 from planner.models.profiles import ModelRegistry
 from planner.plan import GIB, Target
 from planner.tui.screens.help import HelpScreen
 from planner.tui.screens.main import TAB_TABLES, TABS, MainScreen
-from planner.tui.state import (ALL, DEFAULT_DEVICES, DEFAULT_MODELS, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT,
-                               PREFERENCES, CostCache, FitInputs, clamp_context, compute_recommendation,
-                               default_context, format_families, make_target, pick_default, runtime_ids,
+from planner.tui.state import (ALL, DEFAULT_DEVICES, DEFAULT_MODELS, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MAX_NODES,
+                               MIN_CONTEXT, PREFERENCES, CostCache, FitInputs, clamp_context, compute_recommendation,
+                               default_context, fabrics, format_families, make_target, pick_default, runtime_ids,
                                step_power_of_two)
 from planner.tui.widgets.fit import FitPane
 
@@ -53,6 +53,9 @@ class PlannerApp(App[None]):
         Binding("left_square_bracket", "concurrency(-1)", "Fewer sequences", id="concurrency.down", key_display="[", show=False),
         Binding("n", "count(1)", "One more device", id="count.up", show=False),
         Binding("N", "count(-1)", "One device fewer", id="count.down", show=False),
+        Binding("m", "nodes(1)", "One more node", id="nodes.up", show=False),
+        Binding("M", "nodes(-1)", "One node fewer", id="nodes.down", show=False),
+        Binding("f", "cycle_fabric", "Next inter-node fabric", id="fabric", show=False),
         Binding("t", "cycle_format", "Next format filter", id="filter.format", show=False),
         Binding("r", "cycle_runtime", "Next runtime filter", id="filter.runtime", show=False),
         Binding("p", "cycle_prefer", "Next preference (balanced, quality, speed, memory)", id="prefer", show=False),
@@ -77,6 +80,7 @@ class PlannerApp(App[None]):
         self.registry = registry
         self.host_provider = host_provider
         self.costs = CostCache(registry)
+        self.eval_reports: list[dict] = []  # stored planner eval results (create_app passes them)
         # Until the user picks a device, a probe that finds GPUs moves the plan to this machine.
         self.device_chosen = device_chosen
         self.current_target: Target | None = None
@@ -188,7 +192,7 @@ class PlannerApp(App[None]):
         rec, target, error = None, None, None
         try:
             target = make_target(inputs, self.catalog, host)
-            rec = compute_recommendation(inputs, self.costs, self.catalog, host)
+            rec = compute_recommendation(inputs, self.costs, self.catalog, host, self.eval_reports)
         except Exception as exc:  # noqa: BLE001 - shown in the fit pane: the UI must survive any library error
             error = f"cannot plan this: {type(exc).__name__}: {exc}"
         if not get_current_worker().is_cancelled:
@@ -248,6 +252,8 @@ class PlannerApp(App[None]):
         out.append(self.registry.get(i.model_id).name, style="bold")
         out.append(" on ")
         out.append(device + (f" ×{i.count}" if i.count > 1 and i.device_id != LOCAL else ""), style="bold")
+        if i.nodes > 1 and i.device_id != LOCAL:
+            out.append(f" × {i.nodes} nodes ({i.fabric_id})", style="bold")
         out.append(f" · {i.context:,} tok × {i.concurrency} seq" + (f" · prefer {i.prefer}" if i.prefer != "balanced" else ""))
         if i.format_family != ALL:
             out.append(f" · {i.format_family} only", style="cyan")
@@ -266,6 +272,8 @@ class PlannerApp(App[None]):
             out.append(f"★ {b.format_id} with {b.runtime_id}", style="bold green")
             out.append(f"  {b.total_memory_bytes / GIB:.1f}/{b.usable_memory_bytes / GIB:.1f} GiB, "
                        f"{b.decode_tokens_per_s:.0f} tok/s")
+            if i.nodes > 1 and i.device_id != LOCAL:
+                out.append(f", {b.parallel_layout}", style="cyan")
         status.update(out)
 
     # ---------------------------------------------------------------------------------- actions
@@ -328,6 +336,17 @@ class PlannerApp(App[None]):
             return
         self.update_inputs(count=max(1, min(MAX_COUNT, self.inputs.count + delta)))
 
+    def action_nodes(self, delta: int) -> None:
+        """One node more or fewer, each of `count` devices (catalog targets only)."""
+        if self.inputs.device_id == LOCAL:
+            self.notify("this machine is one node; pick a catalog device to plan across nodes", timeout=3)
+            return
+        self.update_inputs(nodes=max(1, min(MAX_NODES, self.inputs.nodes + delta)))
+
+    def action_cycle_fabric(self) -> None:
+        """Next inter-node fabric (InfiniBand, RoCE, Ethernet)."""
+        self.update_inputs(fabric_id=_next(list(fabrics()), self.inputs.fabric_id))
+
     def action_cycle_format(self) -> None:
         """Next format family filter (all, gguf, exl2, ...)."""
         options = [ALL] + format_families()
@@ -379,7 +398,8 @@ def _next(options: list[str], current: str) -> str:
 
 
 def default_inputs(catalog: Catalog, registry: ModelRegistry, model: str | None = None, device: str | None = None,
-                   count: int = 1, context: int | None = None, concurrency: int = 1) -> FitInputs:
+                   count: int = 1, context: int | None = None, concurrency: int = 1, nodes: int = 1,
+                   fabric: str | None = None) -> FitInputs:
     """Starting inputs: the given model and device (resolved by name) or sensible defaults present in the data."""
     model_id = registry.get(model).id if model else pick_default(DEFAULT_MODELS, registry.models)
     device_id = catalog.get(device).id if device else pick_default(DEFAULT_DEVICES, catalog.devices)
@@ -387,13 +407,18 @@ def default_inputs(catalog: Catalog, registry: ModelRegistry, model: str | None 
         raise ValueError("the TUI needs at least one model profile and one catalog device")
     max_ctx = registry.get(model_id).max_context
     ctx = clamp_context(context, max_ctx) if context else default_context(max_ctx)
-    return FitInputs(model_id, device_id, max(1, min(MAX_COUNT, count)), ctx, max(1, min(MAX_CONCURRENCY, concurrency)))
+    fabric_id = get_fabric(fabric, fabrics()).id if fabric else "ib-ndr"
+    return FitInputs(model_id, device_id, max(1, min(MAX_COUNT, count)), ctx, max(1, min(MAX_CONCURRENCY, concurrency)),
+                     nodes=max(1, min(MAX_NODES, nodes)), fabric_id=fabric_id)
 
 
 def create_app(catalog: Catalog, registry: ModelRegistry, host_provider: HostProvider | None = None, *,
                model: str | None = None, device: str | None = None, count: int = 1, context: int | None = None,
-               concurrency: int = 1) -> PlannerApp:
-    """Build the app from data: a catalog, the profiles, and optionally a callable that returns the probed Host
-    (called once, in a worker; None means no probing)."""
-    inputs = default_inputs(catalog, registry, model, device, count, context, concurrency)
-    return PlannerApp(catalog, registry, host_provider, inputs, device_chosen=device is not None)
+               concurrency: int = 1, eval_reports: Sequence[dict] = (), nodes: int = 1,
+               fabric: str | None = None) -> PlannerApp:
+    """Build the app from data: a catalog, the profiles, optionally a callable that returns the probed Host
+    (called once, in a worker; None means no probing), and stored planner eval reports (core.load_reports())."""
+    inputs = default_inputs(catalog, registry, model, device, count, context, concurrency, nodes, fabric)
+    app = PlannerApp(catalog, registry, host_provider, inputs, device_chosen=device is not None)
+    app.eval_reports = list(eval_reports)
+    return app

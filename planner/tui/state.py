@@ -19,6 +19,7 @@ PREFERENCES = ("balanced", "quality", "speed", "memory")
 MIN_CONTEXT = 256
 MAX_CONCURRENCY = 1024
 MAX_COUNT = 64
+MAX_NODES = 64
 # Above this share of usable memory a plan fits but leaves little room (fragmentation, a longer prompt).
 TIGHT_FRACTION = 0.92
 
@@ -175,6 +176,8 @@ class FitInputs:
     format_family: str = ALL
     runtime_id: str = ALL
     prefer: str = "balanced"
+    nodes: int = 1  # identical nodes of `count` devices each (catalog devices only)
+    fabric_id: str = "ib-ndr"  # inter-node fabric (hwdb/fabrics) when nodes > 1
 
     def with_(self, **changes: Any) -> "FitInputs":
         """A copy with some fields changed."""
@@ -189,7 +192,24 @@ def make_target(inputs: FitInputs, catalog: Catalog, host: Any | None) -> Target
         from planner.targets import target_from_host
 
         return target_from_host(host)
+    if inputs.nodes > 1:
+        from planner.hardware.catalog import get_fabric
+
+        return target_from_catalog(catalog.get(inputs.device_id), inputs.count, nodes=inputs.nodes,
+                                   fabric=get_fabric(inputs.fabric_id, fabrics()))
     return target_from_catalog(catalog.get(inputs.device_id), inputs.count)
+
+
+_FABRICS: dict = {}
+
+
+def fabrics() -> dict:
+    """The inter-node fabrics of hwdb/fabrics (loaded once), for the fabric choice."""
+    if not _FABRICS:
+        from planner.hardware.catalog import load_fabrics
+
+        _FABRICS.update(load_fabrics())
+    return _FABRICS
 
 
 def filter_args(inputs: FitInputs, native_dtype: str) -> tuple[list, list]:
@@ -238,15 +258,32 @@ class CostCache:
             return mc
 
 
-def compute_recommendation(inputs: FitInputs, costs: CostCache, catalog: Catalog, host: Any | None = None):  # type: ignore[no-untyped-def]
-    """recommend() for the inputs: the same call `planner recommend` makes."""
+def compute_recommendation(inputs: FitInputs, costs: CostCache, catalog: Catalog, host: Any | None = None,  # type: ignore[no-untyped-def]
+                           eval_reports: Sequence[dict] = ()):
+    """recommend() for the inputs: the same call `planner recommend` makes, with the measured quality of stored
+    planner eval reports of the model in place of the table estimate."""
+    from planner.evaluation.stored import stored_quality
     from planner.recommend import recommend
 
     mc = costs.get(inputs.model_id)
     target = make_target(inputs, catalog, host)
     fmts, rts = filter_args(inputs, mc.spec.native_dtype)
+    measured = stored_quality(mc.spec, reports=eval_reports) if eval_reports else {}
     return recommend(mc, target, context=inputs.context, concurrency=inputs.concurrency, formats=fmts, runtimes=rts,
-                     prefer=inputs.prefer, catalog=catalog)
+                     prefer=inputs.prefer, catalog=catalog, measured_quality=measured or None)
+
+
+def measured_formats(plans: Sequence[Plan]) -> dict[str, str]:
+    """Format id -> the text its quality was measured on, for the plans whose quality planner eval measured."""
+    return {p.format_id: str(p.quality.get("text", "?")) for p in plans if (p.quality or {}).get("source") == "measured"}
+
+
+def quality_cell(plan: Plan) -> str:
+    """'0.0312 small' for an estimate, '0.0312 small (measured)' for planner eval's measurement, '-' for none."""
+    q = plan.quality or {}
+    if not q:
+        return "-"
+    return f"{q.get('kld', 0):.4f} {q.get('label', '')}" + (" (measured)" if q.get("source") == "measured" else "")
 
 
 def best_per_format(plans: Sequence[Plan]) -> list[Plan]:

@@ -65,9 +65,10 @@ def test_calibration_list_show_clear(saved_bench, capsys, monkeypatch):
     assert code == 0 and [r["device"] for r in json.loads(out)["devices"]] == ["cpu-ddr5-dual"]
     code, out, _ = run(capsys, "calibration", "show", "cpu-ddr5-dual", "--json")
     d = json.loads(out)["devices"][0]
-    assert code == 0 and d["records"][0]["source"] == "planner bench" and d["records"][0]["kernel"] == "numpy-int8"
+    kernels = {r["kernel"] for r in d["records"]}
+    assert code == 0 and d["records"][0]["source"] == "planner bench" and "numpy-int8" in kernels
     code, out, _ = run(capsys, "calibration", "show")
-    assert code == 0 and "numpy-int8" in out
+    assert code == 0 and all(k in out for k in kernels)
 
 
 def test_recommend_and_estimate_use_records_unless_told_not_to(saved_bench, capsys, monkeypatch):

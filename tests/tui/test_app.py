@@ -321,3 +321,36 @@ def test_a_real_probe_snapshot_plans_like_the_cli(catalog, registry):
             assert (app.inputs.model_id, LOCAL) in matrix.cells
 
     run(body())
+
+
+def test_nodes_and_fabric_plan_across_nodes(catalog, registry):
+    async def body() -> None:
+        app = create_app(catalog, registry, model="llama-3.1-405b", device="h100-sxm", count=8, concurrency=4)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await settle(app, pilot)
+            await pilot.press("m")  # a second node of 8 GPUs
+            await settle(app, pilot)
+            await pilot.press("f")  # next fabric
+            await settle(app, pilot)
+            i = app.inputs
+            assert i.nodes == 2 and i.fabric_id != "ib-ndr"
+            rec = app.current_recommendation
+            assert rec.target_label.startswith("2 nodes x 8x") and f"({i.fabric_id})" in rec.target_label
+            best = rec.best
+            assert best is not None
+            # the fit view names the layout, and it is what recommend() picks for the same multi-node target
+            from planner.tui.state import fabrics
+
+            t = target_from_catalog(catalog.get("h100-sxm"), 8, nodes=2, fabric=fabrics()[i.fabric_id])
+            fmts, rts = filter_args(i, registry.get(i.model_id).native_dtype)
+            direct = recommend(ModelCost(registry.get(i.model_id)), t, context=i.context, concurrency=i.concurrency,
+                               formats=fmts, runtimes=rts, prefer=i.prefer)
+            assert (best.format_id, best.runtime_id, best.parallel_layout) == (
+                direct.best.format_id, direct.best.runtime_id, direct.best.parallel_layout)
+            assert best.parallel_layout in str(app.screen.query_one("#status").render())
+            await pilot.press("M")
+            await settle(app, pilot)
+            assert app.inputs.nodes == 1 and "nodes" not in app.current_recommendation.target_label
+
+    run(body())

@@ -42,13 +42,17 @@ def _plan(fmt: str, rt: str, kv: str, weights: float, kv_gib: float, decode: flo
     return plan
 
 
-def fixed_recommendation(inputs, costs, catalog, host=None):  # type: ignore[no-untyped-def]
+def fixed_recommendation(inputs, costs, catalog, host=None, eval_reports=()):  # type: ignore[no-untyped-def]
     plans = [_plan("Q5_K_M", "llama.cpp", "f16", 5.3, 1.0, 131.4, 0.0108, "negligible"),
              _plan("Q8_0", "llama.cpp", "f16", 7.9, 1.0, 97.5, 0.0014, "lossless"),
              _plan("Q4_K_M", "llama.cpp", "q8_0", 4.6, 0.5, 151.5, 0.0282, "small"),
              _plan("awq-int4", "vllm", "auto", 5.4, 15.1, 140.2, 0.0109, "negligible"),
              _plan("bf16", "vllm", "auto", 15.0, 9.0, 56.5, 0.0, "lossless",
                    reason="needs 25.1 GiB on rtx-4090[0], 21.6 GiB usable")]
+    if eval_reports:  # as planner eval's stored results make them: measured quality for two formats
+        for p, kld, label in ((plans[1], 0.0021, "negligible"), (plans[2], 0.0415, "noticeable")):
+            p.quality = {"kld": kld, "ppl_delta_pct": kld * 80, "label": label, "source": "measured",
+                         "text": "my-chats.txt"}
     reasons = ["Q5_K_M fits: 7.4 GiB of 23.9 GiB usable (weights 5.3 GiB, KV cache 1.0 GiB at 8192 tokens).",
                "Expected quality loss is negligible: KL divergence 0.0108, perplexity +0.92% versus 16-bit.",
                "llama.cpp decodes about 131 tokens/s and reads a 512-token prompt in 0.09 s."]
@@ -91,6 +95,19 @@ def test_fit_tab_layout(snap_compare, catalog, registry):
         await pilot.press("3")
         await _settle(pilot)
         assert pilot.app.fit_error is None and pilot.app.current_recommendation.best.format_id == "Q5_K_M"
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_fit_tab_measured_quality(snap_compare, catalog, registry):
+    """Stored planner eval results: the quality column marks measured values and the summary says on what text."""
+    cat, reg = small_data(catalog, registry)
+    app = create_app(cat, reg, model="llama-3.1-8b", device="rtx-4090", eval_reports=[{"stand-in": True}])
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.press("3")
+        await _settle(pilot)
+        assert pilot.app.fit_error is None
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 

@@ -308,7 +308,8 @@ def test_records_round_trip_and_replace_by_key(tmp_path):
 def test_bench_result_records_validate_and_load(registry, catalog):
     res = _tiny_bench(registry, catalog)
     recs = res.records()
-    assert recs and all(r.source == "planner bench" and r.engine == "reference" for r in recs)
+    assert len(recs) == len(res.runs) and all(r.source == "planner bench" for r in recs)
+    assert [(r.kernel, r.engine) for r in recs] == [(run.info.id, run.info.engine) for run in res.runs]
     records.save_records(recs)
     cal = records.load_calibration("cpu-ddr5-dual")
     assert all(v.provenance == "measured" for v in cal.values())
@@ -411,8 +412,13 @@ def test_confirm_is_skipped_for_a_target_that_is_not_this_machine(registry, cata
     assert conf.skipped and "this machine" in conf.skipped and not conf.candidates
 
 
-def test_confirm_benches_the_top_candidates_and_keeps_the_order_for_reference_kernels(registry, catalog):
+def test_confirm_benches_the_top_candidates_and_keeps_the_order_for_stand_in_kernels(registry, catalog, monkeypatch):
     import dataclasses
+
+    from planner.bench import llamacpp
+
+    # without llama-cpp-python, GGUF candidates are timed on numpy/torch kernels that are not llama.cpp's
+    monkeypatch.setattr(llamacpp, "llama_cpp_missing_reason", lambda: "llama-cpp-python is not installed")
 
     from planner.bench.confirm import confirm
     from planner.evaluate import ModelCost
@@ -427,7 +433,7 @@ def test_confirm_benches_the_top_candidates_and_keeps_the_order_for_reference_ke
     conf = confirm(rec, mc, target, settings={"copy_bytes": 16 * 2**20, "max_sample_bytes": 2 * 2**20,
                                               "budget_s": 0.01, "repeat": 3, "llc_bytes": 2**20})
     assert conf.skipped is None and len(conf.candidates) == 2
-    assert all(c.measured_decode and c.kernel.startswith("numpy") for c in conf.candidates)
+    assert all(c.measured_decode and c.kernel_engine in ("reference", "transformers") for c in conf.candidates)
     assert not conf.reranked and conf.order == conf.candidates and "kept the predicted ranking" in conf.reason
     assert conf.to_json()["choice"]["format"] == rec.best.format_id
 

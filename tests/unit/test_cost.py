@@ -145,3 +145,22 @@ def test_tensor_parallel_must_divide_heads(catalog, registry):
     t = target_from_catalog(catalog.get("rtx-4090"), 3)
     p = evaluate(mc, get_format("awq-int4"), get_runtime("vllm"), t, context=4096)
     assert not p.runs and "divide" in p.reason
+
+
+def test_cpu_decode_is_core_bound_with_few_threads_and_bandwidth_bound_with_all(catalog, registry):
+    # A 12-channel EPYC: 4 threads cannot saturate its memory (decode scales with threads), all 96 cores can
+    # (more threads add nothing); a dual-channel desktop saturates with few cores.
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    epyc = catalog.get("cpu-epyc-genoa-12ch")
+
+    def decode(dev, threads):
+        t = target_from_catalog(dev.model_copy(update={"cpu_cores": threads}))
+        return evaluate(mc, get_format("Q4_K_M"), get_runtime("llama.cpp"), t, context=4096).decode_tokens_per_s
+
+    few, double, half_cores, all_cores = decode(epyc, 4), decode(epyc, 8), decode(epyc, 48), decode(epyc, 96)
+    assert double > 1.6 * few  # core-bound: twice the threads, nearly twice the speed
+    assert all_cores == pytest.approx(half_cores, rel=0.02)  # bandwidth-bound: more cores add nothing
+    assert all_cores > 3 * few
+    desktop = catalog.get("cpu-ddr5-dual")
+    assert decode(desktop, 16) == pytest.approx(decode(desktop, 8), rel=0.02)  # 89.6 GB/s: saturated by 8 cores
+    assert decode(desktop, 16) < 0.3 * all_cores  # and far below the 12-channel server

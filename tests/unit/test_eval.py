@@ -381,3 +381,112 @@ def test_bad_options_fail_before_any_work(tiny_model, tmp_path):
     with pytest.raises(PlannerError, match="ctx"):
         core.evaluate(tiny_model, ["Q8_0"], load_dataset("sample"), ctx=4, open_model=FakeModel, cache=tmp_path)
     assert not (tmp_path / "models").exists()
+
+
+# ---------------------------------------------------------------------------------------------- stored results
+
+
+def _stored(spec, text, kld, *, created, source="/m/SmolLM2", text_name="t.txt"):
+    """A report as load_reports() returns it."""
+    from planner.evaluation.stored import model_key, text_sha256
+
+    rep = core.EvalReport(source, text_name, 64, 2, 62, created=created, text_sha256=text_sha256(text),
+                          model={"id": spec.id, "name": spec.name, "key": model_key(spec)})
+    rep.results.append(core.FormatResult("F16", "f", 1, 16.0, 62, 10.0, 0.1, 0, 0, 0, 1.0, reference=True))
+    for f, k in kld.items():
+        rep.results.append(core.FormatResult(f, "f", 1, 5.0, 62, 10.0 * (1 + k), 0.1, k, 4 * k, k, 0.95))
+    d = rep.as_dict()
+    d["path"] = f"/data/eval/{created}.json"
+    return d
+
+
+def test_stored_reports_match_by_shapes_path_and_text(registry, tiny_model):
+    from planner.evaluation.stored import describe_source, measured_quality, model_key, reports_for, text_sha256
+    from planner.models.readers import resolve_model
+
+    small, other = registry.get("smollm2-135m"), registry.get("smollm2-360m")
+    a = _stored(small, "text A", {"Q8_0": 0.01, "Q4_K_M": 0.05}, created="2025-01-01T00:00:00Z")
+    b = _stored(small, "text B", {"Q4_K_M": 0.07}, created="2025-03-01T00:00:00Z", text_name="b.txt")
+    c = _stored(other, "text A", {"Q8_0": 0.9}, created="2025-04-01T00:00:00Z")
+    broken = {"path": "/data/eval/x.json", "error": "bad JSON"}
+    pool = [c, b, broken, a]
+    assert [r["created"] for r in reports_for(pool, small)] == [a["created"], b["created"]]  # oldest first
+    assert reports_for(pool, small, text_sha=text_sha256("text A")) == [a]
+    # Without a text, formats are taken from the newest report's text only (never mixed across texts).
+    m = measured_quality(reports_for(pool, small))
+    assert set(m) == {"Q4_K_M"} and m["Q4_K_M"]["kld"] == pytest.approx(0.07) and m["Q4_K_M"]["text"] == "b.txt"
+    m = measured_quality(reports_for(pool, small, text_sha=text_sha256("text A")))
+    assert m["Q8_0"]["source"] == "measured" and m["Q8_0"]["label"] == "negligible"
+    assert m["Q8_0"]["ppl_delta_pct"] == pytest.approx(1.0) and m["Q8_0"]["kld_p99"] == pytest.approx(0.04)
+    assert m["Q8_0"]["report"] == a["path"] and "F16" not in m
+    # A report made from the same path matches a model read from that path, whatever its recorded shapes.
+    spec_tiny = resolve_model(str(tiny_model), registry).spec
+    d = _stored(small, "text A", {"Q8_0": 0.3}, created="2025-05-01T00:00:00Z", source=str(tiny_model))
+    assert reports_for([d], spec_tiny, source=tiny_model) == [d] and reports_for([d], spec_tiny) == []
+    assert describe_source(tiny_model)["key"] == model_key(spec_tiny)
+
+
+def test_report_records_text_and_model(tiny_model, tmp_path):
+    from planner.evaluation.stored import model_key, text_sha256
+    from planner.models.profiles import load_registry
+    from planner.models.readers import resolve_model
+
+    text = load_dataset("sample")
+    rep = core.evaluate(tiny_model, ["Q8_0"], text, ctx=64, max_chunks=1, open_model=FakeModel, cache=tmp_path)
+    d = rep.as_dict()
+    assert d["text_sha256"] == text_sha256(text)
+    assert d["model"]["key"] == model_key(resolve_model(str(tiny_model), load_registry()).spec)
+    # two reports in the same second are both kept
+    p1, p2 = core.save_report(rep, tmp_path / "r"), core.save_report(rep, tmp_path / "r")
+    assert p1 != p2 and len(core.load_reports(tmp_path / "r")) == 2
+
+
+def test_measurable_formats():
+    assert core.measurable("Q4_K_M") and core.measurable("Q8_0")
+    assert not core.measurable("awq-int4") and not core.measurable("mlx-4bit")
+
+
+def test_wikitext_is_not_bundled_and_names_are_listed():
+    from planner.commands import eval as eval_cmd
+
+    with pytest.raises(NotFoundError, match="WikiText is not bundled.*'sample'.*--text FILE") as exc:
+        load_dataset("wikitext-sample")
+    assert "public-domain" not in str(exc.value) and "did you mean" not in str(exc.value)
+    with pytest.raises(NotFoundError, match=r"did you mean: sample\?.*bundled texts: 'sample'"):
+        load_dataset("sampel")
+    with pytest.raises(NotFoundError, match=r"unknown dataset 'zzz' \(bundled texts: 'sample'"):
+        load_dataset("zzz")
+    # the --dataset help names every bundled text (it is written out so parsing stays cheap)
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    eval_cmd.add_parser(parser.add_subparsers())
+    help_text = " ".join(parser._subparsers._group_actions[0].choices["eval"].format_help().split())
+    for name in DATASETS:
+        assert f"'{name}'" in help_text
+    assert "WikiText" in help_text and "--text FILE" in help_text
+
+
+@needs_llama
+def test_smollm2_measured_kld_ranks_recommend(smollm2, smollm2_report, registry, catalog, tmp_path):
+    """The real report of SmolLM2-135M matches the smollm2-135m profile by its shapes, and recommend() ranks Q8_0
+    and Q4_0 by the KL divergence llama.cpp measured, not by the table."""
+    from planner.evaluate import ModelCost
+    from planner.evaluation.stored import stored_quality
+    from planner.formats import get_format
+    from planner.plan import target_from_catalog
+    from planner.recommend import recommend
+
+    spec = registry.get("smollm2-135m")
+    saved = core.save_report(smollm2_report, tmp_path / "eval")
+    measured = stored_quality(spec, reports=core.load_reports(tmp_path / "eval"))
+    by = {r.format: r for r in smollm2_report.results}
+    assert set(measured) == {"Q8_0", "Q4_0"}
+    assert measured["Q4_0"]["kld"] == pytest.approx(by["Q4_0"].kld_mean, abs=1e-5)
+    assert measured["Q8_0"]["report"] == str(saved)
+    rec = recommend(ModelCost(spec), target_from_catalog(catalog.get("rtx-4090"), 1), context=4096,
+                    formats=[get_format("Q8_0"), get_format("Q4_0")], measured_quality=measured)
+    q = {p.format_id: p.quality for p in rec.plans}
+    assert q["Q4_0"]["source"] == "measured" and q["Q4_0"]["kld"] == measured["Q4_0"]["kld"]
+    assert rec.best.format_id == "Q8_0"  # measured: Q8_0 is far closer to 16-bit, and speed is no issue here
+    assert any("Measured quality loss" in r for r in rec.reasons)

@@ -131,3 +131,122 @@ def test_k8s_manifest_is_valid_yaml(catalog, registry, fabrics):
     doc = yaml.safe_load(k8s_manifest(p, mc.spec, get_format("fp8"), t))
     assert doc["kind"] == "LeaderWorkerSet" and doc["spec"]["leaderWorkerTemplate"]["size"] == 2
     assert re.search(r"--pipeline-parallel-size 2", doc["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]["command"][2])
+
+
+# --- data-parallel replicas ------------------------------------------------------------------------------------------
+
+def _dp_target(catalog, fabrics, replicas: int, count: int = 4, per_node: int = 2, device: str = "h100-sxm"):
+    """`replicas` copies of a `count`-GPU layout, `per_node` copies to a node (as sub_layouts builds them)."""
+    import dataclasses
+
+    t = target_from_catalog(catalog.get(device), count)
+    return dataclasses.replace(t, replicas=replicas, replicas_per_node=per_node, fabric=fabrics["ib-ndr"])
+
+
+def test_replicas_keep_one_replicas_memory_per_gpu_and_scale_throughput(catalog, registry, fabrics):
+    mc = ModelCost(registry.get("llama-3.1-70b"))
+    fmt, rt = get_format("fp8"), get_runtime("vllm")
+    dp = evaluate(mc, fmt, rt, _dp_target(catalog, fabrics, 4), context=8192, concurrency=64)
+    one = evaluate(mc, fmt, rt, target_from_catalog(catalog.get("h100-sxm"), 4), context=8192, concurrency=16)
+    assert dp.fits and dp.parallel["data_parallel"] == 4 and dp.parallel["tensor_parallel"] == 4
+    assert dp.parallel_layout == "tp4 × pp1 × dp4" and len(dp.per_device) == 16
+    # every GPU holds what a GPU of one replica serving its 64 / 4 sequences holds
+    assert {d.total_bytes for d in dp.per_device} == {d.total_bytes for d in one.per_device}
+    assert dp.total_memory_bytes == 4 * one.total_memory_bytes
+    assert dp.throughput_tokens_per_s == pytest.approx(4 * one.throughput_tokens_per_s)
+    assert dp.decode_tokens_per_s == pytest.approx(one.decode_tokens_per_s)
+    d = dp.as_dict()
+    assert d["parallel"]["data_parallel"] == 4 and d["parallel_layout"] == "tp4 × pp1 × dp4"
+
+
+def test_fewer_sequences_than_replicas_use_one_replica_each(catalog, registry, fabrics):
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    t = _dp_target(catalog, fabrics, 4, count=1, per_node=4)
+    p = evaluate(mc, get_format("fp8"), get_runtime("vllm"), t, context=4096, concurrency=2)
+    assert p.fits and p.throughput_tokens_per_s == pytest.approx(2 * p.decode_tokens_per_s)
+
+
+def test_recommend_fills_spare_gpus_with_replicas_only_for_concurrent_sequences(catalog, registry, fabrics):
+    mc = ModelCost(registry.get("llama-3.1-70b"))
+    t = target_from_catalog(catalog.get("h100-sxm"), 8, nodes=2, fabric=fabrics["ib-ndr"])
+    kw = dict(context=8192, formats=[get_format("fp8")], runtimes=[get_runtime("vllm")])
+    single = recommend(mc, t, concurrency=1, **kw).best
+    busy = recommend(mc, t, concurrency=64, **kw)
+    assert single.parallel["data_parallel"] == 1  # one sequence: replicas would idle
+    b = busy.best
+    gpus = b.parallel["gpus_per_node"] * b.parallel["nodes"]
+    assert b.parallel["data_parallel"] == 16 // gpus > 1  # the smallest layout that fits, replicated over all 16 GPUs
+    lone = [p for p in busy.plans if p.runs and p.parallel.get("data_parallel") == 1
+            and p.parallel["gpus_per_node"] * p.parallel["nodes"] == gpus and p.format_id == b.format_id]
+    assert lone and all(b.throughput_tokens_per_s > p.throughput_tokens_per_s for p in lone)
+
+
+def _replica_flags(line: str) -> tuple[str, list[str]]:
+    """Like _flags, for replica scripts: drops a leading CUDA_VISIBLE_DEVICES=... assignment."""
+    head, cmd = line.split(":", 1)
+    cmd = re.sub(r"^\s*CUDA_VISIBLE_DEVICES=\S+\s+", "", cmd)
+    return _flags(f"{head}: {cmd}")
+
+
+@pytest.mark.parametrize("runtime,fmt,per_node,replicas", [
+    ("vllm", "fp8", 2, 2), ("vllm", "fp8", 2, 4), ("sglang", "fp8", 2, 2), ("sglang", "fp8", 2, 4),
+    ("tensorrt-llm", "fp8", 2, 4), ("llama.cpp", "Q4_K_M", 2, 4)])
+def test_replica_launch_uses_documented_flags(catalog, registry, fabrics, runtime, fmt, per_node, replicas):
+    mc = ModelCost(registry.get("llama-3.1-70b"))
+    p = evaluate(mc, get_format(fmt), get_runtime(runtime), _dp_target(catalog, fabrics, replicas, per_node=per_node),
+                 context=8192, concurrency=32)
+    assert p.runs, p.reason
+    lines = [l for l in p.launch.splitlines() if l.strip()]
+    if runtime == "vllm":
+        # --max-num-seqs applies per DP rank (vLLM docs/serving/data_parallel_deployment.md)
+        assert f"--data-parallel-size {replicas}" in p.launch and f"--max-num-seqs {32 // replicas}" in p.launch
+    if len(lines) == 1:  # one node: a single command
+        lines = [f"# node 0: {lines[0]}"]
+    balancers = [l for l in lines if l.startswith("# load balancer")]
+    if runtime in ("tensorrt-llm", "llama.cpp"):  # independent servers behind a load balancer, one per replica
+        assert len(balancers) == 1 and balancers[0].count("http://") == replicas
+    for line in lines:
+        if line in balancers:
+            continue
+        prog, flags = _replica_flags(line)
+        if prog == "export":
+            continue
+        assert prog in FLAGS, prog
+        unknown = [f for f in flags if f.split("=")[0] not in FLAGS[prog]["flags"]]
+        assert not unknown, f"{prog}: {unknown}"
+
+
+def test_replicas_of_a_multinode_layout_get_their_own_nodes(catalog, registry, fabrics):
+    import dataclasses
+
+    mc = ModelCost(registry.get("llama-3.1-405b"))
+    t = dataclasses.replace(target_from_catalog(catalog.get("h100-sxm"), 8, nodes=2, fabric=fabrics["ib-ndr"]), replicas=2)
+    p = evaluate(mc, get_format("bf16"), get_runtime("vllm"), t, context=8192, concurrency=16)
+    assert p.fits and p.parallel_layout == "tp8 × pp2 × dp2" and len(p.per_device) == 32
+    assert "# node 3: ray start --address <node2-ip>:6379" in p.launch
+    assert "http://<node0-ip>:8000 http://<node2-ip>:8000" in p.launch
+    from planner.launch import k8s_manifest
+    import yaml
+
+    assert yaml.safe_load(k8s_manifest(p, mc.spec, get_format("bf16"), t))["spec"]["replicas"] == 2
+
+
+def test_runtimes_without_replica_launch_refuse(catalog, registry, fabrics):
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    p = evaluate(mc, get_format("gptq-int4"), get_runtime("exllamav2"), _dp_target(catalog, fabrics, 2, count=1),
+                 context=4096, concurrency=4)
+    assert not p.runs and "data parallel" in p.reason
+
+
+def test_recommend_json_shows_replicas_and_layouts(capsys):
+    from planner.cli import main
+
+    code = main(["recommend", "--model", "llama-3.1-70b", "--device", "h100-sxm", "--count", "8", "--nodes", "2",
+                 "--format", "fp8", "--runtime", "vllm", "--concurrency", "64", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    best = d["recommended"]
+    assert code == 0 and best["parallel"]["data_parallel"] > 1
+    assert best["parallel_layout"].endswith(f"dp{best['parallel']['data_parallel']}")
+    assert "--data-parallel-size" in best["launch"]
+    layouts = [row["parallel_layout"] for row in d["layouts"]]
+    assert best["parallel_layout"] in layouts and len(layouts) > 1  # the runners-up are listed too

@@ -25,7 +25,9 @@ def plan_title(plan: Plan, recommended: bool) -> Text:
     if plan.kv_dtype:
         out.append(f", KV {plan.kv_dtype}")
     if plan.runs:
-        out.append(f", {plan.layout}")
+        par = plan.parallel or {}
+        # multi-node and replicated plans show their parallel shape (tp × pp × dp); others their placement
+        out.append(f", {plan.parallel_layout if par.get('nodes', 1) > 1 or par.get('data_parallel', 1) > 1 else plan.layout}")
     out.append("  ")
     out.append(text, style=style)
     return out
@@ -49,7 +51,9 @@ def plan_body(plan: Plan, rec: Any | None, recommended: bool) -> Text:
         if q:
             out.append("quality ", style="dim")
             out.append(f"{q.get('label', '?')}", style=QUALITY_STYLES.get(q.get("label", ""), ""))
-            out.append(f": KLD {q.get('kld', 0):.4f}, perplexity +{q.get('ppl_delta_pct', 0):.2f}%")
+            out.append(f": KLD {q.get('kld', 0):.4f}, perplexity {q.get('ppl_delta_pct', 0):+.2f}%")
+            if q.get("source") == "measured":
+                out.append(f" measured by planner eval on {q.get('text', '?')}", style="bold")
         out.append(f"   {plan.bits_per_weight:.2f} bits/weight, file {plan.file_size_bytes / GIB:.1f} GiB", style="dim")
         if plan.gpu_layers is not None and plan.layout != "cpu":
             out.append(f", {plan.gpu_layers}/{plan.n_layers} layers on GPU", style="dim")

