@@ -23,8 +23,8 @@ import numpy as np
 
 from planner.errors import InvalidInputError, PlannerError
 from planner.evaluation import metrics
-from planner.evaluation.stored import text_sha256
-from planner.paths import user_cache_dir, user_data_dir, user_path
+from planner.evaluation.stored import load_reports, results_dir, text_sha256  # noqa: F401  (re-exported)
+from planner.paths import user_cache_dir, user_path
 
 REFERENCE_FORMAT = "F16"
 SCHEME = "llama.cpp-perplexity-v1"  # how chunks are cut and scored; part of the reference cache key
@@ -193,11 +193,6 @@ def fingerprint(source: Path) -> str:
 
 def cache_root() -> Path:
     return user_cache_dir() / "eval"
-
-
-def results_dir() -> Path:
-    """Where finished evaluations are stored (next to the bench calibration records)."""
-    return user_data_dir() / "eval"
 
 
 def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
@@ -442,20 +437,3 @@ def save_report(report: EvalReport, directory: Path | None = None) -> Path:
         n += 1
     atomic_write_text(path, json.dumps(report.as_dict(), indent=2) + "\n")
     return path
-
-
-def load_reports(directory: Path | None = None) -> list[dict[str, Any]]:
-    """Stored evaluations, oldest first (for recommend/TUI to show measured KL divergence); unreadable files skipped
-    with their path under 'error'."""
-    d = directory or results_dir()
-    out: list[dict[str, Any]] = []
-    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            out.append({"path": str(p), "error": str(exc)})
-            continue
-        if isinstance(data, dict):
-            data["path"] = str(p)
-            out.append(data)
-    return out

@@ -11,6 +11,7 @@ divergence depends on the text), so without a text the newest report's text is u
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -113,8 +114,6 @@ def measured_quality(reports: Sequence[Mapping[str, Any]]) -> dict[str, dict[str
 def stored_quality(spec: Any, *, source: Path | str | None = None, text_sha: str | None = None,
                    reports: Sequence[Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Measured quality per format for `spec` from the reports stored under user_data_dir()/eval/ (or `reports`)."""
-    from planner.evaluation.core import load_reports
-
     pool = load_reports() if reports is None else reports
     return measured_quality(reports_for(pool, spec, source=source, text_sha=text_sha))
 
@@ -134,3 +133,31 @@ def check_same_model(source: Path | str, spec: Any) -> None:
     if got["key"] != model_key(spec):
         raise PlannerError(f"{source} holds {got['name']} ({got['key']}), not {spec.name} ({model_key(spec)}); "
                            "pass the weights of the --model being planned")
+
+
+# ---------------------------------------------------------------------------------------------- storage
+# Here rather than in core: recommend and the TUI read stored reports on their hot path, and core imports numpy.
+
+
+def results_dir() -> Path:
+    """Where finished evaluations are stored (next to the bench calibration records)."""
+    from planner.paths import user_data_dir
+
+    return user_data_dir() / "eval"
+
+
+def load_reports(directory: Path | None = None) -> list[dict[str, Any]]:
+    """Stored evaluations, oldest first (for recommend/TUI to show measured KL divergence); unreadable files skipped
+    with their path under 'error'."""
+    d = directory or results_dir()
+    out: list[dict[str, Any]] = []
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            out.append({"path": str(p), "error": str(exc)})
+            continue
+        if isinstance(data, dict):
+            data["path"] = str(p)
+            out.append(data)
+    return out

@@ -192,3 +192,16 @@ def test_catalog_lists_products_and_memory_configurations_on_request(capsys):
     assert "m3-max" in ids and "m3-max-128gb" not in ids
     code, out, _ = run(capsys, "catalog", "--vendor", "apple", "--variants", "--json")
     assert "m3-max-128gb" in {d["id"] for d in json.loads(out)}
+
+
+def test_recommend_imports_no_heavy_module():
+    """recommend stays fast: numpy, torch, textual, llama.cpp and NVML are imported only where they are needed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from planner.cli import main; rc = main(['recommend', '--model', '70B', '--device', "
+            "'rtx-4090', '--json']); heavy = ('numpy', 'torch', 'textual', 'llama_cpp', 'pynvml'); "
+            "print([m for m in heavy if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
