@@ -22,7 +22,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--device", default="cpu", metavar="DEV", help="where to run: cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--catalog-device", metavar="ID", help="catalog entry whose peaks to compare with (default: this machine as probed)")
     p.add_argument("--runtime", metavar="ID", help="runtime whose predicted speed to show (default: the kernel's engine, else the fastest)")
-    p.add_argument("--kernel", action="append", default=[], metavar="ID", help="time only this kernel (repeatable), e.g. numpy-int8, torch-int4-g128")
+    p.add_argument("--kernel", action="append", default=[], metavar="ID", help="time only this kernel (repeatable), e.g. numpy-int8, torch-int4-g128, or llama.cpp (GGUF: the whole model in real llama.cpp)")
     p.add_argument("--batch", default="1", metavar="B[,B...]", help="decode batch sizes, comma-separated (default 1)")
     p.add_argument("--prompt", type=int, default=512, metavar="TOKENS", help="prefill length (default 512; 0 skips prefill)")
     p.add_argument("--max-memory", metavar="SIZE", help="memory the bench may allocate (default: half of what is free), e.g. 8GiB")
@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
     fmt = get_format(args.format)
     target = bench_target(args.device, catalog, args.catalog_device)
     calibration, cal_note = records.for_target(target, not args.no_calibration)
-    kernels = [kernel_by_id(k) for k in args.kernel] or None
+    # 'llama.cpp' names the whole-model run in real llama.cpp (GGUF), not a matmul kernel
+    whole = [k for k in args.kernel if k.lower() == "llama.cpp" or k.lower().startswith("llama.cpp-")]
+    kernels = [kernel_by_id(k) for k in args.kernel if k not in whole] if args.kernel else None
     runtime = get_runtime(args.runtime) if args.runtime else None
     con = console()
     quiet = args.json
@@ -115,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     quick = {"copy_bytes": 128 * 2**20, "max_sample_bytes": 16 * 2**20, "budget_s": 0.05,
              "repeat": min(args.repeat, 5)} if args.quick else {"repeat": args.repeat}
     result = run_bench(mc, fmt, target, device=args.device, batches=batches, prompt=args.prompt, kernels=kernels,
-                       runtime=runtime, calibration=calibration, budget_bytes=budget, progress=progress, **quick)
+                       runtime=runtime, calibration=calibration, budget_bytes=budget, progress=progress,
+                       llamacpp=True if whole else None, **quick)
     saved = None
     if args.save:
         saved = records.save_records(result.records())

@@ -209,3 +209,27 @@ def test_confirm_ranks_gguf_candidates_by_real_llamacpp(registry, catalog):
     assert all(c.kernel.startswith("llama.cpp-") and c.same_engine and c.measured_decode for c in conf.candidates)
     assert conf.reranked and "whole model in llama.cpp" in conf.reason
     assert conf.order[0].measured_decode == max(c.measured_decode for c in conf.candidates)
+
+
+@needs_llamacpp
+def test_bench_command_kernel_llamacpp_times_only_the_whole_model(capsys):
+    import json
+
+    from planner.cli import main
+
+    code = main(["bench", "--model", "smollm2-135m", "--format", "Q8_0", "--kernel", "llama.cpp", "--quick",
+                 "--prompt", "16", "--catalog-device", "cpu-ddr5-dual", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert code == 0 and d["kernel"] == "llama.cpp-Q8_0" and d["layers"] == []
+    assert [k["kernel"] for k in d["kernels"]] == ["llama.cpp-Q8_0"]
+    assert d["decode_tokens_per_s"]["measured"] > 0 and d["prefill_tokens_per_s"]["measured"] > 0
+
+
+@needs_llamacpp
+def test_bench_command_names_why_llamacpp_cannot_run_a_model(capsys):
+    from planner.cli import main
+
+    code = main(["bench", "--model", "deepseek-v3", "--format", "Q4_K_M", "--kernel", "llama.cpp", "--quick",
+                 "--catalog-device", "cpu-ddr5-dual"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code != 0 and "latent attention" in err and "Traceback" not in err
