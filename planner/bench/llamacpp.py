@@ -358,7 +358,7 @@ def layer_counts(full: int, file_bytes: Callable[[int], int], budget_bytes: int)
 
 
 def run_llamacpp(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: str = "cpu", prompt: int = 512,
-                 budget_bytes: int, max_file_bytes: int = 2 * GIB, budget_s: float = 2.0, n_gen: int = 64,
+                 budget_bytes: int, max_file_bytes: int = 4 * GIB, budget_s: float = 2.0, n_gen: int = 64,
                  threads: int | None = None, say: Callable[[str], None] | None = None,
                  scratch: Path | None = None) -> LlamaCppRun:
     """Build the model (or two smaller builds) as GGUF stand-ins in `fmt`, time decode and prefill in llama.cpp."""

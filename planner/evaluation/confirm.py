@@ -97,7 +97,8 @@ def confirm_quality(rank: Callable[[dict[str, dict[str, Any]]], Any], spec: Any,
         if not want:
             break
         say(f"measuring {', '.join(want)} on {text_file} with llama.cpp (planner eval)")
-        report = evaluate(source, want, text, text_name=str(text_file), ctx=ctx, max_chunks=max_chunks)
+        report = evaluate(source, want, text, text_name=str(text_file), ctx=ctx, max_chunks=max_chunks,
+                          flags=("--eval-ctx", "--eval-chunks"))
         if save and report.results:
             conf.saved.append(str(save_report(report)))
         fresh = report.as_dict()

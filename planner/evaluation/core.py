@@ -303,9 +303,11 @@ def _open_llama(path: Path, ctx: int) -> Model:
 def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name: str = "text", ctx: int = 512,
              max_chunks: int | None = None, top_k: int = metrics.DEFAULT_TOP_K, open_model: OpenModel | None = None,
              progress: Progress | None = None, cache: Path | None = None,
-             on_result: Callable[[FormatResult], None] | None = None) -> EvalReport:
+             on_result: Callable[[FormatResult], None] | None = None,
+             flags: tuple[str, str] = ("--ctx", "--chunks")) -> EvalReport:
     """Measure each format's quality against the 16-bit reference on `text`. Ctrl-C returns the report with the
-    formats finished so far and `interrupted` set."""
+    formats finished so far and `interrupted` set. `flags` names the context and chunk options in error messages
+    (recommend --eval calls them --eval-ctx and --eval-chunks)."""
     from planner.formats import get_format
 
     source = user_path(source)
@@ -317,9 +319,9 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
     for f in fmts:  # refuse what llama.cpp cannot run before spending minutes on the others
         _check_gguf(f)
     if ctx < 8:
-        raise PlannerError(f"--ctx must be at least 8, got {ctx}")
+        raise PlannerError(f"{flags[0]} must be at least 8, got {ctx}")
     if max_chunks is not None and max_chunks < 1:
-        raise PlannerError(f"--chunks must be at least 1, got {max_chunks}")
+        raise PlannerError(f"{flags[1]} must be at least 1, got {max_chunks}")
     open_model = open_model or _open_llama
     progress = progress or _NoProgress()
     cache = cache or cache_root()
@@ -329,7 +331,7 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
     try:
         ref_path, ref_summary = quantized(source, REFERENCE_FORMAT, cache=cache, progress=progress)
         report.warnings.extend(ref_summary.get("warnings", []))
-        ref = _reference(ref_path, source, text, ctx, max_chunks, top_k, open_model, progress, cache)
+        ref = _reference(ref_path, source, text, ctx, max_chunks, top_k, open_model, progress, cache, flags[0])
         report.chunks = len(ref.rows) // (scored_slice(ctx).stop - scored_slice(ctx).start)
         report.scored_tokens = len(ref.rows)
         ref_ppl = metrics.perplexity(ref.nll)
@@ -362,15 +364,15 @@ def _source_model(source: Path) -> dict[str, str] | None:
 
 
 def _reference(path: Path, source: Path, text: str, ctx: int, max_chunks: int | None, top_k: int,
-               open_model: OpenModel, progress: Progress, cache: Path) -> Reference:
+               open_model: OpenModel, progress: Progress, cache: Path, ctx_flag: str = "--ctx") -> Reference:
     """The reference rows: from the cache, or one pass of the 16-bit model (then cached)."""
     model = open_model(path, ctx)
     try:
         tokens = model.tokenize(text)
         chunks = make_chunks(tokens, ctx, max_chunks, model.bos)
         if not chunks:
-            raise InvalidInputError(f"the text has {len(tokens)} tokens, fewer than one chunk of --ctx {ctx}; "
-                                    "give a longer text or a smaller --ctx")
+            raise InvalidInputError(f"the text has {len(tokens)} tokens, fewer than one chunk of {ctx_flag} {ctx}; "
+                                    f"give a longer text or a smaller {ctx_flag}")
         key = reference_key(source, text, ctx, len(chunks), top_k)
         cpath = cache / "reference" / f"{key}.npz"
         cached = Reference.load(cpath)

@@ -194,3 +194,12 @@ def test_eval_measures_the_candidates_from_the_weights(capsys, data_dir, tiny, t
     data = json.loads(out)
     assert code == 0 and data["eval"]["evaluated_now"] == [] and data["recommended"]["format"] == "Q2_K"
     assert best.is_file() and "Q2_K" in err
+
+
+def test_eval_errors_name_recommends_own_options(capsys, data_dir, tiny, text_file, monkeypatch):
+    monkeypatch.setattr(core, "_open_llama", Fake)
+    base = ["recommend", "-m", str(tiny), "--device", "rtx-4090", "--format", "Q8_0", "--eval", str(text_file)]
+    code, _, err = run(capsys, *base, "--eval-ctx", "100000")
+    assert code == 2 and "--eval-ctx 100000" in err and "smaller --eval-ctx" in err and "Traceback" not in err
+    code, _, err = run(capsys, *base, "--eval-ctx", "4")
+    assert code != 0 and "--eval-ctx must be at least 8" in err
