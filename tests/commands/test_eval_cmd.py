@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from planner.cli import main
 from planner.evaluation import core
+from fake_runtime import fake_runtime
 from quantize_models import make_hf_model
 
 
@@ -20,24 +20,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-class Fake:
-    n_vocab = 300
-    bos = None
-
-    def __init__(self, path, ctx):
-        self.fmt = Path(path).stem
-        self.table = np.random.default_rng(0).standard_normal((self.n_vocab, self.n_vocab)) * 3
-
-    def tokenize(self, text):
-        return list(text.encode())
-
-    def logits(self, tokens):
-        noise = {"F16": 0, "Q8_0": 0.05, "Q5_K_M": 0.2, "Q4_K_M": 0.4, "Q3_K_M": 1.0, "Q4_0": 0.6}[self.fmt]
-        base = self.table[np.asarray(tokens)]
-        return base + np.random.default_rng(len(tokens)).standard_normal(base.shape) * noise
-
-    def close(self):
-        pass
+Fake = fake_runtime({"F16": 0, "Q8_0": 0.05, "Q5_K_M": 0.2, "Q4_K_M": 0.4, "Q3_K_M": 1.0, "Q4_0": 0.6})
 
 
 @pytest.fixture(scope="module")

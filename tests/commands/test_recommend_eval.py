@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from planner.cli import main
 from planner.evaluation import core
 from planner.evaluation.core import EvalReport, FormatResult, save_report
 from planner.evaluation.stored import model_key, text_sha256
+from fake_runtime import fake_runtime
 from quantize_models import make_hf_model
 
 PROFILE = "smollm2-135m"
@@ -137,28 +137,8 @@ def test_eval_error_paths(capsys, data_dir, tmp_path, tiny):
 # ---------------------------------------------------------------------------------------------- measured now
 
 
-NOISE = {"F16": 0.0, "Q2_K": 0.0, "Q4_0": 0.3, "Q8_0": 1.0}  # reversed on purpose: the fake 2-bit file is exact
-
-
-class Fake:
-    """A runtime whose 'quantized' logits get noisier in the order NOISE says, whatever the bits."""
-
-    n_vocab = 300
-    bos = None
-
-    def __init__(self, path, ctx):
-        self.fmt = Path(path).stem
-        self.table = np.random.default_rng(0).standard_normal((self.n_vocab, self.n_vocab)) * 3
-
-    def tokenize(self, text):
-        return list(text.encode())
-
-    def logits(self, tokens):
-        base = self.table[np.asarray(tokens)]
-        return base + np.random.default_rng(len(tokens)).standard_normal(base.shape) * NOISE[self.fmt]
-
-    def close(self):
-        pass
+# reversed on purpose: the fake 2-bit file is exact
+Fake = fake_runtime({"F16": 0.0, "Q2_K": 0.0, "Q4_0": 0.3, "Q8_0": 1.0})
 
 
 @pytest.fixture(scope="module")

@@ -111,13 +111,7 @@ def test_generated_commands_use_documented_flags(catalog, registry, fabrics, run
     assert p.runs, p.reason
     lines = [l for l in p.launch.splitlines() if l.strip()]
     assert any("node 1" in l for l in lines) or runtime == "tensorrt-llm"
-    for line in lines:
-        prog, flags = _flags(line)
-        if prog == "export":
-            continue
-        assert prog in FLAGS, prog
-        unknown = [f for f in flags if f.split("=")[0] not in FLAGS[prog]["flags"]]
-        assert not unknown, f"{prog}: {unknown}"
+    _assert_documented(lines, _flags)
 
 
 def test_k8s_manifest_is_valid_yaml(catalog, registry, fabrics):
@@ -181,6 +175,17 @@ def test_recommend_fills_spare_gpus_with_replicas_only_for_concurrent_sequences(
     assert lone and all(b.throughput_tokens_per_s > p.throughput_tokens_per_s for p in lone)
 
 
+def _assert_documented(lines: list[str], parse) -> None:  # type: ignore[no-untyped-def]
+    """Every program and flag in the launch lines is in the documented engine-flag data."""
+    for line in lines:
+        prog, flags = parse(line)
+        if prog == "export":
+            continue
+        assert prog in FLAGS, prog
+        unknown = [f for f in flags if f.split("=")[0] not in FLAGS[prog]["flags"]]
+        assert not unknown, f"{prog}: {unknown}"
+
+
 def _replica_flags(line: str) -> tuple[str, list[str]]:
     """Like _flags, for replica scripts: drops a leading CUDA_VISIBLE_DEVICES=... assignment."""
     head, cmd = line.split(":", 1)
@@ -205,15 +210,7 @@ def test_replica_launch_uses_documented_flags(catalog, registry, fabrics, runtim
     balancers = [l for l in lines if l.startswith("# load balancer")]
     if runtime in ("tensorrt-llm", "llama.cpp"):  # independent servers behind a load balancer, one per replica
         assert len(balancers) == 1 and balancers[0].count("http://") == replicas
-    for line in lines:
-        if line in balancers:
-            continue
-        prog, flags = _replica_flags(line)
-        if prog == "export":
-            continue
-        assert prog in FLAGS, prog
-        unknown = [f for f in flags if f.split("=")[0] not in FLAGS[prog]["flags"]]
-        assert not unknown, f"{prog}: {unknown}"
+    _assert_documented([line for line in lines if line not in balancers], _replica_flags)
 
 
 def test_replicas_of_a_multinode_layout_get_their_own_nodes(catalog, registry, fabrics):
