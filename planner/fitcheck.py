@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from planner.errors import InvalidInputError, NotFoundError, PlannerError, close_matches
 from planner.plan import GIB, Plan, Target
@@ -95,6 +96,21 @@ class DeviceTarget(_Strict):
     fabric: str | None = Field(default=None, min_length=1, max_length=100, pattern=_NAME_RE,
                                description="Inter-node fabric id (see hwdb/fabrics), e.g. ib-ndr, roce-400g, eth-100g.")
     expert_parallel: bool = Field(default=False, description="MoE across nodes: shard experts over every GPU.")
+    replicas: int = Field(default=1, ge=1, le=65_536,
+                          description="Data-parallel copies of one layout sharing the count x nodes GPUs, each serving "
+                                      "its share of `concurrency`; the GPUs must split evenly into whole copies.")
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas_split_gpus(cls, value: int, info: ValidationInfo) -> int:
+        from planner.plan import replica_layout_error
+
+        # count and nodes are validated first (field order); when either is invalid it is reported on its own
+        if "count" in info.data and "nodes" in info.data:
+            why = replica_layout_error(info.data["count"], info.data["nodes"], value)
+            if why:
+                raise PydanticCustomError("replicas_split", why)
+        return value
 
 
 def _target_tag(value: Any) -> str:
@@ -649,7 +665,7 @@ class Checker:
 
     def target(self, spec: DeviceTarget | str, count: int | None = None, device: str | None = None) -> Target:
         """The Target of a deployment (optionally with another count or device, for what-if suggestions)."""
-        from planner.plan import target_from_catalog
+        from planner.plan import replicated, target_from_catalog
 
         if not isinstance(spec, DeviceTarget):
             if self._host_target is None:
@@ -660,7 +676,7 @@ class Checker:
             return self._host_target
         n = count or spec.count
         dev_name = device or spec.device
-        key = (dev_name, n, spec.ram_gib, spec.nodes, spec.fabric, spec.expert_parallel)
+        key = (dev_name, n, spec.ram_gib, spec.nodes, spec.fabric, spec.expert_parallel, spec.replicas)
         if key not in self._targets:
             ram = int(spec.ram_gib * GIB) if spec.ram_gib else None
             fabric = None
@@ -668,8 +684,12 @@ class Checker:
                 from planner.hardware.catalog import get_fabric, load_fabrics
 
                 fabric = get_fabric(spec.fabric or "ib-ndr", load_fabrics())
-            self._targets[key] = target_from_catalog(self.catalog.get(dev_name), n, ram, nodes=spec.nodes, fabric=fabric,
-                                                     expert_parallel=spec.expert_parallel)
+            t = target_from_catalog(self.catalog.get(dev_name), n, ram, nodes=spec.nodes, fabric=fabric,
+                                    expert_parallel=spec.expert_parallel)
+            try:
+                self._targets[key] = replicated(t, spec.replicas)
+            except ValueError as exc:  # a what-if count the replicas do not divide (the spec itself is validated)
+                raise InvalidInputError(f"replicas: {exc}") from None
         return self._targets[key]
 
     def resolve(self, dep: Deployment) -> Inputs:
@@ -808,6 +828,7 @@ def what_would_pass(result: CheckResult, checker: Checker, max_items: int = 8) -
     """Spec changes that make a failing deployment pass: another format, a shorter context, fewer sequences, an 8-bit
     KV cache, more devices, a larger or faster device. Each changed deployment goes through Checker.check, the same
     path as the check itself, so every suggestion is costed and passes every limit."""
+    from planner.plan import replica_layout_error
     from planner.recommend import recommend
     from planner.runtimes import RUNTIMES
 
@@ -878,6 +899,8 @@ def what_would_pass(result: CheckResult, checker: Checker, max_items: int = 8) -
         t = dep.target
         most = 1 if inp.runtime is not None and inp.runtime.multi_gpu == "none" else max(8, t.count + 1)
         for n in range(t.count + 1, most + 1):
+            if replica_layout_error(n, t.nodes, t.replicas):  # the replicas must still split the GPUs evenly
+                continue
             r = attempt(target=t.model_copy(update={"count": n}))
             if r is not None and r.plan is not None:
                 out.append(Suggestion({"target": {"device": t.device, "count": n}}, f"{n}x {inp.target.device.id}: {_brief(r.plan)}"))

@@ -85,6 +85,38 @@ def target_from_catalog(device: DeviceSpec, count: int = 1, host_ram_bytes: int 
                   nodes=nodes, fabric=fabric, expert_parallel=expert_parallel)
 
 
+def replica_layout_error(count: int, nodes: int, replicas: int) -> str:
+    """Why `replicas` data-parallel copies cannot split `nodes` x `count` GPUs into equal layouts ('' when they can)."""
+    gpus = count * nodes
+    if replicas < 1:
+        return f"must be at least 1, got {replicas}"
+    if gpus % replicas:
+        return f"{replicas} replicas do not divide the {gpus} GPUs ({nodes} node(s) x {count} GPUs)"
+    per = gpus // replicas
+    # a copy is some GPUs of one node, or whole nodes: a copy straddling part of a node has no layout
+    if (per < count and count % per) or (per > count and per % count):
+        return f"{replicas} replicas of {per} GPUs each do not fit whole into nodes of {count} GPUs"
+    return ""
+
+
+def replicated(target: Target, replicas: int) -> Target:
+    """`target`'s GPUs as `replicas` data-parallel copies of one equal layout; ValueError when they do not divide."""
+    import dataclasses
+
+    why = replica_layout_error(target.count, target.nodes, replicas)
+    if why:
+        raise ValueError(why)
+    if replicas == 1:
+        return target
+    per = target.total_devices // replicas
+    if per >= target.count:  # each copy is whole nodes (one copy per node group)
+        nodes = per // target.count
+        return dataclasses.replace(target, nodes=nodes, replicas=replicas, replicas_per_node=1,
+                                   expert_parallel=target.expert_parallel and nodes > 1)
+    return dataclasses.replace(target, count=per, usable_bytes=target.usable_bytes[:per], nodes=1, replicas=replicas,
+                               replicas_per_node=target.count // per, expert_parallel=False)
+
+
 @dataclass(slots=True)
 class MemoryBreakdown:
     """Bytes one device needs for a plan."""

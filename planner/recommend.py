@@ -97,7 +97,8 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
     fmts = list(formats) or default_formats(mc.spec.native_dtype)
     rts = list(runtimes) or list(RUNTIMES.values())
     plans: list[Plan] = []
-    for sub in sub_layouts(target, concurrency):
+    subs = sub_layouts(target, concurrency)
+    for sub in subs:
         for fmt in fmts:
             for rt in rts:
                 if not rt.support(fmt, sub.device).runs:
@@ -113,8 +114,8 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
         if measured_quality and p.format_id in measured_quality:
             p.quality = measured_quality[p.format_id]
     ranked = rank(plans, prefer, min_tokens_per_s)
-    if target.nodes > 1:
-        ranked = smallest_first(ranked, min_tokens_per_s)
+    if len(subs) > 1:
+        ranked = smallest_first(ranked, min_tokens_per_s, prefer)
     best = ranked[0] if ranked and ranked[0].fits else None
     rec = Recommendation(mc.spec.id, target.label, context, concurrency, prefer, ranked, best)
     if best is not None:
@@ -125,16 +126,27 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
     return rec
 
 
+def explores_layouts(target: Target, concurrency: int = 1) -> bool:
+    """Whether recommend weighs several layouts for `target`: always across nodes; within one node of several GPUs
+    only for concurrent sequences (replicas then serve them), so a one-sequence plan stays as it always was."""
+    if target.replicas > 1 or target.is_cpu:  # the user fixed the replicas (estimate/check), or one CPU
+        return False
+    return target.nodes > 1 or (target.count > 1 and concurrency > 1)
+
+
 def sub_layouts(target: Target, concurrency: int = 1) -> list[Target]:
-    """For a multi-node target: every smaller layout too (1..nodes nodes; within one node 1, 2, 4... GPUs),
-    so the planner can pick the smallest that meets the limits, and with several sequences each smaller layout
-    again as data-parallel replicas filling the GPUs (at most one replica per sequence). A single-node target is
-    planned as given."""
-    if target.nodes <= 1:
+    """For a multi-node target, or a node of several GPUs serving several sequences: every smaller layout too
+    (1..nodes nodes; within one node 1, 2, 4... GPUs), so the planner can pick the smallest that meets the limits,
+    and with several sequences each smaller layout again as data-parallel replicas filling the GPUs (at most one
+    replica per sequence). Otherwise the target is planned as given."""
+    if not explores_layouts(target, concurrency):
         return [target]
     out = []
     counts = sorted({c for c in (1, 2, 4, 8, 16) if c < target.count} | {target.count})
     for c in counts:
+        if c == target.count and target.nodes == 1:
+            out.append(target)  # the whole node as given (recommend keeps the reasons of candidates asked for on it)
+            continue
         out.append(Target(target.device, c, target.usable_bytes[:c], target.host_ram_bytes, target.host_bandwidth_gb_s,
                           target.origin, target.notes, 1, None, False))
     for n in range(2, target.nodes + 1):
@@ -155,13 +167,18 @@ def _gpus(p: Plan) -> int:
     return par.get("nodes", 1) * par.get("gpus_per_node", p.device_count) if par else p.device_count
 
 
-def smallest_first(ranked: list[Plan], min_tokens_per_s: float | None) -> list[Plan]:
-    """Keep the best format/runtime/KV choice, but deploy it on the fewest GPUs that fit it (and are fast enough)."""
+def smallest_first(ranked: list[Plan], min_tokens_per_s: float | None, prefer: str = "balanced") -> list[Plan]:
+    """Keep the best format/runtime/KV choice, but deploy it on the fewest GPUs that fit it (and are fast enough):
+    tensor/pipeline parallel only as wide as the model needs, replicas for the rest (vLLM's guidance: TP to fit, DP
+    to scale). With prefer='speed', the fastest layout instead (aggregate throughput when several sequences run)."""
     ok = [p for p in ranked if p.fits and not (min_tokens_per_s and p.decode_tokens_per_s < min_tokens_per_s)]
     if not ok:
         return ranked
     top = ok[0]
     same = [p for p in ok if (p.format_id, p.runtime_id, p.kv_dtype) == (top.format_id, top.runtime_id, top.kv_dtype)]
+    if prefer == "speed":
+        fastest = max(same, key=lambda p: (p.throughput_tokens_per_s if p.concurrency > 1 else p.decode_tokens_per_s))
+        return [fastest] + [p for p in ranked if p is not fastest]
     # fewest GPUs per replica first; among those, the most throughput (replicas filling the spare GPUs)
     smallest = min(same, key=lambda p: (_gpus(p), -p.score, -p.throughput_tokens_per_s))
     return [smallest] + [p for p in ranked if p is not smallest]

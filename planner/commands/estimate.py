@@ -19,6 +19,8 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--runtime", metavar="ID", help="runtime id (default: the fastest that runs the format)")
     p.add_argument("--kv-dtype", metavar="DTYPE", help="KV cache dtype (default: the runtime's)")
     add_target_options(p)
+    p.add_argument("--replicas", type=int, default=1, metavar="N",
+                   help="data-parallel copies sharing the GPUs (--count x --nodes must divide by N; default 1)")
     p.add_argument("--local", action="store_true", help="plan for this machine (probe) when no --device is given")
     p.add_argument("--no-calibration", action="store_true",
                    help="ignore measured calibration records (planner bench --save) and use the built-in table")
@@ -49,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     catalog = load_catalog_for(args)
     target = resolve_target(args, catalog)
+    if args.replicas != 1:
+        from planner.plan import replicated
+
+        try:
+            target = replicated(target, args.replicas)
+        except ValueError as exc:
+            raise PlannerError(f"--replicas: {exc}") from None
     from planner.bench.records import for_target
 
     calibration, cal_note = for_target(target, not args.no_calibration)
@@ -87,7 +96,9 @@ def _out(args: argparse.Namespace, data: dict, note: str, plan=None) -> None:  #
     if data.get("calibration"):
         con.print(f"[dim]{data['calibration']}[/dim]")
     verdict = "[green]fits[/green]" if plan.fits else f"[red]does not fit/run: {plan.reason}[/red]"
-    con.print(f"{plan.runtime_id} on {plan.target_label}: {verdict}")
+    dp = (plan.parallel or {}).get("data_parallel", 1)
+    shape = f" ({plan.parallel_layout}; memory and weights count every replica)" if dp > 1 else ""
+    con.print(f"{plan.runtime_id} on {plan.target_label}{shape}: {verdict}")
     if plan.runs:
         con.print(memory_bar(plan))
         con.print(f"decode {plan.decode_tokens_per_s:.1f} tok/s (at {plan.context:,} tokens: {plan.decode_tokens_per_s_full_context:.1f}), "

@@ -213,7 +213,7 @@ def _best_per_format(plans):  # type: ignore[no-untyped-def]
 
 def to_json(rec, mc, target, note: str) -> dict:  # type: ignore[no-untyped-def]
     """The documented JSON schema of `recommend --json`."""
-    from planner.recommend import layout_runners_up
+    from planner.recommend import explores_layouts, layout_runners_up
     return {
         "schema_version": SCHEMA_VERSION,
         "model": {"id": mc.spec.id, "name": mc.spec.name, "params": mc.params, "resolved_from": note or None},
@@ -223,7 +223,7 @@ def to_json(rec, mc, target, note: str) -> dict:  # type: ignore[no-untyped-def]
         "recommended": rec.best.as_dict() if rec.best else None,
         "reasons": rec.reasons, "suggestions": rec.suggestions,
         "alternatives": [p.as_dict() for p in _best_per_format(rec.plans)],
-        "layouts": [_layout_row(p) for p in layout_runners_up(rec)] if target.nodes > 1 else [],
+        "layouts": [_layout_row(p) for p in layout_runners_up(rec)] if explores_layouts(target, rec.concurrency) else [],
         "kubernetes": _k8s(rec.best, mc, target),
     }
 
@@ -251,7 +251,7 @@ def _layout_row(p) -> dict:  # type: ignore[no-untyped-def]
 
 
 def render_layouts(rec) -> None:  # type: ignore[no-untyped-def]
-    """Multi-node: the chosen format and runtime on every layout considered (the runners-up)."""
+    """Multi-node, or replicas in a node: the chosen format and runtime on every layout considered (the runners-up)."""
     from rich.table import Table
 
     from planner.recommend import layout_runners_up
@@ -310,7 +310,9 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
         con.print("\n[bold]Launch:[/bold]")
         for line in best.launch.splitlines():
             con.print(f"  {line}", soft_wrap=True)
-        if target.nodes > 1:
+        from planner.recommend import explores_layouts
+
+        if explores_layouts(target, rec.concurrency):
             render_layouts(rec)
     else:
         con.print("\n[bold red]Nothing fits.[/bold red]")

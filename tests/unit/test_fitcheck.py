@@ -434,6 +434,7 @@ def test_reporters_escape_awkward_names(checker):
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VALID = (FIX / "pass.yaml").read_text()
 KEYS = st.sampled_from(["deployments", "defaults", "version", "name", "model", "target", "device", "count", "ram_gib",
+                        "nodes", "fabric", "expert_parallel", "replicas",
                         "runtime", "format", "context", "concurrency", "kv_dtype", "prompt_tokens", "limits",
                         "min_headroom_pct", "max_quality_loss", "max_ttft_s", "allow_context_extension"])
 LEAVES = st.none() | st.booleans() | st.integers(-10, 10**9) | st.floats(allow_nan=True) | st.text(max_size=12)
