@@ -59,11 +59,16 @@ def _kv_choices(runtime: Runtime, requested: Sequence[str]) -> list[str | None]:
     return [None] + ([eight] if eight else [])
 
 
+SPEED_CAP_TOKENS_PER_S = 400.0
+
+
 def score(plan: Plan, prefer: str) -> float:
     """Higher is better: trades decode speed against expected quality loss and memory, by preference."""
     speed = plan.throughput_tokens_per_s if plan.concurrency > 1 else plan.decode_tokens_per_s
     kld = plan.quality.get("kld", 0.0) + KV_QUALITY_KLD.get(plan.kv_dtype, 0.0)
-    s = math.log2(max(min(speed, 400.0), 0.01))
+    # Past SPEED_CAP_TOKENS_PER_S per sequence nobody reads faster; the cap is per sequence, so with many sequences
+    # aggregate throughput keeps counting (a serving engine's batching is worth its memory).
+    s = math.log2(max(min(speed, SPEED_CAP_TOKENS_PER_S * max(1, plan.concurrency)), 0.01))
     if prefer == "quality":
         return -1000 * kld + 0.1 * s
     if prefer == "speed":
@@ -83,7 +88,10 @@ def rank(plans: list[Plan], prefer: str, min_tokens_per_s: float | None) -> list
     def key(p: Plan):
         slow = bool(min_tokens_per_s) and p.decode_tokens_per_s < (min_tokens_per_s or 0)
         tier = 0 if (p.fits and not slow) else (1 if p.fits else (2 if p.runs else 3))
-        return (tier, -p.score, _RUNTIME_ORDER.get(p.runtime_id, 99), p.total_memory_bytes)
+        # equal scores happen when speeds pass the cap: then the faster plan (the score cannot see past the cap)
+        speed = p.throughput_tokens_per_s if p.concurrency > 1 else p.decode_tokens_per_s
+        return (tier, -p.score, -round(speed, 6) if p.runs else 0.0, _RUNTIME_ORDER.get(p.runtime_id, 99),
+                p.total_memory_bytes)
 
     return sorted(plans, key=key)
 
@@ -114,12 +122,16 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
         if measured_quality and p.format_id in measured_quality:
             p.quality = measured_quality[p.format_id]
     ranked = rank(plans, prefer, min_tokens_per_s)
-    if len(subs) > 1:
-        ranked = smallest_first(ranked, min_tokens_per_s, prefer)
+    compare = ranked
+    reps = deployments(ranked, min_tokens_per_s, prefer) if len(subs) > 1 else []
+    if reps:
+        # the best deployment first; compare it with the other formats as they would be deployed
+        chosen = {id(p) for p in reps}
+        ranked, compare = reps + [p for p in ranked if id(p) not in chosen], reps
     best = ranked[0] if ranked and ranked[0].fits else None
     rec = Recommendation(mc.spec.id, target.label, context, concurrency, prefer, ranked, best)
     if best is not None:
-        rec.reasons = explain(best, ranked, prefer)
+        rec.reasons = explain(best, compare, prefer)
     else:
         rec.suggestions = suggest(mc, target, ranked, context=context, concurrency=concurrency, catalog=catalog,
                                   calibration=calibration)
@@ -167,21 +179,25 @@ def _gpus(p: Plan) -> int:
     return par.get("nodes", 1) * par.get("gpus_per_node", p.device_count) if par else p.device_count
 
 
-def smallest_first(ranked: list[Plan], min_tokens_per_s: float | None, prefer: str = "balanced") -> list[Plan]:
-    """Keep the best format/runtime/KV choice, but deploy it on the fewest GPUs that fit it (and are fast enough):
-    tensor/pipeline parallel only as wide as the model needs, replicas for the rest (vLLM's guidance: TP to fit, DP
-    to scale). With prefer='speed', the fastest layout instead (aggregate throughput when several sequences run)."""
+def deployments(ranked: list[Plan], min_tokens_per_s: float | None, prefer: str = "balanced") -> list[Plan]:
+    """One plan per format/runtime/KV choice that fits, best first. Each choice is deployed on the smallest layout
+    that fits it and meets the limits: the fewest GPUs in all (replicas count), then the most throughput among
+    layouts of that size (e.g. 2 x tp1 against tp2 when 64 sequences' KV cache needs two GPUs); then the ranking
+    picks among those deployments, so a format is judged on the layout it would really get. With prefer='speed',
+    each choice takes its fastest layout instead (aggregate throughput when several sequences run)."""
     ok = [p for p in ranked if p.fits and not (min_tokens_per_s and p.decode_tokens_per_s < min_tokens_per_s)]
-    if not ok:
-        return ranked
-    top = ok[0]
-    same = [p for p in ok if (p.format_id, p.runtime_id, p.kv_dtype) == (top.format_id, top.runtime_id, top.kv_dtype)]
-    if prefer == "speed":
-        fastest = max(same, key=lambda p: (p.throughput_tokens_per_s if p.concurrency > 1 else p.decode_tokens_per_s))
-        return [fastest] + [p for p in ranked if p is not fastest]
-    # fewest GPUs per replica first; among those, the most throughput (replicas filling the spare GPUs)
-    smallest = min(same, key=lambda p: (_gpus(p), -p.score, -p.throughput_tokens_per_s))
-    return [smallest] + [p for p in ranked if p is not smallest]
+    groups: dict[tuple[str, str, str], list[Plan]] = {}
+    for p in ok:
+        groups.setdefault((p.format_id, p.runtime_id, p.kv_dtype), []).append(p)
+
+    def deployed(same: list[Plan]) -> Plan:
+        if prefer == "speed":
+            return max(same, key=lambda p: p.throughput_tokens_per_s if p.concurrency > 1 else p.decode_tokens_per_s)
+        return min(same, key=lambda p: (_gpus(p) * (p.parallel or {}).get("data_parallel", 1), -p.score,
+                                        -p.throughput_tokens_per_s))
+
+    order = {id(p): i for i, p in enumerate(ranked)}  # `ranked` is already in ranking order
+    return sorted((deployed(g) for g in groups.values()), key=lambda p: order[id(p)])
 
 
 def layout_runners_up(rec: Recommendation) -> list[Plan]:
@@ -214,8 +230,13 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
     better_quality = [p for p in ranked if p.fits and p.quality.get("kld", 0) < q.get("kld", 0) - 1e-9]
     if better_quality:
         b = max(better_quality, key=lambda p: p.score)
-        out.append(f"Higher quality {b.format_id} also fits but decodes at {b.decode_tokens_per_s:.0f} tokens/s "
-                   f"({'slower' if b.decode_tokens_per_s < best.decode_tokens_per_s else 'similar'}); chosen by preference '{prefer}'.")
+        if best.concurrency > 1:  # many sequences: what counts is the total served
+            mine, theirs, what = best.throughput_tokens_per_s, b.throughput_tokens_per_s, "serves"
+        else:
+            mine, theirs, what = best.decode_tokens_per_s, b.decode_tokens_per_s, "decodes at"
+        where = f" on {b.parallel_layout}" if b.parallel_layout != best.parallel_layout else ""
+        out.append(f"Higher quality {b.format_id} also fits{where} but {what} {theirs:.0f} tokens/s "
+                   f"({'slower' if theirs < 0.95 * mine else 'similar'}); chosen by preference '{prefer}'.")
     bigger = [p for p in ranked if p.runs and not p.fits and p.quality.get("kld", 1) < q.get("kld", 0)]
     if bigger and not better_quality:
         b = min(bigger, key=lambda p: p.quality.get("kld", 1))

@@ -18,16 +18,19 @@ def _json(capsys, *argv: str) -> tuple[int, dict]:
 
 def test_recommend_single_node_lists_layouts_only_with_concurrency(capsys):
     code, busy = _json(capsys, "recommend", *NODE, "--concurrency", "64")
-    assert code == 0 and busy["recommended"]["parallel"]["data_parallel"] == 8
-    assert busy["recommended"]["parallel_layout"] == "tp1 × pp1 × dp8"
     rows = {r["parallel_layout"]: r for r in busy["layouts"]}
-    assert {"tp1 × pp1 × dp8", "tp2 × pp1 × dp4", "tp4 × pp1 × dp2", "tp8 × pp1 × dp1"} <= set(rows)
+    assert code == 0 and {"tp1 × pp1 × dp8", "tp2 × pp1 × dp4", "tp4 × pp1 × dp2", "tp8 × pp1 × dp1"} <= set(rows)
     assert rows["tp1 × pp1 × dp8"]["gpus"] == 8 and rows["tp1 × pp1 × dp8"]["fits"]
+    chosen = rows[busy["recommended"]["parallel_layout"]]  # the fewest GPUs that fit
+    assert chosen["gpus"] == min(r["gpus"] for r in rows.values() if r["fits"]) < 8
+    code, fast = _json(capsys, "recommend", *NODE, "--concurrency", "64", "--prefer", "speed")
+    fastest = max((r for r in fast["layouts"] if r["fits"]), key=lambda r: r["throughput_tokens_per_s"])
+    assert code == 0 and fast["recommended"]["parallel_layout"] == fastest["parallel_layout"]
     code, single = _json(capsys, "recommend", *NODE)
     assert code == 0 and single["layouts"] == [] and single["recommended"]["parallel_layout"] == "tp8 × pp1 × dp1"
     assert main(["recommend", *NODE, "--concurrency", "64"]) == 0
     out = capsys.readouterr().out
-    assert "Layouts considered (fewest GPUs first)" in out and "--data-parallel-size 8" in out
+    assert "Layouts considered (fewest GPUs first)" in out and "tp1 × pp1 × dp8" in out
 
 
 def test_estimate_replicas_matches_a_tp2_plan_per_gpu(capsys):

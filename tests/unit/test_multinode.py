@@ -13,7 +13,7 @@ from planner.errors import NotFoundError
 from planner.evaluate import ModelCost, evaluate
 from planner.formats import get_format
 from planner.hardware.catalog import get_fabric, load_fabrics
-from planner.plan import target_from_catalog
+from planner.plan import Plan, target_from_catalog
 from planner.recommend import recommend
 from planner.runtimes import get_runtime
 
@@ -160,19 +160,23 @@ def test_fewer_sequences_than_replicas_use_one_replica_each(catalog, registry, f
     assert p.fits and p.throughput_tokens_per_s == pytest.approx(2 * p.decode_tokens_per_s)
 
 
-def test_recommend_fills_spare_gpus_with_replicas_only_for_concurrent_sequences(catalog, registry, fabrics):
+def test_recommend_takes_the_smallest_layout_and_prefer_speed_the_fastest(catalog, registry, fabrics):
     mc = ModelCost(registry.get("llama-3.1-70b"))
     t = target_from_catalog(catalog.get("h100-sxm"), 8, nodes=2, fabric=fabrics["ib-ndr"])
     kw = dict(context=8192, formats=[get_format("fp8")], runtimes=[get_runtime("vllm")])
     single = recommend(mc, t, concurrency=1, **kw).best
-    busy = recommend(mc, t, concurrency=64, **kw)
     assert single.parallel["data_parallel"] == 1  # one sequence: replicas would idle
-    b = busy.best
-    gpus = b.parallel["gpus_per_node"] * b.parallel["nodes"]
-    assert b.parallel["data_parallel"] == 16 // gpus > 1  # the smallest layout that fits, replicated over all 16 GPUs
-    lone = [p for p in busy.plans if p.runs and p.parallel.get("data_parallel") == 1
-            and p.parallel["gpus_per_node"] * p.parallel["nodes"] == gpus and p.format_id == b.format_id]
-    assert lone and all(b.throughput_tokens_per_s > p.throughput_tokens_per_s for p in lone)
+    busy = recommend(mc, t, concurrency=64, **kw)
+
+    def gpus(p: Plan) -> int:
+        return p.parallel["gpus_per_node"] * p.parallel["nodes"] * p.parallel.get("data_parallel", 1)
+
+    fitting = [p for p in busy.plans if p.fits and p.format_id == "fp8"]
+    assert {p.parallel.get("data_parallel", 1) for p in fitting} > {1}  # replicas were costed
+    assert gpus(busy.best) == min(gpus(p) for p in fitting) < 16
+    fast = recommend(mc, t, concurrency=64, prefer="speed", **kw).best
+    assert fast.throughput_tokens_per_s == max(p.throughput_tokens_per_s for p in fitting)
+    assert fast.throughput_tokens_per_s > busy.best.throughput_tokens_per_s
 
 
 def _assert_documented(lines: list[str], parse) -> None:  # type: ignore[no-untyped-def]
@@ -239,7 +243,7 @@ def test_recommend_json_shows_replicas_and_layouts(capsys):
     from planner.cli import main
 
     code = main(["recommend", "--model", "llama-3.1-70b", "--device", "h100-sxm", "--count", "8", "--nodes", "2",
-                 "--format", "fp8", "--runtime", "vllm", "--concurrency", "64", "--json"])
+                 "--format", "fp8", "--runtime", "vllm", "--concurrency", "64", "--prefer", "speed", "--json"])
     d = json.loads(capsys.readouterr().out)
     best = d["recommended"]
     assert code == 0 and best["parallel"]["data_parallel"] > 1

@@ -26,26 +26,29 @@ def _layouts(plans) -> list[str]:
     return [p.parallel_layout for p in plans]
 
 
-def test_single_node_with_concurrent_sequences_picks_replicas(catalog, mc8):
+def test_single_node_with_concurrent_sequences_takes_the_fewest_gpus_then_throughput(catalog, mc8):
     t = target_from_catalog(catalog.get("h100-sxm"), 8)
     rec = recommend(mc8, t, context=8192, concurrency=64, formats=[get_format("fp8")], runtimes=[get_runtime("vllm")])
     b = rec.best
     assert b is not None and b.fits
-    # Llama-3.1-8B FP8 with 8 of the 64 sequences fits one H100: the smallest layout, filling the node with copies
-    assert b.parallel_layout == "tp1 × pp1 × dp8" and len(b.per_device) == 8
-    assert "--data-parallel-size 8" in b.launch and "--tensor-parallel-size 1" in b.launch
     assert rec.target_label == t.label  # the target is still the whole node
-    considered = _layouts(layout_runners_up(rec))
+    considered = layout_runners_up(rec)
     for shape in ("tp1 × pp1 × dp8", "tp2 × pp1 × dp4", "tp4 × pp1 × dp2", "tp8 × pp1 × dp1"):
-        assert shape in considered
-    # among layouts of one GPU per copy, the replicas serve the most: a lone tp1 copy holds all 64 sequences' KV
-    lone = next(p for p in rec.plans if p.parallel_layout == "tp1 × pp1 × dp1")
-    assert b.throughput_tokens_per_s > lone.throughput_tokens_per_s
-    assert max(d.total_bytes for d in b.per_device) < max(d.total_bytes for d in lone.per_device)
-    # each copy serves 64 / 8 sequences, exactly as one GPU planned alone for 8 sequences
+        assert shape in _layouts(considered)
+    # one H100 cannot hold 64 sequences' KV cache: the smallest layout that fits uses two GPUs in all ...
+    lone = next(p for p in considered if p.parallel_layout == "tp1 × pp1 × dp1")
+    assert not lone.fits
+    fitting = [p for p in considered if p.fits]
+    assert len(b.per_device) == min(len(p.per_device) for p in fitting) == 2
+    # ... and of the layouts of that size the one that serves most
+    assert b.throughput_tokens_per_s == max(p.throughput_tokens_per_s for p in fitting if len(p.per_device) == 2)
+    # a copy serves its share of the sequences exactly as one GPU planned alone for that share
+    dp8 = next(p for p in considered if p.parallel_layout == "tp1 × pp1 × dp8")
+    assert "--data-parallel-size 8" in dp8.launch and "--tensor-parallel-size 1" in dp8.launch
     one = evaluate(mc8, get_format("fp8"), get_runtime("vllm"), target_from_catalog(t.device, 1), context=8192,
                    concurrency=8)
-    assert b.throughput_tokens_per_s == pytest.approx(8 * one.throughput_tokens_per_s)
+    assert dp8.throughput_tokens_per_s == pytest.approx(8 * one.throughput_tokens_per_s)
+    assert max(d.total_bytes for d in dp8.per_device) < max(d.total_bytes for d in lone.per_device)
 
 
 def test_concurrency_one_plans_a_single_node_as_given(catalog, mc8):
