@@ -118,5 +118,6 @@ def target_from_host(host, origin: str = "probe", ram_override: int | None = Non
     avail = int(ram_avail or total)
     usable = min(avail, system_usable_bytes(total))
     notes.append(f"planning for this CPU ({cpu_dev.name}, {cores or '?'} cores) and its RAM; memory bandwidth assumed "
-                 f"{DEFAULT_CPU_BANDWIDTH_GB_S:g} GB/s (dual-channel DDR5)")
+                 f"{DEFAULT_CPU_BANDWIDTH_GB_S:g} GB/s (dual-channel DDR5); `planner bench --model MODEL --format Q4_K_M "
+                 "--save` measures this machine and later plans use it")
     return Target(cpu_dev, 1, (max(usable, 0),), avail, cpu_dev.mem_bandwidth_gb_s, origin=origin, notes=tuple(notes))
