@@ -8,8 +8,9 @@ that of a real file of the same types and shapes, without hours of quantizing.
 
 The file is written in llama.cpp's plain `llama` architecture (a stand-in): attention and MLP matmuls, norms, RoPE,
 routed experts. What the stand-in drops changes no weight bytes worth counting: biases, q/k norms, post norms,
-attention sinks, sliding windows (decode here is at a short context). Models llama's graph cannot express (latent
-attention, shared experts, fused or ungated projections) are refused with the reason, and the matmul kernels remain.
+attention sinks, sliding windows (decode here is at a short context); fused q/k/v and gate/up projections (Phi-3) are
+split into their parts, the same rows in the same types. Models llama's graph cannot express (latent attention,
+shared experts, ungated MLPs) are refused with the reason, and the matmul kernels remain.
 
 A model larger than the memory budget is built twice with fewer layers (L1 < L2) and timed: time per token is
 linear in the layer count, so t(L) = t(L1) + (t(L2) - t(L1)) / (L2 - L1) * (L - L1), with the per-layer part scaled
@@ -51,6 +52,10 @@ LLAMA_ROLES = frozenset({"token_embd", "output_norm", "output", "attn_norm", "at
                          "ffn_down_exps"})
 
 
+# The stand-in splits fused projections; each part takes the fused tensor's type (its rows, quantized the same way).
+_FUSED_ROLE = {"attn_q": "attn_qkv", "attn_k": "attn_qkv", "attn_v": "attn_qkv", "ffn_gate": "ffn_up"}
+
+
 def llama_cpp_missing_reason() -> str | None:
     """Why llama.cpp cannot be timed here, or None when llama-cpp-python is importable."""
     from planner.evaluation.runtime import INSTALL_HINT, llama_cpp_available
@@ -68,8 +73,6 @@ def standin_spec(spec: ModelSpec, num_layers: int | None = None) -> ModelSpec:
         why.append("multi-head latent attention")
     if spec.moe is not None and (spec.moe.num_shared_experts or spec.moe.first_dense_layers):
         why.append("shared experts or dense first layers")
-    if spec.fused_qkv or spec.fused_gate_up:
-        why.append("fused q/k/v or gate/up projections")
     if not spec.mlp_gated:
         why.append("an ungated MLP")
     if why:
@@ -78,8 +81,10 @@ def standin_spec(spec: ModelSpec, num_layers: int | None = None) -> ModelSpec:
         "architecture": "llama", "attention_bias": False, "attention_output_bias": False, "mlp_bias": False,
         "norm": "rmsnorm", "norm_bias": False, "qk_norm": False, "post_norms": False, "ffn_norm_name": "ffn_norm",
         "parallel_block": False, "attention_sinks": False, "sliding_window": None, "global_every": None,
-        "rope_factors": "none",
+        "rope_factors": "none", "fused_qkv": False, "fused_gate_up": False,  # split: the same rows, the same bytes
     }
+    if spec.moe is not None:  # llama's graph sizes routed experts by feed_forward_length (as in Mixtral)
+        update["intermediate_size"] = spec.moe.expert_intermediate_size
     if num_layers is not None:
         update["num_layers"] = num_layers
     return spec.model_copy(update=update)
@@ -126,11 +131,14 @@ def standin_plan(mc: ModelCost, fmt: WeightFormat, num_layers: int) -> StandinPl
                            f"lattice types): llama.cpp cannot be timed on it")
     by_layer: dict[int, list[TensorInfo]] = {}
     for t in mc.tensors:
-        if t.layer is not None and t.role in LLAMA_ROLES:
+        if t.layer is not None and (t.role in LLAMA_ROLES or t.role in _FUSED_ROLE.values()):
             by_layer.setdefault(t.layer, []).append(t)
     signature = {i: tuple(sorted((t.role, types[t.name]) for t in ts)) for i, ts in by_layer.items()}
     common = Counter(signature.values()).most_common(1)[0][0]
     layer_types = dict(common)
+    for role, fused in _FUSED_ROLE.items():  # Phi-3 stores q/k/v as attn_qkv and gate/up as ffn_up
+        if role not in layer_types and fused in layer_types:
+            layer_types[role] = layer_types[fused]
 
     def nbytes(t: TensorInfo, typ: str) -> int:
         from planner.formats import ggml_type

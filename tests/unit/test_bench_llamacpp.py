@@ -93,7 +93,7 @@ def test_standin_keeps_the_full_models_mix_and_scales_layer_bytes(registry):
     assert plan.layer_scale != pytest.approx(1.0, abs=0.01)
 
 
-@pytest.mark.parametrize(("model", "words"), [("deepseek-v3", "latent attention"), ("phi-3-mini-4k", "fused")])
+@pytest.mark.parametrize(("model", "words"), [("deepseek-v3", "latent attention"), ("deepseek-v3", "shared experts")])
 def test_standin_refuses_what_the_llama_graph_cannot_express(registry, model, words):
     with pytest.raises(PlannerError, match=words):
         standin_spec(registry.get(model))
@@ -233,3 +233,59 @@ def test_bench_command_names_why_llamacpp_cannot_run_a_model(capsys):
                  "--catalog-device", "cpu-ddr5-dual"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code != 0 and "latent attention" in err and "Traceback" not in err
+
+
+def _tiny_moe(registry):
+    """Qwen3-30B-A3B's structure (128 routed experts, 8 active, q/k norms) at toy width, two layers."""
+    from planner.evaluate import ModelCost
+
+    spec = registry.get("qwen3-30b-a3b")
+    moe = spec.moe.model_copy(update={"num_experts": 8, "experts_per_token": 2, "expert_intermediate_size": 128})
+    return ModelCost(spec.model_copy(update={"num_layers": 2, "hidden_size": 256, "num_heads": 4, "num_kv_heads": 2,
+                                             "head_dim": 64, "vocab_size": 1024, "intermediate_size": 512,
+                                             "moe": moe}))
+
+
+def test_moe_standin_sizes_experts_like_mixtral(registry, tmp_path):
+    from gguf import GGUFReader
+
+    from planner.formats import get_format
+
+    mc = _tiny_moe(registry)
+    plan = standin_plan(mc, get_format("Q8_0"), 2)
+    write_standin(plan, "Q8_0", tmp_path / "moe.gguf")
+    r = GGUFReader(tmp_path / "moe.gguf")
+    assert r.fields["llama.feed_forward_length"].contents() == 128  # the expert width, as llama's graph reads it
+    assert r.fields["llama.expert_count"].contents() == 8 and r.fields["llama.expert_used_count"].contents() == 2
+    exps = next(t for t in r.tensors if t.name == "blk.0.ffn_gate_exps.weight")
+    assert tuple(int(d) for d in exps.shape) == (256, 128, 8)
+    assert not any("norm" in t.name and ("attn_q" in t.name or "attn_k" in t.name) for t in r.tensors)
+
+
+@needs_llamacpp
+def test_moe_standin_runs_in_llamacpp(registry, tmp_path):
+    from planner.bench.llamacpp import time_file
+    from planner.formats import get_format
+
+    plan = standin_plan(_tiny_moe(registry), get_format("Q8_0"), 2)
+    write_standin(plan, "Q8_0", tmp_path / "moe.gguf")
+    decode, prefill = time_file(tmp_path / "moe.gguf", prompt=16, threads=1, n_gen=4, budget_s=0.05)
+    assert decode.median_s > 0 and prefill is not None and prefill.median_s > 0
+
+
+def test_fused_projections_are_split_with_the_fused_types_and_bytes(registry):
+    from planner.formats import get_format
+
+    mc = _mc(registry, "phi-3-mini-4k")
+    fmt = get_format("Q4_K_M")
+    plan = standin_plan(mc, fmt, 1)
+    full = {a.tensor.name: a for a in fmt.assignments(mc.spec, mc.tensors)}
+    got = {t.name: (typ, t.shape) for t, typ in plan.tensors if t.layer == 0}
+    assert {"blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight", "blk.0.ffn_gate.weight"} <= set(got)
+    assert "blk.0.attn_qkv.weight" not in got
+    # the split parts have the fused tensor's rows: the stand-in layer streams the same bytes as a real one
+    rows = sum(got[f"blk.0.attn_{p}.weight"][1][0] for p in "qkv")
+    assert rows == full["blk.0.attn_qkv.weight"].tensor.shape[0]
+    assert plan.layer_scale == pytest.approx(1.0, abs=0.15)
+    fused_types = {a.encoding.name for n, a in full.items() if n.endswith("attn_qkv.weight")}
+    assert {got[f"blk.0.attn_{p}.weight"][0] for p in "qkv"} <= fused_types
