@@ -22,7 +22,7 @@ from planner.cost.speed import (
     cpu_capped_bandwidth, efficiency, kernel_class, prefill_peak_flops,
     unit_capped_bandwidth,
 )
-from planner.formats import Assignment, GGMLType, ShapeError, WeightFormat
+from planner.formats import Assignment, GGMLType, ShapeError, WeightFormat, gguf_main_type
 from planner.models.inventory import TensorInfo, active_fraction, count_params, tensor_inventory
 from planner.plan import GIB, MemoryBreakdown, Plan, Target
 from planner.quality import expected_quality
@@ -593,7 +593,7 @@ def _rates(mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, engine: str, dev
     host_bw = (dev.mem_bandwidth_gb_s if target.is_cpu else target.host_bandwidth_gb_s) * 1e9 * host_eff
     if target.is_cpu:  # a few threads cannot saturate a many-channel memory system
         host_bw = cpu_capped_bandwidth(host_bw, dev, kclass)
-    peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode)
+    peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode, gguf_main_type(fmt))
     return eff, bw, host_bw, peak, KV_READ_FRACTION.get((engine, dev.backend), KV_READ_FRACTION_DEFAULT)
 
 
@@ -707,7 +707,8 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         hops = pp - 1 if pp > 1 else target.nodes - 1
         t_compute += hops * (fab_lat + p * hidden_bytes / fab_bw)
     if gpu_frac < 1:
-        cpu_peak = prefill_peak_flops(dev, "llamacpp", "gguf", "int8", "native") if target.is_cpu else 8 * 2.5e9 * 32
+        cpu_peak = (prefill_peak_flops(dev, "llamacpp", "gguf", "int8", "native", gguf_main_type(fmt)) if target.is_cpu
+                    else 8 * 2.5e9 * 32)
         cpu_peak *= efficiency("llamacpp", "cpu", calibration).compute
         host_w = lay.sum_layers - lay.cum_layers[gpu_layers] + lay.head_bytes
         pcie = PCIE_GB_S.get(dev.pcie_gen or 4, 31.5) * 1e9

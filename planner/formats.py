@@ -584,6 +584,13 @@ def gguf_base_type(format_id: str) -> str:
     return EMBED_OUTPUT_Q8_VARIANTS.get(format_id, format_id)
 
 
+def gguf_main_type(fmt: WeightFormat) -> str | None:
+    """The ggml type most tensors of a GGUF file type are stored in (Q4_K_M -> Q4_K), or None for other formats."""
+    if fmt.family != "gguf":
+        return None
+    return _FTYPE_DEFAULT.get(gguf_base_type(fmt.id))
+
+
 def _gguf_format(ftype: str, desc: str, *, embed_output: str | None = None) -> WeightFormat:
     default = GGML_TYPES[_FTYPE_DEFAULT[ftype]]
     fid = ftype

@@ -40,11 +40,13 @@ def manual_device(memory_gib: float, bandwidth_gb_s: float | None):  # type: ign
 DEFAULT_CPU_BANDWIDTH_GB_S = 89.6
 
 
-def cpu_device(model_name: str, cores: int | None, ram_total_bytes: int):  # type: ignore[no-untyped-def]
-    """A CPU target for a probed machine: its RAM, with an assumed dual-channel DDR5 bandwidth."""
-    from planner.hardware.schema import DeviceSpec
+def cpu_device(model_name: str, cores: int | None, ram_total_bytes: int,  # type: ignore[no-untyped-def]
+               isa: list[str] | None = None):
+    """A CPU target for a probed machine: its RAM and ISA flags, with an assumed dual-channel DDR5 bandwidth."""
+    from planner.hardware.schema import CPU_ISA_NAMES, DeviceSpec
 
     return DeviceSpec.model_validate({
+        "cpu_isa": [i for i in (isa or []) if i in CPU_ISA_NAMES],
         "id": "local-cpu", "name": model_name or "local CPU", "vendor": "generic", "backend": "cpu", "architecture": "cpu",
         "memory_gib": max(ram_total_bytes / GIB, 0.001), "memory_type": "system RAM", "memory_kind": "system",
         "mem_bandwidth_gb_s": DEFAULT_CPU_BANDWIDTH_GB_S, "cpu_cores": cores or None, "launch_year": 2024,
@@ -114,7 +116,7 @@ def target_from_host(host, origin: str = "probe", ram_override: int | None = Non
     if total <= 0:
         raise PlannerError("the probe found no GPU and could not read the RAM size; use --device")
     cores = getattr(cpu, "physical_cores", None) or getattr(cpu, "logical_cores", None)
-    cpu_dev = cpu_device(getattr(cpu, "model", "") or "", cores, total)
+    cpu_dev = cpu_device(getattr(cpu, "model", "") or "", cores, total, list(getattr(cpu, "isa", None) or []))
     avail = int(ram_avail or total)
     usable = min(avail, system_usable_bytes(total))
     notes.append(f"planning for this CPU ({cpu_dev.name}, {cores or '?'} cores) and its RAM; memory bandwidth assumed "

@@ -372,6 +372,7 @@ def _predict(run: KernelRun, mc: ModelCost, fmt: WeightFormat, target: Target, r
     else the fastest that runs the format on the device)."""
     from planner.cost.speed import prefill_peak_flops
     from planner.evaluate import evaluate
+    from planner.formats import gguf_main_type
     from planner.runtimes import RUNTIMES
 
     dev = target.device
@@ -387,7 +388,7 @@ def _predict(run: KernelRun, mc: ModelCost, fmt: WeightFormat, target: Target, r
     else:
         rt = next((r for r in candidates if r.engine == run.info.engine), None)
         mode = rt.support(fmt, dev).mode if rt else "native"
-        run.peak_flops = prefill_peak_flops(dev, run.info.engine, fmt.family, fmt.compute, mode)
+        run.peak_flops = prefill_peak_flops(dev, run.info.engine, fmt.family, fmt.compute, mode, gguf_main_type(fmt))
     if runtime is None:
         run.notes.append(f"no runtime runs {fmt.id} on {dev.name}: nothing to compare with")
         return

@@ -94,8 +94,17 @@ ALLREDUCE_BUS_FRACTION = 0.7
 # Fallback compute for CPU targets without a sourced TFLOPS figure: cores x 2.5 GHz x 32 FLOP/cycle (AVX2 FMA).
 CPU_FLOPS_PER_CORE = 2.5e9 * 32
 # llama.cpp's CPU kernels multiply quantized weights with int8-quantized activations (vec_dot_q*_q8): about twice the
-# fp32 FMA rate per core on AVX2/NEON dot-product units (assumed).
+# fp32 FMA rate per core with plain AVX2 / NEON (VPMADDUBSW + VPMADDWD pairs; assumed).
 CPU_INT8_SPEEDUP = 2.0
+# With an int8 dot-product extension the rate follows from the instruction: multiply-adds per 32-bit lane, against
+# one for an fp32 FMA of the same width. AVX-512 VNNI VPDPBUSD and AVX-VNNI: 4 (Intel SDM); Arm SDOT (FEAT_DotProd):
+# 4; Arm SMMLA (FEAT_I8MM): a 2x8 by 8x2 int8 product per 128 bits, 32 multiply-adds against FMLA's 4, so 8. The
+# CPU target's `cpu_isa` (catalog, or probed flags) picks the best it has; llama.cpp uses them where its kernels for
+# the type do (the compute efficiency covers the rest).
+CPU_INT8_RATIO_BY_ISA = {"i8mm": 8.0, "avx512_vnni": 4.0, "avx_vnni": 4.0, "dotprod": 4.0}
+# ggml types whose llama.cpp CPU kernels have an SMMLA (I8MM) path: the 2x2-tile vec_dot for Q4_0, Q4_1 and Q8_0 with
+# int8 activations (llama.cpp PR #4966, and #5780's AArch64 GEMM for Q4_0/Q8_0); the other types use SDOT.
+I8MM_GGML_TYPES = frozenset({"Q4_0", "Q4_1", "Q8_0"})
 # Decode GEMV rate of one CPU core (one llama.cpp thread) in GB/s of weights streamed through the dequantize-and-dot
 # kernels (vec_dot_q*_q8 / repacked gemv). Below the memory system's limit decode scales with threads, so a few
 # threads cannot saturate a many-channel server. Calibrated on benchmarks/data/cpu_perf.csv (llama-bench thread
@@ -103,6 +112,17 @@ CPU_INT8_SPEEDUP = 2.0
 CPU_CORE_DECODE_GB_S = 20.0
 # Cores assumed for a CPU target whose core count is unknown.
 CPU_DEFAULT_CORES = 8
+
+
+def cpu_int8_ratio(device: DeviceSpec, main_type: str | None = None) -> float:
+    """int8 dot-product rate over the fp32 FMA rate on a CPU: its best int8 extension (CPU_INT8_RATIO_BY_ISA) that
+    llama.cpp's kernels for the weights' type use (I8MM only for I8MM_GGML_TYPES)."""
+    if main_type in ("F32", "F16", "BF16"):  # 16-bit files run float kernels (2x fp32 with ARM/x86 half support)
+        return CPU_INT8_SPEEDUP
+    isa = set(getattr(device, "cpu_isa", None) or ())
+    if main_type not in I8MM_GGML_TYPES:
+        isa.discard("i8mm")
+    return max([CPU_INT8_RATIO_BY_ISA[i] for i in isa if i in CPU_INT8_RATIO_BY_ISA], default=CPU_INT8_SPEEDUP)
 
 
 def efficiency(engine: str, backend: str, calibration: dict | None = None) -> Efficiency:
@@ -146,13 +166,14 @@ def kernel_class(format_family: str, compute: str, ggml_types: set[str]) -> str:
     return "q8" if compute == "int8" else "group4"
 
 
-def prefill_peak_flops(device: DeviceSpec, engine: str, format_family: str, compute: str, support_mode: str) -> float:
-    """Peak FLOP/s the format's prefill kernels can use on the device."""
+def prefill_peak_flops(device: DeviceSpec, engine: str, format_family: str, compute: str, support_mode: str,
+                       main_type: str | None = None) -> float:
+    """Peak FLOP/s the format's prefill kernels can use on the device (`main_type`: a GGUF file's bulk ggml type)."""
     d = device
     if d.backend == "cpu":
         base = d.peak_fp32_tflops * 1e12 if d.peak_fp32_tflops else (d.cpu_cores or 8) * CPU_FLOPS_PER_CORE
         quantized = compute not in ("fp16", "bf16", "fp32")
-        return base * (CPU_INT8_SPEEDUP if quantized else 1.0)
+        return base * (cpu_int8_ratio(d, main_type) if quantized else 1.0)
     fp16 = d.peak_fp16_tflops or d.peak_bf16_tflops or (d.peak_fp32_tflops or 10.0)
     if d.backend == "metal":
         return (d.peak_fp16_tflops or d.peak_fp32_tflops or 5.0) * 1e12

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_fie
 
 from planner.errors import InvalidInputError
 from planner.hardware.catalog import Catalog, DeviceSpec
+from planner.hardware.schema import CPU_ISA_NAMES
 
 SNAPSHOT_VERSION = 1
 
@@ -988,8 +989,7 @@ _ISA_NAMES: dict[str, str] = {
     "arm.FEAT_SME": "sme", "arm.FEAT_SME2": "sme2", "avx1_0": "avx", "avx2_0": "avx2", "avx512vnni": "avx512_vnni",
     "avx512bf16": "avx512_bf16",
 }
-_ISA_ORDER = ["avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-              "amx", "amx_bf16", "amx_int8", "neon", "dotprod", "i8mm", "bf16", "sve", "sve2", "sme", "sme2"]
+_ISA_ORDER = list(CPU_ISA_NAMES)  # the catalog's names (DeviceSpec.cpu_isa), so a probed CPU target carries them
 
 
 def _interpret_cpu(cpu: _CpuSection | None, catalog: Catalog) -> CpuInfo:

@@ -19,6 +19,12 @@ Provenance = Literal["measured", "assumed", "datasheet"]
 
 _ID_RE = r"^[a-z0-9][a-z0-9.-]*$"
 
+# ISA extensions as the probe names them (planner.hardware.probe normalises /proc/cpuinfo and sysctl flags to these).
+CPU_ISA_NAMES = ("avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+                 "avx512_fp16", "amx", "amx_bf16", "amx_int8", "neon", "dotprod", "i8mm", "bf16", "sve", "sve2", "sme",
+                 "sme2")
+CpuIsa = Literal[CPU_ISA_NAMES]  # type: ignore[valid-type]
+
 
 class Derating(BaseModel):
     """An achievable fraction of a peak figure, with where it comes from."""
@@ -66,6 +72,11 @@ class DeviceSpec(DeviceMethods, BaseModel):
     peak_int8_tops: float | None = Field(default=None, gt=0, le=30000, description="Peak dense INT8 tensor TOPS.")
     gpu_cores: int | None = Field(default=None, gt=0, le=100000, description="GPU cores (Apple) or SMs/CUs where useful.")
     cpu_cores: int | None = Field(default=None, gt=0, le=1024, description="CPU cores, for CPU and unified-memory targets.")
+    cpu_isa: list[CpuIsa] = Field(
+        default_factory=list,
+        description="CPU vector extensions that CPU kernels use (the probe's names: avx2, avx_vnni, avx512_vnni, neon, "
+        "dotprod, i8mm, ...); empty when unknown. The int8 dot-product extensions set llama.cpp's CPU prompt rate.",
+    )
     tdp_w: float | None = Field(default=None, gt=0, le=3000, description="Board power / TDP in watts.")
     nvlink_gb_s: float | None = Field(default=None, gt=0, le=5000, description="NVLink bandwidth per GPU, GB/s (bidirectional).")
     infinity_fabric_gb_s: float | None = Field(default=None, gt=0, le=5000, description="AMD Infinity Fabric bandwidth per GPU, GB/s.")

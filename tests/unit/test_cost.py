@@ -164,3 +164,43 @@ def test_cpu_decode_is_core_bound_with_few_threads_and_bandwidth_bound_with_all(
     desktop = catalog.get("cpu-ddr5-dual")
     assert decode(desktop, 16) == pytest.approx(decode(desktop, 8), rel=0.02)  # 89.6 GB/s: saturated by 8 cores
     assert decode(desktop, 16) < 0.3 * all_cores  # and far below the 12-channel server
+
+
+def test_cpu_prompt_rate_follows_the_int8_extension_llamacpp_uses(catalog):
+    """I8MM (Arm SMMLA) runs Q4_0/Q8_0 at twice the SDOT rate; K-quants use SDOT; 16-bit files neither."""
+    from planner.cost.speed import CPU_INT8_SPEEDUP, prefill_peak_flops
+    from planner.formats import gguf_main_type
+
+    def as_cpu(isa: list[str]):  # the M4 planned as its CPU, as llama.cpp -ngl 0 runs it
+        return catalog.get("m4").model_copy(update={"backend": "cpu", "peak_fp32_tflops": None, "cpu_isa": isa})
+
+    def peak(dev, fmt_id: str) -> float:  # type: ignore[no-untyped-def]
+        f = get_format(fmt_id)
+        return prefill_peak_flops(dev, "llamacpp", f.family, f.compute, "native", gguf_main_type(f))
+
+    assert "i8mm" in catalog.get("m4").cpu_isa and "i8mm" not in catalog.get("m1").cpu_isa  # FEAT_I8MM from M2
+    m4, plain = as_cpu(list(catalog.get("m4").cpu_isa)), as_cpu([])
+    base = peak(plain, "Q4_0")
+    assert peak(m4, "Q4_0") == pytest.approx(base * 8.0 / CPU_INT8_SPEEDUP)  # SMMLA: 32 MACs per 128 bits
+    assert peak(m4, "Q4_K_M") == pytest.approx(base * 4.0 / CPU_INT8_SPEEDUP)  # SDOT: 16
+    assert peak(m4, "F16") == pytest.approx(peak(plain, "F16"))
+
+
+def test_probed_cpu_flags_reach_the_local_cpu_target(catalog, registry):
+    """A captured snapshot's /proc/cpuinfo flags (AVX-512 VNNI) make the local CPU target's prompt rate faster."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from planner.hardware import probe
+    from planner.targets import target_from_host
+
+    snap = json.loads((Path(__file__).parent.parent / "fixtures" / "snapshots" / "nvml-no-devices.json").read_text())
+    target = target_from_host(probe.interpret(snap, catalog).model_copy(update={"gpus": []}))
+    assert target.device.id == "local-cpu" and "avx512_vnni" in target.device.cpu_isa
+    bare = dataclasses.replace(target, device=target.device.model_copy(update={"cpu_isa": []}))
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    fmt, rt = get_format("Q4_K_M"), get_runtime("llama.cpp")
+    fast = evaluate(mc, fmt, rt, target, context=4096).prefill_tokens_per_s
+    slow = evaluate(mc, fmt, rt, bare, context=4096).prefill_tokens_per_s
+    assert fast == pytest.approx(2 * slow, rel=0.05)  # VNNI: 4 int8 MACs per lane against the assumed 2
