@@ -3,9 +3,9 @@ imports pydantic: cached entries come back as Records with the schema's attribut
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,14 +24,20 @@ def _fingerprint(directory: Path) -> str:
 
     directory = Path(directory)
     files = [directory] if directory.is_file() else sorted(directory.glob("*.y*ml"))
-    h = hashlib.sha256(__version__.encode())
+    parts = [__version__]
     for f in (*_SCHEMA_SOURCES, *files):
         try:
             st = f.stat()
         except OSError:
             continue
-        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:24]
+        parts.append(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}")
+    return checksum("\n".join(parts).encode())
+
+
+def checksum(material: bytes) -> str:
+    """A 64-bit key for cache file names: change detection, not security. Two zlib checksums rather than hashlib,
+    whose OpenSSL import costs more than the rest of a cache lookup on every `planner recommend`."""
+    return f"{zlib.crc32(material):08x}{zlib.adler32(material):08x}"
 
 
 def cached_validated(kind: str, directory: Path, record: type[Record], build: Callable[[], list[Any]]) -> list[Any]:

@@ -190,18 +190,13 @@ class ModelCost:
 
     def _cache_file(self):  # type: ignore[no-untyped-def]
         """Per-model file of computed layouts, keyed by the planner version and the exact tensor inventory."""
-        import hashlib
-
         from planner import __version__
+        from planner.cache import checksum
         from planner.paths import user_cache_dir
-
-        h = hashlib.sha256(__version__.encode())
         from planner.records import fingerprint
 
-        h.update(fingerprint(self.spec).encode())
-        for t in self.tensors:
-            h.update(f"{t.name}{t.shape}".encode())
-        return user_cache_dir() / f"layouts-{self.spec.id}-{h.hexdigest()[:16]}.json"
+        material = "\n".join([__version__, fingerprint(self.spec), *(f"{t.name}{t.shape}" for t in self.tensors)])
+        return user_cache_dir() / f"layouts-{self.spec.id}-{checksum(material.encode())}.json"
 
     def _disk_cache(self) -> dict:
         """Layouts computed by earlier runs (sizes only; recomputing 700 tensors x 40 formats costs ~0.2 s)."""

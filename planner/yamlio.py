@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +89,8 @@ def format_validation_error(path: Path | str, exc: Any) -> list[str]:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text to `path` atomically: temp file in the same directory, fsync, rename."""
+    import tempfile  # here, not at the top: reading (the hot path) never pays for it
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)

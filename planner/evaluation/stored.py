@@ -10,7 +10,6 @@ divergence depends on the text), so without a text the newest report's text is u
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +25,8 @@ ESTIMATED = "estimated"
 
 def text_sha256(text: str) -> str:
     """The key a report records for its text, so `recommend --eval FILE` finds evaluations of that exact text."""
+    import hashlib  # only --eval hashes text; recommend reads stored reports without it
+
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
