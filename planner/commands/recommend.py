@@ -184,8 +184,9 @@ def render_confirmation(conf) -> None:  # type: ignore[no-untyped-def]
     if conf.skipped:
         con.print(f"\n[yellow]--confirm skipped:[/yellow] {conf.skipped}")
         return
-    t = Table(title=f"Confirmed on this machine (copy bandwidth {conf.copy_bandwidth_gb_s:.1f} GB/s; measured = "
-                    "weight matmuls only)", title_justify="left", header_style="bold")
+    t = Table(title=f"Confirmed on this machine (copy bandwidth {conf.copy_bandwidth_gb_s:.1f} GB/s; measured: the "
+                    "whole model for llama.cpp-* kernels, weight matmuls only for the others)", title_justify="left",
+              header_style="bold")
     for col in ("#", "format", "runtime", "predicted tok/s", "measured tok/s", "ratio", "kernel timed"):
         t.add_column(col, justify="right" if col in ("#", "predicted tok/s", "measured tok/s", "ratio") else "left")
     for i, c in enumerate(conf.order, 1):
@@ -301,7 +302,7 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
     best = rec.best
     if best is not None:
         con.print(f"\n[bold green]Recommended:[/bold green] [bold]{best.format_id}[/bold] with [bold]{best.runtime_id}[/bold], "
-                  f"KV cache {best.kv_dtype}, {best.parallel_layout}")
+                  f"KV cache {best.kv_dtype}, {best.parallel_layout if len(best.per_device) > 1 else best.layout}")
         for r in rec.reasons:
             con.print(f"  • {r}")
         for w in best.warnings:
