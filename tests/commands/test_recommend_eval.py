@@ -183,3 +183,20 @@ def test_eval_errors_name_recommends_own_options(capsys, data_dir, tiny, text_fi
     assert code == 2 and "--eval-ctx 100000" in err and "smaller --eval-ctx" in err and "Traceback" not in err
     code, _, err = run(capsys, *base, "--eval-ctx", "4")
     assert code != 0 and "--eval-ctx must be at least 8" in err
+
+
+def test_eval_then_confirm_on_this_machine(capsys, data_dir, tiny, text_file, monkeypatch):
+    """--eval ranks by measured quality first; --confirm then benches that ranking's top candidates here."""
+    monkeypatch.setattr(core, "_open_llama", Fake)
+    argv = ["recommend", "-m", str(tiny), "--format", "Q8_0", "--format", "Q4_0", "--format", "Q2_K",
+            "--runtime", "llama.cpp", "--prefer", "quality", "--json", "--eval", str(text_file), "--eval-ctx", "64",
+            "--eval-chunks", "2", "--confirm"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["quality_source"] == "measured" and data["recommended"]["format"] == "Q2_K"
+    conf = data["confirm"]
+    assert conf["skipped"] is None, conf["skipped"]
+    timed = [c["format"] for c in conf["candidates"]]
+    assert timed and timed[0] == "Q2_K"  # the candidates come from the quality-ranked recommendation
+    assert all(c["measured_decode_tokens_per_s"] for c in conf["candidates"])
