@@ -37,6 +37,7 @@ RPC_HOP_US = 1000.0  # assumed: llama.cpp RPC round trip (serialisation + TCP) p
 NDR_FALLBACK = (5e-6, 50e9)  # InfiniBand NDR latency and per-port bandwidth when no fabric is named
 LAYER_SPLIT_HOP_US = 200.0  # calibrated (llama.cpp 2024 builds, 2-6 GPUs): sync + activation copy per GPU boundary per token
 UBATCH = 512  # llama.cpp default micro-batch (-ub)
+N_BATCH = 2048  # llama.cpp's default logical batch (-b): the micro-batches one decode call pipelines
 
 
 @dataclass
@@ -698,6 +699,11 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
     peak = peak_flops
     gpu_frac = gpu_layers / n if plan.layout == "partial-offload" else (0.0 if plan.layout == "cpu" else 1.0)
     t_compute = flops * gpu_frac / (peak * tp) + p * allreduce_s_per_token
+    if plan.layout == "layer-split" and engine == "llamacpp":
+        # llama.cpp pipelines the micro-batches of one batch through the GPUs' layer ranges (PR #6017: -b 2048 split
+        # into -ub 512 micro-batches, in flight at once): k of them over g stages take (k + g - 1) stage times, not k x g.
+        k, g = min(math.ceil(p / UBATCH), N_BATCH // UBATCH), target.count
+        t_compute *= (k + g - 1) / (k * g)
     if pp > 1 or plan.layout == "rpc-layer-split":  # the prompt's activations cross each stage boundary once
         hops = pp - 1 if pp > 1 else target.nodes - 1
         t_compute += hops * (fab_lat + p * hidden_bytes / fab_bw)

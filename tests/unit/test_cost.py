@@ -204,3 +204,19 @@ def test_probed_cpu_flags_reach_the_local_cpu_target(catalog, registry):
     fast = evaluate(mc, fmt, rt, target, context=4096).prefill_tokens_per_s
     slow = evaluate(mc, fmt, rt, bare, context=4096).prefill_tokens_per_s
     assert fast == pytest.approx(2 * slow, rel=0.05)  # VNNI: 4 int8 MACs per lane against the assumed 2
+
+
+def test_llamacpp_layer_split_pipelines_a_long_prompt(catalog, registry):
+    """Two GPUs in a layer split pipeline a 2048-token prompt's four 512-token micro-batches: (4 + 1) stage times
+    instead of 4 x 2, so 1.6x one GPU's prompt rate; a single micro-batch (512 tokens) gains nothing."""
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    fmt, rt = get_format("Q4_K_M"), get_runtime("llama.cpp")
+    one, two = (target_from_catalog(catalog.get("rtx-4090"), n) for n in (1, 2))
+
+    def rate(target: Target, prompt: int) -> float:
+        plan = evaluate(mc, fmt, rt, target, context=8192, prompt_tokens=prompt)
+        assert plan.fits and plan.layout == ("layer-split" if target.count > 1 else "single")
+        return plan.prefill_tokens_per_s
+
+    assert rate(two, 512) == pytest.approx(rate(one, 512), rel=0.05)
+    assert rate(two, 2048) / rate(one, 2048) == pytest.approx(8 / 5, rel=0.05)
