@@ -240,18 +240,17 @@ def time_file(path: Path, *, prompt: int, threads: int, gpu_layers: int = 0, n_g
     from planner.evaluation.runtime import _import, _quiet_stderr
 
     llama_cpp = _import()
-    n_batch = max(32, min(prompt or 32, 2048))
+    n_batch = max(32, min(prompt or 32, 2048))  # llama.cpp's defaults: -b 2048, -ub 512 (as llama-bench runs pp)
     try:
         with _quiet_stderr():
             llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(prompt, n_gen) + 64, n_batch=n_batch,
-                                  n_ubatch=n_batch, n_threads=threads, n_threads_batch=threads,
+                                  n_ubatch=min(n_batch, 512), n_threads=threads, n_threads_batch=threads,
                                   n_gpu_layers=gpu_layers, logits_all=False, verbose=False)
     except (ValueError, RuntimeError) as exc:
         raise PlannerError(f"llama.cpp could not load the bench's stand-in file: {exc}") from None
     try:
-        vocab = int(llm._model.n_vocab()) if hasattr(llm, "_model") else 0
         rng = np.random.default_rng(1)
-        ids = [int(v) for v in rng.integers(0, max(vocab, 2), size=max(prompt, n_gen) + 1)]
+        ids = [int(v) for v in rng.integers(0, max(int(llm.n_vocab()), 2), size=max(prompt, n_gen) + 2)]
         llm.reset()
         llm.eval(ids[:1])  # warm-up: page the weights in, build the graph
         first = time.perf_counter()
@@ -260,8 +259,9 @@ def time_file(path: Path, *, prompt: int, threads: int, gpu_layers: int = 0, n_g
         n = max(4, min(n_gen, int(budget_s / max(first, 1e-6))))
         times = []
         for i in range(n):
+            token = ids[2 + i % (len(ids) - 2)]
             t = time.perf_counter()
-            llm.eval(ids[2 + i % (len(ids) - 2): 3 + i % (len(ids) - 2)] or ids[:1])
+            llm.eval([token])
             times.append(time.perf_counter() - t)
         decode = Timing(statistics.median(times), min(times), max(times), n)
         prefill = None
@@ -278,8 +278,9 @@ def time_file(path: Path, *, prompt: int, threads: int, gpu_layers: int = 0, n_g
                     break
             prefill = Timing(statistics.median(pts), min(pts), max(pts), len(pts))
     finally:
-        with _quiet_stderr():
-            llm.close() if hasattr(llm, "close") else None
+        if hasattr(llm, "close"):  # llama-cpp-python 0.3+ frees the model and context here
+            with _quiet_stderr():
+                llm.close()
         del llm
     return decode, prefill
 
