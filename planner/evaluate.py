@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import math
 import os
-from pathlib import Path
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -18,21 +17,27 @@ from planner.cost.memory import (
     llamacpp_compute_buffer_bytes,
 )
 from planner.cost.speed import (
-    ALLREDUCE_BUS_FRACTION, ALLREDUCE_LATENCY_US, FOREIGN_GGUF_FACTOR, KERNEL_BANDWIDTH_FACTOR, KV_READ_FRACTION, KV_READ_FRACTION_DEFAULT,
+    ALLREDUCE_BUS_FRACTION, ALLREDUCE_LATENCY_US, CPU_DEFAULT_CORES, CPU_FLOPS_PER_CORE, FOREIGN_GGUF_FACTOR, KERNEL_BANDWIDTH_FACTOR, KV_READ_FRACTION, KV_READ_FRACTION_DEFAULT,
     cpu_capped_bandwidth, efficiency, kernel_class, prefill_peak_flops,
     unit_capped_bandwidth,
 )
-from planner.formats import Assignment, GGMLType, ShapeError, WeightFormat, gguf_main_type
+from planner.formats import GGMLType, ShapeError, WeightFormat, gguf_main_type
 from planner.models.inventory import TensorInfo, active_fraction, count_params, tensor_inventory
 from planner.plan import GIB, MemoryBreakdown, Plan, Target
 from planner.quality import expected_quality
 from planner.runtimes import Runtime
 
 if TYPE_CHECKING:
+    from planner.hardware.schema import DeviceSpec
     from planner.models.spec import ModelSpec
 
 _DEQUANT_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 PCIE_GB_S = {3: 15.75, 4: 31.5, 5: 63.0, 6: 126.0}  # x16, one direction (PCI-SIG)
+
+
+def pcie_gb_s(dev: DeviceSpec) -> float:
+    """One-direction x16 bandwidth of the device's host link, GB/s (PCIe 4 when the catalog does not say)."""
+    return PCIE_GB_S.get(dev.pcie_gen or 4, PCIE_GB_S[4])
 RPC_HOP_US = 1000.0  # assumed: llama.cpp RPC round trip (serialisation + TCP) per remote host per token
 NDR_FALLBACK = (5e-6, 50e9)  # InfiniBand NDR latency and per-port bandwidth when no fabric is named
 LAYER_SPLIT_HOP_US = 200.0  # calibrated (llama.cpp 2024 builds, 2-6 GPUs): sync + activation copy per GPU boundary per token
@@ -632,7 +637,7 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         fixed_step += 2 * n * ALLREDUCE_LATENCY_US[link] * 1e-6
         # two all-reduces of each token's 16-bit hidden state per layer (after attention and after the MLP)
         one_way_gb_s = {"nvlink": (dev.nvlink_gb_s or 0) / 2, "infinity_fabric": (dev.infinity_fabric_gb_s or 0) / 2,
-                        "pcie": PCIE_GB_S.get(dev.pcie_gen or 4, 31.5)}[link]
+                        "pcie": pcie_gb_s(dev)}[link]
         allreduce_s_per_token = (2 * n * 2 * (tp - 1) / tp * m.hidden_size * 2
                                  / (one_way_gb_s * 1e9 * ALLREDUCE_BUS_FRACTION))
     fab_lat, fab_bw = _fabric(target)
@@ -709,10 +714,10 @@ def _speed(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runt
         t_compute += hops * (fab_lat + p * hidden_bytes / fab_bw)
     if gpu_frac < 1:
         cpu_peak = (prefill_peak_flops(dev, "llamacpp", "gguf", "int8", "native", gguf_main_type(fmt)) if target.is_cpu
-                    else 8 * 2.5e9 * 32)
+                    else CPU_DEFAULT_CORES * CPU_FLOPS_PER_CORE)
         cpu_peak *= efficiency("llamacpp", "cpu", calibration).compute
         host_w = lay.sum_layers - lay.cum_layers[gpu_layers] + lay.head_bytes
-        pcie = PCIE_GB_S.get(dev.pcie_gen or 4, 31.5) * 1e9
+        pcie = pcie_gb_s(dev) * 1e9
         # llama.cpp streams offloaded weights to the GPU for large batches, else computes them on the CPU.
         t_host = min(flops * (1 - gpu_frac) / cpu_peak, math.ceil(p / UBATCH) * host_w / pcie) if not target.is_cpu \
             else flops / cpu_peak

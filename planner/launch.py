@@ -60,8 +60,7 @@ def multinode_launch(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: R
     tp, pp, ep, nodes = par.get("tensor_parallel", 1), par.get("pipeline_parallel", 1), par.get("expert_parallel", 1), target.nodes
     mdl = artifact_name(model, fmt)
     kv = plan.kv_dtype
-    nccl = ("export NCCL_IB_HCA=mlx5 NCCL_SOCKET_IFNAME=<iface> GLOO_SOCKET_IFNAME=<iface>"
-            if target.fabric is None or target.fabric.kind != "ethernet" else "export NCCL_SOCKET_IFNAME=<iface> GLOO_SOCKET_IFNAME=<iface>")
+    nccl = _nccl_env(target)
     if runtime.engine == "vllm":
         q = _VLLM_QUANT.get(fmt.family, "") + (f" --kv-cache-dtype {kv}" if kv != "auto" else "")
         if ep > 1:
@@ -101,6 +100,12 @@ def multinode_launch(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: R
 _PORT = {"vllm": 8000, "sglang": 30000, "trtllm": 8000, "llamacpp": 8080}
 
 
+def _nccl_env(target: Target) -> str:
+    """The environment NCCL and Gloo need across nodes: the InfiniBand HCA unless the fabric is Ethernet."""
+    ib = "NCCL_IB_HCA=mlx5 " if target.fabric is None or target.fabric.kind != "ethernet" else ""
+    return f"export {ib}NCCL_SOCKET_IFNAME=<iface> GLOO_SOCKET_IFNAME=<iface>"
+
+
 def replicated_launch(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Runtime, target: Target) -> str:
     """Data-parallel replicas: vLLM's --data-parallel-size, SGLang's --dp-size plus its router, or (TensorRT-LLM,
     llama.cpp, and replicas that span nodes) independent servers behind a load balancer."""
@@ -114,8 +119,7 @@ def replicated_launch(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: 
     replica = dataclasses.replace(plan, concurrency=seqs, parallel=par, launch_args=None, _launch=None)
     base = launch_command(replica, model, fmt, runtime, one)
     port = _PORT.get(runtime.engine, 8000)
-    nccl = ("export NCCL_IB_HCA=mlx5 NCCL_SOCKET_IFNAME=<iface> GLOO_SOCKET_IFNAME=<iface>"
-            if target.fabric is None or target.fabric.kind != "ethernet" else "export NCCL_SOCKET_IFNAME=<iface> GLOO_SOCKET_IFNAME=<iface>")
+    nccl = _nccl_env(target)
     if target.nodes > 1:
         # each replica is its own multi-node deployment on its own nodes, its head serving HTTP
         lines, urls = [], []

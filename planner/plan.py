@@ -227,6 +227,11 @@ class Plan:
         return self._speed("throughput_tokens_per_s")
 
     @property
+    def served_tokens_per_s(self) -> float:
+        """What the plan serves: aggregate throughput with several sequences, else one sequence's decode speed."""
+        return self.throughput_tokens_per_s if self.concurrency > 1 else self.decode_tokens_per_s
+
+    @property
     def prefill_tokens_per_s(self) -> float:
         """Prompt tokens processed per second."""
         return self._speed("prefill_tokens_per_s")

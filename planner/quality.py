@@ -44,6 +44,14 @@ class Quality:
                 "source": self.source}
 
 
+def quality_text(q: dict | None) -> str:
+    """A plan's quality as a table cell: '0.0312 small', '0.0312 small (measured)' for planner eval's measurement,
+    '-' for none."""
+    if not q:
+        return "-"
+    return f"{q.get('kld', 0):.4f} {q.get('label', '')}" + (" (measured)" if q.get("source") == "measured" else "")
+
+
 @lru_cache(maxsize=1)
 def _table() -> dict:
     import json

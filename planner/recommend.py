@@ -64,7 +64,7 @@ SPEED_CAP_TOKENS_PER_S = 400.0
 
 def score(plan: Plan, prefer: str) -> float:
     """Higher is better: trades decode speed against expected quality loss and memory, by preference."""
-    speed = plan.throughput_tokens_per_s if plan.concurrency > 1 else plan.decode_tokens_per_s
+    speed = plan.served_tokens_per_s
     kld = plan.quality.get("kld", 0.0) + KV_QUALITY_KLD.get(plan.kv_dtype, 0.0)
     # Past SPEED_CAP_TOKENS_PER_S per sequence nobody reads faster; the cap is per sequence, so with many sequences
     # aggregate throughput keeps counting (a serving engine's batching is worth its memory).
@@ -89,8 +89,7 @@ def rank(plans: list[Plan], prefer: str, min_tokens_per_s: float | None) -> list
         slow = bool(min_tokens_per_s) and p.decode_tokens_per_s < (min_tokens_per_s or 0)
         tier = 0 if (p.fits and not slow) else (1 if p.fits else (2 if p.runs else 3))
         # equal scores happen when speeds pass the cap: then the faster plan (the score cannot see past the cap)
-        speed = p.throughput_tokens_per_s if p.concurrency > 1 else p.decode_tokens_per_s
-        return (tier, -p.score, -round(speed, 6) if p.runs else 0.0, _RUNTIME_ORDER.get(p.runtime_id, 99),
+        return (tier, -p.score, -round(p.served_tokens_per_s, 6) if p.runs else 0.0, _RUNTIME_ORDER.get(p.runtime_id, 99),
                 p.total_memory_bytes)
 
     return sorted(plans, key=key)
@@ -175,8 +174,14 @@ def sub_layouts(target: Target, concurrency: int = 1) -> list[Target]:
 
 
 def _gpus(p: Plan) -> int:
+    """GPUs of one copy of the plan's layout."""
     par = p.parallel or {}
     return par.get("nodes", 1) * par.get("gpus_per_node", p.device_count) if par else p.device_count
+
+
+def _total_gpus(p: Plan) -> int:
+    """GPUs of every data-parallel copy together."""
+    return _gpus(p) * (p.parallel or {}).get("data_parallel", 1)
 
 
 def deployments(ranked: list[Plan], min_tokens_per_s: float | None, prefer: str = "balanced") -> list[Plan]:
@@ -192,9 +197,8 @@ def deployments(ranked: list[Plan], min_tokens_per_s: float | None, prefer: str 
 
     def deployed(same: list[Plan]) -> Plan:
         if prefer == "speed":
-            return max(same, key=lambda p: p.throughput_tokens_per_s if p.concurrency > 1 else p.decode_tokens_per_s)
-        return min(same, key=lambda p: (_gpus(p) * (p.parallel or {}).get("data_parallel", 1), -p.score,
-                                        -p.throughput_tokens_per_s))
+            return max(same, key=lambda p: p.served_tokens_per_s)
+        return min(same, key=lambda p: (_total_gpus(p), -p.score, -p.throughput_tokens_per_s))
 
     order = {id(p): i for i, p in enumerate(ranked)}  # `ranked` is already in ranking order
     return sorted((deployed(g) for g in groups.values()), key=lambda p: order[id(p)])
@@ -206,7 +210,7 @@ def layout_runners_up(rec: Recommendation) -> list[Plan]:
         return []
     b = rec.best
     same = [p for p in rec.plans if p.runs and (p.format_id, p.runtime_id, p.kv_dtype) == (b.format_id, b.runtime_id, b.kv_dtype)]
-    return sorted(same, key=lambda p: (_gpus(p) * (p.parallel or {}).get("data_parallel", 1), _gpus(p)))
+    return sorted(same, key=lambda p: (_total_gpus(p), _gpus(p)))
 
 
 def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
@@ -230,10 +234,8 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
     better_quality = [p for p in ranked if p.fits and p.quality.get("kld", 0) < q.get("kld", 0) - 1e-9]
     if better_quality:
         b = max(better_quality, key=lambda p: p.score)
-        if best.concurrency > 1:  # many sequences: what counts is the total served
-            mine, theirs, what = best.throughput_tokens_per_s, b.throughput_tokens_per_s, "serves"
-        else:
-            mine, theirs, what = best.decode_tokens_per_s, b.decode_tokens_per_s, "decodes at"
+        mine, theirs = best.served_tokens_per_s, b.served_tokens_per_s
+        what = "serves" if best.concurrency > 1 else "decodes at"  # many sequences: what counts is the total served
         where = f" on {b.parallel_layout}" if b.parallel_layout != best.parallel_layout else ""
         out.append(f"Higher quality {b.format_id} also fits{where} but {what} {theirs:.0f} tokens/s "
                    f"({'slower' if theirs < 0.95 * mine else 'similar'}); chosen by preference '{prefer}'.")

@@ -38,7 +38,7 @@ class Confirmed:
     @property
     def predicted_decode(self) -> float:
         """The plan's decode tokens/s (aggregate at its concurrency)."""
-        return self.plan.throughput_tokens_per_s if self.plan.concurrency > 1 else self.plan.decode_tokens_per_s
+        return self.plan.served_tokens_per_s
 
     @property
     def same_engine(self) -> bool:

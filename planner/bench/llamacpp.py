@@ -116,7 +116,7 @@ class StandinPlan:
 def standin_plan(mc: ModelCost, fmt: WeightFormat, num_layers: int) -> StandinPlan:
     """Tensors and types of a `num_layers` stand-in of `mc` in `fmt`: every layer takes the types of the full model's
     most common layer; token embedding and output keep the full model's types."""
-    from planner.formats import GGMLType
+    from planner.formats import GGMLType, ggml_type
     from planner.models.inventory import tensor_inventory
     from planner.quantize.primitives import ENCODERS
 
@@ -141,8 +141,6 @@ def standin_plan(mc: ModelCost, fmt: WeightFormat, num_layers: int) -> StandinPl
             layer_types[role] = layer_types[fused]
 
     def nbytes(t: TensorInfo, typ: str) -> int:
-        from planner.formats import ggml_type
-
         return ggml_type(typ).nbytes(t.shape)
 
     full_layer_bytes = sum(nbytes(t, types[t.name]) for ts in by_layer.values() for t in ts)
@@ -396,7 +394,14 @@ def run_llamacpp(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: st
     threads = threads or cpu_threads()
     full = mc.spec.num_layers
     budget = min(budget_bytes, max_file_bytes)
-    counts = layer_counts(full, lambda n: standin_plan(mc, fmt, n).file_bytes, budget)
+    plans: dict[int, StandinPlan] = {}
+
+    def plan_of(n: int) -> StandinPlan:  # each layer count's plan once: layer_counts, the disk check and the build
+        if n not in plans:
+            plans[n] = standin_plan(mc, fmt, n)
+        return plans[n]
+
+    counts = layer_counts(full, lambda n: plan_of(n).file_bytes, budget)
     ftype = gguf_base_type(fmt.id)
     base = Path(scratch or user_cache_dir())
     base.mkdir(parents=True, exist_ok=True)
@@ -404,10 +409,10 @@ def run_llamacpp(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: st
     timings = []
     plan = None
     try:
-        if shutil.disk_usage(work).free < 2 * standin_plan(mc, fmt, counts[-1]).file_bytes:
+        if shutil.disk_usage(work).free < 2 * plan_of(counts[-1]).file_bytes:
             raise PlannerError(f"not enough free disk under {base} for the bench's stand-in file")
         for n in counts:
-            plan = standin_plan(mc, fmt, n)
+            plan = plan_of(n)
             path = work / f"standin-{n}.gguf"
             say(f"llama.cpp: writing a {n}-layer {fmt.id} stand-in ({plan.file_bytes / 2**20:.0f} MiB)")
             size = write_standin(plan, ftype, path)

@@ -151,8 +151,9 @@ def render_quality(rec, conf) -> None:  # type: ignore[no-untyped-def]
         how = (f"measured KLD {q['kld']:.4f} on {q.get('text')}" if q.get("source") == "measured"
                else f"estimated KLD {q.get('kld', 0):.4f} (no measurement of {best.format_id})")
         con.print(f"\n[bold]Quality of {best.format_id}:[/bold] {how}")
-    fmts = ", ".join(f"{f} {q['kld']:.4f}" for f, q in sorted(conf.measured.items(), key=lambda kv: kv[1]["kld"]))
-    con.print(f"  • measured by planner eval on {conf.text}: {fmts or 'none'}; other formats estimated")
+    from planner.evaluation.stored import kld_list
+
+    con.print(f"  • measured by planner eval on {conf.text}: {kld_list(conf.measured) or 'none'}; other formats estimated")
     for path in conf.saved:
         con.print(f"  • saved {path}")
 
@@ -292,6 +293,8 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
     """Human output: choice, reasons, memory bar, launch command, alternatives."""
     from rich.table import Table
 
+    from planner.quality import quality_text
+
     con = console()
     con.print(f"[bold]{mc.spec.name}[/bold] ({mc.params / 1e9:.1f}B params) on [bold]{target.label}[/bold] "
               f"[dim]({target.origin})[/dim], context {rec.context:,} tokens x {rec.concurrency} sequence(s)")
@@ -328,8 +331,7 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
         table.add_row(p.format_id, p.runtime_id, p.kv_dtype, mem,
                       f"{p.decode_tokens_per_s:.1f}" if p.runs else "-", f"{p.prefill_tokens_per_s:.0f}" if p.runs else "-",
                       f"{p.ttft_s:.2f}" if p.runs else "-",
-                      f"{p.quality.get('kld', 0):.4f} {p.quality.get('label', '')}"
-                      + (" (measured)" if p.quality.get("source") == "measured" else "") if p.quality else "-",
+                      quality_text(p.quality),
                       verdict)
     con.print()
     con.print(table)

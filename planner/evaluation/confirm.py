@@ -44,7 +44,9 @@ def weights_source(model_arg: str, quantize: Path | None) -> Path | None:
     """The weights to measure: --quantize SOURCE, else --model when it is a model directory or a .gguf file."""
     if quantize is not None:
         return quantize
-    p = Path(model_arg).expanduser()
+    from planner.paths import user_path
+
+    p = user_path(model_arg)
     if p.is_dir() or (p.is_file() and p.suffix.lower() == ".gguf"):
         return p
     return None
@@ -78,8 +80,8 @@ def confirm_quality(rank: Callable[[dict[str, dict[str, Any]]], Any], spec: Any,
                     source: Path | None, ctx: int = 512, max_chunks: int | None = None, save: bool = True,
                     progress: Callable[[str], None] | None = None) -> tuple[Any, QualityConfirmation]:
     """(recommendation ranked with measured quality, what was used). `rank(measured)` runs recommend()."""
-    from planner.evaluation.core import evaluate, load_reports, save_report
-    from planner.evaluation.stored import check_same_model, measured_quality, reports_for, text_sha256
+    from planner.evaluation.core import evaluate, save_report
+    from planner.evaluation.stored import check_same_model, load_reports, measured_quality, reports_for, text_sha256
     from planner.evaluation.text import load_text
 
     say = progress or (lambda _m: None)

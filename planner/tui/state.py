@@ -278,14 +278,6 @@ def measured_formats(plans: Sequence[Plan]) -> dict[str, str]:
     return {p.format_id: str(p.quality.get("text", "?")) for p in plans if (p.quality or {}).get("source") == "measured"}
 
 
-def quality_cell(plan: Plan) -> str:
-    """'0.0312 small' for an estimate, '0.0312 small (measured)' for planner eval's measurement, '-' for none."""
-    q = plan.quality or {}
-    if not q:
-        return "-"
-    return f"{q.get('kld', 0):.4f} {q.get('label', '')}" + (" (measured)" if q.get("source") == "measured" else "")
-
-
 def best_per_format(plans: Sequence[Plan]) -> list[Plan]:
     """The first (best-ranked) plan of each format, in rank order."""
     seen: set[str] = set()

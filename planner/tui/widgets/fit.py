@@ -11,8 +11,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, Select, Static
 
 from planner.plan import Plan
+from planner.quality import quality_text
 from planner.tui.state import (ALL, TIGHT_FRACTION, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT, PREFERENCES, QUALITY_STYLES,
-                               best_per_format, format_families, gib, measured_formats, needed_bytes, quality_cell,
+                               best_per_format, format_families, gib, measured_formats, needed_bytes,
                                runtime_ids, used_fraction, verdict)
 from planner.tui.widgets.detail import PlanDetail
 
@@ -41,7 +42,7 @@ def plan_cells(plan: Plan, recommended: bool) -> list[Any]:
              if runs else "-", justify="right", style=mem_style or row_style),
         num(f"{plan.decode_tokens_per_s:.1f}"), num(f"{plan.throughput_tokens_per_s:.0f}"),
         num(f"{plan.prefill_tokens_per_s:,.0f}"), num(f"{plan.ttft_s:.2f}"),
-        Text(quality_cell(plan), style=QUALITY_STYLES.get(label, "") if plan.fits else "dim"),
+        Text(quality_text(plan.quality), style=QUALITY_STYLES.get(label, "") if plan.fits else "dim"),
         Text(text, style=style),
     ]
 
