@@ -329,7 +329,7 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
         verdict = "[green]fits[/green]" if p.fits else f"[red]{p.reason}[/red]"
         mem = f"{gib(p.total_memory_bytes)}/{gib(p.usable_memory_bytes)}" if p.runs else "-"
         table.add_row(p.format_id, p.runtime_id, p.kv_dtype, mem,
-                      f"{p.decode_tokens_per_s:.1f}" if p.runs else "-", f"{p.prefill_tokens_per_s:.0f}" if p.runs else "-",
+                      f"{p.decode_tokens_per_s:.1f}" if p.runs else "-", f"{p.prefill_tokens_per_s:.{1 if p.prefill_tokens_per_s < 10 else 0}f}" if p.runs else "-",
                       f"{p.ttft_s:.2f}" if p.runs else "-",
                       quality_text(p.quality),
                       verdict)
