@@ -23,7 +23,7 @@ import numpy as np
 
 from planner.errors import InvalidInputError, PlannerError
 from planner.evaluation import metrics
-from planner.evaluation.stored import load_reports, results_dir, text_sha256  # noqa: F401  (re-exported)
+from planner.evaluation.stored import results_dir, text_sha256
 from planner.paths import user_cache_dir, user_path
 
 REFERENCE_FORMAT = "F16"

@@ -15,7 +15,7 @@ MODEL = "smollm2-135m"
 
 
 def report(spec, kld: dict[str, float]) -> dict:
-    """A report as core.load_reports() returns it, measured on a text called my-chats.txt."""
+    """A report as stored.load_reports() returns it, measured on a text called my-chats.txt."""
     rep = EvalReport("/models/SmolLM2-135M", "my-chats.txt", 128, 4, 252, created="2025-01-01T00:00:00Z",
                      text_sha256=text_sha256("my chats"), model={"id": spec.id, "name": spec.name, "key": model_key(spec)})
     rep.results.append(FormatResult("F16", "f", 1, 16.0, 252, 10.0, 0.1, 0, 0, 0, 1.0, reference=True))

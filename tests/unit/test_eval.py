@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from planner.errors import InvalidInputError, NotFoundError, PlannerError
-from planner.evaluation import core, metrics
+from planner.evaluation import core, metrics, stored
 from planner.evaluation.text import DATASETS, load_dataset, load_text
 from quantize_models import make_hf_model, smollm2_gguf
 
@@ -229,8 +229,8 @@ def test_evaluate_with_fake_runtime(tiny_model, tmp_path):
     saved = core.save_report(rep2, tmp_path / "results")
     assert saved.is_file() and '"kld_mean"' in saved.read_text()
     (tmp_path / "results" / "zz-broken.json").write_text("{not json")
-    stored = core.load_reports(tmp_path / "results")
-    assert stored[0]["path"] == str(saved) and len(stored[0]["results"]) == 4 and "error" in stored[1]
+    reports = stored.load_reports(tmp_path / "results")
+    assert reports[0]["path"] == str(saved) and len(reports[0]["results"]) == 4 and "error" in reports[1]
 
 
 def test_evaluate_knee_marked(tiny_model, tmp_path):
@@ -438,7 +438,7 @@ def test_report_records_text_and_model(tiny_model, tmp_path):
     assert d["model"]["key"] == model_key(resolve_model(str(tiny_model), load_registry()).spec)
     # two reports in the same second are both kept
     p1, p2 = core.save_report(rep, tmp_path / "r"), core.save_report(rep, tmp_path / "r")
-    assert p1 != p2 and len(core.load_reports(tmp_path / "r")) == 2
+    assert p1 != p2 and len(stored.load_reports(tmp_path / "r")) == 2
 
 
 def test_measurable_formats():
@@ -479,7 +479,7 @@ def test_smollm2_measured_kld_ranks_recommend(smollm2, smollm2_report, registry,
 
     spec = registry.get("smollm2-135m")
     saved = core.save_report(smollm2_report, tmp_path / "eval")
-    measured = stored_quality(spec, reports=core.load_reports(tmp_path / "eval"))
+    measured = stored_quality(spec, reports=stored.load_reports(tmp_path / "eval"))
     by = {r.format: r for r in smollm2_report.results}
     assert set(measured) == {"Q8_0", "Q4_0"}
     assert measured["Q4_0"]["kld"] == pytest.approx(by["Q4_0"].kld_mean, abs=1e-5)
