@@ -105,8 +105,7 @@ def confirm(rec: Recommendation, mc: ModelCost, target: Target, *, top: int = 3,
             progress: Callable[[str], None] | None = None, settings: dict[str, Any] | None = None) -> Confirmation:
     """Bench the top candidates on this machine and re-rank by measured decode speed where that is evidence."""
     from planner.bench.kernels import copy_bandwidth_gb_s
-    from planner.bench.llamacpp import llama_cpp_missing_reason
-    from planner.bench.runner import kernels_for_format, run_bench
+    from planner.bench.runner import run_bench
     from planner.formats import get_format
     from planner.runtimes import RUNTIMES
 
@@ -126,13 +125,12 @@ def confirm(rec: Recommendation, mc: ModelCost, target: Target, *, top: int = 3,
     for i, plan in enumerate(plans, 1):
         fmt = get_format(plan.format_id)
         c = Confirmed(plan)
-        kernels, notes = kernels_for_format(fmt, device)
         say(f"[{i}/{len(plans)}] {plan.format_id} ({plan.runtime_id})")
         try:
+            # the format's own kernels: real llama.cpp for GGUF when installed, else the nearest matmul kernels
             res = run_bench(mc, fmt, target, device=device, batches=(max(1, min(plan.concurrency, 256)),),
-                            kernels=kernels, runtime=RUNTIMES.get(plan.runtime_id), calibration=calibration,
-                            copy_gb_s=copy, progress=lambda m: say(f"    {m}"),
-                            llamacpp=fmt.family == "gguf" and llama_cpp_missing_reason() is None, **opts)
+                            runtime=RUNTIMES.get(plan.runtime_id), calibration=calibration, copy_gb_s=copy,
+                            progress=lambda m: say(f"    {m}"), **opts)
         except PlannerError as exc:
             c.note = str(exc)
             out.append(c)
@@ -148,7 +146,7 @@ def confirm(rec: Recommendation, mc: ModelCost, target: Target, *, top: int = 3,
         best = max(whole or timed, key=lambda r: r.decode_tokens_per_s(b))
         c.kernel, c.kernel_engine = best.info.id, best.info.engine
         c.measured_decode = best.decode_tokens_per_s(b)
-        c.note = "; ".join(notes)
+        c.note = "; ".join(res.notes)
         out.append(c)
     order, reranked, reason = decide(out)
     return Confirmation(out, order, reranked, reason, copy)

@@ -280,13 +280,16 @@ def kernels_for_format(fmt: WeightFormat, device: str) -> tuple[list[Any], list[
     else:
         g = _group_size(fmt)
         ks = [NumpyInt4(g), TorchInt4(g)]
-    if fmt.family == "gguf":
-        nearest = ks[0].info.kernel_class
-        notes.append(f"GGUF {fmt.id} runs in llama.cpp, whose kernels are not timed here (llama-cpp-python is not "
-                     f"used); the nearest {'int8' if nearest == 'q8' else 'int4 group-32'} kernels stand in")
-    elif fmt.family in ("exl2", "mxfp4", "nvfp4", "bnb", "mlx"):
+    if fmt.family in ("exl2", "mxfp4", "nvfp4", "bnb", "mlx"):
         notes.append(f"{fmt.family} kernels are not available to the bench; the nearest int8/int4 kernels stand in")
     return ks, notes
+
+
+def gguf_standin_note(fmt: WeightFormat, kernels: Sequence[Any]) -> str:
+    """The note for a GGUF format benched on matmul kernels only (llama.cpp itself was not timed)."""
+    nearest = kernels[0].info.kernel_class
+    return (f"GGUF {fmt.id} runs in llama.cpp, whose kernels are not timed here (llama-cpp-python is not used); the "
+            f"nearest {'int8' if nearest == 'q8' else 'int4 group-32'} kernels stand in")
 
 
 def _for_k(kernel: Any, k: int) -> tuple[Any, str | None]:
@@ -423,6 +426,7 @@ def run_bench(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: str =
     if not 0 <= prompt <= 131072:
         raise PlannerError(f"--prompt must be between 0 and 131072 tokens, got {prompt}")
     notes: list[str] = []
+    standins = kernels is None  # the format's stand-in kernels, rather than kernels the caller named
     if llamacpp is None:
         from planner.bench.llamacpp import llama_cpp_missing_reason
 
@@ -467,9 +471,10 @@ def run_bench(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: str =
         else:
             _predict(engine, mc, fmt, target, runtime, calibration)  # type: ignore[arg-type]
             runs.append(engine)  # type: ignore[arg-type]
-            notes = [n for n in notes if "whose kernels are not timed here" not in n]
             if len(runs) > 1:
                 notes.append("the matmul kernels stand beside real llama.cpp for comparison; llama.cpp is the headline")
+    if standins and fmt.family == "gguf" and runs and not any(r.info.backend == "llamacpp" for r in runs):
+        notes.insert(0, gguf_standin_note(fmt, kernels))
     if not runs:
         reasons = "; ".join(f"{k}: {w}" for k, w in skipped)
         raise PlannerError(f"no kernel for {fmt.id} ran on {device} ({reasons})")

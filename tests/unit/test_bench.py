@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from planner.bench import kernels as K
 from planner.bench import quant, records
 from planner.bench.runner import (
-    ERROR_TOLERANCE, KernelRun, bench_shape, extrapolate, kernels_for_format, run_bench,
+    ERROR_TOLERANCE, KernelRun, bench_shape, extrapolate, gguf_standin_note, kernels_for_format, run_bench,
 )
 from planner.bench.shapes import MatmulShape, model_shapes, weights_per_token
 from planner.errors import InvalidInputError, PlannerError
@@ -241,7 +241,8 @@ def test_kernels_for_formats():
     assert ids("gptq-int4") == ["numpy-int4-g128", "torch-int4-g128"]
     assert ids("w8a8-int8") == ["numpy-int8", "torch-w8a8-int-mm"]
     assert ids("fp8") == ["torch-fp8-scaled-mm"]
-    assert "llama.cpp" in kernels_for_format(get_format("Q4_K_M"), "cpu")[1][0]
+    ks = kernels_for_format(get_format("Q4_K_M"), "cpu")[0]
+    assert "llama.cpp" in gguf_standin_note(get_format("Q4_K_M"), ks)
 
 
 def _tiny_bench(registry, catalog, fmt="Q8_0", **kw):

@@ -166,6 +166,7 @@ def test_llamacpp_run_times_the_model_and_its_record_reproduces_the_measurement(
     assert run.predicted_runtime == "llama.cpp" and run.predicted_decode[1] > 0
     data = res.to_json()
     assert data["kernel"] == "llama.cpp-Q8_0" and data["measured_scope"] == "the whole model in llama.cpp"
+    assert not any("not timed here" in n for n in data["notes"])  # llama.cpp was timed
     assert data["decode_tokens_per_s"]["measured"] == pytest.approx(run.decode_tokens_per_s(), rel=1e-3)
     rec = next(r for r in res.records() if r.engine == "llamacpp")
     assert rec.kernel_backend == "llamacpp" and rec.layer_overhead_us is not None
@@ -189,6 +190,7 @@ def test_bench_falls_back_to_matmul_kernels_when_llamacpp_cannot_run_the_model(r
                     llc_bytes=2**20, max_sample_bytes=2 * 2**20, repeat=3, budget_s=0.01)
     assert res.runs and all(r.info.backend != "llamacpp" for r in res.runs)
     assert any(k == "llama.cpp-IQ4_XS" and "cannot encode" in why for k, why in res.skipped)
+    assert "not timed here" in res.notes[0]  # the matmul kernels are stand-ins, and the report says so
 
 
 @needs_llamacpp
