@@ -37,6 +37,9 @@ from planner.quantize.gguf_writer import GGUFWriter, PlannedTensor, general_meta
 from planner.quantize.primitives import encode, from_bf16_bits, quantize_bf16, quantize_f16, quantize_f32
 from planner.quantize.safetensors_writer import SafetensorsWriter, TensorSpec
 from planner.quantize.sources import Source, SourceTensor, open_source
+from planner.outputs import (
+    Kind, OutputRefusedError, check_output, occupied, remove_written, why_not_replaceable, write_marker,
+)
 from planner.paths import user_path
 
 CHUNK_VALUES = 1 << 22  # values per row chunk: 16 MB as float32
@@ -170,8 +173,8 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
         o, s = out.resolve(), source.resolve()
         if o == s or o in s.parents:  # replacing OUT would delete the input
             raise PlannerError(f"{out} is (or contains) the source {source}; choose another output path")
-    if out.exists() and not force:
-        raise PlannerError(f"{out} already exists; pass --force to replace it")
+    kind: Kind = "file" if isinstance(cfg, GGUFConfig) else "dir"
+    check_output(out, kind, force=force)  # before the work: a refusal must not cost a whole run
     src = open_source(source)
     try:
         if not isinstance(cfg, GGUFConfig):  # llama.cpp-only tensors (rope_freqs) have no place in an HF checkpoint
@@ -185,7 +188,7 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
         check_encodings(fmt, assignments)
         _check_disk(out, layout.file_size_bytes)
         partial = out.with_name(out.name + ".partial")
-        _remove(partial)  # a leftover of an earlier run that was killed
+        _remove_leftover(partial, kind)
         run = _Run(src, threads, progress)
         if progress is not None:
             progress.start(src.input_bytes)
@@ -193,9 +196,9 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
             writer = _WRITERS[type(cfg)]
             file_bytes = writer(run, fmt, cfg, assignments, partial)
             _fsync_tree(partial)
-            _install(partial, out)
+            warnings = _install(partial, out, kind, force)
         except BaseException:
-            _remove(partial)
+            remove_written(partial)
             raise
     finally:
         src.close()
@@ -204,7 +207,7 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
         file_bytes=file_bytes, tensor_bytes=sum(r.nbytes for r in run.results),
         predicted_tensor_bytes=layout.stored_bytes, predicted_file_bytes=layout.file_size_bytes,
         n_values=sum(t.info.n_elements for t in src.tensors), seconds=time.perf_counter() - t0,
-        input_bytes=src.input_bytes, tensors=run.results, warnings=list(src.warnings),
+        input_bytes=src.input_bytes, tensors=run.results, warnings=list(src.warnings) + warnings,
     )
 
 
@@ -219,11 +222,16 @@ def _check_disk(out: Path, predicted: int) -> None:
         raise PlannerError(f"{parent}: {free / 1e9:.2f} GB free, the output needs about {need / 1e9:.2f} GB")
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+def _remove_leftover(partial: Path, kind: Kind) -> None:
+    """Remove OUT.partial left by an earlier run that was killed, if the planner wrote it; else refuse."""
+    if not occupied(partial):
+        return
+    why = why_not_replaceable(partial, kind)
+    if why is not None:
+        raise OutputRefusedError(f"{partial}: {why}; planner writes its unfinished output under this name and will "
+                                 "not replace it: move it away or choose another -o")
+    if not remove_written(partial):
+        raise OutputRefusedError(f"{partial}: could not be removed (something planner did not write appeared in it)")
 
 
 def _fsync_tree(path: Path) -> None:
@@ -249,22 +257,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _install(partial: Path, out: Path) -> None:
-    """Move the finished output into place: a file by atomic rename; a directory via a side name for the old one."""
-    if partial.is_file() and not out.is_dir():
+def _install(partial: Path, out: Path, kind: Kind, force: bool) -> list[str]:
+    """Move the finished output into place: a file by atomic rename; a directory via a side name for the old one,
+    of which only what the planner wrote is deleted. Returns warnings (an old directory that could not go)."""
+    check_output(out, kind, force=force)  # again: OUT may have changed during a long run
+    warnings: list[str] = []
+    if kind == "file":
         os.replace(partial, out)
     else:
         old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        if out.exists() or out.is_symlink():
+        if occupied(out):
             os.replace(out, old)
         try:
             os.replace(partial, out)
         except BaseException:
-            if old.exists():
+            if occupied(old):
                 os.replace(old, out)
             raise
-        _remove(old)
+        if occupied(old) and not remove_written(old):
+            warnings.append(f"the previous {out.name} was kept as {old}: files planner did not write appeared in it")
     _fsync_dir(out.parent)
+    return warnings
 
 
 # ---------------------------------------------------------------------------------------------- GGUF
@@ -588,14 +601,6 @@ def _write_safetensors(run: _Run, fmt: WeightFormat, cfg: QuantConfig, assignmen
     for job, a in zip(jobs, assignments):
         if job.counted_bytes() != a.nbytes:  # the formats table and the writer must agree on every tensor
             raise AssertionError(f"{a.tensor.name}: writer lays out {job.counted_bytes()} bytes, the formats table says {a.nbytes}")
-    partial.mkdir(parents=True)
-    with (partial / "model.safetensors").open("wb+") as fh:
-        w = SafetensorsWriter(fh, [s for j in jobs for s in j.specs()], {"format": "pt"})
-        for st, a, job in zip(src.tensors, assignments, jobs):
-            db = job.run(run, w)
-            src.release(st)
-            run.results.append(TensorResult(st.hf_name or st.info.name, a.encoding.name, st.info.shape, a.nbytes, db))
-        size = w.finish()
     config = dict(src.hf_config)
     config["torch_dtype"] = _TORCH_DTYPE[cfg.dtype if isinstance(cfg, FloatConfig) else keep]
     qc = quantization_config(cfg)
@@ -609,6 +614,17 @@ def _write_safetensors(run: _Run, fmt: WeightFormat, cfg: QuantConfig, assignmen
     if isinstance(cfg, GPTQConfig):
         assert qc is not None
         files["quantize_config.json"] = json.dumps(qc, indent=2).encode()
+    partial.mkdir()
+    # The marker first, listing every file about to be written: a run killed midway leaves a directory that the
+    # next run recognises as its own, and --force later replaces this output only while it holds nothing else.
+    write_marker(partial, fmt.id, ["model.safetensors", *files])
+    with (partial / "model.safetensors").open("wb+") as fh:
+        w = SafetensorsWriter(fh, [s for j in jobs for s in j.specs()], {"format": "pt"})
+        for st, a, job in zip(src.tensors, assignments, jobs):
+            db = job.run(run, w)
+            src.release(st)
+            run.results.append(TensorResult(st.hf_name or st.info.name, a.encoding.name, st.info.shape, a.nbytes, db))
+        size = w.finish()
     for name, data in files.items():
         (partial / name).write_bytes(data)
     return size + sum(len(d) for d in files.values())

@@ -68,12 +68,15 @@ def test_existing_output_refused_then_forced(capsys, model, tmp_path):
     assert out.read_bytes() == b"keep me"
     code, _, _ = run(capsys, "quantize", str(model), "-f", "Q8_0", "-o", str(out), "--force", "--json")
     assert code == 0 and out.read_bytes()[:4] == b"GGUF"
-    # a directory output is replaced whole
+    # a directory output that planner wrote is replaced whole; one holding a file it did not write is refused
     d = tmp_path / "dir"
-    d.mkdir()
-    (d / "stale.txt").write_text("old")
+    code, _, _ = run(capsys, "quantize", str(model), "-f", "bf16", "-o", str(d), "--json")
+    assert code == 0
     code, _, _ = run(capsys, "quantize", str(model), "-f", "mlx-4bit", "-o", str(d), "--force", "--json")
-    assert code == 0 and not (d / "stale.txt").exists() and (d / "model.safetensors").is_file()
+    assert code == 0 and json.loads((d / "config.json").read_text())["quantization"]["bits"] == 4
+    (d / "stale.txt").write_text("old")
+    code, _, err = run(capsys, "quantize", str(model), "-f", "mlx-4bit", "-o", str(d), "--force", "--json")
+    assert code == 2 and "stale.txt" in err and (d / "stale.txt").read_text() == "old"
     assert _leftovers(tmp_path) == []
 
 
