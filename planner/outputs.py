@@ -90,22 +90,27 @@ def why_not_replaceable(path: Path, kind: Kind) -> str | None:
     return None
 
 
-def check_output(path: Path, kind: Kind | None, *, force: bool, hint: str = "choose another -o") -> None:
+def check_output(path: Path, kind: Kind | None, *, force: bool, hint: str | None = None) -> None:
     """Refuse `path` as an output unless its directory exists and it is free, or --force may replace it (kind None:
-    as either a file or a directory output, for a check made before the format is known)."""
+    as either a file or a directory output, for a check made before the format is known). `hint` ends a refusal
+    (default: choose another -o)."""
     parent = path.parent
     if not parent.is_dir():
         why = "no such directory" if not occupied(parent) else "not a directory"
-        raise OutputRefusedError(f"{parent}: {why} for the output {path.name}; create it first or {hint}")
+        raise OutputRefusedError(f"{parent}: {why} for the output {path.name}; create it first or "
+                                 f"{hint or 'choose another -o'}")
     if not occupied(path):
         return
     if kind is None:  # the format is not known yet: judge OUT as what it is
         kind = "dir" if path.is_dir() and not path.is_symlink() else "file"
     reason = why_not_replaceable(path, kind)
     if reason is not None:
-        example = f" (e.g. {path / 'NAME.gguf'})" if kind == "file" and path.is_dir() and not path.is_symlink() else ""
+        if hint is None:
+            hint = "choose another -o"
+            if kind == "file" and path.is_dir() and not path.is_symlink():
+                hint += f" (e.g. {path / 'NAME.gguf'})"
         raise OutputRefusedError(f"{path}: {reason}; refusing to replace it (--force replaces only an output "
-                                 f"file or a directory that planner wrote); {hint}{example}")
+                                 f"file or a directory that planner wrote); {hint}")
     if not force:
         raise PlannerError(f"{path} already exists; pass --force to replace it")
 

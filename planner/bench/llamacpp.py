@@ -35,6 +35,7 @@ import numpy as np
 
 from planner.bench.kernels import Timing
 from planner.errors import PlannerError
+from planner.outputs import remove_created
 
 if TYPE_CHECKING:
     from planner.evaluate import ModelCost
@@ -421,8 +422,8 @@ def run_llamacpp(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: st
                                  budget_s=budget_s)
             timings.append(LlamaCppTiming(n, size, dec, pre))
             path.unlink()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    finally:  # only the stand-ins this run wrote, then its own empty work directory: never rmtree
+        remove_created(work, [f"standin-{n}.gguf" for n in counts])
     assert plan is not None
     kclass = kernel_class(fmt.family, fmt.compute, lay.ggml_types)
     info = KernelInfo(f"llama.cpp-{fmt.id}", "llamacpp", f"llama.cpp {fmt.id}, whole model "

@@ -23,7 +23,10 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                    help="Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q3_K_M, Q2_K, Q4_0, F16, gptq-int4, gptq-int8, nf4, fp8, mlx-4bit, "
                         "mlx-8bit, bf16, fp16 ...")
     p.add_argument("--output", "-o", required=True, type=Path, metavar="OUT", help="output .gguf file or directory")
-    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace OUT if it exists and is an output file, or a directory planner wrote (its "
+                        ".planner-output.json lists every file in it); a directory with other files or a symbolic "
+                        "link is refused")
     p.add_argument("--threads", type=int, metavar="N", help="encoder threads (default: the CPUs available)")
     p.add_argument("--worst", type=int, default=10, metavar="N", help="tensors listed in the quality report (default 10)")
     add_json(p)

@@ -45,7 +45,9 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     q.add_argument("--quantize", metavar="SOURCE", type=Path,
                    help="quantize SOURCE (HF model dir or GGUF) to the recommended format (needs -o)")
     q.add_argument("-o", "--output", metavar="OUT", type=Path, help="where --quantize writes the artifact")
-    q.add_argument("--force", action="store_true", help="with --quantize: replace an existing OUT")
+    q.add_argument("--force", action="store_true",
+                   help="with --quantize: replace an existing OUT if it is an output file or a directory planner wrote "
+                        "(never a directory with other files, never a symbolic link)")
     add_catalog_dirs(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -60,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quantize is not None and args.output is None:
         raise PlannerError("--quantize needs -o OUT (where to write the artifact)")
+    if args.quantize is not None:  # refuse an OUT that --force may not replace before minutes of ranking and eval
+        from planner.outputs import check_output
+        from planner.paths import user_path
+
+        check_output(user_path(args.output), None, force=args.force)
     catalog = load_catalog_for(args)
     mc, note = load_model(args)
     context = check_context(args, mc.spec.max_context)

@@ -197,6 +197,7 @@ def cache_root() -> Path:
 
 def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
     """The GGUF file of `source` in `fmt`, quantized once and reused: (path, summary with file_bytes and bpw)."""
+    from planner.outputs import OutputRefusedError, check_output, occupied
     from planner.quantize.pipeline import quantize_model
 
     f = _check_gguf(fmt)
@@ -210,7 +211,13 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
                 return out, summary
         except (OSError, json.JSONDecodeError):
             pass
+    if occupied(d) and not d.is_dir():
+        raise OutputRefusedError(f"{d}: is not a directory, and planner eval keeps its quantized files there; move "
+                                 "it away")
     d.mkdir(parents=True, exist_ok=True)
+    # force replaces only a stale file of eval's own (a regular file at this path in its cache); a directory or a
+    # symbolic link put there is refused, never deleted
+    check_output(out, "file", force=True, hint=f"move it away ({d} is planner eval's cache)")
     res = quantize_model(source, f, out, force=True, progress=_QuantizeBar(progress, f.id) if progress else None)
     summary = {"format": f.id, "file_bytes": res.file_bytes, "bits_per_weight": res.bits_per_weight,
                "warnings": res.warnings}
