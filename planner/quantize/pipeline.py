@@ -3,7 +3,8 @@
 One tensor at a time, in row chunks of about CHUNK_VALUES values, from memory-mapped inputs; so peak memory is a
 few chunks plus, for layouts that store a tensor transposed (GPTQ) or need whole-tensor statistics (NF4's double
 quantization), that tensor's packed output. The output goes to OUT.partial, is fsynced and renamed; on any error
-or Ctrl-C, OUT.partial is removed and OUT is left as it was.
+or Ctrl-C, OUT.partial is removed and OUT is left as it was. An existing OUT is replaced only as planner.outputs
+allows (--force, and only an output file or a directory planner wrote; its marker is written into every directory).
 
 Sizes are not computed here: every tensor's bytes come from the format's assignment (`Assignment.nbytes`, the
 formats table), the writers check what the encoders produce against them, and the prediction reported beside the
