@@ -37,7 +37,7 @@ LAST_WORDS_CHARS = 240  # at most this much of the child's stderr is quoted in a
 
 PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 REBUILD_HINT = (f'rebuild it portably: CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install --force-reinstall '
-                "--no-cache-dir llama-cpp-python")
+                "--no-cache-dir --no-deps llama-cpp-python")  # the README's command
 
 # What each signal most likely means when it kills a native runtime, and what the user can do about it.
 _ADVICE = {

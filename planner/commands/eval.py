@@ -90,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(data)
     else:
         _table(report, saved)
-    if report.error:  # llama.cpp crashed part-way: the formats before the crash are shown (and saved) above
-        print(f"planner: error: {report.error}" + (f" (the formats measured before it are saved to {saved})"
+    if report.crash:  # llama.cpp crashed part-way: the formats before the crash are shown (and saved) above
+        print(f"planner: error: {report.crash}" + (f" (the formats measured before it are saved to {saved})"
                                                       if saved else ""), file=sys.stderr)
         return 1
     if report.interrupted:

@@ -119,7 +119,7 @@ class EvalReport:
     results: list[FormatResult] = field(default_factory=list)
     interrupted: bool = False
     created: str = ""
-    error: str = ""  # why the run stopped early (llama.cpp crashed); the results before it are kept
+    crash: str = ""  # why the run stopped early (llama.cpp crashed); the results before it are kept
     warnings: list[str] = field(default_factory=list)
     text_sha256: str = ""  # of the text evaluated: `recommend --eval FILE` finds reports of that text by it
     model: dict[str, str] | None = None  # {id, name, key}: which network was measured (stored.describe_source)
@@ -136,7 +136,7 @@ class EvalReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "text": self.text, "ctx": self.ctx, "chunks": self.chunks,
-                "scored_tokens": self.scored_tokens, "interrupted": self.interrupted, "error": self.error,
+                "scored_tokens": self.scored_tokens, "interrupted": self.interrupted, "crash": self.crash,
                 "created": self.created,
                 "scheme": SCHEME, "warnings": self.warnings, "text_sha256": self.text_sha256, "model": self.model,
                 "results": [r.as_dict() for r in self.results]}
@@ -355,7 +355,7 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
     except NativeCrash as exc:
         if not report.results:  # nothing measured: the crash is the whole answer
             raise
-        report.error = str(exc)
+        report.crash = str(exc)
     report.sort_and_mark()
     return report
 

@@ -292,6 +292,7 @@ def smollm2_report(smollm2):
     return core.evaluate(hf, ["Q8_0", "Q4_0"], load_dataset("sample"), ctx=CTX, max_chunks=CHUNKS, cache=cache)
 
 
+@pytest.mark.real_runtime
 @needs_llama
 def test_smollm2_q8_kl_far_below_q4(smollm2_report):
     by = {r.format: r for r in smollm2_report.results}
@@ -304,6 +305,7 @@ def test_smollm2_q8_kl_far_below_q4(smollm2_report):
     assert 1 < by["F16"].ppl < 100  # a real model on English prose
 
 
+@pytest.mark.real_runtime
 @needs_llama
 def test_smollm2_f16_perplexity_matches_llama_cpp(smollm2, smollm2_report):
     """Our path (chunks, our log-softmax, the cache) against llama-cpp-python's own per-token log-probabilities."""
@@ -348,6 +350,7 @@ def _greedy(path: Path, n: int) -> tuple[list[int], str]:
     return res["tokens"], res["text"]
 
 
+@pytest.mark.real_runtime
 @needs_llama
 def test_every_gguf_type_we_write_runs_in_llama_cpp(smollm2):
     """The quantize issue's runtime test: each file type loads in llama.cpp; Q8_0 continues a prompt greedily exactly
@@ -467,6 +470,7 @@ def test_wikitext_is_not_bundled_and_names_are_listed():
     assert "WikiText" in help_text and "--text FILE" in help_text
 
 
+@pytest.mark.real_runtime
 @needs_llama
 def test_smollm2_measured_kld_ranks_recommend(smollm2, smollm2_report, registry, catalog, tmp_path):
     """The real report of SmolLM2-135M matches the smollm2-135m profile by its shapes, and recommend() ranks Q8_0

@@ -92,9 +92,9 @@ def test_eval_keeps_the_formats_measured_before_a_crash(tiny, tmp_path):
     rep = core.evaluate(tiny, ["Q8_0", "Q4_0", "Q2_K"], load_dataset("sample"), ctx=64, max_chunks=2,
                         open_model=_Crashing, cache=tmp_path)
     assert [r.format for r in sorted(rep.results, key=lambda r: r.format)] == ["F16", "Q4_0", "Q8_0"]
-    assert rep.error.startswith("llama.cpp crashed with SIGILL (illegal instruction) while loading ")
-    assert "Q2_K.gguf" in rep.error and "-DGGML_NATIVE=OFF" in rep.error and not rep.interrupted
-    assert rep.as_dict()["error"] == rep.error
+    assert rep.crash.startswith("llama.cpp crashed with SIGILL (illegal instruction) while loading ")
+    assert "Q2_K.gguf" in rep.crash and "-DGGML_NATIVE=OFF" in rep.crash and not rep.interrupted
+    assert rep.as_dict()["crash"] == rep.crash
 
 
 def test_eval_crash_on_the_reference_is_the_error(tiny, tmp_path):
@@ -118,7 +118,7 @@ def test_eval_command_shows_and_saves_what_it_measured_then_exits_1(tiny, tmp_pa
     assert line.startswith("planner: error: llama.cpp crashed with SIGILL (illegal instruction) while loading ")
     assert "saved to" in line and "Traceback" not in err
     saved = json.loads(next((tmp_path / "data" / "eval").glob("*.json")).read_text())
-    assert [r["format"] for r in saved["results"]] == ["Q8_0", "F16"] and "SIGILL" in saved["error"]
+    assert [r["format"] for r in saved["results"]] == ["Q8_0", "F16"] and "SIGILL" in saved["crash"]
 
 
 def test_bench_keeps_its_kernel_timings_when_llama_cpp_crashes(registry, catalog, monkeypatch):
