@@ -203,6 +203,7 @@ class Worker:
 
         self.job = job
         self.lib = lib
+        self.busy = False
         fd, log = tempfile.mkstemp(prefix="planner-native-", suffix=".log")
         self.log = Path(log)
         self.sock, child = socket.socketpair()
@@ -222,11 +223,13 @@ class Worker:
     def call(self, op: str, args: dict[str, Any] | None = None, arrays: Sequence[np.ndarray] = (), *,
              doing: str) -> tuple[dict[str, Any], list[np.ndarray]]:
         """Run `op` in the child; `doing` ("loading X") completes the crash message."""
+        self.busy = True  # until the answer is in: a close() before then (Ctrl-C) ends the child at once
         try:
             _send(self.sock, {"op": op, "args": args or {}}, arrays)
             header, out = _recv(self.sock)
         except (EOFError, OSError):
             raise self._crashed(doing) from None
+        self.busy = False
         if header.get("ok"):
             return header.get("result") or {}, out
         if "bug" in header:
@@ -251,12 +254,16 @@ class Worker:
             return self.proc.wait()
 
     def close(self) -> None:
-        """Ask the child to exit, end it if it does not, and remove its log."""
+        """Ask the child to exit (end it if it is still working on an interrupted request, or does not exit), and
+        remove its log."""
         if self.proc.poll() is None:
-            try:
-                _send(self.sock, {"op": "exit"})
-            except OSError:
-                pass
+            if self.busy:
+                self.proc.kill()
+            else:
+                try:
+                    _send(self.sock, {"op": "exit"})
+                except OSError:
+                    pass
             self._wait()
         self.sock.close()
         self.log.unlink(missing_ok=True)

@@ -28,6 +28,11 @@ def handle(state: dict[str, Any], op: str, args: dict[str, Any],
     if op == "time":  # stands in for planner.bench.llamacpp's timing job: llama.cpp dies of an illegal instruction
         os.kill(os.getpid(), signal.SIGILL)
         raise AssertionError("still alive after the signal")
+    if op == "sleep":  # a long request (Ctrl-C arrives in the parent while the child works)
+        import time
+
+        time.sleep(float(args["s"]))
+        return {}, []
     if op == "fail":
         raise PlannerError("a domain error in the child")
     if op == "invalid":

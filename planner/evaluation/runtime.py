@@ -70,10 +70,9 @@ def handle(state: dict[str, Any], op: str, args: dict[str, Any],
         return {}, [np.asarray(toks, dtype=np.int32)]
     if op == "logits":
         tokens = [int(t) for t in arrays[0]]
-        start, stop = int(args.get("start", 0)), int(args.get("stop", len(tokens)))
         llm.reset()
         llm.eval(tokens)
-        return {}, [np.asarray(llm.scores[start:stop], dtype=np.float32)]
+        return {}, [np.asarray(llm.scores[: len(tokens)], dtype=np.float32)]
     raise ValueError(f"unknown request {op!r}")
 
 
@@ -115,14 +114,12 @@ class LlamaModel:
         _, (toks,) = self.worker.call("tokenize", {"text": text}, doing=f"tokenizing with {self.path}")
         return [int(t) for t in toks]
 
-    def logits(self, tokens: list[int], start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Raw logits [stop - start, vocab] (float32) of positions start..stop of one sequence evaluated from an empty
-        cache (all positions by default; a slice moves only the rows the caller scores across the pipe)."""
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        """Raw logits [len(tokens), vocab] (float32) for one sequence evaluated from an empty cache (one chunk per
+        request: a few tens of MB over the socket, little beside llama.cpp's own time for the chunk)."""
         if len(tokens) > self.ctx:
             raise ValueError(f"{len(tokens)} tokens do not fit a context of {self.ctx}")
-        stop = len(tokens) if stop is None else stop
-        _, (out,) = self.worker.call("logits", {"start": start, "stop": stop}, [np.asarray(tokens, dtype=np.int32)],
-                                     doing=f"running {self.path}")
+        _, (out,) = self.worker.call("logits", {}, [np.asarray(tokens, dtype=np.int32)], doing=f"running {self.path}")
         return out
 
     def close(self) -> None:

@@ -61,6 +61,21 @@ def test_a_crash_in_the_child_is_a_clear_error_naming_the_signal(sig, words):
         assert again.call("echo", doing="echoing")[0]["calls"] == 1
 
 
+def test_ctrl_c_during_a_request_ends_the_child_at_once():
+    import threading
+    import time
+
+    w = Worker(JOB)
+    w.call("echo", doing="starting")  # the child is up
+    timer = threading.Timer(0.5, lambda: signal.pthread_kill(threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        w.call("sleep", {"s": 60}, doing="sleeping")
+    w.close()
+    assert time.perf_counter() - t0 < 5 and w.proc.poll() is not None and not w.log.exists()
+
+
 def test_signal_names_and_exits_without_a_signal():
     assert signal_text(signal.SIGILL) == "SIGILL (illegal instruction)"
     assert signal_text(200) == "signal 200"
@@ -121,6 +136,21 @@ def test_eval_command_shows_and_saves_what_it_measured_then_exits_1(tiny, tmp_pa
     assert [r["format"] for r in saved["results"]] == ["Q8_0", "F16"] and "SIGILL" in saved["crash"]
 
 
+def test_recommend_eval_stores_what_it_measured_before_a_crash(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(core, "_open_llama", _Crashing)
+    monkeypatch.setenv("PLANNER_DATA_DIR", str(tmp_path / "data"))
+    text = tmp_path / "chats.txt"
+    text.write_text("What the model will read in production: questions, answers, some code. " * 30)
+    code = main(["recommend", "-m", str(tiny), "--device", "rtx-4090", "--format", "Q8_0", "--format", "Q4_0",
+                 "--format", "Q2_K", "--json", "--eval", str(text), "--eval-ctx", "64", "--eval-chunks", "2"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and err.startswith("planner: error: llama.cpp crashed with SIGILL (illegal instruction)")
+    saved = list((tmp_path / "data" / "eval").glob("*.json"))
+    assert len(saved) == 1 and str(saved[0]) in err
+    formats = {r["format"] for r in json.loads(saved[0].read_text())["results"]}
+    assert "F16" in formats and "Q2_K" not in formats and len(formats) >= 2
+
+
 def test_bench_keeps_its_kernel_timings_when_llama_cpp_crashes(registry, catalog, monkeypatch):
     from planner.bench import llamacpp
     from planner.bench.runner import run_bench
@@ -172,3 +202,29 @@ def test_eval_with_a_non_bpe_tokenizer_is_refused(tmp_path, capsys):
     code = main(["eval", str(src), "--ctx", "64"])
     _, err = capsys.readouterr()
     assert code == 2 and "eval needs a tokenizer" in err and "Unigram" in err
+
+
+@pytest.mark.real_runtime
+@pytest.mark.skipif(not __import__("planner.evaluation.runtime", fromlist=["x"]).llama_cpp_available(),
+                    reason="llama-cpp-python is not installed (pip install '.[llamacpp]')")
+def test_real_llama_cpp_abort_is_caught(tmp_path, registry):
+    """llama.cpp aborts (SIGABRT) when asked to tokenize with a GGUF that has no vocabulary (what eval did before it
+    checked for a tokenizer): the child dies, this process gets the error and runs llama.cpp again afterwards."""
+    from planner.bench.llamacpp import standin_plan, time_file, write_standin
+    from planner.evaluate import ModelCost
+    from planner.evaluation.runtime import LlamaModel
+    from planner.formats import get_format
+
+    gguf = tmp_path / "novocab.gguf"
+    write_standin(standin_plan(ModelCost(registry.get("smollm2-135m")), get_format("Q8_0"), 1), "Q8_0", gguf)
+    model = LlamaModel(gguf, 64)
+    try:
+        with pytest.raises(NativeCrash) as exc:
+            model.tokenize("Some text to tokenize.")
+    finally:
+        model.close()
+    msg = str(exc.value)
+    assert exc.value.signal_name == "SIGABRT", msg
+    assert msg.startswith(f"llama.cpp crashed with SIGABRT (aborted) while tokenizing with {gguf}"), msg
+    decode, _ = time_file(gguf, prompt=0, threads=1, n_gen=4, budget_s=0.05)  # the same file still times fine
+    assert decode.median_s > 0
