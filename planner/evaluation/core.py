@@ -369,6 +369,8 @@ def check_tokenizer(source: Path) -> None:
         if why:
             raise InvalidInputError(f"eval needs a tokenizer: {why}")
         return
+    if source.suffix.lower() != ".gguf":  # not a source eval reads: the quantizer names what it expects
+        return
     from planner.models.readers.gguf_header import read_gguf_header
 
     meta = read_gguf_header(source).metadata
