@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -235,16 +235,47 @@ class LlamaCppTiming:
 def time_file(path: Path, *, prompt: int, threads: int, gpu_layers: int = 0, n_gen: int = 64,
               budget_s: float = 2.0) -> tuple[Timing, Timing | None]:
     """Decode seconds per token (llama-bench `tg`: tokens one at a time from an empty cache) and prefill seconds of
-    `prompt` tokens in one batch (`pp`), median of repeats within about `budget_s` each."""
-    from planner.evaluation.runtime import _import, _quiet_stderr
+    `prompt` tokens in one batch (`pp`), median of repeats within about `budget_s` each. llama.cpp runs in a child
+    process (planner.native): a crash there raises NativeCrash here, and the caller keeps what it timed before."""
+    from planner.evaluation.runtime import llama_cpp_available, missing_error
+    from planner.native import Worker
+
+    if not llama_cpp_available():
+        raise missing_error()
+    args = {"path": str(path), "prompt": prompt, "threads": threads, "gpu_layers": gpu_layers, "n_gen": n_gen,
+            "budget_s": budget_s}
+    with Worker(JOB) as w:
+        res, _ = w.call("time", args, doing=f"timing the bench's stand-in file {path.name} "
+                                            f"({'GPU' if gpu_layers else 'CPU'})")
+    decode = Timing(*res["decode"])
+    return decode, (Timing(*res["prefill"]) if res["prefill"] else None)
+
+
+JOB = "planner.bench.llamacpp:handle"  # the timing job planner.native.Worker runs in its child
+
+
+def handle(state: dict[str, Any], op: str, args: dict[str, Any],
+           arrays: list[np.ndarray]) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The child's side of time_file: load the file, time decode and prefill; Timings go back as lists."""
+    if op != "time":
+        raise ValueError(f"unknown request {op!r}")
+    decode, prefill = _time_here(Path(args["path"]), prompt=int(args["prompt"]), threads=int(args["threads"]),
+                                 gpu_layers=int(args["gpu_layers"]), n_gen=int(args["n_gen"]),
+                                 budget_s=float(args["budget_s"]))
+    return {"decode": list(astuple(decode)), "prefill": list(astuple(prefill)) if prefill else None}, []
+
+
+def _time_here(path: Path, *, prompt: int, threads: int, gpu_layers: int, n_gen: int,
+               budget_s: float) -> tuple[Timing, Timing | None]:
+    """time_file's work, in this process (the worker child)."""
+    from planner.evaluation.runtime import _import
 
     llama_cpp = _import()
     n_batch = max(32, min(prompt or 32, 2048))  # llama.cpp's defaults: -b 2048, -ub 512 (as llama-bench runs pp)
     try:
-        with _quiet_stderr():
-            llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(prompt, n_gen) + 64, n_batch=n_batch,
-                                  n_ubatch=min(n_batch, 512), n_threads=threads, n_threads_batch=threads,
-                                  n_gpu_layers=gpu_layers, logits_all=False, verbose=False)
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(prompt, n_gen) + 64, n_batch=n_batch,
+                              n_ubatch=min(n_batch, 512), n_threads=threads, n_threads_batch=threads,
+                              n_gpu_layers=gpu_layers, logits_all=False, verbose=False)
     except (ValueError, RuntimeError) as exc:
         raise PlannerError(f"llama.cpp could not load the bench's stand-in file: {exc}") from None
     try:
@@ -278,8 +309,7 @@ def time_file(path: Path, *, prompt: int, threads: int, gpu_layers: int = 0, n_g
             prefill = Timing(statistics.median(pts), min(pts), max(pts), len(pts))
     finally:
         if hasattr(llm, "close"):  # llama-cpp-python 0.3+ frees the model and context here
-            with _quiet_stderr():
-                llm.close()
+            llm.close()
         del llm
     return decode, prefill
 
@@ -384,9 +414,9 @@ def run_llamacpp(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: st
         raise PlannerError("llama.cpp timing on mps is not wired up: run the bench with --device cpu")
     gpu_layers = 0
     if kind == "cuda":
-        from planner.evaluation.runtime import _import
+        from planner.evaluation.runtime import gpu_offload_supported
 
-        if not _import().llama_supports_gpu_offload():
+        if not gpu_offload_supported():
             raise PlannerError("this llama-cpp-python build has no GPU offload (install a CUDA build to time llama.cpp "
                                "on the GPU)")
         gpu_layers = -1

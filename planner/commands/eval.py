@@ -90,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         print_json(data)
     else:
         _table(report, saved)
+    if report.crash:  # llama.cpp crashed part-way: the formats before the crash are shown (and saved) above
+        print(f"planner: error: {report.crash}" + (f" (the formats measured before it are saved to {saved})"
+                                                      if saved else ""), file=sys.stderr)
+        return 1
     if report.interrupted:
         print("planner: interrupted; the formats finished so far are shown" + (" and saved" if saved else ""),
               file=sys.stderr)

@@ -109,6 +109,11 @@ def confirm_quality(rank: Callable[[dict[str, dict[str, Any]]], Any], spec: Any,
         conf.measured = measured_quality(stored)
         conf.evaluated += [r.format for r in report.results if not r.reference]
         rec = rank(conf.measured)
+        if report.crash:  # llama.cpp crashed: what was measured is stored; nothing more can be measured here
+            from planner.native import NativeCrash
+
+            kept = f" (the formats measured before it are saved to {conf.saved[-1]})" if save and conf.saved else ""
+            raise NativeCrash(report.crash + kept)
         if report.interrupted:
             raise KeyboardInterrupt
     return rec, conf

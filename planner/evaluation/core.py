@@ -24,6 +24,7 @@ import numpy as np
 from planner.errors import InvalidInputError, PlannerError
 from planner.evaluation import metrics
 from planner.evaluation.stored import results_dir, text_sha256
+from planner.native import NativeCrash
 from planner.paths import user_cache_dir, user_path
 
 REFERENCE_FORMAT = "F16"
@@ -118,6 +119,7 @@ class EvalReport:
     results: list[FormatResult] = field(default_factory=list)
     interrupted: bool = False
     created: str = ""
+    crash: str = ""  # why the run stopped early (llama.cpp crashed); the results before it are kept
     warnings: list[str] = field(default_factory=list)
     text_sha256: str = ""  # of the text evaluated: `recommend --eval FILE` finds reports of that text by it
     model: dict[str, str] | None = None  # {id, name, key}: which network was measured (stored.describe_source)
@@ -134,7 +136,8 @@ class EvalReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "text": self.text, "ctx": self.ctx, "chunks": self.chunks,
-                "scored_tokens": self.scored_tokens, "interrupted": self.interrupted, "created": self.created,
+                "scored_tokens": self.scored_tokens, "interrupted": self.interrupted, "crash": self.crash,
+                "created": self.created,
                 "scheme": SCHEME, "warnings": self.warnings, "text_sha256": self.text_sha256, "model": self.model,
                 "results": [r.as_dict() for r in self.results]}
 
@@ -329,6 +332,7 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
         raise PlannerError(f"{flags[0]} must be at least 8, got {ctx}")
     if max_chunks is not None and max_chunks < 1:
         raise PlannerError(f"{flags[1]} must be at least 1, got {max_chunks}")
+    check_tokenizer(source)  # before minutes of quantizing: a GGUF without a vocabulary cannot tokenize the text
     open_model = open_model or _open_llama
     progress = progress or _NoProgress()
     cache = cache or cache_root()
@@ -355,8 +359,34 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
                 on_result(r)
     except KeyboardInterrupt:
         report.interrupted = True
+    except NativeCrash as exc:
+        if not report.results:  # nothing measured: the crash is the whole answer
+            raise
+        report.crash = str(exc)
     report.sort_and_mark()
     return report
+
+
+def check_tokenizer(source: Path) -> None:
+    """Refuse a source whose GGUF files would have no vocabulary: eval tokenizes the text with the model."""
+    if source.is_dir():
+        from planner.quantize.tokenizer import missing_tokenizer
+
+        why = missing_tokenizer(source)
+        if why:
+            raise InvalidInputError(f"eval needs a tokenizer: {why}")
+        return
+    if source.suffix.lower() != ".gguf":  # not a source eval reads: the quantizer names what it expects
+        return
+    from planner.models.readers.gguf_header import read_gguf_header
+
+    meta = read_gguf_header(source).metadata
+    kind = meta.get("tokenizer.ggml.model")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if not isinstance(kind, str) or kind in ("no_vocab", "none") or not isinstance(tokens, list) or not tokens:
+        raise InvalidInputError(f"eval needs a tokenizer: {source} carries no vocabulary (tokenizer.ggml.model is "
+                                f"{str(kind)[:40]!r}); evaluate the model directory with its tokenizer.json, or a "
+                                "GGUF that has one")
 
 
 def _source_model(source: Path) -> dict[str, str] | None:

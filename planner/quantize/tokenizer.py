@@ -47,6 +47,20 @@ def pre_tokenizer_name(arch: str, vocab_size: int) -> str | None:
     return None
 
 
+def missing_tokenizer(directory: Path) -> str | None:
+    """Why a GGUF made from `directory` would carry no vocabulary (llama.cpp could load it but not tokenize text), or
+    None when its tokenizer.json is one gguf_tokenizer_from_hf converts."""
+    tj_path = directory / "tokenizer.json"
+    if not tj_path.is_file():
+        return f"add tokenizer.json to {directory}"
+    tj = _load(tj_path)
+    model = tj.get("model") if isinstance(tj, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
+        found = str(model.get("type"))[:40] if isinstance(model, dict) else "none"  # user data: bounded
+        return f"{tj_path} holds a {found} tokenizer; planner converts BPE tokenizers (with a vocab) only"
+    return None
+
+
 def gguf_tokenizer_from_hf(directory: Path, vocab_size: int, arch: str) -> tuple[list[KV], list[str]]:
     """tokenizer.* GGUF keys from a model directory's tokenizer.json and tokenizer_config.json, and warnings."""
     tj_path = directory / "tokenizer.json"

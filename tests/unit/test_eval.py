@@ -292,6 +292,7 @@ def smollm2_report(smollm2):
     return core.evaluate(hf, ["Q8_0", "Q4_0"], load_dataset("sample"), ctx=CTX, max_chunks=CHUNKS, cache=cache)
 
 
+@pytest.mark.real_runtime
 @needs_llama
 def test_smollm2_q8_kl_far_below_q4(smollm2_report):
     by = {r.format: r for r in smollm2_report.results}
@@ -304,12 +305,14 @@ def test_smollm2_q8_kl_far_below_q4(smollm2_report):
     assert 1 < by["F16"].ppl < 100  # a real model on English prose
 
 
+@pytest.mark.real_runtime
 @needs_llama
 def test_smollm2_f16_perplexity_matches_llama_cpp(smollm2, smollm2_report):
     """Our path (chunks, our log-softmax, the cache) against llama-cpp-python's own per-token log-probabilities."""
-    import llama_cpp
+    from native_jobs import JOB
 
     from planner.evaluation.runtime import LlamaModel
+    from planner.native import Worker
 
     hf, cache = smollm2
     f16 = next(r for r in smollm2_report.results if r.reference)
@@ -319,15 +322,14 @@ def test_smollm2_f16_perplexity_matches_llama_cpp(smollm2, smollm2_report):
     finally:
         ours.close()
     # llama-cpp-python's own evaluation (default batch settings) and its own log-softmax, indexed independently
-    llm = llama_cpp.Llama(model_path=f16.file, n_ctx=CTX, logits_all=True, verbose=False)
+    # (in a worker child too: a crash of llama.cpp fails this test instead of ending pytest)
     lps: list[float] = []
-    for c in chunks:
-        llm.reset()
-        llm.eval(c)
-        logprobs = llama_cpp.Llama.logits_to_logprobs(np.array(llm.scores[:CTX]))
-        for pos in range(CTX // 2, CTX - 1):
-            lps.append(float(logprobs[pos, c[pos + 1]]))
-    llm.close()
+    with Worker(JOB) as w:
+        for c in chunks:
+            _, (logprobs,) = w.call("logprobs", {"path": f16.file, "ctx": CTX}, [np.asarray(c, dtype=np.int32)],
+                                    doing="running llama-cpp-python's own evaluation")
+            for pos in range(CTX // 2, CTX - 1):
+                lps.append(float(logprobs[pos, c[pos + 1]]))
     theirs = math.exp(-sum(lps) / len(lps))
     assert len(lps) == f16.tokens
     assert f16.ppl == pytest.approx(theirs, rel=0.01)
@@ -338,16 +340,17 @@ PROMPT = "The capital of France is Paris. The capital of Germany is"
 
 
 def _greedy(path: Path, n: int) -> tuple[list[int], str]:
-    import itertools
+    """n tokens that llama.cpp generates greedily after PROMPT with the file (in a worker child)."""
+    from native_jobs import JOB
 
-    import llama_cpp
+    from planner.native import Worker
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, verbose=False)
-    toks = llm.tokenize(PROMPT.encode(), add_bos=False)
-    out = list(itertools.islice(llm.generate(toks, top_k=1, temp=0.0, repeat_penalty=1.0), n))
-    return out, llm.detokenize(out).decode("utf-8", "replace")
+    with Worker(JOB) as w:
+        res, _ = w.call("greedy", {"path": str(path), "prompt": PROMPT, "n": n}, doing=f"generating with {path}")
+    return res["tokens"], res["text"]
 
 
+@pytest.mark.real_runtime
 @needs_llama
 def test_every_gguf_type_we_write_runs_in_llama_cpp(smollm2):
     """The quantize issue's runtime test: each file type loads in llama.cpp; Q8_0 continues a prompt greedily exactly
@@ -467,6 +470,7 @@ def test_wikitext_is_not_bundled_and_names_are_listed():
     assert "WikiText" in help_text and "--text FILE" in help_text
 
 
+@pytest.mark.real_runtime
 @needs_llama
 def test_smollm2_measured_kld_ranks_recommend(smollm2, smollm2_report, registry, catalog, tmp_path):
     """The real report of SmolLM2-135M matches the smollm2-135m profile by its shapes, and recommend() ranks Q8_0

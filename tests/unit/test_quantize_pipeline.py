@@ -237,6 +237,7 @@ def smollm2(tmp_path_factory) -> tuple[Path, Path]:
     return gguf, hf
 
 
+@pytest.mark.real_runtime
 def test_smollm2_roundtrip(smollm2, tmp_path):
     gguf_path, hf = smollm2
     config = json.loads((hf / "config.json").read_text())

