@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +32,123 @@ def load_yaml(path: Path) -> Any:
     return parse_yaml(text, path)
 
 
+# Nodes that aliases may add to a document when it is expanded (each *alias counts its whole subtree). A YAML
+# "billion laughs" file of a few hundred bytes expands to 10^9 nodes; the planner's own files use no aliases and a
+# hand-written spec that reuses a defaults block a few hundred times stays far below. Assumed bound.
+MAX_ALIAS_EXPANSION = 10_000
+# The longest integer literal read; Python refuses to convert longer decimal strings (sys.int_info.str_digits_check_threshold
+# is 640, the default limit 4300 digits) and no planner number is near it. Hex and binary are held to the same length.
+MAX_INT_CHARS = 4300
+_ALIAS_RE = re.compile(r"(?:^|[\s,\[{])\*[^\s,\[\]{}]")
+
+
+def _alias_expansion(root: Any) -> int:
+    """Nodes the aliases of a composed document add when it is expanded; a recursive alias raises ConstructorError."""
+    import yaml
+
+    mapping, sequence = yaml.MappingNode, yaml.SequenceNode
+    # Only collections are tracked (an alias of a scalar adds one node, which the file's length already bounds).
+    sizes: dict[int, int] = {}  # id(collection) -> nodes in its expanded subtree, each shared collection sized once
+    own = 0  # nodes written in the file: each distinct collection and its scalar children
+    open_nodes: set[int] = set()  # collections whose subtree is being sized: meeting one again is a cycle
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        kind = type(node)
+        if kind is not mapping and kind is not sequence:
+            continue
+        children = [n for pair in node.value for n in pair] if kind is mapping else node.value
+        if done:
+            size = 1
+            for c in children:
+                size += sizes.get(id(c), 1)
+            sizes[id(node)] = size
+            open_nodes.discard(id(node))
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in open_nodes:
+            raise yaml.constructor.ConstructorError(None, None, "an alias refers to a node that contains it (recursive "
+                                                    "alias)", node.start_mark)
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for c in children:
+            ckind = type(c)
+            if ckind is mapping or ckind is sequence:
+                if id(c) not in sizes:
+                    stack.append((c, False))
+            else:
+                own += 1
+        own += 1
+    return sizes.get(id(root), 1) - max(own, 1)
+
+
+def _loader_class() -> Any:
+    """A safe loader (C-accelerated where PyYAML has it) that bounds alias expansion and integer literal length."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser/composer is ~10x faster
+
+    class BoundedSafeLoader(base):  # type: ignore[misc, valid-type]
+        """Composes with the (C) safe loader, refuses alias bombs and recursive aliases before constructing."""
+
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            # An alias is '*name' after a space or flow indicator: text without one has none and skips the walk
+            # (most catalog files have '*' only inside words, e.g. "624* BF16").
+            self.may_alias = not isinstance(stream, str) or _ALIAS_RE.search(stream) is not None
+
+        def get_single_data(self) -> Any:
+            node = self.get_single_node()
+            if node is None:
+                return None
+            extra = _alias_expansion(node) if self.may_alias else 0
+            if extra > MAX_ALIAS_EXPANSION:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"aliases expand the document by {extra} nodes; at most {MAX_ALIAS_EXPANSION} are "
+                    "allowed (a YAML alias bomb?)", node.start_mark)
+            return self.construct_document(node)
+
+        def construct_yaml_int(self, node: Any) -> Any:
+            if len(node.value) > MAX_INT_CHARS:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"integer literal of {len(node.value)} characters; at most {MAX_INT_CHARS} are read",
+                    node.start_mark)
+            return super().construct_yaml_int(node)
+
+    BoundedSafeLoader.add_constructor("tag:yaml.org,2002:int", BoundedSafeLoader.construct_yaml_int)
+    _LOADER = BoundedSafeLoader
+    return _LOADER
+
+
+_LOADER: Any = None
+
+
 def parse_yaml(text: str, path: Path | str) -> Any:
-    """Parse YAML text (safe loader only); raise InvalidInputError naming `path` on bad syntax."""
+    """Parse YAML text (safe loader only); raise InvalidInputError naming `path` on bad syntax, alias bombs or huge ints."""
     import yaml  # imported here: the cached hot path reads JSON only
 
-    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - CSafeLoader/SafeLoader only
+        return yaml.load(text, Loader=_loader_class())  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise InvalidInputError(f"{path}{where}: invalid YAML: {exc.problem or exc}") from None
+        raise InvalidInputError(f"{path}{where}: invalid YAML: {_clip(str(exc.problem or exc))}") from None
     except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{path}: invalid YAML: {exc}") from None
+        raise InvalidInputError(f"{path}: invalid YAML: {_clip(str(exc))}") from None
     except RecursionError:
         raise InvalidInputError(f"{path}: invalid YAML: nested too deeply") from None
+    except ValueError as exc:  # a number the constructor cannot convert (e.g. an over-long integer)
+        raise InvalidInputError(f"{path}: invalid YAML: {_clip(str(exc))}") from None
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """One line of at most `limit` characters (library messages can quote input)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_yaml_dir(path: Path) -> list[tuple[Path, Any]]:
