@@ -89,6 +89,20 @@ def preview(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
 
 
+def show(text: str, limit: int = 80) -> str:
+    """A name from a file, safe for a one-line message: control characters escaped, long names cut."""
+    if text.isprintable() and len(text) <= limit:
+        return text
+    shown = repr(text[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """A message from a library (it may quote input) as one line of at most `limit` characters."""
+    text = " ".join(text[: limit * 4].split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _preview(value: object, limit: int, depth: int) -> str:
     """repr-like text of `value` built from bounded pieces: strings and containers are cut before rendering."""
     if isinstance(value, bool) or value is None:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from planner.errors import InvalidInputError
+from planner.errors import InvalidInputError, clip, preview, show
 
 
 def read_text(path: Path, what: str = "file") -> str:
@@ -39,6 +39,7 @@ MAX_ALIAS_EXPANSION = 10_000
 # The longest integer literal read; Python refuses to convert longer decimal strings (sys.int_info.str_digits_check_threshold
 # is 640, the default limit 4300 digits) and no planner number is near it. Hex and binary are held to the same length.
 MAX_INT_CHARS = 4300
+_INT_LIMIT = 10**MAX_INT_CHARS
 _ALIAS_RE = re.compile(r"(?:^|[\s,\[{])\*[^\s,\[\]{}]")
 
 
@@ -83,8 +84,8 @@ def _alias_expansion(root: Any) -> int:
     return sizes.get(id(root), 1) - max(own, 1)
 
 
-def _loader_class() -> Any:
-    """A safe loader (C-accelerated where PyYAML has it) that bounds alias expansion and integer literal length."""
+def safe_loader() -> Any:
+    """The planner's one YAML loader class: a safe loader (C-accelerated where PyYAML has it) that bounds alias expansion and integer literal length."""
     global _LOADER
     if _LOADER is not None:
         return _LOADER
@@ -113,11 +114,13 @@ def _loader_class() -> Any:
             return self.construct_document(node)
 
         def construct_yaml_int(self, node: Any) -> Any:
-            if len(node.value) > MAX_INT_CHARS:
+            # The length first (a long sexagesimal '1:2:3:...' is slow to convert), then the value: a hex or
+            # binary literal can exceed 4300 decimal digits, which str() (every message) refuses to print.
+            value = None if len(node.value) > MAX_INT_CHARS else super().construct_yaml_int(node)
+            if value is None or abs(value) >= _INT_LIMIT:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"integer literal of {len(node.value)} characters; at most {MAX_INT_CHARS} are read",
-                    node.start_mark)
-            return super().construct_yaml_int(node)
+                    None, None, f"integer literal too long: at most {MAX_INT_CHARS} digits are read", node.start_mark)
+            return value
 
     BoundedSafeLoader.add_constructor("tag:yaml.org,2002:int", BoundedSafeLoader.construct_yaml_int)
     _LOADER = BoundedSafeLoader
@@ -132,23 +135,17 @@ def parse_yaml(text: str, path: Path | str) -> Any:
     import yaml  # imported here: the cached hot path reads JSON only
 
     try:
-        return yaml.load(text, Loader=_loader_class())  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=safe_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise InvalidInputError(f"{path}{where}: invalid YAML: {_clip(str(exc.problem or exc))}") from None
+        raise InvalidInputError(f"{path}{where}: invalid YAML: {clip(str(exc.problem or exc))}") from None
     except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{path}: invalid YAML: {_clip(str(exc))}") from None
+        raise InvalidInputError(f"{path}: invalid YAML: {clip(str(exc))}") from None
     except RecursionError:
         raise InvalidInputError(f"{path}: invalid YAML: nested too deeply") from None
     except ValueError as exc:  # a number the constructor cannot convert (e.g. an over-long integer)
-        raise InvalidInputError(f"{path}: invalid YAML: {_clip(str(exc))}") from None
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    """One line of at most `limit` characters (library messages can quote input)."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        raise InvalidInputError(f"{path}: invalid YAML: {clip(str(exc))}") from None
 
 
 def load_yaml_dir(path: Path) -> list[tuple[Path, Any]]:
@@ -171,6 +168,15 @@ def load_json(path: Path, what: str = "JSON file") -> Any:
         raise InvalidInputError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
     except RecursionError:
         raise InvalidInputError(f"{path}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's int-string limit)
+        raise InvalidInputError(f"{path}: invalid JSON: {json_value_error(exc)}") from None
+
+
+def json_value_error(exc: ValueError) -> str:
+    """What json.loads' non-syntax ValueError means, in one short line (it is Python's int-string limit)."""
+    if "integer string conversion" in str(exc):
+        return f"integer literal too long: at most {MAX_INT_CHARS} digits are read"
+    return clip(str(exc), 120)
 
 
 def format_validation_error(path: Path | str, exc: Any) -> list[str]:
@@ -181,9 +187,10 @@ def format_validation_error(path: Path | str, exc: Any) -> list[str]:
         for part in err.get("loc", ()):
             if isinstance(part, int):
                 loc += f"[{part}]"
-            else:
-                loc += ("." if loc else "") + str(part)
-        msg = err.get("msg", "invalid")
+            else:  # a key the user wrote: it may be long or hold control characters
+                loc += ("." if loc else "") + (show(part, 60) if isinstance(part, str) else preview(part, 60))
+        # pydantic messages can quote the input (custom validators, enum errors): keep them to one short line
+        msg = clip(str(err.get("msg", "invalid")))
         if err.get("type") == "extra_forbidden":
             msg = "unknown field"
         lines.append(f"{path}: {loc or '(top level)'}: {msg}")

@@ -206,9 +206,9 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
     if out.is_file() and meta.is_file():
         try:
             summary = json.loads(meta.read_text())
-            if summary.get("file_bytes") == out.stat().st_size:
+            if isinstance(summary, dict) and summary.get("file_bytes") == out.stat().st_size:
                 return out, summary
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError, RecursionError):  # damaged, over-long ints, too deep: rebuilt below
             pass
     d.mkdir(parents=True, exist_ok=True)
     res = quantize_model(source, f, out, force=True, progress=_QuantizeBar(progress, f.id) if progress else None)

@@ -835,6 +835,10 @@ def parse_snapshot(text: str, source: str = "snapshot") -> dict:
         raise InvalidInputError(f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg} (truncated snapshot?)") from None
     except RecursionError:
         raise InvalidInputError(f"{source}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's int-string limit)
+        from planner.yamlio import json_value_error
+
+        raise InvalidInputError(f"{source}: invalid JSON: {json_value_error(exc)}") from None
     validate_snapshot(data, source)
     return data
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from planner.errors import InvalidInputError
 from planner.models.readers.common import show
-from planner.yamlio import load_json
+from planner.yamlio import json_value_error, load_json
 
 INDEX_NAME = "model.safetensors.index.json"
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library refuses larger headers too
@@ -81,8 +81,10 @@ def parse_safetensors_header(header: bytes, source: str, data_size: int | None, 
         doc = json.loads(header.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidInputError(f"{source}: header: expected UTF-8 JSON") from None
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; so is an over-long integer
-        raise InvalidInputError(f"{source}: header: expected a JSON object ({str(exc)[:120]})") from None
+    except RecursionError:
+        raise InvalidInputError(f"{source}: header: expected a JSON object (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError is a ValueError; so is an over-long integer
+        raise InvalidInputError(f"{source}: header: expected a JSON object ({json_value_error(exc)})") from None
     if not isinstance(doc, dict):
         raise InvalidInputError(f"{source}: header: expected a JSON object mapping tensor names to dtype/shape/data_offsets")
     meta = doc.pop("__metadata__", None)
