@@ -17,12 +17,14 @@ import time
 from pathlib import Path
 
 
-def bomb_text(levels: int = 9, width: int = 9) -> str:
-    """A spec-shaped alias bomb: `levels` lists of `width` aliases of the level below (width**levels leaves)."""
-    lines = [f"a0: &a0 [{', '.join(['lol'] * width)}]"]
+def bomb_text(levels: int = 9, width: int = 9, key: str = "deployments", head: str = "") -> str:
+    """An alias bomb: `levels` lists of `width` aliases of the level below (width**levels leaves) under `key`, the
+    list a reader validates item by item (deployments, devices, models, records), after the lines in `head`."""
+    lines = [head.rstrip("\n")] if head else []
+    lines.append(f"a0: &a0 [{', '.join(['lol'] * width)}]")
     for i in range(1, levels):
         lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]")
-    lines.append(f"deployments: [*a{levels - 1}]")
+    lines.append(f"{key}: [*a{levels - 1}]")
     return "\n".join(lines) + "\n"
 
 
@@ -33,12 +35,18 @@ def cases(work: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
         "--hwdb catalog dir": (["recommend", "--model", "70B", "--device", "rtx-4090", "--hwdb", str(work / "hwdb")], {}),
         "--profiles dir": (["recommend", "--model", "70B", "--device", "rtx-4090", "--profiles", str(work / "profiles")], {}),
         "calibration record": (["calibration", "show", "rtx-4090"], {"PLANNER_DATA_DIR": str(work / "data")}),
+        "parse_yaml only": (["--parse-only", str(work / "spec" / "deploy.yaml")], {}),
     }
 
 
-def write_files(work: Path, text: str) -> None:
-    """The bomb as a spec, a catalog file, a profile file and a calibration record."""
-    for rel in ("spec/deploy.yaml", "hwdb/bomb.yaml", "profiles/bomb.yaml", "data/calibration/rtx-4090.yaml"):
+def write_files(work: Path, levels: int) -> None:
+    """The bomb as a spec, a catalog file, a profile file and a calibration record, each in the list it validates."""
+    files = {"spec/deploy.yaml": bomb_text(levels, key="deployments"),
+             "hwdb/bomb.yaml": bomb_text(levels, key="devices"),
+             "profiles/bomb.yaml": bomb_text(levels, key="models"),
+             "data/calibration/rtx-4090.yaml": bomb_text(levels, key="records",
+                                                         head="schema_version: 1\ndevice_id: rtx-4090\n")}
+    for rel, text in files.items():
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / rel).write_text(text, encoding="utf-8")
 
@@ -50,11 +58,21 @@ def run_one(argv: list[str]) -> None:
     import resource
 
     from planner.cli import main
+    from planner.errors import PlannerError
+    from planner.yamlio import load_yaml
 
     err = io.StringIO()
     t0 = time.perf_counter()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = main(argv)
+    if argv[0] == "--parse-only":  # the loader alone, without the CLI's start-up and catalog loading
+        try:
+            load_yaml(Path(argv[1]))
+            rc = 0
+        except PlannerError as exc:
+            rc = exc.exit_code
+            err.write(f"planner: error: {exc}")
+    else:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main(argv)
     wall = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"rc": rc, "wall_s": wall, "peak_mib": peak_kib / 1024, "message": err.getvalue().strip()[:160]}))
@@ -72,7 +90,7 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="yaml-bomb-") as d:
         work = Path(d)
-        write_files(work, bomb_text(args.levels))
+        write_files(work, args.levels)
         print(f"{'reader':<22} {'exit':>4} {'wall s':>8} {'peak RSS MiB':>13}  message")
         for name, (argv, env) in cases(work).items():
             environ = {**os.environ, "PLANNER_NO_CACHE": "1", **env}

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 # Python refuses to convert an integer of more than 4300 decimal digits to or from text (sys.get_int_max_str_digits).
 INT_DIGITS_LIMIT = 4300
 BIG_INTS = st.integers(INT_DIGITS_LIMIT + 1, INT_DIGITS_LIMIT + 300).map(lambda n: "9" * n)
-NUMBERS = st.integers() | st.floats(allow_nan=True, allow_infinity=True)
+# Unbounded integers (hypothesis keeps most of them small) plus ones past 64 bits and past float range.
+WIDE_INTS = st.integers() | st.integers(2**63 - 2, 2**64 + 2) | st.integers(2**64, 10**600) | st.integers(-(10**600), -(2**63))
+NUMBERS = WIDE_INTS | st.floats(allow_nan=True, allow_infinity=True)
 KEY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
 
 
@@ -27,7 +29,7 @@ def yaml_float(x: float) -> str:
 
 
 YAML_SCALARS = st.one_of(
-    st.integers().map(str),
+    WIDE_INTS.map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(yaml_float),
     BIG_INTS,
     BIG_INTS.map(lambda s: "-" + s),

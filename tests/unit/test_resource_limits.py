@@ -62,11 +62,13 @@ def test_alias_bomb_in_every_yaml_reader(reader: str, tmp_path: Path, monkeypatc
         monkeypatch.setenv("PLANNER_DATA_DIR", str(tmp_path / "data"))
         f = tmp_path / "data" / "calibration" / "rtx-4090.yaml"
         argv = ["calibration", "show", "rtx-4090"]
+        text = bomb_text(9, key="records", head="schema_version: 1\ndevice_id: rtx-4090\n")
     else:
         f = tmp_path / reader / "bomb.yaml"
         argv = ["recommend", "--model", "70B", "--device", "rtx-4090", f"--{reader}", str(f.parent)]
+        text = bomb_text(9, key="devices" if reader == "hwdb" else "models")  # in the list the reader validates
     f.parent.mkdir(parents=True)
-    f.write_text(bomb_text(9), encoding="utf-8")
+    f.write_text(text, encoding="utf-8")
     t0 = time.perf_counter()
     rc, err = _run(argv, capsys)
     assert time.perf_counter() - t0 < 5

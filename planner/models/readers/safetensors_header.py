@@ -20,6 +20,7 @@ from planner.yamlio import json_value_error, load_json
 
 INDEX_NAME = "model.safetensors.index.json"
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library refuses larger headers too
+_U64 = 2**64  # safetensors stores shapes and offsets as u64 (its Rust reader's usize); larger ones are corrupt
 MAX_DIMS = 8
 
 # Bits per element of every safetensors dtype (sub-byte types pack several values per byte).
@@ -119,17 +120,18 @@ def _tensor(key: str, entry: Any, source: str, file: str) -> RawTensor:
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_DIMS
-        or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape)
+        or any(isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < _U64 for d in shape)
     ):
-        raise InvalidInputError(f"{source}: {name}.shape: expected a list of at most {MAX_DIMS} non-negative integers")
+        raise InvalidInputError(f"{source}: {name}.shape: expected a list of at most {MAX_DIMS} non-negative integers "
+                                "below 2^64")
     offsets = entry.get("data_offsets")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or any(isinstance(o, bool) or not isinstance(o, int) or o < 0 for o in offsets)
+        or any(isinstance(o, bool) or not isinstance(o, int) or not 0 <= o < _U64 for o in offsets)
         or offsets[0] > offsets[1]
     ):
-        raise InvalidInputError(f"{source}: {name}.data_offsets: expected [begin, end] with 0 <= begin <= end")
+        raise InvalidInputError(f"{source}: {name}.data_offsets: expected [begin, end] with 0 <= begin <= end < 2^64")
     bits = prod(shape) * DTYPE_BITS[dtype]
     n_bytes = offsets[1] - offsets[0]
     if bits % 8 or bits // 8 != n_bytes:
