@@ -14,7 +14,7 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-from planner.errors import InvalidInputError
+from planner.errors import InvalidInputError, preview
 from planner.models.readers.common import show
 from planner.yamlio import json_value_error, load_json
 
@@ -115,7 +115,7 @@ def _tensor(key: str, entry: Any, source: str, file: str) -> RawTensor:
         raise InvalidInputError(f"{source}: {name}: expected an object with dtype, shape and data_offsets")
     dtype = entry.get("dtype")
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-        raise InvalidInputError(f"{source}: {name}.dtype: expected one of {', '.join(DTYPE_BITS)}, found {show(repr(dtype), 40)}")
+        raise InvalidInputError(f"{source}: {name}.dtype: expected one of {', '.join(DTYPE_BITS)}, found {preview(dtype, 40)}")
     shape = entry.get("shape")
     if (
         not isinstance(shape, list)
@@ -151,7 +151,7 @@ def read_safetensors_index(path: Path | str) -> dict[str, str]:
     for name, shard in weight_map.items():
         # A shard name is a plain file name: never let an index point outside its directory.
         if not isinstance(shard, str) or not shard.endswith(".safetensors") or "/" in shard or "\\" in shard or shard.startswith("."):
-            raise InvalidInputError(f"{path}: weight_map.{show(name)}: expected a .safetensors file name beside the index, found {show(repr(shard))}")
+            raise InvalidInputError(f"{path}: weight_map.{show(name)}: expected a .safetensors file name beside the index, found {preview(shard)}")
     return weight_map
 
 
