@@ -32,8 +32,10 @@ def cases(work: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
     """Reader name -> (planner argv, extra environment), each reading the bomb in its own file."""
     return {
         "check spec": (["check", str(work / "spec" / "deploy.yaml")], {}),
-        "--hwdb catalog dir": (["recommend", "--model", "70B", "--device", "rtx-4090", "--hwdb", str(work / "hwdb")], {}),
-        "--profiles dir": (["recommend", "--model", "70B", "--device", "rtx-4090", "--profiles", str(work / "profiles")], {}),
+        "--hwdb catalog dir": (["recommend", "--model", "70B", "--device", "rtx-4090", "--hwdb", str(work / "hwdb")],
+                               {}),
+        "--profiles dir": (["recommend", "--model", "70B", "--device", "rtx-4090", "--profiles",
+                            str(work / "profiles")], {}),
         "calibration record": (["calibration", "show", "rtx-4090"], {"PLANNER_DATA_DIR": str(work / "data")}),
         "parse_yaml only": (["--parse-only", str(work / "spec" / "deploy.yaml")], {}),
     }

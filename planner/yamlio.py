@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -33,11 +34,11 @@ def load_yaml(path: Path) -> Any:
 
 
 # Nodes that aliases may add to a document when it is expanded (each *alias counts its whole subtree). A YAML
-# "billion laughs" file of a few hundred bytes expands to 10^9 nodes; the planner's own files use no aliases and a
-# hand-written spec that reuses a defaults block a few hundred times stays far below. Assumed bound.
+# "billion laughs" file of a few hundred bytes expands to 10^9 nodes; the planner's own files add at most 26
+# (profiles/deepseek.yaml), and a spec that reuses a 20-node block 500 times stays below. Assumed bound.
 MAX_ALIAS_EXPANSION = 10_000
-# The longest integer literal read; Python refuses to convert longer decimal strings (sys.int_info.str_digits_check_threshold
-# is 640, the default limit 4300 digits) and no planner number is near it. Hex and binary are held to the same length.
+# The longest integer literal read: Python refuses to convert longer decimal strings (its default int-string limit,
+# sys.get_int_max_str_digits(), is 4300) and no planner number is near it. Hex and binary are held to the same bound.
 MAX_INT_CHARS = 4300
 _INT_LIMIT = 10**MAX_INT_CHARS
 _ALIAS_RE = re.compile(r"(?:^|[\s,\[{])\*[^\s,\[\]{}]")
@@ -84,11 +85,9 @@ def _alias_expansion(root: Any) -> int:
     return sizes.get(id(root), 1) - max(own, 1)
 
 
+@functools.cache
 def safe_loader() -> Any:
-    """The planner's one YAML loader class: a safe loader (C-accelerated where PyYAML has it) that bounds alias expansion and integer literal length."""
-    global _LOADER
-    if _LOADER is not None:
-        return _LOADER
+    """The planner's one YAML loader class: safe, C-accelerated where built, bounding aliases and integer literals."""
     import yaml
 
     base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser/composer is ~10x faster
@@ -123,15 +122,11 @@ def safe_loader() -> Any:
             return value
 
     BoundedSafeLoader.add_constructor("tag:yaml.org,2002:int", BoundedSafeLoader.construct_yaml_int)
-    _LOADER = BoundedSafeLoader
-    return _LOADER
-
-
-_LOADER: Any = None
+    return BoundedSafeLoader
 
 
 def parse_yaml(text: str, path: Path | str) -> Any:
-    """Parse YAML text (safe loader only); raise InvalidInputError naming `path` on bad syntax, alias bombs or huge ints."""
+    """Parse YAML text (safe loader only); bad syntax, alias bombs and huge ints raise InvalidInputError naming `path`."""
     import yaml  # imported here: the cached hot path reads JSON only
 
     try:
