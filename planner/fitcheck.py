@@ -24,9 +24,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from planner.errors import InvalidInputError, NotFoundError, PlannerError, close_matches
+from planner.errors import InvalidInputError, NotFoundError, PlannerError, clip, close_matches, preview, show
 from planner.plan import GIB, Plan, Target
-from planner.yamlio import parse_yaml, read_text
+from planner.yamlio import safe_loader, parse_yaml, read_text
 
 SPEC_VERSION = 1
 REPORT_SCHEMA_VERSION = 1
@@ -40,10 +40,6 @@ MAX_TOKENS = 10_485_760  # 10 Mi tokens: beyond any model's context; a slip of a
 REPORT_FORMATS = ("text", "json", "junit", "github", "markdown")
 _NAME_RE = r"^\S(?:[^\x00-\x1f\x7f]*\S)?$"  # printable, no control characters, no surrounding spaces
 
-try:  # The C composer is ~10x faster; fall back to the pure-Python one.
-    _Loader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader = yaml.SafeLoader
 
 
 # ---------------------------------------------------------------------------------------------------- schema
@@ -246,9 +242,11 @@ def _duplicate_keys(root: yaml.Node | None, path: str) -> list[str]:
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode):
                     if key.value in keys and key.value != "<<":
-                        problems.append(f"{path}:{key.start_mark.line + 1}: {where or '(top level)'}: duplicate key '{key.value}'")
+                        problems.append(f"{path}:{key.start_mark.line + 1}: {where or '(top level)'}: "
+                                        f"duplicate key '{show(key.value, 60)}'")
                     keys.add(key.value)
-                    stack.append((value, f"{where}.{key.value}" if where else key.value))
+                    name = show(key.value, 60)  # a key the user wrote: bounded in messages
+                    stack.append((value, f"{where}.{name}" if where else name))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((v, f"{where}[{i}]") for i, v in enumerate(node.value))
     return sorted(problems)
@@ -257,7 +255,7 @@ def _duplicate_keys(root: yaml.Node | None, path: str) -> list[str]:
 def _compose(text: str) -> yaml.Node | None:
     """The YAML node tree (for line numbers); None where it cannot be built."""
     try:
-        return yaml.compose(text, Loader=_Loader)
+        return yaml.compose(text, Loader=safe_loader())  # the one bounded safe loader (C composer where built)
     except (yaml.YAMLError, RecursionError):
         return None
 
@@ -265,13 +263,13 @@ def _compose(text: str) -> yaml.Node | None:
 def _loc_text(loc: Sequence[Any]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+        name = show(part, 60) if isinstance(part, str) else preview(part, 60)  # keys the user wrote: bounded
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + name
     return out or "(top level)"
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return preview(value, 60)  # never repr() a user value whole: it may be huge
 
 
 def _validation_problems(path: str, exc: ValidationError, root: yaml.Node | None) -> list[str]:
@@ -282,9 +280,10 @@ def _validation_problems(path: str, exc: ValidationError, root: yaml.Node | None
         line = _node_lines(root, loc)
         where = f"{path}:{line}" if line else path
         kind = err.get("type", "")
-        msg = err.get("msg", "invalid")
+        msg = clip(str(err.get("msg", "invalid")))  # pydantic messages can quote the input
         if kind == "extra_forbidden":
-            near = close_matches(str(loc[-1]), _FIELD_NAMES, n=3) if loc else []
+            # a long key is cut first: difflib's cost grows with the square of its length
+            near = close_matches(str(loc[-1])[:100], _FIELD_NAMES, n=3) if loc else []
             msg = "unknown field" + (f" (did you mean: {', '.join(near)}?)" if near else "")
         elif kind == "missing":
             msg = "required field is missing"

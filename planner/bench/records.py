@@ -138,7 +138,7 @@ def parse_calibration(doc: Any, path: Path | str):  # type: ignore[no-untyped-de
         return file_model().model_validate(doc)
     except ValidationError as exc:
         lines = format_validation_error(path, exc)
-        raise InvalidInputError("malformed calibration file (fix it or run `planner calibration clear`):\n"
+        raise InvalidInputError(f"{path}: malformed calibration file (fix it or run `planner calibration clear`):\n"
                                 + "\n".join(lines)) from None
 
 

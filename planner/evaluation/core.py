@@ -210,9 +210,9 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
     if out.is_file() and meta.is_file():
         try:
             summary = json.loads(meta.read_text())
-            if summary.get("file_bytes") == out.stat().st_size:
+            if isinstance(summary, dict) and summary.get("file_bytes") == out.stat().st_size:
                 return out, summary
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError, RecursionError):  # damaged, over-long ints, too deep: rebuilt below
             pass
     if occupied(d) and not d.is_dir():
         raise OutputRefusedError(f"{d}: is not a directory, and planner eval keeps its quantized files there; move "

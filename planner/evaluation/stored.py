@@ -159,7 +159,7 @@ def load_reports(directory: Path | None = None) -> list[dict[str, Any]]:
     for p in sorted(d.glob("*.json")) if d.is_dir() else []:
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, 4301+ digits
             out.append({"path": str(p), "error": str(exc)})
             continue
         if isinstance(data, dict):

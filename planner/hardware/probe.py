@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
-from planner.errors import InvalidInputError
+from planner.errors import InvalidInputError, preview
 from planner.hardware.catalog import Catalog, DeviceSpec
 from planner.hardware.schema import CPU_ISA_NAMES
 
@@ -816,7 +816,8 @@ def validate_snapshot(data: Any, source: str = "snapshot") -> Snapshot:
         raise InvalidInputError(f"{source}: not a probe snapshot: no snapshot_version field{hint}")
     version = data.get("snapshot_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > SNAPSHOT_VERSION:
-        raise InvalidInputError(f"{source}: snapshot_version {version} is newer than this planner reads ({SNAPSHOT_VERSION}); upgrade planner")
+        raise InvalidInputError(f"{source}: snapshot_version {preview(version, 20)} is newer than this planner reads "
+                                f"({SNAPSHOT_VERSION}); upgrade planner")
     try:
         return Snapshot.model_validate(data)
     except ValidationError as exc:
@@ -835,6 +836,10 @@ def parse_snapshot(text: str, source: str = "snapshot") -> dict:
         raise InvalidInputError(f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg} (truncated snapshot?)") from None
     except RecursionError:
         raise InvalidInputError(f"{source}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's int-string limit)
+        from planner.yamlio import json_value_error
+
+        raise InvalidInputError(f"{source}: invalid JSON: {json_value_error(exc)}") from None
     validate_snapshot(data, source)
     return data
 

@@ -206,7 +206,7 @@ def test_commands_in_docs_parse():
 # ------------------------------------------------------------------------------------------------ fuzzing
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=10_000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # runs check end to end
 @given(st.one_of(st.text(max_size=200), st.integers(0, len((FIX / "pass.yaml").read_text())).map(
     lambda n: (FIX / "pass.yaml").read_text()[:n])))
 def test_fuzz_main_never_crashes(tmp_path_factory, capsys, text):

@@ -339,7 +339,8 @@ def test_device_ids_cannot_escape_the_directory():
     assert records.load_calibration("../x") == {}
 
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.integers(),
+                     st.floats(allow_nan=True, allow_infinity=True),
                      st.text(max_size=20))
 _record_like = st.fixed_dictionaries(
     {}, optional={k: _scalars for k in ("device_id", "backend", "engine", "kernel_backend", "kernel", "kernel_class",
@@ -347,7 +348,7 @@ _record_like = st.fixed_dictionaries(
                                          "measured_at", "planner_version", "source", "surprise")})
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=st.one_of(_scalars, st.lists(_scalars, max_size=3),
                      st.fixed_dictionaries({}, optional={"schema_version": _scalars, "device_id": _scalars,
                                                          "records": st.one_of(_scalars, st.lists(_record_like, max_size=3))})))

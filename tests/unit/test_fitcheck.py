@@ -431,13 +431,14 @@ def test_reporters_escape_awkward_names(checker):
 
 # ------------------------------------------------------------------------------------------------ fuzzing
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])  # a hang fails
 VALID = (FIX / "pass.yaml").read_text()
 KEYS = st.sampled_from(["deployments", "defaults", "version", "name", "model", "target", "device", "count", "ram_gib",
                         "nodes", "fabric", "expert_parallel", "replicas",
                         "runtime", "format", "context", "concurrency", "kv_dtype", "prompt_tokens", "limits",
                         "min_headroom_pct", "max_quality_loss", "max_ttft_s", "allow_context_extension"])
-LEAVES = st.none() | st.booleans() | st.integers(-10, 10**9) | st.floats(allow_nan=True) | st.text(max_size=12)
+LEAVES = (st.none() | st.booleans() | st.integers(-10, 10**9) | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
+          | st.text(max_size=12))
 TREES = st.recursive(LEAVES, lambda c: st.lists(c, max_size=4) | st.dictionaries(KEYS | st.text(max_size=6), c, max_size=6),
                      max_leaves=12)
 
@@ -479,7 +480,7 @@ def test_fuzz_deployment_entries(entry):
 NAMES = st.text(min_size=1, max_size=200).filter(lambda s: re.fullmatch(fitcheck._NAME_RE, s) is not None)
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=100, deadline=10_000)  # costs a deployment per example
 @given(st.sampled_from(["model", "format", "runtime", "kv_dtype", "device"]), NAMES)
 def test_fuzz_names_resolve_or_give_a_planner_error(checker, field, value):
     """Any name the schema lets through resolves, or fails with a PlannerError naming the deployment."""

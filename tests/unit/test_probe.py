@@ -661,7 +661,7 @@ def test_cgroup_limits_take_the_tightest_along_the_path(tmp_path):
 # --------------------------------------------------------------------------------------------------------------
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.integers() | st.floats() | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=16,
 )
@@ -693,7 +693,7 @@ def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
     return out
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(_KEYS) | st.text(max_size=8), _json, max_size=8), st.booleans())
 def test_fuzz_arbitrary_dicts(data, shaped):
     if shaped:  # get past the first checks so the deeper models are exercised too
@@ -701,7 +701,7 @@ def test_fuzz_arbitrary_dicts(data, shaped):
     _outcome(data)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(sorted(_FIXTURES)), st.data())
 def test_fuzz_mutated_snapshots(name, data):
     doc = copy.deepcopy(_FIXTURES[name])
@@ -720,7 +720,7 @@ def test_fuzz_mutated_snapshots(name, data):
     _outcome(doc)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=2000)
 @given(st.sampled_from(sorted(_FIXTURES)), st.floats(0, 1))
 def test_fuzz_truncated_text(name, fraction):
     text = json.dumps(_FIXTURES[name], indent=2)

@@ -1,4 +1,6 @@
-"""Fuzzing the readers: any bytes or JSON give a result or an InvalidInputError, never another exception or a hang."""
+"""Fuzzing the readers (GGUF, safetensors headers, config.json, probe snapshots): any bytes or JSON -- unbounded
+numbers, nan/inf, 4301+ digit integers, nesting thousands deep -- give a result or an InvalidInputError naming the
+file, never another exception or a hang."""
 
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
+from fuzz_values import JSON_VALUES, WIDE_INTS, all_paths, json_text, set_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
 from planner.errors import InvalidInputError
+from planner.hardware.catalog import load_catalog
+from planner.hardware.probe import interpret, parse_snapshot
 from planner.models.readers import (
     ModelSource,
     load_model_source,
@@ -33,13 +38,15 @@ from planner.models.readers import (
 FUZZ = settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
 
-def outcome(fn: Callable[[], Any]) -> str:
-    """Run a reader: 'ok' or 'invalid' are the only acceptable outcomes (anything else propagates and fails)."""
+def outcome(fn: Callable[[], Any], name: str = "") -> str:
+    """Run a reader: 'ok' or 'invalid' are the only acceptable outcomes (anything else propagates and fails).
+    An error is one bounded line that starts with the file's name."""
     try:
         fn()
     except InvalidInputError as exc:
         msg = str(exc)
         assert msg and "\n" not in msg and "Traceback" not in msg
+        assert msg.startswith(name) and len(msg) <= 1000, msg[:2000]
         return "invalid"
     return "ok"
 
@@ -91,7 +98,7 @@ def _gguf_outcome(data: bytes) -> str:
         header = parse_gguf_header(io.BytesIO(data), "fuzz.gguf", len(data))
         spec_from_gguf(header, "fuzz.gguf")
 
-    return outcome(run)
+    return outcome(run, "fuzz.gguf")
 
 
 # --- GGUF ----------------------------------------------------------------------------------------------------
@@ -161,7 +168,7 @@ def test_gguf_reading_a_file_that_lies_about_sizes_is_fast(work_dir: Path) -> No
 def _safetensors_outcome(work_dir: Path, data: bytes) -> str:
     p = work_dir / "fuzz.safetensors"
     p.write_bytes(data)
-    return outcome(lambda: read_safetensors_header(p))
+    return outcome(lambda: read_safetensors_header(p), str(p))
 
 
 @FUZZ
@@ -188,31 +195,48 @@ def test_safetensors_byte_mutations(work_dir: Path, safetensors_bytes: bytes, da
     _safetensors_outcome(work_dir, bytes(buf))
 
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=20,
-)
+JSON = JSON_VALUES  # unbounded ints and floats, nan/inf, and markers json_text() writes as 4301+ digit integers
+NEST = st.integers(0, 3) | st.integers(0, 5000)  # lists wrapped around a header: mostly none, sometimes thousands
 DTYPES = st.sampled_from(["F32", "F16", "BF16", "I8", "U8", "F8_E4M3", "F4", "BOOL", "I64", "X9", ""])
 ENTRY = st.fixed_dictionaries({
     "dtype": DTYPES | JSON,
-    "shape": st.lists(st.integers(-2, 2**40), max_size=4) | JSON,
-    "data_offsets": st.lists(st.integers(-2, 2**40), min_size=0, max_size=3) | JSON,
+    "shape": st.lists(st.integers(-2, 2**40) | WIDE_INTS, max_size=4) | JSON,
+    "data_offsets": st.lists(st.integers(-2, 2**40) | WIDE_INTS, min_size=0, max_size=3) | JSON,
 })
 
 
 @FUZZ
-@given(st.dictionaries(st.text(max_size=6), ENTRY | JSON, max_size=5), st.integers(0, 2**20) | st.none())
+@given(st.dictionaries(st.text(max_size=6), ENTRY | JSON, max_size=5), st.integers(0, 2**20) | st.integers() | st.none())
 def test_safetensors_structured_headers(header: dict, data_size: int | None) -> None:
-    raw = json.dumps(header).encode()
-    outcome(lambda: parse_safetensors_header(raw, "fuzz.safetensors", data_size))
+    raw = json_text(header).encode()
+    outcome(lambda: parse_safetensors_header(raw, "fuzz.safetensors", data_size), "fuzz.safetensors")
 
 
 @FUZZ
-@given(JSON)
-def test_safetensors_arbitrary_json_header(doc: Any) -> None:
-    raw = json.dumps(doc).encode()
-    outcome(lambda: parse_safetensors_header(raw, "fuzz.safetensors", None))
+@given(st.sampled_from(["F32", "BF16", "F4", "BOOL"]), st.lists(WIDE_INTS.map(abs), max_size=8),
+       st.lists(WIDE_INTS.map(abs), min_size=2, max_size=2).map(sorted))
+def test_safetensors_wide_shapes_and_offsets(dtype: str, shape: list[int], offsets: list[int]) -> None:
+    """Well-formed entries whose dimensions and offsets are past 64 bits or float range (a shape of 10^400 once
+    raised OverflowError while the byte count was formatted)."""
+    raw = json_text({"t": {"dtype": dtype, "shape": shape, "data_offsets": offsets}}).encode()
+    outcome(lambda: parse_safetensors_header(raw, "fuzz.safetensors", offsets[1]), "fuzz.safetensors")
+
+
+@FUZZ
+@given(JSON, NEST)
+def test_safetensors_arbitrary_json_header(doc: Any, nest: int) -> None:
+    raw = json_text(doc, nest).encode()
+    outcome(lambda: parse_safetensors_header(raw, "fuzz.safetensors", None), "fuzz.safetensors")
+
+
+@FUZZ
+@given(JSON, NEST)
+def test_safetensors_file_with_arbitrary_json_header(work_dir: Path, doc: Any, nest: int) -> None:
+    """Through the file reader (length prefix and all), as `--model x.safetensors` reads it."""
+    raw = json_text(doc, nest).encode()
+    p = work_dir / "fuzz-json.safetensors"
+    p.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    outcome(lambda: read_safetensors_header(p), str(p))
 
 
 # --- config.json ---------------------------------------------------------------------------------------------
@@ -266,7 +290,21 @@ def test_config_one_field_replaced(base: dict, data: st.DataObject) -> None:
         target.pop(key, None)
     else:
         target[key] = data.draw(JSON | st.integers(-(2**70), 2**70))
-    outcome(lambda: spec_from_hf_config(config, "config.json"))
+    if _BIG not in json_text(config):  # a parsed config cannot hold a 4301+ digit int; the file test below can
+        outcome(lambda: spec_from_hf_config(json.loads(json_text(config)), "config.json"), "config.json")
+
+
+@FUZZ
+@given(base=st.sampled_from(BASE_CONFIGS), data=st.data())
+def test_config_file_one_field_replaced(work_dir: Path, base: dict, data: st.DataObject) -> None:
+    """As above through the file: 4301+ digit integers, nan/inf and deep nesting reach json.loads itself."""
+    config = json.loads(json.dumps(base))
+    path = data.draw(st.sampled_from(all_paths(config)))
+    config = set_path(config, path, data.draw(JSON))
+    d = work_dir / "cfg-replaced"
+    d.mkdir(exist_ok=True)
+    (d / "config.json").write_text(json_text(config, data.draw(NEST)), encoding="utf-8")
+    outcome(lambda: load_model_source(d / "config.json"), str(d / "config.json"))
 
 
 @FUZZ
@@ -278,6 +316,46 @@ def test_config_file_arbitrary_bytes(work_dir: Path, data: bytes) -> None:
     result: list[ModelSource] = []
     if outcome(lambda: result.append(load_model_source(d / "config.json"))) == "ok":
         assert result[0].tensors is None
+
+
+_BIG = "9" * 4301
+
+
+# --- probe snapshots (`planner probe --snapshot FILE`) ------------------------------------------------------
+
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots"
+_SNAPSHOT_TEXTS = {p.name: p.read_text(encoding="utf-8") for p in sorted(SNAPSHOTS.glob("*.json")) if p.name != "truncated.json"}
+
+
+@pytest.fixture(scope="module")
+def probe_catalog() -> Any:
+    return load_catalog()
+
+
+def _snapshot_outcome(text: str, catalog: Any) -> str:
+    def run() -> None:
+        interpret(parse_snapshot(text, "snap.json"), catalog)
+
+    return outcome(run, "snap.json")
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(_SNAPSHOT_TEXTS)), data=st.data())
+def test_snapshot_one_value_replaced(probe_catalog: Any, name: str, data: st.DataObject) -> None:
+    """A captured snapshot with one node replaced by unbounded / 4301+ digit numbers, nan/inf or deep nesting."""
+    doc = json.loads(_SNAPSHOT_TEXTS[name])
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(all_paths(doc)))
+        doc = set_path(doc, path, data.draw(JSON))
+    _snapshot_outcome(json_text(doc, data.draw(NEST)), probe_catalog)
+
+
+@FUZZ
+@given(JSON, NEST)
+def test_snapshot_arbitrary_json(probe_catalog: Any, doc: Any, nest: int) -> None:
+    if isinstance(doc, dict) and nest == 0:
+        doc = {**doc, "snapshot_version": 1}  # past the first check, so the models are exercised
+    _snapshot_outcome(json_text(doc, nest), probe_catalog)
 
 
 # --- GGUF metadata -> ModelSpec with arbitrary key values ----------------------------------------------------
@@ -336,8 +414,10 @@ def test_encoded_gguf_is_valid() -> None:
     assert (spec.num_layers, spec.hidden_size, spec.vocab_size, spec.num_kv_heads) == (2, 32, 8, 2)
 
 
-VALUES = (st.integers(-3, 2**34) | st.booleans() | st.text(max_size=4) | st.floats(allow_nan=False, width=64)
-          | st.lists(st.integers(0, 2**33) | st.booleans(), max_size=6))
+# The widest values GGUF can hold: the full int64/uint64 range, f64 with nan and inf (its integers are fixed-width).
+VALUES = (st.integers(-3, 2**34) | st.integers(-(2**63), 2**64 - 1) | st.booleans() | st.text(max_size=4)
+          | st.floats(allow_nan=True, allow_infinity=True, width=64)
+          | st.lists(st.integers(0, 2**33) | st.integers(0, 2**63 - 1) | st.booleans(), max_size=6))
 
 
 @FUZZ
@@ -349,3 +429,23 @@ def test_gguf_spec_from_arbitrary_metadata(arch: str, changes: dict, drop: set, 
     kv = {k: v for k, v in {**_GOOD, **changes}.items() if k not in drop}
     data = encode_gguf(arch, kv, tensors)
     _gguf_outcome(data)
+
+
+def _nested_array(depth: int) -> bytes:
+    """A GGUF array value nested `depth` arrays deep around one uint32."""
+    body = struct.pack("<IQI", 4, 1, 7)  # innermost: ARRAY[UINT32] of one item
+    for _ in range(depth - 1):
+        body = struct.pack("<IQ", 9, 1) + body  # ARRAY[ARRAY[...]] of one item
+    return body
+
+
+@FUZZ
+@given(depth=st.integers(1, 2000), count=st.integers(0, 2**64 - 1) | st.just(1))
+def test_gguf_deeply_nested_arrays(depth: int, count: int) -> None:
+    """Arrays of arrays thousands deep (or with a lying length) are refused without recursing that deep."""
+    key = b"test.nested"
+    kv = struct.pack("<Q", len(key)) + key + struct.pack("<I", 9) + _nested_array(depth)
+    if count != 1:  # a lying outer length
+        kv = kv[: 8 + len(key) + 8] + struct.pack("<Q", count) + kv[8 + len(key) + 16:]
+    data = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + kv
+    _gguf_outcome(data + b"\0" * (-len(data) % 32))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from planner.errors import InvalidInputError, NotFoundError
+from planner.errors import InvalidInputError, NotFoundError, preview
 from planner.models.hub.http import HubClient
 from planner.models.hub.mapping import gguf_label, planner_format
 from planner.models.inventory import TensorInfo
@@ -277,7 +277,7 @@ def _shard_names(files: RepoFiles, listing: dict[str, int | None]) -> tuple[list
             # A shard is a plain file name beside the index: never a path that leaves the repo.
             if not isinstance(shard, str) or not shard.endswith(".safetensors") or "/" in shard or "\\" in shard or shard.startswith("."):
                 raise InvalidInputError(f"{files.source(INDEX_NAME)}: weight_map.{show(name)}: expected a .safetensors file name "
-                                        f"beside the index, found {show(repr(shard))}")
+                                        f"beside the index, found {preview(shard)}")
         names = list(dict.fromkeys(weight_map.values()))
         missing = [s for s in names if s not in listing]
         if missing:
@@ -476,7 +476,7 @@ def _read_gguf_parts(files: RepoFiles, parts: list[str], listing: dict[str, int 
                                     f"follow NAME-00001-of-{count:05d}.gguf, so the other parts cannot be found")
         return first
     if count != len(parts):
-        raise InvalidInputError(f"{files.source(parts[0])}: split.count: expected {len(parts)} (the parts in the repo), found {show(repr(count), 20)}")
+        raise InvalidInputError(f"{files.source(parts[0])}: split.count: expected {len(parts)} (the parts in the repo), found {preview(count, 20)}")
     tensors: list[GGUFTensor] = []
     for i, h in enumerate(headers):
         tensors.extend(GGUFTensor(t.name, t.dims, t.type_id, t.type_name, t.offset, t.n_bytes, split=i) for t in h.tensors)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from planner.errors import InvalidInputError
+from planner.errors import InvalidInputError, show  # noqa: F401 - show is re-exported for the readers
 from planner.models.inventory import TensorInfo
 from planner.models.spec import ModelSpec
 
@@ -69,11 +69,3 @@ def layer_of(name: str) -> int | None:
     """The block index of a GGUF tensor name ('blk.12.ffn_up.weight' -> 12), else None."""
     parts = name.split(".")
     return int(parts[1]) if len(parts) > 2 and parts[0] == "blk" and parts[1].isascii() and parts[1].isdigit() else None
-
-
-def show(text: str, limit: int = 80) -> str:
-    """A name from a file, safe for a one-line message: control characters escaped, long names cut."""
-    if text.isprintable() and len(text) <= limit:
-        return text
-    shown = repr(text[:limit])
-    return shown + ("..." if len(text) > limit else "")

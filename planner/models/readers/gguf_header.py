@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
-from planner.errors import InvalidInputError
+from planner.errors import InvalidInputError, preview
 from planner.models.readers.common import build_spec, layer_of, layer_pattern_period, make_id, show, tensor_info, validated
 from planner.models.spec import MLASpec, ModelSpec, MoESpec
 
@@ -258,7 +258,7 @@ def parse_gguf_header(fh: BinaryIO, source: str, file_size: int | None) -> GGUFH
         or not 0 < alignment <= MAX_ALIGNMENT
         or alignment & (alignment - 1)
     ):
-        raise InvalidInputError(f"{source}: general.alignment: expected a power of two up to {MAX_ALIGNMENT}, found {show(repr(alignment), 40)}")
+        raise InvalidInputError(f"{source}: general.alignment: expected a power of two up to {MAX_ALIGNMENT}, found {preview(alignment, 40)}")
 
     raw_tensors: list[tuple[str, tuple[int, ...], int, str, int]] = []
     seen: set[str] = set()
@@ -358,7 +358,7 @@ class _Meta:
 
     def _int(self, key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidInputError(f"{self.source}: {show(key)}: expected an integer, found {show(repr(value), 40)}")
+            raise InvalidInputError(f"{self.source}: {show(key)}: expected an integer, found {preview(value, 40)}")
         return value
 
     def get(self, name: str) -> int | None:

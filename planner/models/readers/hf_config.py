@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-from planner.errors import InvalidInputError
+from planner.errors import InvalidInputError, preview
 from planner.models.inventory import count_active_params, count_params
 from planner.models.readers.common import build_spec, layer_pattern_period, make_id, show, validated
 from planner.models.spec import MLASpec, ModelSpec, MoESpec
@@ -298,7 +298,7 @@ def _pick_architecture(config: Mapping[str, Any], source: str) -> tuple[str, _Ar
     if archs is None and isinstance(model_type, str) and model_type in _BY_MODEL_TYPE:
         a = _BY_MODEL_TYPE[model_type]
         return a, ARCHITECTURES[a]
-    found = f"found {show(repr(names), 120)}" if names else "found none"
+    found = f"found {preview(names, 120)}" if names else "found none"
     raise InvalidInputError(
         f"{source}: architectures: expected one of {', '.join(supported_architectures())}; {found}"
     )

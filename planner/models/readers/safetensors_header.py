@@ -14,12 +14,13 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-from planner.errors import InvalidInputError
+from planner.errors import InvalidInputError, preview
 from planner.models.readers.common import show
-from planner.yamlio import load_json
+from planner.yamlio import json_value_error, load_json
 
 INDEX_NAME = "model.safetensors.index.json"
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library refuses larger headers too
+_U64 = 2**64  # safetensors stores shapes and offsets as u64 (its Rust reader's usize); larger ones are corrupt
 MAX_DIMS = 8
 
 # Bits per element of every safetensors dtype (sub-byte types pack several values per byte).
@@ -81,8 +82,10 @@ def parse_safetensors_header(header: bytes, source: str, data_size: int | None, 
         doc = json.loads(header.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidInputError(f"{source}: header: expected UTF-8 JSON") from None
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; so is an over-long integer
-        raise InvalidInputError(f"{source}: header: expected a JSON object ({str(exc)[:120]})") from None
+    except RecursionError:
+        raise InvalidInputError(f"{source}: header: expected a JSON object (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError is a ValueError; so is an over-long integer
+        raise InvalidInputError(f"{source}: header: expected a JSON object ({json_value_error(exc)})") from None
     if not isinstance(doc, dict):
         raise InvalidInputError(f"{source}: header: expected a JSON object mapping tensor names to dtype/shape/data_offsets")
     meta = doc.pop("__metadata__", None)
@@ -112,22 +115,23 @@ def _tensor(key: str, entry: Any, source: str, file: str) -> RawTensor:
         raise InvalidInputError(f"{source}: {name}: expected an object with dtype, shape and data_offsets")
     dtype = entry.get("dtype")
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-        raise InvalidInputError(f"{source}: {name}.dtype: expected one of {', '.join(DTYPE_BITS)}, found {show(repr(dtype), 40)}")
+        raise InvalidInputError(f"{source}: {name}.dtype: expected one of {', '.join(DTYPE_BITS)}, found {preview(dtype, 40)}")
     shape = entry.get("shape")
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_DIMS
-        or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape)
+        or any(isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < _U64 for d in shape)
     ):
-        raise InvalidInputError(f"{source}: {name}.shape: expected a list of at most {MAX_DIMS} non-negative integers")
+        raise InvalidInputError(f"{source}: {name}.shape: expected a list of at most {MAX_DIMS} non-negative integers "
+                                "below 2^64")
     offsets = entry.get("data_offsets")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or any(isinstance(o, bool) or not isinstance(o, int) or o < 0 for o in offsets)
+        or any(isinstance(o, bool) or not isinstance(o, int) or not 0 <= o < _U64 for o in offsets)
         or offsets[0] > offsets[1]
     ):
-        raise InvalidInputError(f"{source}: {name}.data_offsets: expected [begin, end] with 0 <= begin <= end")
+        raise InvalidInputError(f"{source}: {name}.data_offsets: expected [begin, end] with 0 <= begin <= end < 2^64")
     bits = prod(shape) * DTYPE_BITS[dtype]
     n_bytes = offsets[1] - offsets[0]
     if bits % 8 or bits // 8 != n_bytes:
@@ -147,7 +151,7 @@ def read_safetensors_index(path: Path | str) -> dict[str, str]:
     for name, shard in weight_map.items():
         # A shard name is a plain file name: never let an index point outside its directory.
         if not isinstance(shard, str) or not shard.endswith(".safetensors") or "/" in shard or "\\" in shard or shard.startswith("."):
-            raise InvalidInputError(f"{path}: weight_map.{show(name)}: expected a .safetensors file name beside the index, found {show(repr(shard))}")
+            raise InvalidInputError(f"{path}: weight_map.{show(name)}: expected a .safetensors file name beside the index, found {preview(shard)}")
     return weight_map
 
 
