@@ -6,8 +6,8 @@ from __future__ import annotations
 # would otherwise print a traceback, since main()'s error boundary is not running yet. Everything else is imported
 # inside main(), under that boundary.
 import sys
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers treat this name as True)
 if TYPE_CHECKING:  # pragma: no cover
     import argparse
     from collections.abc import Sequence

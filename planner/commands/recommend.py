@@ -7,10 +7,10 @@ import sys
 
 from planner.commands.common import add_model_options, check_context, gib, load_catalog_for, load_model
 from planner.commands.options import (
-    MAX_CONTEXT_TOKENS, MAX_EVAL_CHUNKS, MAX_TOKENS_PER_S, add_catalog_dirs, add_json, console, float_in, int_in, kv_dtype, nonempty,
+    MAX_CONTEXT_TOKENS, MAX_EVAL_CHUNKS, MAX_RECOMMEND_GPUS, MAX_TOKENS_PER_S, add_catalog_dirs, add_json, console, float_in, int_in, kv_dtype, nonempty,
     path_arg, print_json,
 )
-from planner.errors import NothingFitsError, PlannerError
+from planner.errors import InvalidInputError, NothingFitsError, PlannerError
 from planner.targets import add_target_options, resolve_target
 
 SCHEMA_VERSION = 1
@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quantize is not None and args.output is None:
         raise PlannerError("--quantize needs -o OUT (where to write the artifact)")
+    if args.count * args.nodes > MAX_RECOMMEND_GPUS:
+        raise InvalidInputError(f"--count {args.count} x --nodes {args.nodes} is {args.count * args.nodes} GPUs; "
+                                f"recommend plans at most {MAX_RECOMMEND_GPUS} (estimate takes more)")
     catalog = load_catalog_for(args)
     mc, note = load_model(args)
     context = check_context(args, mc.spec.max_context)
