@@ -42,7 +42,9 @@ def checksum(material: bytes) -> str:
 
 def cached_validated(kind: str, directory: Path, record: type[Record], build: Callable[[], list[Any]]) -> list[Any]:
     """Return `build()`'s validated models, or Records from a JSON cache keyed on the files' fingerprint."""
-    if not Path(directory).exists():
+    from planner.paths import path_kind  # raises the clear 'cannot read' error for a directory the user may not enter
+
+    if path_kind(Path(directory)) is None:
         return build()  # build() raises the clear 'no such directory' error
     cache_file = user_cache_dir() / f"{kind}-{_fingerprint(directory)}.json"
     if os.environ.get("PLANNER_NO_CACHE") != "1" and cache_file.is_file():

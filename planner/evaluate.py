@@ -272,6 +272,13 @@ _KV_ALIASES = {"fp16": ("f16", "fp16", "auto"), "f16": ("f16", "fp16", "auto"), 
                "q8_0": ("q8_0", "q8"), "q4_0": ("q4_0", "q4"), "int8": ("int8", "q8_0", "q8")}
 
 
+def known_kv_dtypes() -> list[str]:
+    """Every KV cache dtype name some runtime takes, aliases included (for --kv-dtype's check)."""
+    from planner.runtimes import RUNTIMES
+
+    return sorted({d for rt in RUNTIMES.values() for d in rt.kv_dtypes} | set(_KV_ALIASES))
+
+
 def _kv_dtype(runtime: Runtime, requested: str | None) -> tuple[str | None, str]:
     """Map a requested KV dtype to the runtime's own name; '' reason when fine."""
     if not requested:

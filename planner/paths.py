@@ -46,3 +46,42 @@ def user_path(text: str | Path) -> Path:
         return Path(text).expanduser()
     except RuntimeError:  # pathlib cannot find that user's home directory
         return Path(text)
+
+
+def list_dir(path: Path) -> list[Path]:
+    """The entries of a directory the user named; an unreadable one (permissions, I/O) is one clear InvalidInputError
+    instead of a PermissionError from deep inside a reader."""
+    from planner.errors import InvalidInputError
+
+    try:
+        with os.scandir(path) as it:
+            return [Path(e.path) for e in it]
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read directory ({exc.strerror or exc})") from None
+
+
+def path_kind(path: Path) -> str | None:
+    """'dir', 'file' or 'other' for an existing path, None for a missing one; a path below a directory the user may
+    not enter is one clear InvalidInputError (Path.exists and is_dir raise PermissionError there)."""
+    import stat
+
+    from planner.errors import InvalidInputError
+
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError:  # an embedded NUL byte: no such path can exist
+        return None
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def path_exists(path: Path) -> bool:
+    """Path.exists(), except that a path the user may not look at counts as existing, so the reader that opens it
+    reports 'cannot read' rather than the planner treating it as a name (Path.exists raises on EACCES)."""
+    try:
+        return path.exists()
+    except OSError:
+        return True

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
+from planner.commands.options import (
+    MAX_BANDWIDTH_GB_S, MAX_DEVICE_GIB, MAX_DEVICES, MAX_HOST_GIB, MAX_NODES, float_in, int_in, nonempty, path_arg, size_in,
+)
 from planner.errors import PlannerError
 from planner.hardware.catalog import Catalog, parse_memory
 from planner.plan import GIB, Target, system_usable_bytes, target_from_catalog
@@ -13,14 +14,14 @@ from planner.plan import GIB, Target, system_usable_bytes, target_from_catalog
 def add_target_options(p: argparse.ArgumentParser) -> None:
     """--device/--count/--ram, --memory/--bandwidth, --snapshot: what to plan for (default: this machine)."""
     g = p.add_argument_group("target (default: this machine, probed)")
-    g.add_argument("--device", metavar="ID", help="catalog device id or name, e.g. h100-sxm, rtx-4090, m3-max-128gb")
-    g.add_argument("--count", type=int, default=1, metavar="N", help="number of identical devices (default 1)")
-    g.add_argument("--ram", metavar="SIZE", help="host RAM available for offloaded layers, e.g. 64GiB")
-    g.add_argument("--memory", metavar="SIZE", help="plan for a device with this much memory, e.g. 24GiB")
-    g.add_argument("--bandwidth", type=float, metavar="GB/S", help="with --memory: its memory bandwidth in GB/s")
-    g.add_argument("--snapshot", type=Path, metavar="FILE", help="plan for the machine a `planner probe --raw` snapshot describes")
-    g.add_argument("--nodes", type=int, default=1, metavar="N", help="identical nodes of --count devices each (multi-node plans)")
-    g.add_argument("--fabric", metavar="ID", help="inter-node fabric: ib-ndr, ib-hdr, roce-400g, eth-100g, eth-10g ... (default ib-ndr)")
+    g.add_argument("--device", type=nonempty, metavar="ID", help="catalog device id or name, e.g. h100-sxm, rtx-4090, m3-max-128gb")
+    g.add_argument("--count", type=int_in(1, MAX_DEVICES), default=1, metavar="N", help="number of identical devices (default 1)")
+    g.add_argument("--ram", type=size_in(MAX_HOST_GIB), metavar="SIZE", help="host RAM available for offloaded layers, e.g. 64GiB")
+    g.add_argument("--memory", type=size_in(MAX_DEVICE_GIB), metavar="SIZE", help="plan for a device with this much memory, e.g. 24GiB")
+    g.add_argument("--bandwidth", type=float_in(0, MAX_BANDWIDTH_GB_S, lo_open=True), metavar="GB/S", help="with --memory: its memory bandwidth in GB/s")
+    g.add_argument("--snapshot", type=path_arg, metavar="FILE", help="plan for the machine a `planner probe --raw` snapshot describes")
+    g.add_argument("--nodes", type=int_in(1, MAX_NODES), default=1, metavar="N", help="identical nodes of --count devices each (multi-node plans)")
+    g.add_argument("--fabric", type=nonempty, metavar="ID", help="inter-node fabric: ib-ndr, ib-hdr, roce-400g, eth-100g, eth-10g ... (default ib-ndr)")
     g.add_argument("--expert-parallel", action="store_true", help="MoE across nodes: shard experts over every GPU instead of pipeline stages")
 
 
@@ -31,8 +32,8 @@ def manual_device(memory_gib: float, bandwidth_gb_s: float | None):  # type: ign
     return DeviceSpec.model_validate({
         "id": "custom", "name": f"custom device ({memory_gib:g} GiB)", "vendor": "nvidia", "backend": "cuda",
         "architecture": "unknown", "compute_capability": "8.0", "memory_gib": memory_gib, "memory_type": "unknown",
-        "memory_kind": "dedicated", "mem_bandwidth_gb_s": bandwidth_gb_s or 500.0, "launch_year": 2024,
-        "source": "user input (--memory/--bandwidth)", "unverified": [] if bandwidth_gb_s else ["mem_bandwidth_gb_s"],
+        "memory_kind": "dedicated", "mem_bandwidth_gb_s": 500.0 if bandwidth_gb_s is None else bandwidth_gb_s, "launch_year": 2024,
+        "source": "user input (--memory/--bandwidth)", "unverified": [] if bandwidth_gb_s is not None else ["mem_bandwidth_gb_s"],
     })
 
 
@@ -55,23 +56,19 @@ def cpu_device(model_name: str, cores: int | None, ram_total_bytes: int,  # type
 
 
 def resolve_target(args: argparse.Namespace, catalog: Catalog) -> Target:
-    """The Target the command line asks for."""
-    if args.count < 1 or args.count > 1024:
-        raise PlannerError(f"--count must be between 1 and 1024, got {args.count}")
-    nodes = getattr(args, "nodes", 1) or 1
-    if nodes < 1 or nodes > 4096:
-        raise PlannerError(f"--nodes must be between 1 and 4096, got {nodes}")
+    """The Target the command line asks for (option ranges were checked while parsing)."""
+    nodes = getattr(args, "nodes", 1)
     fabric = None
     if nodes > 1 or getattr(args, "fabric", None):
         from planner.hardware.catalog import get_fabric, load_fabrics
 
         fabric = get_fabric(getattr(args, "fabric", None) or "ib-ndr", load_fabrics())
     multi = {"nodes": nodes, "fabric": fabric, "expert_parallel": bool(getattr(args, "expert_parallel", False))}
-    ram = int(_mem(args.ram, "--ram") * GIB) if getattr(args, "ram", None) else None
+    ram = int(parse_memory(args.ram) * GIB) if getattr(args, "ram", None) else None
     if args.memory:
-        dev = manual_device(_mem(args.memory, "--memory"), args.bandwidth)
+        dev = manual_device(parse_memory(args.memory), args.bandwidth)
         t = target_from_catalog(dev, args.count, ram, **multi)
-        notes = ("custom device: compute assumed like an sm80 GPU",) + (() if args.bandwidth else ("bandwidth unknown: assumed 500 GB/s",))
+        notes = ("custom device: compute assumed like an sm80 GPU",) + (() if args.bandwidth is not None else ("bandwidth unknown: assumed 500 GB/s",))
         return Target(t.device, t.count, t.usable_bytes, ram, origin="manual", notes=notes, **multi)
     if args.device:
         return target_from_catalog(catalog.get(args.device), args.count, ram, **multi)
@@ -82,16 +79,6 @@ def resolve_target(args: argparse.Namespace, catalog: Catalog) -> Target:
     snap = probe.load_snapshot(args.snapshot) if args.snapshot else probe.read_raw()
     host = probe.interpret(snap, catalog)
     return target_from_host(host, origin="snapshot" if args.snapshot else "probe", ram_override=ram)
-
-
-def _mem(text: str, flag: str) -> float:
-    try:
-        v = parse_memory(text)
-    except ValueError as exc:
-        raise PlannerError(f"{flag}: {exc}") from None
-    if not 0 < v <= 1024 * 1024:
-        raise PlannerError(f"{flag}: {text} is out of range")
-    return v
 
 
 def target_from_host(host, origin: str = "probe", ram_override: int | None = None) -> Target:  # type: ignore[no-untyped-def]

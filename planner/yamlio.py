@@ -145,10 +145,13 @@ def parse_yaml(text: str, path: Path | str) -> Any:
 
 def load_yaml_dir(path: Path) -> list[tuple[Path, Any]]:
     """Load every *.yaml / *.yml file of a directory (or one file), sorted by name."""
+    from planner.paths import list_dir, path_kind  # an unreadable directory is one clear line, not a PermissionError
+
     path = Path(path)
-    if not path.exists():
+    kind = path_kind(path)
+    if kind is None:
         raise InvalidInputError(f"{path}: no such file or directory")
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+    files = [path] if kind != "dir" else sorted(p for p in list_dir(path) if p.suffix in (".yaml", ".yml"))
     if not files:
         raise InvalidInputError(f"{path}: no .yaml files found")
     return [(f, load_yaml(f)) for f in files]

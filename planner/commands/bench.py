@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from planner.commands.options import add_catalog_dirs, add_json, console, print_json
+from planner.commands.options import (
+    MAX_HOST_GIB, add_catalog_dirs, add_json, console, int_in, nonempty, print_json, size_in,
+)
 from planner.errors import PlannerError
 
 
@@ -17,16 +19,18 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                     "MoE experts), quantize random weights for the format, time decode GEMV and prefill GEMM per "
                     "shape, extrapolate by layer count, and compare with the cost model. --save stores the result "
                     "as a calibration record that recommend/estimate then use.")
-    p.add_argument("--model", "-m", required=True, metavar="MODEL", help="profile id, alias, HF repo id, bare size or config path")
-    p.add_argument("--format", "-f", required=True, metavar="FMT", help="weight format: fp32, bf16, fp16, Q8_0, Q4_K_M, int8, gptq-int4, w8a8-int8, fp8 ...")
-    p.add_argument("--device", default="cpu", metavar="DEV", help="where to run: cpu, cuda, cuda:N or mps (default cpu)")
+    p.add_argument("--model", "-m", required=True, type=nonempty, metavar="MODEL", help="profile id, alias, HF repo id, bare size or config path")
+    p.add_argument("--format", "-f", required=True, type=nonempty, metavar="FMT", help="weight format: fp32, bf16, fp16, Q8_0, Q4_K_M, int8, gptq-int4, w8a8-int8, fp8 ...")
+    p.add_argument("--device", default="cpu", type=nonempty, metavar="DEV", help="where to run: cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--catalog-device", metavar="ID", help="catalog entry whose peaks to compare with (default: this machine as probed)")
     p.add_argument("--runtime", metavar="ID", help="runtime whose predicted speed to show (default: the kernel's engine, else the fastest)")
     p.add_argument("--kernel", action="append", default=[], metavar="ID", help="time only this kernel (repeatable), e.g. numpy-int8, torch-int4-g128, or llama.cpp (GGUF: the whole model in real llama.cpp)")
-    p.add_argument("--batch", default="1", metavar="B[,B...]", help="decode batch sizes, comma-separated (default 1)")
-    p.add_argument("--prompt", type=int, default=512, metavar="TOKENS", help="prefill length (default 512; 0 skips prefill)")
-    p.add_argument("--max-memory", metavar="SIZE", help="memory the bench may allocate (default: half of what is free), e.g. 8GiB")
-    p.add_argument("--repeat", type=int, default=25, metavar="N", help="timed calls per measurement, at most (default 25)")
+    p.add_argument("--batch", default="1", type=_batches, metavar="B[,B...]", help="decode batch sizes, comma-separated (default 1)")
+    # 131072 tokens: the runner's own prefill limit (planner.bench.runner)
+    p.add_argument("--prompt", type=int_in(0, 131072), default=512, metavar="TOKENS", help="prefill length (default 512; 0 skips prefill)")
+    p.add_argument("--max-memory", type=size_in(MAX_HOST_GIB), metavar="SIZE", help="memory the bench may allocate (default: half of what is free), e.g. 8GiB")
+    # 1000 timed calls already take minutes per shape; more buys no precision
+    p.add_argument("--repeat", type=int_in(1, 1000), default=25, metavar="N", help="timed calls per measurement, at most (default 25)")
     p.add_argument("--quick", action="store_true",
                    help="a fast, rough run: 128 MiB copy test, at most 16 MiB of weights per shape, short timings")
     p.add_argument("--save", action="store_true", help="save the measurement as calibration records for this device")
@@ -45,6 +49,14 @@ def parse_batches(text: str) -> list[int]:
     if not out or any(b < 1 or b > 4096 for b in out):
         raise PlannerError(f"--batch values must be between 1 and 4096, got '{text}'")
     return out
+
+
+def _batches(text: str) -> list[int]:
+    """argparse type for --batch: parse_batches' error becomes argparse's one-line exit-2 error."""
+    try:
+        return parse_batches(text)
+    except PlannerError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--batch ")) from None
 
 
 def bench_target(device: str, catalog, catalog_device: str | None = None):  # type: ignore[no-untyped-def]
@@ -85,19 +97,12 @@ def run(args: argparse.Namespace) -> int:
     from planner.runtimes import get_runtime
 
     device_kind(args.device)
-    batches = parse_batches(args.batch)
-    if args.repeat < 1 or args.repeat > 1000:
-        raise PlannerError(f"--repeat must be between 1 and 1000, got {args.repeat}")
+    batches = args.batch  # parsed and bounded by _batches
     budget = None
-    if args.max_memory:
+    if args.max_memory:  # a size checked while parsing
         from planner.hardware.catalog import parse_memory
 
-        try:
-            budget = int(parse_memory(args.max_memory) * 2**30)
-        except ValueError as exc:
-            raise PlannerError(f"--max-memory: {exc}") from None
-        if budget <= 0:
-            raise PlannerError("--max-memory must be positive")
+        budget = int(parse_memory(args.max_memory) * 2**30)
     catalog = load_catalog_for(args)
     mc, note = load_model(args)
     fmt = get_format(args.format)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from planner.commands.options import add_catalog_dirs, add_json, console, print_json
+from planner.commands.options import MAX_DEVICE_GIB, add_catalog_dirs, add_json, console, float_in, print_json
 
 _SORT_KEYS = {"memory": lambda d: d.memory_gib, "bandwidth": lambda d: d.mem_bandwidth_gb_s, "name": lambda d: d.name.lower(),
               "year": lambda d: d.launch_year, "id": lambda d: d.id, "fp16": lambda d: d.peak_fp16_tflops or 0}
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("target", nargs="?", metavar="ID|DIR", help="device id for 'show', directory for 'validate'")
     p.add_argument("--vendor", help="only this vendor (nvidia, amd, apple, intel, qualcomm, generic)")
     p.add_argument("--kind", choices=["dedicated", "unified", "system"], help="only this memory kind")
-    p.add_argument("--min-memory", type=float, metavar="GIB", help="only devices with at least this much memory")
+    p.add_argument("--min-memory", type=float_in(0, MAX_DEVICE_GIB), metavar="GIB", help="only devices with at least this much memory")
     p.add_argument("--sort", choices=sorted(_SORT_KEYS), default="memory", help="sort key (default memory)")
     p.add_argument("--unverified", action="store_true", help="only devices with figures no source confirms")
     p.add_argument("--variants", action="store_true", help="include every memory configuration (e.g. m3-max-128gb)")

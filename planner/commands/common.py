@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from planner.commands.options import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, int_in, nonempty
 from planner.errors import NotFoundError, PlannerError
 
 
 def add_model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     """--model, --online, --context, --concurrency, --prompt, --allow-context-extension."""
-    p.add_argument("--model", "-m", required=required, metavar="MODEL",
+    p.add_argument("--model", "-m", required=required, metavar="MODEL", type=nonempty,
                    help="profile id, alias, bare size (70B), Hugging Face repo id (ORG/NAME[@REV][:QUANT]; local HF cache, "
                         "or the Hub with --online), or a path to config.json / model dir / .gguf")
     add_online_option(p)
-    p.add_argument("--context", "-c", type=int, metavar="TOKENS", help="context length per sequence (default: min(8192, model max))")
-    p.add_argument("--concurrency", type=int, default=1, metavar="N", help="concurrent sequences (default 1)")
-    p.add_argument("--prompt", type=int, default=512, metavar="TOKENS", help="prompt length for prefill speed and TTFT (default 512)")
+    p.add_argument("--context", "-c", type=int_in(1, MAX_CONTEXT_TOKENS), metavar="TOKENS",
+                   help="context length per sequence (default: min(8192, model max))")
+    p.add_argument("--concurrency", type=int_in(1, MAX_CONCURRENCY), default=1, metavar="N", help="concurrent sequences (default 1)")
+    # a prompt longer than any context could not be prefilled in one sequence
+    p.add_argument("--prompt", type=int_in(1, MAX_CONTEXT_TOKENS), default=512, metavar="TOKENS",
+                   help="prompt length for prefill speed and TTFT (default 512)")
     p.add_argument("--allow-context-extension", action="store_true", help="allow a context beyond the model's maximum (RoPE scaling)")
 
 
@@ -40,7 +44,9 @@ def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     registry = load_registry(getattr(args, "profiles", []) or [])
     name = args.model
     note = ""
-    if Path(name).exists():
+    from planner.paths import path_exists
+
+    if path_exists(Path(name)):
         # Only a path or a repo id needs the file readers (they import numpy/gguf, which cost start-up time).
         from planner.models.hub import gguf_label, planner_format
         from planner.models.readers import resolve_model
@@ -131,17 +137,12 @@ def _plan_as_stored(args: argparse.Namespace, stored: list[str]) -> str:
 
 
 def check_context(args: argparse.Namespace, max_context: int) -> int:
-    """The context to plan for; impossible values are clear errors."""
+    """The context to plan for; a context beyond the model's is an error unless extension is allowed (the ranges of
+    --context, --concurrency and --prompt are checked while parsing)."""
     ctx = args.context if args.context is not None else min(8192, max_context)
-    if ctx <= 0:
-        raise PlannerError(f"--context must be a positive number of tokens, got {ctx}")
     if ctx > max_context and not args.allow_context_extension:
         raise PlannerError(f"--context {ctx} is beyond the model's maximum of {max_context} tokens "
                            "(add --allow-context-extension to plan for RoPE scaling)")
-    if args.concurrency < 1 or args.concurrency > 100000:
-        raise PlannerError(f"--concurrency must be between 1 and 100000, got {args.concurrency}")
-    if args.prompt < 1:
-        raise PlannerError(f"--prompt must be at least 1 token, got {args.prompt}")
     return ctx
 
 

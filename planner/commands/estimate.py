@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from planner.commands.common import add_model_options, check_context, gib, load_catalog_for, load_model
-from planner.commands.options import add_catalog_dirs, add_json, console, print_json
+from planner.commands.options import (
+    MAX_DEVICES, MAX_NODES, add_catalog_dirs, add_json, console, int_in, kv_dtype, nonempty, print_json,
+)
 from planner.errors import PlannerError
 from planner.targets import add_target_options, resolve_target
 
@@ -15,11 +17,12 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p = sub.add_parser("estimate", help="memory, speed and quality of one model/format/device/runtime",
                        description="Compute a single plan. Without --device and --memory only sizes are computed.")
     add_model_options(p)
-    p.add_argument("--format", "-f", required=True, metavar="FMT", help="Q4_K_M, Q8_0, IQ4_XS, F16, fp16, bf16, fp8, gptq-int4, awq-int4, nf4, mlx-4bit, exl2-4.0bpw ...")
-    p.add_argument("--runtime", metavar="ID", help="runtime id (default: the fastest that runs the format)")
-    p.add_argument("--kv-dtype", metavar="DTYPE", help="KV cache dtype (default: the runtime's)")
+    p.add_argument("--format", "-f", required=True, type=nonempty, metavar="FMT", help="Q4_K_M, Q8_0, IQ4_XS, F16, fp16, bf16, fp8, gptq-int4, awq-int4, nf4, mlx-4bit, exl2-4.0bpw ...")
+    p.add_argument("--runtime", type=nonempty, metavar="ID", help="runtime id (default: the fastest that runs the format)")
+    p.add_argument("--kv-dtype", type=kv_dtype, metavar="DTYPE", help="KV cache dtype (default: the runtime's)")
     add_target_options(p)
-    p.add_argument("--replicas", type=int, default=1, metavar="N",
+    # at most one replica per GPU of the largest target the options allow
+    p.add_argument("--replicas", type=int_in(1, MAX_DEVICES * MAX_NODES), default=1, metavar="N",
                    help="data-parallel copies sharing the GPUs (--count x --nodes must divide by N; default 1)")
     p.add_argument("--local", action="store_true", help="plan for this machine (probe) when no --device is given")
     p.add_argument("--no-calibration", action="store_true",

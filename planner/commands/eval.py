@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from planner.commands.options import add_json, console, print_json
+from planner.commands.options import MAX_CONTEXT_TOKENS, MAX_EVAL_CHUNKS, add_json, console, int_in, path_arg, print_json
 
 DEFAULT_FORMATS = "Q8_0,Q5_K_M,Q4_K_M,Q3_K_M"
 
@@ -21,17 +20,18 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                     "chunks, and report perplexity, KL divergence from the 16-bit model (mean, p99), top-1 "
                     "agreement with it, and size, sorted by size with the knee of the size/quality curve marked. "
                     "Your own text is the point: quality depends on what the model is used for.")
-    p.add_argument("source", type=Path, metavar="SOURCE", help="Hugging Face model directory or .gguf file")
+    p.add_argument("source", type=path_arg, metavar="SOURCE", help="Hugging Face model directory or .gguf file")
     p.add_argument("--formats", default=DEFAULT_FORMATS, metavar="F,F,...",
                    help=f"comma-separated GGUF formats (default {DEFAULT_FORMATS})")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--text", type=Path, metavar="FILE", help="UTF-8 text file to evaluate on (your own data)")
+    src.add_argument("--text", type=path_arg, metavar="FILE", help="UTF-8 text file to evaluate on (your own data)")
     src.add_argument("--dataset", default=None, metavar="NAME",
                      help="bundled text to evaluate on when no --text is given: 'sample' (the default and only one: "
                           "original prose shipped with planner, a few thousand tokens); other texts, WikiText "
                           "included, go in with --text FILE")
-    p.add_argument("--ctx", type=int, default=512, metavar="N", help="context per chunk in tokens (default 512)")
-    p.add_argument("--chunks", type=int, default=None, metavar="N", help="evaluate at most N chunks (default: all)")
+    # 8 tokens: the least llama.cpp perplexity can score (planner.evaluation.core); at most the longest context
+    p.add_argument("--ctx", type=int_in(8, MAX_CONTEXT_TOKENS), default=512, metavar="N", help="context per chunk in tokens (default 512)")
+    p.add_argument("--chunks", type=int_in(1, MAX_EVAL_CHUNKS), default=None, metavar="N", help="evaluate at most N chunks (default: all)")
     p.add_argument("--no-save", action="store_true", help="do not store the results under the planner data directory")
     add_json(p)
     p.set_defaults(func=run)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 
-from planner.commands.options import add_json, console, print_json
+from planner.commands.options import add_json, console, int_in, nonempty, path_arg, print_json
 
 
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
@@ -18,17 +17,18 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                     "file) to FORMAT and write OUT: a .gguf file for GGUF formats, a model directory otherwise. "
                     "Streams one tensor at a time; the output appears only when complete. Per-tensor types follow "
                     "the same rules `planner estimate --format` sizes.")
-    p.add_argument("source", type=Path, metavar="SOURCE", help="Hugging Face model directory or .gguf file")
-    p.add_argument("--format", "-f", required=True, metavar="FMT",
+    p.add_argument("source", type=path_arg, metavar="SOURCE", help="Hugging Face model directory or .gguf file")
+    p.add_argument("--format", "-f", required=True, type=nonempty, metavar="FMT",
                    help="Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q3_K_M, Q2_K, Q4_0, F16, gptq-int4, gptq-int8, nf4, fp8, mlx-4bit, "
                         "mlx-8bit, bf16, fp16 ...")
-    p.add_argument("--output", "-o", required=True, type=Path, metavar="OUT", help="output .gguf file or directory")
+    p.add_argument("--output", "-o", required=True, type=path_arg, metavar="OUT", help="output .gguf file or directory")
     p.add_argument("--force", action="store_true",
                    help="replace OUT if it exists and is an output file, or a directory planner wrote (its "
                         ".planner-output.json lists every file in it); a directory with other files or a symbolic "
                         "link is refused")
-    p.add_argument("--threads", type=int, metavar="N", help="encoder threads (default: the CPUs available)")
-    p.add_argument("--worst", type=int, default=10, metavar="N", help="tensors listed in the quality report (default 10)")
+    # 4096: more encoder threads than any single machine has CPUs (assumed ceiling; more would only cost memory)
+    p.add_argument("--threads", type=int_in(1, 4096), metavar="N", help="encoder threads (default: the CPUs available)")
+    p.add_argument("--worst", type=int_in(0, 100_000), default=10, metavar="N", help="tensors listed in the quality report (default 10)")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -63,14 +63,10 @@ class _RichProgress:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.errors import PlannerError
     from planner.quantize.pipeline import quantize_model
     from planner.quantize.primitives import tune_allocator
 
     tune_allocator()  # this process is ours: keep encoder scratch buffers mapped
-
-    if args.threads is not None and args.threads < 1:
-        raise PlannerError(f"--threads must be at least 1, got {args.threads}")
     bar = _RichProgress(enabled=not args.json and sys.stderr.isatty())
     try:
         result = quantize_model(args.source, args.format, args.output, force=args.force, threads=args.threads, progress=bar)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from planner.commands.common import add_model_options, check_context, gib, load_catalog_for, load_model
-from planner.commands.options import add_catalog_dirs, add_json, console, print_json
-from planner.errors import NothingFitsError, PlannerError
+from planner.commands.options import (
+    MAX_CONTEXT_TOKENS, MAX_EVAL_CHUNKS, MAX_RECOMMEND_GPUS, MAX_TOKENS_PER_S, add_catalog_dirs, add_json, console, float_in, int_in, kv_dtype, nonempty,
+    path_arg, print_json,
+)
+from planner.errors import InvalidInputError, NothingFitsError, PlannerError
 from planner.targets import add_target_options, resolve_target
 
 SCHEMA_VERSION = 1
@@ -20,13 +22,14 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                        description="Cost every format x runtime for a model on the target and recommend one.")
     add_model_options(p)
     add_target_options(p)
-    p.add_argument("--runtime", action="append", default=[], metavar="ID", help="only consider this runtime (repeatable)")
-    p.add_argument("--format", dest="formats", action="append", default=[], metavar="FMT", help="only consider this format (repeatable)")
-    p.add_argument("--kv-dtype", action="append", default=[], metavar="DTYPE", help="KV cache dtype(s) to consider")
-    p.add_argument("--min-tokens-per-s", type=float, metavar="TPS", help="minimum decode speed")
+    p.add_argument("--runtime", action="append", default=[], type=nonempty, metavar="ID", help="only consider this runtime (repeatable)")
+    p.add_argument("--format", dest="formats", action="append", default=[], type=nonempty, metavar="FMT", help="only consider this format (repeatable)")
+    p.add_argument("--kv-dtype", action="append", default=[], type=kv_dtype, metavar="DTYPE", help="KV cache dtype(s) to consider")
+    p.add_argument("--min-tokens-per-s", type=float_in(0, MAX_TOKENS_PER_S), metavar="TPS", help="minimum decode speed")
     p.add_argument("--prefer", choices=["balanced", "quality", "speed", "memory"], default="balanced",
                    help="what to optimise (default balanced)")
-    p.add_argument("--top", type=int, default=12, metavar="N", help="alternatives to show (default 12)")
+    # more rows than there are formats only prints the same table
+    p.add_argument("--top", type=int_in(1, 1000), default=12, metavar="N", help="alternatives to show (default 12)")
     p.add_argument("--no-calibration", action="store_true",
                    help="ignore measured calibration records (planner bench --save) and stored planner eval results, "
                         "and use the built-in tables (--eval still uses its own measurements)")
@@ -34,17 +37,18 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                    help="bench the top three candidates on this machine and re-rank by measured speed where the "
                         "measurement is of their runtime's kernels (slow: seconds to minutes)")
     e = p.add_argument_group("confirm quality on your own text (planner eval)")
-    e.add_argument("--eval", metavar="FILE", type=Path,
+    e.add_argument("--eval", metavar="FILE", type=path_arg,
                    help="rank by the KL divergence planner eval measured on FILE instead of the table estimate: stored "
                         "results for this model and text are used, and with its weights (--quantize SOURCE, or "
                         "--model PATH) the top candidates are measured now (slow: quantizes and runs llama.cpp)")
-    e.add_argument("--eval-ctx", type=int, default=512, metavar="N", help="with --eval: context per chunk (default 512)")
-    e.add_argument("--eval-chunks", type=int, default=None, metavar="N",
+    # 8 tokens: the least llama.cpp perplexity can score (planner.evaluation.core); at most the longest context
+    e.add_argument("--eval-ctx", type=int_in(8, MAX_CONTEXT_TOKENS), default=512, metavar="N", help="with --eval: context per chunk (default 512)")
+    e.add_argument("--eval-chunks", type=int_in(1, MAX_EVAL_CHUNKS), default=None, metavar="N",
                    help="with --eval: measure at most N chunks of FILE (default: all)")
     q = p.add_argument_group("produce the recommended artifact")
-    q.add_argument("--quantize", metavar="SOURCE", type=Path,
+    q.add_argument("--quantize", metavar="SOURCE", type=path_arg,
                    help="quantize SOURCE (HF model dir or GGUF) to the recommended format (needs -o)")
-    q.add_argument("-o", "--output", metavar="OUT", type=Path, help="where --quantize writes the artifact")
+    q.add_argument("-o", "--output", metavar="OUT", type=path_arg, help="where --quantize writes the artifact")
     q.add_argument("--force", action="store_true",
                    help="with --quantize: replace an existing OUT if it is an output file or a directory planner wrote "
                         "(never a directory with other files, never a symbolic link)")
@@ -62,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quantize is not None and args.output is None:
         raise PlannerError("--quantize needs -o OUT (where to write the artifact)")
+    if args.count * args.nodes > MAX_RECOMMEND_GPUS:
+        raise InvalidInputError(f"--count {args.count} x --nodes {args.nodes} is {args.count * args.nodes} GPUs; "
+                                f"recommend plans at most {MAX_RECOMMEND_GPUS} (estimate takes more)")
     if args.quantize is not None:  # refuse an OUT that --force may not replace before minutes of ranking and eval
         from planner.outputs import check_output
         from planner.paths import user_path

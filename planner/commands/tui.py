@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from planner.commands.options import add_catalog_dirs
+from planner.commands.options import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, add_catalog_dirs, int_in, nonempty
 
 
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
@@ -13,15 +13,16 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p = sub.add_parser("tui", help="interactive terminal UI: devices, models, what fits where",
                        description="Browse the hardware catalog and the model profiles, and see every format x runtime "
                                    "for a model on a device with memory, speed, quality and a launch command.")
-    p.add_argument("--model", "-m", metavar="MODEL", help="model to start with (profile id, alias or size like 70B)")
-    p.add_argument("--device", metavar="ID", help="catalog device to start with (default: this machine once probed)")
-    p.add_argument("--count", type=int, default=1, metavar="N", help="number of devices (default 1)")
-    p.add_argument("--context", "-c", type=int, metavar="TOKENS", help="context length to start with")
-    p.add_argument("--concurrency", type=int, default=1, metavar="N", help="concurrent sequences (default 1)")
-    p.add_argument("--nodes", type=int, default=1, metavar="N", help="identical nodes of --count devices each (default 1)")
-    p.add_argument("--fabric", metavar="ID", help="inter-node fabric with --nodes: ib-ndr, roce-400g, eth-100g ... (default ib-ndr)")
+    p.add_argument("--model", "-m", type=nonempty, metavar="MODEL", help="model to start with (profile id, alias or size like 70B)")
+    p.add_argument("--device", type=nonempty, metavar="ID", help="catalog device to start with (default: this machine once probed)")
+    # the TUI's device and node pickers offer 1..64 (a screen of choices)
+    p.add_argument("--count", type=int_in(1, 64), default=1, metavar="N", help="number of devices (default 1)")
+    p.add_argument("--context", "-c", type=int_in(1, MAX_CONTEXT_TOKENS), metavar="TOKENS", help="context length to start with")
+    p.add_argument("--concurrency", type=int_in(1, MAX_CONCURRENCY), default=1, metavar="N", help="concurrent sequences (default 1)")
+    p.add_argument("--nodes", type=int_in(1, 64), default=1, metavar="N", help="identical nodes of --count devices each (default 1)")
+    p.add_argument("--fabric", type=nonempty, metavar="ID", help="inter-node fabric with --nodes: ib-ndr, roce-400g, eth-100g ... (default ib-ndr)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--snapshot", metavar="FILE", help="show the machine a `planner probe --raw` snapshot describes instead of probing")
+    g.add_argument("--snapshot", type=nonempty, metavar="FILE", help="show the machine a `planner probe --raw` snapshot describes instead of probing")
     g.add_argument("--no-probe", action="store_true", help="do not probe this machine (catalog devices only)")
     add_catalog_dirs(p)
     p.set_defaults(func=run)
@@ -41,16 +42,9 @@ def host_provider(catalog: Any, snapshot: str | None = None):  # type: ignore[no
 
 def run(args: argparse.Namespace) -> int:
     """Load the data (no probing here: the app probes in a worker), then run the app until the user quits."""
-    from planner.errors import PlannerError
     from planner.hardware.catalog import load_catalog
     from planner.models.profiles import load_registry
 
-    if not 1 <= args.count <= 64:
-        raise PlannerError(f"--count must be between 1 and 64, got {args.count}")
-    if not 1 <= args.nodes <= 64:
-        raise PlannerError(f"--nodes must be between 1 and 64, got {args.nodes}")
-    if args.context is not None and args.context <= 0:
-        raise PlannerError(f"--context must be a positive number of tokens, got {args.context}")
     catalog = load_catalog(args.hwdb)
     registry = load_registry(args.profiles)
     provider = None if args.no_probe else host_provider(catalog, args.snapshot)

@@ -84,9 +84,10 @@ def test_estimate_with_device(capsys):
     (["recommend", "--model", "llama-3.1-7b", "--device", "rtx-4090"], 1, r"unknown model 'llama-3.1-7b'; did you mean"),
     (["recommend", "--model", "8B", "--device", "rtx-4900"], 1, r"unknown device 'rtx-4900'; did you mean: .*rtx-4090"),
     (["estimate", "--model", "8B", "--format", "Q4_K_X"], 1, r"unknown format"),
-    (["recommend", "--model", "8B", "--device", "rtx-4090", "--context", "-5"], 1, r"--context must be a positive"),
+    (["recommend", "--model", "8B", "--device", "rtx-4090", "--context", "-5"], 2,
+     r"argument --context/-c: '-5' is out of range; expected a whole number from 1 to 16,777,216"),
     (["recommend", "--model", "8B", "--device", "rtx-4090", "--context", "10000000"], 1, r"beyond the model's maximum"),
-    (["recommend", "--model", "8B", "--memory", "lots"], 1, r"--memory: cannot read memory size"),
+    (["recommend", "--model", "8B", "--memory", "lots"], 2, r"--memory: cannot read memory size 'lots'"),
     (["recommend", "--model", "8B", "--device", "rtx-4090", "--runtime", "vllx"], 1, r"unknown runtime 'vllx'; did you mean: vllm"),
 ])
 def test_bad_input_is_one_clear_line(capsys, argv, code, pattern):

@@ -37,7 +37,7 @@ def test_default_probes_in_the_app_not_in_the_command(launched, monkeypatch):
 
 
 def test_bad_input_is_a_clear_error(launched, capsys):
-    assert main(["tui", "--count", "0"]) == 1
+    assert main(["tui", "--count", "0"]) == 2  # an option out of range is invalid input
     assert "--count" in capsys.readouterr().err
     assert main(["tui", "--model", "no-such-model-xyz"]) != 0
     assert main(["tui", "--device", "no-such-device-xyz"]) != 0

@@ -21,7 +21,7 @@ from planner.models.readers.safetensors_header import (
 from planner.models.profiles import ModelRegistry
 from planner.models.spec import ModelSpec
 from planner.yamlio import load_json
-from planner.paths import user_path
+from planner.paths import list_dir, path_exists, path_kind, user_path
 
 CONFIG_NAME = "config.json"
 _PATH_SUFFIXES = (".gguf", ".safetensors", ".json")
@@ -42,9 +42,11 @@ class ModelSource:
 def load_model_source(path: Path) -> ModelSource:
     """Read a model directory, config.json, .safetensors file or .gguf file (headers only)."""
     path = user_path(path)
-    if not path.exists():
+    kind = path_kind(path)  # a parent directory the user may not enter is a clear error here
+    if kind is None:
         raise InvalidInputError(f"{path}: no such file or directory")
-    if path.is_dir():
+    if kind == "dir":
+        list_dir(path)  # an unreadable directory is one clear line before any file in it is looked at
         return _load_dir(path)
     suffix = path.suffix.lower()
     if suffix == ".gguf":
@@ -62,7 +64,7 @@ def resolve_model(name: str, registry: ModelRegistry, online: bool | None = None
     """An existing path is read from disk; else a profile (id, alias, repo, size); else a Hugging Face repo id from the
     local HF cache, the planner's cache or, with `online` (or PLANNER_ONLINE=1), the Hub (planner.models.hub)."""
     path = user_path(name)
-    if path.exists():
+    if path_exists(path):
         return load_model_source(path)
     from planner.models.hub import parse_repo_ref  # lazily: the Hub code is needed only for repo ids
 
