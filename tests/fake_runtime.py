@@ -8,7 +8,7 @@ import numpy as np
 
 
 def fake_runtime(noise: dict[str, float], n_vocab: int = 300) -> type:
-    """A class opened like planner.evaluation.runtime.LlamaModel(path, ctx) whose 'quantized' files are the F16
+    """A class opened like planner.measure.quality.runtime.LlamaModel(path, ctx) whose 'quantized' files are the F16
     table plus Gaussian noise of `noise[format]` (the file's stem), so the quality order is set by the test."""
 
     class Fake:

@@ -25,7 +25,7 @@ def handle(state: dict[str, Any], op: str, args: dict[str, Any],
         print("GGML_ASSERT(test) failed: deliberate crash for a test", file=sys.stderr, flush=True)
         os.kill(os.getpid(), getattr(signal, args["signal"]))
         raise AssertionError("still alive after the signal")
-    if op == "time":  # stands in for planner.bench.llamacpp's timing job: llama.cpp dies of an illegal instruction
+    if op == "time":  # stands in for planner.measure.speed.llamacpp's timing job: llama.cpp dies of an illegal instruction
         os.kill(os.getpid(), signal.SIGILL)
         raise AssertionError("still alive after the signal")
     if op == "sleep":  # a long request (Ctrl-C arrives in the parent while the child works)

@@ -26,7 +26,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--runtime", metavar="ID", help="runtime whose predicted speed to show (default: the kernel's engine, else the fastest)")
     p.add_argument("--kernel", action="append", default=[], metavar="ID", help="time only this kernel (repeatable), e.g. numpy-int8, torch-int4-g128, or llama.cpp (GGUF: the whole model in real llama.cpp)")
     p.add_argument("--batch", default="1", type=_batches, metavar="B[,B...]", help="decode batch sizes, comma-separated (default 1)")
-    # 131072 tokens: the runner's own prefill limit (planner.bench.runner)
+    # 131072 tokens: the runner's own prefill limit (planner.measure.speed.runner)
     p.add_argument("--prompt", type=int_in(0, 131072), default=512, metavar="TOKENS", help="prefill length (default 512; 0 skips prefill)")
     p.add_argument("--max-memory", type=size_in(MAX_HOST_GIB), metavar="SIZE", help="memory the bench may allocate (default: half of what is free), e.g. 8GiB")
     # 1000 timed calls already take minutes per shape; more buys no precision
@@ -62,7 +62,7 @@ def _batches(text: str) -> list[int]:
 def bench_target(device: str, catalog, catalog_device: str | None = None):  # type: ignore[no-untyped-def]
     """The Target whose figures (peaks, memory) the bench compares with: a named catalog entry, else this machine's
     CPU or the probed GPU behind `device`."""
-    from planner.bench.kernels import device_kind
+    from planner.measure.speed.kernels import device_kind
     from planner.plan import target_from_catalog
 
     kind = device_kind(device)
@@ -89,9 +89,9 @@ def bench_target(device: str, catalog, catalog_device: str | None = None):  # ty
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.bench import records
-    from planner.bench.kernels import device_kind, kernel_by_id
-    from planner.bench.runner import run_bench
+    from planner.measure.calibration import for_target, save_records
+    from planner.measure.speed.kernels import device_kind, kernel_by_id
+    from planner.measure.speed.runner import run_bench
     from planner.commands.common import load_catalog_for, load_model
     from planner.formats import get_format
     from planner.runtimes import get_runtime
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     mc, note = load_model(args)
     fmt = get_format(args.format)
     target = bench_target(args.device, catalog, args.catalog_device)
-    calibration, cal_note = records.for_target(target, not args.no_calibration)
+    calibration, cal_note = for_target(target, not args.no_calibration)
     # 'llama.cpp' names the whole-model run in real llama.cpp (GGUF), not a matmul kernel
     whole = [k for k in args.kernel if k.lower() == "llama.cpp" or k.lower().startswith("llama.cpp-")]
     kernels = [kernel_by_id(k) for k in args.kernel if k not in whole] if args.kernel else None
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                        llamacpp=True if whole else None, **quick)
     saved = None
     if args.save:
-        saved = records.save_records(result.records())
+        saved = save_records(result.records())
     data = result.to_json()
     data["resolved_from"] = note or None
     data["calibration"] = cal_note

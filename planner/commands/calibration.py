@@ -6,6 +6,7 @@ import argparse
 
 from planner.commands.options import add_json, console, print_json
 from planner.errors import InvalidInputError, PlannerError
+from planner.measure import calibration
 
 
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
@@ -22,34 +23,32 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.bench import records
-
     if args.action == "schema":
-        print_json(records.file_model().model_json_schema())
+        print_json(calibration.file_model().model_json_schema())
         return 0
     if args.action == "clear":
-        removed = records.clear_calibration(args.device)
+        removed = calibration.clear_calibration(args.device)
         if args.json:
             print_json({"removed": [str(p) for p in removed]})
         elif removed:
             for p in removed:
                 console().print(f"removed {p}")
         else:
-            console().print(f"no calibration records{f' for {args.device}' if args.device else ''} in {records.calibration_dir()}")
+            console().print(f"no calibration records{f' for {args.device}' if args.device else ''} in {calibration.calibration_dir()}")
         return 0
     if args.action == "list":
-        return _list(args, records)
-    return _show(args, records)
+        return _list(args)
+    return _show(args)
 
 
-def _list(args: argparse.Namespace, records) -> int:  # type: ignore[no-untyped-def]
+def _list(args: argparse.Namespace) -> int:
     rows, bad = [], 0
-    entries = records.list_calibrations()
+    entries = calibration.list_calibrations()
     if args.device:
         entries = [(d, p) for d, p in entries if d == args.device]
     for device_id, path in entries:
         try:
-            cal = records.read_calibration(device_id)
+            cal = calibration.read_calibration(device_id)
         except InvalidInputError as exc:
             bad += 1
             rows.append({"device": device_id, "file": str(path), "records": None, "latest": None, "error": str(exc)})
@@ -58,11 +57,11 @@ def _list(args: argparse.Namespace, records) -> int:  # type: ignore[no-untyped-
         rows.append({"device": device_id, "file": str(path), "records": len(cal.records) if cal else 0,
                      "latest": latest.isoformat() if latest else None, "error": None})
     if args.json:
-        print_json({"directory": str(records.calibration_dir()), "devices": rows})
+        print_json({"directory": str(calibration.calibration_dir()), "devices": rows})
     else:
         con = console()
         if not rows:
-            con.print(f"no calibration records in {records.calibration_dir()} (run `planner bench --save`)")
+            con.print(f"no calibration records in {calibration.calibration_dir()} (run `planner bench --save`)")
         for r in rows:
             if r["error"]:
                 con.print(f"[red]{r['device']}: {r['error']}[/red]")
@@ -71,18 +70,18 @@ def _list(args: argparse.Namespace, records) -> int:  # type: ignore[no-untyped-
     return 2 if bad else 0
 
 
-def _show(args: argparse.Namespace, records) -> int:  # type: ignore[no-untyped-def]
+def _show(args: argparse.Namespace) -> int:
     from planner.cost.speed import efficiency
 
-    ids = [args.device] if args.device else [d for d, _ in records.list_calibrations()]
+    ids = [args.device] if args.device else [d for d, _ in calibration.list_calibrations()]
     out = []
     for device_id in ids:
-        cal = records.read_calibration(device_id)
+        cal = calibration.read_calibration(device_id)
         if cal is None:
-            raise PlannerError(f"no calibration records for '{device_id}' in {records.calibration_dir()}")
-        effs = records.efficiencies(list(cal.records))
+            raise PlannerError(f"no calibration records for '{device_id}' in {calibration.calibration_dir()}")
+        effs = calibration.efficiencies(list(cal.records))
         out.append({
-            "device": device_id, "file": str(records.calibration_path(device_id)),
+            "device": device_id, "file": str(calibration.calibration_path(device_id)),
             "records": [r.model_dump(mode="json") for r in cal.records],
             "efficiencies": [{"engine": e, "backend": b, "bandwidth": round(v.bandwidth, 4), "compute": round(v.compute, 4),
                               "layer_overhead_us": v.layer_overhead_us, "provenance": v.provenance,
@@ -95,7 +94,7 @@ def _show(args: argparse.Namespace, records) -> int:  # type: ignore[no-untyped-
 
     con = console()
     if not out:
-        con.print(f"no calibration records in {records.calibration_dir()} (run `planner bench --save`)")
+        con.print(f"no calibration records in {calibration.calibration_dir()} (run `planner bench --save`)")
     for d in out:
         con.print(f"[bold]{d['device']}[/bold]  [dim]{d['file']}[/dim]")
         t = Table(header_style="bold")

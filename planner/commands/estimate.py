@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             target = replicated(target, args.replicas)
         except ValueError as exc:
             raise PlannerError(f"--replicas: {exc}") from None
-    from planner.bench.records import for_target
+    from planner.measure.calibration import for_target
 
     calibration, cal_note = for_target(target, not args.no_calibration)
     if args.runtime:

@@ -29,7 +29,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                      help="bundled text to evaluate on when no --text is given: 'sample' (the default and only one: "
                           "original prose shipped with planner, a few thousand tokens); other texts, WikiText "
                           "included, go in with --text FILE")
-    # 8 tokens: the least llama.cpp perplexity can score (planner.evaluation.core); at most the longest context
+    # 8 tokens: the least llama.cpp perplexity can score (planner.measure.quality.core); at most the longest context
     p.add_argument("--ctx", type=int_in(8, MAX_CONTEXT_TOKENS), default=512, metavar="N", help="context per chunk in tokens (default 512)")
     p.add_argument("--chunks", type=int_in(1, MAX_EVAL_CHUNKS), default=None, metavar="N", help="evaluate at most N chunks (default: all)")
     p.add_argument("--no-save", action="store_true", help="do not store the results under the planner data directory")
@@ -66,8 +66,8 @@ class _Bars:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.evaluation.core import evaluate, save_report
-    from planner.evaluation.text import dataset_path, load_dataset, load_text
+    from planner.measure.quality.core import evaluate, save_report
+    from planner.measure.quality.text import dataset_path, load_dataset, load_text
 
     if args.text is not None:
         text, text_name = load_text(args.text), str(args.text)

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                    help="rank by the KL divergence planner eval measured on FILE instead of the table estimate: stored "
                         "results for this model and text are used, and with its weights (--quantize SOURCE, or "
                         "--model PATH) the top candidates are measured now (slow: quantizes and runs llama.cpp)")
-    # 8 tokens: the least llama.cpp perplexity can score (planner.evaluation.core); at most the longest context
+    # 8 tokens: the least llama.cpp perplexity can score (planner.measure.quality.core); at most the longest context
     e.add_argument("--eval-ctx", type=int_in(8, MAX_CONTEXT_TOKENS), default=512, metavar="N", help="with --eval: context per chunk (default 512)")
     e.add_argument("--eval-chunks", type=int_in(1, MAX_EVAL_CHUNKS), default=None, metavar="N",
                    help="with --eval: measure at most N chunks of FILE (default: all)")
@@ -134,17 +134,17 @@ def _rank_with_quality(args: argparse.Namespace, mc, rank):  # type: ignore[no-u
     """(recommendation, QualityConfirmation or None, note): with --eval, ranked by KL divergence measured on FILE
     (measured now when the weights are at hand); else by stored planner eval results for the model unless
     --no-calibration."""
-    from planner.evaluation.stored import summary
+    from planner.measure.reports import summary
 
     if getattr(args, "eval", None) is None:
         if getattr(args, "no_calibration", False):
             return rank(None), None, None
-        from planner.evaluation.stored import stored_quality
+        from planner.measure.reports import stored_quality
 
         measured = stored_quality(mc.spec)
         note = f"{summary(measured)} (stored results; --no-calibration ignores them)" if measured else None
         return rank(measured or None), None, note
-    from planner.evaluation.confirm import confirm_quality, weights_source
+    from planner.measure.confirm_quality import confirm_quality, weights_source
 
     source = weights_source(args.model, args.quantize)
 
@@ -165,7 +165,7 @@ def render_quality(rec, conf) -> None:  # type: ignore[no-untyped-def]
         how = (f"measured KLD {q['kld']:.4f} on {q.get('text')}" if q.get("source") == "measured"
                else f"estimated KLD {q.get('kld', 0):.4f} (no measurement of {best.format_id})")
         con.print(f"\n[bold]Quality of {best.format_id}:[/bold] {how}")
-    from planner.evaluation.stored import kld_list
+    from planner.measure.reports import kld_list
 
     con.print(f"  • measured by planner eval on {conf.text}: {kld_list(conf.measured) or 'none'}; other formats estimated")
     for path in conf.saved:
@@ -174,7 +174,7 @@ def render_quality(rec, conf) -> None:  # type: ignore[no-untyped-def]
 
 def _calibration(args: argparse.Namespace, target):  # type: ignore[no-untyped-def]
     """Measured efficiencies for the target's device (planner bench --save) and a note, unless --no-calibration."""
-    from planner.bench.records import for_target
+    from planner.measure.calibration import for_target
 
     return for_target(target, not getattr(args, "no_calibration", False))
 
@@ -183,7 +183,7 @@ def _confirm(args: argparse.Namespace, rec, mc, target, calibration):  # type: i
     """Run the --confirm benches (progress on stderr)."""
     import sys
 
-    from planner.bench.confirm import confirm
+    from planner.measure.confirm_speed import confirm
 
     def progress(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr, flush=True)

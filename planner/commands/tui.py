@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from planner.tui.app import create_app  # textual is imported only here, so other commands never pay for it
 
-    from planner.evaluation.stored import load_reports
+    from planner.measure.reports import load_reports
 
     # Stored planner eval results: the fit view ranks and shows measured KL divergence for the models they cover.
     app = create_app(catalog, registry, provider, model=args.model, device=args.device, count=args.count,

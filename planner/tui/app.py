@@ -417,7 +417,7 @@ def create_app(catalog: Catalog, registry: ModelRegistry, host_provider: HostPro
                concurrency: int = 1, eval_reports: Sequence[dict] = (), nodes: int = 1,
                fabric: str | None = None) -> PlannerApp:
     """Build the app from data: a catalog, the profiles, optionally a callable that returns the probed Host
-    (called once, in a worker; None means no probing), and stored planner eval reports (planner.evaluation.stored.load_reports())."""
+    (called once, in a worker; None means no probing), and stored planner eval reports (planner.measure.reports.load_reports())."""
     inputs = default_inputs(catalog, registry, model, device, count, context, concurrency, nodes, fabric)
     app = PlannerApp(catalog, registry, host_provider, inputs, device_chosen=device is not None)
     app.eval_reports = list(eval_reports)

@@ -262,7 +262,7 @@ def compute_recommendation(inputs: FitInputs, costs: CostCache, catalog: Catalog
                            eval_reports: Sequence[dict] = ()):
     """recommend() for the inputs: the same call `planner recommend` makes, with the measured quality of stored
     planner eval reports of the model in place of the table estimate."""
-    from planner.evaluation.stored import stored_quality
+    from planner.measure.reports import stored_quality
     from planner.recommend import recommend
 
     mc = costs.get(inputs.model_id)

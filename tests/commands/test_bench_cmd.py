@@ -87,20 +87,20 @@ def test_recommend_and_estimate_use_records_unless_told_not_to(saved_bench, caps
     assert measured["calibration"] and table["calibration"] is None
     # the measured memory system caps llama.cpp's bandwidth: decode can only get slower, and is slower whenever
     # this machine streams less than the table's 0.65 of the catalog's dual-channel DDR5 peak
-    from planner.bench import records
+    from planner.measure import calibration
 
-    cap = records.bandwidth_caps(list(records.read_calibration("cpu-ddr5-dual").records))["cpu"]
+    cap = calibration.bandwidth_caps(list(calibration.read_calibration("cpu-ddr5-dual").records))["cpu"]
     assert measured["decode_tokens_per_s"] <= table["decode_tokens_per_s"]
     if cap < 0.6:
         assert measured["decode_tokens_per_s"] < table["decode_tokens_per_s"]
 
 
 def test_clear_then_nothing_listed(capsys):
-    from planner.bench import records
+    from planner.measure import calibration
 
     code, out, _ = run(capsys, "calibration", "clear")
     assert code == 0 and "no calibration records" in out
-    path = records.calibration_path("cpu-ddr5-dual")
+    path = calibration.calibration_path("cpu-ddr5-dual")
     path.parent.mkdir(parents=True)
     path.write_text("schema_version: 1\ndevice_id: cpu-ddr5-dual\nrecords: []\n", encoding="utf-8")
     code, out, _ = run(capsys, "calibration", "clear", "cpu-ddr5-dual")
@@ -110,9 +110,9 @@ def test_clear_then_nothing_listed(capsys):
 
 
 def test_malformed_calibration_file_is_a_clear_error(capsys):
-    from planner.bench import records
+    from planner.measure import calibration
 
-    path = records.calibration_path("cpu-ddr5-dual")
+    path = calibration.calibration_path("cpu-ddr5-dual")
     path.parent.mkdir(parents=True)
     path.write_text("schema_version: 1\ndevice_id: cpu-ddr5-dual\nrecords: [{engine: warp-drive}]\n", encoding="utf-8")
     code, _, err = run(capsys, "estimate", "--model", "llama-3.2-1b", "--format", "Q8_0", "--device", "cpu-ddr5-dual")
@@ -140,7 +140,7 @@ def test_bench_text_output(capsys):
     (["--format", "Q8_0", "--device", "cuda:0", "--kernel", "numpy-int8"], "CPU only"),
 ])
 def test_bench_errors(capsys, argv, message):
-    from planner.bench.kernels import torch_module
+    from planner.measure.speed.kernels import torch_module
 
     torch = torch_module()
     if message == "no kernel for fp8" and torch is not None and torch.cuda.is_available():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from planner.cli import main
-from planner.evaluation import core
+from planner.measure.quality import core
 from fake_runtime import fake_runtime
 from quantize_models import make_hf_model
 

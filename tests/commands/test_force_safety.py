@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.cli import main
-from planner.evaluation import core
+from planner.measure.quality import core
 from planner.outputs import MARKER, check_output, remove_created, why_not_replaceable
 from fake_runtime import fake_runtime
 from quantize_models import make_hf_model
@@ -117,8 +117,8 @@ def test_eval_in_a_cache_holding_a_users_files_keeps_them(capsys, model, foreign
 def test_bench_work_directory_keeps_a_file_it_did_not_write(capsys, foreign, monkeypatch):
     """bench removes only its own stand-in files: a file that appears in its work directory survives, and the
     user's files in the cache directory are untouched (llama.cpp's timing is replaced by a stub)."""
-    from planner.bench import llamacpp
-    from planner.bench.kernels import Timing
+    from planner.measure.speed import llamacpp
+    from planner.measure.speed.kernels import Timing
 
     monkeypatch.setenv("PLANNER_CACHE_DIR", str(foreign))
     before = snapshot(foreign)

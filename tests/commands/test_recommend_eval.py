@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from planner.cli import main
-from planner.evaluation import core
-from planner.evaluation.core import EvalReport, FormatResult, save_report
-from planner.evaluation.stored import model_key, text_sha256
+from planner.measure.quality import core
+from planner.measure.quality.core import EvalReport, FormatResult, save_report
+from planner.measure.reports import model_key, text_sha256
 from fake_runtime import fake_runtime
 from quantize_models import make_hf_model
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from textual.widgets import DataTable, Static
 
-from planner.evaluation.core import EvalReport, FormatResult
-from planner.evaluation.stored import model_key, text_sha256
+from planner.measure.quality.core import EvalReport, FormatResult
+from planner.measure.reports import model_key, text_sha256
 from planner.tui.app import create_app
 from planner.tui.state import CostCache, FitInputs, compute_recommendation
 from .helpers import SIZE, run, settle

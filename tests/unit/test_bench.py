@@ -1,4 +1,5 @@
-"""planner.bench: kernels against float references, shapes, extrapolation, memory limits, calibration records."""
+"""planner.measure.speed and planner.measure.calibration: kernels against float references, shapes, extrapolation, memory
+limits, calibration records."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.bench import kernels as K
-from planner.bench import quant, records
-from planner.bench.runner import (
+from planner.measure.speed import kernels as K
+from planner.measure import calibration
+from planner.measure.speed import quant
+from planner.measure.speed.runner import (
     ERROR_TOLERANCE, KernelRun, bench_shape, extrapolate, gguf_standin_note, kernels_for_format, run_bench,
 )
-from planner.bench.shapes import MatmulShape, model_shapes, weights_per_token
+from planner.measure.speed.shapes import MatmulShape, model_shapes, weights_per_token
 from planner.errors import InvalidInputError, PlannerError
 
 TORCH = K.torch_module()
@@ -289,22 +291,22 @@ def _record(**over):
                 peak_bandwidth_gb_s=89.6, peak_flops=None, measured_at=datetime(2025, 1, 2, tzinfo=timezone.utc),
                 planner_version="0.1.0", source="planner bench")
     base.update(over)
-    return records.record_model()(**base)
+    return calibration.record_model()(**base)
 
 
 def test_records_round_trip_and_replace_by_key(tmp_path):
-    path = records.save_records([_record()])
-    assert path == records.calibration_path("cpu-ddr5-dual") and path.is_file()
-    cal = records.read_calibration("cpu-ddr5-dual")
+    path = calibration.save_records([_record()])
+    assert path == calibration.calibration_path("cpu-ddr5-dual") and path.is_file()
+    cal = calibration.read_calibration("cpu-ddr5-dual")
     assert cal.records[0] == _record()
-    records.save_records([_record(bandwidth_fraction=0.3), _record(engine="reference", kernel_backend="numpy",
+    calibration.save_records([_record(bandwidth_fraction=0.3), _record(engine="reference", kernel_backend="numpy",
                                                                    kernel="numpy-fp32", kernel_class="float")])
-    cal = records.read_calibration("cpu-ddr5-dual")
+    cal = calibration.read_calibration("cpu-ddr5-dual")
     assert len(cal.records) == 2
     assert {r.bandwidth_fraction for r in cal.records if r.engine == "llamacpp"} == {0.3}
-    assert records.list_calibrations() == [("cpu-ddr5-dual", path)]
-    assert records.clear_calibration("cpu-ddr5-dual") == [path]
-    assert records.read_calibration("cpu-ddr5-dual") is None and records.load_calibration("cpu-ddr5-dual") == {}
+    assert calibration.list_calibrations() == [("cpu-ddr5-dual", path)]
+    assert calibration.clear_calibration("cpu-ddr5-dual") == [path]
+    assert calibration.read_calibration("cpu-ddr5-dual") is None and calibration.load_calibration("cpu-ddr5-dual") == {}
 
 
 def test_bench_result_records_validate_and_load(registry, catalog):
@@ -312,31 +314,31 @@ def test_bench_result_records_validate_and_load(registry, catalog):
     recs = res.records()
     assert len(recs) == len(res.runs) and all(r.source == "planner bench" for r in recs)
     assert [(r.kernel, r.engine) for r in recs] == [(run.info.id, run.info.engine) for run in res.runs]
-    records.save_records(recs)
-    cal = records.load_calibration("cpu-ddr5-dual")
+    calibration.save_records(recs)
+    cal = calibration.load_calibration("cpu-ddr5-dual")
     assert all(v.provenance == "measured" for v in cal.values())
 
 
 def test_malformed_record_file_names_the_file():
-    path = records.calibration_path("cpu-ddr5-dual")
+    path = calibration.calibration_path("cpu-ddr5-dual")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("schema_version: 1\ndevice_id: cpu-ddr5-dual\nrecords:\n- device_id: cpu-ddr5-dual\n"
                     "  bandwidth_fraction: 4000\n", encoding="utf-8")
     with pytest.raises(InvalidInputError) as exc:
-        records.load_calibration("cpu-ddr5-dual")
+        calibration.load_calibration("cpu-ddr5-dual")
     assert str(path) in str(exc.value) and "records[0].bandwidth_fraction" in str(exc.value)
     path.write_text("[1, 2", encoding="utf-8")
     with pytest.raises(InvalidInputError, match=str(path)):
-        records.read_calibration("cpu-ddr5-dual")
+        calibration.read_calibration("cpu-ddr5-dual")
     path.write_text("- just a list\n", encoding="utf-8")
     with pytest.raises(InvalidInputError, match="mapping"):
-        records.read_calibration("cpu-ddr5-dual")
+        calibration.read_calibration("cpu-ddr5-dual")
 
 
 def test_device_ids_cannot_escape_the_directory():
     with pytest.raises(PlannerError):
-        records.calibration_path("../../etc/passwd")
-    assert records.load_calibration("../x") == {}
+        calibration.calibration_path("../../etc/passwd")
+    assert calibration.load_calibration("../x") == {}
 
 
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.integers(),
@@ -354,7 +356,7 @@ _record_like = st.fixed_dictionaries(
                                                          "records": st.one_of(_scalars, st.lists(_record_like, max_size=3))})))
 def test_fuzzed_record_files_parse_or_fail_cleanly(doc):
     try:
-        cal = records.parse_calibration(doc, "fuzz.yaml")
+        cal = calibration.parse_calibration(doc, "fuzz.yaml")
     except InvalidInputError as exc:
         assert "fuzz.yaml" in str(exc)
     else:
@@ -371,8 +373,8 @@ def test_a_low_bandwidth_record_lowers_the_cost_models_decode(registry, catalog)
     target = target_from_catalog(catalog.get("cpu-ddr5-dual"))
     args = (mc, get_format("Q8_0"), get_runtime("llama.cpp"), target)
     table = evaluate(*args, context=4096).decode_tokens_per_s
-    records.save_records([_record(bandwidth_fraction=0.4)])
-    cal = records.load_calibration("cpu-ddr5-dual")
+    calibration.save_records([_record(bandwidth_fraction=0.4)])
+    cal = calibration.load_calibration("cpu-ddr5-dual")
     assert cal[("llamacpp", "cpu")].bandwidth == pytest.approx(0.4) and cal[("llamacpp", "cpu")].provenance == "measured"
     measured = evaluate(*args, context=4096, calibration=cal).decode_tokens_per_s
     assert measured < table * 0.75  # 0.4 of peak against the table's 0.65
@@ -381,21 +383,21 @@ def test_a_low_bandwidth_record_lowers_the_cost_models_decode(registry, catalog)
 
 
 def test_a_reference_record_caps_every_engine(registry, catalog):
-    cal = records.efficiencies([_record(engine="reference", kernel_backend="numpy", kernel="numpy-fp32",
+    cal = calibration.efficiencies([_record(engine="reference", kernel_backend="numpy", kernel="numpy-fp32",
                                         kernel_class="float", bandwidth_fraction=0.1, copy_bandwidth_gb_s=17.92)])
     assert cal[("llamacpp", "cpu")].bandwidth == pytest.approx(0.2)  # copy 17.92 / 89.6
     assert cal[("llamacpp", "cpu")].layer_overhead_us == 200.0  # not measured: the table's
     assert ("llamacpp", "cuda") not in cal
-    assert "capped at 0.20" in (records.save_records([_record(engine="reference", kernel_backend="numpy",
+    assert "capped at 0.20" in (calibration.save_records([_record(engine="reference", kernel_backend="numpy",
                                                               kernel="numpy-fp32", kernel_class="float",
                                                               bandwidth_fraction=0.1, copy_bandwidth_gb_s=17.92)])
-                                and records.describe("cpu-ddr5-dual"))
+                                and calibration.describe("cpu-ddr5-dual"))
 
 
 def test_engine_records_divide_out_the_kernel_class_factor():
     from planner.cost.speed import KERNEL_BANDWIDTH_FACTOR
 
-    cal = records.efficiencies([_record(kernel_class="group4", bandwidth_fraction=0.45)])
+    cal = calibration.efficiencies([_record(kernel_class="group4", bandwidth_fraction=0.45)])
     assert cal[("llamacpp", "cpu")].bandwidth * KERNEL_BANDWIDTH_FACTOR["group4"] == pytest.approx(0.45)
     assert math.isclose(cal[("llamacpp", "cpu")].compute, 0.30)
 
@@ -404,7 +406,7 @@ def test_engine_records_divide_out_the_kernel_class_factor():
 
 
 def test_confirm_is_skipped_for_a_target_that_is_not_this_machine(registry, catalog):
-    from planner.bench.confirm import confirm
+    from planner.measure.confirm_speed import confirm
     from planner.evaluate import ModelCost
     from planner.plan import target_from_catalog
     from planner.recommend import recommend
@@ -418,12 +420,12 @@ def test_confirm_is_skipped_for_a_target_that_is_not_this_machine(registry, cata
 def test_confirm_benches_the_top_candidates_and_keeps_the_order_for_stand_in_kernels(registry, catalog, monkeypatch):
     import dataclasses
 
-    from planner.bench import llamacpp
+    from planner.measure.speed import llamacpp
 
     # without llama-cpp-python, GGUF candidates are timed on numpy/torch kernels that are not llama.cpp's
     monkeypatch.setattr(llamacpp, "llama_cpp_missing_reason", lambda: "llama-cpp-python is not installed")
 
-    from planner.bench.confirm import confirm
+    from planner.measure.confirm_speed import confirm
     from planner.evaluate import ModelCost
     from planner.formats import get_format
     from planner.plan import target_from_catalog
@@ -442,7 +444,7 @@ def test_confirm_benches_the_top_candidates_and_keeps_the_order_for_stand_in_ker
 
 
 def test_confirm_reranks_when_each_candidate_ran_its_own_engines_kernels():
-    from planner.bench.confirm import Confirmed, decide
+    from planner.measure.confirm_speed import Confirmed, decide
     from planner.plan import Plan
 
     def plan(fmt: str) -> Plan:

@@ -1,4 +1,4 @@
-"""planner.bench.llamacpp: stand-in GGUF files in the format's real mix, timed whole in real llama.cpp."""
+"""planner.measure.speed.llamacpp: stand-in GGUF files in the format's real mix, timed whole in real llama.cpp."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from planner.bench import records
-from planner.bench.kernels import KernelInfo, Timing
-from planner.bench.llamacpp import (
+from planner.measure import calibration
+from planner.measure.speed.kernels import KernelInfo, Timing
+from planner.measure.speed.llamacpp import (
     LlamaCppRun, LlamaCppTiming, layer_counts, llama_cpp_missing_reason, standin_plan, standin_spec, write_standin,
 )
 from planner.errors import PlannerError
@@ -149,7 +149,7 @@ def test_calibration_fractions_net_out_the_per_layer_cost():
 @pytest.mark.real_runtime
 @needs_llamacpp
 def test_llamacpp_run_times_the_model_and_its_record_reproduces_the_measurement(registry, catalog):
-    from planner.bench.runner import run_bench
+    from planner.measure.speed.runner import run_bench
     from planner.evaluate import evaluate
     from planner.formats import get_format
     from planner.plan import target_from_catalog
@@ -172,8 +172,8 @@ def test_llamacpp_run_times_the_model_and_its_record_reproduces_the_measurement(
     assert data["decode_tokens_per_s"]["measured"] == pytest.approx(run.decode_tokens_per_s(), rel=1e-3)
     rec = next(r for r in res.records() if r.engine == "llamacpp")
     assert rec.kernel_backend == "llamacpp" and rec.layer_overhead_us is not None
-    records.save_records(res.records())
-    cal = records.load_calibration("cpu-ddr5-dual")
+    calibration.save_records(res.records())
+    cal = calibration.load_calibration("cpu-ddr5-dual")
     assert cal[("llamacpp", "cpu")].provenance == "measured"
     plan = evaluate(mc, fmt, get_runtime("llama.cpp"), target, context=4096, prompt_tokens=16, calibration=cal)
     # the record makes the cost model reproduce what llama.cpp measured (KV reads at this context aside)
@@ -183,7 +183,7 @@ def test_llamacpp_run_times_the_model_and_its_record_reproduces_the_measurement(
 @pytest.mark.real_runtime
 @needs_llamacpp
 def test_bench_falls_back_to_matmul_kernels_when_llamacpp_cannot_run_the_model(registry, catalog):
-    from planner.bench.runner import run_bench
+    from planner.measure.speed.runner import run_bench
     from planner.formats import get_format
     from planner.plan import target_from_catalog
 
@@ -199,7 +199,7 @@ def test_bench_falls_back_to_matmul_kernels_when_llamacpp_cannot_run_the_model(r
 @pytest.mark.real_runtime
 @needs_llamacpp
 def test_confirm_ranks_gguf_candidates_by_real_llamacpp(registry, catalog):
-    from planner.bench.confirm import confirm
+    from planner.measure.confirm_speed import confirm
     from planner.formats import get_format
     from planner.plan import target_from_catalog
     from planner.recommend import recommend
@@ -273,7 +273,7 @@ def test_moe_standin_sizes_experts_like_mixtral(registry, tmp_path):
 @pytest.mark.real_runtime
 @needs_llamacpp
 def test_moe_standin_runs_in_llamacpp(registry, tmp_path):
-    from planner.bench.llamacpp import time_file
+    from planner.measure.speed.llamacpp import time_file
     from planner.formats import get_format
 
     plan = standin_plan(_tiny_moe(registry), get_format("Q8_0"), 2)

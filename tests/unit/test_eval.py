@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from planner.errors import InvalidInputError, NotFoundError, PlannerError
-from planner.evaluation import core, metrics, stored
-from planner.evaluation.text import DATASETS, load_dataset, load_text
+from planner.measure import reports
+from planner.measure.quality import core, metrics
+from planner.measure.quality.text import DATASETS, load_dataset, load_text
 from quantize_models import make_hf_model, smollm2_gguf
 
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
@@ -229,8 +230,8 @@ def test_evaluate_with_fake_runtime(tiny_model, tmp_path):
     saved = core.save_report(rep2, tmp_path / "results")
     assert saved.is_file() and '"kld_mean"' in saved.read_text()
     (tmp_path / "results" / "zz-broken.json").write_text("{not json")
-    reports = stored.load_reports(tmp_path / "results")
-    assert reports[0]["path"] == str(saved) and len(reports[0]["results"]) == 4 and "error" in reports[1]
+    loaded = reports.load_reports(tmp_path / "results")
+    assert loaded[0]["path"] == str(saved) and len(loaded[0]["results"]) == 4 and "error" in loaded[1]
 
 
 def test_evaluate_knee_marked(tiny_model, tmp_path):
@@ -311,7 +312,7 @@ def test_smollm2_f16_perplexity_matches_llama_cpp(smollm2, smollm2_report):
     """Our path (chunks, our log-softmax, the cache) against llama-cpp-python's own per-token log-probabilities."""
     from native_jobs import JOB
 
-    from planner.evaluation.runtime import LlamaModel
+    from planner.measure.quality.runtime import LlamaModel
     from planner.native import Worker
 
     hf, cache = smollm2
@@ -371,7 +372,7 @@ def test_every_gguf_type_we_write_runs_in_llama_cpp(smollm2):
 
 
 def test_missing_llama_cpp_is_a_clear_error(tmp_path, monkeypatch):
-    from planner.evaluation import runtime
+    from planner.measure.quality import runtime
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import fails as if not installed
     with pytest.raises(PlannerError, match=r"llamacpp\]"):
@@ -391,7 +392,7 @@ def test_bad_options_fail_before_any_work(tiny_model, tmp_path):
 
 def _stored(spec, text, kld, *, created, source="/m/SmolLM2", text_name="t.txt"):
     """A report as load_reports() returns it."""
-    from planner.evaluation.stored import model_key, text_sha256
+    from planner.measure.reports import model_key, text_sha256
 
     rep = core.EvalReport(source, text_name, 64, 2, 62, created=created, text_sha256=text_sha256(text),
                           model={"id": spec.id, "name": spec.name, "key": model_key(spec)})
@@ -404,7 +405,7 @@ def _stored(spec, text, kld, *, created, source="/m/SmolLM2", text_name="t.txt")
 
 
 def test_stored_reports_match_by_shapes_path_and_text(registry, tiny_model):
-    from planner.evaluation.stored import describe_source, measured_quality, model_key, reports_for, text_sha256
+    from planner.measure.reports import describe_source, measured_quality, model_key, reports_for, text_sha256
     from planner.models.readers import resolve_model
 
     small, other = registry.get("smollm2-135m"), registry.get("smollm2-360m")
@@ -430,7 +431,7 @@ def test_stored_reports_match_by_shapes_path_and_text(registry, tiny_model):
 
 
 def test_report_records_text_and_model(tiny_model, tmp_path):
-    from planner.evaluation.stored import model_key, text_sha256
+    from planner.measure.reports import model_key, text_sha256
     from planner.models.profiles import load_registry
     from planner.models.readers import resolve_model
 
@@ -441,7 +442,7 @@ def test_report_records_text_and_model(tiny_model, tmp_path):
     assert d["model"]["key"] == model_key(resolve_model(str(tiny_model), load_registry()).spec)
     # two reports in the same second are both kept
     p1, p2 = core.save_report(rep, tmp_path / "r"), core.save_report(rep, tmp_path / "r")
-    assert p1 != p2 and len(stored.load_reports(tmp_path / "r")) == 2
+    assert p1 != p2 and len(reports.load_reports(tmp_path / "r")) == 2
 
 
 def test_measurable_formats():
@@ -476,14 +477,14 @@ def test_smollm2_measured_kld_ranks_recommend(smollm2, smollm2_report, registry,
     """The real report of SmolLM2-135M matches the smollm2-135m profile by its shapes, and recommend() ranks Q8_0
     and Q4_0 by the KL divergence llama.cpp measured, not by the table."""
     from planner.evaluate import ModelCost
-    from planner.evaluation.stored import stored_quality
+    from planner.measure.reports import stored_quality
     from planner.formats import get_format
     from planner.plan import target_from_catalog
     from planner.recommend import recommend
 
     spec = registry.get("smollm2-135m")
     saved = core.save_report(smollm2_report, tmp_path / "eval")
-    measured = stored_quality(spec, reports=stored.load_reports(tmp_path / "eval"))
+    measured = stored_quality(spec, reports=reports.load_reports(tmp_path / "eval"))
     by = {r.format: r for r in smollm2_report.results}
     assert set(measured) == {"Q8_0", "Q4_0"}
     assert measured["Q4_0"]["kld"] == pytest.approx(by["Q4_0"].kld_mean, abs=1e-5)

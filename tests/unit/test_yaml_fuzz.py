@@ -14,7 +14,7 @@ from fuzz_values import YAML_VALUES, alias_bombs, all_paths, deep_yaml, set_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.bench.records import parse_calibration
+from planner.measure.calibration import parse_calibration
 from planner.errors import PlannerError
 from planner.fitcheck import parse_spec
 from planner.hardware.catalog import validate_catalog_dir

@@ -180,7 +180,7 @@ def save_records(records: list[Any]) -> Path:
     from planner.yamlio import atomic_write_text
 
     header = (f"# planner calibration records for {device_id}, written by `planner bench --save`.\n"
-              "# Schema: planner.bench.records.CalibrationFile. Remove with `planner calibration clear`.\n")
+              "# Schema: planner.measure.calibration.CalibrationFile. Remove with `planner calibration clear`.\n")
     atomic_write_text(path, header + yaml.safe_dump(cal.model_dump(mode="json"), sort_keys=False))
     return path
 

@@ -1,6 +1,6 @@
 """llama.cpp (through llama-cpp-python) as the evaluation runtime: load a GGUF file, tokenize, return logits.
 
-The only module of planner.evaluation that imports llama_cpp, and only inside the child process that planner.native
+The only module of planner.measure.quality that imports llama_cpp, and only inside the child process that planner.native
 starts: `handle` is the child's side (it owns the loaded model), `LlamaModel` the parent's (it owns the child). A crash
 of llama.cpp then ends the child, and LlamaModel raises planner.native.NativeCrash naming the signal."""
 
@@ -14,7 +14,7 @@ import numpy as np
 from planner.errors import PlannerError
 
 INSTALL_HINT = "pip install 'llm-deploy-planner[llamacpp]' (builds llama.cpp from source, about 8 minutes on 2 cores)"
-JOB = "planner.evaluation.runtime:handle"  # what planner.native.Worker runs in the child
+JOB = "planner.measure.quality.runtime:handle"  # what planner.native.Worker runs in the child
 
 
 def llama_cpp_available() -> bool:

@@ -61,7 +61,7 @@ def no_measurement_error(model_name: str, text_file: Path) -> InvalidInputError:
 
 def to_measure(plans: Sequence[Any], measured: dict[str, dict[str, Any]], top: int = TOP) -> list[str]:
     """Formats of the top `top` fitting plans (one per format) that planner eval can measure and has not."""
-    from planner.evaluation.core import REFERENCE_FORMAT, measurable
+    from planner.measure.quality.core import REFERENCE_FORMAT, measurable
 
     out: list[str] = []
     seen: set[str] = set()
@@ -80,9 +80,9 @@ def confirm_quality(rank: Callable[[dict[str, dict[str, Any]]], Any], spec: Any,
                     source: Path | None, ctx: int = 512, max_chunks: int | None = None, save: bool = True,
                     progress: Callable[[str], None] | None = None) -> tuple[Any, QualityConfirmation]:
     """(recommendation ranked with measured quality, what was used). `rank(measured)` runs recommend()."""
-    from planner.evaluation.core import evaluate, save_report
-    from planner.evaluation.stored import check_same_model, load_reports, measured_quality, reports_for, text_sha256
-    from planner.evaluation.text import load_text
+    from planner.measure.quality.core import evaluate, save_report
+    from planner.measure.reports import check_same_model, load_reports, measured_quality, reports_for, text_sha256
+    from planner.measure.quality.text import load_text
 
     say = progress or (lambda _m: None)
     text = load_text(text_file)

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from planner.errors import InvalidInputError, PlannerError
-from planner.evaluation import metrics
-from planner.evaluation.stored import results_dir, text_sha256
+from planner.measure.quality import metrics
+from planner.measure.reports import results_dir, text_sha256
 from planner.native import NativeCrash
 from planner.paths import user_cache_dir, user_path
 
@@ -305,7 +305,7 @@ def _concat(rows: list[metrics.RefRows]) -> metrics.RefRows:
 
 
 def _open_llama(path: Path, ctx: int) -> Model:
-    from planner.evaluation.runtime import LlamaModel
+    from planner.measure.quality.runtime import LlamaModel
 
     return LlamaModel(path, ctx)
 
@@ -392,7 +392,7 @@ def check_tokenizer(source: Path) -> None:
 def _source_model(source: Path) -> dict[str, str] | None:
     """Which model the source holds, so recommend and the TUI can match the report to a profile; None when its
     headers do not describe one (the evaluation itself still runs)."""
-    from planner.evaluation.stored import describe_source
+    from planner.measure.reports import describe_source
 
     try:
         return describe_source(source)

@@ -1,6 +1,6 @@
 """Whole-model decode and prefill in real llama.cpp (through llama-cpp-python) for GGUF formats.
 
-The matmul kernels in planner.bench.kernels stand in for a runtime; for GGUF we can run the runtime itself. The
+The matmul kernels in planner.measure.speed.kernels stand in for a runtime; for GGUF we can run the runtime itself. The
 model is built as a GGUF file in the format's real per-tensor mix (llama.cpp's rules, from planner.formats) with the
 profile's real shapes and weights quantized by our own encoders: one sample of random rows per (type, row length) is
 quantized for real and tiled over the tensor. llama.cpp's kernels do not branch on weight values, so the timing is
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.bench.kernels import Timing
+from planner.measure.speed.kernels import Timing
 from planner.errors import PlannerError
 from planner.outputs import remove_created
 
@@ -59,7 +59,7 @@ _FUSED_ROLE = {"attn_q": "attn_qkv", "attn_k": "attn_qkv", "attn_v": "attn_qkv",
 
 def llama_cpp_missing_reason() -> str | None:
     """Why llama.cpp cannot be timed here, or None when llama-cpp-python is importable."""
-    from planner.evaluation.runtime import INSTALL_HINT, llama_cpp_available
+    from planner.measure.quality.runtime import INSTALL_HINT, llama_cpp_available
 
     return None if llama_cpp_available() else f"llama-cpp-python is not installed ({INSTALL_HINT})"
 
@@ -237,7 +237,7 @@ def time_file(path: Path, *, prompt: int, threads: int, gpu_layers: int = 0, n_g
     """Decode seconds per token (llama-bench `tg`: tokens one at a time from an empty cache) and prefill seconds of
     `prompt` tokens in one batch (`pp`), median of repeats within about `budget_s` each. llama.cpp runs in a child
     process (planner.native): a crash there raises NativeCrash here, and the caller keeps what it timed before."""
-    from planner.evaluation.runtime import llama_cpp_available, missing_error
+    from planner.measure.quality.runtime import llama_cpp_available, missing_error
     from planner.native import Worker
 
     if not llama_cpp_available():
@@ -251,7 +251,7 @@ def time_file(path: Path, *, prompt: int, threads: int, gpu_layers: int = 0, n_g
     return decode, (Timing(*res["prefill"]) if res["prefill"] else None)
 
 
-JOB = "planner.bench.llamacpp:handle"  # the timing job planner.native.Worker runs in its child
+JOB = "planner.measure.speed.llamacpp:handle"  # the timing job planner.native.Worker runs in its child
 
 
 def handle(state: dict[str, Any], op: str, args: dict[str, Any],
@@ -268,7 +268,7 @@ def handle(state: dict[str, Any], op: str, args: dict[str, Any],
 def _time_here(path: Path, *, prompt: int, threads: int, gpu_layers: int, n_gen: int,
                budget_s: float) -> tuple[Timing, Timing | None]:
     """time_file's work, in this process (the worker child)."""
-    from planner.evaluation.runtime import _import
+    from planner.measure.quality.runtime import _import
 
     llama_cpp = _import()
     n_batch = max(32, min(prompt or 32, 2048))  # llama.cpp's defaults: -b 2048, -ub 512 (as llama-bench runs pp)
@@ -322,7 +322,7 @@ class LlamaCppRun:
     """The model in real llama.cpp: stand-in files timed whole, extrapolated to the full layer count when built
     smaller. Same interface as runner.KernelRun, so reports, records and --confirm treat it like a kernel."""
 
-    info: Any  # planner.bench.kernels.KernelInfo
+    info: Any  # planner.measure.speed.kernels.KernelInfo
     timings: list[LlamaCppTiming]
     full_layers: int
     layer_scale: float
@@ -400,7 +400,7 @@ def run_llamacpp(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: st
                  threads: int | None = None, say: Callable[[str], None] | None = None,
                  scratch: Path | None = None) -> LlamaCppRun:
     """Build the model (or two smaller builds) as GGUF stand-ins in `fmt`, time decode and prefill in llama.cpp."""
-    from planner.bench.kernels import KernelInfo, cpu_threads, device_kind
+    from planner.measure.speed.kernels import KernelInfo, cpu_threads, device_kind
     from planner.cost.speed import efficiency, kernel_class
     from planner.formats import gguf_base_type
     from planner.paths import user_cache_dir
@@ -414,7 +414,7 @@ def run_llamacpp(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: st
         raise PlannerError("llama.cpp timing on mps is not wired up: run the bench with --device cpu")
     gpu_layers = 0
     if kind == "cuda":
-        from planner.evaluation.runtime import gpu_offload_supported
+        from planner.measure.quality.runtime import gpu_offload_supported
 
         if not gpu_offload_supported():
             raise PlannerError("this llama-cpp-python build has no GPU offload (install a CUDA build to time llama.cpp "

@@ -8,7 +8,7 @@ from planner.errors import InvalidInputError, NotFoundError, close_matches
 from planner.yamlio import read_text
 from planner.paths import user_path
 
-_DATA = Path(__file__).resolve().parent.parent / "data"
+_DATA = Path(__file__).resolve().parents[2] / "data"  # planner/data
 DATASETS = {"sample": _DATA / "eval_sample.txt"}  # original prose written for planner, a few thousand tokens
 MIN_CHARS = 16
 

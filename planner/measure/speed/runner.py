@@ -20,13 +20,13 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from planner.bench.kernels import (
+from planner.measure.speed.kernels import (
     KernelInfo, NumpyBF16, NumpyFP32, NumpyInt4, NumpyInt8, Timing, TorchDense, TorchFP8, TorchInt4,
     TorchInt8WeightOnly, TorchIntMM, available_memory_bytes, copy_bandwidth_gb_s, device_kind, last_level_cache_bytes,
     single_threaded_blas, time_calls, time_calls_cuda,
 )
-from planner.bench.quant import F32, random_weights
-from planner.bench.shapes import MatmulShape, model_shapes
+from planner.measure.speed.quant import F32, random_weights
+from planner.measure.speed.shapes import MatmulShape, model_shapes
 from planner.errors import PlannerError
 
 if TYPE_CHECKING:
@@ -215,9 +215,9 @@ class BenchResult:
         }
 
     def records(self) -> list[Any]:
-        """Calibration records of this run, one per kernel (see planner.bench.records)."""
+        """Calibration records of this run, one per kernel (see planner.measure.calibration)."""
         from planner import __version__
-        from planner.bench.records import SOURCE, record_model
+        from planner.measure.calibration import SOURCE, record_model
 
         Record = record_model()
         now = datetime.now(timezone.utc).replace(microsecond=0)
@@ -428,7 +428,7 @@ def run_bench(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: str =
     notes: list[str] = []
     standins = kernels is None  # the format's stand-in kernels, rather than kernels the caller named
     if llamacpp is None:
-        from planner.bench.llamacpp import llama_cpp_missing_reason
+        from planner.measure.speed.llamacpp import llama_cpp_missing_reason
 
         llamacpp = fmt.family == "gguf" and kernels is None and llama_cpp_missing_reason() is None
     elif llamacpp and fmt.family != "gguf":
@@ -459,7 +459,7 @@ def run_bench(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: str =
                             budget_bytes=budget_bytes, llc=llc, max_sample_bytes=max_sample_bytes, repeat=repeat,
                             budget_s=budget_s, runtime=runtime, calibration=calibration, say=say, skipped=skipped)
     if llamacpp:
-        from planner.bench.llamacpp import run_llamacpp
+        from planner.measure.speed.llamacpp import run_llamacpp
 
         try:
             engine = run_llamacpp(mc, fmt, target, device=device, prompt=prompt, budget_bytes=budget_bytes,

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.bench.quant import (
+from planner.measure.speed.quant import (
     F32, dequantize_int4, dequantize_int8, from_bf16_bits, quantize_int4, quantize_int8, to_bf16_bits, unpack_int4,
 )
 
@@ -41,7 +41,7 @@ class KernelInfo:
     """What a kernel is: its id, library, honest label and the cost-model class it stands for."""
 
     id: str
-    backend: str  # library: numpy, torch or llamacpp (whole-model runs, planner.bench.llamacpp)
+    backend: str  # library: numpy, torch or llamacpp (whole-model runs, planner.measure.speed.llamacpp)
     label: str
     kernel_class: str  # planner.cost.speed.kernel_class vocabulary: float, q8, group4, fp8
     compute: str  # dtype of the multiply: fp32, fp16, bf16, int8, fp8

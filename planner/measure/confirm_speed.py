@@ -2,7 +2,7 @@
 
 Measurements re-rank only when they are evidence about the candidates' runtimes: every candidate was timed with
 kernels of its own engine: GGUF candidates run whole in real llama.cpp when llama-cpp-python is installed
-(planner.bench.llamacpp), transformers candidates on torch's kernels. numpy reference kernels, or torch kernels standing
+(planner.measure.speed.llamacpp), transformers candidates on torch's kernels. numpy reference kernels, or torch kernels standing
 in for llama.cpp or vLLM, measure this machine but not those runtimes (numpy's int4 reference kernel is 10-40x
 slower than llama.cpp's), so with them the ranking is kept and the table is shown for comparison.
 """
@@ -104,8 +104,8 @@ def candidates(rec: Recommendation, top: int = 3) -> list[Plan]:
 def confirm(rec: Recommendation, mc: ModelCost, target: Target, *, top: int = 3, calibration: dict | None = None,
             progress: Callable[[str], None] | None = None, settings: dict[str, Any] | None = None) -> Confirmation:
     """Bench the top candidates on this machine and re-rank by measured decode speed where that is evidence."""
-    from planner.bench.kernels import copy_bandwidth_gb_s
-    from planner.bench.runner import run_bench
+    from planner.measure.speed.kernels import copy_bandwidth_gb_s
+    from planner.measure.speed.runner import run_bench
     from planner.formats import get_format
     from planner.runtimes import RUNTIMES
 
