@@ -1,5 +1,11 @@
 """A cache of validated catalog data as plain JSON, so the hot path neither re-validates unchanged YAML nor
-imports pydantic: cached entries come back as Records with the schema's attributes and methods."""
+imports pydantic: cached entries come back as Records with the schema's attributes and methods.
+
+`Record` is a plain, frozen attribute bag: the hot path (`planner recommend --device ...`) must not pay pydantic's
+import and schema-build cost (~0.15 s), so catalog and profile entries that were validated when the cache was written
+come back as Records. They expose the same attributes and methods (through the *Methods mixins) as the pydantic
+schema classes.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,59 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from planner.paths import user_cache_dir
-from planner.records import Record
+from planner import __version__
+from planner.paths import path_kind, user_cache_dir
 
 _PACKAGE = Path(__file__).resolve().parent
 # A change to a schema module invalidates every cache built with the old schema.
 _SCHEMA_SOURCES = (_PACKAGE / "hardware" / "schema.py", _PACKAGE / "models" / "spec.py", _PACKAGE / "cache.py")
 
 
-def _fingerprint(directory: Path) -> str:
-    """Hash of the planner version, schema sources and the paths, sizes and mtimes of the YAML files."""
-    from planner import __version__
+class Record:
+    """An immutable bag of fields with the small part of pydantic's API the planner uses."""
 
+    _nested: dict[str, type["Record"]] = {}
+
+    def __init__(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            sub = self._nested.get(name)
+            if sub is not None and isinstance(value, dict):
+                value = sub(**value)
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.__dict__ == other.__dict__  # type: ignore[union-attr]
+
+    def __hash__(self) -> int:
+        return hash(self.model_dump_json())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({getattr(self, 'id', '')})"
+
+    def model_dump(self, mode: str | None = None) -> dict:
+        """Fields as plain data (nested records too)."""
+        return {k: (v.model_dump(mode) if isinstance(v, Record) else (list(v) if isinstance(v, tuple) else v))
+                for k, v in self.__dict__.items()}
+
+    def model_dump_json(self) -> str:
+        """Fields as JSON."""
+        return json.dumps(self.model_dump(), sort_keys=True)
+
+    def model_copy(self, update: dict | None = None) -> "Record":
+        """A copy with some fields replaced (not re-validated, like pydantic's)."""
+        return type(self)(**{**self.__dict__, **(update or {})})
+
+
+def fingerprint(obj: Any) -> str:
+    """A stable JSON text of a pydantic model or a Record (for cache keys)."""
+    return json.dumps(obj.model_dump(mode="json"), sort_keys=True)
+
+
+def _files_fingerprint(directory: Path) -> str:
+    """Hash of the planner version, schema sources and the paths, sizes and mtimes of the YAML files."""
     directory = Path(directory)
     files = [directory] if directory.is_file() else sorted(directory.glob("*.y*ml"))
     parts = [__version__]
@@ -42,11 +89,10 @@ def checksum(material: bytes) -> str:
 
 def cached_validated(kind: str, directory: Path, record: type[Record], build: Callable[[], list[Any]]) -> list[Any]:
     """Return `build()`'s validated models, or Records from a JSON cache keyed on the files' fingerprint."""
-    from planner.paths import path_kind  # raises the clear 'cannot read' error for a directory the user may not enter
-
+    # path_kind raises the clear 'cannot read' error for a directory the user may not enter
     if path_kind(Path(directory)) is None:
         return build()  # build() raises the clear 'no such directory' error
-    cache_file = user_cache_dir() / f"{kind}-{_fingerprint(directory)}.json"
+    cache_file = user_cache_dir() / f"{kind}-{_files_fingerprint(directory)}.json"
     if os.environ.get("PLANNER_NO_CACHE") != "1" and cache_file.is_file():
         try:
             rows = json.loads(cache_file.read_text(encoding="utf-8"))
@@ -55,7 +101,7 @@ def cached_validated(kind: str, directory: Path, record: type[Record], build: Ca
             pass  # a corrupt cache is rebuilt below
     items = build()
     try:
-        from planner.yamlio import atomic_write_text
+        from planner.yamlio import atomic_write_text  # lazy: only a cache miss writes; a warm recommend skips it
 
         atomic_write_text(cache_file, json.dumps([i.model_dump(mode="json") for i in items]))
     except OSError:

@@ -199,7 +199,7 @@ class ModelCost:
         from planner import __version__
         from planner.cache import checksum
         from planner.paths import user_cache_dir
-        from planner.records import fingerprint
+        from planner.cache import fingerprint
 
         material = "\n".join([__version__, fingerprint(self.spec), *(f"{t.name}{t.shape}" for t in self.tensors)])
         return user_cache_dir() / f"layouts-{self.spec.id}-{checksum(material.encode())}.json"

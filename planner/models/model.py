@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.records import Record
+from planner.cache import Record
 
 
 class ModelMethods:
