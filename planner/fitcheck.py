@@ -669,7 +669,7 @@ class Checker:
         if not isinstance(spec, DeviceTarget):
             if self._host_target is None:
                 from planner.hardware import probe
-                from planner.targets import target_from_host
+                from planner.hardware.targets import target_from_host
 
                 self._host_target = target_from_host(probe.local_host(self.catalog), origin="probe")
             return self._host_target

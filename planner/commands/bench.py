@@ -69,7 +69,7 @@ def bench_target(device: str, catalog, catalog_device: str | None = None):  # ty
     if catalog_device:
         return target_from_catalog(catalog.get(catalog_device))
     from planner.hardware import probe
-    from planner.targets import target_from_host
+    from planner.hardware.targets import target_from_host
 
     host = probe.interpret(probe.read_raw(), catalog)
     if kind == "cpu":

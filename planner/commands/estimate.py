@@ -9,7 +9,7 @@ from planner.commands.options import (
     MAX_DEVICES, MAX_NODES, add_catalog_dirs, add_json, console, int_in, kv_dtype, nonempty, print_json,
 )
 from planner.errors import PlannerError
-from planner.targets import add_target_options, resolve_target
+from planner.commands.target_options import add_target_options, resolve_target
 
 
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from planner.commands.options import (
     path_arg, print_json,
 )
 from planner.errors import InvalidInputError, NothingFitsError, PlannerError
-from planner.targets import add_target_options, resolve_target
+from planner.commands.target_options import add_target_options, resolve_target
 
 SCHEMA_VERSION = 1
 

@@ -162,7 +162,7 @@ class PlannerApp(App[None]):
         if self.host is None:
             return "not probed"
         from planner.errors import PlannerError
-        from planner.targets import target_from_host
+        from planner.hardware.targets import target_from_host
 
         try:
             t = target_from_host(self.host)

@@ -189,7 +189,7 @@ def make_target(inputs: FitInputs, catalog: Catalog, host: Any | None) -> Target
     if inputs.device_id == LOCAL:
         if host is None:
             raise LookupError("the local machine has not been probed")
-        from planner.targets import target_from_host
+        from planner.hardware.targets import target_from_host
 
         return target_from_host(host)
     if inputs.nodes > 1:

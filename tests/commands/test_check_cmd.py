@@ -165,7 +165,7 @@ def test_explain_unknown_name_and_wrong_format(capsys):
 
 
 def test_local_target(capsys, monkeypatch, catalog, tmp_path):
-    from planner import targets
+    from planner.hardware import targets
     from planner.hardware import probe
     from planner.plan import target_from_catalog
 

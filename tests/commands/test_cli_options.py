@@ -197,7 +197,7 @@ HARNESS = textwrap.dedent("""
 
 # Modules the first moments of `planner recommend` import, in order: argparse while building the parser, the
 # error types, the option builders, the subcommand, its target options and the catalog, then the planning code.
-EARLY = ["planner.errors", "argparse", "planner.commands.options", "planner.commands.recommend", "planner.targets",
+EARLY = ["planner.errors", "argparse", "planner.commands.options", "planner.commands.recommend", "planner.commands.target_options",
          "planner.hardware.catalog", "planner.commands.common", "planner.cache", "planner.models.profiles",
          "planner.recommend", "rich.console"]
 

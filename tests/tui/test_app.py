@@ -12,7 +12,7 @@ from planner.evaluate import ModelCost
 from planner.formats import FORMATS
 from planner.plan import target_from_catalog
 from planner.recommend import recommend
-from planner.targets import target_from_host
+from planner.hardware.targets import target_from_host
 from planner.tui.app import PlannerApp, create_app
 from planner.tui.screens.help import HelpScreen
 from planner.tui.state import LOCAL, filter_args

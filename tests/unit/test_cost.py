@@ -193,7 +193,7 @@ def test_probed_cpu_flags_reach_the_local_cpu_target(catalog, registry):
     from pathlib import Path
 
     from planner.hardware import probe
-    from planner.targets import target_from_host
+    from planner.hardware.targets import target_from_host
 
     snap = json.loads((Path(__file__).parent.parent / "fixtures" / "snapshots" / "nvml-no-devices.json").read_text())
     target = target_from_host(probe.interpret(snap, catalog).model_copy(update={"gpus": []}))

@@ -109,7 +109,7 @@ class DevicesPane(SearchableTable, Vertical):
         gpus = list(getattr(host, "gpus", []) or [])
         if not gpus:
             from planner.errors import PlannerError
-            from planner.targets import target_from_host
+            from planner.hardware.targets import target_from_host
 
             try:
                 t = target_from_host(host)

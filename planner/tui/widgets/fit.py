@@ -137,7 +137,7 @@ class FitPane(Vertical):
                     select.value = value
         count = inputs.count
         if inputs.device_id == LOCAL:  # the probed machine plans with the GPUs it has
-            from planner.targets import target_from_host
+            from planner.hardware.targets import target_from_host
 
             count = target_from_host(app.host).count if app.host is not None else 1
         for in_id, value in (("#fit-count", count), ("#fit-context", inputs.context),

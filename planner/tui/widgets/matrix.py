@@ -97,7 +97,7 @@ class MatrixPane(Vertical):
         targets = {}
         for d in devices:
             if d == LOCAL:
-                from planner.targets import target_from_host
+                from planner.hardware.targets import target_from_host
 
                 targets[d] = target_from_host(app.host)
             else:
