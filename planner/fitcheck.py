@@ -649,7 +649,7 @@ class Checker:
             from planner.evaluate import ModelCost
 
             try:
-                from planner.models.readers import resolve_model
+                from planner.models.resolve import resolve_model
             except ImportError:  # pragma: no cover - readers are part of the package
                 resolve_model = None
             if resolve_model is not None:

@@ -1,12 +1,17 @@
-"""Helpers shared by the planning commands: model resolution, context checks, loading catalogs."""
+"""Helpers shared by the planning commands: the model options and the note on how --model resolved, context checks,
+loading catalogs."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from planner.commands.options import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, int_in, nonempty
-from planner.errors import NotFoundError, PlannerError
+from planner.errors import PlannerError
+from planner.evaluate import ModelCost
+from planner.formats import get_format
+from planner.hardware.catalog import load_catalog
+from planner.models.profiles import load_registry
+from planner.models.resolve import resolve
 
 
 def add_model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -31,89 +36,17 @@ def add_online_option(p: argparse.ArgumentParser) -> None:
                         "(config and file headers only, cached; also PLANNER_ONLINE=1; HF_TOKEN for gated repos)")
 
 
-def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """Resolve --model to a ModelCost (the real tensors when files were read) and a note on how it resolved.
-
-    Order: an existing path; a bundled profile (id, alias, size); a Hugging Face repo id from the local HF cache, the
-    planner's cache of earlier Hub reads, or the Hub itself with --online. A pre-quantized checkpoint (AWQ, GPTQ,
-    a GGUF quant) is planned as it is stored: recommend compares only its format(s) unless --format is given.
-    """
-    from planner.evaluate import ModelCost
-    from planner.models.profiles import load_registry
-
+def load_model(args: argparse.Namespace) -> tuple[ModelCost, str]:
+    """Resolve --model (planner.models.resolve) to a ModelCost (the real tensors when files were read) and a note on
+    how it resolved. A pre-quantized checkpoint is planned as it is stored: recommend compares only its format(s)
+    unless --format is given."""
     registry = load_registry(getattr(args, "profiles", []) or [])
     name = args.model
-    note = ""
-    from planner.paths import path_exists
-
-    if path_exists(Path(name)):
-        # Only a path or a repo id needs the file readers (they import numpy/gguf, which cost start-up time).
-        from planner.models.hub import gguf_label, planner_format
-        from planner.models.readers import resolve_model
-
-        src = resolve_model(name, registry)
-        spec = src.spec
-        mc = _model_cost(src)
-        fmt = planner_format(src.quantization, gguf_label(Path(name).name) if name.lower().endswith(".gguf") else None)
-        if (src.quantization or {}).get("method") == "gguf":
-            # plan the file by its own tensor table, not by the mix rules of its file type
-            from planner.formats import stored_gguf_format
-
-            tensor_bytes = sum(_ggml_bytes(t, src.tensor_dtypes) for t in src.tensors or [])
-            header = src.file_bytes - tensor_bytes if src.file_bytes and src.file_bytes > tensor_bytes else None
-            stored = stored_gguf_format(fmt, dict(src.tensor_dtypes or {}), Path(name).name, header)
-            fmt = stored.id if stored is not None else fmt
-        note = f"read from {src.origin}" + _plan_as_stored(args, [fmt] if fmt else [])
-    else:
-        try:
-            spec = registry.get(name)
-            mc = ModelCost(spec)
-        except NotFoundError as exc:
-            from planner.models.hub import is_repo_ref, resolve_repo
-
-            if not is_repo_ref(name):
-                raise
-            hub = resolve_repo(name, online=getattr(args, "online", False), candidates=exc.candidates)
-            spec = hub.source.spec
-            mc = _model_cost(hub.source)
-            note = f"read from {hub.source.origin}" + _plan_as_stored(args, _stored_hub_formats(hub, mc))
-    if spec.reference_for_size and name.strip().upper().rstrip("B").replace(".", "", 1).isdigit():
-        note = f"'{name}' resolves to the {spec.name} reference architecture ({spec.hf_repo or spec.id})"
-    return mc, note
-
-
-def _stored_hub_formats(hub, mc) -> list[str]:  # type: ignore[no-untyped-def]
-    """The formats of a Hub checkpoint; each read GGUF quant becomes an exact as-stored format (its tensor table and
-    its real file size), so every quant in the repo is compared by its real bytes."""
-    from planner.formats import stored_gguf_format
-
-    out = []
-    for v in hub.variants:
-        if not v.header_read:
-            continue
-        tensor_bytes = sum(_ggml_bytes(t, v.tensor_dtypes) for t in mc.tensors)
-        header = v.file_bytes - tensor_bytes if v.file_bytes and tensor_bytes and v.file_bytes > tensor_bytes else None
-        fmt = stored_gguf_format(v.label, dict(v.tensor_dtypes), f"{hub.repo}:{v.label}", header) if mc.tensors else None
-        out.append(fmt.id if fmt is not None else v.planner_format)
-    return [f for f in dict.fromkeys(out) if f] or hub.formats_in_repo
-
-
-def _ggml_bytes(t, dtypes) -> int:  # type: ignore[no-untyped-def]
-    """Bytes of a read GGUF tensor in its stored type (0 when the type is unknown)."""
-    from planner.formats import GGML_TYPES
-
-    typ = GGML_TYPES.get(str((dtypes or {}).get(t.name, "")).upper())
-    return typ.nbytes(t.shape) if typ is not None else 0
-
-
-def _model_cost(src):  # type: ignore[no-untyped-def]
-    """A ModelCost from read files: GGUF and float tensors as read; packed checkpoints (GPTQ qweight, AWQ, MLX,
-    bitsandbytes, FP8 scales) by the spec's own inventory, since their stored shapes are not the weights' shapes."""
-    from planner.evaluate import ModelCost
-
-    quant = src.quantization or {}
-    real = src.tensors if src.tensors and (not quant or quant.get("method") == "gguf") else []
-    return ModelCost(src.spec, list(real))
+    model = resolve(name, registry, online=getattr(args, "online", False))
+    note = "" if model.origin is None else f"read from {model.origin}" + _plan_as_stored(args, model.stored_formats)
+    if model.spec.reference_for_size and name.strip().upper().rstrip("B").replace(".", "", 1).isdigit():
+        note = f"'{name}' resolves to the {model.spec.name} reference architecture ({model.spec.hf_repo or model.spec.id})"
+    return ModelCost(model.spec, model.tensors), note
 
 
 def _plan_as_stored(args: argparse.Namespace, stored: list[str]) -> str:
@@ -129,8 +62,6 @@ def _plan_as_stored(args: argparse.Namespace, stored: list[str]) -> str:
         return f"; stored as {shown}: planned as it is (add --format to compare other formats)"
     fmt = getattr(args, "format", None)
     if isinstance(fmt, str):  # estimate: one format was chosen
-        from planner.formats import get_format
-
         if get_format(fmt).id not in stored:
             return f"; stored as {shown}: --format {fmt} plans a re-quantized copy"
     return f"; stored as {shown}"
@@ -148,8 +79,6 @@ def check_context(args: argparse.Namespace, max_context: int) -> int:
 
 def load_catalog_for(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The built-in hardware catalog merged with --hwdb directories."""
-    from planner.hardware.catalog import load_catalog
-
     return load_catalog(getattr(args, "hwdb", []) or [])
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError
+from planner.models.profiles import load_registry
+from planner.models.resolve import resolve_model
 from planner.paths import user_path
 
 MEASURED = "measured"
@@ -41,9 +43,6 @@ def model_key(spec: Any) -> str:
 
 def describe_source(source: Path | str) -> dict[str, str]:
     """{id, name, key} of the model a source (HF directory or GGUF) holds, read from its headers."""
-    from planner.models.profiles import load_registry
-    from planner.models.readers import resolve_model
-
     spec = resolve_model(str(source), load_registry()).spec
     return {"id": spec.id, "name": spec.name, "key": model_key(spec)}
 

@@ -7,20 +7,22 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from planner.cache import cached_validated
 from planner.errors import CatalogError, NotFoundError
 from planner.lookup import NameIndex
 from planner.models.model import ModelRecord
+from planner.paths import data_dir
+from planner.yamlio import format_validation_error, load_yaml_dir
 
 if TYPE_CHECKING:
     from planner.models.spec import ModelSpec
-from planner.yamlio import format_validation_error, load_yaml_dir
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[bB]\s*$")
 
 
 def parse_profile_files(files: Sequence[tuple[Path, object]]) -> list[ModelSpec]:
     """Validate loaded profile YAML; collect every problem as 'file: models[2].field: message'."""
-    from pydantic import ValidationError
+    from pydantic import ValidationError  # lazy: cached profiles load without pydantic on recommend's start-up path
 
     from planner.models.spec import ProfileFile
 
@@ -93,9 +95,6 @@ class ModelRegistry:
 
 def load_registry(extra_dirs: Sequence[Path] = ()) -> ModelRegistry:
     """Load the bundled profiles and any user profile directories (same id replaces)."""
-    from planner.cache import cached_validated
-    from planner.paths import data_dir
-
     merged: dict[str, ModelSpec] = {}
     for d in [data_dir("profiles"), *map(Path, extra_dirs)]:
         for m in cached_validated("profiles", d, ModelRecord, lambda p=d: parse_profile_files(load_yaml_dir(p))):

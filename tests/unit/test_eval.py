@@ -406,7 +406,7 @@ def _stored(spec, text, kld, *, created, source="/m/SmolLM2", text_name="t.txt")
 
 def test_stored_reports_match_by_shapes_path_and_text(registry, tiny_model):
     from planner.measure.reports import describe_source, measured_quality, model_key, reports_for, text_sha256
-    from planner.models.readers import resolve_model
+    from planner.models.resolve import resolve_model
 
     small, other = registry.get("smollm2-135m"), registry.get("smollm2-360m")
     a = _stored(small, "text A", {"Q8_0": 0.01, "Q4_K_M": 0.05}, created="2025-01-01T00:00:00Z")
@@ -433,7 +433,7 @@ def test_stored_reports_match_by_shapes_path_and_text(registry, tiny_model):
 def test_report_records_text_and_model(tiny_model, tmp_path):
     from planner.measure.reports import model_key, text_sha256
     from planner.models.profiles import load_registry
-    from planner.models.readers import resolve_model
+    from planner.models.resolve import resolve_model
 
     text = load_dataset("sample")
     rep = core.evaluate(tiny_model, ["Q8_0"], text, ctx=64, max_chunks=1, open_model=FakeModel, cache=tmp_path)

@@ -26,7 +26,7 @@ from planner.models.hub import (
     resolve_repo,
 )
 from planner.models.inventory import tensor_inventory
-from planner.models.readers import resolve_model
+from planner.models.resolve import resolve_model
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,11 @@ from planner.models.readers import (
     read_gguf_header,
     read_gguf_model,
     read_safetensors_header,
-    resolve_model,
     spec_from_gguf,
     spec_from_hf_config,
     supported_architectures,
 )
+from planner.models.resolve import resolve_model
 
 # --- realistic config.json files (fields as published on the Hub) and published parameter counts -------------
 
@@ -1036,7 +1036,7 @@ def test_a_home_path_of_an_unknown_user_is_a_clear_error():
     """'~nosuchuser/model' cannot be expanded by pathlib (RuntimeError); it must be a planner error, not a traceback."""
     from planner.errors import PlannerError
     from planner.models.profiles import load_registry
-    from planner.models.readers import resolve_model
+    from planner.models.resolve import resolve_model
 
     with pytest.raises(PlannerError):
         resolve_model("~nosuchuser-planner-test/model.gguf", load_registry())

@@ -6,6 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from planner.formats import FORMATS
+
 # A quant label inside a GGUF file name: 'Llama-3.3-70B-Instruct-Q4_K_M.gguf', 'model.IQ4_XS.gguf', 'UD-Q4_K_XL'.
 _GGUF_LABEL = re.compile(r"(?:^|[-_.])((?:UD-)?(?:I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32|MXFP4(?:_MOE)?))(?=$|[-.])", re.I)
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})$")
@@ -21,8 +23,6 @@ def gguf_label(file_name: str) -> str:
 
 
 def _gguf_format(name: str | None) -> str | None:
-    from planner.formats import FORMATS
-
     if not name:
         return None
     name = {"ALL_F32": "F32"}.get(name.upper(), name.upper())

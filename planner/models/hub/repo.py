@@ -18,12 +18,11 @@ from planner.errors import InvalidInputError, NotFoundError, preview
 from planner.models.hub.http import HubClient
 from planner.models.hub.mapping import gguf_label, planner_format
 from planner.models.inventory import TensorInfo
-from planner.models.readers.common import layer_of, make_id, show, tensor_info
+from planner.models.readers.common import CONFIG_NAME, ModelSource, layer_of, make_id, show, tensor_info
 from planner.models.readers.gguf_header import GGUFHeader, GGUFTensor, gguf_quantization, parse_gguf_header, spec_from_gguf
 from planner.models.readers.hf_config import quantization_from_config, spec_from_hf_config
 from planner.models.readers.hf_names import map_hf_tensors
 from planner.models.readers.safetensors_header import INDEX_NAME, MAX_HEADER_BYTES, RawTensor, parse_safetensors_header
-from planner.models.readers.source import CONFIG_NAME, ModelSource
 from planner.models.spec import ModelSpec
 
 MAX_JSON_BYTES = 64 << 20  # config.json, the index and the repo listing are far smaller

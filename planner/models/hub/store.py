@@ -15,7 +15,8 @@ from typing import Any
 
 from planner.models.hub.repo import GGUFVariant, gguf_source, pick_variant
 from planner.models.inventory import TensorInfo
-from planner.models.readers.source import ModelSource
+from planner.models.readers.common import ModelSource
+from planner.models.spec import ModelSpec
 from planner.paths import user_cache_dir
 from planner.yamlio import atomic_write_text
 
@@ -109,8 +110,6 @@ def load_entry(repo: str, revision: str, endpoint: str) -> dict[str, Any] | None
 def from_entry(entry: dict[str, Any], quant: str | None, path: Path) -> HubModel | None:
     """The HubModel an entry describes, for `quant` (None: the quant read by default); None when the entry lacks
     what is asked (a quant whose header was not read) or does not decode."""
-    from planner.models.spec import ModelSpec
-
     try:
         repo, revision = entry["repo"], entry["revision"]
         tensors = None if entry["tensors"] is None else [TensorInfo(n, tuple(s), r, l) for n, s, r, l in entry["tensors"]]
@@ -137,8 +136,6 @@ def from_entry(entry: dict[str, Any], quant: str | None, path: Path) -> HubModel
 
 
 def _variant_from(d: dict[str, Any]) -> GGUFVariant:
-    from planner.models.spec import ModelSpec
-
     spec = ModelSpec.model_validate(d["spec"]) if d.get("spec") is not None else None
     return GGUFVariant(d["label"], tuple(d["files"]), d["file_bytes"], d["planner_format"], d["file_type"],
                        d["tensor_types"], d["tensor_dtypes"], spec)

@@ -18,7 +18,8 @@ from planner.models.readers.safetensors_header import (
     read_safetensors_header,
     read_safetensors_index,
 )
-from planner.models.readers.source import ModelSource, load_model_source, resolve_model
+from planner.models.readers.common import ModelSource
+from planner.models.readers.local import load_model_source
 
 __all__ = [
     "GGUFHeader",
@@ -37,7 +38,6 @@ __all__ = [
     "read_safetensors_dir",
     "read_safetensors_header",
     "read_safetensors_index",
-    "resolve_model",
     "spec_from_gguf",
     "spec_from_hf_config",
     "supported_architectures",

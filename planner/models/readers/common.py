@@ -1,15 +1,29 @@
-"""Small helpers the config.json, safetensors and GGUF readers share."""
+"""What the config.json, safetensors and GGUF readers share: the ModelSource they return, and small helpers."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from planner.errors import InvalidInputError, show  # noqa: F401 - show is re-exported for the readers
 from planner.models.inventory import TensorInfo
 from planner.models.spec import ModelSpec
 
+CONFIG_NAME = "config.json"
 _ID_BAD = re.compile(r"[^a-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model as read from where the user pointed: its spec and, for weight files, the real tensors."""
+
+    spec: ModelSpec
+    tensors: list[TensorInfo] | None  # real tensors in GGUF naming (None: shapes only from the spec)
+    tensor_dtypes: dict[str, str] = field(default_factory=dict)  # stored dtype (BF16) or ggml type (Q4_K) per tensor
+    file_bytes: int | None = None  # on-disk bytes of the weight files
+    quantization: dict[str, Any] | None = None  # pre-quantized checkpoint description (method, bits, group_size, ...)
+    origin: str = ""  # what was read, for messages: "GGUF file x.gguf", "profile llama-3.1-8b"
 
 
 def build_spec(kwargs: dict[str, Any], source: str) -> ModelSpec:

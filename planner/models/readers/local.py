@@ -1,14 +1,12 @@
-"""One entry point for "the model the user named": a profile, a config.json / model directory, safetensors or GGUF."""
+"""A model read from a local path: a model directory, config.json, a .safetensors file or a .gguf file (headers only)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from planner.errors import InvalidInputError, NotFoundError
-from planner.models.inventory import TensorInfo
-from planner.models.readers.common import layer_of, tensor_info
+from planner.errors import InvalidInputError
+from planner.models.readers.common import CONFIG_NAME, ModelSource, layer_of, tensor_info
 from planner.models.readers.gguf_header import gguf_quantization, read_gguf_model, spec_from_gguf
 from planner.models.readers.hf_config import quantization_from_config, spec_from_hf_config
 from planner.models.readers.hf_names import map_hf_tensors
@@ -18,25 +16,8 @@ from planner.models.readers.safetensors_header import (
     read_safetensors_files,
     read_safetensors_index,
 )
-from planner.models.profiles import ModelRegistry
-from planner.models.spec import ModelSpec
 from planner.yamlio import load_json
-from planner.paths import list_dir, path_exists, path_kind, user_path
-
-CONFIG_NAME = "config.json"
-_PATH_SUFFIXES = (".gguf", ".safetensors", ".json")
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A model as read from where the user pointed: its spec and, for weight files, the real tensors."""
-
-    spec: ModelSpec
-    tensors: list[TensorInfo] | None  # real tensors in GGUF naming (None: shapes only from the spec)
-    tensor_dtypes: dict[str, str] = field(default_factory=dict)  # stored dtype (BF16) or ggml type (Q4_K) per tensor
-    file_bytes: int | None = None  # on-disk bytes of the weight files
-    quantization: dict[str, Any] | None = None  # pre-quantized checkpoint description (method, bits, group_size, ...)
-    origin: str = ""  # what was read, for messages: "GGUF file x.gguf", "profile llama-3.1-8b"
+from planner.paths import list_dir, path_kind, user_path
 
 
 def load_model_source(path: Path) -> ModelSource:
@@ -58,28 +39,6 @@ def load_model_source(path: Path) -> ModelSource:
             return _load_dir(path.parent)
         return _load_config_only(path)
     raise InvalidInputError(f"{path}: expected a model directory, config.json, .safetensors or .gguf file")
-
-
-def resolve_model(name: str, registry: ModelRegistry, online: bool | None = None) -> ModelSource:
-    """An existing path is read from disk; else a profile (id, alias, repo, size); else a Hugging Face repo id from the
-    local HF cache, the planner's cache or, with `online` (or PLANNER_ONLINE=1), the Hub (planner.models.hub)."""
-    path = user_path(name)
-    if path_exists(path):
-        return load_model_source(path)
-    from planner.models.hub import parse_repo_ref  # lazily: the Hub code is needed only for repo ids
-
-    ref = parse_repo_ref(name)
-    if ref is None and (name.lower().endswith(_PATH_SUFFIXES) or name.startswith(("./", "../", "/", "~"))):
-        raise InvalidInputError(f"{name}: no such file or directory")
-    try:
-        spec = registry.get(name)
-    except NotFoundError as exc:
-        if ref is None:
-            raise
-        from planner.models.hub import resolve_repo
-
-        return resolve_repo(name, online=online, candidates=exc.candidates).source
-    return ModelSource(spec=spec, tensors=None, origin=f"profile {spec.id}")
 
 
 def _read_config(path: Path) -> dict[str, Any]:
