@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from planner.errors import InvalidInputError
 from planner.hardware import probe
+from planner.hardware.probe import _shared, amd, apple, nvml, system
 from planner.hardware.catalog import Catalog, parse_catalog_files
 from planner.hardware.probe import (
     GIB,
@@ -555,8 +556,8 @@ def test_a_hung_source_times_out_and_a_crashing_one_is_recorded(monkeypatch, cat
     def crash() -> dict:
         raise OSError("device or resource busy")
 
-    monkeypatch.setattr(probe, "_read_nvml", hang)
-    monkeypatch.setattr(probe, "_read_amd", crash)
+    monkeypatch.setattr(nvml, "read_raw", hang)
+    monkeypatch.setattr(amd, "read_raw", crash)
     monkeypatch.setitem(probe.SOURCE_TIMEOUT_S, "nvml", 0.2)
     try:
         raw = read_raw()
@@ -576,9 +577,9 @@ def test_a_hung_source_times_out_and_a_crashing_one_is_recorded(monkeypatch, cat
 
 def test_parse_cpuinfo_x86_and_arm():
     x86 = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx2 amx_tile avx512f\n\nprocessor\t: 1\nmodel name\t: ignored\n"
-    assert probe.parse_cpuinfo(x86) == ("Intel(R) Xeon(R) Platinum 8480+", ["amx_tile", "avx2", "avx512f", "fpu"])
+    assert system.parse_cpuinfo(x86) == ("Intel(R) Xeon(R) Platinum 8480+", ["amx_tile", "avx2", "avx512f", "fpu"])
     arm = "processor\t: 0\nBogoMIPS\t: 2000.00\nFeatures\t: fp asimd evtstrm aes asimddp sve i8mm bf16 sve2\nCPU implementer\t: 0x41\n"
-    model, flags = probe.parse_cpuinfo(arm)
+    model, flags = system.parse_cpuinfo(arm)
     assert model is None and {"asimd", "asimddp", "sve", "sve2"} <= set(flags)
     data = snap("cpu-only-laptop.json")
     data["cpu"]["flags"] = flags
@@ -587,13 +588,13 @@ def test_parse_cpuinfo_x86_and_arm():
 
 def test_parse_sysctl_and_apple_gpu_cores():
     out = "machdep.cpu.brand_string: Apple M2 Max\nhw.memsize: 103079215104\nhw.model: Mac14,6\niogpu.wired_limit_mb: 0\n"
-    assert probe.parse_sysctl(out) == {"machdep.cpu.brand_string": "Apple M2 Max", "hw.memsize": "103079215104",
+    assert _shared.parse_sysctl(out) == {"machdep.cpu.brand_string": "Apple M2 Max", "hw.memsize": "103079215104",
                                        "hw.model": "Mac14,6", "iogpu.wired_limit_mb": "0"}
     ioreg = '+-o AGXAcceleratorG14X  <class AGXAcceleratorG14X>\n  {\n    "gpu-core-count" = 38\n    "model" = "Apple M2 Max"\n  }\n'
-    assert probe.parse_ioreg_gpu_cores(ioreg) == 38 and probe.parse_ioreg_gpu_cores("") is None
+    assert apple.parse_ioreg_gpu_cores(ioreg) == 38 and apple.parse_ioreg_gpu_cores("") is None
     prof = json.dumps({"SPDisplaysDataType": [{"_name": "Apple M2 Max", "sppci_cores": "38", "sppci_model": "Apple M2 Max"}]})
-    assert probe.parse_system_profiler_gpu_cores(prof) == 38
-    assert probe.parse_system_profiler_gpu_cores("not json") is None
+    assert apple.parse_system_profiler_gpu_cores(prof) == 38
+    assert apple.parse_system_profiler_gpu_cores("not json") is None
 
 
 def test_parse_amd_smi_versions():
@@ -601,10 +602,10 @@ def test_parse_amd_smi_versions():
            "bus": {"bdf": "0000:05:00.0"}, "vram": {"type": "HBM3", "size": {"value": 196592, "unit": "MB"}}}
     expected = [{"index": 0, "name": "AMD Instinct MI300X", "gfx_target": "gfx942", "pci_bus_id": "0000:05:00.0",
                  "vram_total_bytes": 196592 * MIB}]
-    assert probe.parse_amd_smi(json.dumps([row])) == expected
-    assert probe.parse_amd_smi(json.dumps({"gpu_data": [row]})) == expected
-    assert probe.parse_amd_smi(json.dumps({"GPU 0": row})) == expected
-    assert probe.parse_amd_smi("") == [] and probe.parse_amd_smi("[1, null]") == []
+    assert amd.parse_amd_smi(json.dumps([row])) == expected
+    assert amd.parse_amd_smi(json.dumps({"gpu_data": [row]})) == expected
+    assert amd.parse_amd_smi(json.dumps({"GPU 0": row})) == expected
+    assert amd.parse_amd_smi("") == [] and amd.parse_amd_smi("[1, null]") == []
 
 
 def test_parse_rocm_smi():
@@ -615,25 +616,25 @@ def test_parse_rocm_smi():
                   "VRAM Total Used Memory (B)": "301989888"},
         "system": {"Driver version": "6.7.0"},
     })
-    rows = probe.parse_rocm_smi(out)
+    rows = amd.parse_rocm_smi(out)
     assert [r["index"] for r in rows] == [0, 1]
     assert rows[0]["name"] == "AMD Instinct MI300X OAM" and rows[0]["vram_total_bytes"] == 206141652992
     assert rows[1]["pci_bus_id"] == "0000:03:00.0" and rows[1]["vram_used_bytes"] == 1073741824
 
 
 def test_kfd_gfx_targets_and_amd_merge():
-    assert [probe.gfx_target_from_version(v) for v in (90402, 110501, 90010, 100302, None)] == ["gfx942", "gfx1151", "gfx90a", "gfx1032", None]
-    props = probe.parse_kfd_properties("cpu_cores_count 16\nsimd_count 80\ngfx_target_version 110501\nlocation_id 50432\ndomain 0\n")
+    assert [amd.gfx_target_from_version(v) for v in (90402, 110501, 90010, 100302, None)] == ["gfx942", "gfx1151", "gfx90a", "gfx1032", None]
+    props = amd.parse_kfd_properties("cpu_cores_count 16\nsimd_count 80\ngfx_target_version 110501\nlocation_id 50432\ndomain 0\n")
     assert props["simd_count"] == 80 and props["location_id"] == 50432  # 0xc500 -> 0000:c5:00.0
     cards = [{"pci_bus_id": "0000:c5:00.0", "pci_device_id": "0x1586", "name": None, "vram_total_bytes": 512 * MIB,
               "vram_used_bytes": 90 * MIB, "gtt_total_bytes": 120 * GIB, "gtt_used_bytes": 0, "unique_id": None}]
     kfd = {"0000:c5:00.0": {"gfx_target": "gfx1151", "apu": True}}
-    (gpu,) = probe.merge_amd_sources(cards, kfd, [])
+    (gpu,) = amd.merge_amd_sources(cards, kfd, [])
     assert (gpu["name"], gpu["gfx_target"], gpu["apu"], gpu["vram_total_bytes"]) == ("AMD GPU 0x1586", "gfx1151", True, 512 * MIB)
     tool = [{"index": 0, "name": "AMD Radeon Graphics", "gfx_target": "gfx1151", "pci_bus_id": "0000:c5:00.0", "vram_total_bytes": None}]
-    assert probe.merge_amd_sources(cards, kfd, tool)[0]["name"] == "AMD Radeon Graphics"
+    assert amd.merge_amd_sources(cards, kfd, tool)[0]["name"] == "AMD Radeon Graphics"
     # Tool rows alone (no sysfs, e.g. a restricted container) still give devices.
-    only_tool = probe.merge_amd_sources([], {}, [{"index": 0, "name": "AMD Instinct MI300X", "gfx_target": "gfx942",
+    only_tool = amd.merge_amd_sources([], {}, [{"index": 0, "name": "AMD Instinct MI300X", "gfx_target": "gfx942",
                                                   "pci_bus_id": None, "vram_total_bytes": 192 * GIB}])
     assert only_tool[0]["vram_total_bytes"] == 192 * GIB and only_tool[0]["apu"] is None
 
@@ -647,12 +648,12 @@ def test_cgroup_limits_take_the_tightest_along_the_path(tmp_path):
     (leaf / "memory.max").write_text(f"{16 * GIB}\n")
     (leaf / "memory.current").write_text(f"{3 * GIB}\n")
     (leaf / "memory.stat").write_text(f"anon 123\ninactive_file {GIB}\n")
-    got = probe._cgroup_limits(root, "/kubepods/pod1/ctr", 2, "memory.max", "memory.current", "inactive_file")
+    got = system._cgroup_limits(root, "/kubepods/pod1/ctr", 2, "memory.max", "memory.current", "inactive_file")
     assert (got["memory_limit_bytes"], got["memory_usage_bytes"], got["inactive_file_bytes"]) == (8 * GIB, 3 * GIB, GIB)
     v1 = tmp_path / "v1"
     v1.mkdir()
     (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "unlimited"
-    got = probe._cgroup_limits(v1, "/not/in/this/namespace", 1, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+    got = system._cgroup_limits(v1, "/not/in/this/namespace", 1, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
     assert got["memory_limit_bytes"] is None and got["path"] == str(v1)
 
 
