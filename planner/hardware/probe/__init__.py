@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from planner import __version__
 from planner.hardware.catalog import Catalog
 from planner.hardware.probe import amd, apple, nvml, system
 from planner.hardware.probe._shared import GIB, MIB, Absent
@@ -83,7 +84,7 @@ def read_raw(timeout_s: float | None = None) -> dict:
 
     snapshot: dict[str, Any] = {
         "snapshot_version": SNAPSHOT_VERSION,
-        "planner_version": _planner_version(),
+        "planner_version": __version__,  # for bug reports
         "captured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "platform": {"system": platform.system(), "machine": platform.machine(), "release": platform.release(),
                      "python": platform.python_version()},
@@ -116,13 +117,6 @@ def _run_source(reader: Callable[[], dict], box: dict) -> None:
     except Exception as exc:  # noqa: BLE001 - a probe source must never crash the probe; the reason is kept
         box["error"] = f"{type(exc).__name__}: {exc}".strip()[:500]
     box["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 1)
-
-
-def _planner_version() -> str:
-    """The planner version, for bug reports."""
-    from planner import __version__
-
-    return __version__
 
 
 def local_host(catalog: Catalog) -> Host:

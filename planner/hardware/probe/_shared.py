@@ -7,8 +7,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+# Memory is in bytes everywhere; these are the binary units it is shown and converted in.
 GIB = 2**30
 MIB = 2**20
+# A tool (sysctl, ioreg, amd-smi) that takes longer than this is treated as hung.
 SUBPROCESS_TIMEOUT_S = 3.0
 
 

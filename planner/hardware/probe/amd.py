@@ -13,6 +13,7 @@ from typing import Any
 
 from planner.hardware.probe._shared import GIB, MIB, Absent, int_or_none, parse_kv_lines, read_int, read_text, run
 
+
 def read_raw() -> dict:
     """AMD GPUs: sysfs memory counters, KFD topology (gfx target, APU) and amd-smi / rocm-smi names."""
     drm = Path("/sys/class/drm")

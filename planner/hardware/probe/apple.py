@@ -10,6 +10,7 @@ import sys
 
 from planner.hardware.probe._shared import MIB, Absent, int_or_none, parse_sysctl, run
 
+
 def read_raw() -> dict:
     """Apple silicon: chip, memory, GPU cores and the GPU wired-memory limit."""
     if sys.platform != "darwin":

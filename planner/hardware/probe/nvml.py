@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from planner.hardware.probe._shared import Absent
 
+
 def read_raw() -> dict:
     """NVIDIA GPUs through NVML: identity, memory, links, MIG instances, power limit, processes."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         try:  # the cheap check first: no driver library means no NVIDIA GPU, without importing pynvml (~20 ms)
             ctypes.CDLL("libnvidia-ml.so.1")
         except OSError:
             raise Absent("no NVIDIA driver (libnvidia-ml.so.1 not found)") from None
     try:
-        import pynvml  # lazily: importing and loading libnvidia-ml costs time on machines without NVIDIA GPUs
+        # lazy: importing pynvml and loading libnvidia-ml costs time, and only a live NVIDIA read needs them.
+        import pynvml
     except ImportError as exc:
         raise Absent(f"nvidia-ml-py is not installed ({exc})") from None
     try:

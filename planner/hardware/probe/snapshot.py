@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import InvalidInputError, preview
 from planner.hardware.probe._shared import GIB, MIB
+from planner.yamlio import format_validation_error, json_value_error, read_text
 
 SNAPSHOT_VERSION = 1
 _MAX_BYTES = 2**52  # 4 PiB: far above any machine, low enough that a unit slip cannot pass
@@ -168,8 +169,6 @@ class Snapshot(_Snap):
 
 def validate_snapshot(data: Any, source: str = "snapshot") -> Snapshot:
     """Validate a snapshot dict; raise InvalidInputError with one line naming the first bad field."""
-    from planner.yamlio import format_validation_error
-
     if not isinstance(data, Mapping):
         raise InvalidInputError(f"{source}: not a probe snapshot (expected a JSON object, got {type(data).__name__})")
     if "snapshot_version" not in data:
@@ -198,8 +197,6 @@ def parse_snapshot(text: str, source: str = "snapshot") -> dict:
     except RecursionError:
         raise InvalidInputError(f"{source}: invalid JSON: nested too deeply") from None
     except ValueError as exc:  # an integer of more than 4300 digits (Python's int-string limit)
-        from planner.yamlio import json_value_error
-
         raise InvalidInputError(f"{source}: invalid JSON: {json_value_error(exc)}") from None
     validate_snapshot(data, source)
     return data
@@ -207,6 +204,4 @@ def parse_snapshot(text: str, source: str = "snapshot") -> dict:
 
 def load_snapshot(path: str | Path) -> dict:
     """Read a snapshot saved with `planner probe --raw`; raise InvalidInputError on unreadable, bad or truncated files."""
-    from planner.yamlio import read_text
-
     return parse_snapshot(read_text(Path(path), "snapshot file"), str(path))

@@ -17,7 +17,7 @@ _CGROUP_UNLIMITED = 2**60
 
 def read_cpu() -> dict:
     """CPU model, core counts and ISA flags (/proc/cpuinfo on Linux, sysctl on macOS)."""
-    import psutil
+    import psutil  # lazy: only a live read needs psutil (~30 ms); interpreting a saved snapshot does not
 
     out: dict[str, Any] = {
         "model": None,
@@ -62,7 +62,7 @@ def parse_cpuinfo(text: str) -> tuple[str | None, list[str]]:
 
 def read_memory() -> dict:
     """RAM and swap through psutil."""
-    import psutil
+    import psutil  # lazy: only a live read needs psutil (~30 ms); interpreting a saved snapshot does not
 
     vm = psutil.virtual_memory()
     sw = psutil.swap_memory()
