@@ -1,5 +1,5 @@
 """The probe's reading side: the live read on this machine, NVML through a fake pynvml, per-source time limits and
-failures, and the parsers of tool output and sysfs (one block per source module)."""
+failures, and the parsers of tool output and sysfs."""
 
 from __future__ import annotations
 
