@@ -17,16 +17,15 @@ How records become efficiencies (`load_calibration`):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
-
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal
 
+from planner.cost.speed import KERNEL_BANDWIDTH_FACTOR, Efficiency, efficiency
 from planner.errors import InvalidInputError, PlannerError
-
-if TYPE_CHECKING:
-    from planner.cost.speed import Efficiency
+from planner.paths import user_data_dir
+from planner.yamlio import atomic_write_text, format_validation_error, load_yaml
 
 SCHEMA_VERSION = 1
 SOURCE = "planner bench"
@@ -40,6 +39,7 @@ def _schema():  # type: ignore[no-untyped-def]
     global _MODELS
     if _MODELS is not None:
         return _MODELS
+    # lazy: keeps pydantic (and the pydantic device schema) off recommend's start-up path
     from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     from planner.hardware.schema import Backend
@@ -113,8 +113,6 @@ def file_model():  # type: ignore[no-untyped-def]
 
 def calibration_dir() -> Path:
     """Where calibration files live: user_data_dir()/calibration."""
-    from planner.paths import user_data_dir
-
     return user_data_dir() / "calibration"
 
 
@@ -127,9 +125,7 @@ def calibration_path(device_id: str) -> Path:
 
 def parse_calibration(doc: Any, path: Path | str):  # type: ignore[no-untyped-def]
     """Validate a loaded YAML document; every problem is reported as 'file: field: message' (exit code 2)."""
-    from pydantic import ValidationError
-
-    from planner.yamlio import format_validation_error
+    from pydantic import ValidationError  # lazy: keeps pydantic off recommend's start-up path
 
     if not isinstance(doc, dict):
         raise InvalidInputError(f"{path}: a calibration file is a mapping with schema_version, device_id and records; "
@@ -147,8 +143,6 @@ def read_calibration(device_id: str):  # type: ignore[no-untyped-def]
     path = calibration_path(device_id)
     if not path.is_file():
         return None
-    from planner.yamlio import load_yaml
-
     cal = parse_calibration(load_yaml(path), path)
     if cal.device_id != device_id:
         raise InvalidInputError(f"{path}: device_id: '{cal.device_id}' does not match the file name ('{device_id}')")
@@ -175,9 +169,7 @@ def save_records(records: list[Any]) -> Path:
         merged[_key(r)] = r
     cal = file_model()(schema_version=SCHEMA_VERSION, device_id=device_id,
                        records=sorted(merged.values(), key=lambda r: (r.engine, r.kernel, r.kernel_class)))
-    import yaml
-
-    from planner.yamlio import atomic_write_text
+    import yaml  # lazy: only --save writes YAML
 
     header = (f"# planner calibration records for {device_id}, written by `planner bench --save`.\n"
               "# Schema: planner.measure.calibration.CalibrationFile. Remove with `planner calibration clear`.\n")
@@ -225,8 +217,6 @@ def bandwidth_caps(records: list[Any]) -> dict[str, float]:
 
 def efficiencies(records: list[Any]) -> dict[tuple[str, str], Efficiency]:
     """(engine, backend) -> Efficiency from records (see the module docstring for the rules)."""
-    from planner.cost.speed import KERNEL_BANDWIDTH_FACTOR, Efficiency, efficiency
-
     out: dict[tuple[str, str], Efficiency] = {}
     groups: dict[tuple[str, str], list[Any]] = {}
     for r in _latest(records):

@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import InvalidInputError
+from planner.measure.quality.core import REFERENCE_FORMAT, evaluate, measurable, save_report
+from planner.measure.quality.text import load_text
+from planner.measure.reports import check_same_model, load_reports, measured_quality, reports_for, text_sha256
+from planner.native import NativeCrash
+from planner.paths import user_path
 
 TOP = 3  # candidates measured per round, one per format (as --confirm benches three)
 MAX_ROUNDS = 3  # re-rank and measure the new top choice at most this often
@@ -44,8 +49,6 @@ def weights_source(model_arg: str, quantize: Path | None) -> Path | None:
     """The weights to measure: --quantize SOURCE, else --model when it is a model directory or a .gguf file."""
     if quantize is not None:
         return quantize
-    from planner.paths import user_path
-
     p = user_path(model_arg)
     if p.is_dir() or (p.is_file() and p.suffix.lower() == ".gguf"):
         return p
@@ -61,8 +64,6 @@ def no_measurement_error(model_name: str, text_file: Path) -> InvalidInputError:
 
 def to_measure(plans: Sequence[Any], measured: dict[str, dict[str, Any]], top: int = TOP) -> list[str]:
     """Formats of the top `top` fitting plans (one per format) that planner eval can measure and has not."""
-    from planner.measure.quality.core import REFERENCE_FORMAT, measurable
-
     out: list[str] = []
     seen: set[str] = set()
     for p in plans:
@@ -80,10 +81,6 @@ def confirm_quality(rank: Callable[[dict[str, dict[str, Any]]], Any], spec: Any,
                     source: Path | None, ctx: int = 512, max_chunks: int | None = None, save: bool = True,
                     progress: Callable[[str], None] | None = None) -> tuple[Any, QualityConfirmation]:
     """(recommendation ranked with measured quality, what was used). `rank(measured)` runs recommend()."""
-    from planner.measure.quality.core import evaluate, save_report
-    from planner.measure.reports import check_same_model, load_reports, measured_quality, reports_for, text_sha256
-    from planner.measure.quality.text import load_text
-
     say = progress or (lambda _m: None)
     text = load_text(text_file)
     sha = text_sha256(text)
@@ -110,8 +107,6 @@ def confirm_quality(rank: Callable[[dict[str, dict[str, Any]]], Any], spec: Any,
         conf.evaluated += [r.format for r in report.results if not r.reference]
         rec = rank(conf.measured)
         if report.crash:  # llama.cpp crashed: what was measured is stored; nothing more can be measured here
-            from planner.native import NativeCrash
-
             kept = f" (the formats measured before it are saved to {conf.saved[-1]})" if save and conf.saved else ""
             raise NativeCrash(report.crash + kept)
         if report.interrupted:

@@ -15,6 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from planner.errors import PlannerError
+from planner.formats import get_format
+from planner.measure.speed.kernels import copy_bandwidth_gb_s
+from planner.measure.speed.runner import run_bench
+from planner.runtimes import RUNTIMES
 
 if TYPE_CHECKING:
     from planner.evaluate import ModelCost
@@ -43,8 +47,6 @@ class Confirmed:
     @property
     def same_engine(self) -> bool:
         """The kernel timed is the candidate runtime's own engine's."""
-        from planner.runtimes import RUNTIMES
-
         rt = RUNTIMES.get(self.plan.runtime_id)
         return rt is not None and self.kernel_engine == rt.engine
 
@@ -104,11 +106,6 @@ def candidates(rec: Recommendation, top: int = 3) -> list[Plan]:
 def confirm(rec: Recommendation, mc: ModelCost, target: Target, *, top: int = 3, calibration: dict | None = None,
             progress: Callable[[str], None] | None = None, settings: dict[str, Any] | None = None) -> Confirmation:
     """Bench the top candidates on this machine and re-rank by measured decode speed where that is evidence."""
-    from planner.measure.speed.kernels import copy_bandwidth_gb_s
-    from planner.measure.speed.runner import run_bench
-    from planner.formats import get_format
-    from planner.runtimes import RUNTIMES
-
     say = progress or (lambda _m: None)
     device = local_device(target)
     if device is None:

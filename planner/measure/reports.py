@@ -19,7 +19,8 @@ from typing import Any
 from planner.errors import PlannerError
 from planner.models.profiles import load_registry
 from planner.models.resolve import resolve_model
-from planner.paths import user_path
+from planner.paths import user_data_dir, user_path
+from planner.quality import Quality
 
 MEASURED = "measured"
 ESTIMATED = "estimated"
@@ -81,8 +82,6 @@ def _finite(x: Any) -> float | None:
 def measured_quality(reports: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Format id -> the quality dict a Plan carries (kld, ppl_delta_pct, label, basis, source 'measured', and the
     p99, top-1 agreement, text and report it came from), from reports of one model (`reports_for`)."""
-    from planner.quality import Quality
-
     if not reports:
         return {}
     # One text only: the newest report's (KL divergences on different texts are not comparable).
@@ -145,8 +144,6 @@ def check_same_model(source: Path | str, spec: Any) -> None:
 
 def results_dir() -> Path:
     """Where finished evaluations are stored (next to the bench calibration records)."""
-    from planner.paths import user_data_dir
-
     return user_data_dir() / "eval"
 
 
