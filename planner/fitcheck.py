@@ -4,8 +4,8 @@ A spec file lists deployments (model x format x runtime x target x context) with
 with the same library calls as `planner estimate` / `planner recommend` (evaluate() and recommend()), and every limit
 becomes a Check with the value the cost model gives, the limit, the margin and a verdict.
 
-Run `python -m planner.fitcheck` after changing the schema: it rewrites planner/data/deploy.schema.json, and a test
-fails while that file is stale.
+Run `python -m planner.schemas` after changing the schema: it rewrites planner/data/deploy.schema.json (with the
+catalog and profile schemas), and a test fails while that file is stale.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from planner.yamlio import safe_loader, parse_yaml, read_text
 
 SPEC_VERSION = 1
 REPORT_SCHEMA_VERSION = 1
-SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "deploy.schema.json"
 # The words planner.quality.Quality.label gives, mildest first (a test keeps the two in step).
 QUALITY_LABELS = ("lossless", "negligible", "small", "noticeable", "large", "severe")
 # Same default as --context: the model's maximum, capped so a 128k model is not planned at 128k by accident.
@@ -1166,15 +1165,3 @@ REPORTERS: dict[str, Callable[[Sequence[CheckResult]], str]] = {
     "text": render_text, "json": render_json, "junit": render_junit, "github": render_github, "markdown": render_markdown,
 }
 
-
-def main() -> None:
-    """Write planner/data/deploy.schema.json from the pydantic models."""
-    from planner.schemas import render
-    from planner.yamlio import atomic_write_text
-
-    atomic_write_text(SCHEMA_PATH, render(schema_json()))
-    print(f"wrote {SCHEMA_PATH}")
-
-
-if __name__ == "__main__":
-    main()

@@ -63,7 +63,7 @@ def test_committed_schema_is_not_stale():
 
     committed = ROOT / "planner" / "data" / "deploy.schema.json"  # the source tree's, also when the package is installed
     assert committed.read_text() == render(fitcheck.schema_json()), \
-        "planner/data/deploy.schema.json is stale: run python -m planner.fitcheck"
+        "planner/data/deploy.schema.json is stale: run python -m planner.schemas"
 
 
 def test_every_schema_field_is_documented():
