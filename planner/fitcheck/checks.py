@@ -11,8 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import InvalidInputError, NotFoundError, PlannerError, close_matches
+from planner.evaluate import ModelCost, evaluate
 from planner.fitcheck.spec import DEFAULT_CONTEXT, QUALITY_LABELS, Deployment, DeviceTarget, Limits, load_specs
-from planner.plan import GIB, Plan, Target
+from planner.formats import get_format
+from planner.hardware.catalog import get_fabric, load_catalog, load_fabrics
+from planner.models.profiles import load_registry
+from planner.models.readers import resolve_model
+from planner.plan import GIB, MemoryBreakdown, Plan, Target, replicated, target_from_catalog
+from planner.quality import Quality
+from planner.recommend import KV_QUALITY_KLD, recommend
+from planner.runtimes import RUNTIMES, get_runtime
+from planner.targets import target_from_host
 
 
 @dataclass(frozen=True)
@@ -48,19 +57,15 @@ def _num_check(name: str, value: float, limit: float, op: str, unit: str, digits
 
 def quality_kld(plan: Plan) -> float:
     """Expected KL divergence of a plan: the format's loss plus a quantized KV cache's (as recommend scores it)."""
-    from planner.recommend import KV_QUALITY_KLD
-
     return float(plan.quality.get("kld", 0.0)) + KV_QUALITY_KLD.get(plan.kv_dtype, 0.0)
 
 
 def quality_label(kld: float) -> str:
     """The quality word for a KL divergence (planner.quality's thresholds)."""
-    from planner.quality import Quality
-
     return Quality(kld, 0.0, "").label
 
 
-def _tightest(plan: Plan):  # type: ignore[no-untyped-def]
+def tightest_device(plan: Plan) -> MemoryBreakdown:
     """The device closest to (or furthest over) its usable memory."""
     return max(plan.per_device, key=lambda d: d.total_bytes / max(d.usable_bytes, 1))
 
@@ -75,7 +80,7 @@ def plan_checks(plan: Plan | None, limits: Limits, *, max_context: int | None, a
         checks.append(Check("fits", False, None, None, "<=", "GiB", None, f"does not run: {why}"))
     else:
         assert plan is not None
-        d = _tightest(plan)
+        d = tightest_device(plan)
         used, usable = d.total_bytes / GIB, d.usable_bytes / GIB
         msg = (f"{used:.2f} GiB of {usable:.2f} GiB usable on {d.device}" if plan.fits
                else f"does not fit: {plan.reason or f'needs {used:.2f} GiB on {d.device}, {usable:.2f} GiB usable'}")
@@ -102,7 +107,7 @@ def plan_checks(plan: Plan | None, limits: Limits, *, max_context: int | None, a
 
 
 def _headroom(plan: Plan, limit: float) -> Check:
-    d = _tightest(plan)
+    d = tightest_device(plan)
     pct = (d.usable_bytes - d.total_bytes) / max(d.usable_bytes, 1) * 100
     return _num_check("min_headroom_pct", pct, limit, ">=", "%", 2, f"free memory on {d.device}")
 
@@ -228,8 +233,6 @@ class Checker:
     def catalog(self):  # type: ignore[no-untyped-def]
         """The hardware catalog (built-in unless one was given)."""
         if self._catalog is None:
-            from planner.hardware.catalog import load_catalog
-
             self._catalog = load_catalog()
         return self._catalog
 
@@ -237,38 +240,25 @@ class Checker:
     def registry(self):  # type: ignore[no-untyped-def]
         """The model profiles (built-in unless given)."""
         if self._registry is None:
-            from planner.models.profiles import load_registry
-
             self._registry = load_registry()
         return self._registry
 
     def model(self, name: str):  # type: ignore[no-untyped-def]
         """A ModelCost for a model name or path, as `planner estimate --model` resolves it (cached: layouts are shared)."""
         if name not in self._models:
-            from planner.evaluate import ModelCost
-
             try:
-                from planner.models.readers import resolve_model
-            except ImportError:  # pragma: no cover - readers are part of the package
-                resolve_model = None
-            if resolve_model is not None:
-                try:
-                    src = resolve_model(name, self.registry)
-                except OSError as exc:  # a name the OS cannot take as a path (too long, ...)
-                    raise InvalidInputError(f"cannot read '{name}': {exc.strerror or exc}") from None
-                self._models[name] = ModelCost(src.spec, list(src.tensors) if src.tensors else [])
-            else:  # pragma: no cover
-                self._models[name] = ModelCost(self.registry.get(name))
+                src = resolve_model(name, self.registry)
+            except OSError as exc:  # a name the OS cannot take as a path (too long, ...)
+                raise InvalidInputError(f"cannot read '{name}': {exc.strerror or exc}") from None
+            self._models[name] = ModelCost(src.spec, list(src.tensors) if src.tensors else [])
         return self._models[name]
 
     def target(self, spec: DeviceTarget | str, count: int | None = None, device: str | None = None) -> Target:
         """The Target of a deployment (optionally with another count or device, for what-if suggestions)."""
-        from planner.plan import replicated, target_from_catalog
-
         if not isinstance(spec, DeviceTarget):
             if self._host_target is None:
+                # lazy: the probe (about 80 ms to import) is needed only for `target: local`
                 from planner.hardware import probe
-                from planner.targets import target_from_host
 
                 self._host_target = target_from_host(probe.local_host(self.catalog), origin="probe")
             return self._host_target
@@ -279,8 +269,6 @@ class Checker:
             ram = int(spec.ram_gib * GIB) if spec.ram_gib else None
             fabric = None
             if spec.nodes > 1 or spec.fabric:
-                from planner.hardware.catalog import get_fabric, load_fabrics
-
                 fabric = get_fabric(spec.fabric or "ib-ndr", load_fabrics())
             t = target_from_catalog(self.catalog.get(dev_name), n, ram, nodes=spec.nodes, fabric=fabric,
                                     expert_parallel=spec.expert_parallel)
@@ -292,9 +280,6 @@ class Checker:
 
     def resolve(self, dep: Deployment) -> Inputs:
         """Resolve names to library objects; raise a PlannerError naming the field."""
-        from planner.formats import get_format
-        from planner.runtimes import get_runtime
-
         mc = _field("model", lambda: self.model(dep.model))
         target = _field("target", lambda: self.target(dep.target))
         fmt = None if dep.format.lower() == "auto" else _field("format", lambda: get_format(dep.format))
@@ -306,10 +291,6 @@ class Checker:
 
     def check(self, dep: Deployment, inputs: Inputs | None = None) -> CheckResult:
         """Cost one deployment and check it against its limits."""
-        from planner.evaluate import evaluate
-        from planner.recommend import recommend
-        from planner.runtimes import RUNTIMES
-
         inp = inputs or self.resolve(dep)
         mc, target, ctx = inp.mc, inp.target, inp.context
 
@@ -385,8 +366,6 @@ def _field(key: str, fn: Callable[[], Any]) -> Any:
 
 def _known_kv_dtype(name: str) -> str:
     """A KV dtype some runtime offers (a typo is a spec error, not a failed deployment)."""
-    from planner.runtimes import RUNTIMES
-
     known = {k for rt in RUNTIMES.values() for k in rt.kv_dtypes}
     # the spellings evaluate maps onto runtime names (planner.evaluate._kv_dtype)
     known |= {"fp16", "f16", "auto", "fp8", "fp8_e4m3", "q8_0", "q4_0", "int8"}

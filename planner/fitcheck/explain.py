@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.fitcheck.checks import (
-    CheckResult, Checker, Inputs, _tightest, plan_checks, quality_kld, quality_label,
+    CheckResult, Checker, Inputs, tightest_device, plan_checks, quality_kld, quality_label,
 )
-from planner.fitcheck.reporters import _check_lines
+from planner.fitcheck.reporters import check_lines
 from planner.fitcheck.spec import DeviceTarget
-from planner.plan import GIB, Plan
+from planner.plan import GIB, Plan, replica_layout_error
+from planner.recommend import recommend
+from planner.runtimes import RUNTIMES
 
 
 @dataclass
@@ -29,7 +31,7 @@ class Suggestion:
 
 
 def _brief(plan: Plan) -> str:
-    d = _tightest(plan)
+    d = tightest_device(plan)
     return (f"{d.total_bytes / GIB:.1f}/{d.usable_bytes / GIB:.1f} GiB, decode {plan.decode_tokens_per_s:.1f} tok/s, "
             f"TTFT {plan.ttft_s:.2f} s, quality {quality_label(quality_kld(plan))}")
 
@@ -38,10 +40,6 @@ def what_would_pass(result: CheckResult, checker: Checker, max_items: int = 8) -
     """Spec changes that make a failing deployment pass: another format, a shorter context, fewer sequences, an 8-bit
     KV cache, more devices, a larger or faster device. Each changed deployment goes through Checker.check, the same
     path as the check itself, so every suggestion is costed and passes every limit."""
-    from planner.plan import replica_layout_error
-    from planner.recommend import recommend
-    from planner.runtimes import RUNTIMES
-
     if result.passed or result.inputs is None:
         return []
     dep, inp = result.deployment, result.inputs
@@ -172,7 +170,7 @@ def render_explain(data: dict) -> str:
             lines.append(f"  host RAM (tensors kept on the host, offloaded layers): {mem['host_bytes'] / GIB:.2f} GiB")
         lines.append("")
     lines.append("Checks:")
-    lines += _check_lines(data["checks"])
+    lines += check_lines(data["checks"])
     plan = data.get("plan") or {}
     if plan.get("quality"):
         lines.append(f"  quality basis: {plan['quality'].get('basis')}")

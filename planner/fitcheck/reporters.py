@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from planner.fitcheck.checks import CheckResult, _tightest, quality_kld, quality_label
+from planner.fitcheck.checks import CheckResult, tightest_device, quality_kld, quality_label
 from planner.plan import GIB
 
 REPORT_SCHEMA_VERSION = 1
@@ -25,7 +25,8 @@ def _fmt_value(v: Any, unit: str) -> str:
     return f"{v:g} {unit}" if unit != "KLD" else f"{v:.4f}"
 
 
-def _check_lines(checks: list[dict]) -> list[str]:
+def check_lines(checks: list[dict]) -> list[str]:
+    """The checks table shared by the text report and --explain, one row per Check.as_dict()."""
     out = [f"  {'':4} {'check':<29}{'value':>16}  {'limit':<18}{'margin':>12}"]
     for c in checks:
         limit = f"{c['op']} {_fmt_value(c['limit'], c['unit'])}" if c["limit"] is not None else "-"
@@ -43,7 +44,7 @@ def render_text(results: Sequence[CheckResult]) -> str:
         d = r.deployment
         lines.append(f"{'PASS' if r.passed else 'FAIL'} {d.name} ({d.where})")
         lines.append(f"  {r.summary}")
-        lines += _check_lines([c.as_dict() for c in r.checks])
+        lines += check_lines([c.as_dict() for c in r.checks])
         if not r.passed:
             lines.append(f"  run `planner check {d.file} --explain {_shell_word(d.name)}` for the breakdown and what would make it pass")
         lines.append("")
@@ -170,7 +171,7 @@ def render_markdown(results: Sequence[CheckResult]) -> str:
         p = r.plan
         mem = dec = ttft = qual = "-"
         if p is not None and p.runs and p.per_device:
-            d = _tightest(p)
+            d = tightest_device(p)
             mem = f"{d.total_bytes / GIB:.1f} / {d.usable_bytes / GIB:.1f}"
             dec, ttft = f"{p.decode_tokens_per_s:.1f}", f"{p.ttft_s:.2f}"
             qual = quality_label(quality_kld(p))

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from pydantic_core import PydanticCustomError
 
 from planner.errors import InvalidInputError, clip, close_matches, preview, show
+from planner.plan import replica_layout_error
 from planner.yamlio import safe_loader, parse_yaml, read_text
 
 SPEC_VERSION = 1
@@ -89,8 +90,6 @@ class DeviceTarget(_Strict):
     @field_validator("replicas")
     @classmethod
     def _replicas_split_gpus(cls, value: int, info: ValidationInfo) -> int:
-        from planner.plan import replica_layout_error
-
         # count and nodes are validated first (field order); when either is invalid it is reported on its own
         if "count" in info.data and "nodes" in info.data:
             why = replica_layout_error(info.data["count"], info.data["nodes"], value)
