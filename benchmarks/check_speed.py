@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from planner.cli import main  # noqa: E402
-from planner.fitcheck import Checker, load_specs, render_json  # noqa: E402
+from planner.fitcheck.checks import Checker  # noqa: E402
+from planner.fitcheck.reporters import render_json  # noqa: E402
+from planner.fitcheck.spec import load_specs  # noqa: E402
 
 MODELS = ["llama-3.1-8b", "llama-3.1-70b", "qwen2.5-7b", "qwen2.5-32b", "mistral-nemo-12b", "gemma-2-9b", "phi-4",
           "qwen3-30b-a3b", "mixtral-8x7b", "llama-3.2-3b"]

@@ -1,6 +1,8 @@
-"""Generate the committed JSON schemas (hwdb/schema.json, profiles/schema.json) from the pydantic models.
+"""Generate the committed JSON schemas (hwdb/schema.json, hwdb/fabrics/schema.json, profiles/schema.json,
+planner/data/deploy.schema.json) from the pydantic models that own them.
 
 Run `python -m planner.schemas` after changing a schema; a test fails while the committed files are stale.
+This module only reads the schemas: nothing in the package imports it.
 """
 
 from __future__ import annotations
@@ -8,15 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from planner.fitcheck import schema_json as deploy
+from planner.hardware.catalog import schema_json as hw
+from planner.hardware.schema import FabricFile
+from planner.models.profiles import schema_json as prof
+from planner.yamlio import atomic_write_text
+
 
 def schemas() -> dict[str, dict]:
     """Schema documents keyed by their path relative to the repository root."""
-    from planner.hardware.catalog import schema_json as hw
-    from planner.models.profiles import schema_json as prof
-
-    from planner.fitcheck import schema_json as deploy
-    from planner.hardware.schema import FabricFile
-
     return {"hwdb/schema.json": hw(), "profiles/schema.json": prof(), "hwdb/fabrics/schema.json": FabricFile.model_json_schema(),
             "planner/data/deploy.schema.json": deploy()}
 
@@ -28,8 +30,6 @@ def render(schema: dict) -> str:
 
 def main() -> None:
     """Write the schemas into the source tree."""
-    from planner.yamlio import atomic_write_text
-
     root = Path(__file__).resolve().parent.parent
     for rel, schema in schemas().items():
         atomic_write_text(root / rel, render(schema))

@@ -10,12 +10,15 @@ from pathlib import Path
 
 from planner.commands.options import add_catalog_dirs
 from planner.errors import InvalidInputError, PlannerError, close_matches
+from planner.fitcheck import (
+    REPORT_FORMATS, REPORTERS, Checker, explain_data, load_specs, render_explain, render_markdown, summary_line,
+)
+from planner.models.profiles import load_registry
+from planner.yamlio import atomic_write_text
 
 
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     """Register the subcommand."""
-    from planner.fitcheck import REPORT_FORMATS
-
     p = sub.add_parser(
         "check", help="check deployments in spec files against memory, speed and quality limits (for CI)",
         description="Cost every deployment of the spec files and check it against its limits. "
@@ -35,8 +38,6 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.fitcheck import REPORTERS, load_specs, render_markdown, summary_line
-
     fmt = "json" if args.json else args.report_format
     deployments = load_specs(args.files)
     checker = _checker(args)
@@ -60,15 +61,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _checker(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from planner.commands.common import load_catalog_for
-    from planner.fitcheck import Checker
-    from planner.models.profiles import load_registry
 
     return Checker(catalog=load_catalog_for(args), registry=load_registry(args.profiles or []))
 
 
 def _explain(args: argparse.Namespace, fmt: str, deployments, checker) -> int:  # type: ignore[no-untyped-def]
-    from planner.fitcheck import explain_data, render_explain
-
     if fmt not in ("text", "json"):
         raise InvalidInputError(f"--explain prints text or JSON, not {fmt}")
     match = [d for d in deployments if d.name == args.explain]
@@ -84,8 +81,6 @@ def _explain(args: argparse.Namespace, fmt: str, deployments, checker) -> int:  
 
 
 def _emit(args: argparse.Namespace, text: str) -> None:
-    from planner.yamlio import atomic_write_text
-
     if args.output:
         try:
             atomic_write_text(args.output, text)

@@ -7,6 +7,8 @@ import math
 import sys
 
 from planner.commands.options import add_json, console, int_in, nonempty, path_arg, print_json
+from planner.quantize.pipeline import quantize_model
+from planner.quantize.primitives import tune_allocator
 
 
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
@@ -63,9 +65,6 @@ class _RichProgress:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.quantize.pipeline import quantize_model
-    from planner.quantize.primitives import tune_allocator
-
     tune_allocator()  # this process is ours: keep encoder scratch buffers mapped
     bar = _RichProgress(enabled=not args.json and sys.stderr.isatty())
     try:

@@ -6,6 +6,9 @@ import argparse
 from typing import Any
 
 from planner.commands.options import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, add_catalog_dirs, int_in, nonempty
+from planner.hardware.catalog import load_catalog
+from planner.models.profiles import load_registry
+from planner.tui.app import create_app
 
 
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
@@ -32,6 +35,7 @@ def host_provider(catalog: Any, snapshot: str | None = None):  # type: ignore[no
     """A callable the app runs in a worker: probe this machine (or read a snapshot) and interpret it."""
 
     def provide() -> Any:
+        # lazy: the probe module (about 0.1 s to import) loads in the app's worker, after the first screen is drawn
         from planner.hardware import probe
 
         raw = probe.load_snapshot(snapshot) if snapshot else probe.read_raw()
@@ -42,14 +46,9 @@ def host_provider(catalog: Any, snapshot: str | None = None):  # type: ignore[no
 
 def run(args: argparse.Namespace) -> int:
     """Load the data (no probing here: the app probes in a worker), then run the app until the user quits."""
-    from planner.hardware.catalog import load_catalog
-    from planner.models.profiles import load_registry
-
     catalog = load_catalog(args.hwdb)
     registry = load_registry(args.profiles)
     provider = None if args.no_probe else host_provider(catalog, args.snapshot)
-
-    from planner.tui.app import create_app  # textual is imported only here, so other commands never pay for it
 
     from planner.measure.reports import load_reports
 

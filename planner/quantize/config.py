@@ -12,6 +12,7 @@ from typing import Literal, Union
 
 from planner.errors import PlannerError
 from planner.formats import EMBED_OUTPUT_Q8_VARIANTS, FORMATS, GGMLType, WeightFormat, gguf_base_type
+from planner.quantize.primitives import ENCODERS
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,6 @@ _REGISTRY: dict[str, QuantConfig] = {
 
 
 def _gguf_types_we_encode() -> set[str]:
-    from planner.quantize.primitives import ENCODERS
-
     return set(ENCODERS)
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize
 
 from planner.errors import InvalidInputError, PlannerError
 from planner.formats import Assignment, FloatType, GGMLType, GroupQuant, ShapeError, WeightFormat, get_format
@@ -285,9 +287,6 @@ def _install(partial: Path, out: Path, kind: Kind, force: bool) -> list[str]:
 
 
 def _write_gguf(run: _Run, fmt: WeightFormat, cfg: GGUFConfig, assignments: list[Assignment], partial: Path) -> int:
-    from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize
-
     src = run.src
     meta = general_metadata(src.arch, src.spec.name, cfg.ftype) + src.gguf_kvs
     planned = []

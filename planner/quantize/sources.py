@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize
 
 from planner.errors import InvalidInputError
 from planner.formats import GGML_TYPES
@@ -156,9 +158,6 @@ class Source:
 
 def _dequantize_rows(buf: mmap.mmap, t: SourceTensor, rows: slice | np.ndarray) -> np.ndarray:
     """Rows of a GGUF tensor as float32, through gguf-py's dequantizers for quantized types."""
-    from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize
-
     typ = GGML_TYPES[t.dtype]
     row_bytes = typ.nbytes((t.row_length,))
     raw = np.frombuffer(buf, dtype=np.uint8, count=t.n_rows * row_bytes, offset=t.offset).reshape(t.n_rows, row_bytes)

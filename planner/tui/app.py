@@ -17,7 +17,9 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, TabbedContent
 from textual.worker import get_current_worker
 
+from planner.errors import PlannerError
 from planner.hardware.catalog import Catalog, get_fabric
+from planner.hardware.targets import target_from_host
 from planner.models.profiles import ModelRegistry
 from planner.plan import GIB, Target
 from planner.tui.screens.help import HelpScreen
@@ -161,9 +163,6 @@ class PlannerApp(App[None]):
         """'1x NVIDIA GeForce RTX 4090, 23.1 GiB free' for the probed host."""
         if self.host is None:
             return "not probed"
-        from planner.errors import PlannerError
-        from planner.hardware.targets import target_from_host
-
         try:
             t = target_from_host(self.host)
         except PlannerError as exc:

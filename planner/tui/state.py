@@ -9,9 +9,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from planner.hardware.catalog import Catalog, DeviceSpec
+from planner.formats import FORMATS
+from planner.hardware.catalog import Catalog, DeviceSpec, get_fabric, load_fabrics
+from planner.hardware.targets import target_from_host
+from planner.models.inventory import count_active_params, count_params, tensor_inventory
 from planner.models.spec import ModelSpec
 from planner.plan import GIB, Plan, Target, target_from_catalog
+from planner.recommend import default_formats, recommend
+from planner.runtimes import RUNTIMES
 
 LOCAL = "local"  # device id of "this machine, as probed"
 ALL = "all"  # the "no filter" value of the format and runtime filters
@@ -124,8 +129,6 @@ class ModelRow:
 
 def model_row(spec: ModelSpec) -> ModelRow:
     """Parameter counts from the tensor inventory (the same counts `planner models` shows)."""
-    from planner.models.inventory import count_active_params, count_params, tensor_inventory
-
     tensors = tensor_inventory(spec)
     total = count_params(spec, tensors)
     active = count_active_params(spec, tensors) if spec.moe is not None else total
@@ -189,12 +192,8 @@ def make_target(inputs: FitInputs, catalog: Catalog, host: Any | None) -> Target
     if inputs.device_id == LOCAL:
         if host is None:
             raise LookupError("the local machine has not been probed")
-        from planner.hardware.targets import target_from_host
-
         return target_from_host(host)
     if inputs.nodes > 1:
-        from planner.hardware.catalog import get_fabric
-
         return target_from_catalog(catalog.get(inputs.device_id), inputs.count, nodes=inputs.nodes,
                                    fabric=get_fabric(inputs.fabric_id, fabrics()))
     return target_from_catalog(catalog.get(inputs.device_id), inputs.count)
@@ -206,17 +205,12 @@ _FABRICS: dict = {}
 def fabrics() -> dict:
     """The inter-node fabrics of hwdb/fabrics (loaded once), for the fabric choice."""
     if not _FABRICS:
-        from planner.hardware.catalog import load_fabrics
-
         _FABRICS.update(load_fabrics())
     return _FABRICS
 
 
 def filter_args(inputs: FitInputs, native_dtype: str) -> tuple[list, list]:
     """(formats, runtimes) to pass to recommend(): empty lists mean recommend's own defaults."""
-    from planner.recommend import default_formats
-    from planner.runtimes import RUNTIMES
-
     fmts = [f for f in default_formats(native_dtype) if f.family == inputs.format_family] if inputs.format_family != ALL else []
     rts = [RUNTIMES[inputs.runtime_id]] if inputs.runtime_id != ALL else []
     return fmts, rts
@@ -224,8 +218,6 @@ def filter_args(inputs: FitInputs, native_dtype: str) -> tuple[list, list]:
 
 def format_families() -> list[str]:
     """The format families recommend considers, for the format filter."""
-    from planner.recommend import default_formats
-
     seen: dict[str, None] = {}
     for f in default_formats("mxfp4"):
         seen.setdefault(f.family, None)
@@ -234,8 +226,6 @@ def format_families() -> list[str]:
 
 def runtime_ids() -> list[str]:
     """Every runtime id, for the runtime filter."""
-    from planner.runtimes import RUNTIMES
-
     return list(RUNTIMES)
 
 
@@ -263,7 +253,6 @@ def compute_recommendation(inputs: FitInputs, costs: CostCache, catalog: Catalog
     """recommend() for the inputs: the same call `planner recommend` makes, with the measured quality of stored
     planner eval reports of the model in place of the table estimate."""
     from planner.measure.reports import stored_quality
-    from planner.recommend import recommend
 
     mc = costs.get(inputs.model_id)
     target = make_target(inputs, catalog, host)
@@ -373,8 +362,6 @@ def matrix_axes(catalog: Catalog, registry: Any) -> tuple[list[str], list[str]]:
     n_models, n_devices = MATRIX_SIZE
     models = [m for m in MATRIX_MODELS if m in registry.models]
     if len(models) < n_models:  # fixtures without the preferred ids: spread over sizes instead
-        from planner.models.inventory import count_params
-
         rest = sorted((m for m in registry if m.id not in models), key=count_params)
         step = max(1, len(rest) // max(1, n_models - len(models)))
         models += [m.id for m in rest[::step]][: n_models - len(models)]
@@ -388,8 +375,6 @@ def matrix_axes(catalog: Catalog, registry: Any) -> tuple[list[str], list[str]]:
 
 def matrix_cell(mc: Any, target: Target, format_id: str, context: int) -> MatrixCell:
     """One cell: the format (or the best rung of the ladder) on the target with its fastest fitting runtime."""
-    from planner.formats import FORMATS
-
     ladder = [f for f in BEST_LADDER if f in FORMATS] if format_id == BEST else [format_id]
     tried: list[Plan] = []
     for fid in ladder:
@@ -409,7 +394,6 @@ def matrix_cell(mc: Any, target: Target, format_id: str, context: int) -> Matrix
 def _best_runtime(mc: Any, fmt: Any, target: Target, context: int) -> Plan | None:
     """The fastest fitting plan over the runtimes that run `fmt` on the device, else the smallest; None if none runs it."""
     from planner.evaluate import evaluate
-    from planner.runtimes import RUNTIMES
 
     plans = [evaluate(mc, fmt, rt, target, context=context) for rt in RUNTIMES.values() if rt.support(fmt, target.device).runs]
     if not plans:

@@ -165,12 +165,12 @@ def test_explain_unknown_name_and_wrong_format(capsys):
 
 
 def test_local_target(capsys, monkeypatch, catalog, tmp_path):
-    from planner.hardware import targets
+    from planner.fitcheck import checks
     from planner.hardware import probe
     from planner.plan import target_from_catalog
 
     monkeypatch.setattr(probe, "local_host", lambda _catalog: object())
-    monkeypatch.setattr(targets, "target_from_host", lambda host, origin="probe", ram_override=None:
+    monkeypatch.setattr(checks, "target_from_host", lambda host, origin="probe", ram_override=None:
                         target_from_catalog(catalog.get("rtx-4090")))
     path = tmp_path / "local.yaml"
     path.write_text((FIX / "pass.yaml").read_text().replace("target: {device: rtx-4090}", "target: local"))

@@ -14,12 +14,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner import fitcheck
 from planner.errors import InvalidInputError, PlannerError
 from planner.evaluate import evaluate
-from planner.fitcheck import (
-    QUALITY_LABELS, Checker, DeviceTarget, Limits, load_specs, parse_spec, plan_checks, render_github, render_json,
-    render_junit, render_markdown, render_text, what_would_pass,
+from planner.fitcheck.checks import Checker, plan_checks
+from planner.fitcheck.explain import explain_data, render_explain, what_would_pass
+from planner.fitcheck.reporters import render_github, render_json, render_junit, render_markdown, render_text
+from planner.fitcheck.spec import (
+    _NAME_RE, DEFAULT_PROMPT_TOKENS, QUALITY_LABELS, DeployFile, DeploymentEntry, DeviceTarget, Limits, Settings,
+    load_specs, parse_spec, schema_json,
 )
 from planner.formats import get_format
 from planner.plan import target_from_catalog
@@ -62,12 +64,12 @@ def test_committed_schema_is_not_stale():
     from planner.schemas import render
 
     committed = ROOT / "planner" / "data" / "deploy.schema.json"  # the source tree's, also when the package is installed
-    assert committed.read_text() == render(fitcheck.schema_json()), \
-        "planner/data/deploy.schema.json is stale: run python -m planner.fitcheck"
+    assert committed.read_text() == render(schema_json()), \
+        "planner/data/deploy.schema.json is stale: run python -m planner.schemas"
 
 
 def test_every_schema_field_is_documented():
-    for model in (fitcheck.DeployFile, fitcheck.Settings, fitcheck.DeploymentEntry, Limits, DeviceTarget):
+    for model in (DeployFile, Settings, DeploymentEntry, Limits, DeviceTarget):
         for name, f in model.model_fields.items():
             assert f.description, f"{model.__name__}.{name} has no description"
 
@@ -100,7 +102,7 @@ def test_minimal_spec_and_defaults():
     (d,) = spec(ONE)
     assert d.name == "a" and d.model == "llama-3.1-8b" and d.target == DeviceTarget(device="rtx-4090")
     assert d.format == "Q4_K_M" and d.runtime == "llama.cpp" and d.context is None
-    assert d.concurrency == 1 and d.prompt_tokens == fitcheck.DEFAULT_PROMPT_TOKENS and d.limits == Limits()
+    assert d.concurrency == 1 and d.prompt_tokens == DEFAULT_PROMPT_TOKENS and d.limits == Limits()
     assert d.line == 2 and d.file == "deploy.yaml"
 
 
@@ -362,10 +364,10 @@ def test_shorter_context_is_suggested_when_it_is_enough(checker):
 def test_explain_data_has_the_breakdown(checker):
     deps = {d.name: d for d in load_specs([FIX / "fail.yaml"])}
     (r,) = checker.check_all([deps["too-slow-8b"]])
-    data = fitcheck.explain_data(r, checker)
+    data = explain_data(r, checker)
     (dev,) = data["memory"]["per_device"]
     assert dev["total_bytes"] == dev["weights_bytes"] + dev["kv_cache_bytes"] + dev["activations_bytes"] + dev["overhead_bytes"]
-    text = fitcheck.render_explain(data)
+    text = render_explain(data)
     assert "weights" in text and "KV cache" in text and "What would make it pass:" in text
 
 
@@ -477,7 +479,7 @@ def test_fuzz_deployment_entries(entry):
     outcome(yaml.safe_dump({"deployments": [entry]}))
 
 
-NAMES = st.text(min_size=1, max_size=200).filter(lambda s: re.fullmatch(fitcheck._NAME_RE, s) is not None)
+NAMES = st.text(min_size=1, max_size=200).filter(lambda s: re.fullmatch(_NAME_RE, s) is not None)
 
 
 @settings(FUZZ, max_examples=100, deadline=10_000)  # costs a deployment per example

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from planner.errors import InvalidInputError
 from planner.evaluate import ModelCost, evaluate
-from planner.fitcheck import parse_spec
+from planner.fitcheck.spec import parse_spec
 from planner.formats import get_format
 from planner.plan import replica_layout_error, replicated, target_from_catalog
 from planner.recommend import explores_layouts, layout_runners_up, recommend, sub_layouts

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from planner.measure.calibration import parse_calibration
 from planner.errors import PlannerError
-from planner.fitcheck import parse_spec
+from planner.fitcheck.spec import parse_spec
 from planner.hardware.catalog import validate_catalog_dir
 from planner.models.profiles import parse_profile_files
 from planner.paths import data_dir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from rich.text import Text
@@ -9,11 +10,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
-from planner.tui.widgets.searchable import SearchableTable
-
+from planner.errors import PlannerError
 from planner.hardware.catalog import DeviceSpec
+from planner.hardware.targets import target_from_host
 from planner.plan import GIB
 from planner.tui.state import DEVICE_SORTS, LOCAL, device_matches, device_rows
+from planner.tui.widgets.searchable import SearchableTable
 
 COLUMNS = (("id", None), ("name", "name"), ("vendor", "vendor"), ("memory GiB", "memory"), ("kind", "kind"),
            ("GB/s", "bandwidth"), ("FP16 TFLOPS", "fp16"), ("FP8 TFLOPS", "fp8"), ("year", "year"))
@@ -108,15 +110,10 @@ class DevicesPane(SearchableTable, Vertical):
             return []
         gpus = list(getattr(host, "gpus", []) or [])
         if not gpus:
-            from planner.errors import PlannerError
-            from planner.hardware.targets import target_from_host
-
             try:
                 t = target_from_host(host)
             except PlannerError:  # a host without RAM figures has nothing to plan for: no row
                 return []
-            from types import SimpleNamespace
-
             gpus = [SimpleNamespace(spec=t.device, name=f"{t.device.name} (CPU)", memory_free_bytes=t.usable_bytes[0])]
         return [g for g in gpus if device_matches(g.spec, self.query_text)]
 

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, Select, Static
 
+from planner.hardware.targets import target_from_host
 from planner.plan import Plan
 from planner.quality import quality_text
 from planner.tui.state import (ALL, TIGHT_FRACTION, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT, PREFERENCES, QUALITY_STYLES,
@@ -137,8 +138,6 @@ class FitPane(Vertical):
                     select.value = value
         count = inputs.count
         if inputs.device_id == LOCAL:  # the probed machine plans with the GPUs it has
-            from planner.hardware.targets import target_from_host
-
             count = target_from_host(app.host).count if app.host is not None else 1
         for in_id, value in (("#fit-count", count), ("#fit-context", inputs.context),
                              ("#fit-concurrency", inputs.concurrency)):

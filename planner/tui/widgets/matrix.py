@@ -11,6 +11,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Label, Select, Static
 from textual.worker import get_current_worker
 
+from planner.formats import FORMATS
+from planner.hardware.targets import target_from_host
 from planner.plan import target_from_catalog
 from planner.tui.state import BEST, LOCAL, MATRIX_FORMATS, MatrixCell, matrix_axes, matrix_cell
 
@@ -29,8 +31,6 @@ class MatrixPane(Vertical):
 
     def compose(self) -> ComposeResult:
         """Format picker, hint, table, status."""
-        from planner.formats import FORMATS
-
         with Horizontal(classes="controls"):
             yield Label("format", classes="ctl-label")
             yield Select([("best that fits (GGUF ladder)" if f == BEST else f, f) for f in MATRIX_FORMATS
@@ -97,8 +97,6 @@ class MatrixPane(Vertical):
         targets = {}
         for d in devices:
             if d == LOCAL:
-                from planner.hardware.targets import target_from_host
-
                 targets[d] = target_from_host(app.host)
             else:
                 targets[d] = target_from_catalog(app.catalog.get(d), 1)
