@@ -52,10 +52,10 @@ def resolve_model(name: str, registry: ModelRegistry, online: bool | None = None
     except NotFoundError as exc:
         if ref is None:
             raise
-        from planner.models.hub import resolve_repo
+        from planner.models.hub import resolve_repo  # lazy: as above
 
         return resolve_repo(name, online=online, candidates=exc.candidates).source
-    from planner.models.readers.common import ModelSource
+    from planner.models.readers.common import ModelSource  # lazy: importing it loads every reader (numpy, gguf)
 
     return ModelSource(spec=spec, tensors=None, origin=f"profile {spec.id}")
 
@@ -68,7 +68,7 @@ def resolve(name: str, registry: ModelRegistry, *, online: bool | None = None) -
     a GGUF quant) carries the format(s) it is stored in.
     """
     if path_exists(Path(name)):
-        # Only a path or a repo id needs the file readers (they import numpy/gguf, which cost start-up time).
+        # lazy: only a path or a repo id needs the file readers (they import numpy/gguf, which cost start-up time)
         from planner.models.hub import gguf_label, planner_format
 
         src = resolve_model(name, registry)
@@ -83,7 +83,7 @@ def resolve(name: str, registry: ModelRegistry, *, online: bool | None = None) -
     try:
         return ResolvedModel(registry.get(name), [], [])
     except NotFoundError as exc:
-        from planner.models.hub import is_repo_ref, resolve_repo
+        from planner.models.hub import is_repo_ref, resolve_repo  # lazy: as above
 
         if not is_repo_ref(name):
             raise

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from planner.errors import InvalidInputError, show  # noqa: F401 - show is re-exported for the readers
 from planner.models.inventory import TensorInfo
 from planner.models.spec import ModelSpec
@@ -28,8 +30,6 @@ class ModelSource:
 
 def build_spec(kwargs: dict[str, Any], source: str) -> ModelSpec:
     """Validate ModelSpec fields read from a file; a violated bound is one InvalidInputError line."""
-    from pydantic import ValidationError
-
     try:
         return ModelSpec(**kwargs)
     except ValidationError as exc:
@@ -42,8 +42,6 @@ def build_spec(kwargs: dict[str, Any], source: str) -> ModelSpec:
 
 def validated(source: str, model: Any, kwargs: dict[str, Any]) -> Any:
     """Build a pydantic model from file values; the first violated bound is one InvalidInputError line."""
-    from pydantic import ValidationError
-
     try:
         return model(**kwargs)
     except ValidationError as exc:
