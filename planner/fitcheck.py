@@ -31,7 +31,7 @@ from planner.yamlio import safe_loader, parse_yaml, read_text
 SPEC_VERSION = 1
 REPORT_SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "deploy.schema.json"
-# The words planner.quality.Quality.label gives, mildest first (a test keeps the two in step).
+# The words planner.cost.quality.Quality.label gives, mildest first (a test keeps the two in step).
 QUALITY_LABELS = ("lossless", "negligible", "small", "noticeable", "large", "severe")
 # Same default as --context: the model's maximum, capped so a 128k model is not planned at 128k by accident.
 DEFAULT_CONTEXT = 8192
@@ -455,8 +455,8 @@ def quality_kld(plan: Plan) -> float:
 
 
 def quality_label(kld: float) -> str:
-    """The quality word for a KL divergence (planner.quality's thresholds)."""
-    from planner.quality import Quality
+    """The quality word for a KL divergence (planner.cost.quality's thresholds)."""
+    from planner.cost.quality import Quality
 
     return Quality(kld, 0.0, "").label
 
@@ -551,7 +551,7 @@ _UNITS = {"min_headroom_pct": "%", "max_memory_gib": "GiB", "min_decode_tokens_p
 class Inputs:
     """What a deployment resolved to: the model's costs, the target, and the format / runtime it pins."""
 
-    mc: Any  # planner.evaluate.ModelCost
+    mc: Any  # planner.cost.evaluate.ModelCost
     target: Target
     fmt: Any | None  # WeightFormat, None for auto
     runtime: Any | None  # Runtime, None: the best for the format
@@ -646,7 +646,7 @@ class Checker:
     def model(self, name: str):  # type: ignore[no-untyped-def]
         """A ModelCost for a model name or path, as `planner estimate --model` resolves it (cached: layouts are shared)."""
         if name not in self._models:
-            from planner.evaluate import ModelCost
+            from planner.cost.evaluate import ModelCost
 
             try:
                 from planner.models.readers import resolve_model
@@ -707,7 +707,7 @@ class Checker:
 
     def check(self, dep: Deployment, inputs: Inputs | None = None) -> CheckResult:
         """Cost one deployment and check it against its limits."""
-        from planner.evaluate import evaluate
+        from planner.cost.evaluate import evaluate
         from planner.recommend import recommend
         from planner.runtimes import RUNTIMES
 
@@ -789,7 +789,7 @@ def _known_kv_dtype(name: str) -> str:
     from planner.runtimes import RUNTIMES
 
     known = {k for rt in RUNTIMES.values() for k in rt.kv_dtypes}
-    # the spellings evaluate maps onto runtime names (planner.evaluate._kv_dtype)
+    # the spellings evaluate maps onto runtime names (planner.cost.evaluate._kv_dtype)
     known |= {"fp16", "f16", "auto", "fp8", "fp8_e4m3", "q8_0", "q4_0", "int8"}
     if name.lower() not in {k.lower() for k in known}:
         raise NotFoundError("KV cache dtype", name, close_matches(name, sorted(known)))

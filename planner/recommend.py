@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from planner.evaluate import ModelCost, evaluate
+from planner.cost.evaluate import ModelCost, evaluate
 from planner.formats import FORMATS, WeightFormat, exl2_format
 from planner.plan import GIB, Plan, Target
 from planner.runtimes import RUNTIMES, Runtime

@@ -59,7 +59,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.evaluate import ModelCost  # noqa: F401 - imported for its side-effect-free types
+    from planner.cost.evaluate import ModelCost  # noqa: F401 - imported for its side-effect-free types
     from planner.formats import get_format
     from planner.recommend import recommend
     from planner.runtimes import get_runtime
@@ -307,7 +307,7 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
     """Human output: choice, reasons, memory bar, launch command, alternatives."""
     from rich.table import Table
 
-    from planner.quality import quality_text
+    from planner.cost.quality import quality_text
 
     con = console()
     con.print(f"[bold]{mc.spec.name}[/bold] ({mc.params / 1e9:.1f}B params) on [bold]{target.label}[/bold] "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.evaluate import ModelCost, evaluate
+from planner.cost.evaluate import ModelCost, evaluate
 from planner.formats import FORMATS
 from planner.plan import target_from_catalog
 from planner.recommend import recommend

@@ -24,7 +24,7 @@ from planner.cost.speed import (
 from planner.formats import GGMLType, ShapeError, WeightFormat, gguf_main_type
 from planner.models.inventory import TensorInfo, active_fraction, count_params, tensor_inventory
 from planner.plan import GIB, MemoryBreakdown, Plan, Target
-from planner.quality import expected_quality
+from planner.cost.quality import expected_quality
 from planner.runtimes import Runtime
 
 if TYPE_CHECKING:

@@ -57,12 +57,12 @@ def _table() -> dict:
     import json
     from pathlib import Path
 
-    return json.loads((Path(__file__).parent / "data" / "quality.json").read_text(encoding="utf-8"))
+    return json.loads((Path(__file__).parent.parent / "data" / "quality.json").read_text(encoding="utf-8"))
 
 
 def _curve() -> list[tuple[float, float, float]]:
     """(bits per weight on Llama-3-8B, kld, ppl%) for the measured GGUF types, sorted by bits."""
-    from planner.evaluate import ModelCost
+    from planner.cost.evaluate import ModelCost
     from planner.formats import get_format
     from planner.models.profiles import load_registry
 
