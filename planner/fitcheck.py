@@ -449,7 +449,7 @@ def _num_check(name: str, value: float, limit: float, op: str, unit: str, digits
 
 def quality_kld(plan: Plan) -> float:
     """Expected KL divergence of a plan: the format's loss plus a quantized KV cache's (as recommend scores it)."""
-    from planner.recommend import KV_QUALITY_KLD
+    from planner.cost.quality import KV_QUALITY_KLD
 
     return float(plan.quality.get("kld", 0.0)) + KV_QUALITY_KLD.get(plan.kv_dtype, 0.0)
 
@@ -646,7 +646,7 @@ class Checker:
     def model(self, name: str):  # type: ignore[no-untyped-def]
         """A ModelCost for a model name or path, as `planner estimate --model` resolves it (cached: layouts are shared)."""
         if name not in self._models:
-            from planner.cost.evaluate import ModelCost
+            from planner.cost.model import ModelCost
 
             try:
                 from planner.models.readers import resolve_model

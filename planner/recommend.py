@@ -7,7 +7,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from planner.cost.evaluate import ModelCost, evaluate
+from planner.cost.evaluate import evaluate
+from planner.cost.model import ModelCost
+from planner.cost.quality import KV_QUALITY_KLD
 from planner.formats import FORMATS, WeightFormat, exl2_format
 from planner.plan import GIB, Plan, Target
 from planner.runtimes import RUNTIMES, Runtime
@@ -16,9 +18,6 @@ from planner.runtimes import RUNTIMES, Runtime
 _SKIP_BY_DEFAULT = {"F32", "TQ1_0", "TQ2_0", "MXFP4_MOE", "nf4-nodq", "fp8-pertensor", "gptq-int4-perchannel",
                     "gptq-int8-perchannel", "gptq-int4-g32", "fp32", "Q4_1", "Q5_0", "Q5_1", "Q2_K_S", "IQ3_S", "IQ2_S",
                     "IQ4_NL", "Q6_K_L", "Q5_K_L", "Q4_K_L", "Q3_K_XL", "Q2_K_L"}
-# Assumed extra loss of a quantized KV cache (llama.cpp discussions: q8_0 KV is near-lossless, q4_0 is not).
-KV_QUALITY_KLD = {"q8_0": 0.0005, "q8": 0.0005, "fp8_e4m3": 0.0005, "fp8_e5m2": 0.001, "fp8": 0.0005, "int8": 0.0005,
-                  "q5_1": 0.002, "q5_0": 0.002, "q6": 0.001, "q4_1": 0.008, "q4_0": 0.01, "iq4_nl": 0.008, "q4": 0.004}
 PREFERENCES = ("balanced", "quality", "speed", "memory")
 _RUNTIME_ORDER = {rid: i for i, rid in enumerate(RUNTIMES)}
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from planner.errors import PlannerError
 
 if TYPE_CHECKING:
-    from planner.cost.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.plan import Plan, Target
     from planner.recommend import Recommendation
 

@@ -30,7 +30,7 @@ from planner.bench.shapes import MatmulShape, model_shapes
 from planner.errors import PlannerError
 
 if TYPE_CHECKING:
-    from planner.cost.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.formats import WeightFormat
     from planner.plan import Target
     from planner.runtimes import Runtime

@@ -38,7 +38,7 @@ def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     planner's cache of earlier Hub reads, or the Hub itself with --online. A pre-quantized checkpoint (AWQ, GPTQ,
     a GGUF quant) is planned as it is stored: recommend compares only its format(s) unless --format is given.
     """
-    from planner.cost.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.models.profiles import load_registry
 
     registry = load_registry(getattr(args, "profiles", []) or [])
@@ -109,7 +109,7 @@ def _ggml_bytes(t, dtypes) -> int:  # type: ignore[no-untyped-def]
 def _model_cost(src):  # type: ignore[no-untyped-def]
     """A ModelCost from read files: GGUF and float tensors as read; packed checkpoints (GPTQ qweight, AWQ, MLX,
     bitsandbytes, FP8 scales) by the spec's own inventory, since their stored shapes are not the weights' shapes."""
-    from planner.cost.evaluate import ModelCost
+    from planner.cost.model import ModelCost
 
     quant = src.quantization or {}
     real = src.tensors if src.tensors and (not quant or quant.get("method") == "gguf") else []

@@ -59,7 +59,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.cost.evaluate import ModelCost  # noqa: F401 - imported for its side-effect-free types
+    from planner.cost.model import ModelCost  # noqa: F401 - imported for its side-effect-free types
     from planner.formats import get_format
     from planner.recommend import recommend
     from planner.runtimes import get_runtime

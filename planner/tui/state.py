@@ -249,7 +249,7 @@ class CostCache:
 
     def get(self, model_id: str):  # type: ignore[no-untyped-def]
         """The ModelCost of a profile, built once."""
-        from planner.cost.evaluate import ModelCost
+        from planner.cost.model import ModelCost
 
         with self._lock:
             mc = self._costs.get(model_id)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from planner.cost.evaluate import ModelCost, evaluate
+from planner.cost.evaluate import evaluate
+from planner.cost.model import ModelCost
 from planner.formats import get_format
 from planner.models.spec import MLASpec, ModelSpec
 from planner.plan import GIB, Target, target_from_catalog

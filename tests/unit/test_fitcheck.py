@@ -198,7 +198,7 @@ def test_pinned_deployment_uses_the_library_evaluate(checker, catalog, registry)
     """One cost model: the check's plan is exactly what evaluate() gives for the same inputs."""
     (d,) = spec(ONE.replace("format: Q4_K_M", "format: Q4_K_M\n    context: 16384\n    concurrency: 2\n    prompt_tokens: 900"))
     (r,) = checker.check_all([d])
-    from planner.cost.evaluate import ModelCost
+    from planner.cost.model import ModelCost
 
     ref = evaluate(ModelCost(registry.get("llama-3.1-8b")), get_format("Q4_K_M"), get_runtime("llama.cpp"),
                    target_from_catalog(catalog.get("rtx-4090")), context=16384, concurrency=2, prompt_tokens=900)
