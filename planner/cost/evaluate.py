@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from planner.cost.model import ModelCost
 from planner.cost.placement import place_layers, place_tensor_parallel, replicate
 from planner.cost.quality import expected_quality
 from planner.cost.speed import predict_speeds
 from planner.formats import ShapeError, WeightFormat
+from planner.launch import launch_command
 from planner.plan import GIB, Plan, Target
 from planner.runtimes import RUNTIMES, Runtime
+
+if TYPE_CHECKING:
+    from planner.models.spec import ModelSpec
 
 
 # The same KV dtype goes by different names in different runtimes.
@@ -55,7 +61,7 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
                         kv_dtype=kv_dtype, prompt_tokens=prompt_tokens, calibration=calibration)
         replicate(plan, runtime, target, concurrency)
         if plan.runs:
-            plan.launch_args = (mc.spec, fmt, runtime, target)
+            plan.launch_fn = _launch_fn(mc.spec, fmt, runtime, target)
         return plan
     m = mc.spec
     dev = target.device
@@ -118,5 +124,10 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     plan.speed_fn = lambda pl: predict_speeds(pl, mc, lay, fmt, runtime, target, kv, mode, calibration)
     if context > m.max_context:
         plan.warnings.append(f"context {context} is beyond the model's maximum {m.max_context}")
-    plan.launch_args = (mc.spec, fmt, runtime, target)  # the command is rendered only when read
+    plan.launch_fn = _launch_fn(mc.spec, fmt, runtime, target)  # the command is rendered only when read
     return plan
+
+
+def _launch_fn(model: ModelSpec, fmt: WeightFormat, runtime: Runtime, target: Target) -> Callable[[Plan], str]:
+    """The plan's launch-command renderer for this model, format, runtime and target."""
+    return lambda plan: launch_command(plan, model, fmt, runtime, target)
