@@ -35,6 +35,8 @@ class Recommendation:
     best: Plan | None
     reasons: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
+    # every format considered, by id: the plans name theirs by id, and an as-stored format is in no registry
+    formats: dict[str, WeightFormat] = field(default_factory=dict)
 
     @property
     def fitting(self) -> list[Plan]:
@@ -127,11 +129,12 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
         chosen = {id(p) for p in reps}
         ranked, compare = reps + [p for p in ranked if id(p) not in chosen], reps
     best = ranked[0] if ranked and ranked[0].fits else None
-    rec = Recommendation(mc.spec.id, target.label, context, concurrency, prefer, ranked, best)
+    by_id = {f.id: f for f in fmts}
+    rec = Recommendation(mc.spec.id, target.label, context, concurrency, prefer, ranked, best, formats=by_id)
     if best is not None:
         rec.reasons = explain(best, compare, prefer)
     else:
-        rec.suggestions = suggest(mc, target, ranked, context=context, concurrency=concurrency, catalog=catalog,
+        rec.suggestions = suggest(mc, target, ranked, by_id, context=context, concurrency=concurrency, catalog=catalog,
                                   calibration=calibration)
     return rec
 
@@ -247,9 +250,10 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
     return out
 
 
-def suggest(mc: ModelCost, target: Target, ranked: list[Plan], *, context: int, concurrency: int, catalog=None,
-            calibration: dict | None = None) -> list[str]:
-    """When nothing fits: the smallest plan, a shorter context, more devices, or a device with enough memory."""
+def suggest(mc: ModelCost, target: Target, ranked: list[Plan], formats: dict[str, WeightFormat], *, context: int,
+            concurrency: int, catalog=None, calibration: dict | None = None) -> list[str]:
+    """When nothing fits: the smallest plan, a shorter context, more devices, or a device with enough memory
+    (`formats`: the plans' formats by id)."""
     runs = [p for p in ranked if p.runs]
     out: list[str] = []
     if not runs:
@@ -260,10 +264,7 @@ def suggest(mc: ModelCost, target: Target, ranked: list[Plan], *, context: int, 
     out.append(f"smallest option {smallest.format_id} with {smallest.runtime_id} needs {need / GIB:.1f} GiB "
                f"({smallest.reason or 'does not fit'})")
     if context > 4096:
-        from planner.runtimes import RUNTIMES as R
-        from planner.formats import get_format
-
-        p = evaluate(mc, get_format(smallest.format_id), R[smallest.runtime_id], target, context=4096,
+        p = evaluate(mc, formats[smallest.format_id], RUNTIMES[smallest.runtime_id], target, context=4096,
                      concurrency=concurrency, kv_dtype=smallest.kv_dtype, calibration=calibration)
         if p.fits:
             out.append(f"a shorter context fits: {smallest.format_id} at --context 4096 needs {p.total_memory_bytes / GIB:.1f} GiB")
@@ -274,9 +275,7 @@ def suggest(mc: ModelCost, target: Target, ranked: list[Plan], *, context: int, 
     if n > target.count:
         out.append(f"more devices: about {n}x {target.device.id} hold {ref.format_id} ({ref.needed_bytes / GIB:.1f} GiB)")
     if catalog is not None:
-        from planner.formats import get_format
-
-        ref_fmt = get_format(ref.format_id)
+        ref_fmt = formats[ref.format_id]
         fits = sorted((d for d in catalog if d.memory_kind != "system" and d.memory_bytes * 0.9 >= ref.needed_bytes
                        and any(rt.support(ref_fmt, d).runs for rt in RUNTIMES.values())),
                       key=lambda d: d.memory_gib)[:3]
