@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -101,8 +102,6 @@ def replica_layout_error(count: int, nodes: int, replicas: int) -> str:
 
 def replicated(target: Target, replicas: int) -> Target:
     """`target`'s GPUs as `replicas` data-parallel copies of one equal layout; ValueError when they do not divide."""
-    import dataclasses
-
     why = replica_layout_error(target.count, target.nodes, replicas)
     if why:
         raise ValueError(why)
