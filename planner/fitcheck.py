@@ -551,7 +551,7 @@ _UNITS = {"min_headroom_pct": "%", "max_memory_gib": "GiB", "min_decode_tokens_p
 class Inputs:
     """What a deployment resolved to: the model's costs, the target, and the format / runtime it pins."""
 
-    mc: Any  # planner.cost.evaluate.ModelCost
+    mc: Any  # planner.cost.model.ModelCost
     target: Target
     fmt: Any | None  # WeightFormat, None for auto
     runtime: Any | None  # Runtime, None: the best for the format
