@@ -134,3 +134,12 @@ def test_building_the_cli_does_not_import_nvml_or_rich():
     code = "import sys; from planner.cli import build_parser; build_parser(); print('pynvml' in sys.modules, 'rich' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.split()[0] == "False"
+
+
+def test_recommend_for_a_catalog_device_does_not_import_the_probe():
+    # Only probed targets (no --device, or --snapshot) need the probe package; a catalog device must not pay for it.
+    code = ("import sys, contextlib, io; from planner.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()): rc = main(['recommend', '--model', '70B', '--device', 'rtx-4090', '--json'])\n"
+            "print(rc, sorted(m for m in sys.modules if m.startswith('planner.hardware.probe') or m in ('psutil', 'pynvml')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.split()[0] == "0" and out.strip().endswith("[]"), out
