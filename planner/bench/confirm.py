@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from planner.errors import PlannerError
 
 if TYPE_CHECKING:
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.plan import Plan, Target
     from planner.recommend import Recommendation
 
@@ -106,7 +106,6 @@ def confirm(rec: Recommendation, mc: ModelCost, target: Target, *, top: int = 3,
     """Bench the top candidates on this machine and re-rank by measured decode speed where that is evidence."""
     from planner.bench.kernels import copy_bandwidth_gb_s
     from planner.bench.runner import run_bench
-    from planner.formats import get_format
     from planner.runtimes import RUNTIMES
 
     say = progress or (lambda _m: None)
@@ -123,7 +122,7 @@ def confirm(rec: Recommendation, mc: ModelCost, target: Target, *, top: int = 3,
     copy = copy_bandwidth_gb_s(device, nbytes=opts.pop("copy_bytes", 2**30))
     out: list[Confirmed] = []
     for i, plan in enumerate(plans, 1):
-        fmt = get_format(plan.format_id)
+        fmt = rec.formats[plan.format_id]
         c = Confirmed(plan)
         say(f"[{i}/{len(plans)}] {plan.format_id} ({plan.runtime_id})")
         try:

@@ -38,7 +38,7 @@ def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     planner's cache of earlier Hub reads, or the Hub itself with --online. A pre-quantized checkpoint (AWQ, GPTQ,
     a GGUF quant) is planned as it is stored: recommend compares only its format(s) unless --format is given.
     """
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.models.profiles import load_registry
 
     registry = load_registry(getattr(args, "profiles", []) or [])
@@ -62,7 +62,7 @@ def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             tensor_bytes = sum(_ggml_bytes(t, src.tensor_dtypes) for t in src.tensors or [])
             header = src.file_bytes - tensor_bytes if src.file_bytes and src.file_bytes > tensor_bytes else None
             stored = stored_gguf_format(fmt, dict(src.tensor_dtypes or {}), Path(name).name, header)
-            fmt = stored.id if stored is not None else fmt
+            fmt = stored if stored is not None else fmt
         note = f"read from {src.origin}" + _plan_as_stored(args, [fmt] if fmt else [])
     else:
         try:
@@ -82,9 +82,10 @@ def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return mc, note
 
 
-def _stored_hub_formats(hub, mc) -> list[str]:  # type: ignore[no-untyped-def]
-    """The formats of a Hub checkpoint; each read GGUF quant becomes an exact as-stored format (its tensor table and
-    its real file size), so every quant in the repo is compared by its real bytes."""
+def _stored_hub_formats(hub, mc) -> list:  # type: ignore[no-untyped-def]
+    """The formats of a Hub checkpoint (ids, or WeightFormat objects); each read GGUF quant becomes an exact
+    as-stored format (its tensor table and its real file size), so every quant in the repo is compared by its real
+    bytes."""
     from planner.formats import stored_gguf_format
 
     out = []
@@ -94,8 +95,9 @@ def _stored_hub_formats(hub, mc) -> list[str]:  # type: ignore[no-untyped-def]
         tensor_bytes = sum(_ggml_bytes(t, v.tensor_dtypes) for t in mc.tensors)
         header = v.file_bytes - tensor_bytes if v.file_bytes and tensor_bytes and v.file_bytes > tensor_bytes else None
         fmt = stored_gguf_format(v.label, dict(v.tensor_dtypes), f"{hub.repo}:{v.label}", header) if mc.tensors else None
-        out.append(fmt.id if fmt is not None else v.planner_format)
-    return [f for f in dict.fromkeys(out) if f] or hub.formats_in_repo
+        out.append(fmt if fmt is not None else v.planner_format)
+    # one per id, in first-seen order; a repeated id keeps its last format, as the registry once did
+    return list({getattr(f, "id", f): f for f in out if f}.values()) or hub.formats_in_repo
 
 
 def _ggml_bytes(t, dtypes) -> int:  # type: ignore[no-untyped-def]
@@ -109,18 +111,20 @@ def _ggml_bytes(t, dtypes) -> int:  # type: ignore[no-untyped-def]
 def _model_cost(src):  # type: ignore[no-untyped-def]
     """A ModelCost from read files: GGUF and float tensors as read; packed checkpoints (GPTQ qweight, AWQ, MLX,
     bitsandbytes, FP8 scales) by the spec's own inventory, since their stored shapes are not the weights' shapes."""
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
 
     quant = src.quantization or {}
     real = src.tensors if src.tensors and (not quant or quant.get("method") == "gguf") else []
     return ModelCost(src.spec, list(real))
 
 
-def _plan_as_stored(args: argparse.Namespace, stored: list[str]) -> str:
-    """Plan a pre-quantized checkpoint in the format(s) it is stored in; the note says so."""
+def _plan_as_stored(args: argparse.Namespace, stored: list) -> str:
+    """Plan a pre-quantized checkpoint in the format(s) it is stored in (ids, or as-stored WeightFormat objects,
+    which go into --format's list as they are); the note says so."""
     if not stored:
         return ""
-    shown = ", ".join(stored)
+    ids = [getattr(f, "id", f) for f in stored]
+    shown = ", ".join(ids)
     formats = getattr(args, "formats", None)
     if isinstance(formats, list):  # recommend: compare the stored format(s) unless the user chose
         if formats:
@@ -131,7 +135,7 @@ def _plan_as_stored(args: argparse.Namespace, stored: list[str]) -> str:
     if isinstance(fmt, str):  # estimate: one format was chosen
         from planner.formats import get_format
 
-        if get_format(fmt).id not in stored:
+        if get_format(fmt).id not in ids:
             return f"; stored as {shown}: --format {fmt} plans a re-quantized copy"
     return f"; stored as {shown}"
 

@@ -1,5 +1,5 @@
 """Measured quality from stored `planner eval` reports: which reports are of a model, and the quality dicts that
-replace the table estimate (planner.quality) for the formats they measured.
+replace the table estimate (planner.cost.quality) for the formats they measured.
 
 A report matches a model when it was made from the same source path, or when the model it measured has the same
 architecture and shapes (`model_key`): a profile id (`smollm2-135m`) and a local copy of its weights are the same
@@ -82,7 +82,7 @@ def _finite(x: Any) -> float | None:
 def measured_quality(reports: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Format id -> the quality dict a Plan carries (kld, ppl_delta_pct, label, basis, source 'measured', and the
     p99, top-1 agreement, text and report it came from), from reports of one model (`reports_for`)."""
-    from planner.quality import Quality
+    from planner.cost.quality import Quality
 
     if not reports:
         return {}
