@@ -45,7 +45,8 @@ def base_devices(cat) -> list:  # type: ignore[no-untyped-def]
 def sweep(products_only: bool = False) -> tuple[int, float]:
     """Evaluate every device x profile x format x context with the first runtime that runs the format, reading the
     verdict of each plan and the decode speed of those that fit; return (plans, seconds)."""
-    from planner.evaluate import ModelCost, evaluate
+    from planner.cost.evaluate import evaluate
+    from planner.cost.model import ModelCost
     from planner.formats import get_format
     from planner.hardware.catalog import load_catalog
     from planner.models.profiles import load_registry

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print the two tables."""
     from planner.measure.speed.kernels import copy_bandwidth_gb_s, cpu_threads
     from planner.measure.speed.llamacpp import llama_cpp_missing_reason, standin_plan, time_file, write_standin
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.formats import get_format
     from planner.models.profiles import load_registry
     from quantize_models import smollm2_gguf

@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from planner.evaluate import ModelCost, evaluate  # noqa: E402
+from planner.cost.evaluate import evaluate  # noqa: E402
+from planner.cost.model import ModelCost  # noqa: E402
 from planner.formats import get_format  # noqa: E402
 from planner.hardware.catalog import load_catalog  # noqa: E402
 from planner.models.profiles import load_registry  # noqa: E402

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import MappingProxyType
 
 from planner.errors import NotFoundError, PlannerError, close_matches, normalize_name
 from planner.models.inventory import TensorInfo
@@ -699,7 +700,8 @@ def _mxfp4_experts(model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assi
                        else (BF16_ENC if len(t.shape) >= 2 else FP32)) for t in tensors]
 
 
-FORMATS: dict[str, WeightFormat] = {f.id: f for f in _build_formats()}
+# Read-only after import: a format made at run time (exl2_format, stored_gguf_format) is passed along as an object.
+FORMATS: Mapping[str, WeightFormat] = MappingProxyType({f.id: f for f in _build_formats()})
 _EXL2_RE = re.compile(r"^exl2[-_]?(\d+(?:\.\d+)?)(?:bpw)?$", re.I)
 
 
@@ -735,7 +737,8 @@ def format_bytes(fmt: WeightFormat, model: ModelSpec, tensors: Sequence[TensorIn
 def stored_gguf_format(label: str | None, tensor_types: dict[str, str], origin: str,
                        header_bytes: int | None = None) -> WeightFormat | None:
     """A format that is a GGUF file exactly as stored: each tensor in the ggml type the file holds it in, so a
-    read file is planned by its real bytes rather than by the mix rules (None if a type is not a ggml type)."""
+    read file is planned by its real bytes rather than by the mix rules (None if a type is not a ggml type). The
+    format is not registered: callers pass the object along (get_format does not know its id)."""
     if not tensor_types or any(t.upper() not in GGML_TYPES for t in tensor_types.values()):
         return None
     types = {name: GGML_TYPES[t.upper()] for name, t in tensor_types.items()}
@@ -748,5 +751,4 @@ def stored_gguf_format(label: str | None, tensor_types: dict[str, str], origin: 
     fmt = WeightFormat(fid, "gguf", f"{label or 'GGUF'} exactly as stored in {origin}", base.compute if base else "int4",
                        assign, (), base.weight_bits_nominal if base else 4.5, False, "the file's own tensor table",
                        header_bytes)
-    FORMATS[fid] = fmt
     return fmt

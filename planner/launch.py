@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import TYPE_CHECKING
 
 from planner.formats import WeightFormat
@@ -109,14 +111,11 @@ def _nccl_env(target: Target) -> str:
 def replicated_launch(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Runtime, target: Target) -> str:
     """Data-parallel replicas: vLLM's --data-parallel-size, SGLang's --dp-size plus its router, or (TensorRT-LLM,
     llama.cpp, and replicas that span nodes) independent servers behind a load balancer."""
-    import dataclasses
-    import re
-
     dp, rpn, g = target.replicas, target.replicas_per_node, target.count
     one = dataclasses.replace(target, replicas=1, replicas_per_node=1)
     seqs = -(-plan.concurrency // dp)
     par = {k: v for k, v in plan.parallel.items() if k not in ("data_parallel", "replicas_per_node")}
-    replica = dataclasses.replace(plan, concurrency=seqs, parallel=par, launch_args=None, _launch=None)
+    replica = dataclasses.replace(plan, concurrency=seqs, parallel=par, launch_fn=None, _launch=None)
     base = launch_command(replica, model, fmt, runtime, one)
     port = _PORT.get(runtime.engine, 8000)
     nccl = _nccl_env(target)

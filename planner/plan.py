@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from planner.hardware.catalog import DeviceSpec
@@ -101,8 +102,6 @@ def replica_layout_error(count: int, nodes: int, replicas: int) -> str:
 
 def replicated(target: Target, replicas: int) -> Target:
     """`target`'s GPUs as `replicas` data-parallel copies of one equal layout; ValueError when they do not divide."""
-    import dataclasses
-
     why = replica_layout_error(target.count, target.nodes, replicas)
     if why:
         raise ValueError(why)
@@ -179,18 +178,17 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     score: float = 0.0
     parallel: dict = field(default_factory=dict)  # tensor/pipeline/expert/data parallel sizes, nodes, GPUs per node
-    launch_args: tuple | None = field(default=None, repr=False, compare=False)
+    # Set by whoever builds the plan (the cost model): renders the launch command, on first read only.
+    launch_fn: Callable[[Plan], str] | None = field(default=None, repr=False, compare=False)
     _launch: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def launch(self) -> str:
         """The command that starts the runtime for this plan (rendered on first use)."""
         if self._launch is None:
-            if self.launch_args is None or not self.runs:
+            if self.launch_fn is None or not self.runs:
                 return ""
-            from planner.launch import launch_command
-
-            self._launch = launch_command(self, *self.launch_args)
+            self._launch = self.launch_fn(self)
         return self._launch
 
     # Speeds are computed on first read: a sweep over thousands of plans that do not fit never pays for them.

@@ -7,7 +7,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from planner.evaluate import ModelCost, evaluate
+from planner.cost.evaluate import evaluate
+from planner.cost.model import ModelCost
+from planner.cost.quality import KV_QUALITY_KLD
 from planner.formats import FORMATS, WeightFormat, exl2_format
 from planner.plan import GIB, Plan, Target
 from planner.runtimes import RUNTIMES, Runtime
@@ -16,9 +18,6 @@ from planner.runtimes import RUNTIMES, Runtime
 _SKIP_BY_DEFAULT = {"F32", "TQ1_0", "TQ2_0", "MXFP4_MOE", "nf4-nodq", "fp8-pertensor", "gptq-int4-perchannel",
                     "gptq-int8-perchannel", "gptq-int4-g32", "fp32", "Q4_1", "Q5_0", "Q5_1", "Q2_K_S", "IQ3_S", "IQ2_S",
                     "IQ4_NL", "Q6_K_L", "Q5_K_L", "Q4_K_L", "Q3_K_XL", "Q2_K_L"}
-# Assumed extra loss of a quantized KV cache (llama.cpp discussions: q8_0 KV is near-lossless, q4_0 is not).
-KV_QUALITY_KLD = {"q8_0": 0.0005, "q8": 0.0005, "fp8_e4m3": 0.0005, "fp8_e5m2": 0.001, "fp8": 0.0005, "int8": 0.0005,
-                  "q5_1": 0.002, "q5_0": 0.002, "q6": 0.001, "q4_1": 0.008, "q4_0": 0.01, "iq4_nl": 0.008, "q4": 0.004}
 PREFERENCES = ("balanced", "quality", "speed", "memory")
 _RUNTIME_ORDER = {rid: i for i, rid in enumerate(RUNTIMES)}
 
@@ -36,6 +35,8 @@ class Recommendation:
     best: Plan | None
     reasons: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
+    # every format considered, by id: the plans name theirs by id, and an as-stored format is in no registry
+    formats: dict[str, WeightFormat] = field(default_factory=dict)
 
     @property
     def fitting(self) -> list[Plan]:
@@ -128,11 +129,12 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
         chosen = {id(p) for p in reps}
         ranked, compare = reps + [p for p in ranked if id(p) not in chosen], reps
     best = ranked[0] if ranked and ranked[0].fits else None
-    rec = Recommendation(mc.spec.id, target.label, context, concurrency, prefer, ranked, best)
+    by_id = {f.id: f for f in fmts}
+    rec = Recommendation(mc.spec.id, target.label, context, concurrency, prefer, ranked, best, formats=by_id)
     if best is not None:
         rec.reasons = explain(best, compare, prefer)
     else:
-        rec.suggestions = suggest(mc, target, ranked, context=context, concurrency=concurrency, catalog=catalog,
+        rec.suggestions = suggest(mc, target, ranked, by_id, context=context, concurrency=concurrency, catalog=catalog,
                                   calibration=calibration)
     return rec
 
@@ -248,9 +250,10 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
     return out
 
 
-def suggest(mc: ModelCost, target: Target, ranked: list[Plan], *, context: int, concurrency: int, catalog=None,
-            calibration: dict | None = None) -> list[str]:
-    """When nothing fits: the smallest plan, a shorter context, more devices, or a device with enough memory."""
+def suggest(mc: ModelCost, target: Target, ranked: list[Plan], formats: dict[str, WeightFormat], *, context: int,
+            concurrency: int, catalog=None, calibration: dict | None = None) -> list[str]:
+    """When nothing fits: the smallest plan, a shorter context, more devices, or a device with enough memory
+    (`formats`: the plans' formats by id)."""
     runs = [p for p in ranked if p.runs]
     out: list[str] = []
     if not runs:
@@ -261,10 +264,7 @@ def suggest(mc: ModelCost, target: Target, ranked: list[Plan], *, context: int, 
     out.append(f"smallest option {smallest.format_id} with {smallest.runtime_id} needs {need / GIB:.1f} GiB "
                f"({smallest.reason or 'does not fit'})")
     if context > 4096:
-        from planner.runtimes import RUNTIMES as R
-        from planner.formats import get_format
-
-        p = evaluate(mc, get_format(smallest.format_id), R[smallest.runtime_id], target, context=4096,
+        p = evaluate(mc, formats[smallest.format_id], RUNTIMES[smallest.runtime_id], target, context=4096,
                      concurrency=concurrency, kv_dtype=smallest.kv_dtype, calibration=calibration)
         if p.fits:
             out.append(f"a shorter context fits: {smallest.format_id} at --context 4096 needs {p.total_memory_bytes / GIB:.1f} GiB")
@@ -275,9 +275,7 @@ def suggest(mc: ModelCost, target: Target, ranked: list[Plan], *, context: int, 
     if n > target.count:
         out.append(f"more devices: about {n}x {target.device.id} hold {ref.format_id} ({ref.needed_bytes / GIB:.1f} GiB)")
     if catalog is not None:
-        from planner.formats import get_format
-
-        ref_fmt = get_format(ref.format_id)
+        ref_fmt = formats[ref.format_id]
         fits = sorted((d for d in catalog if d.memory_kind != "system" and d.memory_bytes * 0.9 >= ref.needed_bytes
                        and any(rt.support(ref_fmt, d).runs for rt in RUNTIMES.values())),
                       key=lambda d: d.memory_gib)[:3]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from planner.commands.options import MAX_CONCURRENCY, MAX_CONTEXT_TOKENS, int_in, nonempty
+from planner.cost.model import ModelCost
 from planner.errors import PlannerError
-from planner.evaluate import ModelCost
 from planner.formats import get_format
 from planner.hardware.catalog import load_catalog
 from planner.models.profiles import load_registry
@@ -49,11 +49,13 @@ def load_model(args: argparse.Namespace) -> tuple[ModelCost, str]:
     return ModelCost(model.spec, model.tensors), note
 
 
-def _plan_as_stored(args: argparse.Namespace, stored: list[str]) -> str:
-    """Plan a pre-quantized checkpoint in the format(s) it is stored in; the note says so."""
+def _plan_as_stored(args: argparse.Namespace, stored: list) -> str:
+    """Plan a pre-quantized checkpoint in the format(s) it is stored in (ids, or as-stored WeightFormat objects,
+    which go into --format's list as they are); the note says so."""
     if not stored:
         return ""
-    shown = ", ".join(stored)
+    ids = [getattr(f, "id", f) for f in stored]
+    shown = ", ".join(ids)
     formats = getattr(args, "formats", None)
     if isinstance(formats, list):  # recommend: compare the stored format(s) unless the user chose
         if formats:
@@ -62,7 +64,7 @@ def _plan_as_stored(args: argparse.Namespace, stored: list[str]) -> str:
         return f"; stored as {shown}: planned as it is (add --format to compare other formats)"
     fmt = getattr(args, "format", None)
     if isinstance(fmt, str):  # estimate: one format was chosen
-        if get_format(fmt).id not in stored:
+        if get_format(fmt).id not in ids:
             return f"; stored as {shown}: --format {fmt} plans a re-quantized copy"
     return f"; stored as {shown}"
 

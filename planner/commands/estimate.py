@@ -34,7 +34,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.evaluate import evaluate
+    from planner.cost.evaluate import evaluate
     from planner.formats import get_format
     from planner.runtimes import RUNTIMES, get_runtime
 

@@ -125,7 +125,7 @@ def path_arg(text: str) -> Path:
 def kv_dtype(text: str) -> str:
     """An argparse type: a KV cache dtype some runtime offers; a typo gets the closest names."""
     from planner.errors import close_matches
-    from planner.evaluate import known_kv_dtypes
+    from planner.cost.evaluate import known_kv_dtypes
 
     known = known_kv_dtypes()
     if text.lower() in {d.lower() for d in known}:

@@ -59,8 +59,8 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.evaluate import ModelCost  # noqa: F401 - imported for its side-effect-free types
-    from planner.formats import get_format
+    from planner.cost.model import ModelCost  # noqa: F401 - imported for its side-effect-free types
+    from planner.formats import WeightFormat, get_format
     from planner.recommend import recommend
     from planner.runtimes import get_runtime
 
@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         import dataclasses
 
         target = dataclasses.replace(target, notes=target.notes + (cal_note,))
-    fmts = [get_format(f) for f in args.formats]
+    # a model read from files puts its as-stored format objects in the list (they are not in the registry)
+    fmts = [f if isinstance(f, WeightFormat) else get_format(f) for f in args.formats]
     rts = [get_runtime(r) for r in args.runtime]
 
     def rank(measured: dict | None):  # type: ignore[no-untyped-def]
@@ -240,21 +241,21 @@ def to_json(rec, mc, target, note: str) -> dict:  # type: ignore[no-untyped-def]
         "reasons": rec.reasons, "suggestions": rec.suggestions,
         "alternatives": [p.as_dict() for p in _best_per_format(rec.plans)],
         "layouts": [_layout_row(p) for p in layout_runners_up(rec)] if explores_layouts(target, rec.concurrency) else [],
-        "kubernetes": _k8s(rec.best, mc, target),
+        "kubernetes": _k8s(rec, mc, target),
     }
 
 
-def _k8s(best, mc, target):  # type: ignore[no-untyped-def]
+def _k8s(rec, mc, target):  # type: ignore[no-untyped-def]
     """A LeaderWorkerSet manifest when the choice is vLLM across nodes (for users who deploy on Kubernetes)."""
+    best = rec.best
     if best is None or best.runtime_id != "vllm" or (best.parallel or {}).get("nodes", 1) < 2:
         return None
-    from planner.formats import get_format
     from planner.launch import k8s_manifest
     from planner.plan import Target
 
     t = Target(target.device, best.parallel["gpus_per_node"], target.usable_bytes, nodes=best.parallel["nodes"],
                fabric=target.fabric)
-    return k8s_manifest(best, mc.spec, get_format(best.format_id), t)
+    return k8s_manifest(best, mc.spec, rec.formats[best.format_id], t)
 
 
 def _layout_row(p) -> dict:  # type: ignore[no-untyped-def]
@@ -307,7 +308,7 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
     """Human output: choice, reasons, memory bar, launch command, alternatives."""
     from rich.table import Table
 
-    from planner.quality import quality_text
+    from planner.cost.quality import quality_text
 
     con = console()
     con.print(f"[bold]{mc.spec.name}[/bold] ({mc.params / 1e9:.1f}B params) on [bold]{target.label}[/bold] "

@@ -1,1 +1,25 @@
-"""The cost model: memory (weights, KV cache, activations, overheads) and speed (decode, prefill, TTFT)."""
+"""The cost model: every number the planner predicts for a deployment, and where it comes from.
+
+Import graph (one way, top to bottom): evaluate -> quality, speed -> placement -> memory; quality -> model -> memory.
+`evaluate.evaluate(model_cost, format, runtime, target, context=...)` is the one function that makes a `Plan`
+(planner.plan); recommend, estimate, check and the TUI call it. Which runtime runs which format on which device is
+not cost but data: planner.runtimes. Bytes of a tensor in a format: planner.formats.
+
+Provenance words as in the code's comments: *sourced* (a document, a header, a spec sheet), *calibrated* (fitted to
+measured rows, benchmarks/data/*.csv, checked by benchmarks/accuracy.py), *assumed* (an engineering estimate).
+
+| predicted (Plan field)                         | computed by                                   | constants (provenance)                                                                      |
+|------------------------------------------------|-----------------------------------------------|---------------------------------------------------------------------------------------------|
+| file_size_bytes, weights_bytes, bits_per_weight | model.ModelCost.layout -> FormatLayout         | formats table (sourced: ggml block structs, llama.cpp mix rules); memory.gguf_header_bytes (assumed estimate); memory.DEQUANT_BYTES (sourced) |
+| kv_cache_bytes                                  | model.ModelCost.kv_bytes, memory.kv_*          | the architecture (sourced); memory._KV_FLOAT_BYTES and ggml block layouts (sourced)          |
+| kv_dtype                                        | evaluate._kv_dtype                             | evaluate._KV_ALIASES (sourced: the runtimes' own names)                                     |
+| per_device activations_bytes                    | memory.llamacpp_compute_buffer_bytes, memory.engine_activation_bytes | llama.cpp buffer (calibrated against its log); vLLM profiling run (assumed); memory.LAYER_ENGINE_ACTIVATION_BYTES (assumed) |
+| per_device overhead_bytes                       | memory.runtime_overhead_bytes                  | runtimes table cuda_context_gib / cuda_graph_gib (sourced or assumed there); memory.METAL_OVERHEAD_BYTES (assumed) |
+| per_device, layout, gpu_layers, host_bytes, parallel | placement.place_tensor_parallel, placement.place_layers, placement.replicate, placement.expert_bytes | placement.MULTI_NODE_ENGINES, placement.DATA_PARALLEL_RUNTIMES (sourced: engine docs)        |
+| usable_memory_bytes                             | planner.plan (Target, usable_bytes_from_catalog) | plan.DEDICATED_RESERVED_FRACTION (measured); plan.SYSTEM_RESERVED_* and plan.DEFAULT_HOST_BANDWIDTH_GB_S (assumed) |
+| decode_tokens_per_s (+ full context), throughput_tokens_per_s | speed.predict_speeds (step_time), speed.rates | speed.EFFICIENCY (each entry calibrated or assumed; `planner bench` records override it); speed.KERNEL_BANDWIDTH_FACTOR (assumed); speed.UNIT_RATE_GB_S (calibrated); speed.KV_READ_FRACTION (calibrated for llama.cpp, default assumed); speed.FOREIGN_GGUF_FACTOR (assumed, after vLLM's docs); speed.CPU_CORE_DECODE_GB_S (calibrated) |
+| multi-GPU and multi-node terms of those speeds  | speed.predict_speeds, placement.fabric_link    | speed.ALLREDUCE_LATENCY_US, speed.ALLREDUCE_BUS_FRACTION (assumed, ring factor sourced: NCCL); speed.LAYER_SPLIT_HOP_US (calibrated); speed.RPC_HOP_US (assumed); speed.PCIE_GB_S (sourced: PCI-SIG); placement.NDR_FALLBACK (assumed InfiniBand NDR figures) |
+| prefill_tokens_per_s, ttft_s                    | speed.predict_speeds, speed.prefill_peak_flops | device TFLOPS (catalog, sourced); speed.QUANT_PREFILL_FACTOR (calibrated); speed.CPU_INT8_RATIO_BY_ISA and speed.I8MM_GGML_TYPES (sourced: Intel SDM, Arm, llama.cpp PRs); speed.CPU_INT8_SPEEDUP, speed.CPU_FLOPS_PER_CORE, speed.CPU_DEFAULT_CORES (assumed); speed.UBATCH, speed.N_BATCH (sourced: llama.cpp defaults) |
+| quality (kld, ppl_delta_pct, label, basis)      | quality.expected_quality                       | planner/data/quality.json (sourced: llama.cpp's Llama-3-8B KLD table); quality.SIZE_EXPONENT, quality.UNCALIBRATED_FACTOR, quality.ACTIVATION_QUANT_FACTOR (assumed); `planner eval` measurements on the model replace it |
+| KV cache quantization loss (used in ranking)    | quality.KV_QUALITY_KLD                          | assumed (llama.cpp discussions)                                                             |
+"""

@@ -1,4 +1,9 @@
-"""Memory: KV cache per layer (GQA, MLA latent, sliding windows, quantized KV), compute buffers, GGUF headers."""
+"""Memory: KV cache per layer (GQA, MLA latent, sliding windows, quantized KV), compute buffers and activations,
+runtime overheads per device, GGUF headers, and the bytes of weights a runtime dequantizes on load.
+
+Weights per format come from the formats table (planner.formats: each tensor's bytes in its encoding); ModelCost
+(planner.cost.model) sums them per layer. Where the devices' memory goes is planner.cost.placement.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,19 @@ from typing import TYPE_CHECKING
 
 from planner.errors import PlannerError, close_matches
 from planner.formats import GGML_TYPES
+from planner.plan import GIB
 
 if TYPE_CHECKING:
     from planner.models.spec import ModelSpec
+    from planner.plan import Target
+    from planner.runtimes import Runtime
+
+# Bytes per weight of a quantized tensor a runtime dequantizes on load (support mode 'dequantized').
+DEQUANT_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
+# Assumed: Metal command buffers and library, per device.
+METAL_OVERHEAD_BYTES = int(0.1 * GIB)
+# Assumed: activations of a runtime placing whole layers that is not llama.cpp (no measured compute buffer).
+LAYER_ENGINE_ACTIVATION_BYTES = int(0.3 * GIB)
 
 # Bytes per cached value for each KV dtype a runtime offers; ggml block types derive from their block layouts.
 _KV_FLOAT_BYTES = {"f32": 4.0, "fp32": 4.0, "f16": 2.0, "fp16": 2.0, "bf16": 2.0, "auto": 2.0, "fp8": 1.0, "fp8_e4m3": 1.0,
@@ -105,3 +120,15 @@ def gguf_header_bytes(model: ModelSpec, n_tensors: int) -> int:
     bpe = model.vocab_size > 40000 and not model.architecture.startswith("gemma")
     per_token = 8 + 7 + 4 + (2 * (8 + 11) if bpe else 4)  # string len + text, token_type, merges or score
     return int(model.vocab_size * per_token + n_tensors * 72 + 16 * 1024)
+
+
+def runtime_overhead_bytes(runtime: Runtime, target: Target) -> int:
+    """Per-device runtime overhead: CUDA/HIP context and CUDA-graph pools (the runtimes table's figures)."""
+    backend = target.device.backend
+    if backend == "cpu":
+        return 0
+    if backend in ("cuda", "rocm"):
+        return int((runtime.cuda_context_gib + runtime.cuda_graph_gib) * GIB)
+    if target.device.backend == "metal":
+        return METAL_OVERHEAD_BYTES
+    return 0

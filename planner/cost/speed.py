@@ -12,13 +12,19 @@ replaced by measured ones from `planner bench` when the user has calibration rec
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dataclasses import dataclass
+from planner.cost.placement import fabric_link
+from planner.formats import gguf_main_type
 
 if TYPE_CHECKING:
+    from planner.cost.model import FormatLayout, ModelCost
+    from planner.formats import WeightFormat
     from planner.hardware.catalog import DeviceSpec
-
+    from planner.plan import Plan, Target
+    from planner.runtimes import Runtime
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,16 @@ I8MM_GGML_TYPES = frozenset({"Q4_0", "Q4_1", "Q8_0"})
 CPU_CORE_DECODE_GB_S = 20.0
 # Cores assumed for a CPU target whose core count is unknown.
 CPU_DEFAULT_CORES = 8
+PCIE_GB_S = {3: 15.75, 4: 31.5, 5: 63.0, 6: 126.0}  # x16, one direction (PCI-SIG)
+RPC_HOP_US = 1000.0  # assumed: llama.cpp RPC round trip (serialisation + TCP) per remote host per token
+LAYER_SPLIT_HOP_US = 200.0  # calibrated (llama.cpp 2024 builds, 2-6 GPUs): sync + activation copy per GPU boundary per token
+UBATCH = 512  # llama.cpp default micro-batch (-ub)
+N_BATCH = 2048  # llama.cpp's default logical batch (-b): the micro-batches one decode call pipelines
+
+
+def pcie_gb_s(dev: DeviceSpec) -> float:
+    """One-direction x16 bandwidth of the device's host link, GB/s (PCIe 4 when the catalog does not say)."""
+    return PCIE_GB_S.get(dev.pcie_gen or 4, PCIE_GB_S[4])
 
 
 def cpu_int8_ratio(device: DeviceSpec, main_type: str | None = None) -> float:
@@ -191,3 +207,149 @@ def prefill_peak_flops(device: DeviceSpec, engine: str, format_family: str, comp
     if compute == "int8" and format_family == "w8a8" and d.peak_int8_tops:
         return d.peak_int8_tops * 1e12
     return fp16 * 1e12
+
+
+def rates(mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, engine: str, dev, target: Target, mode: str,  # type: ignore[no-untyped-def]
+           calibration: dict | None) -> tuple:
+    """Per (format, engine, device) constants of the speed model: efficiency, achievable bandwidths, peak FLOP/s."""
+    eff = efficiency(engine, dev.backend, calibration)
+    kclass = kernel_class(fmt.family, "fp16" if mode == "dequantized" else fmt.compute, lay.ggml_types)
+    bw = dev.mem_bandwidth_gb_s * 1e9 * eff.bandwidth * KERNEL_BANDWIDTH_FACTOR.get(kclass, 0.9)
+    bw = unit_capped_bandwidth(bw, dev, engine, kclass)
+    if fmt.family == "gguf" and engine != "llamacpp":
+        bw *= FOREIGN_GGUF_FACTOR
+    host_eff = efficiency("llamacpp", "cpu", calibration).bandwidth
+    host_bw = (dev.mem_bandwidth_gb_s if target.is_cpu else target.host_bandwidth_gb_s) * 1e9 * host_eff
+    if target.is_cpu:  # a few threads cannot saturate a many-channel memory system
+        host_bw = cpu_capped_bandwidth(host_bw, dev, kclass)
+    peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode, gguf_main_type(fmt))
+    return eff, bw, host_bw, peak, KV_READ_FRACTION.get((engine, dev.backend), KV_READ_FRACTION_DEFAULT)
+
+
+def predict_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runtime: Runtime, target: Target, kv: str,
+           mode: str, calibration: dict | None) -> None:
+    """Decode tokens/s (batch 1 and at full context), aggregate throughput, prefill tokens/s and TTFT."""
+    m = mc.spec
+    dev = target.device
+    engine = runtime.engine
+    key = ("rates", fmt.id, mode, engine, dev.id, dev.backend, dev.cpu_cores, target.is_cpu, target.host_bandwidth_gb_s,
+           calibration is None)
+    if calibration is None:  # the table's constants: the same for every plan of this format, engine and device
+        got = mc.memo(key, lambda: rates(mc, lay, fmt, engine, dev, target, mode, None))
+    else:
+        got = rates(mc, lay, fmt, engine, dev, target, mode, calibration)
+    eff, bw, host_bw, peak_flops_raw, kv_fraction = got
+    n = m.num_layers
+    tp = (plan.parallel or {}).get("tensor_parallel", target.count if plan.layout == "tensor-parallel" else 1)
+    if plan.layout in ("layer-split", "rpc-layer-split", "partial-offload", "cpu", "single"):
+        tp = 1
+    gpu_layers = plan.gpu_layers if plan.gpu_layers is not None else n
+    if plan.layout == "cpu":
+        gpu_layers = 0
+    offloaded = range(gpu_layers, n) if plan.layout in ("partial-offload", "cpu") else range(0)
+    mla_aware = engine != "transformers"
+
+    gpu_range = range(0, n) if not offloaded else range(0, gpu_layers)
+    if offloaded:
+        w_gpu = lay.cum_active[gpu_layers]
+        w_host = lay.sum_active - w_gpu
+    else:
+        w_gpu, w_host = lay.sum_active, 0.0
+
+    peak_flops = peak_flops_raw * eff.compute
+    fixed_step = n * eff.layer_overhead_us * 1e-6
+    allreduce_s_per_token = 0.0
+    if tp > 1:
+        link = "nvlink" if dev.nvlink_gb_s else ("infinity_fabric" if dev.infinity_fabric_gb_s else "pcie")
+        fixed_step += 2 * n * ALLREDUCE_LATENCY_US[link] * 1e-6
+        # two all-reduces of each token's 16-bit hidden state per layer (after attention and after the MLP)
+        one_way_gb_s = {"nvlink": (dev.nvlink_gb_s or 0) / 2, "infinity_fabric": (dev.infinity_fabric_gb_s or 0) / 2,
+                        "pcie": pcie_gb_s(dev)}[link]
+        allreduce_s_per_token = (2 * n * 2 * (tp - 1) / tp * m.hidden_size * 2
+                                 / (one_way_gb_s * 1e9 * ALLREDUCE_BUS_FRACTION))
+    fab_lat, fab_bw = fabric_link(target)
+    hidden_bytes = m.hidden_size * 2  # one token's activations in 16-bit
+    par = plan.parallel or {}
+    pp, ep = par.get("pipeline_parallel", 1), par.get("expert_parallel", 1)
+    if plan.layout == "layer-split":
+        fixed_step += (target.count - 1) * LAYER_SPLIT_HOP_US * 1e-6
+    elif plan.layout == "rpc-layer-split":
+        # in-node hops as a layer split, plus one RPC round trip over the network per extra node
+        fixed_step += (target.count - 1) * target.nodes * LAYER_SPLIT_HOP_US * 1e-6
+        fixed_step += (target.nodes - 1) * (RPC_HOP_US * 1e-6 + fab_lat + hidden_bytes / fab_bw)
+    elif pp > 1:
+        fixed_step += (pp - 1) * (fab_lat + hidden_bytes / fab_bw)
+    if ep > 1 and m.moe is not None:
+        # dispatch and combine all-to-all per MoE layer; tokens cross the fabric (k experts per token)
+        moe_layers = m.num_layers - m.moe.first_dense_layers
+        fixed_step += 2 * moe_layers * (fab_lat + m.moe.experts_per_token * hidden_bytes / fab_bw)
+
+    kv_weight = bw / (dev.mem_bandwidth_gb_s * 1e9 * kv_fraction) if plan.layout != "cpu" else 1.0
+
+    def step_time(position: int, batch: int) -> float:
+        """Seconds for one decode step of `batch` sequences at `position` tokens of context."""
+        act_frac = 1.0
+        if m.moe is not None and batch > 1:  # more distinct experts are touched by a batch
+            k, e = m.moe.experts_per_token, m.moe.num_experts
+            act_frac = (1 - (1 - k / e) ** batch) / (k / e)
+        # KV reads are charged at the attention kernels' lower effective bandwidth, expressed as extra bytes.
+        gpu_bytes = w_gpu * act_frac + batch * kv_weight * mc.kv_bytes(position, kv, 1, gpu_range if offloaded else None, mla_aware)
+        host_bytes = w_host * act_frac + (batch * mc.kv_bytes(position, kv, 1, offloaded, mla_aware) if offloaded else 0.0)
+        head = lay.head_active_bytes
+        if offloaded and plan.layout == "partial-offload":
+            host_bytes += head
+        else:
+            gpu_bytes += head
+        if plan.layout == "cpu":
+            t = (gpu_bytes + host_bytes) / host_bw
+        else:
+            t = gpu_bytes / tp / bw + host_bytes / host_bw
+        flops = 2 * mc.matmul_params_active * batch
+        if plan.layout != "cpu" or batch > 1:  # CPU at batch 1: host_bw's per-core GEMV rate is the compute limit
+            t = max(t, flops / (peak_flops * tp))
+        return t + fixed_step + batch * allreduce_s_per_token
+
+    pos = plan.prompt_tokens
+    t1 = step_time(pos, 1)
+    decode = 1.0 / t1
+    full = 1.0 / step_time(plan.context, 1)
+    throughput = decode
+    # data-parallel replicas each decode their own share of the sequences; the fullest one sets the pace
+    seqs = math.ceil(plan.concurrency / par.get("data_parallel", 1))
+    if seqs > 1:
+        tb = step_time(pos, seqs)
+        throughput = seqs / tb
+        decode = 1.0 / tb
+        if pp > 1 and seqs >= pp:
+            # pipeline stages work on different micro-batches of concurrency/pp sequences at once
+            micro = math.ceil(seqs / pp)
+            throughput = seqs / step_time(pos, micro)
+    throughput *= plan.concurrency / seqs
+    # Prefill: FLOPs of the prompt over achievable compute, with a floor of re-reading the weights per micro-batch.
+    p = max(plan.prompt_tokens, 1)
+    flops = p * (2 * mc.matmul_params_active + mc.attn_flops_per_token(p))
+    peak = peak_flops
+    gpu_frac = gpu_layers / n if plan.layout == "partial-offload" else (0.0 if plan.layout == "cpu" else 1.0)
+    t_compute = flops * gpu_frac / (peak * tp) + p * allreduce_s_per_token
+    if plan.layout == "layer-split" and engine == "llamacpp":
+        # llama.cpp pipelines the micro-batches of one batch through the GPUs' layer ranges (PR #6017: -b 2048 split
+        # into -ub 512 micro-batches, in flight at once): k of them over g stages take (k + g - 1) stage times, not k x g.
+        k, g = min(math.ceil(p / UBATCH), N_BATCH // UBATCH), target.count
+        t_compute *= (k + g - 1) / (k * g)
+    if pp > 1 or plan.layout == "rpc-layer-split":  # the prompt's activations cross each stage boundary once
+        hops = pp - 1 if pp > 1 else target.nodes - 1
+        t_compute += hops * (fab_lat + p * hidden_bytes / fab_bw)
+    if gpu_frac < 1:
+        cpu_peak = (prefill_peak_flops(dev, "llamacpp", "gguf", "int8", "native", gguf_main_type(fmt)) if target.is_cpu
+                    else CPU_DEFAULT_CORES * CPU_FLOPS_PER_CORE)
+        cpu_peak *= efficiency("llamacpp", "cpu", calibration).compute
+        host_w = lay.sum_layers - lay.cum_layers[gpu_layers] + lay.head_bytes
+        pcie = pcie_gb_s(dev) * 1e9
+        # llama.cpp streams offloaded weights to the GPU for large batches, else computes them on the CPU.
+        t_host = min(flops * (1 - gpu_frac) / cpu_peak, math.ceil(p / UBATCH) * host_w / pcie) if not target.is_cpu \
+            else flops / cpu_peak
+        t_compute += t_host
+    weight_reads = math.ceil(p / UBATCH) * lay.sum_active / tp / bw if plan.layout != "cpu" else 0.0
+    t_prefill = max(t_compute, weight_reads) + n * eff.layer_overhead_us * 1e-6 * math.ceil(p / UBATCH)
+    plan.set_speeds(decode_tokens_per_s=decode, decode_tokens_per_s_full_context=full, throughput_tokens_per_s=throughput,
+                    prefill_tokens_per_s=p / t_prefill, ttft_s=t_prefill + t1)

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from planner.cost.evaluate import evaluate
+from planner.cost.model import ModelCost
+from planner.cost.quality import KV_QUALITY_KLD, Quality
 from planner.errors import InvalidInputError, NotFoundError, PlannerError, close_matches
-from planner.evaluate import ModelCost, evaluate
 from planner.fitcheck.spec import DEFAULT_CONTEXT, QUALITY_LABELS, Deployment, DeviceTarget, Limits, load_specs
 from planner.formats import get_format
 from planner.hardware.catalog import get_fabric, load_catalog, load_fabrics
@@ -19,8 +21,7 @@ from planner.hardware.targets import target_from_host
 from planner.models.profiles import load_registry
 from planner.models.resolve import resolve_model
 from planner.plan import GIB, MemoryBreakdown, Plan, Target, replicated, target_from_catalog
-from planner.quality import Quality
-from planner.recommend import KV_QUALITY_KLD, recommend
+from planner.recommend import recommend
 from planner.runtimes import RUNTIMES, get_runtime
 
 
@@ -61,7 +62,7 @@ def quality_kld(plan: Plan) -> float:
 
 
 def quality_label(kld: float) -> str:
-    """The quality word for a KL divergence (planner.quality's thresholds)."""
+    """The quality word for a KL divergence (planner.cost.quality's thresholds)."""
     return Quality(kld, 0.0, "").label
 
 
@@ -155,7 +156,7 @@ _UNITS = {"min_headroom_pct": "%", "max_memory_gib": "GiB", "min_decode_tokens_p
 class Inputs:
     """What a deployment resolved to: the model's costs, the target, and the format / runtime it pins."""
 
-    mc: Any  # planner.evaluate.ModelCost
+    mc: Any  # planner.cost.model.ModelCost
     target: Target
     fmt: Any | None  # WeightFormat, None for auto
     runtime: Any | None  # Runtime, None: the best for the format
@@ -367,7 +368,7 @@ def _field(key: str, fn: Callable[[], Any]) -> Any:
 def _known_kv_dtype(name: str) -> str:
     """A KV dtype some runtime offers (a typo is a spec error, not a failed deployment)."""
     known = {k for rt in RUNTIMES.values() for k in rt.kv_dtypes}
-    # the spellings evaluate maps onto runtime names (planner.evaluate._kv_dtype)
+    # the spellings evaluate maps onto runtime names (planner.cost.evaluate._kv_dtype)
     known |= {"fp16", "f16", "auto", "fp8", "fp8_e4m3", "q8_0", "q4_0", "int8"}
     if name.lower() not in {k.lower() for k in known}:
         raise NotFoundError("KV cache dtype", name, close_matches(name, sorted(known)))

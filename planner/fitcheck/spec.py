@@ -24,7 +24,7 @@ from planner.plan import replica_layout_error
 from planner.yamlio import safe_loader, parse_yaml, read_text
 
 SPEC_VERSION = 1
-# The words planner.quality.Quality.label gives, mildest first (a test keeps the two in step).
+# The words planner.cost.quality.Quality.label gives, mildest first (a test keeps the two in step).
 QUALITY_LABELS = ("lossless", "negligible", "small", "noticeable", "large", "severe")
 # Same default as --context: the model's maximum, capped so a 128k model is not planned at 128k by accident.
 DEFAULT_CONTEXT = 8192

@@ -21,7 +21,7 @@ from planner.measure.speed.runner import run_bench
 from planner.runtimes import RUNTIMES
 
 if TYPE_CHECKING:
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.plan import Plan, Target
     from planner.recommend import Recommendation
 
@@ -120,7 +120,7 @@ def confirm(rec: Recommendation, mc: ModelCost, target: Target, *, top: int = 3,
     copy = copy_bandwidth_gb_s(device, nbytes=opts.pop("copy_bytes", 2**30))
     out: list[Confirmed] = []
     for i, plan in enumerate(plans, 1):
-        fmt = get_format(plan.format_id)
+        fmt = rec.formats[plan.format_id]
         c = Confirmed(plan)
         say(f"[{i}/{len(plans)}] {plan.format_id} ({plan.runtime_id})")
         try:

@@ -1,5 +1,5 @@
 """Measured quality from stored `planner eval` reports: which reports are of a model, and the quality dicts that
-replace the table estimate (planner.quality) for the formats they measured.
+replace the table estimate (planner.cost.quality) for the formats they measured.
 
 A report matches a model when it was made from the same source path, or when the model it measured has the same
 architecture and shapes (`model_key`): a profile id (`smollm2-135m`) and a local copy of its weights are the same
@@ -20,7 +20,7 @@ from planner.errors import PlannerError
 from planner.models.profiles import load_registry
 from planner.models.resolve import resolve_model
 from planner.paths import user_data_dir, user_path
-from planner.quality import Quality
+from planner.cost.quality import Quality
 
 MEASURED = "measured"
 ESTIMATED = "estimated"

@@ -18,6 +18,7 @@ from planner.models.profiles import ModelRegistry
 from planner.paths import path_exists, user_path
 
 if TYPE_CHECKING:
+    from planner.formats import WeightFormat
     from planner.models.readers.common import ModelSource
     from planner.models.spec import ModelSpec
 
@@ -30,7 +31,9 @@ class ResolvedModel:
 
     spec: ModelSpec
     tensors: list[TensorInfo]  # real tensors as read; [] plans by the spec's own inventory
-    stored_formats: list[str]  # format ids of a pre-quantized checkpoint, as stored; [] for float weights or a profile
+    # the formats of a pre-quantized checkpoint: catalog ids, or as-stored GGUF formats (not in the registry: they
+    # travel as objects); [] for float weights or a profile
+    stored_formats: list[str | WeightFormat]
     origin: str | None = None  # what was read ("GGUF file x.gguf"); None for a bundled profile
 
 
@@ -78,7 +81,7 @@ def resolve(name: str, registry: ModelRegistry, *, online: bool | None = None) -
             tensor_bytes = sum(_ggml_bytes(t, src.tensor_dtypes) for t in src.tensors or [])
             header = src.file_bytes - tensor_bytes if src.file_bytes and src.file_bytes > tensor_bytes else None
             stored = stored_gguf_format(fmt, dict(src.tensor_dtypes or {}), Path(name).name, header)
-            fmt = stored.id if stored is not None else fmt
+            fmt = stored if stored is not None else fmt
         return ResolvedModel(src.spec, planned_tensors(src), [fmt] if fmt else [], src.origin)
     try:
         return ResolvedModel(registry.get(name), [], [])
@@ -100,9 +103,10 @@ def planned_tensors(src: ModelSource) -> list[TensorInfo]:
     return list(src.tensors) if src.tensors and (not quant or quant.get("method") == "gguf") else []
 
 
-def _stored_hub_formats(hub: Any, tensors: list[TensorInfo]) -> list[str]:
-    """The formats of a Hub checkpoint; each read GGUF quant becomes an exact as-stored format (its tensor table and
-    its real file size), so every quant in the repo is compared by its real bytes."""
+def _stored_hub_formats(hub: Any, tensors: list[TensorInfo]) -> list[str | WeightFormat]:
+    """The formats of a Hub checkpoint (ids, or WeightFormat objects); each read GGUF quant becomes an exact
+    as-stored format (its tensor table and its real file size), so every quant in the repo is compared by its real
+    bytes."""
     out = []
     for v in hub.variants:
         if not v.header_read:
@@ -110,8 +114,9 @@ def _stored_hub_formats(hub: Any, tensors: list[TensorInfo]) -> list[str]:
         tensor_bytes = sum(_ggml_bytes(t, v.tensor_dtypes) for t in tensors)
         header = v.file_bytes - tensor_bytes if v.file_bytes and tensor_bytes and v.file_bytes > tensor_bytes else None
         fmt = stored_gguf_format(v.label, dict(v.tensor_dtypes), f"{hub.repo}:{v.label}", header) if tensors else None
-        out.append(fmt.id if fmt is not None else v.planner_format)
-    return [f for f in dict.fromkeys(out) if f] or hub.formats_in_repo
+        out.append(fmt if fmt is not None else v.planner_format)
+    # one per id, in first-seen order; a repeated id keeps its last format, as the registry once did
+    return list({getattr(f, "id", f): f for f in out if f}.values()) or hub.formats_in_repo
 
 
 def _ggml_bytes(t: TensorInfo, dtypes: dict[str, str] | None) -> int:

@@ -165,7 +165,7 @@ class _Run:
 def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str, *, force: bool = False,
                    threads: int | None = None, progress: Progress | None = None) -> QuantizeResult:
     """Quantize the model at `source` (HF directory or GGUF file) to `fmt`, writing `out` atomically."""
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
 
     t0 = time.perf_counter()
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt

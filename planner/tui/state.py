@@ -239,7 +239,7 @@ class CostCache:
 
     def get(self, model_id: str):  # type: ignore[no-untyped-def]
         """The ModelCost of a profile, built once."""
-        from planner.evaluate import ModelCost
+        from planner.cost.model import ModelCost
 
         with self._lock:
             mc = self._costs.get(model_id)
@@ -393,7 +393,7 @@ def matrix_cell(mc: Any, target: Target, format_id: str, context: int) -> Matrix
 
 def _best_runtime(mc: Any, fmt: Any, target: Target, context: int) -> Plan | None:
     """The fastest fitting plan over the runtimes that run `fmt` on the device, else the smallest; None if none runs it."""
-    from planner.evaluate import evaluate
+    from planner.cost.evaluate import evaluate
 
     plans = [evaluate(mc, fmt, rt, target, context=context) for rt in RUNTIMES.values() if rt.support(fmt, target.device).runs]
     if not plans:

@@ -8,7 +8,7 @@ import time
 
 from textual.widgets import DataTable, Input
 
-from planner.evaluate import ModelCost
+from planner.cost.model import ModelCost
 from planner.formats import FORMATS
 from planner.plan import target_from_catalog
 from planner.recommend import recommend

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from planner.evaluate import ModelCost, evaluate
+from planner.cost.evaluate import evaluate
+from planner.cost.model import ModelCost
 from planner.formats import FORMATS
 from planner.plan import target_from_catalog
 from planner.recommend import recommend

@@ -170,7 +170,7 @@ def test_shapes_of_a_moe_model_count_active_experts(registry):
 
 @pytest.mark.parametrize("model", ["llama-3.2-1b", "smollm2-135m", "qwen3-30b-a3b", "deepseek-v3", "gpt-oss-20b"])
 def test_shapes_cover_the_cost_models_active_weights(registry, model):
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
 
     try:
         mc = ModelCost(registry.get(model))
@@ -249,7 +249,7 @@ def test_kernels_for_formats():
 
 
 def _tiny_bench(registry, catalog, fmt="Q8_0", **kw):
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.formats import get_format
     from planner.plan import target_from_catalog
 
@@ -364,7 +364,8 @@ def test_fuzzed_record_files_parse_or_fail_cleanly(doc):
 
 
 def test_a_low_bandwidth_record_lowers_the_cost_models_decode(registry, catalog):
-    from planner.evaluate import ModelCost, evaluate
+    from planner.cost.evaluate import evaluate
+    from planner.cost.model import ModelCost
     from planner.formats import get_format
     from planner.plan import target_from_catalog
     from planner.runtimes import get_runtime
@@ -407,7 +408,7 @@ def test_engine_records_divide_out_the_kernel_class_factor():
 
 def test_confirm_is_skipped_for_a_target_that_is_not_this_machine(registry, catalog):
     from planner.measure.confirm_speed import confirm
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.plan import target_from_catalog
     from planner.recommend import recommend
 
@@ -426,7 +427,7 @@ def test_confirm_benches_the_top_candidates_and_keeps_the_order_for_stand_in_ker
     monkeypatch.setattr(llamacpp, "llama_cpp_missing_reason", lambda: "llama-cpp-python is not installed")
 
     from planner.measure.confirm_speed import confirm
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.formats import get_format
     from planner.plan import target_from_catalog
     from planner.recommend import recommend

@@ -27,7 +27,7 @@ def _data_dir(tmp_path, monkeypatch):
 
 
 def _mc(registry, model: str = "smollm2-135m", layers: int | None = None):
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
 
     spec = registry.get(model)
     return ModelCost(spec.model_copy(update={"num_layers": layers}) if layers else spec)
@@ -150,7 +150,7 @@ def test_calibration_fractions_net_out_the_per_layer_cost():
 @needs_llamacpp
 def test_llamacpp_run_times_the_model_and_its_record_reproduces_the_measurement(registry, catalog):
     from planner.measure.speed.runner import run_bench
-    from planner.evaluate import evaluate
+    from planner.cost.evaluate import evaluate
     from planner.formats import get_format
     from planner.plan import target_from_catalog
     from planner.runtimes import get_runtime
@@ -245,7 +245,7 @@ def test_bench_command_names_why_llamacpp_cannot_run_a_model(capsys):
 
 def _tiny_moe(registry):
     """Qwen3-30B-A3B's structure (128 routed experts, 8 active, q/k norms) at toy width, two layers."""
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
 
     spec = registry.get("qwen3-30b-a3b")
     moe = spec.moe.model_copy(update={"num_experts": 8, "experts_per_token": 2, "expert_intermediate_size": 128})

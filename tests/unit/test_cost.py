@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from planner.evaluate import ModelCost, evaluate
+from planner.cost.evaluate import evaluate
+from planner.cost.model import ModelCost
 from planner.formats import get_format
 from planner.models.spec import MLASpec, ModelSpec
 from planner.plan import GIB, Target, target_from_catalog
@@ -130,7 +131,7 @@ def test_vllm_budget_is_a_fraction_of_total_memory(catalog, registry):
 
 
 def test_quality_orders_formats(registry):
-    from planner.quality import expected_quality
+    from planner.cost.quality import expected_quality
 
     q = {f: expected_quality(get_format(f), 8_000_000_000, b).kld for f, b in
          (("Q8_0", 8.5), ("Q4_K_M", 4.9), ("Q2_K", 3.2), ("fp16", 16), ("awq-int4", 4.5))}

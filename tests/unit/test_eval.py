@@ -476,7 +476,7 @@ def test_wikitext_is_not_bundled_and_names_are_listed():
 def test_smollm2_measured_kld_ranks_recommend(smollm2, smollm2_report, registry, catalog, tmp_path):
     """The real report of SmolLM2-135M matches the smollm2-135m profile by its shapes, and recommend() ranks Q8_0
     and Q4_0 by the KL divergence llama.cpp measured, not by the table."""
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.measure.reports import stored_quality
     from planner.formats import get_format
     from planner.plan import target_from_catalog

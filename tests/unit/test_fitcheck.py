@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.errors import InvalidInputError, PlannerError
-from planner.evaluate import evaluate
+from planner.cost.evaluate import evaluate
 from planner.fitcheck.checks import Checker, plan_checks
 from planner.fitcheck.explain import explain_data, render_explain, what_would_pass
 from planner.fitcheck.reporters import render_github, render_json, render_junit, render_markdown, render_text
@@ -75,7 +75,7 @@ def test_every_schema_field_is_documented():
 
 
 def test_quality_labels_follow_the_quality_model():
-    from planner.quality import Quality
+    from planner.cost.quality import Quality
 
     seen = [Quality(k, 0, "").label for k in (0.0, 0.005, 0.02, 0.05, 0.2, 1.0)]
     assert seen == list(QUALITY_LABELS)
@@ -200,7 +200,7 @@ def test_pinned_deployment_uses_the_library_evaluate(checker, catalog, registry)
     """One cost model: the check's plan is exactly what evaluate() gives for the same inputs."""
     (d,) = spec(ONE.replace("format: Q4_K_M", "format: Q4_K_M\n    context: 16384\n    concurrency: 2\n    prompt_tokens: 900"))
     (r,) = checker.check_all([d])
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
 
     ref = evaluate(ModelCost(registry.get("llama-3.1-8b")), get_format("Q4_K_M"), get_runtime("llama.cpp"),
                    target_from_catalog(catalog.get("rtx-4090")), context=16384, concurrency=2, prompt_tokens=900)

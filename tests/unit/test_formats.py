@@ -144,3 +144,12 @@ def test_2023_q2_k_mix_is_mostly_q3_k():
     assert old["blk.1.attn_q.weight"] == "Q2_K" and old["output.weight"] == "Q6_K"
     size = lambda mix: sum(ggml_type(t).nbytes(dict((a.name, a.shape) for a in tensor_inventory(m))[n]) for n, t in mix.items())
     assert size(old) > size(new)
+
+
+def test_the_registry_is_read_only_and_a_stored_format_stays_out_of_it():
+    from planner.formats import stored_gguf_format
+
+    with pytest.raises(TypeError):
+        FORMATS["mine"] = FORMATS["Q8_0"]  # type: ignore[index]
+    fmt = stored_gguf_format("Q8_0", {"blk.0.attn_q.weight": "Q8_0"}, "x.gguf")
+    assert fmt is not None and fmt.id == "Q8_0-as-stored" and fmt.id not in FORMATS

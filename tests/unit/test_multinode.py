@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from planner.errors import NotFoundError
-from planner.evaluate import ModelCost, evaluate
+from planner.cost.evaluate import evaluate
+from planner.cost.model import ModelCost
 from planner.formats import get_format
 from planner.hardware.catalog import get_fabric, load_fabrics
 from planner.plan import Plan, target_from_catalog

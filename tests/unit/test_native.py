@@ -154,7 +154,7 @@ def test_recommend_eval_stores_what_it_measured_before_a_crash(tiny, tmp_path, m
 def test_bench_keeps_its_kernel_timings_when_llama_cpp_crashes(registry, catalog, monkeypatch):
     from planner.measure.speed import llamacpp
     from planner.measure.speed.runner import run_bench
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.measure.quality import runtime
     from planner.formats import get_format
     from planner.plan import target_from_catalog
@@ -185,7 +185,7 @@ def test_eval_without_a_tokenizer_is_refused_before_any_work(tmp_path, capsys, m
 
 def test_eval_of_a_gguf_without_a_vocabulary_is_refused(tmp_path, capsys, registry):
     from planner.measure.speed.llamacpp import standin_plan, write_standin
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.formats import get_format
 
     gguf = tmp_path / "novocab.gguf"
@@ -211,7 +211,7 @@ def test_real_llama_cpp_abort_is_caught(tmp_path, registry):
     """llama.cpp aborts (SIGABRT) when asked to tokenize with a GGUF that has no vocabulary (what eval did before it
     checked for a tokenizer): the child dies, this process gets the error and runs llama.cpp again afterwards."""
     from planner.measure.speed.llamacpp import standin_plan, time_file, write_standin
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.measure.quality.runtime import LlamaModel
     from planner.formats import get_format
 

@@ -13,7 +13,7 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
-from planner.evaluate import ModelCost
+from planner.cost.model import ModelCost
 from planner.formats import get_format
 from planner.models.readers import load_model_source, read_gguf_header, read_safetensors_header
 from planner.quantize import group_quant as gq

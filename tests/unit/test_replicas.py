@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.errors import InvalidInputError
-from planner.evaluate import ModelCost, evaluate
+from planner.cost.evaluate import evaluate
+from planner.cost.model import ModelCost
 from planner.fitcheck.spec import parse_spec
 from planner.formats import get_format
 from planner.plan import replica_layout_error, replicated, target_from_catalog
@@ -150,7 +151,7 @@ def test_fuzz_spec_replicas_valid_or_a_field_error(catalog, count, nodes, replic
 
 
 def test_prefer_speed_picks_the_fastest_layout(catalog, registry):
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.formats import get_format
     from planner.plan import target_from_catalog
     from planner.recommend import layout_runners_up, recommend

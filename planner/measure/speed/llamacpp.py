@@ -38,7 +38,7 @@ from planner.errors import PlannerError
 from planner.outputs import remove_created
 
 if TYPE_CHECKING:
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.formats import WeightFormat
     from planner.models.inventory import TensorInfo
     from planner.models.spec import ModelSpec

@@ -30,7 +30,7 @@ from planner.measure.speed.shapes import MatmulShape, model_shapes
 from planner.errors import PlannerError
 
 if TYPE_CHECKING:
-    from planner.evaluate import ModelCost
+    from planner.cost.model import ModelCost
     from planner.formats import WeightFormat
     from planner.plan import Target
     from planner.runtimes import Runtime
@@ -374,7 +374,7 @@ def _predict(run: KernelRun, mc: ModelCost, fmt: WeightFormat, target: Target, r
     """Fill in the cost model's prediction for the run (runtime: the one asked for, else the kernel's engine's,
     else the fastest that runs the format on the device)."""
     from planner.cost.speed import prefill_peak_flops
-    from planner.evaluate import evaluate
+    from planner.cost.evaluate import evaluate
     from planner.formats import gguf_main_type
     from planner.runtimes import RUNTIMES
 

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 
 from planner.hardware.targets import target_from_host
 from planner.plan import Plan
-from planner.quality import quality_text
+from planner.cost.quality import quality_text
 from planner.tui.state import (ALL, TIGHT_FRACTION, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT, PREFERENCES, QUALITY_STYLES,
                                best_per_format, format_families, gib, measured_formats, needed_bytes,
                                runtime_ids, used_fraction, verdict)

@@ -4,21 +4,29 @@ Measured points: llama.cpp's Llama-3-8B scoreboard (planner/data/quality.json, w
 are not GGUF file types are placed on that curve by their bits per weight (log-linear interpolation between the
 measured K-quants), with a named factor for round-to-nearest methods that use no calibration data.
 Larger models lose less: the loss is scaled by (8B / params) ** SIZE_EXPONENT, an assumption, shown as such.
+A quantized KV cache adds its own loss (KV_QUALITY_KLD), which ranking adds to the weights'.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
-from planner.formats import WeightFormat
+from planner.cost.model import ModelCost
+from planner.formats import WeightFormat, get_format, gguf_base_type
+from planner.models.profiles import load_registry
 
 SIZE_EXPONENT = 0.3  # assumed: quantization loss shrinks with model size (e.g. Llama-2-70B Q4_K_M +1.2 % PPL)
 UNCALIBRATED_FACTOR = 2.0  # assumed: round-to-nearest (NF4, MLX affine, plain INT4) vs calibrated GPTQ/AWQ/imatrix
 ACTIVATION_QUANT_FACTOR = 1.5  # assumed: W8A8 also rounds activations
 _CALIBRATED = {"gptq", "awq", "exl2"}
 _UNCALIBRATED = {"bnb", "mlx", "nvfp4", "mxfp4"}
+# Assumed extra loss of a quantized KV cache (llama.cpp discussions: q8_0 KV is near-lossless, q4_0 is not).
+KV_QUALITY_KLD = {"q8_0": 0.0005, "q8": 0.0005, "fp8_e4m3": 0.0005, "fp8_e5m2": 0.001, "fp8": 0.0005, "int8": 0.0005,
+                  "q5_1": 0.002, "q5_0": 0.002, "q6": 0.001, "q4_1": 0.008, "q4_0": 0.01, "iq4_nl": 0.008, "q4": 0.004}
 
 
 @dataclass(frozen=True)
@@ -54,18 +62,11 @@ def quality_text(q: dict | None) -> str:
 
 @lru_cache(maxsize=1)
 def _table() -> dict:
-    import json
-    from pathlib import Path
-
-    return json.loads((Path(__file__).parent / "data" / "quality.json").read_text(encoding="utf-8"))
+    return json.loads((Path(__file__).parent.parent / "data" / "quality.json").read_text(encoding="utf-8"))
 
 
 def _curve() -> list[tuple[float, float, float]]:
     """(bits per weight on Llama-3-8B, kld, ppl%) for the measured GGUF types, sorted by bits."""
-    from planner.evaluate import ModelCost
-    from planner.formats import get_format
-    from planner.models.profiles import load_registry
-
     # The measurements were taken on Meta-Llama-3-8B: place each type on the curve by its bits on that model
     # (through the cost model's layouts, which are cached on disk).
     ref = ModelCost(load_registry().get(_table().get("reference_profile", "llama-3-8b")))
@@ -112,8 +113,6 @@ def expected_quality(fmt: WeightFormat, params: int, bits_per_weight: float, nat
         return Quality(0.0, 0.0, "the model was released in FP8 (trained with FP8 weights)")
     scale = min(2.0, max(0.3, (8.03e9 / max(params, 1)) ** SIZE_EXPONENT))
     table = _table()["gguf_file_types"]
-    from planner.formats import gguf_base_type
-
     base = gguf_base_type(fmt.id.removesuffix("-as-stored")) if fmt.family == "gguf" else None
     if base and base in table:
         row = table[base]

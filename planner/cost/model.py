@@ -1,0 +1,236 @@
+"""A model as the cost model sees it: its tensor inventory, and its bytes in each format (FormatLayout), cached.
+
+ModelCost is what every cost function takes: the layouts (per format: stored bytes, bytes per layer, bytes one token
+reads), the KV cache profile per layer and a memo for small derived values, all computed once per model. Layouts are
+also kept on disk between runs (the user cache), keyed by the planner version and the exact tensor inventory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from planner import __version__
+from planner.cache import checksum
+from planner.cost.memory import DEQUANT_BYTES, gguf_header_bytes, kv_bytes_per_value, kv_layer_profile, kv_values_held
+from planner.formats import GGMLType, ShapeError, WeightFormat
+from planner.models.inventory import TensorInfo, active_fraction, count_params, tensor_inventory
+from planner.paths import user_cache_dir
+from planner.cache import fingerprint
+from planner.yamlio import atomic_write_text
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from planner.models.spec import ModelSpec
+
+
+@dataclass
+class FormatLayout:
+    """A model's tensors in one format: stored bytes in total and per layer (call fmt.assignments for per tensor)."""
+
+    stored_bytes: int
+    header_bytes: int
+    layer_bytes: list[int]  # resident bytes per block
+    layer_active_bytes: list[float]  # bytes one token reads per block
+    embed_bytes: int
+    head_bytes: int  # output projection + final norm (or tied embedding read as the head)
+    head_active_bytes: float
+    ggml_types: set[str]
+    sum_layers: int = field(init=False)
+    sum_active: float = field(init=False)
+
+    cum_layers: list[int] = field(init=False)
+    cum_active: list[float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Prefix sums: bytes of layers [a, b) are cum[b] - cum[a], so placements and offload splits are O(1).
+        self.cum_layers = [0]
+        for b in self.layer_bytes:
+            self.cum_layers.append(self.cum_layers[-1] + b)
+        self.cum_active = [0.0]
+        for b in self.layer_active_bytes:
+            self.cum_active.append(self.cum_active[-1] + b)
+        self.sum_layers = self.cum_layers[-1]
+        self.sum_active = self.cum_active[-1]
+
+    @property
+    def file_size_bytes(self) -> int:
+        """On-disk size (GGUF: tensor data plus metadata)."""
+        return self.stored_bytes + self.header_bytes
+
+
+@dataclass
+class ModelCost:
+    """A model's tensor inventory with per-format layouts computed once and cached."""
+
+    spec: ModelSpec
+    tensors: list[TensorInfo] = field(default_factory=list)
+    layouts: dict[str, FormatLayout | ShapeError] = field(default_factory=dict)
+    _kv: dict[tuple, list] = field(default_factory=dict)
+    _disk: dict | None = None
+    _dirty: bool = False
+    _kv_sum: dict = field(default_factory=dict)
+    _attn: dict = field(default_factory=dict)
+    _memo: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.tensors:
+            self.tensors = tensor_inventory(self.spec)
+
+    @cached_property
+    def params(self) -> int:
+        """Total parameters (published extras included)."""
+        return count_params(self.spec, self.tensors)
+
+    def kv_profile(self, mla_aware: bool) -> list[tuple[int, int | None]]:
+        """Per layer: cached values per token and the token cap (sliding window) or None."""
+        key = ("kv", mla_aware)
+        if key not in self._kv:
+            self._kv[key] = kv_layer_profile(self.spec, mla_aware)
+        return self._kv[key]
+
+    def kv_bytes(self, tokens: int, kv_dtype: str, sequences: int = 1, layers: range | None = None,
+                 mla_aware: bool = True) -> float:
+        """KV cache bytes of `sequences` x `tokens` over `layers` (fast path of cost.memory.kv_cache_bytes)."""
+        key = (tokens, kv_dtype, mla_aware, layers.start, layers.stop) if layers is not None else (tokens, kv_dtype, mla_aware)
+        got = self._kv_sum.get(key)
+        if got is None:
+            got = self._kv_sum[key] = self._kv_sum_uncached(tokens, kv_dtype, layers, mla_aware)
+        return got * sequences
+
+    def attn_flops_per_token(self, prompt: int) -> float:
+        """Attention FLOPs per prompt token (QK^T and AV over half the prompt on average, windows capped)."""
+        got = self._attn.get(prompt)
+        if got is None:
+            m = self.spec
+            heads_dim = m.num_heads * (m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim if m.mla else m.dim_head)
+            got = 0.0
+            for i in range(m.num_layers):
+                span = prompt / 2
+                if m.sliding_window and not m.is_global_layer(i):
+                    span = min(span, m.sliding_window)
+                got += 4 * heads_dim * span
+            self._attn[prompt] = got
+        return got
+
+    def _kv_sum_uncached(self, tokens: int, kv_dtype: str, layers: range | None, mla_aware: bool) -> float:
+        return kv_values_held(self.kv_profile(mla_aware), tokens, layers) * kv_bytes_per_value(kv_dtype)
+
+    def kv_per_layer(self, tokens: int, kv_dtype: str, sequences: int, mla_aware: bool) -> list[int]:
+        """KV cache bytes of each layer for `sequences` x `tokens` (memoized: every runtime asks the same)."""
+        key = ("per", tokens, kv_dtype, sequences, mla_aware)
+        if key not in self._kv:
+            per_value = kv_bytes_per_value(kv_dtype) * sequences
+            self._kv[key] = [int(v * (tokens if cap is None or tokens < cap else cap) * per_value)
+                             for v, cap in self.kv_profile(mla_aware)]
+        return self._kv[key]
+
+    def kv_prefix(self, tokens: int, kv_dtype: str, sequences: int, mla_aware: bool) -> list[int]:
+        """Prefix sums of kv_per_layer (index i: layers [0, i))."""
+        key = ("cum", tokens, kv_dtype, sequences, mla_aware)
+        if key not in self._kv:
+            cum = [0]
+            for b in self.kv_per_layer(tokens, kv_dtype, sequences, mla_aware):
+                cum.append(cum[-1] + b)
+            self._kv[key] = cum
+        return self._kv[key]
+
+    def memo(self, key: tuple, compute):  # type: ignore[no-untyped-def]
+        """Per-model memo for small derived values (compute buffers, speed rates, quality, sharded KV)."""
+        got = self._memo.get(key)
+        if got is None:
+            got = self._memo[key] = compute()
+        return got
+
+    @cached_property
+    def matmul_params_active(self) -> float:
+        """Parameters a token multiplies through (no embedding lookup; routed experts k/E)."""
+        return sum(t.n_elements * active_fraction(self.spec, t) for t in self.tensors
+                   if t.is_matrix and t.name != "token_embd.weight") + (
+            self.spec.vocab_size * self.spec.hidden_size if self.spec.tie_word_embeddings else 0)
+
+    def layout(self, fmt: WeightFormat, dequant_to: str | None = None) -> FormatLayout:
+        """The model's bytes in `fmt` (or with quantized tensors dequantized to `dequant_to`); raises ShapeError."""
+        key = f"{fmt.id}|{dequant_to}" + (f"|h{fmt.header_bytes}" if fmt.header_bytes is not None else "")
+        if key not in self.layouts:
+            cached = self._disk_cache().get(key)
+            if cached is not None:
+                self.layouts[key] = ShapeError(cached["error"]) if "error" in cached else FormatLayout(
+                    **{**cached, "ggml_types": set(cached["ggml_types"])})
+            else:
+                try:
+                    self.layouts[key] = self._build(fmt, dequant_to)
+                except ShapeError as exc:
+                    self.layouts[key] = exc
+                got = self.layouts[key]
+                self._disk[key] = {"error": str(got)} if isinstance(got, ShapeError) else {
+                    **{k: v for k, v in got.__dict__.items() if k != "ggml_types" and not k.startswith(("sum_", "cum_"))},
+                    "ggml_types": sorted(got.ggml_types)}
+                self._dirty = True
+        got = self.layouts[key]
+        if isinstance(got, ShapeError):
+            raise got
+        return got
+
+    def _cache_file(self) -> Path:
+        """Per-model file of computed layouts, keyed by the planner version and the exact tensor inventory."""
+        material = "\n".join([__version__, fingerprint(self.spec), *(f"{t.name}{t.shape}" for t in self.tensors)])
+        return user_cache_dir() / f"layouts-{self.spec.id}-{checksum(material.encode())}.json"
+
+    def _disk_cache(self) -> dict:
+        """Layouts computed by earlier runs (sizes only; recomputing 700 tensors x 40 formats costs ~0.2 s)."""
+        if self._disk is None:
+            self._disk = {}
+            if os.environ.get("PLANNER_NO_CACHE") != "1":
+                try:
+                    self._disk = json.loads(self._cache_file().read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    self._disk = {}
+        return self._disk
+
+    def flush(self) -> None:
+        """Write newly computed layouts to the user cache (atomic; a read-only home is not an error)."""
+        if not self._dirty or os.environ.get("PLANNER_NO_CACHE") == "1":
+            return
+        try:
+            atomic_write_text(self._cache_file(), json.dumps(self._disk))
+        except OSError:
+            pass
+        self._dirty = False
+
+    def _build(self, fmt: WeightFormat, dequant_to: str | None) -> FormatLayout:
+        m = self.spec
+        assignments = fmt.assignments(m, self.tensors)
+        layer_bytes = [0] * m.num_layers
+        layer_active = [0.0] * m.num_layers
+        embed = head = 0
+        head_active = 0.0
+        stored = 0
+        types: set[str] = set()
+        for a in assignments:
+            t = a.tensor
+            nbytes = a.nbytes
+            stored += nbytes
+            if isinstance(a.encoding, GGMLType) and t.is_matrix:
+                types.add(a.encoding.name)
+            resident = nbytes
+            if dequant_to and isinstance(a.encoding, GGMLType) and a.encoding.quantized:
+                resident = t.n_elements * DEQUANT_BYTES[dequant_to]
+            if t.layer is not None:
+                layer_bytes[t.layer] += resident
+                layer_active[t.layer] += resident * active_fraction(m, t)
+            elif t.name == "token_embd.weight":
+                embed += resident
+                if m.tie_word_embeddings:  # the tied matrix is also the output head, read every token
+                    head_active += resident
+            else:
+                head += resident
+                head_active += resident
+        header = 0
+        if fmt.family == "gguf":
+            header = fmt.header_bytes if fmt.header_bytes is not None else gguf_header_bytes(m, len(self.tensors))
+        return FormatLayout(stored, header, layer_bytes, layer_active, embed, head, head_active, types)
