@@ -14,7 +14,7 @@ DEFAULT_FORMATS = "Q8_0,Q5_K_M,Q4_K_M,Q3_K_M"
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     """Register the subcommand."""
     p = sub.add_parser(
-        "eval", help="measure the quality each GGUF format costs, in llama.cpp, on your own text",
+        "eval", help="measure the quality each format costs, in llama.cpp, on your own text",
         description="Quantize SOURCE (a Hugging Face model directory or a .gguf file) to each format (reusing files "
                     "made before), run each through llama.cpp (llama-cpp-python) over the text in --ctx sized "
                     "chunks, and report perplexity, KL divergence from the 16-bit model (mean, p99), top-1 "
@@ -22,7 +22,9 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                     "Your own text is the point: quality depends on what the model is used for.")
     p.add_argument("source", type=path_arg, metavar="SOURCE", help="Hugging Face model directory or .gguf file")
     p.add_argument("--formats", default=DEFAULT_FORMATS, metavar="F,F,...",
-                   help=f"comma-separated GGUF formats (default {DEFAULT_FORMATS})")
+                   help=f"comma-separated formats (default {DEFAULT_FORMATS}): GGUF types, or weight-only GPU formats "
+                        "planner quantize writes (gptq-int4, gptq-int8, nf4, fp8, mlx-4bit, mlx-8bit, ...), run as "
+                        "their dequantized weights")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", type=path_arg, metavar="FILE", help="UTF-8 text file to evaluate on (your own data)")
     src.add_argument("--dataset", default=None, metavar="NAME",
@@ -116,10 +118,14 @@ def _table(report, saved) -> None:  # type: ignore[no-untyped-def]
     for r in report.results:
         d = f"{(r.ppl / ref.ppl - 1) * 100:+.2f}" if ref and not r.reference else ""
         note = "reference (16-bit)" if r.reference else ("◀ knee" if r.knee else "")
-        table.add_row(r.format, f"{r.file_bytes / 1e6:,.1f}", f"{r.bits_per_weight:.2f}", f"{r.ppl:.3f} ± {r.ppl_err:.3f}",
+        name = f"{r.format} ({r.method})" if r.method else r.format
+        table.add_row(name, f"{r.file_bytes / 1e6:,.1f}", f"{r.bits_per_weight:.2f}", f"{r.ppl:.3f} ± {r.ppl_err:.3f}",
                       d, "" if r.reference else f"{r.kld_mean:.5f}", "" if r.reference else f"{r.kld_p99:.4f}",
                       f"{r.top1 * 100:.1f}", note)
     con.print(table)
+    if any(r.method for r in report.results):
+        con.print("weight-only GPU formats: quantized by planner quantize, dequantized to an F32 GGUF and run in "
+                  "llama.cpp (their error is all in the weights); size and bits/w are the format's own checkpoint")
     if any(r.knee for r in report.results):
         con.print("knee: the smallest format past which extra bits buy little KL divergence")
     if saved:

@@ -30,6 +30,9 @@ from planner.paths import user_cache_dir, user_path
 REFERENCE_FORMAT = "F16"
 SCHEME = "llama.cpp-perplexity-v1"  # how chunks are cut and scored; part of the reference cache key
 DEFAULT_FORMATS = ("Q8_0", "Q5_K_M", "Q4_K_M", "Q3_K_M")
+# Weight-only GPU formats eval measures through their dequantized weights (planner.measure.quality.dequant).
+WEIGHT_ONLY_FORMATS = ("gptq-int4", "gptq-int4-g32", "gptq-int4-perchannel", "gptq-int8", "gptq-int8-perchannel",
+                       "nf4", "nf4-nodq", "fp8", "fp8-pertensor", "mlx-4bit", "mlx-8bit")
 
 
 class Model(Protocol):
@@ -98,6 +101,7 @@ class FormatResult:
     top1: float  # fraction of positions whose argmax equals the reference's
     reference: bool = False
     knee: bool = False
+    method: str = ""  # weight-only GPU formats: how the weights were made; they run dequantized (F32 GGUF)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -199,18 +203,21 @@ def cache_root() -> Path:
 
 
 def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
-    """The GGUF file of `source` in `fmt`, quantized once and reused: (path, summary with file_bytes and bpw)."""
+    """The GGUF file llama.cpp runs for `source` in `fmt`, made once and reused: (path, summary with file_bytes and
+    bpw of the format itself). A GGUF format is quantized directly; a weight-only GPU format is written by planner
+    quantize, dequantized and stored as an F32 GGUF (planner.measure.quality.dequant)."""
     from planner.outputs import OutputRefusedError, check_output, occupied
+    from planner.quantize.config import GGUFConfig
     from planner.quantize.pipeline import quantize_model
 
-    f = _check_gguf(fmt)
+    f, cfg = _check_measurable(fmt)
     d = (cache or cache_root()) / "models" / fingerprint(source)
     out = d / f"{f.id}.gguf"
     meta = d / f"{f.id}.json"
     if out.is_file() and meta.is_file():
         try:
             summary = json.loads(meta.read_text())
-            if isinstance(summary, dict) and summary.get("file_bytes") == out.stat().st_size:
+            if isinstance(summary, dict) and summary.get("run_file_bytes", summary.get("file_bytes")) == out.stat().st_size:
                 return out, summary
         except (OSError, ValueError, RecursionError):  # damaged, over-long ints, too deep: rebuilt below
             pass
@@ -221,9 +228,15 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
     # force replaces only a stale file of eval's own (a regular file at this path in its cache); a directory or a
     # symbolic link put there is refused, never deleted
     check_output(out, "file", force=True, hint=f"move it away ({d} is planner eval's cache)")
-    res = quantize_model(source, f, out, force=True, progress=_QuantizeBar(progress, f.id) if progress else None)
-    summary = {"format": f.id, "file_bytes": res.file_bytes, "bits_per_weight": res.bits_per_weight,
-               "warnings": res.warnings}
+    bar = _QuantizeBar(progress, f.id) if progress else None
+    if isinstance(cfg, GGUFConfig):
+        res = quantize_model(source, f, out, force=True, progress=bar)
+        summary = {"format": f.id, "file_bytes": res.file_bytes, "bits_per_weight": res.bits_per_weight,
+                   "warnings": res.warnings}
+    else:
+        from planner.measure.quality.dequant import quantize_dequantized
+
+        summary = quantize_dequantized(source, f, cfg, out, d, progress=bar)
     from planner.yamlio import atomic_write_text
 
     atomic_write_text(meta, json.dumps(summary))
@@ -231,23 +244,43 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
 
 
 def measurable(fmt: str) -> bool:
-    """Whether `planner eval` can measure `fmt` (a GGUF type planner quantize writes)."""
+    """Whether `planner eval` can measure `fmt` (a GGUF type or a weight-only GPU format planner quantize writes)."""
     try:
-        _check_gguf(fmt)
+        _check_measurable(fmt)
     except PlannerError:
         return False
     return True
 
 
-def _check_gguf(fmt: str):  # type: ignore[no-untyped-def]
-    """The format `fmt` if planner quantize writes it as GGUF (what llama.cpp runs), else a clear error."""
+# Families whose error is not all in the weights: a run of dequantized weights cannot measure them.
+_ACTIVATION_QUANTIZED = {"w8a8": "it quantizes activations to INT8 as well (SmoothQuant W8A8)",
+                         "bnb-int8": "LLM.int8() keeps outlier activation columns in fp16 and quantizes the rest of "
+                                     "the activations to int8 at run time"}
+
+
+def _check_measurable(fmt: str):  # type: ignore[no-untyped-def]
+    """(format, quantize config) if planner eval can measure `fmt`, else a clear error saying why not."""
     from planner.formats import get_format
-    from planner.quantize.config import GGUFConfig, config_for
+    from planner.measure.quality.dequant import WEIGHT_ONLY_CONFIGS
+    from planner.quantize.config import FloatConfig, GGUFConfig, config_for
 
     f = get_format(fmt)
-    if not isinstance(config_for(f), GGUFConfig):
-        raise PlannerError(f"planner eval runs formats llama.cpp loads (GGUF); {f.id} is not one")
-    return f
+    why = _ACTIVATION_QUANTIZED.get(f.id) or _ACTIVATION_QUANTIZED.get(f.family)
+    if why:
+        raise PlannerError(f"planner eval cannot measure {f.id}: {why}; its error is not in the weights alone, and "
+                           "eval runs dequantized weights in llama.cpp")
+    try:
+        cfg = config_for(f)
+    except PlannerError:
+        raise PlannerError(f"planner eval cannot measure {f.id} ({f.description}): planner quantize cannot write it, "
+                           f"and eval measures the weights planner quantize writes; it measures GGUF types and "
+                           f"{', '.join(WEIGHT_ONLY_FORMATS)}") from None
+    if isinstance(cfg, FloatConfig):
+        raise PlannerError(f"planner eval cannot measure {f.id}: it is an unquantized checkpoint; the {REFERENCE_FORMAT} "
+                           "reference every report carries is its quality")
+    if not isinstance(cfg, (GGUFConfig, *WEIGHT_ONLY_CONFIGS)):
+        raise PlannerError(f"planner eval cannot measure {f.id}: no way to run it in llama.cpp")
+    return f, cfg
 
 
 def reference_key(source: Path, text: str, ctx: int, n_chunks: int, top_k: int) -> str:
@@ -327,7 +360,7 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
     if not fmts:
         raise PlannerError("no formats to evaluate; pass --formats Q8_0,Q4_K_M,...")
     for f in fmts:  # refuse what llama.cpp cannot run before spending minutes on the others
-        _check_gguf(f)
+        _check_measurable(f)
     if ctx < 8:
         raise PlannerError(f"{flags[0]} must be at least 8, got {ctx}")
     if max_chunks is not None and max_chunks < 1:
@@ -450,7 +483,8 @@ def _measure(fmt: str, path: Path, summary: dict[str, Any], ref: Reference, ctx:
     nll_a, kl_a = np.concatenate(nll), np.concatenate(kl)
     return FormatResult(fmt, str(path), int(summary["file_bytes"]), float(summary["bits_per_weight"]), int(nll_a.size),
                         metrics.perplexity(nll_a), metrics.perplexity_error(nll_a), float(kl_a.mean()),
-                        float(np.percentile(kl_a, 99)), float(np.median(kl_a)), float(np.concatenate(agree).mean()))
+                        float(np.percentile(kl_a, 99)), float(np.median(kl_a)), float(np.concatenate(agree).mean()),
+                        method=str(summary.get("method", "")))
 
 
 def _slice_rows(rows: metrics.RefRows, a: int, b: int) -> metrics.RefRows:
