@@ -257,9 +257,11 @@ def test_evaluate_interrupt_keeps_finished(tiny_model, tmp_path):
 def test_evaluate_errors(tiny_model, tmp_path):
     with pytest.raises(InvalidInputError, match="fewer than one chunk"):
         core.evaluate(tiny_model, ["Q8_0"], "a short text of a few tokens", ctx=512, open_model=FakeModel, cache=tmp_path)
-    with pytest.raises(PlannerError, match="GGUF"):
-        core.evaluate(tiny_model, ["gptq-int4"], load_dataset("sample"), ctx=64, open_model=FakeModel, cache=tmp_path)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(PlannerError, match="activations to INT8"):
+        core.evaluate(tiny_model, ["w8a8-int8"], load_dataset("sample"), ctx=64, open_model=FakeModel, cache=tmp_path)
+    with pytest.raises(PlannerError, match="planner quantize cannot write it"):
+        core.evaluate(tiny_model, ["exl2-4.0bpw"], load_dataset("sample"), ctx=64, open_model=FakeModel, cache=tmp_path)
+    with pytest.raises(InvalidInputError, match="unknown format 'Q9_9'"):
         core.evaluate(tiny_model, ["Q9_9"], load_dataset("sample"), ctx=64, open_model=FakeModel, cache=tmp_path)
     with pytest.raises(InvalidInputError, match="no such"):
         core.evaluate(tmp_path / "nope", ["Q8_0"], load_dataset("sample"), ctx=64, open_model=FakeModel, cache=tmp_path)
@@ -380,8 +382,8 @@ def test_missing_llama_cpp_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_bad_options_fail_before_any_work(tiny_model, tmp_path):
-    with pytest.raises(PlannerError, match="GGUF"):
-        core.evaluate(tiny_model, ["Q8_0", "mlx-4bit"], load_dataset("sample"), ctx=64, open_model=FakeModel, cache=tmp_path)
+    with pytest.raises(PlannerError, match="cannot measure awq-int4"):
+        core.evaluate(tiny_model, ["Q8_0", "awq-int4"], load_dataset("sample"), ctx=64, open_model=FakeModel, cache=tmp_path)
     with pytest.raises(PlannerError, match="ctx"):
         core.evaluate(tiny_model, ["Q8_0"], load_dataset("sample"), ctx=4, open_model=FakeModel, cache=tmp_path)
     assert not (tmp_path / "models").exists()
@@ -447,7 +449,9 @@ def test_report_records_text_and_model(tiny_model, tmp_path):
 
 def test_measurable_formats():
     assert core.measurable("Q4_K_M") and core.measurable("Q8_0")
-    assert not core.measurable("awq-int4") and not core.measurable("mlx-4bit")
+    assert core.measurable("mlx-4bit") and core.measurable("nf4") and core.measurable("gptq-int4")
+    for f in ("awq-int4", "w8a8-int8", "bnb-int8", "exl2-4.0bpw", "fp16", "mxfp4"):
+        assert not core.measurable(f), f
 
 
 def test_wikitext_is_not_bundled_and_names_are_listed():

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from planner.errors import InvalidInputError, PlannerError
+from planner.errors import InvalidInputError, NotFoundError, PlannerError
 from planner.measure.quality import metrics
 from planner.measure.reports import results_dir, text_sha256
 from planner.native import NativeCrash
@@ -267,19 +267,19 @@ def _check_measurable(fmt: str):  # type: ignore[no-untyped-def]
     f = get_format(fmt)
     why = _ACTIVATION_QUANTIZED.get(f.id) or _ACTIVATION_QUANTIZED.get(f.family)
     if why:
-        raise PlannerError(f"planner eval cannot measure {f.id}: {why}; its error is not in the weights alone, and "
+        raise InvalidInputError(f"planner eval cannot measure {f.id}: {why}; its error is not in the weights alone, and "
                            "eval runs dequantized weights in llama.cpp")
     try:
         cfg = config_for(f)
     except PlannerError:
-        raise PlannerError(f"planner eval cannot measure {f.id} ({f.description}): planner quantize cannot write it, "
+        raise InvalidInputError(f"planner eval cannot measure {f.id} ({f.description}): planner quantize cannot write it, "
                            f"and eval measures the weights planner quantize writes; it measures GGUF types and "
                            f"{', '.join(WEIGHT_ONLY_FORMATS)}") from None
     if isinstance(cfg, FloatConfig):
-        raise PlannerError(f"planner eval cannot measure {f.id}: it is an unquantized checkpoint; the {REFERENCE_FORMAT} "
+        raise InvalidInputError(f"planner eval cannot measure {f.id}: it is an unquantized checkpoint; the {REFERENCE_FORMAT} "
                            "reference every report carries is its quality")
     if not isinstance(cfg, (GGUFConfig, *WEIGHT_ONLY_CONFIGS)):
-        raise PlannerError(f"planner eval cannot measure {f.id}: no way to run it in llama.cpp")
+        raise InvalidInputError(f"planner eval cannot measure {f.id}: no way to run it in llama.cpp")
     return f, cfg
 
 
@@ -356,7 +356,10 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
     source = user_path(source)
     if not source.exists():
         raise InvalidInputError(f"{source}: no such file or directory")
-    fmts = list(dict.fromkeys(get_format(f).id for f in formats))
+    try:
+        fmts = list(dict.fromkeys(get_format(f).id for f in formats))
+    except NotFoundError as exc:  # a format eval cannot measure is bad input (exit 2), like those refused below
+        raise InvalidInputError(f"{exc}; planner eval measures GGUF types and {', '.join(WEIGHT_ONLY_FORMATS)}") from None
     if not fmts:
         raise PlannerError("no formats to evaluate; pass --formats Q8_0,Q4_K_M,...")
     for f in fmts:  # refuse what llama.cpp cannot run before spending minutes on the others
