@@ -499,3 +499,19 @@ def test_smollm2_measured_kld_ranks_recommend(smollm2, smollm2_report, registry,
     assert q["Q4_0"]["source"] == "measured" and q["Q4_0"]["kld"] == measured["Q4_0"]["kld"]
     assert rec.best.format_id == "Q8_0"  # measured: Q8_0 is far closer to 16-bit, and speed is no issue here
     assert any("Measured quality loss" in r for r in rec.reasons)
+
+
+@pytest.mark.real_runtime
+@needs_llama
+def test_smollm2_nf4_loses_more_than_q8(smollm2, smollm2_report):
+    """NF4 (bitsandbytes layout, dequantized to F32) run in real llama.cpp on SmolLM2-135M: far more KL divergence
+    than Q8_0 and below-Q8_0 top-1 agreement, with the checkpoint's own size; Q8_0 is the shared report's, on the
+    same text and cached reference."""
+    hf, cache = smollm2
+    rep = core.evaluate(hf, ["nf4"], load_dataset("sample"), ctx=CTX, max_chunks=CHUNKS, cache=cache)
+    by = {r.format: r for r in rep.results}
+    by["Q8_0"] = {r.format: r for r in smollm2_report.results}["Q8_0"]  # same text, chunks and cached reference
+    assert rep.scored_tokens == smollm2_report.scored_tokens
+    assert by["nf4"].kld_mean > 5 * by["Q8_0"].kld_mean
+    assert by["nf4"].top1 < by["Q8_0"].top1 and by["nf4"].ppl > by["F16"].ppl
+    assert "NF4" in by["nf4"].method and by["nf4"].bits_per_weight < by["Q8_0"].bits_per_weight  # 16-bit tied embedding
