@@ -42,9 +42,15 @@ class ReleaseEffect:
     kept_share: float  # share of the released-quantized parameters stored exactly as released
     upcast_share: float  # share stored in a 16/32-bit float (exact, no gain)
     requant_share: float  # share of the format's quantized-matrix parameters re-quantized (scales its loss)
-    lower: bool  # some released-quantized tensor is re-quantized to fewer bits than released
+    lower: bool  # some released-quantized tensor is re-quantized to as many value bits as released or fewer
+    requant_bits: int  # fewest value bits a released-quantized tensor is re-quantized to (0: none is)
     extra_bytes: int  # bytes the released-quantized tensors take beyond their released size (>0: costs memory)
     source: str  # where the release's precision is stated
+
+    @property
+    def gains_nothing(self) -> bool:
+        """Stores the released-quantized weights at more bits than released, for no quality gain."""
+        return not self.lower and self.kept_share < 0.999 and self.extra_bytes > 0
 
     @property
     def note(self) -> str:
@@ -53,7 +59,8 @@ class ReleaseEffect:
         if self.kept_share >= 0.999:
             return f"released in {self.released}: this format keeps it exactly"
         if self.lower:
-            return f"released in {self.released}: this format re-quantizes it to fewer bits and loses accuracy against the release"
+            return (f"released in {self.released}: this format re-quantizes it (to {self.requant_bits} bits or fewer) "
+                    f"and loses against the release" + (f", and {extra}" if self.extra_bytes > 0.05 * GIB else ""))
         if self.upcast_share >= 0.999:
             return f"released in {self.released}: this format stores it at higher precision, which gains nothing and {extra}"
         return f"released in {self.released}: this format re-quantizes it at more bits, which gains nothing and {extra}"
@@ -88,6 +95,12 @@ def _same_as_released(spec: ModelSpec, enc: Encoding) -> bool:
     return isinstance(enc, GroupQuant) and enc.name.startswith("fp8-e4m3")
 
 
+def _value_bits(enc: Encoding) -> int:
+    """Bits of one stored value, scales aside: 4 for Q4_K/IQ4_XS/MXFP4/int4, 8 for Q8_0/FP8/int8."""
+    bits = getattr(enc, "weight_bits", None)
+    return bits if isinstance(bits, int) else math.floor(enc.bits_per_weight + 1e-9)
+
+
 def _quantized(enc: Encoding) -> bool:
     """Is `enc` a lossy encoding of 16-bit weights?"""
     if isinstance(enc, FloatType):
@@ -105,8 +118,8 @@ def release_effect(spec: ModelSpec, fmt: WeightFormat, tensors: Sequence[TensorI
     group = kept = up = 0
     quant = requant = 0
     extra = 0
-    lower = False
-    released_bits = 4.25 if spec.native_dtype == "mxfp4" else 8.0
+    fewest = 0
+    released_bits = 4 if spec.native_dtype == "mxfp4" else 8  # E2M1 / E4M3 values
     for a in assignments:
         t, enc = a.tensor, a.encoding
         n = t.n_elements
@@ -124,10 +137,12 @@ def release_effect(spec: ModelSpec, fmt: WeightFormat, tensors: Sequence[TensorI
             up += n
         else:
             requant += n
-            lower = lower or a.nbytes * 8 / n < released_bits - 0.01
+            bits = _value_bits(enc)
+            fewest = min(fewest, bits) if fewest else bits
     released = "MXFP4 (routed experts)" if spec.native_dtype == "mxfp4" else "FP8 E4M3 (128x128 block scales)"
-    return ReleaseEffect(released, kept / max(group, 1), up / max(group, 1), requant / max(quant, 1), lower, extra,
-                         spec.native_dtype_source or "the profile's native_dtype")
+    lower = 0 < fewest <= released_bits  # a different encoding with no more value bits: it re-rounds the released values
+    return ReleaseEffect(released, kept / max(group, 1), up / max(group, 1), requant / max(quant, 1), lower, fewest,
+                         extra, spec.native_dtype_source or "the profile's native_dtype")
 
 
 def relative_to_release(q: Quality, spec: ModelSpec, fmt: WeightFormat, tensors: Sequence[TensorInfo]) -> Quality:
