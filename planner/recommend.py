@@ -229,7 +229,9 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
                    f"{q.get('ppl_delta_pct', 0):+.2f}% versus 16-bit, measured by planner eval on {q.get('text', '?')}.")
     else:
         out.append(f"Expected quality loss is {q.get('label', '?')}: KL divergence {q.get('kld', 0):.4f}, "
-                   f"perplexity +{q.get('ppl_delta_pct', 0):.2f}% versus 16-bit.")
+                   f"perplexity +{q.get('ppl_delta_pct', 0):.2f}% versus "
+                   f"{'the released weights' if q.get('release') else '16-bit'}.")
+    out.extend(_release_reasons(best, ranked))
     tps = best.decode_tokens_per_s
     out.append(f"{best.runtime_id} decodes about {tps:.{1 if tps < 10 else 0}f} tokens/s and reads a "
                f"{best.prompt_tokens}-token prompt in {best.ttft_s:.2f} s.")
@@ -247,6 +249,18 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
         out.append(f"Higher quality {b.format_id} does not fit: {b.reason}.")
     if best.kv_dtype not in ("f16", "auto", "fp16"):
         out.append(f"KV cache in {best.kv_dtype} halves its memory at a negligible quality cost.")
+    return out
+
+
+def _release_reasons(best: Plan, ranked: list[Plan]) -> list[str]:
+    """For a quantized release (planner.cost.release): what the chosen format does with it, and which running
+    alternatives store it at more bytes for no gain."""
+    if not best.quality.get("release"):
+        return []
+    out = [f"The model was {best.quality['release'].replace(': this format', f': {best.format_id}')}."]
+    wasteful = [p for p in ranked if p.runs and p is not best and "gains nothing" in p.quality.get("release", "")]
+    for p in sorted({p.format_id: p for p in wasteful}.values(), key=lambda p: p.weights_bytes)[:3]:
+        out.append(f"{p.format_id}: {p.quality['release'].split(': this format ', 1)[-1]} than the release.")
     return out
 
 

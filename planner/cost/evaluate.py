@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from planner.cost.model import ModelCost
 from planner.cost.placement import place_layers, place_tensor_parallel, replicate
 from planner.cost.quality import expected_quality
+from planner.cost.release import relative_to_release
 from planner.cost.speed import predict_speeds
 from planner.formats import ShapeError, WeightFormat
 from planner.launch import launch_command
@@ -97,7 +98,8 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     bpw = plan.bits_per_weight
     # shared, read-only: one dict per (model, format)
     plan.quality = mc.memo(("quality", fmt.id, support.dequant_to),
-                           lambda: expected_quality(fmt, mc.params, bpw, m.native_dtype).as_dict())
+                           lambda: relative_to_release(expected_quality(fmt, mc.params, bpw, m.native_dtype), m, fmt,
+                                                       mc.tensors).as_dict())
     engine = runtime.engine
     mla_aware = engine != "transformers"
     seqs = concurrency

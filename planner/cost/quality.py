@@ -37,6 +37,7 @@ class Quality:
     ppl_delta_pct: float  # perplexity increase, percent
     basis: str  # how the number was obtained
     source: str = "estimated"  # 'estimated' (this table) or 'measured' (planner eval on the model itself)
+    release: str = ""  # what the model's quantized release means for this format (planner.cost.release); '' for none
 
     @property
     def label(self) -> str:
@@ -49,7 +50,7 @@ class Quality:
     def as_dict(self) -> dict:
         """JSON form."""
         return {"kld": round(self.kld, 5), "ppl_delta_pct": round(self.ppl_delta_pct, 3), "label": self.label, "basis": self.basis,
-                "source": self.source}
+                "source": self.source, **({"release": self.release} if self.release else {})}
 
 
 def quality_text(q: dict | None) -> str:

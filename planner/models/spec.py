@@ -110,6 +110,10 @@ class ModelSpec(ModelMethods, BaseModel):
     native_dtype: Literal["float32", "float16", "bfloat16", "float8_e4m3", "mxfp4"] = Field(
         default="bfloat16", description="dtype of the released weights."
     )
+    native_dtype_source: str | None = Field(
+        default=None, min_length=1,
+        description="Where the released precision is stated (model card / config URL); needed for a quantized release.",
+    )
     moe: MoESpec | None = Field(default=None, description="Mixture-of-experts settings.")
     mla: MLASpec | None = Field(default=None, description="Multi-head latent attention settings.")
     extra_params: int = Field(

@@ -465,6 +465,7 @@ def spec_from_hf_config(config: dict, source: str) -> ModelSpec:
         rope_factors=_rope_factors(c),
         max_context=max_context,
         native_dtype=_native_dtype(c, quant),
+        native_dtype_source=quant["source"] if quant and quant.get("method") in ("fp8", "mxfp4") else None,
         moe=moe,
         mla=mla,
         params_published=1,  # replaced below by the count from the shapes
