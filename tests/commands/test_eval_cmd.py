@@ -20,7 +20,8 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-Fake = fake_runtime({"F16": 0, "Q8_0": 0.05, "Q5_K_M": 0.2, "Q4_K_M": 0.4, "Q3_K_M": 1.0, "Q4_0": 0.6})
+Fake = fake_runtime({"F16": 0, "Q8_0": 0.05, "Q5_K_M": 0.2, "Q4_K_M": 0.4, "Q3_K_M": 1.0, "Q4_0": 0.6, "nf4": 0.5,
+                     "gptq-int4": 0.45})
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +73,23 @@ def test_eval_bad_text_is_exit_2(capsys, model, tmp_path, content):
     assert err.startswith("planner: error:") and str(bad) in err and len(err.strip().splitlines()) == 1
 
 
+def test_eval_weight_only_formats_table(capsys, model, tmp_path, monkeypatch):
+    monkeypatch.setenv("PLANNER_DATA_DIR", str(tmp_path / "data"))
+    code, out, err = run(capsys, "eval", str(model), "--formats", "Q8_0,nf4,gptq-int4", "--ctx", "64", "--chunks", "2")
+    assert code == 0, err
+    assert "gptq-int4 (RTN 4-bit g128 as written by planner" in out and "no GPTQ calibration" in out
+    assert "nf4 (bitsandbytes NF4" in out and "dequantized to an F32 GGUF" in " ".join(out.split())
+    data = json.loads(next((tmp_path / "data" / "eval").glob("*.json")).read_text())
+    assert {r["format"] for r in data["results"]} == {"F16", "Q8_0", "nf4", "gptq-int4"}
+
+
 def test_eval_short_text_and_bad_format(capsys, model, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("Only a sentence or two of text here.")
     code, _, err = run(capsys, "eval", str(model), "--text", str(short), "--ctx", "512")
     assert code == 2 and "fewer than one chunk" in err
-    code, _, err = run(capsys, "eval", str(model), "--formats", "nf4", "--ctx", "64")
-    assert code == 1 and "GGUF" in err
+    code, _, err = run(capsys, "eval", str(model), "--formats", "Q8_0,w8a8-int8", "--ctx", "64")
+    assert code == 2 and "activations" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "eval", str(model), "--dataset", "nope")
     assert code == 1 and "unknown dataset" in err
 
