@@ -3,12 +3,13 @@ read back and dequantized tensor by tensor into a float32 Hugging Face directory
 an F32 GGUF that llama.cpp runs like any other format.
 
 A weight-only format's whole quantization error is in its dequantized weights, so running those weights in
-llama.cpp measures the format's quality (not its kernels' speed). F32, not F16: the dequantized values are products
-of a code (NF4 level, E4M3 value, small integer) and a float32/float16 scale; F32 holds them exactly for GPTQ and MLX
-(integer times fp16 scale plus fp16 bias fits in 24 bits of mantissa) and as the float32 product the format defines
-for NF4 and FP8, where F16 would add a second rounding of up to 2**-11 relative. The runtimes (bitsandbytes, vLLM,
-MLX) round once more to their compute dtype (bf16/fp16); that rounding is below 2**-8 relative, far under the
-quantization error, and is not modelled.
+llama.cpp measures the format's quality (not its kernels' speed). F32, not F16: a GPTQ value (a small integer times
+an fp16 scale, at most 19 significant bits) is exact in F32 and not in F16; NF4 (code-book level times a float32
+absmax), FP8 (E4M3 value times a float32 scale) and MLX (q * fp16 scale + fp16 bias) are kept as the float32
+result of the format's defining arithmetic, where F16 would round each value a second time (up to 2**-11
+relative). The runtimes (bitsandbytes, vLLM, MLX) round once more to their compute dtype (bf16/fp16); that is
+below 2**-8 relative, far under the quantization error, and is not modelled. Cost: the GGUF llama.cpp runs is 4
+bytes a weight (the sizes reported are the checkpoint's own).
 """
 
 from __future__ import annotations
