@@ -35,6 +35,12 @@ MIN_ROWS_FOR_SPREAD = 4  # assumed: fewer fitted rows than this give no residual
 DEFAULT_SPREAD = math.log(2.0)  # assumed: x/÷2 when a family has too few rows to measure its spread
 EXTRAPOLATED_WIDEN = math.log(2.0)  # assumed: an extrapolated family's interval is a further x/÷2 wider
 BITS_MARGIN = 0.5  # assumed: a prediction more than this outside the family's measured bits is extrapolated
+# Models trained on many tokens per parameter lose more to the same quantization (arXiv 2404.14047, "How Good Are
+# Low-bit Quantized LLaMA3 Models?"; the rows show it: llama.cpp's Llama-3-8B/70B losses are ~3x Llama-1/2's at the
+# same type). Assumed grouping by release (>= ~9T training tokens); the factor itself is fitted (GENERATION_ITERS).
+HEAVY_TRAINED = ("llama-3", "qwen2", "qwen3", "gemma-2", "gemma-3", "phi-3", "phi-4", "gpt-oss", "deepseek", "mistral-small",
+                 "mistral-nemo", "mistral-large", "command-r", "smollm2")
+GENERATION_ITERS = 20  # alternating least squares: family terms, then the shared heavily-trained-model term
 PER_CHANNEL_GROUP = 4096  # a per-channel scale spans a whole row: taken as a group of 4096 (Llama-7B/8B rows)
 # Families without usable rows, and the fitted family each borrows (the nearest quantizer by mechanism):
 EXTRAPOLATE = {
@@ -43,6 +49,12 @@ EXTRAPOLATE = {
     "nvfp4": "bnb-fp4",  # 4-bit E2M1 floats with a block scale (g16, FP8 scale)
     "bnb-int8": "int8-wo",  # LLM.int8: per-row absmax int8 (+ fp16 outlier columns): no worse than int8 weight-only
     "gptq-8bit": "int8-wo",  # GPTQ rows are all 3-4 bit; at 8 bits the int8 weight-only rows are the nearest
+    # used when a family's own rows are missing (e.g. leave-one-source-out in benchmarks/quality.py):
+    "gguf-imatrix": "gguf", "gguf-legacy": "gguf", "gguf": "gguf-legacy",
+    "mlx": "rtn", "hqq": "rtn", "bnb-nf4": "rtn", "bnb-fp4": "rtn",  # round-to-nearest group quantizers
+    "awq": "gptq", "rtn": "gptq", "gptq": "awq",  # calibrated int4
+    "int8-wo": "gguf-legacy",  # Q8_0 is round-to-nearest int8 (g32)
+    "fp8-wo": "fp8-w8a8", "fp8-w8a8": "fp8-wo", "int8-w8a8": "fp8-w8a8",
 }
 # Published formats' families (bnb formats split by their encoding).
 _GGUF_LEGACY = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}
@@ -171,6 +183,7 @@ class FamilyFit:
     a: float
     b: float
     c: float
+    g: float  # ln factor of a heavily trained model (shared by all families)
     lo: float  # 10 % residual quantile (ln)
     hi: float  # 90 % residual quantile (ln)
     bits_min: float
@@ -179,9 +192,9 @@ class FamilyFit:
     own_slope: bool
     models: frozenset[str]
 
-    def ln_ppl(self, bits: float, group: int) -> float:
-        """Predicted ln(PPL increase %)."""
-        return self.a + self.b * bits + (self.c * _log2_group(group) if self.c else 0.0)
+    def ln_ppl(self, bits: float, group: int, model: str) -> float:
+        """Predicted ln(PPL increase %) for a model_key."""
+        return self.a + self.b * bits + (self.c * _log2_group(group) if self.c else 0.0) + self.g * heavy(model)
 
 
 def _quantile(v: list[float], q: float) -> float:
@@ -191,11 +204,16 @@ def _quantile(v: list[float], q: float) -> float:
     return s[i] + (s[min(i + 1, len(s) - 1)] - s[i]) * (k - i)
 
 
-def fit_family(rows: list[Row], slope: float | None) -> FamilyFit:
-    """Fit one family's rows (all of the same family); `slope` is the fallback bits slope."""
+def heavy(model: str) -> int:
+    """1 for a model_key of a heavily trained release (HEAVY_TRAINED), else 0."""
+    return int(model.startswith(HEAVY_TRAINED))
+
+
+def fit_family(rows: list[Row], slope: float | None, g: float = 0.0) -> FamilyFit:
+    """Fit one family's rows (all of the same family) given the shared term `g`; `slope` is the fallback bits slope."""
     bits = [r.bits for r in rows]
     groups = {r.group for r in rows}
-    ys = [math.log(r.ppl_pct) for r in rows]
+    ys = [math.log(r.ppl_pct) - g * heavy(model_key(r.model)) for r in rows]
     own = max(bits) - min(bits) >= MIN_BITS_SPAN
     use_group = len(groups) > 1
     xs = []
@@ -214,28 +232,45 @@ def fit_family(rows: list[Row], slope: float | None) -> FamilyFit:
     a = coef[0]
     b = coef[1] if own else (slope or 0.0)
     c = coef[-1] if use_group else 0.0
-    fit = FamilyFit(rows[0].family, a, b, c, 0.0, 0.0, min(bits), max(bits), len(rows), own,
+    fit = FamilyFit(rows[0].family, a, b, c, g, 0.0, 0.0, min(bits), max(bits), len(rows), own,
                     frozenset(model_key(r.model) for r in rows))
-    res = [y - fit.ln_ppl(r.bits, r.group) for y, r in zip(ys, rows)]
+    res = [math.log(r.ppl_pct) - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rows]
     if len(rows) >= MIN_ROWS_FOR_SPREAD:
         lo, hi = min(_quantile(res, 0.1), -0.1), max(_quantile(res, 0.9), 0.1)
     else:
         lo, hi = -DEFAULT_SPREAD, DEFAULT_SPREAD
-    return FamilyFit(fit.family, a, b, c, lo, hi, fit.bits_min, fit.bits_max, fit.n, own, fit.models)
+    return FamilyFit(fit.family, a, b, c, g, lo, hi, fit.bits_min, fit.bits_max, fit.n, own, fit.models)
 
 
 def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
-    """Per-family fits; the GGUF K-quant family's slope is the fallback for families whose rows span no bits."""
+    """Per-family fits plus the shared heavily-trained-model term (alternating least squares); the GGUF K-quant
+    family's slope is the fallback for families whose rows span no bits."""
     by: dict[str, list[Row]] = {}
     for r in rows:
         by.setdefault(r.family, []).append(r)
+    g = 0.0
     fits: dict[str, FamilyFit] = {}
-    if "gguf" in by:
-        fits["gguf"] = fit_family(by["gguf"], None)
-    slope = fits["gguf"].b if "gguf" in fits else -1.0
-    for fam, rs in by.items():
-        if fam not in fits:
-            fits[fam] = fit_family(rs, slope)
+    for _ in range(GENERATION_ITERS):
+        fits = {}
+        if "gguf" in by:
+            fits["gguf"] = fit_family(by["gguf"], None, g)
+        slope = fits["gguf"].b if "gguf" in fits else -1.0
+        for fam, rs in by.items():
+            if fam not in fits:
+                fits[fam] = fit_family(rs, slope, g)
+        # g: the mean residual of heavily trained models' rows minus the others', within families that have both
+        num = den = 0.0
+        for fam, rs in by.items():
+            hv = [math.log(r.ppl_pct) - fits[fam].ln_ppl(r.bits, r.group, "") for r in rs if heavy(model_key(r.model))]
+            lt = [math.log(r.ppl_pct) - fits[fam].ln_ppl(r.bits, r.group, "") for r in rs if not heavy(model_key(r.model))]
+            if hv and lt:
+                w = len(hv) * len(lt) / (len(hv) + len(lt))
+                num += w * (sum(hv) / len(hv) - sum(lt) / len(lt))
+                den += w
+        g_new = num / den if den else 0.0
+        if abs(g_new - g) < 1e-6:
+            break
+        g = g_new
     return fits
 
 
@@ -327,17 +362,21 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
     fit = fits.get(family)
     basis = "published-family"
     via = family
-    if fit is None or not fit.bits_min - BITS_MARGIN <= bits <= fit.bits_max + BITS_MARGIN:
+    if fit is None:  # no rows: the named nearest family, else the fitted family nearest in measured bits
         via = EXTRAPOLATE.get(family, "")
-        if via not in fits:  # nearest by measured bits among the fitted families
+        if via not in fits:
             via = min(fits, key=lambda f: min(abs(bits - fits[f].bits_min), abs(bits - fits[f].bits_max)))
         fit, basis = fits[via], "extrapolated"
+    elif not fit.bits_min - BITS_MARGIN <= bits <= fit.bits_max + BITS_MARGIN:
+        basis = "extrapolated"  # the family's own fit, outside the bits its rows cover
     elif model in fit.models:
         basis = "published"
-    ln = fit.ln_ppl(bits, group)
+    ln = fit.ln_ppl(bits, group, model)
     widen = EXTRAPOLATED_WIDEN if basis == "extrapolated" else 0.0
     slope = "own bits slope" if fit.own_slope else "GGUF K-quant bits slope"
-    note = (f"{family} family fit ({fit.n} published rows, {slope}) at {bits:.2f} bits per quantized linear weight"
+    span = f"{fit.bits_min:.2f}-{fit.bits_max:.2f}"
+    note = (f"{family} family fit ({fit.n} published rows at {span} bits, {slope}) at {bits:.2f} bits per quantized "
+            f"linear weight" + (" (outside the measured bits: extrapolated)" if basis == "extrapolated" else "")
             if via == family else
             f"no published {family} rows here: extrapolated from the {via} fit ({fit.n} rows) at {bits:.2f} bits")
     return math.exp(ln), math.exp(ln + fit.lo - widen), math.exp(ln + fit.hi + widen), basis, note
