@@ -21,10 +21,11 @@ SWEEP_FORMATS = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", 
 SWEEP_CONTEXTS = [4096, 32768, 131072]
 
 
-def time_cli(args: list[str], runs: int) -> tuple[float, float]:
-    """Median and best wall time of `planner ARGS` in fresh processes (first run warms the caches)."""
+def time_cli(args: list[str], runs: int, root: Path = ROOT) -> tuple[float, float]:
+    """Median and best wall time of `planner ARGS` in fresh processes (first run warms the caches), with the
+    planner package taken from `root` (another checkout, for a before/after comparison)."""
     cmd = [sys.executable, "-m", "planner.cli", *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
     subprocess.run(cmd, env=env, capture_output=True, check=False)  # warm the user cache
     times = []
     for _ in range(runs):
@@ -75,10 +76,29 @@ def sweep(products_only: bool = False) -> tuple[int, float]:
     return n, time.perf_counter() - t
 
 
+def compare(other: Path, runs: int) -> None:
+    """Start-up of `planner recommend --model 70B --device rtx-4090` in this checkout and in `other`, interleaved
+    run by run so that load on a shared machine falls on both alike."""
+    args = ["recommend", "--model", "70B", "--device", "rtx-4090"]
+    times: dict[Path, list[float]] = {ROOT: [], other.resolve(): []}
+    for _ in range(runs):
+        for root in times:
+            times[root].append(time_cli(args, 1, root)[0])
+    print(f"{'checkout':58} {'median s':>9} {'best s':>8}")
+    for root, ts in times.items():
+        print(f"{str(root):58} {statistics.median(ts):9.3f} {min(ts):8.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                    help="time recommend's start-up here and in another checkout (e.g. a git worktree of an older "
+                         "commit), alternating, and print both; the rest of the benchmark is skipped")
     a = ap.parse_args()
+    if a.compare is not None:
+        compare(a.compare, a.runs)
+        return
     print(f"{'what':58} {'median s':>9} {'best s':>8}")
     for args in (["--version"], ["recommend", "--model", "70B", "--device", "rtx-4090"],
                  ["recommend", "--model", "8B", "--device", "h100-sxm", "--json"],

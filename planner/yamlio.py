@@ -159,15 +159,19 @@ def load_yaml_dir(path: Path) -> list[tuple[Path, Any]]:
 
 def load_json(path: Path, what: str = "JSON file") -> Any:
     """Parse a JSON file; errors name the file, line and column."""
-    text = read_text(path, what)
+    return parse_json(read_text(path, what), path)
+
+
+def parse_json(text: str, source: Path | str, hint: str = "") -> Any:
+    """Parse JSON text; every failure is one InvalidInputError naming `source` (line and column for syntax)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+        raise InvalidInputError(f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}{hint}") from None
     except RecursionError:
-        raise InvalidInputError(f"{path}: invalid JSON: nested too deeply") from None
+        raise InvalidInputError(f"{source}: invalid JSON: nested too deeply") from None
     except ValueError as exc:  # an integer of more than 4300 digits (Python's int-string limit)
-        raise InvalidInputError(f"{path}: invalid JSON: {json_value_error(exc)}") from None
+        raise InvalidInputError(f"{source}: invalid JSON: {json_value_error(exc)}") from None
 
 
 def json_value_error(exc: ValueError) -> str:

@@ -8,7 +8,16 @@ import sys
 from planner.commands.options import (
     MAX_HOST_GIB, add_catalog_dirs, add_json, console, int_in, nonempty, print_json, size_in,
 )
+from planner.commands.common import load_catalog_for, load_model
 from planner.errors import PlannerError
+from planner.formats import get_format
+from planner.hardware.catalog import parse_memory
+from planner.hardware.targets import target_from_host
+from planner.measure.calibration import for_target, save_records
+from planner.measure.speed.kernels import device_kind, kernel_by_id
+from planner.measure.speed.runner import run_bench
+from planner.plan import target_from_catalog
+from planner.runtimes import get_runtime
 
 
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
@@ -62,14 +71,10 @@ def _batches(text: str) -> list[int]:
 def bench_target(device: str, catalog, catalog_device: str | None = None):  # type: ignore[no-untyped-def]
     """The Target whose figures (peaks, memory) the bench compares with: a named catalog entry, else this machine's
     CPU or the probed GPU behind `device`."""
-    from planner.measure.speed.kernels import device_kind
-    from planner.plan import target_from_catalog
-
     kind = device_kind(device)
     if catalog_device:
         return target_from_catalog(catalog.get(catalog_device))
-    from planner.hardware import probe
-    from planner.hardware.targets import target_from_host
+    from planner.hardware import probe  # lazy: only a bench without --catalog-device reads this machine
 
     host = probe.interpret(probe.read_raw(), catalog)
     if kind == "cpu":
@@ -89,19 +94,10 @@ def bench_target(device: str, catalog, catalog_device: str | None = None):  # ty
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.measure.calibration import for_target, save_records
-    from planner.measure.speed.kernels import device_kind, kernel_by_id
-    from planner.measure.speed.runner import run_bench
-    from planner.commands.common import load_catalog_for, load_model
-    from planner.formats import get_format
-    from planner.runtimes import get_runtime
-
     device_kind(args.device)
     batches = args.batch  # parsed and bounded by _batches
     budget = None
     if args.max_memory:  # a size checked while parsing
-        from planner.hardware.catalog import parse_memory
-
         budget = int(parse_memory(args.max_memory) * 2**30)
     catalog = load_catalog_for(args)
     mc, note = load_model(args)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from planner.commands.common import add_online_option
+from planner.commands.common import add_online_option, load_model
 from planner.commands.options import add_catalog_dirs, add_json, console, print_json
+from planner.errors import PlannerError
+from planner.models.inventory import count_active_params, count_params
+from planner.models.profiles import load_registry, parse_profile_files
+from planner.paths import data_dir
+from planner.yamlio import load_yaml_dir
 
 
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
@@ -24,15 +30,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.models.inventory import count_active_params, count_params
-    from planner.models.profiles import load_registry, parse_profile_files
-
     if args.action == "validate":
-        from pathlib import Path
-
-        from planner.paths import data_dir
-        from planner.yamlio import load_yaml_dir
-
         path = Path(args.target) if args.target else data_dir("profiles")
         models = parse_profile_files(load_yaml_dir(path))
         console().print(f"{path}: {len(models)} profiles, all valid") if not args.json else print_json({"path": str(path), "valid": True, "models": len(models)})
@@ -40,9 +38,6 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "inspect":
         return _inspect(args)
     if args.action == "show":
-        from planner.commands.common import load_model
-        from planner.errors import PlannerError
-
         if not args.target:
             raise PlannerError("models show needs a model, e.g. `planner models show llama-3.1-8b`")
         args.model = args.target
@@ -89,8 +84,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     """`models inspect ORG/NAME`: what was read for a repo (or path): where from, files, headers, quantization."""
-    from planner.errors import PlannerError
-
     if not args.target:
         raise PlannerError("models inspect needs a repo id or a path, e.g. `planner models inspect Qwen/Qwen3-8B --online`")
     data = inspect_data(args.target, args.online, args.profiles)
@@ -103,13 +96,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def inspect_data(target: str, online: bool, profile_dirs: list) -> dict:  # type: ignore[type-arg]
     """The JSON of `models inspect`: a path's files, a repo's files (local HF cache / planner cache / Hub), or a profile."""
-    from pathlib import Path
-
-    from planner.errors import PlannerError
-    from planner.models.hub import NotAvailableOffline, cache_path, parse_repo_ref, resolve_repo
-    from planner.models.inventory import count_active_params, count_params
-    from planner.models.profiles import load_registry
-    from planner.models.readers import load_model_source
+    # lazy: the Hub client and the file readers import numpy, gguf and pydantic (~0.5 s); `models list` needs none
+    from planner.models.hub import NotAvailableOffline, cache_path, gguf_label, parse_repo_ref, planner_format, resolve_repo
+    from planner.models.readers import ModelSource, load_model_source
 
     hub = None
     ref = parse_repo_ref(target)
@@ -128,16 +117,12 @@ def inspect_data(target: str, online: bool, profile_dirs: list) -> dict:  # type
             raise NotAvailableOffline(f"{exc}; the bundled profile '{spec.id}' has this name: `planner models show {spec.id}`") from None
         src, resolved, location = hub.source, hub.where, hub.location
     else:
-        from planner.models.readers import ModelSource
-
         spec = load_registry(profile_dirs).get(target)
         src, resolved, location = ModelSource(spec, None, origin=f"profile {spec.id}"), "profile", f"profile {spec.id}"
     spec = src.spec
     dtype_counts: dict[str, int] = {}
     for d in src.tensor_dtypes.values():
         dtype_counts[d] = dtype_counts.get(d, 0) + 1
-    from planner.models.hub import gguf_label, planner_format
-
     fmt = hub.planner_format if hub is not None else planner_format(
         src.quantization, gguf_label(Path(target).name) if target.lower().endswith(".gguf") else None)
     quant = dict(src.quantization) if src.quantization else None

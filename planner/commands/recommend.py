@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from planner.commands.common import add_model_options, check_context, gib, load_catalog_for, load_model
@@ -10,8 +11,18 @@ from planner.commands.options import (
     MAX_CONTEXT_TOKENS, MAX_EVAL_CHUNKS, MAX_RECOMMEND_GPUS, MAX_TOKENS_PER_S, add_catalog_dirs, add_json, console, float_in, int_in, kv_dtype, nonempty,
     path_arg, print_json,
 )
-from planner.errors import InvalidInputError, NothingFitsError, PlannerError
 from planner.commands.target_options import add_target_options, resolve_target
+from planner.cost.quality import quality_text
+from planner.errors import InvalidInputError, NothingFitsError, PlannerError
+from planner.formats import WeightFormat, get_format
+from planner.launch import k8s_manifest
+from planner.measure.calibration import for_target
+from planner.measure.reports import kld_list, stored_quality, summary
+from planner.outputs import check_output
+from planner.paths import user_path
+from planner.plan import Target
+from planner.recommend import explores_layouts, layout_runners_up, recommend
+from planner.runtimes import get_runtime
 
 SCHEMA_VERSION = 1
 
@@ -59,20 +70,12 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from planner.cost.model import ModelCost  # noqa: F401 - imported for its side-effect-free types
-    from planner.formats import WeightFormat, get_format
-    from planner.recommend import recommend
-    from planner.runtimes import get_runtime
-
     if args.quantize is not None and args.output is None:
         raise PlannerError("--quantize needs -o OUT (where to write the artifact)")
     if args.count * args.nodes > MAX_RECOMMEND_GPUS:
         raise InvalidInputError(f"--count {args.count} x --nodes {args.nodes} is {args.count * args.nodes} GPUs; "
                                 f"recommend plans at most {MAX_RECOMMEND_GPUS} (estimate takes more)")
     if args.quantize is not None:  # refuse an OUT that --force may not replace before minutes of ranking and eval
-        from planner.outputs import check_output
-        from planner.paths import user_path
-
         check_output(user_path(args.output), None, force=args.force)
     catalog = load_catalog_for(args)
     mc, note = load_model(args)
@@ -80,8 +83,6 @@ def run(args: argparse.Namespace) -> int:
     target = resolve_target(args, catalog)
     calibration, cal_note = _calibration(args, target)
     if cal_note:  # shown with the target's notes (text and JSON) so the user knows measured figures were used
-        import dataclasses
-
         target = dataclasses.replace(target, notes=target.notes + (cal_note,))
     # a model read from files puts its as-stored format objects in the list (they are not in the registry)
     fmts = [f if isinstance(f, WeightFormat) else get_format(f) for f in args.formats]
@@ -94,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
     rec, quality_conf, quality_note = _rank_with_quality(args, mc, rank)
     if quality_note:  # shown with the target's notes, like the calibration note
-        import dataclasses
-
         target = dataclasses.replace(target, notes=target.notes + (quality_note,))
     confirmation = _confirm(args, rec, mc, target, calibration) if getattr(args, "confirm", False) else None
     if args.json:
@@ -121,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _quantize_best(args: argparse.Namespace, rec) -> None:  # type: ignore[no-untyped-def]
     """Produce the recommended format from SOURCE with the same pipeline as `planner quantize`."""
-    from planner.quantize.pipeline import quantize_model
+    from planner.quantize.pipeline import quantize_model  # lazy: --quantize only; the encoders import numpy
 
     fmt = rec.best.format_id
     if fmt.endswith("-as-stored"):
@@ -135,16 +134,13 @@ def _rank_with_quality(args: argparse.Namespace, mc, rank):  # type: ignore[no-u
     """(recommendation, QualityConfirmation or None, note): with --eval, ranked by KL divergence measured on FILE
     (measured now when the weights are at hand); else by stored planner eval results for the model unless
     --no-calibration."""
-    from planner.measure.reports import summary
-
     if getattr(args, "eval", None) is None:
         if getattr(args, "no_calibration", False):
             return rank(None), None, None
-        from planner.measure.reports import stored_quality
-
         measured = stored_quality(mc.spec)
         note = f"{summary(measured)} (stored results; --no-calibration ignores them)" if measured else None
         return rank(measured or None), None, note
+    # lazy: --eval only; it quantizes and runs llama.cpp (numpy)
     from planner.measure.confirm_quality import confirm_quality, weights_source
 
     source = weights_source(args.model, args.quantize)
@@ -166,8 +162,6 @@ def render_quality(rec, conf) -> None:  # type: ignore[no-untyped-def]
         how = (f"measured KLD {q['kld']:.4f} on {q.get('text')}" if q.get("source") == "measured"
                else f"estimated KLD {q.get('kld', 0):.4f} (no measurement of {best.format_id})")
         con.print(f"\n[bold]Quality of {best.format_id}:[/bold] {how}")
-    from planner.measure.reports import kld_list
-
     con.print(f"  • measured by planner eval on {conf.text}: {kld_list(conf.measured) or 'none'}; other formats estimated")
     for path in conf.saved:
         con.print(f"  • saved {path}")
@@ -175,15 +169,12 @@ def render_quality(rec, conf) -> None:  # type: ignore[no-untyped-def]
 
 def _calibration(args: argparse.Namespace, target):  # type: ignore[no-untyped-def]
     """Measured efficiencies for the target's device (planner bench --save) and a note, unless --no-calibration."""
-    from planner.measure.calibration import for_target
-
     return for_target(target, not getattr(args, "no_calibration", False))
 
 
 def _confirm(args: argparse.Namespace, rec, mc, target, calibration):  # type: ignore[no-untyped-def]
     """Run the --confirm benches (progress on stderr)."""
-    import sys
-
+    # lazy: --confirm only; its kernels import numpy
     from planner.measure.confirm_speed import confirm
 
     def progress(msg: str) -> None:
@@ -230,7 +221,6 @@ def _best_per_format(plans):  # type: ignore[no-untyped-def]
 
 def to_json(rec, mc, target, note: str) -> dict:  # type: ignore[no-untyped-def]
     """The documented JSON schema of `recommend --json`."""
-    from planner.recommend import explores_layouts, layout_runners_up
     return {
         "schema_version": SCHEMA_VERSION,
         "model": {"id": mc.spec.id, "name": mc.spec.name, "params": mc.params, "resolved_from": note or None},
@@ -250,8 +240,6 @@ def _k8s(rec, mc, target):  # type: ignore[no-untyped-def]
     best = rec.best
     if best is None or best.runtime_id != "vllm" or (best.parallel or {}).get("nodes", 1) < 2:
         return None
-    from planner.launch import k8s_manifest
-    from planner.plan import Target
 
     t = Target(target.device, best.parallel["gpus_per_node"], target.usable_bytes, nodes=best.parallel["nodes"],
                fabric=target.fabric)
@@ -271,7 +259,6 @@ def render_layouts(rec) -> None:  # type: ignore[no-untyped-def]
     """Multi-node, or replicas in a node: the chosen format and runtime on every layout considered (the runners-up)."""
     from rich.table import Table
 
-    from planner.recommend import layout_runners_up
 
     table = Table(title="Layouts considered (fewest GPUs first)", title_justify="left", header_style="bold")
     for col in ("layout", "GPUs", "fullest GPU GiB", "decode tok/s", "throughput tok/s", "verdict"):
@@ -308,7 +295,6 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
     """Human output: choice, reasons, memory bar, launch command, alternatives."""
     from rich.table import Table
 
-    from planner.cost.quality import quality_text
 
     con = console()
     con.print(f"[bold]{mc.spec.name}[/bold] ({mc.params / 1e9:.1f}B params) on [bold]{target.label}[/bold] "
@@ -329,7 +315,6 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
         con.print("\n[bold]Launch:[/bold]")
         for line in best.launch.splitlines():
             con.print(f"  {line}", soft_wrap=True)
-        from planner.recommend import explores_layouts
 
         if explores_layouts(target, rec.concurrency):
             render_layouts(rec)

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.errors import CatalogError, NotFoundError, close_matches, normalize_name
-from planner.hardware.device import DeviceRecord
+from planner.cache import cached_validated
+from planner.hardware.device import DeviceRecord, FabricRecord
 from planner.lookup import NameIndex
+from planner.paths import data_dir
 from planner.yamlio import format_validation_error, load_yaml_dir
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     """Lazy access to the pydantic schema classes (DeviceSpec, CatalogFile, Derating)."""
     if name in ("DeviceSpec", "CatalogFile", "Derating"):
-        from planner.hardware import schema
+        from planner.hardware import schema  # lazy: pydantic only when the schema itself is asked for
 
         return getattr(schema, name)
     raise AttributeError(name)
@@ -79,6 +81,7 @@ class Catalog:
 
 def parse_catalog_files(files: Sequence[tuple[Path, object]]) -> list[DeviceSpec]:
     """Validate loaded YAML documents; collect every problem as 'file: path.to.field: message'."""
+    # lazy: pydantic runs only on a cache miss; cached catalogs come back as plain records (planner.cache)
     from pydantic import ValidationError
 
     from planner.hardware.schema import CatalogFile
@@ -105,12 +108,8 @@ def parse_catalog_files(files: Sequence[tuple[Path, object]]) -> list[DeviceSpec
 
 def load_catalog(extra_dirs: Sequence[Path] = (), builtin: bool = True) -> Catalog:
     """Load the built-in catalog, then user catalogs merged over it (same id replaces)."""
-    from planner.cache import cached_validated
-
     dirs: list[Path] = []
     if builtin:
-        from planner.paths import data_dir
-
         dirs.append(data_dir("hwdb"))
     dirs.extend(Path(d) for d in extra_dirs)
     merged: dict[str, DeviceSpec] = {}
@@ -127,7 +126,7 @@ def validate_catalog_dir(path: Path) -> list[DeviceSpec]:
 
 def schema_json() -> dict:
     """The JSON schema of a catalog file, as committed in hwdb/schema.json."""
-    from planner.hardware.schema import CatalogFile
+    from planner.hardware.schema import CatalogFile  # lazy: keeps pydantic off recommend's start-up path
 
     return CatalogFile.model_json_schema()
 
@@ -148,11 +147,9 @@ def parse_memory(text: str) -> float:
 
 def load_fabrics(extra_dirs: Sequence[Path] = ()) -> dict[str, Any]:
     """Inter-node fabrics (hwdb/fabrics/*.yaml plus any user directories), keyed by id."""
-    from planner.cache import cached_validated
-    from planner.hardware.device import FabricRecord
-    from planner.paths import data_dir
 
     def parse(path: Path) -> list:
+        # lazy: pydantic runs only on a cache miss (see parse_catalog_files)
         from pydantic import ValidationError
 
         from planner.hardware.schema import FabricFile

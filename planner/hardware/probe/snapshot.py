@@ -6,7 +6,6 @@ received one before `interpret()` reads it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import InvalidInputError, preview
 from planner.hardware.probe._shared import GIB, MIB
-from planner.yamlio import format_validation_error, json_value_error, read_text
+from planner.yamlio import format_validation_error, parse_json, read_text
 
 SNAPSHOT_VERSION = 1
 _MAX_BYTES = 2**52  # 4 PiB: far above any machine, low enough that a unit slip cannot pass
@@ -190,14 +189,7 @@ def validate_snapshot(data: Any, source: str = "snapshot") -> Snapshot:
 
 def parse_snapshot(text: str, source: str = "snapshot") -> dict:
     """Parse and validate snapshot JSON text; raise InvalidInputError naming `source` on any problem."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg} (truncated snapshot?)") from None
-    except RecursionError:
-        raise InvalidInputError(f"{source}: invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # an integer of more than 4300 digits (Python's int-string limit)
-        raise InvalidInputError(f"{source}: invalid JSON: {json_value_error(exc)}") from None
+    data = parse_json(text, source, hint=" (truncated snapshot?)")
     validate_snapshot(data, source)
     return data
 
