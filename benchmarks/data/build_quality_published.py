@@ -3,8 +3,7 @@
 import csv, re, sys
 REF = sys.argv[2] if len(sys.argv) > 2 else "../shared/reference/"
 OUT = sys.argv[1]
-SIZES = {"7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0,
-         "30b-a3b": 30.5, "mistral-7b": 7.24, "30b": 30.5}
+SIZES = {"7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
 
 def params_b(model):
     m = model.lower()
@@ -53,7 +52,6 @@ def eff_bits(bits, group, fam, variant):
     v = variant.lower()
     over = 16.0 / group
     if fam in ("gptq", "rtn", "hqq", "awq") and "sym" not in v: over += bits / group  # zero point per group
-    if fam == "gptq" and "sym" in v: pass
     if fam == "mlx": over = 32.0 / group  # fp16 scale + fp16 bias
     if fam in ("bnb-nf4", "bnb-fp4"):
         over = (8.0 / group + 32.0 / (group * 256)) if "double quant" in v or "+ dq" in v else 32.0 / group
@@ -63,9 +61,7 @@ rows = []
 for r in csv.DictReader(open(REF + "nongguf_quality.csv")):
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
-    nb = re.match(r"~?([\d.]+)", r["bits_per_weight"]); nominal = 8.0 if r["format"].startswith(("FP8", "INT8")) else None
-    bits = float(re.match(r"\d+", r["variant"].replace("INT", "").strip() if False else "0").group(0)) if False else None
-    m = re.search(r"(\d)-bit|INT(\d)|int(\d)|q(\d)\b|(\d)-bit", r["variant"] + " " + r["format"])
+    nb = re.match(r"~?([\d.]+)", r["bits_per_weight"])
     if r["format"].startswith(("FP8", "INT8", "GPTQ 8-bit", "bitsandbytes LLM.int8")) or "q8" in r["variant"]: bits = 8
     elif fam == "exl2": bits = float(nb.group(1))
     else: bits = 3 if "3-bit" in r["variant"] else 4
@@ -165,7 +161,7 @@ print(sorted({model_key(r["model"]) for r in rows}))
 # loss = (1 + L_Q4_K_M / 100) * ppl / ppl_Q4_K_M - 1, with L_Q4_K_M from the GGUF family fit on that model.
 from planner.cost import quality as Q
 Q.published_rows.cache_clear()
-fits = Q.fit_all(Q.fit_rows(rows and [dict(r, bits=str(r["bits"]), group_size=str(r["group_size"])) for r in rows]))
+fits = Q.fit_all(Q.fit_rows([dict(r, bits=str(r["bits"]), group_size=str(r["group_size"])) for r in rows]))
 def q4km_loss(model):
     pid = PROFILE.get(model_key(model)) or {"llama-2-13b": "llama-2-13b"}.get(model_key(model))
     mc = mcs.setdefault(pid, ModelCost(reg.get(pid)))
@@ -173,7 +169,7 @@ def q4km_loss(model):
     return Q.predict(fits, "gguf", b, 0, model_key(model))[0]
 anchors = {}
 for r in csv.DictReader(open(REF + "nongguf_quality.csv")):
-    if r["format"].startswith("GGUF") and "Q4_K_M" in r["variant"].upper().replace("Q4_K_M", "Q4_K_M") and r["ppl_quant"]:
+    if r["format"].startswith("GGUF") and "Q4_K_M" in r["variant"].upper() and r["ppl_quant"]:
         anchors[(r["source"][:70], r["model"], r["dataset"], r["ctx"])] = float(r["ppl_quant"])
 src = {(r["source"], r["variant"], r["model"], r["dataset"]): r for r in csv.DictReader(open(REF + "nongguf_quality.csv"))}
 for r in rows:
