@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from planner.cost.evaluate import evaluate
 from planner.cost.model import ModelCost
-from planner.cost.quality import KV_QUALITY_KLD
+from planner.cost.quality import KV_QUALITY_KLD, ranking_kld
 from planner.formats import FORMATS, WeightFormat, exl2_format
 from planner.plan import GIB, Plan, Target
 from planner.runtimes import RUNTIMES, Runtime
@@ -66,7 +66,8 @@ SPEED_CAP_TOKENS_PER_S = 400.0
 def score(plan: Plan, prefer: str) -> float:
     """Higher is better: trades decode speed against expected quality loss and memory, by preference."""
     speed = plan.served_tokens_per_s
-    kld = plan.quality.get("kld", 0.0) + KV_QUALITY_KLD.get(plan.kv_dtype, 0.0)
+    # an estimate counts at its interval's upper end: an extrapolated 'negligible' is no better than a measured one
+    kld = ranking_kld(plan.quality) + KV_QUALITY_KLD.get(plan.kv_dtype, 0.0)
     # Past SPEED_CAP_TOKENS_PER_S per sequence nobody reads faster; the cap is per sequence, so with many sequences
     # aggregate throughput keeps counting (a serving engine's batching is worth its memory).
     s = math.log2(max(min(speed, SPEED_CAP_TOKENS_PER_S * max(1, plan.concurrency)), 0.01))
@@ -215,6 +216,13 @@ def layout_runners_up(rec: Recommendation) -> list[Plan]:
     return sorted(same, key=lambda p: (_total_gpus(p), _gpus(p)))
 
 
+_BASIS_WORDS = {
+    "published": "published measurements of this format's family on this model",
+    "published-family": "published measurements of this format's family on other models",
+    "extrapolated": "extrapolated: no published measurements of this format's family at these bits, so the range is wide",
+}
+
+
 def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
     """Plain-words reasons for the chosen plan."""
     out = []
@@ -228,14 +236,16 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
         out.append(f"Measured quality loss is {q.get('label', '?')}: KL divergence {q.get('kld', 0):.4f}, perplexity "
                    f"{q.get('ppl_delta_pct', 0):+.2f}% versus 16-bit, measured by planner eval on {q.get('text', '?')}.")
     else:
-        out.append(f"Expected quality loss is {q.get('label', '?')}: KL divergence {q.get('kld', 0):.4f}, "
-                   f"perplexity +{q.get('ppl_delta_pct', 0):.2f}% versus "
-                   f"{'the released weights' if q.get('release') else '16-bit'}.")
+        out.append(f"Expected quality loss is {q.get('label', '?')}: KL divergence {q.get('kld', 0):.4f} "
+                   f"({q.get('kld_low', q.get('kld', 0)):.4f}-{q.get('kld_high', q.get('kld', 0)):.4f}), perplexity "
+                   f"+{q.get('ppl_delta_pct', 0):.2f}% versus "
+                   f"{'the released weights' if q.get('release') else '16-bit'}; "
+                   f"{_BASIS_WORDS.get(q.get('basis', ''), 'estimated')}.")
     out.extend(_release_reasons(best, ranked))
     tps = best.decode_tokens_per_s
     out.append(f"{best.runtime_id} decodes about {tps:.{1 if tps < 10 else 0}f} tokens/s and reads a "
                f"{best.prompt_tokens}-token prompt in {best.ttft_s:.2f} s.")
-    better_quality = [p for p in ranked if p.fits and p.quality.get("kld", 0) < q.get("kld", 0) - 1e-9]
+    better_quality = [p for p in ranked if p.fits and ranking_kld(p.quality) < ranking_kld(q) - 1e-9]
     if better_quality:
         b = max(better_quality, key=lambda p: p.score)
         mine, theirs = best.served_tokens_per_s, b.served_tokens_per_s

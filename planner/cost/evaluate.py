@@ -95,10 +95,9 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     plan.file_size_bytes = lay.file_size_bytes
     plan.weights_bytes = lay.sum_layers + lay.embed_bytes + lay.head_bytes
     plan.bits_per_weight = lay.stored_bytes * 8 / max(1, mc.params - m.extra_params)
-    bpw = plan.bits_per_weight
     # shared, read-only: one dict per (model, format)
     plan.quality = mc.memo(("quality", fmt.id, support.dequant_to),
-                           lambda: relative_to_release(expected_quality(fmt, mc.params, bpw, m.native_dtype), m, fmt,
+                           lambda: relative_to_release(expected_quality(fmt, mc, m.native_dtype), m, fmt,
                                                        mc.tensors).as_dict())
     engine = runtime.engine
     mla_aware = engine != "transformers"

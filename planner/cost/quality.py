@@ -1,56 +1,112 @@
-"""Expected quality loss of a format: KL divergence and perplexity change versus 16-bit weights.
+"""Expected quality loss of a format: KL divergence and perplexity change versus 16-bit weights, with an interval.
 
-Measured points: llama.cpp's Llama-3-8B scoreboard (planner/data/quality.json, with its source). Formats that
-are not GGUF file types are placed on that curve by their bits per weight (log-linear interpolation between the
-measured K-quants), with a named factor for round-to-nearest methods that use no calibration data.
-Larger models lose less: the loss is scaled by (8B / params) ** SIZE_EXPONENT, an assumption, shown as such.
-A quantized KV cache adds its own loss (KV_QUALITY_KLD), which ranking adds to the weights'.
+Per family, not across families. The published measurements in planner/data/quality_published.csv (one source per
+row; planner/data/README.md) are fitted family by family: ln(PPL increase %) = a + b * bits (+ c * log2(group size)
+where the family's rows vary the group), where bits are the format's *bits per quantized linear weight* on the model
+(its per-tensor assignments; 16-bit embeddings, heads and norms never count). The slope b comes from the family's
+own rows where they span at least MIN_BITS_SPAN bits, else from the GGUF K-quant family (stated in `note`). There is
+no model-size term: the rows disagree on its direction (Llama-2-70B loses less than 7B, Llama-3-70B more than 8B).
+Families without rows borrow a named family's fit (EXTRAPOLATE) and say `extrapolated`, with a wider interval.
+Each row carries its family's usual head: 16-bit for GPU checkpoints, Q6_K (or the file type's own) for GGUF.
+
+KLD is converted from the perplexity increase by a power law fitted to the rows that carry both (llama.cpp's
+Llama-3-8B scoreboard), computed at load. A quantized KV cache adds its own loss (KV_QUALITY_KLD).
 """
 
 from __future__ import annotations
 
-import json
+import csv
 import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from planner.cost.model import ModelCost
-from planner.formats import WeightFormat, get_format, gguf_base_type
-from planner.models.profiles import load_registry
+from planner.formats import GroupQuant, WeightFormat, gguf_base_type
 
-SIZE_EXPONENT = 0.3  # assumed: quantization loss shrinks with model size (e.g. Llama-2-70B Q4_K_M +1.2 % PPL)
-UNCALIBRATED_FACTOR = 2.0  # assumed: round-to-nearest (NF4, MLX affine, plain INT4) vs calibrated GPTQ/AWQ/imatrix
-ACTIVATION_QUANT_FACTOR = 1.5  # assumed: W8A8 also rounds activations
-_CALIBRATED = {"gptq", "awq", "exl2"}
-_UNCALIBRATED = {"bnb", "mlx", "nvfp4", "mxfp4"}
+if TYPE_CHECKING:
+    from planner.cost.model import ModelCost
+
 # Assumed extra loss of a quantized KV cache (llama.cpp discussions: q8_0 KV is near-lossless, q4_0 is not).
 KV_QUALITY_KLD = {"q8_0": 0.0005, "q8": 0.0005, "fp8_e4m3": 0.0005, "fp8_e5m2": 0.001, "fp8": 0.0005, "int8": 0.0005,
                   "q5_1": 0.002, "q5_0": 0.002, "q6": 0.001, "q4_1": 0.008, "q4_0": 0.01, "iq4_nl": 0.008, "q4": 0.004}
+MIN_BITS_SPAN = 0.75  # assumed: a family's own bits slope needs rows at least this far apart in bits
+MIN_ROWS_FOR_SPREAD = 4  # assumed: fewer fitted rows than this give no residual spread; DEFAULT_SPREAD is used
+DEFAULT_SPREAD = math.log(2.0)  # assumed: x/÷2 when a family has too few rows to measure its spread
+EXTRAPOLATED_WIDEN = math.log(2.0)  # assumed: an extrapolated family's interval is a further x/÷2 wider
+BITS_MARGIN = 0.5  # assumed: a prediction more than this outside the family's measured bits is extrapolated
+# Models trained on many tokens per parameter lose more to the same quantization (arXiv 2404.14047, "How Good Are
+# Low-bit Quantized LLaMA3 Models?"; the rows show it: llama.cpp's Llama-3-8B/70B losses are ~3x Llama-1/2's at the
+# same type). Assumed grouping by release (>= ~9T training tokens); the factor itself is fitted (GENERATION_ITERS).
+HEAVY_TRAINED = ("llama-3", "qwen2", "qwen3", "gemma-2", "gemma-3", "phi-3", "phi-4", "gpt-oss", "deepseek", "mistral-small",
+                 "mistral-nemo", "mistral-large", "command-r", "smollm2")
+GENERATION_ITERS = 20  # alternating least squares: family terms, then the shared heavily-trained-model term
+PER_CHANNEL_GROUP = 4096  # a per-channel scale spans a whole row: taken as a group of 4096 (Llama-7B/8B rows)
+# Families without usable rows, and the fitted family each borrows (the nearest quantizer by mechanism):
+EXTRAPOLATE = {
+    "exl2": "gptq",  # EXL2 is GPTQ's error-compensated rounding with mixed bit widths per layer
+    "mxfp4": "bnb-fp4",  # 4-bit E2M1 floats with a block scale (g32, power-of-two scale)
+    "nvfp4": "bnb-fp4",  # 4-bit E2M1 floats with a block scale (g16, FP8 scale)
+    "bnb-int8": "int8-wo",  # LLM.int8: per-row absmax int8 (+ fp16 outlier columns): no worse than int8 weight-only
+    "gptq-8bit": "int8-wo",  # GPTQ rows are all 3-4 bit; at 8 bits the int8 weight-only rows are the nearest
+    # used when a family's own rows are missing (e.g. leave-one-source-out in benchmarks/quality.py):
+    "gguf-imatrix": "gguf", "gguf-legacy": "gguf", "gguf": "gguf-legacy",
+    "mlx": "rtn", "hqq": "rtn", "bnb-nf4": "rtn", "bnb-fp4": "rtn",  # round-to-nearest group quantizers
+    "awq": "gptq", "rtn": "gptq", "gptq": "awq",  # calibrated int4
+    "int8-wo": "gguf-legacy",  # Q8_0 is round-to-nearest int8 (g32)
+    "fp8-wo": "fp8-w8a8", "fp8-w8a8": "fp8-wo", "int8-w8a8": "fp8-w8a8",
+}
+# Published formats' families (bnb formats split by their encoding).
+_GGUF_LEGACY = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}
+LABELS = ((0.002, "lossless"), (0.012, "negligible"), (0.04, "small"), (0.1, "noticeable"), (0.35, "large"))
+BASES = ("measured", "published", "published-family", "extrapolated")
+
+
+def label_for(kld: float) -> str:
+    """A word for a KL divergence: lossless / negligible / small / noticeable / large / severe."""
+    for limit, word in LABELS:
+        if kld <= limit:
+            return word
+    return "severe"
 
 
 @dataclass(frozen=True)
 class Quality:
-    """Expected loss of a format on a model."""
+    """Expected loss of a format on a model, with a 10-90 % interval and how it was obtained."""
 
     kld: float  # mean KL divergence vs 16-bit, nats/token
     ppl_delta_pct: float  # perplexity increase, percent
-    basis: str  # how the number was obtained
-    source: str = "estimated"  # 'estimated' (this table) or 'measured' (planner eval on the model itself)
+    basis: str  # one of BASES
+    source: str = "estimated"  # 'estimated' (this model) or 'measured' (planner eval on the model itself)
+    kld_low: float | None = None
+    kld_high: float | None = None
+    ppl_low: float | None = None
+    ppl_high: float | None = None
+    note: str = ""  # what the number rests on, in words
     release: str = ""  # what the model's quantized release means for this format (planner.cost.release); '' for none
 
     @property
     def label(self) -> str:
-        """A word for the loss: lossless / negligible / small / noticeable / large / severe."""
-        for limit, word in ((0.002, "lossless"), (0.012, "negligible"), (0.04, "small"), (0.1, "noticeable"), (0.35, "large")):
-            if self.kld <= limit:
-                return word
-        return "severe"
+        """The word for the loss: the central KLD's, except an extrapolated estimate takes its interval's upper end."""
+        return label_for(self.kld_high if self.basis == "extrapolated" and self.kld_high is not None else self.kld)
 
     def as_dict(self) -> dict:
         """JSON form."""
-        return {"kld": round(self.kld, 5), "ppl_delta_pct": round(self.ppl_delta_pct, 3), "label": self.label, "basis": self.basis,
+        lo = self.kld if self.kld_low is None else self.kld_low
+        hi = self.kld if self.kld_high is None else self.kld_high
+        plo = self.ppl_delta_pct if self.ppl_low is None else self.ppl_low
+        phi = self.ppl_delta_pct if self.ppl_high is None else self.ppl_high
+        return {"kld": round(self.kld, 5), "kld_low": round(lo, 5), "kld_high": round(hi, 5),
+                "ppl_delta_pct": round(self.ppl_delta_pct, 3), "ppl_delta_pct_low": round(plo, 3),
+                "ppl_delta_pct_high": round(phi, 3), "label": self.label, "basis": self.basis, "note": self.note,
                 "source": self.source, **({"release": self.release} if self.release else {})}
+
+
+def ranking_kld(q: dict) -> float:
+    """The KLD ranking charges: a measurement as is, an estimate at its interval's upper end."""
+    if q.get("source") == "measured":
+        return float(q.get("kld", 0.0))
+    return float(q.get("kld_high", q.get("kld", 0.0)))
 
 
 def quality_text(q: dict | None) -> str:
@@ -61,72 +117,285 @@ def quality_text(q: dict | None) -> str:
     return f"{q.get('kld', 0):.4f} {q.get('label', '')}" + (" (measured)" if q.get("source") == "measured" else "")
 
 
+# ---- the published rows and the per-family fit
+
+
+@dataclass(frozen=True)
+class Row:
+    """One published measurement usable for fitting."""
+
+    family: str
+    bits: float
+    group: int  # 0 = none / per-channel
+    model: str
+    ppl_pct: float
+    kld: float | None
+    source: str
+
+
+def data_path() -> Path:
+    """planner/data/quality_published.csv."""
+    return Path(__file__).parent.parent / "data" / "quality_published.csv"
+
+
 @lru_cache(maxsize=1)
-def _table() -> dict:
-    return json.loads((Path(__file__).parent.parent / "data" / "quality.json").read_text(encoding="utf-8"))
+def published_rows() -> list[dict[str, str]]:
+    """Every row of the published-quality table (fitted or not)."""
+    with data_path().open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
 
 
-def _curve() -> list[tuple[float, float, float]]:
-    """(bits per weight on Llama-3-8B, kld, ppl%) for the measured GGUF types, sorted by bits."""
-    # The measurements were taken on Meta-Llama-3-8B: place each type on the curve by its bits on that model
-    # (through the cost model's layouts, which are cached on disk).
-    ref = ModelCost(load_registry().get(_table().get("reference_profile", "llama-3-8b")))
-    n = sum(t.n_elements for t in ref.tensors)
-    pts = []
-    for name, row in _table()["gguf_file_types"].items():
-        if name == "F16":
+def fit_rows(rows: list[dict[str, str]] | None = None) -> list[Row]:
+    """The rows marked fit=yes, with bits and a positive perplexity increase."""
+    out = []
+    for r in published_rows() if rows is None else rows:
+        if r["fit"] != "yes" or not r["bits"] or not r["ppl_delta_pct"]:
             continue
-        bpw = ref.layout(get_format(name)).stored_bytes * 8 / n
-        pts.append((bpw, row["kld"], row["ppl_delta_pct"]))
-    ref.flush()
-    return sorted(pts)
+        out.append(Row(r["family"], float(r["bits"]), int(r["group_size"] or 0), r["model"], float(r["ppl_delta_pct"]),
+                       float(r["value"]) if r["metric"] == "kld" else None, r["source"]))
+    return out
 
 
-_CURVE: list[tuple[float, float, float]] | None = None
+def _solve(xs: list[list[float]], ys: list[float]) -> list[float]:
+    """Least squares by the normal equations (a few unknowns; Gaussian elimination with partial pivoting)."""
+    n = len(xs[0])
+    a = [[sum(x[i] * x[j] for x in xs) for j in range(n)] + [sum(x[i] * y for x, y in zip(xs, ys))] for i in range(n)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(a[r][c]))
+        a[c], a[p] = a[p], a[c]
+        if abs(a[c][c]) < 1e-12:
+            raise ValueError("singular fit")
+        for r in range(n):
+            if r != c:
+                f = a[r][c] / a[c][c]
+                a[r] = [u - f * v for u, v in zip(a[r], a[c])]
+    return [a[i][n] / a[i][i] for i in range(n)]
 
 
-def _interpolate(bpw: float) -> tuple[float, float]:
-    """kld and ppl% at `bpw` on the measured curve (log-linear; clamped at the ends)."""
-    global _CURVE
-    if _CURVE is None:
-        _CURVE = _curve()
-    pts = _CURVE
-    if bpw <= pts[0][0]:
-        return pts[0][1], pts[0][2]
-    if bpw >= pts[-1][0]:
-        return pts[-1][1], pts[-1][2]
-    for (b0, k0, p0), (b1, k1, p1) in zip(pts, pts[1:]):
-        if b0 <= bpw <= b1:
-            f = (bpw - b0) / (b1 - b0) if b1 > b0 else 0.0
-            k = math.exp(math.log(k0) + f * (math.log(k1) - math.log(k0)))
-            p = math.exp(math.log(max(p0, 1e-4)) + f * (math.log(max(p1, 1e-4)) - math.log(max(p0, 1e-4))))
-            return k, p
-    return pts[-1][1], pts[-1][2]
+def _log2_group(g: int) -> float:
+    return math.log2(g if g > 0 else PER_CHANNEL_GROUP)
 
 
-def expected_quality(fmt: WeightFormat, params: int, bits_per_weight: float, native_dtype: str = "bfloat16") -> Quality:
-    """Expected loss of `fmt` for a model of `params` parameters stored at `bits_per_weight` on average."""
+@dataclass(frozen=True)
+class FamilyFit:
+    """ln(ppl%) = a + b * bits + c * log2(group); residual 10/90 % quantiles; the measured bits range."""
+
+    family: str
+    a: float
+    b: float
+    c: float
+    g: float  # ln factor of a heavily trained model (shared by all families)
+    lo: float  # 10 % residual quantile (ln)
+    hi: float  # 90 % residual quantile (ln)
+    bits_min: float
+    bits_max: float
+    n: int
+    own_slope: bool
+    models: frozenset[str]
+
+    def ln_ppl(self, bits: float, group: int, model: str) -> float:
+        """Predicted ln(PPL increase %) for a model_key."""
+        return self.a + self.b * bits + (self.c * _log2_group(group) if self.c else 0.0) + self.g * heavy(model)
+
+
+def _quantile(v: list[float], q: float) -> float:
+    s = sorted(v)
+    k = (len(s) - 1) * q
+    i = int(k)
+    return s[i] + (s[min(i + 1, len(s) - 1)] - s[i]) * (k - i)
+
+
+def heavy(model: str) -> int:
+    """1 for a model_key of a heavily trained release (HEAVY_TRAINED), else 0."""
+    return int(model.startswith(HEAVY_TRAINED))
+
+
+def fit_family(rows: list[Row], slope: float | None, g: float = 0.0) -> FamilyFit:
+    """Fit one family's rows (all of the same family) given the shared term `g`; `slope` is the fallback bits slope."""
+    bits = [r.bits for r in rows]
+    groups = {r.group for r in rows}
+    ys = [math.log(r.ppl_pct) - g * heavy(model_key(r.model)) for r in rows]
+    own = max(bits) - min(bits) >= MIN_BITS_SPAN
+    use_group = len(groups) > 1
+    xs = []
+    for r in rows:
+        x = [1.0]
+        x += [r.bits] if own else []
+        x += [_log2_group(r.group)] if use_group else []
+        xs.append(x)
+    y_fit = ys if own else [y - (slope or 0.0) * r.bits for y, r in zip(ys, rows)]
+    try:
+        coef = _solve(xs, y_fit)
+    except ValueError:  # e.g. group and bits collinear: drop the group term
+        use_group = False
+        xs = [x[:2] if own else x[:1] for x in xs]
+        coef = _solve(xs, y_fit)
+    a = coef[0]
+    b = coef[1] if own else (slope or 0.0)
+    c = coef[-1] if use_group else 0.0
+    fit = FamilyFit(rows[0].family, a, b, c, g, 0.0, 0.0, min(bits), max(bits), len(rows), own,
+                    frozenset(model_key(r.model) for r in rows))
+    res = [math.log(r.ppl_pct) - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rows]
+    if len(rows) >= MIN_ROWS_FOR_SPREAD:
+        lo, hi = min(_quantile(res, 0.1), -0.1), max(_quantile(res, 0.9), 0.1)
+    else:
+        lo, hi = -DEFAULT_SPREAD, DEFAULT_SPREAD
+    return FamilyFit(fit.family, a, b, c, g, lo, hi, fit.bits_min, fit.bits_max, fit.n, own, fit.models)
+
+
+def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
+    """Per-family fits plus the shared heavily-trained-model term (alternating least squares); the GGUF K-quant
+    family's slope is the fallback for families whose rows span no bits."""
+    by: dict[str, list[Row]] = {}
+    for r in rows:
+        by.setdefault(r.family, []).append(r)
+    g = 0.0
+    fits: dict[str, FamilyFit] = {}
+    for _ in range(GENERATION_ITERS):
+        fits = {}
+        if "gguf" in by:
+            fits["gguf"] = fit_family(by["gguf"], None, g)
+        slope = fits["gguf"].b if "gguf" in fits else -1.0
+        for fam, rs in by.items():
+            if fam not in fits:
+                fits[fam] = fit_family(rs, slope, g)
+        # g: the mean residual of heavily trained models' rows minus the others', within families that have both
+        num = den = 0.0
+        for fam, rs in by.items():
+            hv = [math.log(r.ppl_pct) - fits[fam].ln_ppl(r.bits, r.group, "") for r in rs if heavy(model_key(r.model))]
+            lt = [math.log(r.ppl_pct) - fits[fam].ln_ppl(r.bits, r.group, "") for r in rs if not heavy(model_key(r.model))]
+            if hv and lt:
+                w = len(hv) * len(lt) / (len(hv) + len(lt))
+                num += w * (sum(hv) / len(hv) - sum(lt) / len(lt))
+                den += w
+        g_new = num / den if den else 0.0
+        if abs(g_new - g) < 1e-6:
+            break
+        g = g_new
+    return fits
+
+
+@lru_cache(maxsize=1)
+def _fits() -> dict[str, FamilyFit]:
+    return fit_all(fit_rows())
+
+
+def kld_relation(rows: list[Row]) -> tuple[float, float]:
+    """(alpha, beta) of ln(kld) = alpha + beta * ln(ppl%), fitted to the rows that carry both."""
+    both = [r for r in rows if r.kld and r.kld > 0 and r.ppl_pct > 0]
+    if len(both) < 3:
+        return math.log(0.01), 1.0  # assumed: KLD 0.01 per 1 % of perplexity (the scoreboard's rough ratio)
+    a, b = _solve([[1.0, math.log(r.ppl_pct)] for r in both], [math.log(r.kld) for r in both])
+    return a, b
+
+
+@lru_cache(maxsize=1)
+def _relation() -> tuple[float, float]:
+    return kld_relation(fit_rows())
+
+
+def kld_from_ppl(ppl_pct: float) -> float:
+    """KLD for a perplexity increase (power law fitted to llama.cpp's scoreboard rows that carry both)."""
+    a, b = _relation()
+    return math.exp(a + b * math.log(max(ppl_pct, 1e-6)))
+
+
+def model_key(name: str) -> str:
+    """A published model name or a profile id reduced to comparable form: 'Meta-Llama-3-8B (base)' -> 'llama-3-8b'."""
+    s = name.lower().split("(")[0].strip()
+    s = s.replace("meta-", "").replace("llama-v1", "llama-1").replace(" ", "-")
+    for tail in ("-instruct", "-chat", "-base", "-hf"):
+        s = s.split(tail)[0]
+    return s.strip("-")
+
+
+# ---- a format on a model
+
+
+def quality_family(fmt: WeightFormat, group: int, bits: float) -> str:
+    """The published family a planner format belongs to."""
+    fam = fmt.family
+    if fam == "gguf":
+        base = gguf_base_type(fmt.id.removesuffix("-as-stored")) or fmt.id
+        if base in _GGUF_LEGACY:
+            return "gguf-legacy"
+        return "gguf-imatrix" if fmt.needs_imatrix or base.startswith("IQ") else "gguf"
+    if fam == "bnb":
+        return "bnb-int8" if bits > 6 else ("bnb-fp4" if "fp4" in fmt.id else "bnb-nf4")
+    if fam == "gptq" and bits > 6:
+        return "gptq-8bit"
+    if fam == "fp8":
+        return "fp8-w8a8"  # served with FP8 activations on FP8 hardware (vLLM, TensorRT-LLM)
+    if fam == "w8a8":
+        return "int8-w8a8"
+    if fam == "w8a16":
+        return "int8-wo"
+    return fam
+
+
+def linear_bits(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, float]:
+    """(bits per quantized linear weight, its main group size (0: per-channel/none), head bits) of `fmt` on the model."""
+    bits = elems = 0
+    groups: dict[int, int] = {}
+    head_bits = 16.0
+    for a in fmt.assignments(mc.spec, mc.tensors):
+        t, enc = a.tensor, a.encoding
+        if not t.is_matrix:
+            continue
+        quantized = a.nbytes * 8 < 15 * t.n_elements  # below 16 bits per weight: some quantization
+        if t.layer is None:
+            if t.name != "token_embd.weight" or mc.spec.tie_word_embeddings:
+                head_bits = a.nbytes * 8 / t.n_elements
+            continue
+        if not quantized:
+            continue
+        bits += a.nbytes * 8
+        elems += t.n_elements
+        if isinstance(enc, GroupQuant):
+            groups[enc.group_size or 0] = groups.get(enc.group_size or 0, 0) + t.n_elements
+    if not elems:
+        return 16.0, 0, head_bits
+    return bits / elems, max(groups, key=groups.get) if groups else 0, head_bits
+
+
+def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, model: str) -> tuple[float, float, float, str, str]:
+    """(ppl%, ppl% low, ppl% high, basis, note) for a family at `bits`/`group` on `model` (a model_key)."""
+    fit = fits.get(family)
+    basis = "published-family"
+    via = family
+    if fit is None:  # no rows: the named nearest family, else the fitted family nearest in measured bits
+        via = EXTRAPOLATE.get(family, "")
+        if via not in fits:
+            via = min(fits, key=lambda f: min(abs(bits - fits[f].bits_min), abs(bits - fits[f].bits_max)))
+        fit, basis = fits[via], "extrapolated"
+    elif not fit.bits_min - BITS_MARGIN <= bits <= fit.bits_max + BITS_MARGIN:
+        basis = "extrapolated"  # the family's own fit, outside the bits its rows cover
+    elif model in fit.models:
+        basis = "published"
+    ln = fit.ln_ppl(bits, group, model)
+    widen = EXTRAPOLATED_WIDEN if basis == "extrapolated" else 0.0
+    slope = "own bits slope" if fit.own_slope else "GGUF K-quant bits slope"
+    span = f"{fit.bits_min:.2f}-{fit.bits_max:.2f}"
+    note = (f"{family} family fit ({fit.n} published rows at {span} bits, {slope}) at {bits:.2f} bits per quantized "
+            f"linear weight" + (" (outside the measured bits: extrapolated)" if basis == "extrapolated" else "")
+            if via == family else
+            f"no published {family} rows here: extrapolated from the {via} fit ({fit.n} rows) at {bits:.2f} bits")
+    return math.exp(ln), math.exp(ln + fit.lo - widen), math.exp(ln + fit.hi + widen), basis, note
+
+
+def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bfloat16") -> Quality:
+    """Expected loss of `fmt` on the model of `mc`, from the per-family fit of published measurements."""
     if fmt.family == "float" or (fmt.family == "gguf" and fmt.id in ("F16", "BF16", "F32")):
-        return Quality(0.0, 0.0, "16/32-bit weights: no quantization loss")
+        return Quality(0.0, 0.0, "published", note="16/32-bit weights: no quantization loss")
     if fmt.family == "mxfp4" and native_dtype == "mxfp4":
-        return Quality(0.0, 0.0, "the model was released in MXFP4 (quantization-aware trained)")
+        return Quality(0.0, 0.0, "published", note="the model was released in MXFP4 (quantization-aware trained)")
     if fmt.family == "fp8" and native_dtype == "float8_e4m3":
-        return Quality(0.0, 0.0, "the model was released in FP8 (trained with FP8 weights)")
-    scale = min(2.0, max(0.3, (8.03e9 / max(params, 1)) ** SIZE_EXPONENT))
-    table = _table()["gguf_file_types"]
-    base = gguf_base_type(fmt.id.removesuffix("-as-stored")) if fmt.family == "gguf" else None
-    if base and base in table:
-        row = table[base]
-        basis = f"llama.cpp KLD for {base} on Llama-3-8B, scaled x{scale:.2f} for model size"
-        return Quality(row["kld"] * scale, row["ppl_delta_pct"] * scale, basis)
-    kld, ppl = _interpolate(bits_per_weight)
-    factor = 1.0
-    how = "calibrated" if fmt.family in _CALIBRATED else "measured-curve"
-    if fmt.family in _UNCALIBRATED:
-        factor = UNCALIBRATED_FACTOR
-        how = "round-to-nearest (x%.1f, assumed)" % factor
-    if fmt.family == "w8a8":
-        factor = ACTIVATION_QUANT_FACTOR
-        how = "int8 activations too (x%.1f, assumed)" % factor
-    basis = f"interpolated at {bits_per_weight:.2f} bpw on llama.cpp's Llama-3-8B curve, {how}, scaled x{scale:.2f} for size"
-    return Quality(kld * factor * scale, ppl * factor * scale, basis)
+        return Quality(0.0, 0.0, "published", note="the model was released in FP8 (trained with FP8 weights)")
+    bits, group, head_bits = linear_bits(fmt, mc)
+    if bits >= 15:
+        return Quality(0.0, 0.0, "published", note=f"{fmt.id} leaves this model's linear weights in 16-bit")
+    family = quality_family(fmt, group, bits)
+    ppl, plo, phi, basis, note = predict(_fits(), family, bits, group, model_key(mc.spec.id))
+    note += f"; head {head_bits:.1f} bits"
+    return Quality(kld_from_ppl(ppl), ppl, basis, kld_low=kld_from_ppl(plo), kld_high=kld_from_ppl(phi),
+                   ppl_low=plo, ppl_high=phi, note=note)

@@ -150,6 +150,12 @@ def relative_to_release(q: Quality, spec: ModelSpec, fmt: WeightFormat, tensors:
     effect = release_effect(spec, fmt, tensors)
     if effect is None:
         return q
-    basis = f"{q.basis}; x{effect.requant_share:.2f}: share of its quantized weights not kept as released ({effect.source})"
-    return dataclasses.replace(q, kld=q.kld * effect.requant_share, ppl_delta_pct=q.ppl_delta_pct * effect.requant_share,
-                               basis=basis, release=effect.note)
+    share = effect.requant_share
+
+    def scaled(value: float | None) -> float | None:
+        return None if value is None else value * share
+
+    why = f"x{share:.2f}: share of its quantized weights not kept as released ({effect.source})"
+    return dataclasses.replace(q, kld=q.kld * share, ppl_delta_pct=q.ppl_delta_pct * share, kld_low=scaled(q.kld_low),
+                               kld_high=scaled(q.kld_high), ppl_low=scaled(q.ppl_low), ppl_high=scaled(q.ppl_high),
+                               note=f"{q.note}; {why}" if q.note else why, release=effect.note)

@@ -173,7 +173,7 @@ def render_explain(data: dict) -> str:
     lines += check_lines(data["checks"])
     plan = data.get("plan") or {}
     if plan.get("quality"):
-        lines.append(f"  quality basis: {plan['quality'].get('basis')}")
+        lines.append(f"  quality basis: {plan['quality'].get('basis')} ({plan['quality'].get('note', '')})")
     for w in plan.get("warnings") or []:
         lines.append(f"  ! {w}")
     if plan.get("launch"):

@@ -105,7 +105,7 @@ def measured_quality(reports: Sequence[Mapping[str, Any]]) -> dict[str, dict[str
                      f"{Path(str(r.get('source', '?'))).name}")
             if isinstance(x.get("method"), str) and x["method"]:  # a weight-only GPU format, run dequantized
                 basis += f"; {x['method'][:200]}, run as dequantized weights"
-            q = Quality(kld, ppl_pct, basis, MEASURED).as_dict()
+            q = Quality(kld, ppl_pct, "measured", MEASURED, note=basis).as_dict()
             q.update(kld_p99=_finite(x.get("kld_p99")), top1=_finite(x.get("top1")), text=text,
                      report=r.get("path"), created=r.get("created"))
             out[x["format"]] = q  # oldest first: a newer report of the format replaces an older one

@@ -1,0 +1,192 @@
+"""Rebuild planner/data/quality_published.csv from the project reference CSVs (run by hand from the repo root:
+`python benchmarks/data/build_quality_published.py planner/data/quality_published.csv`; never at run or test time)."""
+import csv, re, sys
+REF = sys.argv[2] if len(sys.argv) > 2 else "../shared/reference/"
+OUT = sys.argv[1]
+SIZES = {"7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
+
+def params_b(model):
+    m = model.lower()
+    if "mistral-7b" in m: return 7.24
+    if "30b-a3b" in m: return 30.5
+    for k in ("405b", "70b", "65b", "13b", "8b", "7b", "0.6b", "4b"):
+        if re.search(r"(^|[-_ ])" + re.escape(k), m): return SIZES[k]
+    return ""
+
+def gpu_family(fmt, variant):
+    f = fmt.lower(); v = variant.lower()
+    if f.startswith("gguf") or "gguf" in f: return None
+    if f.startswith("exl2"): return "exl2"
+    if f.startswith("aqlm") or f.startswith("fp6") or "other" in f: return None
+    if "awq" in f and "gptq" in f: return None
+    if f.startswith("awq"): return "awq"
+    if f.startswith("gptq 8-bit"): return "gptq"
+    if f.startswith("gptq"): return "gptq"
+    if f.startswith("rtn"): return "rtn"
+    if f.startswith("hqq"): return "hqq"
+    if "llm.int8" in f: return "bnb-int8"
+    if "fp4" in f and "bitsandbytes" in f: return "bnb-fp4"
+    if "bitsandbytes" in f: return "bnb-nf4"
+    if f.startswith("fp8 weight-only"): return "fp8-wo"
+    if f.startswith("fp8"): return "fp8-w8a8"
+    if f.startswith("int8 weight-only"): return "int8-wo"
+    if f.startswith("int8 w8a8"): return "int8-w8a8"
+    if f.startswith("mlx"):
+        return "mlx" if ("affine" in v or re.search(r"q[48]\b|q4 ", v)) and "dwq" not in v and "mixed" not in v and "dynamic" not in v else None
+    return None
+
+def group_of(fmt, variant, fam):
+    v = variant.lower()
+    m = re.search(r"\bg(\d+)", v)
+    if m: return int(m.group(1))
+    if "no group" in v or "per-channel" in v or "per-row" in v or "rowwise" in v or "per-tensor" in v: return 0
+    if fam in ("bnb-nf4", "bnb-fp4"): return 64
+    if fam == "mlx": return 64
+    if fam in ("fp8-w8a8", "fp8-wo", "int8-wo", "int8-w8a8", "bnb-int8"): return 0
+    if fam in ("gptq", "awq", "rtn", "hqq"): return 128  # the tools' defaults (AutoGPTQ/AutoAWQ group_size 128)
+    return ""
+
+def eff_bits(bits, group, fam, variant):
+    """Bits per quantized linear weight: nominal bits + per-group scale (16) and zero (bits) overhead."""
+    if group in ("", 0): return bits
+    v = variant.lower()
+    over = 16.0 / group
+    if fam in ("gptq", "rtn", "hqq", "awq") and "sym" not in v: over += bits / group  # zero point per group
+    if fam == "mlx": over = 32.0 / group  # fp16 scale + fp16 bias
+    if fam in ("bnb-nf4", "bnb-fp4"):
+        over = (8.0 / group + 32.0 / (group * 256)) if "double quant" in v or "+ dq" in v else 32.0 / group
+    return round(bits + over, 4)
+
+rows = []
+for r in csv.DictReader(open(REF + "nongguf_quality.csv")):
+    fam = gpu_family(r["format"], r["variant"])
+    if fam is None: continue
+    nb = re.match(r"~?([\d.]+)", r["bits_per_weight"])
+    if r["format"].startswith(("FP8", "INT8", "GPTQ 8-bit", "bitsandbytes LLM.int8")) or "q8" in r["variant"]: bits = 8
+    elif fam == "exl2": bits = float(nb.group(1))
+    else: bits = 3 if "3-bit" in r["variant"] else 4
+    g = group_of(r["format"], r["variant"], fam)
+    fb = bits if fam == "exl2" else eff_bits(bits, g, fam, r["variant"])
+    ppl_pct = r["ppl_delta_pct"]; metric = "ppl_delta_pct"; value = ppl_pct; fit = "yes"; why = ""
+    if not ppl_pct:
+        if r["kld"]:
+            metric, value = "kld", r["kld"].replace("~", "")
+            fit, why = "no", "order-of-magnitude KLD only"
+        elif r["other_metric"]:
+            metric, value = "accuracy", r["other_metric"]; fit, why = "no", "accuracy recovery: no documented mapping to perplexity"
+        else:
+            metric, value = "ppl", r["ppl_quant"]; fit, why = "no", "no 16-bit baseline in the source"
+    if fit == "yes" and float(ppl_pct) <= 0:
+        fit, why = "no", "perplexity change within noise (<= 0): log-loss fit needs a positive loss"
+    if fit == "yes" and float(ppl_pct) > 100:
+        fit, why = "no", "collapsed model (> +100 % PPL): outside the model's range"
+    rows.append(dict(family=fam, variant=r["variant"], group_size=g, bits=fb, model=r["model"], params_b=params_b(r["model"]),
+                     metric=metric, value=value, ppl_delta_pct=ppl_pct if fit == "yes" else "",
+                     baseline="16-bit" if r["ppl_fp16"] or "vs" in r["other_metric"] or "recovery" in r["other_metric"] else "",
+                     context=r["ctx"], dataset=r["dataset"], fit=fit, why=why, source=r["source"], note=r["notes"]))
+
+# GGUF rows: quant type with bits per quantized linear weight filled in by the planner (see README).
+QQ = list(csv.DictReader(open(REF + "quant_quality.csv")))
+F16 = {(r["source"][:60], r["model"]): float(r["ppl"]) for r in QQ if r["quant_type"] == "F16" and re.fullmatch(r"[\d.]+", r["ppl"].strip())}
+for r in QQ:
+    qt = r["quant_type"]; model = r["model"]
+    if not model or qt in ("F16", "BF16", "F32") or "QUANT_OPTIONS" in r["source"]: continue
+    s = r["ppl_delta_or_pct"] or ""
+    pct = ""
+    if "%" in s: pct = re.match(r"[+-]?[\d.]+", s.strip()).group(0)
+    imat = r["imatrix"] if r["imatrix"] not in ("", "None") else ""
+    fam = "gguf-imatrix" if imat else "gguf"
+    ppl = r["ppl"]
+    metric, value, fit, why = "ppl_delta_pct", pct, "yes", ""
+    if not pct:
+        if r["kld"]:
+            metric, value = "kld", r["kld"]
+            # PR #6936 rows: ΔPPL is absolute vs the F16 logits' PPL 6.233160 (its own table)
+            m = re.match(r"[+-]?[\d.]+", s.strip()) if s else None
+            if m and "abs" in s and re.fullmatch(r"[\d.]+", ppl.strip()):
+                pct = f"{float(m.group(0)) / (float(ppl) - float(m.group(0))) * 100:.4f}"
+        elif (r["source"][:60], model) in F16 and re.fullmatch(r"[\d.]+", ppl.strip()):
+            base = F16[(r["source"][:60], model)]
+            metric, value = "ppl", ppl
+            pct = f"{(float(ppl) / base - 1) * 100:.4f}"
+        else:
+            metric, value = "ppl", ppl
+            fit, why = "no", "no 16-bit baseline in this row (see README)"
+    if pct and float(pct) <= 0: fit, why = "no", "perplexity change within noise (<= 0)"
+    if not pct and fit == "yes": fit, why = "no", "no relative perplexity"
+    rows.append(dict(family=fam, variant=qt + (f" (imatrix {imat})" if imat else ""), group_size="", bits="", model=model,
+                     params_b=params_b(model), metric=metric, value=value, ppl_delta_pct=pct if fit == "yes" else "",
+                     baseline="16-bit" if fit == "yes" else "", context=512 if "6936" in r["source"] or "PR #1684" in r["source"] else "",
+                     dataset="wikitext-2", fit=fit, why=why, source=r["source"], note=r["notes"] or ""))
+cols = list(rows[0])
+with open(OUT, "w", newline="") as f:
+    w = csv.DictWriter(f, cols); w.writeheader(); w.writerows(rows)
+from collections import Counter
+print(Counter((r["family"], r["fit"]) for r in rows))
+
+# Fill bits per quantized linear weight of GGUF rows from the planner's own per-tensor mixes on the named model.
+sys.path.insert(0, ".")
+from planner.cost.model import ModelCost
+from planner.cost.quality import linear_bits, model_key
+from planner.formats import get_format, gguf_base_type
+from planner.models.profiles import load_registry
+reg = load_registry()
+PROFILE = {"llama-3-8b": "llama-3-8b", "llama-2-7b": "llama-2-7b", "llama-2-70b": "llama-2-70b", "llama-3-70b": "llama-3-70b",
+           "llama-1-7b": "llama-1-7b", "llama-1-13b": "llama-1-13b", "llama-2-13b": "llama-2-13b", "llama-3.1-8b": "llama-3.1-8b", "mistral-7b": "mistral-7b-v0.1"}
+mcs = {}
+for r in rows:
+    if not r["family"].startswith("gguf"):
+        continue
+    qt = r["variant"].split(" ")[0]
+    base = gguf_base_type(qt) or qt
+    if base in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"):
+        r["family"] = "gguf-legacy"
+    pid = PROFILE.get(model_key(r["model"]))
+    if pid is None:
+        r["fit"], r["why"] = "no", "model has no planner profile to compute bits"
+        continue
+    try:
+        f = get_format(qt)
+    except Exception:
+        r["fit"], r["why"] = "no", f"{qt}: not a planner format"
+        continue
+    mc = mcs.setdefault(pid, ModelCost(reg.get(pid)))
+    r["bits"] = round(linear_bits(f, mc)[0], 4)
+with open(OUT, "w", newline="") as f:
+    w = csv.DictWriter(f, cols); w.writeheader(); w.writerows(rows)
+print(Counter((r["family"], r["fit"]) for r in rows))
+print(sorted({model_key(r["model"]) for r in rows}))
+
+# Rows with no 16-bit baseline but a GGUF Q4_K_M row in the same source, model and setup are anchored:
+# loss = (1 + L_Q4_K_M / 100) * ppl / ppl_Q4_K_M - 1, with L_Q4_K_M from the GGUF family fit on that model.
+from planner.cost import quality as Q
+Q.published_rows.cache_clear()
+fits = Q.fit_all(Q.fit_rows([dict(r, bits=str(r["bits"]), group_size=str(r["group_size"])) for r in rows]))
+def q4km_loss(model):
+    pid = PROFILE.get(model_key(model)) or {"llama-2-13b": "llama-2-13b"}.get(model_key(model))
+    mc = mcs.setdefault(pid, ModelCost(reg.get(pid)))
+    b = linear_bits(get_format("Q4_K_M"), mc)[0]
+    return Q.predict(fits, "gguf", b, 0, model_key(model))[0]
+anchors = {}
+for r in csv.DictReader(open(REF + "nongguf_quality.csv")):
+    if r["format"].startswith("GGUF") and "Q4_K_M" in r["variant"].upper() and r["ppl_quant"]:
+        anchors[(r["source"][:70], r["model"], r["dataset"], r["ctx"])] = float(r["ppl_quant"])
+src = {(r["source"], r["variant"], r["model"], r["dataset"]): r for r in csv.DictReader(open(REF + "nongguf_quality.csv"))}
+for r in rows:
+    if r["fit"] == "yes" or r["family"].startswith("gguf"):
+        continue
+    o = src.get((r["source"], r["variant"], r["model"], r["dataset"]))
+    if not o or not o["ppl_quant"] or o["ppl_fp16"]:
+        continue
+    a = anchors.get((o["source"][:70], o["model"], o["dataset"], o["ctx"]))
+    if a is None:
+        continue
+    L = q4km_loss(o["model"])
+    ratio = float(o["ppl_quant"]) / a
+    pct = ((1 + L / 100) * ratio - 1) * 100
+    r.update(metric="ppl_ratio_vs_Q4_K_M", value=f"{ratio:.5f}", ppl_delta_pct=f"{pct:.4f}",
+             baseline=f"anchored: same source's Q4_K_M row (PPL {a}) x (1 + {L:.3f} %, the GGUF family fit for Q4_K_M)",
+             fit="yes" if pct > 0 else "no", why="" if pct > 0 else "anchored loss <= 0")
+with open(OUT, "w", newline="") as f:
+    w = csv.DictWriter(f, cols); w.writeheader(); w.writerows(rows)
+print(Counter((r["family"], r["fit"]) for r in rows))

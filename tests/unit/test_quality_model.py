@@ -1,0 +1,93 @@
+"""The per-family quality model: its sourced data, the fit, intervals and basis, and what recommend makes of them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from planner.cost.model import ModelCost
+from planner.cost.quality import (BASES, EXTRAPOLATE, Quality, expected_quality, fit_all, fit_rows, published_rows,
+                                  ranking_kld)
+from planner.formats import get_format
+from planner.plan import target_from_catalog
+from planner.recommend import explain, recommend
+
+
+def test_published_rows_load_and_every_row_has_a_source():
+    rows = published_rows()
+    assert len(rows) > 150
+    for r in rows:
+        assert r["source"].strip(), r
+        assert r["family"] and r["model"], r
+        assert r["fit"] in ("yes", "no")
+        if r["fit"] == "no":
+            assert r["why"].strip(), r  # a row kept out of the fit says why
+        else:
+            assert float(r["ppl_delta_pct"]) > 0 and float(r["bits"]) > 1
+    fams = {r.family for r in fit_rows()}
+    assert {"gguf", "gguf-imatrix", "gptq", "awq", "rtn", "bnb-nf4", "fp8-w8a8", "int8-w8a8", "int8-wo", "exl2",
+            "mlx", "hqq"} <= fams
+
+
+def test_family_fits_fall_with_bits_on_the_real_rows():
+    fits = fit_all(fit_rows())
+    for fam, f in fits.items():
+        assert f.b < 0, fam
+        losses = [f.ln_ppl(b, 128, "llama-3-8b") for b in (2.5, 3.0, 4.0, 5.0, 6.0, 8.0)]
+        assert losses == sorted(losses, reverse=True), fam
+        assert f.lo < 0 < f.hi, fam
+    assert fits["gguf"].g > 0  # heavily trained models (Llama 3) lose more than Llama 1/2, as the rows show
+
+
+def test_quality_dict_has_interval_and_basis(registry):
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    for fid in ("Q4_K_M", "awq-int4", "nvfp4", "fp8", "int8", "exl2-4.0bpw", "Q8_0"):
+        q = expected_quality(get_format(fid), mc).as_dict()
+        assert q["basis"] in BASES, fid
+        assert 0 < q["kld_low"] <= q["kld"] <= q["kld_high"], fid
+        assert 0 < q["ppl_delta_pct_low"] <= q["ppl_delta_pct"] <= q["ppl_delta_pct_high"], fid
+        assert q["note"], fid
+
+
+def test_known_errors_of_the_single_curve_are_fixed(registry):
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    q = {f: expected_quality(get_format(f), mc) for f in ("Q4_K_M", "awq-int4", "gptq-int4", "int8", "w8a8-int8")}
+    # published 4-bit g128 GPTQ/AWQ lose more than Q4_K_M (oobabooga's same-setup tables, torchao's Llama-3 rows)
+    assert q["awq-int4"].kld > q["Q4_K_M"].kld and q["gptq-int4"].kld > q["Q4_K_M"].kld
+    assert q["awq-int4"].label != "negligible"
+    assert q["w8a8-int8"].kld > q["int8"].kld  # quantized activations cost more than 8-bit weights alone
+    big = expected_quality(get_format("Q4_K_M"), ModelCost(registry.get("llama-3.1-70b")))
+    assert big.kld >= 0.9 * q["Q4_K_M"].kld  # no blanket 'large models lose less': Llama-3-70B rows lose more
+
+
+def test_extrapolated_family_says_so(registry):
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    q = expected_quality(get_format("nvfp4"), mc)
+    assert "nvfp4" in EXTRAPOLATE and q.basis == "extrapolated" and "extrapolated" in q.note
+    assert q.label == Quality(q.kld_high, 0, "published").label  # labelled by the interval's upper end
+    measured_like = Quality(q.kld, q.ppl_delta_pct, "measured", "measured").as_dict()
+    assert ranking_kld(q.as_dict()) > ranking_kld(measured_like)  # no better than the same number measured
+
+
+def test_recommend_8b_4090_states_basis_and_ranks_awq_behind_q4_k_m(registry, catalog):
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    rec = recommend(mc, target_from_catalog(catalog.get("rtx-4090"), 1), context=8192)
+    q = {p.format_id: p.quality for p in rec.plans if p.runs}
+    assert ranking_kld(q["awq-int4"]) > ranking_kld(q["Q4_K_M"])
+    assert ranking_kld(q["gptq-int4"]) > ranking_kld(q["Q4_K_M"])
+    assert any("published" in r or "extrapolated" in r for r in rec.reasons)
+    ext = next(p for p in rec.plans if p.runs and p.quality["basis"] == "extrapolated")
+    assert any("extrapolated" in r for r in explain(ext, rec.plans, "balanced"))
+
+
+def test_measured_quality_keeps_basis_measured():
+    from planner.measure.reports import measured_quality
+
+    rep = {"text": "t", "ctx": 512, "source": "m.gguf", "results": [
+        {"format": "F16", "reference": True, "ppl": 10.0},
+        {"format": "Q4_0", "kld_mean": 0.05, "ppl": 10.5}]}
+    q = measured_quality([rep])["Q4_0"]
+    assert q["basis"] == "measured" and q["source"] == "measured"
+    assert q["kld_low"] == q["kld"] == q["kld_high"] == pytest.approx(0.05)
+    assert math.isclose(q["ppl_delta_pct"], 5.0, rel_tol=1e-6)
