@@ -51,7 +51,7 @@ def test_gpt_oss_down_conversion_loses_and_gguf_mxfp4_moe_loses_only_on_its_q8_a
     assert "gains nothing" in _plan(mc, "Q4_K_M", "llama.cpp", catalog).quality["release"]
     eff = release_effect(mc.spec, get_format("MXFP4_MOE"), mc.tensors)
     assert eff is not None and eff.kept_share == 1.0 and 0 < eff.requant_share < 0.2  # attention + embeddings only
-    assert 0 < moe.quality["kld"] < q4.quality["kld"] / 5
+    assert 0 < moe.quality["kld"] < q4.quality["kld"] / 3  # only the Q8_0 share is re-quantized
 
 
 def test_deepseek_fp8_release(registry, catalog) -> None:
