@@ -176,7 +176,8 @@ def test_weight_only_formats_in_the_eval_flow(tiny, tmp_path):
     measured = reports.measured_quality(reports.load_reports(tmp_path / "eval"))
     assert set(measured) == {"Q8_0", "nf4", "gptq-int4"}  # matched to plans by format id
     assert measured["nf4"]["kld"] > measured["Q8_0"]["kld"]
-    assert "RTN" in measured["gptq-int4"]["basis"] and "dequantized" in measured["nf4"]["basis"]
+    assert measured["gptq-int4"]["basis"] == "measured"  # the basis names how; the note says what ran
+    assert "RTN" in measured["gptq-int4"]["note"] and "dequantized" in measured["nf4"]["note"]
     assert {x["format"]: x["method"] for x in json.loads(saved.read_text())["results"]}["nf4"] == by["nf4"].method
 
 
