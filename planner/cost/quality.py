@@ -7,7 +7,9 @@ where the family's rows vary the group), where bits are the format's *bits per q
 own rows where they span at least MIN_BITS_SPAN bits, else from the GGUF K-quant family (stated in `note`). There is
 no model-size term: the rows disagree on its direction (Llama-2-70B loses less than 7B, Llama-3-70B more than 8B).
 Families without rows borrow a named family's fit (EXTRAPOLATE) and say `extrapolated`, with a wider interval.
-Each row carries its family's usual head: 16-bit for GPU checkpoints, Q6_K (or the file type's own) for GGUF.
+Each row carries its family's usual head (USUAL_HEAD_BITS). A format whose head (output.weight / lm_head, or the
+tied token embedding) is stored at other bits is adjusted by head_factor: the head counts as HEAD_WEIGHT x its share of
+the quantized parameters, its loss read off the same family curve at the head's bits.
 
 KLD is converted from the perplexity increase by a power law fitted to the rows that carry both (llama.cpp's
 Llama-3-8B scoreboard), computed at load. A quantized KV cache adds its own loss (KV_QUALITY_KLD).
@@ -22,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.formats import GroupQuant, WeightFormat, gguf_base_type
+from planner.formats import EMBED_OUTPUT_Q8_VARIANTS, FORMATS, GroupQuant, WeightFormat, gguf_base_type
 
 if TYPE_CHECKING:
     from planner.cost.model import ModelCost
@@ -56,6 +58,19 @@ EXTRAPOLATE = {
     "int8-wo": "gguf-legacy",  # Q8_0 is round-to-nearest int8 (g32)
     "fp8-wo": "fp8-w8a8", "fp8-w8a8": "fp8-wo", "int8-w8a8": "fp8-w8a8",
 }
+# The head (output.weight / lm_head; the token embedding when tied) each family's published rows were measured with,
+# in bits per weight. None: quantized like the linear weights (the format's own head is the usual one).
+GPU_HEAD_BITS = 16.0  # GPTQ/AWQ/bnb/FP8/INT8/HQQ/RTN checkpoints keep lm_head in 16-bit (AutoGPTQ/AutoAWQ/llm-compressor
+# skip lm_head by default); assumed for torchao's rows too, though its int4 filter may include the head (not modelled)
+USUAL_HEAD_BITS: dict[str, float | None] = {
+    "exl2": 6 + 32 / 128,  # exllamav2 convert.py -hb default 6 (+ its scales, as planner.formats._exl2 counts them)
+    "mlx": None,  # mlx_lm.convert quantizes nn.Embedding and lm_head with the linears (the PR #202 rows)
+}
+# GGUF families: the head of the file type's own llama.cpp mix on the model (planner.formats.gguf_mix: output.weight
+# Q6_K, Q8_0 in a Q8_0 file; a tied token_embd like output), i.e. the head of the base file type (Q4_K_L -> Q4_K_M).
+HEAD_WEIGHT = 1.0  # assumed: per weight, a head error costs as much as an average quantized linear weight's at the
+# same bits (no published pair of rows differing only in head type in the reference tables; the interval widens by
+# the whole adjustment either way)
 # Published formats' families (bnb formats split by their encoding).
 _GGUF_LEGACY = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}
 LABELS = ((0.002, "lossless"), (0.012, "negligible"), (0.04, "small"), (0.1, "noticeable"), (0.35, "large"))
@@ -335,9 +350,16 @@ def quality_family(fmt: WeightFormat, group: int, bits: float) -> str:
 
 def linear_bits(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, float]:
     """(bits per quantized linear weight, its main group size (0: per-channel/none), head bits) of `fmt` on the model."""
+    bits, group, head_bits, _ = _linear_and_head(fmt, mc)
+    return bits, group, head_bits
+
+
+def _linear_and_head(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, float, float]:
+    """linear_bits plus the head's parameters as a share of the quantized linear parameters."""
     bits = elems = 0
     groups: dict[int, int] = {}
     head_bits = 16.0
+    head_elems = 0
     for a in fmt.assignments(mc.spec, mc.tensors):
         t, enc = a.tensor, a.encoding
         if not t.is_matrix:
@@ -346,6 +368,7 @@ def linear_bits(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, float]:
         if t.layer is None:
             if t.name != "token_embd.weight" or mc.spec.tie_word_embeddings:
                 head_bits = a.nbytes * 8 / t.n_elements
+                head_elems = t.n_elements
             continue
         if not quantized:
             continue
@@ -354,8 +377,32 @@ def linear_bits(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, float]:
         if isinstance(enc, GroupQuant):
             groups[enc.group_size or 0] = groups.get(enc.group_size or 0, 0) + t.n_elements
     if not elems:
-        return 16.0, 0, head_bits
-    return bits / elems, max(groups, key=groups.get) if groups else 0, head_bits
+        return 16.0, 0, head_bits, 0.0
+    return bits / elems, max(groups, key=groups.get) if groups else 0, head_bits, head_elems / elems
+
+
+def usual_head_bits(fmt: WeightFormat, family: str, mc: ModelCost, head_bits: float) -> float:
+    """The head bits `family`'s published rows carry, on this model (USUAL_HEAD_BITS; GGUF: the base file type's)."""
+    if family.startswith("gguf"):
+        base = EMBED_OUTPUT_Q8_VARIANTS.get(fmt.id)
+        return _linear_and_head(FORMATS[base], mc)[2] if base in FORMATS else head_bits
+    usual = USUAL_HEAD_BITS.get(family, GPU_HEAD_BITS)
+    return head_bits if usual is None else usual
+
+
+def head_factor(fits: dict[str, FamilyFit], family: str, bits: float, group: int, model: str, head_bits: float,
+                usual: float, share: float) -> float:
+    """Loss multiplier for a head at `head_bits` instead of the family's `usual`: (L(b) + s L(h)) / (L(b) + s L(h0)),
+    L the family curve, s = HEAD_WEIGHT x head parameters / quantized linear parameters; 16-bit loses nothing."""
+    fit = fits.get(family) or fits.get(EXTRAPOLATE.get(family, ""))
+    if fit is None or head_bits == usual:
+        return 1.0
+
+    def loss(b: float) -> float:
+        return 0.0 if b >= 15 else math.exp(fit.ln_ppl(b, group, model))
+
+    s = HEAD_WEIGHT * share
+    return (loss(bits) + s * loss(head_bits)) / (loss(bits) + s * loss(usual))
 
 
 def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, model: str) -> tuple[float, float, float, str, str]:
@@ -391,11 +438,18 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
         return Quality(0.0, 0.0, "published", note="the model was released in MXFP4 (quantization-aware trained)")
     if fmt.family == "fp8" and native_dtype == "float8_e4m3":
         return Quality(0.0, 0.0, "published", note="the model was released in FP8 (trained with FP8 weights)")
-    bits, group, head_bits = linear_bits(fmt, mc)
+    bits, group, head_bits, share = _linear_and_head(fmt, mc)
     if bits >= 15:
         return Quality(0.0, 0.0, "published", note=f"{fmt.id} leaves this model's linear weights in 16-bit")
     family = quality_family(fmt, group, bits)
-    ppl, plo, phi, basis, note = predict(_fits(), family, bits, group, model_key(mc.spec.id))
+    key = model_key(mc.spec.id)
+    ppl, plo, phi, basis, note = predict(_fits(), family, bits, group, key)
     note += f"; head {head_bits:.1f} bits"
+    usual = usual_head_bits(fmt, family, mc, head_bits)
+    if head_bits != usual:  # the interval keeps its ends and widens by the whole adjustment (HEAD_WEIGHT is assumed)
+        f = head_factor(_fits(), family, bits, group, key, head_bits, usual, share)
+        ppl, plo, phi = ppl * f, plo * min(f, 1.0) ** 2, phi * max(f, 1.0) ** 2
+        note += (f" (the {family} rows' usual head is {usual:.1f} bits: loss x{f:.3f}, the head counted as "
+                 f"{HEAD_WEIGHT * share:.1%} of the quantized weights at its own bits, an assumed weight)")
     return Quality(kld_from_ppl(ppl), ppl, basis, kld_low=kld_from_ppl(plo), kld_high=kld_from_ppl(phi),
                    ppl_low=plo, ppl_high=phi, note=note)

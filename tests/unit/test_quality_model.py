@@ -91,3 +91,41 @@ def test_measured_quality_keeps_basis_measured():
     assert q["basis"] == "measured" and q["source"] == "measured"
     assert q["kld_low"] == q["kld"] == q["kld_high"] == pytest.approx(0.05)
     assert math.isclose(q["ppl_delta_pct"], 5.0, rel_tol=1e-6)
+
+
+def test_q8_0_head_of_q4_k_l_rates_no_worse_than_q4_k_m(registry):
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    m, l_ = (expected_quality(get_format(f), mc) for f in ("Q4_K_M", "Q4_K_L"))
+    assert l_.kld < m.kld and l_.kld_high <= m.kld_high  # Q8_0 output instead of Q6_K: a small credit, never a cost
+    assert "usual head is 6.6 bits" in l_.note and "usual head" not in m.note
+
+
+def test_a_4_bit_tied_embedding_rates_worse_than_a_16_bit_one(registry):
+    from planner.formats import FP16, GroupQuant, WeightFormat, _assign_by
+    from planner.cost.quality import linear_bits
+
+    mc = ModelCost(registry.get("llama-3.2-1b"))  # tied: token_embd is the head
+    assert mc.spec.tie_word_embeddings
+    gptq = get_format("gptq-int4")
+    enc = GroupQuant("gptq-int4-g128", 4, 128, zero_bits=4, per_input_row_bits=32, row_multiple=8, out_multiple=8)
+    q_head = WeightFormat("gptq-int4-qhead", "gptq", "GPTQ 4-bit with the tied embedding quantized too", "int4",
+                          _assign_by(enc, FP16, include_embed=True, include_output=True), (), enc.bits_per_weight)
+    (b16, g16, h16), (b4, g4, h4) = linear_bits(gptq, mc), linear_bits(q_head, mc)
+    assert (b16, g16) == (b4, g4) and h16 == 16.0 and h4 < 5  # same linear bits, only the head differs
+    plain, quant = expected_quality(gptq, mc), expected_quality(q_head, mc)
+    assert quant.kld > 1.1 * plain.kld and quant.kld_high > plain.kld_high
+    assert "usual head is 16.0 bits" in quant.note
+
+
+def test_formats_with_their_familys_usual_head_are_unadjusted(registry):
+    from planner.cost.quality import _fits, kld_from_ppl, linear_bits, model_key, predict, quality_family
+
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    for fid in ("Q4_K_M", "Q6_K", "Q8_0", "Q4_0", "IQ3_XXS", "gptq-int4", "awq-int4", "nf4", "fp8", "int8", "w8a8-int8",
+                "mlx-4bit", "mlx-8bit", "nvfp4", "exl2-4.0bpw"):
+        fmt = get_format(fid)
+        bits, group, _ = linear_bits(fmt, mc)
+        ppl, plo, phi, basis, _ = predict(_fits(), quality_family(fmt, group, bits), bits, group, model_key("llama-3.1-8b"))
+        q = expected_quality(fmt, mc)
+        assert (q.ppl_delta_pct, q.ppl_low, q.ppl_high, q.basis) == (ppl, plo, phi, basis), fid
+        assert (q.kld, q.kld_high) == (kld_from_ppl(ppl), kld_from_ppl(phi)) and "usual head" not in q.note, fid
