@@ -1,7 +1,10 @@
 """Rebuild planner/data/quality_published.csv from the project reference CSVs (run by hand from the repo root:
-`python benchmarks/data/build_quality_published.py planner/data/quality_published.csv`; never at run or test time)."""
+`python benchmarks/data/build_quality_published.py planner/data/quality_published.csv`; never at run or test time).
+Inputs: the reference nongguf_quality.csv and quant_quality.csv, plus benchmarks/data/quality_extra.csv (rows copied from
+published tables into this repo, same columns as nongguf_quality.csv, each with its source)."""
 import csv, re, sys
 REF = sys.argv[2] if len(sys.argv) > 2 else "../shared/reference/"
+EXTRA = "benchmarks/data/quality_extra.csv"
 OUT = sys.argv[1]
 SIZES = {"7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
 
@@ -31,6 +34,7 @@ def gpu_family(fmt, variant):
     if f.startswith("fp8"): return "fp8-w8a8"
     if f.startswith("int8 weight-only"): return "int8-wo"
     if f.startswith("int8 w8a8"): return "int8-w8a8"
+    if f.startswith("nvfp4"): return "nvfp4"
     if f.startswith("mlx"):
         return "mlx" if ("affine" in v or re.search(r"q[48]\b|q4 ", v)) and "dwq" not in v and "mixed" not in v and "dynamic" not in v else None
     return None
@@ -53,12 +57,13 @@ def eff_bits(bits, group, fam, variant):
     over = 16.0 / group
     if fam in ("gptq", "rtn", "hqq", "awq") and "sym" not in v: over += bits / group  # zero point per group
     if fam == "mlx": over = 32.0 / group  # fp16 scale + fp16 bias
+    if fam == "nvfp4": over = 8.0 / group  # FP8 E4M3 scale per block (the fp32 per-tensor scale is negligible)
     if fam in ("bnb-nf4", "bnb-fp4"):
         over = (8.0 / group + 32.0 / (group * 256)) if "double quant" in v or "+ dq" in v else 32.0 / group
     return round(bits + over, 4)
 
 rows = []
-for r in csv.DictReader(open(REF + "nongguf_quality.csv")):
+for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.DictReader(open(EXTRA))):
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
     nb = re.match(r"~?([\d.]+)", r["bits_per_weight"])
