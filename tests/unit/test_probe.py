@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from fuzz_values import all_paths
 from probe_fixtures import SNAPSHOTS, SRC, make_catalog, snap, warned
 
 from planner.errors import InvalidInputError
@@ -357,18 +358,6 @@ def _outcome(data: Any) -> None:
     json.dumps(host.model_dump(mode="json"))
 
 
-def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
-    """Every path into a JSON tree."""
-    out = [prefix]
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 @settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(_KEYS) | st.text(max_size=8), _json, max_size=8), st.booleans())
 def test_fuzz_arbitrary_dicts(data, shaped):
@@ -382,7 +371,7 @@ def test_fuzz_arbitrary_dicts(data, shaped):
 def test_fuzz_mutated_snapshots(name, data):
     doc = copy.deepcopy(_FIXTURES[name])
     for _ in range(data.draw(st.integers(1, 3))):
-        paths = [p for p in _paths(doc) if p]
+        paths = [p for p in all_paths(doc) if p]
         if not paths:
             break
         path = data.draw(st.sampled_from(paths))
