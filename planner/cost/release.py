@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from planner.formats import GGML_TYPES, FloatType, GGMLType, GroupQuant
+from planner.plan import GIB
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from planner.models.inventory import TensorInfo
     from planner.models.spec import ModelSpec
 
-GIB = 1024**3
 FP8_BLOCK = 128  # DeepSeek-V3 config.json quantization_config.weight_block_size [128, 128]: one fp32 scale per block
 
 
