@@ -6,13 +6,13 @@ import csv, re, sys
 REF = sys.argv[2] if len(sys.argv) > 2 else "../shared/reference/"
 EXTRA = "benchmarks/data/quality_extra.csv"
 OUT = sys.argv[1]
-SIZES = {"7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
+SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
 
 def params_b(model):
     m = model.lower()
     if "mistral-7b" in m: return 7.24
     if "30b-a3b" in m: return 30.5
-    for k in ("405b", "70b", "65b", "13b", "8b", "7b", "0.6b", "4b"):
+    for k in ("405b", "70b", "65b", "32b", "30b", "14b", "13b", "8b", "1.7b", "7b", "0.6b", "4b"):
         if re.search(r"(^|[-_ ])" + re.escape(k), m): return SIZES[k]
     return ""
 
