@@ -5,6 +5,7 @@ published tables into this repo, same columns as nongguf_quality.csv, each with 
 import csv, re, sys
 REF = sys.argv[2] if len(sys.argv) > 2 else "../shared/reference/"
 EXTRA = "benchmarks/data/quality_extra.csv"
+GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 OUT = sys.argv[1]
 SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
 
@@ -91,7 +92,7 @@ for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.Dict
                      context=r["ctx"], dataset=r["dataset"], fit=fit, why=why, source=r["source"], note=r["notes"]))
 
 # GGUF rows: quant type with bits per quantized linear weight filled in by the planner (see README).
-QQ = list(csv.DictReader(open(REF + "quant_quality.csv")))
+QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA)))
 F16 = {(r["source"][:60], r["model"]): float(r["ppl"]) for r in QQ if r["quant_type"] == "F16" and re.fullmatch(r"[\d.]+", r["ppl"].strip())}
 for r in QQ:
     qt = r["quant_type"]; model = r["model"]
