@@ -46,10 +46,11 @@ EXPERT_OFFLOAD_RUNTIMES = ("llama.cpp",)
 # ggml's op-offload threshold (ggml-cuda.cu, ggml_backend_cuda_device_offload_op): a matmul of host-resident weights
 # with at least this many tokens runs on the GPU after the weights are copied over PCIe.
 OP_OFFLOAD_MIN_BATCH = 32
-# Per offloaded layer per decode step: the hidden state copied GPU->CPU and the experts' output back, with a stream
-# synchronisation and the CPU thread pool waking for the expert matmuls. Assumed (tens of microseconds each way for a
-# small cudaMemcpy plus synchronisation), checked against the published rows in benchmarks/moe_offload.py.
-EXPERT_HOP_US = 60.0
+# Per offloaded layer per decode step: the hidden state copied GPU->CPU and the experts' output back, each a small
+# cudaMemcpy with a stream synchronisation. Assumed (about 10 us each way). The CPU's own per-layer cost (thread-pool
+# barriers between the expert ops) is the calibrated llama.cpp CPU layer overhead of planner.cost.speed; both are
+# checked against the published rows in benchmarks/moe_offload.py.
+EXPERT_HOP_US = 20.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +88,11 @@ def can_offload_experts(mc: ModelCost, runtime: Runtime, target: Target) -> bool
 
 
 def place_expert_offload(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runtime: Runtime,
-                         target: Target, kv: str, mla_aware: bool, dequant_to: str | None = None) -> bool:
-    """Fill `plan` as an expert-offload placement with the fewest --n-cpu-moe layers that fit the GPU; False (plan
-    untouched) when even every layer's experts in RAM leaves too little GPU memory, or no layer needs to move."""
+                         target: Target, kv: str, mla_aware: bool, dequant_to: str | None = None,
+                         cpu_layers: int | None = None) -> bool:
+    """Fill `plan` as an expert-offload placement with the fewest --n-cpu-moe layers that fit the GPU (or exactly
+    `cpu_layers` of them, fit or not: what a given command line does); False (plan untouched) when even every layer's
+    experts in RAM leaves too little GPU memory, or no layer needs to move."""
     m = mc.spec
     n = m.num_layers
     exps = expert_bytes_per_layer(mc, fmt, dequant_to)
@@ -100,13 +103,18 @@ def place_expert_offload(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: Weig
     embed_on_host = "token_embd.weight" in runtime.weights_on_host
     head = lay.head_bytes + (0 if embed_on_host else lay.embed_bytes)
     room = usable - compute - over - head - kv_total
-    gpu_weights = lay.sum_layers
-    cpu_layers = 0
-    # --n-cpu-moe N moves the first N layers' experts: take layers from the front until the rest fits.
-    while gpu_weights > room and cpu_layers < n:
-        gpu_weights -= exps.resident[cpu_layers]
-        cpu_layers += 1
-    if cpu_layers == 0 or gpu_weights > room or sum(exps.resident[:cpu_layers]) == 0:
+    if cpu_layers is not None:
+        cpu_layers = min(cpu_layers, n)
+        gpu_weights = lay.sum_layers - sum(exps.resident[:cpu_layers])
+    else:
+        gpu_weights, cpu_layers = lay.sum_layers, 0
+        # --n-cpu-moe N moves the first N layers' experts: take layers from the front until the rest fits.
+        while gpu_weights > room and cpu_layers < n:
+            gpu_weights -= exps.resident[cpu_layers]
+            cpu_layers += 1
+        if cpu_layers == 0 or gpu_weights > room:
+            return False
+    if sum(exps.resident[:cpu_layers]) == 0:
         return False
     ram_experts = sum(exps.resident[:cpu_layers])
     plan.layout, plan.gpu_layers, plan.cpu_moe_layers = "expert-offload", n, cpu_layers
@@ -151,7 +159,8 @@ def predict_offload_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: We
     ram_params_active = mc.memo(("ram_expert_params", ncpu), lambda: sum(
         t.n_elements * active_fraction(m, t) for t in mc.tensors
         if t.layer is not None and t.layer < ncpu and t.role.endswith("_exps") and t.is_matrix))
-    fixed = n * eff.layer_overhead_us * 1e-6 + ncpu * EXPERT_HOP_US * 1e-6
+    cpu_layer_us = efficiency("llamacpp", "cpu", calibration).layer_overhead_us
+    fixed = n * eff.layer_overhead_us * 1e-6 + ncpu * (EXPERT_HOP_US + cpu_layer_us) * 1e-6
     kv_weight = bw / (dev.mem_bandwidth_gb_s * 1e9 * kv_fraction)
 
     def step_time(position: int, batch: int) -> float:
@@ -162,7 +171,9 @@ def predict_offload_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: We
         if batch >= OP_OFFLOAD_MIN_BATCH:
             t_ram = ram_resident / pcie  # ggml copies the offloaded expert tensors to the GPU for the step
         else:
-            t_ram = max(ram_active * act_frac / host_bw, 2 * ram_params_active * batch / cpu_peak)
+            t_ram = ram_active * act_frac / host_bw
+            if batch > 1:  # at batch 1 the CPU's GEMV is bandwidth-bound (as speed.py's CPU decode)
+                t_ram = max(t_ram, 2 * ram_params_active * batch / cpu_peak)
         return t_gpu + t_ram + fixed
 
     pos = plan.prompt_tokens
