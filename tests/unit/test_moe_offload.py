@@ -138,3 +138,15 @@ def test_offloaded_plan_text_names_gpu_and_ram_parts(catalog, oss120):
     assert ram == pytest.approx(rec.best.host_bytes / GIB, abs=0.05)
     d = rec.best.as_dict()
     assert d["cpu_moe_layers"] == rec.best.cpu_moe_layers and d["offload_alternative"]["layout"] == "partial-offload"
+
+
+def test_a_decode_batch_of_32_sequences_copies_the_ram_experts_over_pcie(catalog, oss120):
+    t = _target(catalog)
+    base = evaluate(oss120, get_format("MXFP4_MOE"), get_runtime("llama.cpp"), t, context=4096)
+    n = base.cpu_moe_layers
+    below = _forced(dataclasses.replace(base, concurrency=OP_OFFLOAD_MIN_BATCH - 1), oss120, "MXFP4_MOE", t, n)
+    at = _forced(dataclasses.replace(base, concurrency=OP_OFFLOAD_MIN_BATCH), oss120, "MXFP4_MOE", t, n)
+    exps = expert_bytes_per_layer(oss120, get_format("MXFP4_MOE"))
+    # ggml runs the step's expert matmuls on the GPU once 32 tokens share them: every RAM expert crosses PCIe
+    assert 1 / at.decode_tokens_per_s >= sum(exps.resident[:n]) / 31.5e9
+    assert at.throughput_tokens_per_s < below.throughput_tokens_per_s
