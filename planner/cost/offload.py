@@ -155,7 +155,7 @@ def predict_offload_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: We
     ram_resident = sum(exps.resident[:ncpu])
     ram_active = sum(exps.active[:ncpu])
     k, e = m.moe.experts_per_token, m.moe.num_experts
-    # FLOPs per token of the experts held in RAM (2 per active weight; bytes over bytes-per-weight of the layout)
+    # parameters one token multiplies in the RAM-resident experts (k/E of them; 2 FLOPs each)
     ram_params_active = mc.memo(("ram_expert_params", ncpu), lambda: sum(
         t.n_elements * active_fraction(m, t) for t in mc.tensors
         if t.layer is not None and t.layer < ncpu and t.role.endswith("_exps") and t.is_matrix))
