@@ -41,6 +41,8 @@ def launch_command(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Run
         ngl = 999
     kv_flags = f" -ctk {kv} -ctv {kv}" if kv not in ("f16", "auto") else ""
     split = " -sm layer" if plan.layout == "layer-split" else ""
+    if plan.layout == "expert-offload":  # -ngl 999 with the first N layers' routed experts in RAM (planner.cost.offload)
+        split = f" --n-cpu-moe {plan.cpu_moe_layers}"
     fields = {
         "gguf": artifact_name(model, fmt), "ngl": ngl, "context": plan.context * (plan.concurrency if runtime.id in ("llama.cpp", "koboldcpp") else 1),
         "concurrency": plan.concurrency, "kv_flags": kv_flags, "split_flags": split, "name": model.id,

@@ -159,7 +159,7 @@ class Plan:
     context: int
     concurrency: int
     kv_dtype: str
-    layout: str  # 'single', 'layer-split', 'tensor-parallel', 'partial-offload', 'cpu'
+    layout: str  # 'single', 'layer-split', 'tensor-parallel', 'partial-offload', 'expert-offload', 'cpu'
     runs: bool = True
     support_mode: str = "native"
     reason: str = ""  # why it cannot run or does not fit
@@ -171,6 +171,9 @@ class Plan:
     per_device: list[MemoryBreakdown] = field(default_factory=list)
     host_bytes: int = 0
     gpu_layers: int | None = None
+    cpu_moe_layers: int | None = None  # expert offload: layers whose routed experts stay in RAM (--n-cpu-moe)
+    # the other llama.cpp offload placement, predicted too: layout, gpu_layers / cpu_moe_layers, decode tok/s
+    offload_alternative: dict = field(default_factory=dict)
     n_layers: int = 0
     prompt_tokens: int = 512
     quality: dict = field(default_factory=dict)
@@ -276,7 +279,8 @@ class Plan:
             "file_size_bytes": self.file_size_bytes, "weights_bytes": self.weights_bytes,
             "kv_cache_bytes": self.kv_cache_bytes, "total_memory_bytes": self.total_memory_bytes,
             "usable_memory_bytes": self.usable_memory_bytes, "host_memory_bytes": self.host_bytes,
-            "gpu_layers": self.gpu_layers, "n_layers": self.n_layers, "parallel": self.parallel,
+            "gpu_layers": self.gpu_layers, "cpu_moe_layers": self.cpu_moe_layers,
+            "offload_alternative": self.offload_alternative or None, "n_layers": self.n_layers, "parallel": self.parallel,
             "parallel_layout": self.parallel_layout,
             "per_device": [d.as_dict() for d in self.per_device],
             "bits_per_weight": round(self.bits_per_weight, 4),

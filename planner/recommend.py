@@ -228,9 +228,16 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
     out = []
     used = best.total_memory_bytes / GIB
     usable = best.usable_memory_bytes / GIB
-    out.append(f"{best.format_id} fits: {used:.1f} GiB of {usable:.1f} GiB usable "
-               f"(weights {best.weights_bytes / GIB:.1f} GiB, KV cache {best.kv_cache_bytes / GIB:.1f} GiB at {best.context} tokens"
-               f"{f' x {best.concurrency} sequences' if best.concurrency > 1 else ''}).")
+    seqs = f" x {best.concurrency} sequences" if best.concurrency > 1 else ""
+    if best.layout in ("partial-offload", "expert-offload"):
+        # offloaded: the device total is only the GPU part, so name both parts instead of a misleading "fits"
+        out.append(f"{best.format_id} runs split between GPU and system RAM: GPU part {used:.1f} GiB of {usable:.1f} GiB "
+                   f"usable, RAM part {best.host_bytes / GIB:.1f} GiB (weights {best.weights_bytes / GIB:.1f} GiB in all, "
+                   f"KV cache {best.kv_cache_bytes / GIB:.1f} GiB at {best.context} tokens{seqs}).")
+    else:
+        out.append(f"{best.format_id} fits: {used:.1f} GiB of {usable:.1f} GiB usable "
+                   f"(weights {best.weights_bytes / GIB:.1f} GiB, KV cache {best.kv_cache_bytes / GIB:.1f} GiB at {best.context} tokens"
+                   f"{seqs}).")
     q = best.quality
     if q.get("source") == "measured":
         out.append(f"Measured quality loss is {q.get('label', '?')}: KL divergence {q.get('kld', 0):.4f}, perplexity "

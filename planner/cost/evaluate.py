@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from planner.cost.model import ModelCost
+from planner.cost.offload import can_offload_experts, place_expert_offload, predict_offload_speeds
 from planner.cost.placement import place_layers, place_tensor_parallel, replicate
 from planner.cost.quality import expected_quality
 from planner.cost.release import relative_to_release
@@ -109,6 +110,19 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
         place_layers(plan, mc, lay, runtime, target, kv, mla_aware)
     if not plan.runs:
         return plan
+    _totals(plan)
+    mode = support.mode
+    plan.speed_fn = lambda pl: predict_speeds(pl, mc, lay, fmt, runtime, target, kv, mode, calibration)
+    if plan.layout == "partial-offload" and can_offload_experts(mc, runtime, target):
+        plan = _faster_offload(plan, mc, lay, fmt, runtime, target, kv, mla_aware, mode, calibration, support.dequant_to)
+    if context > m.max_context:
+        plan.warnings.append(f"context {context} is beyond the model's maximum {m.max_context}")
+    plan.launch_fn = _launch_fn(mc.spec, fmt, runtime, target)  # the command is rendered only when read
+    return plan
+
+
+def _totals(plan: Plan) -> None:
+    """Sum the per-device memory into the plan, and say which device overflows first."""
     total = usable = 0
     first_over = None
     for d in plan.per_device:
@@ -121,12 +135,29 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     if first_over is not None and not plan.reason:
         d, t = first_over
         plan.reason = f"needs {t / GIB:.1f} GiB on {d.device}, {d.usable_bytes / GIB:.1f} GiB usable"
-    mode = support.mode
-    plan.speed_fn = lambda pl: predict_speeds(pl, mc, lay, fmt, runtime, target, kv, mode, calibration)
-    if context > m.max_context:
-        plan.warnings.append(f"context {context} is beyond the model's maximum {m.max_context}")
-    plan.launch_fn = _launch_fn(mc.spec, fmt, runtime, target)  # the command is rendered only when read
-    return plan
+
+
+def _faster_offload(split: Plan, mc: ModelCost, lay, fmt: WeightFormat, runtime: Runtime, target: Target,  # type: ignore[no-untyped-def]
+                    kv: str, mla_aware: bool, mode: str, calibration: dict | None, dequant_to: str | None) -> Plan:
+    """A MoE model that overflows one GPU: predict the plain layer split (-ngl K) and the expert offload
+    (-ngl 999 --n-cpu-moe N, planner.cost.offload) and keep the faster one that fits; each records the other."""
+    moe = dataclasses.replace(split, per_device=[], warnings=list(split.warnings), offload_alternative={})
+    if not place_expert_offload(moe, mc, lay, fmt, runtime, target, kv, mla_aware, dequant_to):
+        return split
+    _totals(moe)
+    moe.speed_fn = lambda pl: predict_offload_speeds(pl, mc, lay, fmt, runtime, target, kv, mode, calibration, dequant_to)
+    chosen, other = (moe, split) if moe.fits and (not split.fits or moe.served_tokens_per_s >= split.served_tokens_per_s) \
+        else (split, moe)
+    chosen.offload_alternative = {
+        "layout": other.layout, "gpu_layers": other.gpu_layers, "cpu_moe_layers": other.cpu_moe_layers,
+        "fits": other.fits, "decode_tokens_per_s": round(other.decode_tokens_per_s, 2),
+        "prefill_tokens_per_s": round(other.prefill_tokens_per_s, 2)}
+    what = {"expert-offload": f"expert offload (--n-cpu-moe {moe.cpu_moe_layers})",
+            "partial-offload": f"layer split (-ngl {split.gpu_layers})"}
+    chosen.warnings.append(f"{what[chosen.layout]} decodes ~{chosen.decode_tokens_per_s:.1f} tok/s per sequence; "
+                           f"{what[other.layout]} would decode ~{other.decode_tokens_per_s:.1f}"
+                           + ("" if other.fits else f" but {other.reason or 'does not fit'}"))
+    return chosen
 
 
 def _launch_fn(model: ModelSpec, fmt: WeightFormat, runtime: Runtime, target: Target) -> Callable[[Plan], str]:
