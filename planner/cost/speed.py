@@ -80,7 +80,8 @@ EFFICIENCY: dict[tuple[str, str], Efficiency] = {
     # MLX: fitted to mlx-lm runs (Llama 3.3 70B 4-bit on an M3 Max at 260-24k prompt tokens, Llama 3 70B bf16 and
     # Mistral 7B 4-bit on an M2 Ultra): 4-bit decode reaches ~0.84 of the catalog bandwidth, prefill ~0.75 of FP16.
     ("mlx", "metal"): Efficiency(0.93, 0.75, 0.0, "calibrated"),
-    ("mlx", "cuda"): Efficiency(0.70, 0.45, 10.0, "assumed"),
+    # mlx[cuda] is young: assumed below Metal's fraction, with a Python generate loop per step like vLLM's (assumed).
+    ("mlx", "cuda"): Efficiency(0.70, 0.45, 10.0, "assumed", step_overhead_us=1400.0),
     # transformers decodes eagerly: each decoder layer dispatches ~15 kernels from Python at ~15-20 us each, so a
     # CPU-bound ~250 us per layer (assumed; cf. gpt-fast's eager baseline and the HF docs' torch.compile speed-ups),
     # which keeps bf16 transformers behind llama.cpp F16 at batch 1.
@@ -111,6 +112,8 @@ UNIT_RATE_GB_S: dict[tuple[str, str], dict[str, float]] = {
     ("trtllm", "cuda"): {"q8": 12.0, "fp8": 16.8, "group4": 10.7, "fp4": 10.7},
     # ExLlamaV2's GPTQ/EXL2 kernels, fitted to its README tables (9.35 GB/s per SM); 6-8 bit EXL2 assumed alike.
     ("exllamav2", "cuda"): {"group4": 9.35, "q8": 9.35},
+    # mlx[cuda]'s quantized matmuls: assumed no better per SM than Marlin's (no published rows).
+    ("mlx", "cuda"): {"q8": 12.0, "group4": 10.7, "fp4": 10.7},
 }
 # Fraction of peak bandwidth at which decode attention reads the KV cache. Attention kernels at batch 1 are less
 # efficient than weight GEMVs, on Metal much less: llama.cpp 2024 builds lose ~5.5 ms per extra 0.5 GB of KV on an
@@ -154,6 +157,44 @@ RPC_HOP_US = 1000.0  # assumed: llama.cpp RPC round trip (serialisation + TCP) p
 LAYER_SPLIT_HOP_US = 200.0  # calibrated (llama.cpp 2024 builds, 2-6 GPUs): sync + activation copy per GPU boundary per token
 UBATCH = 512  # llama.cpp default micro-batch (-ub)
 N_BATCH = 2048  # llama.cpp's default logical batch (-b): the micro-batches one decode call pipelines
+
+
+# Device classes (catalog `architecture`) whose published rows each calibrated engine was fitted on: a plan on one of
+# them is "calibrated on this device class", elsewhere "calibrated elsewhere" (the constants travel, less surely).
+CALIBRATED_ON: dict[tuple[str, str], frozenset[str]] = {
+    ("llamacpp", "cuda"): frozenset({"turing", "ampere", "ada", "hopper"}),  # benchmarks/data/llamacpp_perf.csv
+    ("llamacpp", "metal"): frozenset({"apple-m1", "apple-m2", "apple-m3", "apple-m4"}),
+    ("llamacpp", "cpu"): frozenset({"apple-m2", "apple-m4", "zen4", "haswell", "cpu"}),  # benchmarks/data/cpu_perf.csv
+    ("vllm", "cuda"): frozenset({"ampere", "hopper"}),  # A6000, A100, H100 (engine_perf.csv)
+    ("trtllm", "cuda"): frozenset({"ampere", "hopper"}),  # A100, H100, H200
+    ("exllamav2", "cuda"): frozenset({"ampere", "ada"}),  # 3090 Ti, 4090
+    ("mlx", "metal"): frozenset({"apple-m2", "apple-m3"}),  # M2 Ultra, M3 Max
+}
+# Relative half-width w of a speed's 10-90 % band, v / (1 + w) .. v x (1 + w). Calibrated on the device class: the
+# engine's p90 |error| on its published rows (benchmarks/accuracy.py for llama.cpp, benchmarks/engines.py for the
+# rest). Measured here: assumed 10 % (run-to-run and workload spread). Calibrated elsewhere: twice the engine's p90,
+# at least 30 % (assumed). Assumed constants: 60 % (assumed: the assumed constants these replaced were off by up to
+# 1.9x, e.g. vLLM W4A16 on an H100).
+SPEED_P90: dict[tuple[str, str], float] = {
+    ("llamacpp", "cuda"): 0.21, ("llamacpp", "metal"): 0.17, ("llamacpp", "cpu"): 0.53,
+    ("vllm", "cuda"): 0.13, ("trtllm", "cuda"): 0.31, ("exllamav2", "cuda"): 0.10, ("mlx", "metal"): 0.11,
+}
+MEASURED_WIDTH, ELSEWHERE_MIN_WIDTH, ASSUMED_WIDTH = 0.10, 0.30, 0.60
+BASES = ("measured here", "calibrated on this device class", "calibrated elsewhere", "assumed")
+WEAK_BASES = frozenset({"calibrated elsewhere", "assumed"})
+
+
+def speed_basis(engine: str, device: DeviceSpec, calibration: dict | None = None) -> tuple[str, float]:
+    """What the engine's speed constants on this device rest on (one of BASES), and the relative interval width."""
+    key = (engine, device.backend)
+    if calibration and key in calibration and calibration[key].provenance == "measured":
+        return BASES[0], MEASURED_WIDTH
+    if EFFICIENCY.get(key, _FALLBACK).provenance != "calibrated":
+        return BASES[3], ASSUMED_WIDTH
+    p90 = SPEED_P90.get(key, ASSUMED_WIDTH / 2)
+    if device.architecture in CALIBRATED_ON.get(key, frozenset()):
+        return BASES[1], p90
+    return BASES[2], max(2 * p90, ELSEWHERE_MIN_WIDTH)
 
 
 def pcie_gb_s(dev: DeviceSpec) -> float:
@@ -382,5 +423,7 @@ def predict_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightForm
         t_compute += t_host
     weight_reads = math.ceil(p / UBATCH) * lay.sum_active / tp / bw if plan.layout != "cpu" else 0.0
     t_prefill = max(t_compute, weight_reads) + n * eff.layer_overhead_us * 1e-6 * math.ceil(p / UBATCH)
+    basis, width = speed_basis(engine, dev, calibration)
     plan.set_speeds(decode_tokens_per_s=decode, decode_tokens_per_s_full_context=full, throughput_tokens_per_s=throughput,
-                    prefill_tokens_per_s=p / t_prefill, ttft_s=t_prefill + t1)
+                    prefill_tokens_per_s=p / t_prefill, ttft_s=t_prefill + t1, speed_width=width)
+    plan.speed_basis_value = basis
