@@ -273,10 +273,11 @@ def render_layouts(rec) -> None:  # type: ignore[no-untyped-def]
 
 
 def memory_bar(plan, width: int = 40) -> str:  # type: ignore[no-untyped-def]
-    """A text bar of weights / KV / activations / overhead against usable memory (first device)."""
+    """A text bar of weights / KV / activations / overhead against usable memory (the fullest device: the same
+    device and usable figure as the reasons)."""
     if not plan.per_device:
         return ""
-    d = plan.per_device[0]
+    d = max(plan.per_device, key=lambda d: d.total_bytes)
     usable = max(d.usable_bytes, 1)
     parts = [("W", d.weights_bytes, "blue"), ("K", d.kv_cache_bytes, "magenta"), ("A", d.activations_bytes, "yellow"),
              ("O", d.overhead_bytes, "red")]
