@@ -681,7 +681,7 @@ def _build_formats() -> list[WeightFormat]:
                                  f"int{bits}", _assign_by(mlx, BF16_ENC, include_embed=True, include_output=True),
                                  (f"mlx-{bits}", f"mlx{bits}", f"mlx-q{bits}"), mlx.bits_per_weight, source="mlx.nn.quantize defaults"))
     mx = GGML_TYPES["MXFP4"]
-    fmts.append(WeightFormat("mxfp4", "mxfp4", "MXFP4 (OCP microscaling: E2M1 + E8M0 scale per 32) on MoE experts, bf16 elsewhere",
+    fmts.append(WeightFormat("mxfp4", "mxfp4", "MXFP4 (OCP microscaling: E2M1 + E8M0 scale per 32) on MoE experts (dense models: every block linear), bf16 elsewhere",
                              "fp4", _mxfp4_experts, ("mxfp4-moe",), mx.bits_per_weight, source="OCP MX spec v1.0; gpt-oss checkpoints"))
     nv = GroupQuant("nvfp4", 4, 16, scale_bits=8, per_tensor_bits=32)
     fmts.append(WeightFormat("nvfp4", "nvfp4", "NVFP4 (E2M1 + FP8 E4M3 scale per 16, fp32 tensor scale)", "fp4",
@@ -694,10 +694,19 @@ def _build_formats() -> list[WeightFormat]:
 
 
 def _mxfp4_experts(model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assignment]:
-    """gpt-oss style: routed-expert weights in MXFP4, everything else bf16."""
+    """MXFP4 from its block layout (32 E2M1 values + one E8M0 scale): on a MoE model the routed-expert weights, as
+    gpt-oss ships them; on a dense model every block linear, as dense MXFP4 checkpoints quantize them (AMD Quark
+    'w_mxfp4_a_mxfp4', llm-compressor MXFP4 scheme); everything else bf16. A row that is not a multiple of 32 stays
+    bf16 (no block can hold it)."""
     mx = GGML_TYPES["MXFP4"]
-    return [Assignment(t, mx if (t.role.endswith("_exps") and t.is_matrix and t.row_length % 32 == 0)
-                       else (BF16_ENC if len(t.shape) >= 2 else FP32)) for t in tensors]
+    has_experts = any(t.role.endswith("_exps") and t.is_matrix for t in tensors)
+
+    def quantized(t: TensorInfo) -> bool:
+        if not t.is_matrix or t.row_length % mx.layout.block_weights:
+            return False
+        return t.role.endswith("_exps") if has_experts else _block_linear(t)
+
+    return [Assignment(t, mx if quantized(t) else (BF16_ENC if len(t.shape) >= 2 else FP32)) for t in tensors]
 
 
 # Read-only after import: a format made at run time (exl2_format, stored_gguf_format) is passed along as an object.

@@ -197,6 +197,7 @@ class Plan:
     # Speeds are computed on first read: a sweep over thousands of plans that do not fit never pays for them.
     speed_fn: Any = field(default=None, repr=False, compare=False)
     _speeds: dict | None = field(default=None, repr=False, compare=False)
+    speed_basis_value: str = field(default="", repr=False, compare=False)  # set with the speeds (planner.cost.speed)
 
     def _speed(self, name: str) -> float:
         if self._speeds is None:
@@ -211,6 +212,18 @@ class Plan:
         if self._speeds is None:
             self._speeds = {}
         self._speeds.update(values)
+
+    @property
+    def speed_basis(self) -> str:
+        """What the speeds rest on: 'measured here', 'calibrated on this device class', 'calibrated elsewhere' or
+        'assumed' ('' when no speed was computed)."""
+        self._speed("decode_tokens_per_s")
+        return self.speed_basis_value
+
+    def speed_range(self, name: str) -> tuple[float, float]:
+        """10-90 % band of a speed or a time (ttft_s): value / (1 + w) .. value x (1 + w)."""
+        v, w = self._speed(name), self._speed("speed_width")
+        return (v / (1 + w), v * (1 + w))
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -269,6 +282,16 @@ class Plan:
                 return False
         return True
 
+    def _speed_ranges(self) -> dict:
+        """`*_low` / `*_high` of every speed in the JSON form."""
+        out = {}
+        for name in ("decode_tokens_per_s", "decode_tokens_per_s_full_context", "throughput_tokens_per_s",
+                     "prefill_tokens_per_s", "ttft_s"):
+            lo, hi = self.speed_range(name)
+            digits = 4 if name == "ttft_s" else 2
+            out[f"{name}_low"], out[f"{name}_high"] = round(lo, digits), round(hi, digits)
+        return out
+
     def as_dict(self) -> dict:
         """The stable JSON form (documented in the README)."""
         return {
@@ -289,5 +312,6 @@ class Plan:
             "throughput_tokens_per_s": round(self.throughput_tokens_per_s, 2),
             "prefill_tokens_per_s": round(self.prefill_tokens_per_s, 2),
             "prompt_tokens": self.prompt_tokens, "ttft_s": round(self.ttft_s, 4),
+            **self._speed_ranges(), "speed_basis": self.speed_basis or None,
             "quality": self.quality, "warnings": self.warnings, "launch": self.launch,
         }

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from planner.cost.evaluate import evaluate
 from planner.cost.model import ModelCost
 from planner.cost.quality import KV_QUALITY_KLD, ranking_kld
+from planner.cost.speed import BASES, WEAK_BASES
 from planner.formats import FORMATS, WeightFormat, exl2_format
 from planner.plan import GIB, Plan, Target
 from planner.runtimes import RUNTIMES, Runtime
@@ -19,7 +20,18 @@ _SKIP_BY_DEFAULT = {"F32", "TQ1_0", "TQ2_0", "MXFP4_MOE", "nf4-nodq", "fp8-perte
                     "gptq-int8-perchannel", "gptq-int4-g32", "fp32", "Q4_1", "Q5_0", "Q5_1", "Q2_K_S", "IQ3_S", "IQ2_S",
                     "IQ4_NL", "Q6_K_L", "Q5_K_L", "Q4_K_L", "Q3_K_XL", "Q2_K_L"}
 PREFERENCES = ("balanced", "quality", "speed", "memory")
-_RUNTIME_ORDER = {rid: i for i, rid in enumerate(RUNTIMES)}
+
+
+def tie_break(p: Plan) -> tuple:
+    """Order of plans equal in score and speed: firmer speed basis first, then _TIE_ORDER, then the runtime id."""
+    return (_BASIS_ORDER.get(p.speed_basis, len(BASES)), _TIE_ORDER.get(p.runtime_id, len(_TIE_ORDER)), p.runtime_id)
+# At equal score and speed, the plan whose speed rests on firmer ground first (planner.cost.speed.BASES order), then
+# this explicit order, never the registry's dict order (vLLM and SGLang predict the same speeds from the same
+# kernels; Ollama, LM Studio and KoboldCpp the same as llama.cpp): an engine's reference implementation before the
+# applications that wrap it, since what was calibrated is the reference build.
+_BASIS_ORDER = {b: i for i, b in enumerate(BASES)}
+_TIE_ORDER = {rid: i for i, rid in enumerate(("llama.cpp", "vllm", "tensorrt-llm", "sglang", "tgi", "exllamav2", "mlx",
+                                                "transformers", "ollama", "lmstudio", "koboldcpp"))}
 
 
 @dataclass
@@ -85,14 +97,15 @@ def rank(plans: list[Plan], prefer: str, min_tokens_per_s: float | None) -> list
     for p in plans:
         p.score = score(p, prefer) if p.runs else -1e9
         if p.fits and min_tokens_per_s and p.decode_tokens_per_s < min_tokens_per_s:
-            p.warnings.append(f"decodes at {p.decode_tokens_per_s:.1f} tok/s, below the {min_tokens_per_s:g} tok/s asked for")
+            p.warnings.append(f"decodes at {p.decode_tokens_per_s:.1f} tok/s per sequence, below the {min_tokens_per_s:g} "
+                              "tok/s asked for")
 
     def key(p: Plan):
         slow = bool(min_tokens_per_s) and p.decode_tokens_per_s < (min_tokens_per_s or 0)
         tier = 0 if (p.fits and not slow) else (1 if p.fits else (2 if p.runs else 3))
         # equal scores happen when speeds pass the cap: then the faster plan (the score cannot see past the cap)
-        return (tier, -p.score, -round(p.served_tokens_per_s, 6) if p.runs else 0.0, _RUNTIME_ORDER.get(p.runtime_id, 99),
-                p.total_memory_bytes)
+        return (tier, -p.score, -round(p.served_tokens_per_s, 6) if p.runs else 0.0,
+                *(tie_break(p) if p.runs else ()), p.total_memory_bytes)
 
     return sorted(plans, key=key)
 
@@ -223,21 +236,33 @@ _BASIS_WORDS = {
 }
 
 
+def speed_text(plan: Plan, name: str) -> str:
+    """A speed for text output: '~N' with its 10-90 % range '(N1-N2)' where its basis is weak, else 'about N'."""
+    v = getattr(plan, name)
+    fmt = (lambda x: f"{x:.1f}") if v < 10 else (lambda x: f"{x:.0f}")
+    if plan.speed_basis in WEAK_BASES:
+        lo, hi = plan.speed_range(name)
+        return f"~{fmt(v)} ({fmt(lo)}-{fmt(hi)})"
+    return f"about {fmt(v)}"
+
+
 def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
     """Plain-words reasons for the chosen plan."""
     out = []
-    used = best.total_memory_bytes / GIB
-    usable = best.usable_memory_bytes / GIB
+    # one usable figure per device: the fullest device against its own usable memory (never a sum over devices)
+    fullest = max(best.per_device, key=lambda d: d.total_bytes)
+    used, usable = fullest.total_bytes / GIB, fullest.usable_bytes / GIB
+    where = f" on the fullest of {len(best.per_device)} devices" if len(best.per_device) > 1 else ""
     seqs = f" x {best.concurrency} sequences" if best.concurrency > 1 else ""
     if best.layout in ("partial-offload", "expert-offload"):
         # offloaded: the device total is only the GPU part, so name both parts instead of a misleading "fits"
         out.append(f"{best.format_id} runs split between GPU and system RAM: GPU part {used:.1f} GiB of {usable:.1f} GiB "
-                   f"usable, RAM part {best.host_bytes / GIB:.1f} GiB (weights {best.weights_bytes / GIB:.1f} GiB in all, "
-                   f"KV cache {best.kv_cache_bytes / GIB:.1f} GiB at {best.context} tokens{seqs}).")
+                   f"usable{where}, RAM part {best.host_bytes / GIB:.1f} GiB (weights {best.weights_bytes / GIB:.1f} GiB "
+                   f"in all, KV cache {best.kv_cache_bytes / GIB:.1f} GiB at {best.context} tokens{seqs}).")
     else:
-        out.append(f"{best.format_id} fits: {used:.1f} GiB of {usable:.1f} GiB usable "
-                   f"(weights {best.weights_bytes / GIB:.1f} GiB, KV cache {best.kv_cache_bytes / GIB:.1f} GiB at {best.context} tokens"
-                   f"{seqs}).")
+        out.append(f"{best.format_id} fits: {used:.1f} GiB of {usable:.1f} GiB usable{where} "
+                   f"(weights {best.weights_bytes / GIB:.1f} GiB, KV cache {best.kv_cache_bytes / GIB:.1f} GiB at "
+                   f"{best.context} tokens{seqs}{' in all' if where else ''}).")
     q = best.quality
     if q.get("source") == "measured":
         out.append(f"Measured quality loss is {q.get('label', '?')}: KL divergence {q.get('kld', 0):.4f}, perplexity "
@@ -249,16 +274,20 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
                    f"{'the released weights' if q.get('release') else '16-bit'}; "
                    f"{_BASIS_WORDS.get(q.get('basis', ''), 'estimated')}.")
     out.extend(_release_reasons(best, ranked))
-    tps = best.decode_tokens_per_s
-    out.append(f"{best.runtime_id} decodes about {tps:.{1 if tps < 10 else 0}f} tokens/s and reads a "
-               f"{best.prompt_tokens}-token prompt in {best.ttft_s:.2f} s.")
+    speed = f"{best.runtime_id} decodes {speed_text(best, 'decode_tokens_per_s')} tokens/s per sequence"
+    if best.concurrency > 1:
+        speed += f", {speed_text(best, 'throughput_tokens_per_s')} tokens/s aggregate over {best.concurrency} sequences"
+    out.append(f"{speed}, and reads a {best.prompt_tokens}-token prompt in {best.ttft_s:.2f} s (speeds "
+               f"{best.speed_basis or 'assumed'}).")
     better_quality = [p for p in ranked if p.fits and ranking_kld(p.quality) < ranking_kld(q) - 1e-9]
     if better_quality:
         b = max(better_quality, key=lambda p: p.score)
         mine, theirs = best.served_tokens_per_s, b.served_tokens_per_s
-        what = "serves" if best.concurrency > 1 else "decodes at"  # many sequences: what counts is the total served
+        # many sequences: what counts is the total served
+        what = "serves" if best.concurrency > 1 else "decodes at"
+        unit = "tokens/s aggregate" if best.concurrency > 1 else "tokens/s per sequence"
         where = f" on {b.parallel_layout}" if b.parallel_layout != best.parallel_layout else ""
-        out.append(f"Higher quality {b.format_id} also fits{where} but {what} {theirs:.0f} tokens/s "
+        out.append(f"Higher quality {b.format_id} also fits{where} but {what} {theirs:.0f} {unit} "
                    f"({'slower' if theirs < 0.95 * mine else 'similar'}); chosen by preference '{prefer}'.")
     bigger = [p for p in ranked if p.runs and not p.fits and p.quality.get("kld", 1) < q.get("kld", 0)]
     if bigger and not better_quality:

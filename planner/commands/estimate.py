@@ -35,6 +35,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
     from planner.cost.evaluate import evaluate
+    from planner.recommend import tie_break
     from planner.formats import get_format
     from planner.runtimes import RUNTIMES, get_runtime
 
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             raise PlannerError(f"no runtime runs {fmt.id} on {target.device.name} ({target.device.backend})")
     plans = [evaluate(mc, fmt, rt, target, context=context, concurrency=args.concurrency, kv_dtype=args.kv_dtype,
                       prompt_tokens=args.prompt, calibration=calibration) for rt in runtimes]
-    plan = max(plans, key=lambda p: (p.runs, p.fits, p.decode_tokens_per_s))
+    # equal speeds (engines sharing kernels): the firmer speed basis, then the runtime id, never the registry's order
+    plan = min(plans, key=lambda p: (not p.runs, not p.fits, -p.decode_tokens_per_s, *tie_break(p)))
     data = plan.as_dict()
     data["quality"] = plan.quality or None
     data["calibration"] = cal_note
@@ -104,8 +106,14 @@ def _out(args: argparse.Namespace, data: dict, note: str, plan=None) -> None:  #
     con.print(f"{plan.runtime_id} on {plan.target_label}{shape}: {verdict}")
     if plan.runs:
         con.print(memory_bar(plan))
-        con.print(f"decode {plan.decode_tokens_per_s:.1f} tok/s (at {plan.context:,} tokens: {plan.decode_tokens_per_s_full_context:.1f}), "
-                  f"prefill {plan.prefill_tokens_per_s:.0f} tok/s, TTFT {plan.ttft_s:.2f} s for {plan.prompt_tokens} tokens")
+        from planner.recommend import speed_text
+
+        agg = (f", {speed_text(plan, 'throughput_tokens_per_s')} tok/s aggregate over {plan.concurrency} sequences"
+               if plan.concurrency > 1 else "")
+        con.print(f"decode {speed_text(plan, 'decode_tokens_per_s')} tok/s per sequence (at {plan.context:,} tokens: "
+                  f"{speed_text(plan, 'decode_tokens_per_s_full_context')}){agg}, prefill "
+                  f"{speed_text(plan, 'prefill_tokens_per_s')} tok/s, TTFT {plan.ttft_s:.2f} s for {plan.prompt_tokens} "
+                  f"tokens; speeds {plan.speed_basis}")
         q = plan.quality
         con.print(f"quality: {q.get('label')} (KLD {q.get('kld', 0):.4f}, PPL +{q.get('ppl_delta_pct', 0):.2f}%)")
         con.print(f"launch: {plan.launch}", soft_wrap=True)

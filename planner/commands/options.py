@@ -29,6 +29,7 @@ MAX_DEVICE_GIB = 4096.0
 MAX_HOST_GIB = 1024.0 * 1024
 # GB/s of device memory: the catalog schema's own bound (DeviceSpec.mem_bandwidth_gb_s le=20000).
 MAX_BANDWIDTH_GB_S = 20000.0
+MAX_TFLOPS = 30000.0  # the catalog schema's bound on peak_fp16_tflops
 # Chunks of text for planner eval: a billion chunks of >= 8 tokens is more text than any eval could read.
 MAX_EVAL_CHUNKS = 10**9
 # Decode tokens/s of one sequence: no device comes within 100x of this (assumed ceiling for a filter value).

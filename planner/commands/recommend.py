@@ -273,10 +273,11 @@ def render_layouts(rec) -> None:  # type: ignore[no-untyped-def]
 
 
 def memory_bar(plan, width: int = 40) -> str:  # type: ignore[no-untyped-def]
-    """A text bar of weights / KV / activations / overhead against usable memory (first device)."""
+    """A text bar of weights / KV / activations / overhead against usable memory (the fullest device: the same
+    device and usable figure as the reasons)."""
     if not plan.per_device:
         return ""
-    d = plan.per_device[0]
+    d = max(plan.per_device, key=lambda d: d.total_bytes)
     usable = max(d.usable_bytes, 1)
     parts = [("W", d.weights_bytes, "blue"), ("K", d.kv_cache_bytes, "magenta"), ("A", d.activations_bytes, "yellow"),
              ("O", d.overhead_bytes, "red")]
@@ -289,6 +290,21 @@ def memory_bar(plan, width: int = 40) -> str:  # type: ignore[no-untyped-def]
     return (f"{out}  {gib(d.total_bytes)}/{gib(d.usable_bytes)} GiB  [blue]weights {gib(d.weights_bytes)}[/blue] "
             f"[magenta]KV {gib(d.kv_cache_bytes)}[/magenta] [yellow]compute {gib(d.activations_bytes)}[/yellow] "
             f"[red]overhead {gib(d.overhead_bytes)}[/red]" + (f" (x{len(plan.per_device)} devices)" if len(plan.per_device) > 1 else ""))
+
+
+def _memory_cell(p) -> str:  # type: ignore[no-untyped-def]
+    """Memory of the fullest device against that device's usable memory: the one usable figure per device."""
+    if not p.per_device:
+        return "-"
+    d = max(p.per_device, key=lambda d: d.total_bytes)
+    return f"{gib(d.total_bytes)}/{gib(d.usable_bytes)}" + (f" x{len(p.per_device)}" if len(p.per_device) > 1 else "")
+
+
+def _speed_cell(p, name: str) -> str:  # type: ignore[no-untyped-def]
+    """A speed for the table: 'N', or '~N (N1-N2)' where its basis is weak (calibrated elsewhere, assumed)."""
+    from planner.recommend import speed_text
+
+    return speed_text(p, name).removeprefix("about ")
 
 
 def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-untyped-def]
@@ -323,13 +339,14 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
         for s in rec.suggestions:
             con.print(f"  • {s}")
     table = Table(title="Alternatives (best runtime per format)", title_justify="left", header_style="bold")
-    for col in ("format", "runtime", "KV", "memory GiB", "decode tok/s", "prefill tok/s", "TTFT s", "quality (KLD)", "verdict"):
+    for col in ("format", "runtime", "KV", "memory GiB", "decode tok/s per seq.", "prefill tok/s", "TTFT s", "quality (KLD)",
+                "verdict"):
         table.add_column(col, justify="right" if col not in ("format", "runtime", "KV", "verdict") else "left")
     for p in _best_per_format(rec.plans)[:top]:
         verdict = "[green]fits[/green]" if p.fits else f"[red]{p.reason}[/red]"
-        mem = f"{gib(p.total_memory_bytes)}/{gib(p.usable_memory_bytes)}" if p.runs else "-"
-        table.add_row(p.format_id, p.runtime_id, p.kv_dtype, mem,
-                      f"{p.decode_tokens_per_s:.1f}" if p.runs else "-", f"{p.prefill_tokens_per_s:.{1 if p.prefill_tokens_per_s < 10 else 0}f}" if p.runs else "-",
+        table.add_row(p.format_id, p.runtime_id, p.kv_dtype, _memory_cell(p) if p.runs else "-",
+                      _speed_cell(p, "decode_tokens_per_s") if p.runs else "-",
+                      _speed_cell(p, "prefill_tokens_per_s") if p.runs else "-",
                       f"{p.ttft_s:.2f}" if p.runs else "-",
                       quality_text(p.quality),
                       verdict)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from planner import __version__
@@ -23,8 +24,6 @@ from planner.cache import fingerprint
 from planner.yamlio import atomic_write_text
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from planner.models.spec import ModelSpec
 
 
@@ -61,6 +60,14 @@ class FormatLayout:
     def file_size_bytes(self) -> int:
         """On-disk size (GGUF: tensor data plus metadata)."""
         return self.stored_bytes + self.header_bytes
+
+
+@lru_cache(maxsize=1)
+def _formats_checksum() -> str:
+    """Checksum of planner/formats.py's source (part of the layout cache key)."""
+    import planner.formats
+
+    return checksum(Path(planner.formats.__file__).read_bytes())
 
 
 @dataclass
@@ -178,7 +185,10 @@ class ModelCost:
 
     def _cache_file(self) -> Path:
         """Per-model file of computed layouts, keyed by the planner version and the exact tensor inventory."""
-        material = "\n".join([__version__, fingerprint(self.spec), *(f"{t.name}{t.shape}" for t in self.tensors)])
+        # the formats' rules are part of the key: a change to planner/formats.py (a block layout, a mix rule) must not
+        # be answered from layouts an older version computed under the same release number
+        material = "\n".join([__version__, _formats_checksum(), fingerprint(self.spec),
+                               *(f"{t.name}{t.shape}" for t in self.tensors)])
         return user_cache_dir() / f"layouts-{self.spec.id}-{checksum(material.encode())}.json"
 
     def _disk_cache(self) -> dict:

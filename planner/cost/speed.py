@@ -35,6 +35,9 @@ class Efficiency:
     compute: float  # fraction of peak tensor throughput a prefill GEMM reaches
     layer_overhead_us: float  # fixed cost per layer per decode step
     provenance: str  # 'assumed' or 'calibrated'
+    # fixed cost per decode step outside the layers: the engine's scheduler, sampling, detokenization and the
+    # Python between steps (zero for llama.cpp, whose per-layer cost was calibrated with it folded in)
+    step_overhead_us: float = 0.0
 
 
 # (engine, backend) -> Efficiency. Engines: llamacpp, vllm, sglang, trtllm, tgi, exllamav2, mlx, transformers.
@@ -50,24 +53,43 @@ EFFICIENCY: dict[tuple[str, str], Efficiency] = {
     # threads), >= 0.68 (M4 Pro, 10 threads) and 0.81 (Snapdragon X Elite) of the catalog peak; the thread-limited
     # rows are set by CPU_CORE_DECODE_GB_S below.
     ("llamacpp", "cpu"): Efficiency(0.70, 0.30, 200.0, "calibrated"),
-    ("vllm", "cuda"): Efficiency(0.80, 0.60, 4.0, "assumed"),
-    ("vllm", "rocm"): Efficiency(0.70, 0.45, 6.0, "assumed"),
-    ("vllm", "cpu"): Efficiency(0.55, 0.40, 4.0, "assumed"),
-    ("sglang", "cuda"): Efficiency(0.80, 0.60, 4.0, "assumed"),
-    ("sglang", "rocm"): Efficiency(0.70, 0.45, 6.0, "assumed"),
-    ("sglang", "cpu"): Efficiency(0.55, 0.40, 4.0, "assumed"),
-    ("trtllm", "cuda"): Efficiency(0.80, 0.60, 4.0, "assumed"),  # no reference rows: assumed equal to vLLM
-    ("tgi", "cuda"): Efficiency(0.75, 0.55, 5.0, "assumed"),
-    ("tgi", "rocm"): Efficiency(0.65, 0.40, 7.0, "assumed"),
-    ("exllamav2", "cuda"): Efficiency(0.80, 0.45, 8.0, "assumed"),
-    ("exllamav2", "rocm"): Efficiency(0.65, 0.30, 12.0, "assumed"),
-    ("mlx", "metal"): Efficiency(0.80, 0.55, 8.0, "assumed"),
-    ("mlx", "cuda"): Efficiency(0.70, 0.45, 10.0, "assumed"),
-    ("transformers", "cuda"): Efficiency(0.55, 0.45, 40.0, "assumed"),
-    ("transformers", "rocm"): Efficiency(0.45, 0.35, 50.0, "assumed"),
-    ("transformers", "metal"): Efficiency(0.45, 0.30, 60.0, "assumed"),
-    ("transformers", "cpu"): Efficiency(0.35, 0.30, 20.0, "assumed"),
-    ("transformers", "sycl"): Efficiency(0.40, 0.30, 50.0, "assumed"),
+    # vLLM, TensorRT-LLM, ExLlamaV2 and MLX: fitted with `python benchmarks/engines.py --fit` to the published rows of
+    # benchmarks/data/engine_perf.csv (vLLM 0.7.2 single-stream latencies on A6000/A100/H100 for 8B/32B/70B in bf16,
+    # FP8, W8A8 and W4A16; TensorRT-LLM's performance tables; ExLlamaV2's README tables on 3090 Ti/4090; mlx-lm
+    # threads on M2 Ultra/M3 Max); held-out errors in the README. The per-step cost is the engine's scheduler, sampling
+    # and Python between steps: about 1.4 ms in vLLM 0.7 (its V0 engine), which is why an 8B model on an H100 decodes
+    # at ~135 tok/s in bf16 rather than the ~200 its weights' bandwidth allows.
+    ("vllm", "cuda"): Efficiency(0.86, 0.65, 25.0, "calibrated", step_overhead_us=1400.0),
+    ("vllm", "rocm"): Efficiency(0.70, 0.45, 25.0, "assumed", step_overhead_us=1400.0),  # CUDA's per-step cost assumed
+    ("vllm", "cpu"): Efficiency(0.55, 0.40, 25.0, "assumed", step_overhead_us=1400.0),
+    # SGLang runs the same classes of kernels as vLLM (Marlin, FlashInfer, CUTLASS FP8) and no published single-stream
+    # rows are in benchmarks/data yet: vLLM's calibrated constants, marked assumed (ranked behind vLLM at equal speed).
+    ("sglang", "cuda"): Efficiency(0.86, 0.65, 25.0, "assumed", step_overhead_us=1400.0),
+    ("sglang", "rocm"): Efficiency(0.70, 0.45, 25.0, "assumed", step_overhead_us=1400.0),
+    ("sglang", "cpu"): Efficiency(0.55, 0.40, 25.0, "assumed", step_overhead_us=1400.0),
+    # TensorRT-LLM: fitted to its FP8/FP16 tables (mostly large batches, where the per-step cost is amortised);
+    # the bandwidth fraction sits at the fit's physical bound (0.93 of peak).
+    ("trtllm", "cuda"): Efficiency(0.93, 0.60, 0.2, "calibrated", step_overhead_us=1000.0),
+    # TGI: Marlin / FlashInfer kernels like vLLM, with a Rust router; no published rows here (assumed a little slower).
+    ("tgi", "cuda"): Efficiency(0.80, 0.55, 25.0, "assumed", step_overhead_us=1500.0),
+    ("tgi", "rocm"): Efficiency(0.65, 0.40, 25.0, "assumed", step_overhead_us=1500.0),
+    # ExLlamaV2: fitted to its README tables (batch 1, GPTQ and EXL2 on a 3090 Ti and a 4090); its kernels are capped
+    # per SM (UNIT_RATE_GB_S), which is why the 3090 Ti (84 SMs) is closer to the 4090 (128 SMs) than bandwidth says.
+    ("exllamav2", "cuda"): Efficiency(0.93, 0.45, 27.5, "calibrated", step_overhead_us=120.0),
+    ("exllamav2", "rocm"): Efficiency(0.65, 0.30, 27.5, "assumed", step_overhead_us=120.0),
+    # MLX: fitted to mlx-lm runs (Llama 3.3 70B 4-bit on an M3 Max at 260-24k prompt tokens, Llama 3 70B bf16 and
+    # Mistral 7B 4-bit on an M2 Ultra): 4-bit decode reaches ~0.84 of the catalog bandwidth, prefill ~0.75 of FP16.
+    ("mlx", "metal"): Efficiency(0.93, 0.75, 0.0, "calibrated"),
+    # mlx[cuda] is young: assumed below Metal's fraction, with a Python generate loop per step like vLLM's (assumed).
+    ("mlx", "cuda"): Efficiency(0.70, 0.45, 10.0, "assumed", step_overhead_us=1400.0),
+    # transformers decodes eagerly: each decoder layer dispatches ~15 kernels from Python at ~15-20 us each, so a
+    # CPU-bound ~250 us per layer (assumed; cf. gpt-fast's eager baseline and the HF docs' torch.compile speed-ups),
+    # which keeps bf16 transformers behind llama.cpp F16 at batch 1.
+    ("transformers", "cuda"): Efficiency(0.55, 0.45, 250.0, "assumed"),
+    ("transformers", "rocm"): Efficiency(0.45, 0.35, 300.0, "assumed"),
+    ("transformers", "metal"): Efficiency(0.45, 0.30, 300.0, "assumed"),
+    ("transformers", "cpu"): Efficiency(0.35, 0.30, 100.0, "assumed"),
+    ("transformers", "sycl"): Efficiency(0.40, 0.30, 300.0, "assumed"),
 }
 _FALLBACK = Efficiency(0.5, 0.3, 20.0, "assumed")
 
@@ -80,6 +102,18 @@ KERNEL_BANDWIDTH_FACTOR = {"float": 1.0, "q8": 1.0, "legacy4": 0.95, "kquant": 0
 UNIT_RATE_GB_S: dict[tuple[str, str], dict[str, float]] = {
     ("llamacpp", "cuda"): {"float": 9.0, "q8": 8.0, "legacy4": 7.0, "kquant": 6.5, "iquant": 5.5, "fp4": 6.5},
     ("llamacpp", "metal"): {"float": 9.0, "q8": 7.5, "legacy4": 6.5, "kquant": 5.5, "iquant": 4.5, "fp4": 5.5},
+    # vLLM's batch-1 GEMMs, fitted with benchmarks/engines.py: Marlin W4A16 streams ~10.7 GB/s per SM (so an H100's
+    # 132 SMs reach ~1.4 TB/s, 42 % of HBM peak, not the 80 % a plain bandwidth model gives), CUTLASS FP8 ~16.8, INT8
+    # W8A8 ~12; bf16 GEMVs are not capped. SGLang and TGI share these kernel classes (assumed).
+    ("vllm", "cuda"): {"q8": 12.0, "fp8": 16.8, "group4": 10.7, "fp4": 10.7},
+    ("sglang", "cuda"): {"q8": 12.0, "fp8": 16.8, "group4": 10.7, "fp4": 10.7},
+    ("tgi", "cuda"): {"q8": 12.0, "fp8": 16.8, "group4": 10.7, "fp4": 10.7},
+    # TensorRT-LLM: FP8 fitted to its tables (16.8); its INT8/INT4 weight-only kernels are assumed at vLLM's rates.
+    ("trtllm", "cuda"): {"q8": 12.0, "fp8": 16.8, "group4": 10.7, "fp4": 10.7},
+    # ExLlamaV2's GPTQ/EXL2 kernels, fitted to its README tables (9.35 GB/s per SM); 6-8 bit EXL2 assumed alike.
+    ("exllamav2", "cuda"): {"group4": 9.35, "q8": 9.35},
+    # mlx[cuda]'s quantized matmuls: assumed no better per SM than Marlin's (no published rows).
+    ("mlx", "cuda"): {"q8": 12.0, "group4": 10.7, "fp4": 10.7},
 }
 # Fraction of peak bandwidth at which decode attention reads the KV cache. Attention kernels at batch 1 are less
 # efficient than weight GEMVs, on Metal much less: llama.cpp 2024 builds lose ~5.5 ms per extra 0.5 GB of KV on an
@@ -123,6 +157,44 @@ RPC_HOP_US = 1000.0  # assumed: llama.cpp RPC round trip (serialisation + TCP) p
 LAYER_SPLIT_HOP_US = 200.0  # calibrated (llama.cpp 2024 builds, 2-6 GPUs): sync + activation copy per GPU boundary per token
 UBATCH = 512  # llama.cpp default micro-batch (-ub)
 N_BATCH = 2048  # llama.cpp's default logical batch (-b): the micro-batches one decode call pipelines
+
+
+# Device classes (catalog `architecture`) whose published rows each calibrated engine was fitted on: a plan on one of
+# them is "calibrated on this device class", elsewhere "calibrated elsewhere" (the constants travel, less surely).
+CALIBRATED_ON: dict[tuple[str, str], frozenset[str]] = {
+    ("llamacpp", "cuda"): frozenset({"turing", "ampere", "ada", "hopper"}),  # benchmarks/data/llamacpp_perf.csv
+    ("llamacpp", "metal"): frozenset({"apple-m1", "apple-m2", "apple-m3", "apple-m4"}),
+    ("llamacpp", "cpu"): frozenset({"apple-m2", "apple-m4", "zen4", "haswell", "cpu"}),  # benchmarks/data/cpu_perf.csv
+    ("vllm", "cuda"): frozenset({"ampere", "hopper"}),  # A6000, A100, H100 (engine_perf.csv)
+    ("trtllm", "cuda"): frozenset({"ampere", "hopper"}),  # A100, H100, H200
+    ("exllamav2", "cuda"): frozenset({"ampere", "ada"}),  # 3090 Ti, 4090
+    ("mlx", "metal"): frozenset({"apple-m2", "apple-m3"}),  # M2 Ultra, M3 Max
+}
+# Relative half-width w of a speed's 10-90 % band, v / (1 + w) .. v x (1 + w). Calibrated on the device class: the
+# engine's p90 |error| on its published rows (benchmarks/accuracy.py for llama.cpp, benchmarks/engines.py for the
+# rest). Measured here: assumed 10 % (run-to-run and workload spread). Calibrated elsewhere: twice the engine's p90,
+# at least 30 % (assumed). Assumed constants: 60 % (assumed: the assumed constants these replaced were off by up to
+# 1.9x, e.g. vLLM W4A16 on an H100).
+SPEED_P90: dict[tuple[str, str], float] = {
+    ("llamacpp", "cuda"): 0.21, ("llamacpp", "metal"): 0.17, ("llamacpp", "cpu"): 0.53,
+    ("vllm", "cuda"): 0.13, ("trtllm", "cuda"): 0.31, ("exllamav2", "cuda"): 0.10, ("mlx", "metal"): 0.11,
+}
+MEASURED_WIDTH, ELSEWHERE_MIN_WIDTH, ASSUMED_WIDTH = 0.10, 0.30, 0.60
+BASES = ("measured here", "calibrated on this device class", "calibrated elsewhere", "assumed")
+WEAK_BASES = frozenset({"calibrated elsewhere", "assumed"})
+
+
+def speed_basis(engine: str, device: DeviceSpec, calibration: dict | None = None) -> tuple[str, float]:
+    """What the engine's speed constants on this device rest on (one of BASES), and the relative interval width."""
+    key = (engine, device.backend)
+    if calibration and key in calibration and calibration[key].provenance == "measured":
+        return BASES[0], MEASURED_WIDTH
+    if EFFICIENCY.get(key, _FALLBACK).provenance != "calibrated":
+        return BASES[3], ASSUMED_WIDTH
+    p90 = SPEED_P90.get(key, ASSUMED_WIDTH / 2)
+    if device.architecture in CALIBRATED_ON.get(key, frozenset()):
+        return BASES[1], p90
+    return BASES[2], max(2 * p90, ELSEWHERE_MIN_WIDTH)
 
 
 def pcie_gb_s(dev: DeviceSpec) -> float:
@@ -257,7 +329,7 @@ def predict_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightForm
         w_gpu, w_host = lay.sum_active, 0.0
 
     peak_flops = peak_flops_raw * eff.compute
-    fixed_step = n * eff.layer_overhead_us * 1e-6
+    fixed_step = n * eff.layer_overhead_us * 1e-6 + eff.step_overhead_us * 1e-6
     allreduce_s_per_token = 0.0
     if tp > 1:
         link = "nvlink" if dev.nvlink_gb_s else ("infinity_fabric" if dev.infinity_fabric_gb_s else "pcie")
@@ -351,5 +423,7 @@ def predict_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightForm
         t_compute += t_host
     weight_reads = math.ceil(p / UBATCH) * lay.sum_active / tp / bw if plan.layout != "cpu" else 0.0
     t_prefill = max(t_compute, weight_reads) + n * eff.layer_overhead_us * 1e-6 * math.ceil(p / UBATCH)
+    basis, width = speed_basis(engine, dev, calibration)
     plan.set_speeds(decode_tokens_per_s=decode, decode_tokens_per_s_full_context=full, throughput_tokens_per_s=throughput,
-                    prefill_tokens_per_s=p / t_prefill, ttft_s=t_prefill + t1)
+                    prefill_tokens_per_s=p / t_prefill, ttft_s=t_prefill + t1, speed_width=width)
+    plan.speed_basis_value = basis

@@ -6,16 +6,40 @@ from planner.errors import PlannerError
 from planner.plan import GIB, Target, system_usable_bytes
 
 
-def manual_device(memory_gib: float, bandwidth_gb_s: float | None):  # type: ignore[no-untyped-def]
-    """A device described only by its memory and bandwidth (treated as a CUDA GPU of compute capability 8.0)."""
+# Assumed when --memory comes without --bandwidth.
+DEFAULT_MANUAL_BANDWIDTH_GB_S = 500.0
+
+
+def manual_device(memory_gib: float, bandwidth_gb_s: float | None, tflops: float | None = None):  # type: ignore[no-untyped-def]
+    """A device described by its memory, bandwidth and dense FP16/BF16 tensor TFLOPS (a CUDA GPU of compute
+    capability 8.0 otherwise)."""
     from planner.hardware.schema import DeviceSpec  # lazy: keeps pydantic off recommend's start-up path
 
+    compute = {"peak_fp16_tflops": tflops, "peak_bf16_tflops": tflops} if tflops is not None else {}
     return DeviceSpec.model_validate({
         "id": "custom", "name": f"custom device ({memory_gib:g} GiB)", "vendor": "nvidia", "backend": "cuda",
         "architecture": "unknown", "compute_capability": "8.0", "memory_gib": memory_gib, "memory_type": "unknown",
-        "memory_kind": "dedicated", "mem_bandwidth_gb_s": 500.0 if bandwidth_gb_s is None else bandwidth_gb_s, "launch_year": 2024,
-        "source": "user input (--memory/--bandwidth)", "unverified": [] if bandwidth_gb_s is not None else ["mem_bandwidth_gb_s"],
+        "memory_kind": "dedicated", "launch_year": 2024, **compute,
+        "mem_bandwidth_gb_s": DEFAULT_MANUAL_BANDWIDTH_GB_S if bandwidth_gb_s is None else bandwidth_gb_s,
+        "source": "user input (--memory/--bandwidth/--tflops)",
+        "unverified": [k for k, v in (("mem_bandwidth_gb_s", bandwidth_gb_s), ("peak_fp16_tflops", tflops)) if v is None],
     })
+
+
+def tflops_per_bandwidth(catalog) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """Median dense FP16 tensor TFLOPS per GB/s of memory bandwidth over the catalog's dedicated CUDA GPUs of compute
+    capability 8.0+ (what a device given only by its bandwidth is assumed to have), and how many GPUs that is."""
+    ratios = sorted(d.peak_fp16_tflops / d.mem_bandwidth_gb_s for d in catalog
+                    if d.backend == "cuda" and d.memory_kind == "dedicated" and d.peak_fp16_tflops
+                    and (d.cc or 0) >= 8.0)
+    if not ratios:
+        return ASSUMED_TFLOPS_PER_GB_S, 0
+    mid = len(ratios) // 2
+    return (ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2), len(ratios)
+
+
+# Assumed when the catalog has no GPU to take the ratio from: an A100's 312 TFLOPS over 2039 GB/s (NVIDIA datasheet).
+ASSUMED_TFLOPS_PER_GB_S = 312 / 2039
 
 
 # Assumed when a probed CPU's memory bandwidth is unknown: DDR5-5600 dual channel (2 x 64 bit x 5600 MT/s).

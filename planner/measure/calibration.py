@@ -229,7 +229,8 @@ def efficiencies(records: list[Any]) -> dict[tuple[str, str], Efficiency]:
         comp = [r.compute_fraction for r in rs if r.compute_fraction is not None]
         over = [r.layer_overhead_us for r in rs if r.layer_overhead_us is not None]
         out[(engine, backend)] = Efficiency(bw, sum(comp) / len(comp) if comp else base.compute,
-                                            sum(over) / len(over) if over else base.layer_overhead_us, "measured")
+                                            sum(over) / len(over) if over else base.layer_overhead_us, "measured",
+                                            base.step_overhead_us)
     # The memory system caps every other engine on the backend: the best of copy and kernel streaming rates.
     for backend, cap in bandwidth_caps(records).items():
         for engine in ENGINES:
@@ -237,7 +238,8 @@ def efficiencies(records: list[Any]) -> dict[tuple[str, str], Efficiency]:
                 continue
             base = efficiency(engine, backend)
             if cap < base.bandwidth:
-                out[(engine, backend)] = Efficiency(cap, base.compute, base.layer_overhead_us, "measured")
+                out[(engine, backend)] = Efficiency(cap, base.compute, base.layer_overhead_us, "measured",
+                                                            base.step_overhead_us)
     return out
 
 

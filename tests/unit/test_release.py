@@ -97,8 +97,11 @@ def test_recommend_gpt_oss_120b_on_h100_keeps_mxfp4_and_says_so(registry, catalo
     target = target_from_catalog(catalog.get("h100-sxm"))
     for prefer in ("balanced", "quality"):
         rec = recommend(mc, target, context=8192, prefer=prefer)
-        assert rec.best.format_id == "mxfp4"
+        # either MXFP4 deployment keeps the release (vLLM's mxfp4, llama.cpp's MXFP4_MOE); which is faster is the
+        # speed model's call (vLLM's constants are calibrated on its 0.7 engine's per-step cost)
+        assert rec.best.format_id in ("mxfp4", "MXFP4_MOE")
         up = [p for p in rec.plans if p.fits and "gains nothing" in p.quality.get("release", "")]
         assert up and all(rec.plans.index(p) > rec.plans.index(rec.best) for p in up)
         reasons = " ".join(explain(rec.best, rec.plans, prefer))
-        assert "released in MXFP4 (routed experts): mxfp4 keeps it exactly" in reasons and "gains nothing" in reasons
+        assert f"released in MXFP4 (routed experts): {rec.best.format_id} keeps it exactly" in reasons
+        assert "gains nothing" in reasons

@@ -1,0 +1,65 @@
+"""recommend/estimate: speed bases and bands in JSON and text, per-sequence/aggregate wording, --tflops."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from planner.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_estimate_json_speed_bands(capsys):
+    code, out, _ = run(capsys, "estimate", "--model", "8B", "--format", "awq-int4", "--device", "h100-sxm", "--runtime",
+                       "sglang", "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert d["speed_basis"] == "assumed"
+    assert d["decode_tokens_per_s_low"] < d["decode_tokens_per_s"] < d["decode_tokens_per_s_high"]
+    assert d["ttft_s_low"] < d["ttft_s"] < d["ttft_s_high"]
+
+
+def test_text_shows_range_where_basis_is_weak(capsys):
+    code, out, _ = run(capsys, "recommend", "--model", "8B", "--device", "h100-sxm", "--runtime", "sglang")
+    assert code == 0
+    assert re.search(r"decodes ~\d+ \(\d+-\d+\) tokens/s per sequence", out)
+    assert "speeds assumed" in out
+    code, out, _ = run(capsys, "recommend", "--model", "8B", "--device", "h100-sxm", "--runtime", "vllm")
+    assert re.search(r"decodes about \d+ tokens/s per sequence", out) and "calibrated on this device class" in out
+
+
+def test_reasons_say_aggregate_with_several_sequences(capsys):
+    code, out, _ = run(capsys, "recommend", "--model", "8B", "--device", "h100-sxm", "--concurrency", "8", "--json")
+    assert code == 0
+    speed = [r for r in json.loads(out)["reasons"] if "tokens/s" in r]
+    assert speed and all("per sequence" in r or "aggregate" in r for r in speed)
+    assert any("aggregate over 8 sequences" in r for r in speed)
+
+
+def test_manual_device_compute(capsys):
+    """Without --tflops the compute comes from the catalog's FLOPs per byte (and a note says so), not a 10 TFLOPS
+    floor: prefill lands near a catalog GPU of the same bandwidth."""
+    args = ("recommend", "--model", "8B", "--format", "Q4_K_M", "--runtime", "llama.cpp", "--json")
+    code, out, _ = run(capsys, *args, "--memory", "24GiB", "--bandwidth", "936")
+    assert code == 0
+    manual = json.loads(out)
+    assert any("--tflops" in n and "TFLOPS" in n for n in manual["target"]["notes"])
+    code, out, _ = run(capsys, *args, "--device", "rtx-3090")
+    catalog = json.loads(out)
+    ratio = manual["recommended"]["prefill_tokens_per_s"] / catalog["recommended"]["prefill_tokens_per_s"]
+    assert 0.5 < ratio < 2.0
+    code, out, _ = run(capsys, *args, "--memory", "24GiB", "--bandwidth", "936", "--tflops", "35")
+    slow = json.loads(out)
+    assert not any("--tflops" in n for n in slow["target"]["notes"])
+    assert slow["recommended"]["prefill_tokens_per_s"] < manual["recommended"]["prefill_tokens_per_s"]
+
+
+def test_tflops_needs_memory(capsys):
+    code = main(["recommend", "--model", "8B", "--device", "rtx-4090", "--tflops", "80"])
+    err = capsys.readouterr().err
+    assert code != 0 and "--tflops" in err and "Traceback" not in err
