@@ -35,6 +35,10 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("PLANNER_ONLINE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    # ... and never the user's `hf auth login` token (huggingface_hub reads this path when it is first imported).
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path_factory.getbasetemp() / "hf-token"))
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
 
 @pytest.fixture(scope="session")
