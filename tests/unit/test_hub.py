@@ -390,6 +390,14 @@ def test_server_ignoring_range_still_gives_the_header(hub: FakeHub) -> None:
     assert resolve_repo("acme/tiny", online=True).source.spec.hidden_size == 64
 
 
+def test_gguf_from_a_server_ignoring_range_is_refused_clearly(hub: FakeHub, tmp_path: Path) -> None:
+    """HfFileSystem does not check for 206: more bytes than asked means the whole file is coming; say so, cache nothing."""
+    hub.behaviour["acme/tiny-GGUF"] = {"ignore_range": True}
+    with pytest.raises(HubError, match=r"acme/tiny-GGUF: .*\.gguf: the server ignores HTTP range requests"):
+        resolve_repo("acme/tiny-GGUF", online=True)
+    assert cached_files(tmp_path) == []
+
+
 def test_damaged_cache_entry_is_read_again(hub: FakeHub) -> None:
     resolve_repo("acme/tiny", online=True)
     cache_path("acme/tiny", "main").write_text("{broken")

@@ -147,3 +147,22 @@ def test_pci_table_lookup() -> None:
 def test_cuda_and_nvml_bus_ids_are_one_key() -> None:
     assert _pci_key("00000000:41:00.0") == _pci_key("0000:41:00.0") == (0, 0x41, 0)
     assert _pci_key("garbage") is None and _pci_key(None) is None
+
+
+def test_cuda_driver_is_asked_only_when_a_gpu_is_not_catalogued(monkeypatch) -> None:
+    """cuInit costs a fraction of a second on every `recommend`: with the catalog at hand it runs only when needed."""
+    from planner.hardware import probe as probe_pkg
+    from planner.hardware.probe import nvml
+
+    known = {"name": "NVIDIA GeForce RTX 4090", "uuid": "GPU-k", "mem": mem(24564, 0), "cc": (8, 9)}
+    unknown = {"name": "NVIDIA GeForce RTX 6090", "uuid": "GPU-u", "mem": mem(32768, 0), "cc": (12, 0),
+               "bus": b"00000000:02:00.0"}
+    calls: list[int] = []
+    for gpus, asked in (([known], 0), ([known, unknown], 1)):
+        _install_fake_nvml(monkeypatch, nvml_with_clocks(gpus))
+        monkeypatch.setattr(nvml, "_cuda_attributes", lambda: calls.append(1) or {})
+        calls.clear()
+        probe_pkg.read_raw(catalog=make_catalog())
+        assert len(calls) == asked
+    probe_pkg.read_raw()  # no catalog (planner probe --save): always asked, so a saved snapshot is complete
+    assert len(calls) == 2

@@ -12,8 +12,9 @@ from typing import Any
 from planner.hardware.probe._shared import Absent
 
 
-def read_raw() -> dict:
-    """NVIDIA GPUs through NVML: identity, memory, links, MIG instances, power limit, processes."""
+def read_raw(known: Callable[[dict], bool] | None = None) -> dict:
+    """NVIDIA GPUs through NVML: identity, memory and its clocks, cores, links, MIG instances, power limit, processes;
+    the CUDA driver's SM count and rated clock unless `known` says every GPU is catalogued (they are not needed then)."""
     if sys.platform.startswith("linux"):
         try:  # the cheap check first: no driver library means no NVIDIA GPU, without importing pynvml (~20 ms)
             ctypes.CDLL("libnvidia-ml.so.1")
@@ -37,7 +38,8 @@ def read_raw() -> dict:
             pynvml.nvmlShutdown()
         except pynvml.NVMLError:
             pass  # shutting down a half-initialised NVML is harmless; the data is already read
-    _add_cuda_attributes(out, _cuda_attributes())
+    need_cuda = known is None or not all(known(gpu) for gpu in out["gpus"])
+    _add_cuda_attributes(out, _cuda_attributes() if need_cuda else {})
     return out
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from planner.errors import InvalidInputError, NotFoundError, preview
-from planner.models.hub.http import HubClient
+from planner.models.hub.http import HubClient, HubError
 from planner.models.hub.mapping import gguf_label, planner_format
 from planner.models.inventory import TensorInfo
 from planner.models.readers.common import CONFIG_NAME, ModelSource, layer_of, make_id, show, tensor_info
@@ -190,6 +190,9 @@ class _RangeStream:
                                                         cache_type="none", size=self.size)
             self._fh.seek(self.pos)
             data = self._fh.read(want)
+        if len(data) > want:  # HfFileSystem does not check for 206: more than asked means Range was ignored
+            raise HubError(f"{client.repo}: {self.name}: the server ignores HTTP range requests, so the GGUF header "
+                           "cannot be read without the whole file")
         client.requests += 1
         self.files.bytes_read += len(data)
         self.pos += len(data)
