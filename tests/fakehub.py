@@ -147,7 +147,9 @@ class FakeHub:
     """The server's state: repos (repo -> file -> bytes), per-repo behaviour, and the request log."""
 
     repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    behaviour: dict[str, dict] = field(default_factory=dict)  # status/error_code/on, delay, ignore_range, redirect_host
+    behaviour: dict[str, dict] = field(default_factory=dict)  # status/error_code/on, delay, ignore_range, redirect_host,
+    # fail_first: [status, ...] answered (with Retry-After: 0) to the first requests for the repo before serving it
+    branches: dict[str, dict[str, tuple[str, dict[str, bytes]]]] = field(default_factory=dict)  # repo -> branch -> (sha, files)
     log: list[Logged] = field(default_factory=list)
     port: int = 0
     _server: ThreadingHTTPServer | None = None
@@ -209,14 +211,22 @@ class FakeHub:
             time.sleep(b["delay"])
         if repo is None or repo not in self.repos:
             return self._send(h, 404, b"Repository not found", {"X-Error-Code": "RepoNotFound"})
+        if b.get("fail_first"):
+            return self._send(h, b["fail_first"].pop(0), b"slow down", {"Retry-After": "0"})
         on = b.get("on", "files")
         if b.get("status") and (on == "all" or (on == "files") == bool(m_file or m_cdn)):
             code = {"X-Error-Code": b["error_code"]} if b.get("error_code") else {}
             return self._send(h, b["status"], b"denied", code)
         files = self.repos[repo]
+        sha = SHA
+        branches = self.branches.get(repo, {})
+        if m_api and m_api.group(2) in branches:
+            sha, files = branches[m_api.group(2)]
+        elif m_file:
+            files = next((f for s, f in branches.values() if s == m_file.group(2)), files)
         if m_api:
             siblings = [{"rfilename": n, "size": len(d)} for n, d in sorted(files.items())]
-            return self._send(h, 200, json.dumps({"id": repo, "sha": SHA, "siblings": siblings}).encode(),
+            return self._send(h, 200, json.dumps({"id": repo, "sha": sha, "siblings": siblings}).encode(),
                               {"Content-Type": "application/json"})
         name = (m_file or m_cdn).group(3 if m_file else 2)
         if m_file and b.get("redirect_host"):

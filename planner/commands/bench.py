@@ -76,7 +76,7 @@ def bench_target(device: str, catalog, catalog_device: str | None = None):  # ty
         return target_from_catalog(catalog.get(catalog_device))
     from planner.hardware import probe  # lazy: only a bench without --catalog-device reads this machine
 
-    host = probe.interpret(probe.read_raw(), catalog)
+    host = probe.interpret(probe.read_raw(catalog=catalog), catalog)
     if kind == "cpu":
         return target_from_host(host.model_copy(update={"gpus": []}))
     backend = "cuda" if kind == "cuda" else "metal"

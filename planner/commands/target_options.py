@@ -62,6 +62,6 @@ def resolve_target(args: argparse.Namespace, catalog: Catalog) -> Target:
         raise PlannerError("--nodes needs --device (the node's GPU) and --count (GPUs per node)")
     from planner.hardware import probe  # lazy: --device/--memory plans never read the probe (NVML, sysfs)
 
-    snap = probe.load_snapshot(args.snapshot) if args.snapshot else probe.read_raw()
+    snap = probe.load_snapshot(args.snapshot) if args.snapshot else probe.read_raw(catalog=catalog)
     host = probe.interpret(snap, catalog)
     return target_from_host(host, origin="snapshot" if args.snapshot else "probe", ram_override=ram)

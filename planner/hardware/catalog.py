@@ -62,6 +62,7 @@ class Catalog:
         self._names = NameIndex("device", devices, lambda d: (d.id, d.name, *d.aliases, *d.nvml_names),
                                 lambda d: (d.id, *d.aliases))
         self.devices: dict[str, DeviceSpec] = self._names.entries
+        self._loose: dict[str, set[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.devices)
@@ -77,6 +78,68 @@ class Catalog:
         """Match a name reported by NVML (or another probe) exactly; None if not catalogued."""
         ids = self._names.ids_for(nvml_name)
         return self.devices[next(iter(ids))] if len(ids) == 1 else None
+
+    def match_probed(self, name: str, pci_device_id: str | None = None,
+                     pci_subsystem_id: str | None = None) -> tuple[DeviceSpec | None, str]:
+        """A probed GPU's entry and how it was found: its name exactly (case and punctuation aside), then without the
+        vendor and brand words ('NVIDIA', 'GeForce'), then its PCI device id through NVIDIA's table of product names
+        per id (planner/data/nvidia_pci_ids.csv); each step only on one unambiguous match. (None, '') on a miss."""
+        spec = self.by_nvml_name(name)
+        if spec is not None:
+            return spec, ""
+        loose = self._loose_index().get(_loose(name), set())
+        if len(loose) == 1:
+            spec = self.devices[next(iter(loose))]
+            return spec, f"matched to {spec.id} by its name without vendor and brand words"
+        if pci_device_id:
+            products = nvidia_products(pci_device_id, pci_subsystem_id)
+            ids = {d.id for p in products for d in [self.by_nvml_name(p)] if d is not None}
+            if len(ids) == 1:
+                spec = self.devices[next(iter(ids))]
+                return spec, f"matched to {spec.id} by its PCI device id {pci_device_id} ({products[0]} in NVIDIA's driver table)"
+        return None, ""
+
+    def _loose_index(self) -> dict[str, set[str]]:
+        if getattr(self, "_loose", None) is None:
+            index: dict[str, set[str]] = {}
+            for d in self.devices.values():
+                for n in (d.id, d.name, *d.aliases, *d.nvml_names):
+                    index.setdefault(_loose(n), set()).add(d.id)
+            self._loose = index
+        return self._loose
+
+
+# Words that name the vendor or the consumer brand, not the product: 'NVIDIA GeForce RTX 4090' is 'RTX 4090'.
+# 'Laptop', 'Ti', 'D', 'Max-Q' and memory sizes stay: they name different products.
+_BRAND_WORDS = re.compile(r"\b(nvidia|geforce)\b", re.I)
+
+
+def _loose(name: str) -> str:
+    return normalize_name(_BRAND_WORDS.sub(" ", name))
+
+
+_PCI_TABLE: dict[str, list[tuple[str, str]]] | None = None
+
+
+def nvidia_products(device_id: str, subsystem_id: str | None = None) -> list[str]:
+    """NVIDIA product names for a PCI device id ('2684'), narrowed by the subsystem id ('10de:1463') where the
+    table tells products of one id apart by it (planner/data/nvidia_pci_ids.csv, from NVIDIA's driver README)."""
+    global _PCI_TABLE
+    if _PCI_TABLE is None:
+        import csv  # lazy: only a probed GPU that is not matched by name needs the table
+
+        table: dict[str, list[tuple[str, str]]] = {}
+        path = Path(__file__).resolve().parent.parent / "data" / "nvidia_pci_ids.csv"
+        with path.open(encoding="utf-8") as fh:
+            rows = csv.reader(line for line in fh if not line.startswith("#"))
+            next(rows, None)
+            for dev, sub_vendor, sub_device, product in rows:
+                table.setdefault(dev, []).append((f"{sub_vendor}:{sub_device}" if sub_vendor else "", product))
+        _PCI_TABLE = table
+    rows = _PCI_TABLE.get(device_id.lower(), [])
+    exact = [p for sub, p in rows if sub and sub == (subsystem_id or "").lower()]
+    plain = [p for sub, p in rows if not sub]
+    return list(dict.fromkeys(exact or plain or [p for _, p in rows]))
 
 
 def parse_catalog_files(files: Sequence[tuple[Path, object]]) -> list[DeviceSpec]:

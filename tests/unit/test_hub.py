@@ -55,7 +55,8 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: a test that forgets `hub` cannot go out
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for var in ("HF_TOKEN", "PLANNER_ONLINE", "PLANNER_HUB_TIMEOUT", "HF_HOME", "HUGGINGFACE_HUB_CACHE"):
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "PLANNER_ONLINE", "PLANNER_HUB_TIMEOUT", "HF_HOME", "HUGGINGFACE_HUB_CACHE",
+                "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -291,7 +292,7 @@ def test_bundled_profile_wins_and_stays_offline(hub: FakeHub, registry) -> None:
     (401, "GatedRepo", None, r"acme/tiny is gated \(HTTP 401\): a token is needed; request access at http://127\.0\.0\.1:\d+/acme/tiny, then set HF_TOKEN"),
     (403, "GatedRepo", "hf_x", r"access to acme/tiny not granted \(HTTP 403\).*request access at .*HF_TOKEN"),
     (403, None, None, r"gated \(HTTP 403\): a token is needed"),
-    (401, "RepoNotFound", "hf_x", r"not found, or private or gated \(HTTP 401\).*HF_TOKEN sent was not accepted"),
+    (401, "RepoNotFound", "hf_x", r"not found, or private or gated \(HTTP 401\).*token sent \(HF_TOKEN or the `hf auth login` file\) was not accepted"),
 ])
 def test_gated_repos(hub: FakeHub, tmp_path: Path, monkeypatch, status: int, code: str | None, token: str | None, match: str) -> None:
     if token:
@@ -389,6 +390,14 @@ def test_server_ignoring_range_still_gives_the_header(hub: FakeHub) -> None:
     assert resolve_repo("acme/tiny", online=True).source.spec.hidden_size == 64
 
 
+def test_gguf_from_a_server_ignoring_range_is_refused_clearly(hub: FakeHub, tmp_path: Path) -> None:
+    """HfFileSystem does not check for 206: more bytes than asked means the whole file is coming; say so, cache nothing."""
+    hub.behaviour["acme/tiny-GGUF"] = {"ignore_range": True}
+    with pytest.raises(HubError, match=r"acme/tiny-GGUF: .*\.gguf: the server ignores HTTP range requests"):
+        resolve_repo("acme/tiny-GGUF", online=True)
+    assert cached_files(tmp_path) == []
+
+
 def test_damaged_cache_entry_is_read_again(hub: FakeHub) -> None:
     resolve_repo("acme/tiny", online=True)
     cache_path("acme/tiny", "main").write_text("{broken")
@@ -396,6 +405,70 @@ def test_damaged_cache_entry_is_read_again(hub: FakeHub) -> None:
         resolve_repo("acme/tiny")
     assert resolve_repo("acme/tiny", online=True).where == "hub"
     assert json.loads(cache_path("acme/tiny", "main").read_text())["sha"] == SHA
+
+
+def test_token_from_the_login_file(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
+    """No HF_TOKEN, but `hf auth login` wrote HF_HOME/token: huggingface_hub's token resolution finds and sends it."""
+    from huggingface_hub import constants
+
+    login = tmp_path / "hf-home" / "token"
+    login.parent.mkdir()
+    login.write_text("hf_from_login_file\n")
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(login))  # what HF_HOME gave it when it was imported
+    m = resolve_repo("acme/tiny", online=True)
+    assert m.where == "hub" and hub.log and all(r.auth == "Bearer hf_from_login_file" for r in hub.log)
+    monkeypatch.setenv("HF_TOKEN", "hf_env")  # the environment wins over the file, as in huggingface_hub
+    hub.log.clear()
+    resolve_repo("acme/tiny@v2", online=True)
+    assert all(r.auth == "Bearer hf_env" for r in hub.log)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_rate_limit_then_success_is_retried(hub: FakeHub, status: int) -> None:
+    """A 429 (or 5xx) answer is retried with backoff (Retry-After honoured), then the read goes on."""
+    hub.behaviour["acme/tiny"] = {"fail_first": [status]}
+    m = resolve_repo("acme/tiny", online=True)
+    assert m.source.spec.hidden_size == 64
+    assert [r.status for r in hub.log[:2]] == [status, 200] and hub.log[0].path == hub.log[1].path
+
+
+def test_rate_limit_that_persists_is_one_clear_line(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
+    from planner.models.hub import http
+
+    monkeypatch.setattr(http, "DEFAULT_RETRIES", 1)
+    hub.behaviour["acme/tiny"] = {"fail_first": [429, 429, 429]}
+    with pytest.raises(HubError, match=r"acme/tiny: repo listing: rate-limited by the Hub \(HTTP 429, still after 1 retries\)"):
+        resolve_repo("acme/tiny", online=True)
+    assert [r.status for r in hub.log] == [429, 429] and cached_files(tmp_path) == []
+
+
+def test_revision_that_is_a_branch(hub: FakeHub, repo_files, tmp_path: Path) -> None:
+    """@dev names a branch: its listing gives its own commit, whose files are read; main is unaffected."""
+    dev_sha = "fedcba9876543210fedcba9876543210fedcba98"
+    dev_files = {**repo_files["acme/tiny"], "config.json": json.dumps({**TINY_CONFIG, "max_position_embeddings": 8192}).encode()}
+    hub.branches["acme/tiny"] = {"dev": (dev_sha, dev_files)}
+    m = resolve_repo("acme/tiny@dev", online=True)
+    assert m.revision == "dev" and m.sha == dev_sha and m.source.spec.max_context == 8192
+    assert any(r.path.startswith(f"/acme/tiny/resolve/{dev_sha}/") for r in hub.log)
+    assert resolve_repo("acme/tiny", online=True).source.spec.max_context == 2048
+    assert cached_files(tmp_path) == ["acme--tiny--dev.json", "acme--tiny--main.json"]
+    # In the local HF cache a branch is refs/<branch> -> snapshots/<commit>.
+    root = tmp_path / "hf-hub" / "models--acme--other"
+    (root / "snapshots" / dev_sha).mkdir(parents=True)
+    (root / "snapshots" / dev_sha / "config.json").write_bytes(dev_files["config.json"])
+    (root / "refs").mkdir()
+    (root / "refs" / "dev").write_text(dev_sha)
+    local = resolve_repo("acme/other@dev")
+    assert local.where == "hf-cache" and local.sha == dev_sha and local.source.spec.max_context == 8192
+    with pytest.raises(NotAvailableOffline):
+        resolve_repo("acme/other")  # no refs/main, and the only snapshot belongs to a branch
+
+
+def test_hf_hub_offline_keeps_the_hub_out_even_online(hub: FakeHub, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(NotAvailableOffline, match="HF_HUB_OFFLINE is set, so the Hub is not read"):
+        resolve_repo("acme/tiny", online=True)
+    assert hub.log == []
 
 
 def test_revision_is_part_of_the_cache_key(hub: FakeHub, tmp_path: Path) -> None:

@@ -131,12 +131,15 @@ FAKE_GPUS = [
 ]
 
 
-def _install_fake_nvml(monkeypatch, module: types.ModuleType) -> None:
+def _install_fake_nvml(monkeypatch, module: types.ModuleType, cuda: dict | None = None) -> None:
     import ctypes
     import sys
 
     monkeypatch.setitem(sys.modules, "pynvml", module)
     monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: None)  # pretend libnvidia-ml.so.1 is installed
+    from planner.hardware.probe import nvml
+
+    monkeypatch.setattr(nvml, "_cuda_attributes", lambda: cuda or {})  # no libcuda behind the fake
 
 
 def test_read_raw_through_fake_nvml(monkeypatch, cat):

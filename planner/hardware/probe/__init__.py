@@ -63,10 +63,13 @@ _ENV_KEYS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HIP_VISIBLE_DEVICES",
 _SECTION = {"nvml": "nvidia", "amd": "amd", "apple": "apple", "cpu": "cpu", "memory": "memory", "cgroup": "cgroup"}
 
 
-def read_raw(timeout_s: float | None = None) -> dict:
-    """Read this machine into a JSON-serialisable snapshot; each source is guarded and timed (timeout_s overrides all limits)."""
+def read_raw(timeout_s: float | None = None, catalog: Catalog | None = None) -> dict:
+    """Read this machine into a JSON-serialisable snapshot; each source is guarded and timed (timeout_s overrides all
+    limits). With `catalog`, the CUDA driver (cuInit: a fraction of a second) is asked only about GPUs it lacks."""
+    known = None if catalog is None else (lambda gpu: catalog.match_probed(
+        gpu.get("name") or "", gpu.get("pci_device_id"), gpu.get("pci_subsystem_id"))[0] is not None)
     readers: dict[str, Callable[[], dict]] = {
-        "nvml": nvml.read_raw,
+        "nvml": nvml.read_raw if known is None else (lambda: nvml.read_raw(known)),
         "amd": amd.read_raw,
         "apple": apple.read_raw,
         "cpu": system.read_cpu,
@@ -121,4 +124,4 @@ def _run_source(reader: Callable[[], dict], box: dict) -> None:
 
 def local_host(catalog: Catalog) -> Host:
     """Probe this machine and interpret it against `catalog`."""
-    return interpret(read_raw(), catalog)
+    return interpret(read_raw(catalog=catalog), catalog)

@@ -1,5 +1,6 @@
 """Interpreting a snapshot (pure): `interpret()` turns it into a `Host` of `ProbedDevice`s and a `CpuInfo`, matched to
-the catalog by exact name, with MIG instances as devices, *_VISIBLE_DEVICES applied, and a warning for each surprise."""
+the catalog by name (exactly, then without vendor/brand words, then by PCI device id; an unknown NVIDIA GPU is planned
+from the bandwidth and FP32 derived from what NVML reports), with MIG instances as devices, *_VISIBLE_DEVICES applied, and a warning for each surprise."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_fie
 
 from planner.hardware.catalog import Catalog, DeviceSpec
 from planner.hardware.probe._shared import GIB, MIB
+from planner.hardware.probe.derived import SOURCE as DERIVED_SOURCE
+from planner.hardware.probe.derived import Derived, derive
 from planner.hardware.probe.snapshot import (
     AmdGpuRecord,
     CpuSection,
@@ -217,8 +220,7 @@ def _nvidia_devices(snap: Snapshot, catalog: Catalog, warnings: list[str]) -> li
             reason = gpu.errors.get("memory") or gpu.errors.get("handle") or "not reported"
             warnings.append(f"GPU {gpu.index} '{name}': memory could not be read ({reason}); it is left out of planning.")
             continue
-        spec, catalog_id = _match(catalog, name, gpu.memory_total_bytes, warnings, f"GPU {gpu.index}", vendor="nvidia",
-                                  cc=gpu.compute_capability)
+        spec, catalog_id = _match(catalog, gpu, name, warnings, f"GPU {gpu.index}")
         if spec is None:
             continue
         common = dict(
@@ -504,18 +506,32 @@ def _memory_variant(catalog: Catalog, spec: DeviceSpec, size_bytes: int, warning
     return spec
 
 
-def _match(catalog: Catalog, name: str, memory_bytes: int, warnings: list[str], label: str, vendor: Literal["nvidia"],
-           cc: str | None) -> tuple[DeviceSpec | None, str | None]:
-    """Exact-name catalog match for a dedicated GPU, or a synthesized spec with a warning."""
-    spec = catalog.by_nvml_name(name)
+def _match(catalog: Catalog, gpu: NvidiaGpuRecord, name: str, warnings: list[str], label: str) -> tuple[DeviceSpec | None, str | None]:
+    """Catalog entry of a dedicated NVIDIA GPU (by name, loosely, or by PCI device id), else a spec from what NVML
+    reports (bandwidth and FP32 derived from its bus width, clocks and cores), else a placeholder; with a warning."""
+    memory_bytes = gpu.memory_total_bytes or 0
+    spec, how = catalog.match_probed(name, gpu.pci_device_id, gpu.pci_subsystem_id)
     if spec is not None:
+        if how:
+            warnings.append(f"{label} '{name}' {how}; add '{name}' to its nvml_names to match it exactly.")
         spec = _memory_variant(catalog, spec, memory_bytes)
         if abs(spec.memory_bytes - memory_bytes) > 0.1 * memory_bytes:
             warnings.append(f"{label} '{name}' reports {_gib(memory_bytes)} but catalog entry {spec.id} has {spec.memory_gib:g} GiB; "
                             "plans use the reported memory.")
         return spec, spec.id
-    warnings.append(_uncatalogued(label, name, memory_bytes))
-    return _synthesize(name, vendor, "cuda", memory_bytes, False, warnings, compute_capability=cc), None
+    figures = derive(gpu)
+    if figures.mem_bandwidth_gb_s is None:
+        warnings.append(_uncatalogued(label, name, memory_bytes))
+        return _synthesize(name, "nvidia", "cuda", memory_bytes, False, warnings, compute_capability=gpu.compute_capability), None
+    fp32 = f", FP32 {figures.peak_fp32_tflops:.1f} TFLOPS" if figures.peak_fp32_tflops else ", compute unknown"
+    warnings.append(
+        f"{label} '{name}' is not in the catalog: planning from what NVML reports: {_gib(memory_bytes)}, "
+        f"{figures.mem_bandwidth_gb_s:.0f} GB/s{fp32} (derived from NVML: bus width x memory clock x 2"
+        + (", cores x 2 x SM clock" if figures.peak_fp32_tflops else "") + "; tensor-core rates unknown). Add it to a user "
+        f"catalog (a YAML entry with nvml_names: ['{name}']) and pass --hwdb DIR for datasheet figures."
+    )
+    return _synthesize(name, "nvidia", "cuda", memory_bytes, False, warnings, compute_capability=gpu.compute_capability,
+                       derived=figures), None
 
 
 def _uncatalogued(label: str, name: str, memory_bytes: int, match_name: str | None = None) -> str:
@@ -529,9 +545,20 @@ def _uncatalogued(label: str, name: str, memory_bytes: int, match_name: str | No
 
 def _synthesize(name: str, vendor: Literal["nvidia", "amd", "apple"], backend: Literal["cuda", "rocm", "metal"], memory_bytes: int,
                 unified: bool, warnings: list[str], compute_capability: str | None = None, gfx_target: str | None = None,
-                gpu_cores: int | None = None, usable_fraction: float | None = None) -> DeviceSpec | None:
-    """A DeviceSpec for an uncatalogued device: probed memory, placeholder bandwidth, unknown compute, all marked unverified."""
-    unverified = ["mem_bandwidth_gb_s", "architecture", "memory_type", "launch_year"]
+                gpu_cores: int | None = None, usable_fraction: float | None = None,
+                derived: Derived | None = None) -> DeviceSpec | None:
+    """A DeviceSpec for an uncatalogued device: probed memory, bandwidth and FP32 derived from NVML where it reported
+    them (each with its formula in `sources`), else a placeholder bandwidth and unknown compute, marked unverified."""
+    unverified = ["architecture", "memory_type", "launch_year"]
+    sources: dict[str, str] = {}
+    bandwidth = PLACEHOLDER_MEM_BANDWIDTH_GB_S
+    fp32 = None
+    if derived is not None and derived.mem_bandwidth_gb_s and derived.bandwidth_formula:
+        bandwidth, sources["mem_bandwidth_gb_s"] = round(derived.mem_bandwidth_gb_s, 1), derived.bandwidth_formula
+    else:
+        unverified.insert(0, "mem_bandwidth_gb_s")
+    if derived is not None and derived.peak_fp32_tflops and derived.fp32_formula:
+        fp32, sources["peak_fp32_tflops"] = round(derived.peak_fp32_tflops, 2), derived.fp32_formula
     if backend == "cuda" and compute_capability is None:
         compute_capability = "5.0"  # the oldest architecture current CUDA builds for; the real one was not reported
         unverified.append("compute_capability")
@@ -550,12 +577,16 @@ def _synthesize(name: str, vendor: Literal["nvidia", "amd", "apple"], backend: L
         "memory_gib": round(memory_bytes / GIB, 3),
         "memory_type": "unknown",
         "memory_kind": "unified" if unified else "dedicated",
-        "mem_bandwidth_gb_s": PLACEHOLDER_MEM_BANDWIDTH_GB_S,
+        "mem_bandwidth_gb_s": bandwidth,
+        "peak_fp32_tflops": fp32,
         "gpu_usable_fraction": usable_fraction if unified else None,
         "gpu_cores": gpu_cores,
         "launch_year": _PLACEHOLDER_LAUNCH_YEAR,
         "nvml_names": [name],
-        "source": "planner probe: synthesized from probed memory; this device is not in the catalog",
+        "source": ("planner probe: not in the catalog; memory probed, bandwidth" + (" and FP32" if fp32 else "")
+                   + f" {DERIVED_SOURCE}" if sources else
+                   "planner probe: synthesized from probed memory; this device is not in the catalog"),
+        "sources": sources,
         "unverified": unverified,
     }
     return _make_spec(data, warnings, name)

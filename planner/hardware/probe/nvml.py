@@ -1,4 +1,6 @@
-"""NVIDIA GPUs through NVML: `read_raw()` reads identity, memory, links, MIG instances, power limit and processes."""
+"""NVIDIA GPUs through NVML: `read_raw()` reads identity (name, PCI ids), memory and its bus width and clock, core
+count and clocks, links, MIG instances, power limit and processes; the CUDA driver adds SM counts and rated SM clocks
+where libcuda is present (NVML has no SM count, and its maximum SM clock is above the rated boost on GeForce)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from typing import Any
 from planner.hardware.probe._shared import Absent
 
 
-def read_raw() -> dict:
-    """NVIDIA GPUs through NVML: identity, memory, links, MIG instances, power limit, processes."""
+def read_raw(known: Callable[[dict], bool] | None = None) -> dict:
+    """NVIDIA GPUs through NVML: identity, memory and its clocks, cores, links, MIG instances, power limit, processes;
+    the CUDA driver's SM count and rated clock unless `known` says every GPU is catalogued (they are not needed then)."""
     if sys.platform.startswith("linux"):
         try:  # the cheap check first: no driver library means no NVIDIA GPU, without importing pynvml (~20 ms)
             ctypes.CDLL("libnvidia-ml.so.1")
@@ -29,12 +32,15 @@ def read_raw() -> dict:
             raise Absent(f"no NVIDIA driver (libnvidia-ml not found: {exc})") from None
         raise RuntimeError(f"NVML could not start: {exc}") from None
     try:
-        return _read_nvml_devices(pynvml)
+        out = _read_nvml_devices(pynvml)
     finally:
         try:
             pynvml.nvmlShutdown()
         except pynvml.NVMLError:
             pass  # shutting down a half-initialised NVML is harmless; the data is already read
+    need_cuda = known is None or not all(known(gpu) for gpu in out["gpus"])
+    _add_cuda_attributes(out, _cuda_attributes() if need_cuda else {})
+    return out
 
 
 def _read_nvml_devices(nv: Any) -> dict:
@@ -71,6 +77,8 @@ def _read_nvml_devices(nv: Any) -> dict:
         gpu["uuid"] = _text(call(errors, "uuid", nv.nvmlDeviceGetUUID, handle))
         pci = call(errors, "pci", nv.nvmlDeviceGetPciInfo, handle)
         gpu["pci_bus_id"] = _text(getattr(pci, "busId", None)) if pci is not None else None
+        gpu.update(_pci_ids(pci))
+        gpu.update(_clocks(nv, handle, call, errors))
         gpu.update(_nvml_memory(call(errors, "memory", nv.nvmlDeviceGetMemoryInfo, handle)))
         cc = call(errors, "compute_capability", nv.nvmlDeviceGetCudaComputeCapability, handle)
         gpu["compute_capability"] = f"{cc[0]}.{cc[1]}" if cc else None
@@ -109,6 +117,88 @@ def _read_nvml_devices(nv: Any) -> dict:
                 }
                 gpu["mig_devices"].append(record)
     return out
+
+
+def _pci_ids(pci: Any) -> dict:
+    """PCI device and subsystem ids as 'dddd' / 'vvvv:dddd' hex (NVML packs them as device<<16 | vendor)."""
+    dev = getattr(pci, "pciDeviceId", None)
+    sub = getattr(pci, "pciSubSystemId", None)
+    return {
+        "pci_device_id": f"{dev >> 16:04x}" if isinstance(dev, int) and dev > 0 else None,
+        "pci_subsystem_id": f"{sub & 0xFFFF:04x}:{sub >> 16:04x}" if isinstance(sub, int) and sub > 0 else None,
+    }
+
+
+def _clocks(nv: Any, handle: Any, call: Callable, errors: dict[str, str]) -> dict:
+    """Memory bus width (bits), maximum memory and SM clocks (MHz) and CUDA core count; None where NVML (or an older
+    nvidia-ml-py without the call) does not say."""
+
+    def optional(key: str, fn_name: str, *args: Any) -> Any:
+        fn = getattr(nv, fn_name, None)
+        return call(errors, key, fn, handle, *args) if fn is not None else None
+
+    mem_clock = sm_clock = None
+    if hasattr(nv, "NVML_CLOCK_MEM"):
+        mem_clock = optional("max_memory_clock", "nvmlDeviceGetMaxClockInfo", nv.NVML_CLOCK_MEM)
+        sm_clock = optional("max_sm_clock", "nvmlDeviceGetMaxClockInfo", nv.NVML_CLOCK_SM)
+    return {
+        "memory_bus_width_bits": optional("memory_bus_width", "nvmlDeviceGetMemoryBusWidth"),
+        "max_memory_clock_mhz": mem_clock,
+        "max_sm_clock_mhz": sm_clock,
+        "cuda_cores": optional("cuda_cores", "nvmlDeviceGetNumGpuCores"),
+    }
+
+
+# CUDA driver API device attributes (cuda.h, CUdevice_attribute): SM count and the rated SM clock in kHz.
+_CU_ATTR_CLOCK_RATE = 13
+_CU_ATTR_MULTIPROCESSOR_COUNT = 16
+
+
+def _cuda_attributes() -> dict[tuple[int, int, int], dict[str, int]]:
+    """SM count and rated SM clock per GPU from libcuda, keyed by PCI (domain, bus, device); {} without libcuda.
+
+    cuInit creates no context and allocates no GPU memory; CUDA_VISIBLE_DEVICES hides GPUs here, which is why the
+    results are matched to NVML's by PCI address rather than by index."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1" if sys.platform.startswith("linux") else "nvcuda.dll")
+    except OSError:
+        return {}
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return {}
+    out: dict[tuple[int, int, int], dict[str, int]] = {}
+    for i in range(count.value):
+        dev = ctypes.c_int(0)
+        bus = ctypes.create_string_buffer(32)
+        if cuda.cuDeviceGet(ctypes.byref(dev), i) != 0 or cuda.cuDeviceGetPCIBusId(bus, 32, dev) != 0:
+            continue
+        key = _pci_key(bus.value.decode("ascii", "replace"))
+        if key is None:
+            continue
+        attrs: dict[str, int] = {}
+        for name, attr in (("sm_count", _CU_ATTR_MULTIPROCESSOR_COUNT), ("sm_clock_khz", _CU_ATTR_CLOCK_RATE)):
+            value = ctypes.c_int(0)
+            if cuda.cuDeviceGetAttribute(ctypes.byref(value), attr, dev) == 0 and value.value > 0:
+                attrs[name] = value.value
+        out[key] = attrs
+    return out
+
+
+def _pci_key(bus_id: str | None) -> tuple[int, int, int] | None:
+    """(domain, bus, device) of '00000000:01:00.0' (NVML) or '0000:01:00.0' (CUDA)."""
+    parts = (bus_id or "").strip().lower().replace(".", ":").split(":")
+    try:
+        return (int(parts[0], 16), int(parts[1], 16), int(parts[2], 16)) if len(parts) >= 3 else None
+    except ValueError:
+        return None
+
+
+def _add_cuda_attributes(out: dict, cuda: dict[tuple[int, int, int], dict[str, int]]) -> None:
+    """Put each GPU's CUDA SM count and rated SM clock (MHz) beside its NVML record."""
+    for gpu in out["gpus"]:
+        attrs = cuda.get(_pci_key(gpu.get("pci_bus_id")) or (-1, -1, -1), {})
+        gpu["sm_count"] = attrs.get("sm_count")
+        gpu["sm_clock_mhz"] = attrs["sm_clock_khz"] // 1000 if "sm_clock_khz" in attrs else None
 
 
 def _nvml_memory(info: Any) -> dict:

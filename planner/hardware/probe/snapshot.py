@@ -63,9 +63,17 @@ class NvidiaGpuRecord(_Snap):
     name: _Name | None = None
     uuid: _Name | None = None
     pci_bus_id: _Name | None = None
+    pci_device_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{4}$")
+    pci_subsystem_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{4}:[0-9a-f]{4}$")  # vendor:device
     memory_total_bytes: _DeviceBytes | None = None
     memory_free_bytes: _Bytes | None = None
     memory_used_bytes: _Bytes | None = None
+    memory_bus_width_bits: int | None = Field(default=None, ge=8, le=16384)
+    max_memory_clock_mhz: int | None = Field(default=None, ge=1, le=100_000)
+    max_sm_clock_mhz: int | None = Field(default=None, ge=1, le=10_000)
+    cuda_cores: int | None = Field(default=None, ge=1, le=1_000_000)
+    sm_count: int | None = Field(default=None, ge=1, le=10_000)  # from the CUDA driver
+    sm_clock_mhz: int | None = Field(default=None, ge=1, le=10_000)  # rated boost, from the CUDA driver
     compute_capability: str | None = Field(default=None, pattern=r"^\d{1,2}\.\d$")
     pcie_gen_current: int | None = Field(default=None, ge=0, le=16)
     pcie_gen_max: int | None = Field(default=None, ge=0, le=16)

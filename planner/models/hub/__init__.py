@@ -1,9 +1,10 @@
 """Any Hugging Face model by repo id: bundled profile -> local HF cache -> planner cache -> the Hub (only on request).
 
-`resolve_repo("ORG/NAME[@REVISION][:QUANT]")` looks in the local Hugging Face cache first (offline, read with
-pathlib), then in the planner's cache of earlier Hub reads, and reaches the Hub only when online reads were asked for
+`resolve_repo("ORG/NAME[@REVISION][:QUANT]")` looks in the local Hugging Face cache first (offline, found with
+huggingface_hub's cache functions), then in the planner's cache of earlier Hub reads, and reaches the Hub only when online reads were asked for
 (`--online` or PLANNER_ONLINE=1), never silently. What is read from the Hub is small: the repo listing, config.json,
 the safetensors index and each shard's header, or each GGUF file's header and tensor table, all by range requests.
+HF_HUB_OFFLINE=1 keeps the Hub out even with --online.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from planner.errors import NotFoundError, PlannerError
 from planner.models.hub.hfcache import find_snapshot, hf_hub_cache_dir
-from planner.models.hub.http import DEFAULT_ENDPOINT, HubClient, HubError, HubSettings
+from planner.models.hub.http import DEFAULT_ENDPOINT, HubClient, HubError, HubSettings, hub_offline
 from planner.models.hub.mapping import gguf_label, planner_format
 from planner.models.hub.repo import GGUFVariant, HubFiles, IncompleteSnapshot, LocalFiles, read_repo
 from planner.models.hub.store import HubModel, cache_path, from_entry, load_entry, save
@@ -80,7 +81,8 @@ def resolve_repo(ref: str, *, online: bool | None = None, settings: HubSettings 
     if parsed is None:
         raise PlannerError(f"'{ref}' is not a Hugging Face repo id (expected ORG/NAME, optionally @REVISION and :QUANT)")
     repo, revision, quant = parsed.repo, parsed.revision, parsed.quant
-    online = online_requested(online)
+    offline_var = hub_offline()
+    online = online_requested(online) and offline_var is None
     notes: list[str] = []
     snapshot, how = find_snapshot(repo, revision)
     if snapshot is not None:
@@ -107,8 +109,10 @@ def resolve_repo(ref: str, *, online: bool | None = None, settings: HubSettings 
             where = f"quant {quant} was not read yet"
         hint = f"; bundled profiles with similar names: {', '.join(candidates)}" if candidates else ""
         not_profile = "not a bundled profile and " if candidates is not None else ""
-        raise NotAvailableOffline(f"{ref}: {not_profile}{where}; pass --online (or set PLANNER_ONLINE=1) to read "
-                                  f"its config and headers from {settings.endpoint} (never the weights){hint}", ref, candidates or ())
+        how = (f"{offline_var} is set, so the Hub is not read; unset it" if offline_var else
+               "pass --online (or set PLANNER_ONLINE=1)")
+        raise NotAvailableOffline(f"{ref}: {not_profile}{where}; {how} to read its config and headers from "
+                                  f"{settings.endpoint} (never the weights){hint}", ref, candidates or ())
     return _from_hub(repo, revision, quant, settings, entry, notes)
 
 

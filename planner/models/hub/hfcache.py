@@ -1,8 +1,4 @@
-"""The local Hugging Face cache, read directly with pathlib (no huggingface_hub needed, never online).
-
-Layout (huggingface_hub's): HUB_CACHE/models--ORG--NAME/refs/<revision> holds a commit hash, and
-HUB_CACHE/models--ORG--NAME/snapshots/<commit>/ holds the files (symlinks into blobs/).
-"""
+"""The local Hugging Face cache, looked up with huggingface_hub (try_to_load_from_cache, scan_cache_dir); never online."""
 
 from __future__ import annotations
 
@@ -13,59 +9,66 @@ from planner.paths import user_path
 
 
 def hf_hub_cache_dir() -> Path:
-    """The hub cache directory: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub (XDG aware)."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):  # the second is the older name, still honoured
+    """The hub cache directory, by huggingface_hub's rules (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub, then
+    XDG_CACHE_HOME/huggingface/hub), read at call time: the library's constants were fixed when it was imported."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(var):
             return user_path(os.environ[var])
     if os.environ.get("HF_HOME"):
         return user_path(os.environ["HF_HOME"]) / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+    from huggingface_hub import constants  # lazy: the cache path only
 
-
-def repo_cache_dir(repo: str, root: Path | None = None) -> Path | None:
-    """models--ORG--NAME for a repo id, matched exactly, else case-insensitively (Hub ids ignore case)."""
-    root = hf_hub_cache_dir() if root is None else root
-    want = "models--" + repo.replace("/", "--")
-    exact = root / want
-    if exact.is_dir():
-        return exact
-    if not root.is_dir():
-        return None
-    try:
-        for child in root.iterdir():
-            if child.name.lower() == want.lower() and child.is_dir():
-                return child
-    except OSError:
-        return None
-    return None
+    return Path(constants.HF_HUB_CACHE)
 
 
 def find_snapshot(repo: str, revision: str = "main", root: Path | None = None) -> tuple[Path | None, str]:
     """The snapshot directory for repo@revision and a note on how it was picked ('' when by ref or commit)."""
-    d = repo_cache_dir(repo, root)
-    if d is None:
+    from huggingface_hub import try_to_load_from_cache
+
+    root = hf_hub_cache_dir() if root is None else root
+    if not root.is_dir():
         return None, ""
-    snaps = d / "snapshots"
-    if not snaps.is_dir():
+    # Fast path: refs/<revision> (or a commit) -> snapshots/<commit>/config.json, without scanning the whole cache.
+    try:
+        hit = try_to_load_from_cache(repo, "config.json", cache_dir=root, revision=revision)
+    except ValueError:  # a revision or repo id the library refuses: not in the cache
+        hit = None
+    if isinstance(hit, str):
+        return Path(hit).parent, ""
+    return _scan(repo, revision, root)
+
+
+def _scan(repo: str, revision: str, root: Path) -> tuple[Path | None, str]:
+    """GGUF-only repos (no config.json), repo ids in another case, and snapshots without refs: scan_cache_dir."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir(root)
+    except (CacheNotFound, OSError, ValueError):
         return None, ""
-    ref = d / "refs" / revision
-    if ref.is_file():
-        try:
-            commit = ref.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            commit = ""
-        if commit and "/" not in commit and (snaps / commit).is_dir():
-            return snaps / commit, ""
-    if "/" not in revision and (snaps / revision).is_dir():  # a commit hash named directly
-        return snaps / revision, ""
-    if revision != "main" or ref.is_file():
+    found = [r for r in info.repos if r.repo_type == "model" and r.repo_id.lower() == repo.lower()]
+    if not found:
         return None, ""
-    # No refs/main (files copied in by hand, or an older client): one snapshot is unambiguous, else the newest.
-    candidates = [p for p in snaps.iterdir() if p.is_dir() and any(p.iterdir())]
-    if not candidates:
+    cached = next((r for r in found if r.repo_id == repo), found[0])  # Hub ids ignore case; an exact match first
+    revs = [r for r in cached.revisions if _nonempty(r.snapshot_path)]
+    for r in revs:
+        if revision in r.refs or r.commit_hash == revision:
+            return r.snapshot_path, ""
+    # No refs/main (files copied in by hand, or an older client): one snapshot is unambiguous, else the newest;
+    # a snapshot that another branch or tag points at is that one's, not main's.
+    revs = [r for r in revs if not r.refs]
+    if revision != "main" or any("main" in r.refs for r in cached.revisions) or not revs:
         return None, ""
-    if len(candidates) == 1:
-        return candidates[0], ""
-    newest = max(candidates, key=lambda p: p.stat().st_mtime)
-    return newest, f"no refs/main in the HF cache; used the newest of {len(candidates)} snapshots ({newest.name})"
+    if len(revs) == 1:
+        return revs[0].snapshot_path, ""
+    newest = max(revs, key=lambda r: r.last_modified)
+    return newest.snapshot_path, (f"no refs/main in the HF cache; used the newest of {len(revs)} snapshots "
+                                  f"({newest.commit_hash})")
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return any(path.iterdir())
+    except OSError:
+        return False

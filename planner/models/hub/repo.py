@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from planner.errors import InvalidInputError, NotFoundError, preview
-from planner.models.hub.http import HubClient
+from planner.models.hub.http import HubClient, HubError
 from planner.models.hub.mapping import gguf_label, planner_format
 from planner.models.inventory import TensorInfo
 from planner.models.readers.common import CONFIG_NAME, ModelSource, layer_of, make_id, show, tensor_info
@@ -127,6 +127,7 @@ class HubFiles:
         self.listing = listing
         self.location = client.page
         self.bytes_read = 0
+        self._fs = None
 
     def sizes(self) -> dict[str, int | None]:
         """The repo listing."""
@@ -149,18 +150,28 @@ class HubFiles:
         return body, total
 
     def stream(self, name: str, size: int | None) -> BinaryIO:
-        """A file-like object over range requests."""
+        """A file-like object over range requests (huggingface_hub's HfFileSystem, pinned to the commit)."""
         return _RangeStream(self, name, size)  # type: ignore[return-value]
+
+    def filesystem(self):  # type: ignore[no-untyped-def]
+        """One HfFileSystem for this read (not fsspec's shared instance: its listing cache would outlive the read)."""
+        if self._fs is None:
+            from huggingface_hub import HfFileSystem  # lazy: the Hub path only
+
+            s = self.client.settings
+            self._fs = HfFileSystem(endpoint=s.endpoint, token=s.token or False, skip_instance_cache=True)
+        return self._fs
 
 
 class _RangeStream:
-    """Sequential reads over HTTP ranges: chunks double from 16 KiB to 8 MiB and stop at a cap, so only the header
-    (never the tensor data of a real model) is fetched."""
+    """Sequential reads of a GGUF header through HfFileSystem's range reads: uncached, in chunks that double from
+    16 KiB to 8 MiB, stopping at a cap, so only the header (never the tensor data of a real model) is fetched."""
 
     def __init__(self, files: HubFiles, name: str, size: int | None):
         self.files, self.name, self.size = files, name, size
         self.pos = 0
         self.chunk = FIRST_CHUNK
+        self._fh = None
 
     def read(self, n: int = -1) -> bytes:
         if self.size is not None and self.pos >= self.size:
@@ -171,7 +182,19 @@ class _RangeStream:
         if self.pos + want > MAX_GGUF_HEADER_BYTES:
             raise InvalidInputError(f"{self.files.source(self.name)}: GGUF header: larger than {MAX_GGUF_HEADER_BYTES >> 20} MiB "
                                     "(corrupt, or not a model file); not reading further")
-        data, _ = self.files.read_range(self.name, self.pos, want)
+        client = self.files.client
+        with client.errors(f"{client.repo}: {self.name}"):
+            if self._fh is None:
+                # cache_type "none": each read is one range request of exactly what is asked (http_backoff retries 429/5xx).
+                self._fh = self.files.filesystem().open(f"{client.repo}@{self.files.sha}/{self.name}", "rb",
+                                                        cache_type="none", size=self.size)
+            self._fh.seek(self.pos)
+            data = self._fh.read(want)
+        if len(data) > want:  # HfFileSystem does not check for 206: more than asked means Range was ignored
+            raise HubError(f"{client.repo}: {self.name}: the server ignores HTTP range requests, so the GGUF header "
+                           "cannot be read without the whole file")
+        client.requests += 1
+        self.files.bytes_read += len(data)
         self.pos += len(data)
         self.chunk = min(self.chunk * 2, MAX_CHUNK)
         return data
@@ -180,7 +203,8 @@ class _RangeStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        if self._fh is not None:
+            self._fh.close()
 
 
 # --- results ----------------------------------------------------------------------------------------------------
