@@ -13,7 +13,9 @@ Expected capability of a plan (model x format), simple enough to check by hand:
     percent scales:  expected = score x r
     elo scale:       expected = score + 400 log10(r)  (Bradley-Terry with strength proportional to accuracy: a model
                                                       keeping r of its strength loses 400 log10(1/r) rating points)
-The interval takes the score's 10-90 % interval, the format's KLD interval (planner.cost.quality) and the slope's
+Models are ranked by the same formula at the upper end of the format's KLD interval (an estimated loss is charged at
+its pessimistic end, as planner.recommend charges it when ranking formats); a plan past the calibrated KLD range
+ranks at the low end of its interval, because there the mapping is a guess. The interval takes the score's 10-90 % interval, the format's KLD interval (planner.cost.quality) and the slope's
 10-90 % range together, each at its pessimistic (optimistic) end. RECOVERY_PER_KLD is calibrated against the published
 accuracy recoveries of quantized checkpoints in planner/data/capability_recovery.csv (benchmarks/capability_recovery.py);
 past the largest KLD those rows cover the mapping is extrapolated and says so.
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from planner.cost.quality import ranking_kld
 
 if TYPE_CHECKING:
     from planner.models.spec import ModelSpec
@@ -129,11 +133,13 @@ class Expected:
     high: float
     recovery: float
     extrapolated: bool  # the format's KLD is past what the calibration rows cover
+    rank_value: float  # what models are ranked by: the value at the upper end of the format's KLD interval
 
     def as_dict(self) -> dict:
         """JSON form."""
         return {"value": round(self.value, 2), "low": round(self.low, 2), "high": round(self.high, 2),
-                "recovery": round(self.recovery, 4), "extrapolated": self.extrapolated}
+                "recovery": round(self.recovery, 4), "extrapolated": self.extrapolated,
+                "rank_value": round(self.rank_value, 2)}
 
 
 def expected(cap: Capability, quality: dict) -> Expected | None:
@@ -148,8 +154,13 @@ def expected(cap: Capability, quality: dict) -> Expected | None:
     r_best = recovery(k_lo, RECOVERY_PER_KLD_RANGE[0])
     low = cap.low if cap.low is not None else cap.score
     high = cap.high if cap.high is not None else cap.score
-    return Expected(_apply(cap.score, r, cap.scale), _apply(low, r_worst, cap.scale), _apply(high, r_best, cap.scale),
-                    r, kld > CALIBRATED_MAX_KLD)
+    # ranked like planner.recommend ranks formats: an estimated loss counts at its interval's upper end, a
+    # measured one (planner eval) as measured
+    extrapolated = kld > CALIBRATED_MAX_KLD
+    worst = _apply(low, r_worst, cap.scale)
+    # past the calibrated range the mapping is a guess: rank such a plan at the pessimistic end of its interval
+    rank = worst if extrapolated else _apply(cap.score, recovery(ranking_kld(quality)), cap.scale)
+    return Expected(_apply(cap.score, r, cap.scale), worst, _apply(high, r_best, cap.scale), r, extrapolated, rank)
 
 
 def unit(cap: Capability) -> str:

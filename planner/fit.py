@@ -226,7 +226,7 @@ class QualityCache:
 
 def fit_model(mc: ModelCost, target: Target, *, context: int, concurrency: int = 1, min_tokens_per_s: float,
               formats: Sequence[WeightFormat] = (), calibration: dict | None = None,
-              cache: QualityCache | None = None) -> tuple[Plan | None, str, float]:
+              cache: QualityCache | None = None, prompt_tokens: int | None = None) -> tuple[Plan | None, str, float]:
     """(chosen plan or None, why none, fastest fitting decode tok/s) for one model. `formats`: plan only these (a
     pre-quantized checkpoint as stored)."""
     key = ""
@@ -247,7 +247,8 @@ def fit_model(mc: ModelCost, target: Target, *, context: int, concurrency: int =
             if rejected:
                 why = rejected if not acceptable else why
                 continue
-            plan = evaluate(mc, fmt, rt, target, context=context, concurrency=concurrency, calibration=calibration)
+            plan = evaluate(mc, fmt, rt, target, context=context, concurrency=concurrency, calibration=calibration,
+                            prompt_tokens=prompt_tokens)
             costed.append(plan)
             if not plan.fits:
                 why = plan.reason or why
@@ -288,7 +289,7 @@ def _min_weight_bytes(spec: ModelSpec) -> float:
 
 def rank_models(models: Iterable[Candidate], target: Target, *, use: str = "chat", context: int | None = None,
                 concurrency: int = 1, min_tokens_per_s: float = DEFAULT_MIN_TOKENS_PER_S,
-                calibration: dict | None = None) -> Ranking:
+                calibration: dict | None = None, prompt_tokens: int | None = None) -> Ranking:
     """Rank the candidates on the target for a use. Bundled profiles without a published score for the use are
     listed (not ranked, not costed); the user's own models are costed either way."""
     ctx_asked = context or DEFAULT_CONTEXT
@@ -310,7 +311,7 @@ def rank_models(models: Iterable[Candidate], target: Target, *, use: str = "chat
             mc = ModelCost(spec, list(c.tensors))
             plan, why, fastest = fit_model(mc, target, context=ctx_asked, concurrency=concurrency,
                                            min_tokens_per_s=min_tokens_per_s, formats=c.stored, calibration=calibration,
-                                           cache=cache)
+                                           cache=cache, prompt_tokens=prompt_tokens)
             mf.plan, mf.reason, mf.best_speed = plan, why, fastest
             if plan is not None:
                 mf.expected = expected(cap, plan.quality)
@@ -319,7 +320,7 @@ def rank_models(models: Iterable[Candidate], target: Target, *, use: str = "chat
     def key(f: ModelFit):  # type: ignore[no-untyped-def]
         if f.ranked:
             assert f.expected is not None and f.plan is not None
-            return (0, -f.expected.value, -f.plan.decode_tokens_per_s, f.spec.id)
+            return (0, -f.expected.rank_value, -f.plan.decode_tokens_per_s, f.spec.id)
         return (1 if f.plan is not None else 2, 0.0, 0.0, f.spec.id)
 
     out.fits.sort(key=key)
