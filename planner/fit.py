@@ -332,11 +332,23 @@ def bundled_models(registry: ModelRegistry) -> list[Candidate]:
     return [Candidate(spec, "profile", spec.id) for spec in registry]
 
 
+def _hf_cache_may_exist() -> bool:
+    """Whether any place huggingface_hub keeps its cache exists, checked before importing planner.models.hub (its
+    package imports numpy, which `recommend` must not pay for when there is no cache); which of them is the cache is
+    planner.models.hub.hfcache's decision."""
+    env = [os.environ.get(v) for v in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")]
+    places = [Path(p).expanduser() for p in env if p] + [Path.home() / ".cache" / "huggingface"]
+    return any(p.exists() for p in places)
+
+
 def cached_models(registry: ModelRegistry, root: Path | None = None) -> tuple[list[Candidate], list[str]]:
     """Models in the local Hugging Face cache (read offline) that are not bundled profiles, and a note per repo that
     could not be read. A cached copy of a profile's repo is that profile (already a candidate)."""
     from planner.errors import PlannerError
-    from planner.models.hub.hfcache import hf_hub_cache_dir
+
+    if root is None and not _hf_cache_may_exist():
+        return [], []
+    from planner.models.hub.hfcache import hf_hub_cache_dir  # lazy: the hub package imports the readers (numpy)
 
     base = hf_hub_cache_dir() if root is None else root
     if not base.is_dir():
