@@ -147,7 +147,7 @@ def _quick_reject(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Ta
     if weights > _capacity_bytes(target, runtime):
         return f"weights alone need {weights / GIB:.1f} GiB"
     if floor and _speed_bound(target, runtime, weights, lay.sum_active + lay.head_active_bytes) < floor:
-        return "too slow even at peak memory bandwidth"
+        return f"cannot reach {floor:g} tok/s even at peak memory bandwidth"
     return ""
 
 
@@ -236,7 +236,8 @@ def fit_model(mc: ModelCost, target: Target, *, context: int, concurrency: int =
     costed: list[Plan] = []
     acceptable: list[Plan] = []
     fastest = 0.0
-    why = "no runtime here loads its formats"
+    # why nothing qualified: too slow (the more useful answer) before too big
+    why_slow, why_big = "", "no runtime here loads its formats"
     for rt, ladder_fmts in ladder(target, mc.spec.native_dtype):
         fmts = [f for f in formats if rt.support(f, target.device).runs] if formats else ladder_fmts
         found_at = None
@@ -245,17 +246,19 @@ def fit_model(mc: ModelCost, target: Target, *, context: int, concurrency: int =
                 break
             rejected = _quick_reject(mc, fmt, rt, target, min_tokens_per_s)
             if rejected:
-                why = rejected if not acceptable else why
+                if "tok/s" in rejected:
+                    why_slow = rejected
+                else:
+                    why_big = rejected
                 continue
             plan = evaluate(mc, fmt, rt, target, context=context, concurrency=concurrency, calibration=calibration,
                             prompt_tokens=prompt_tokens)
             costed.append(plan)
             if not plan.fits:
-                why = plan.reason or why
+                why_big = plan.reason or why_big
                 continue
             fastest = max(fastest, plan.decode_tokens_per_s)
             if plan.decode_tokens_per_s < min_tokens_per_s:
-                why = f"fits but decodes at {plan.decode_tokens_per_s:.1f} tok/s at best, below {min_tokens_per_s:g}"
                 continue
             acceptable.append(plan)
             if found_at is None:
@@ -264,9 +267,11 @@ def fit_model(mc: ModelCost, target: Target, *, context: int, concurrency: int =
     if cache is not None:
         cache.store(key, costed, target)
     best = choose(acceptable)
-    if best is None and fastest:
-        why = f"fits but decodes at {fastest:.1f} tok/s at best, below {min_tokens_per_s:g}"
-    return best, ("" if best else why), fastest
+    if best is not None:
+        return best, "", fastest
+    if fastest:
+        return None, f"fits but decodes at {fastest:.1f} tok/s at best, below {min_tokens_per_s:g}", fastest
+    return None, why_slow or why_big, fastest
 
 
 @dataclass
@@ -341,16 +346,16 @@ def _hf_cache_may_exist() -> bool:
     return any(p.exists() for p in places)
 
 
-def cached_models(registry: ModelRegistry, root: Path | None = None) -> tuple[list[Candidate], list[str]]:
+def cached_models(registry: ModelRegistry) -> tuple[list[Candidate], list[str]]:
     """Models in the local Hugging Face cache (read offline) that are not bundled profiles, and a note per repo that
     could not be read. A cached copy of a profile's repo is that profile (already a candidate)."""
     from planner.errors import PlannerError
 
-    if root is None and not _hf_cache_may_exist():
+    if not _hf_cache_may_exist():
         return [], []
     from planner.models.hub.hfcache import hf_hub_cache_dir  # lazy: the hub package imports the readers (numpy)
 
-    base = hf_hub_cache_dir() if root is None else root
+    base = hf_hub_cache_dir()
     if not base.is_dir():
         return [], []
     from planner.models.resolve import resolve  # lazy: reading a cached repo imports the readers (numpy, gguf)

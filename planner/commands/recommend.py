@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(data)
     else:
         if headline:
-            console().print(f"[bold yellow]! {headline}[/bold yellow]")
+            console().print(f"[bold yellow]! {headline}[/bold yellow]", soft_wrap=True)  # one line, however long
         render(rec, mc, target, note, args.top)
         if quality_conf is not None:
             render_quality(rec, quality_conf)
