@@ -143,7 +143,7 @@ def _rank_models(args: argparse.Namespace) -> int:
                 if v]
     if only_one:
         raise InvalidInputError(f"{', '.join(only_one)} needs --model (without --model, recommend ranks models)")
-    if args.count * args.nodes > 1 and args.nodes > 1:
+    if args.nodes > 1:
         raise InvalidInputError("ranking models plans one node; give --model to plan across nodes")
     catalog = load_catalog_for(args)
     target = resolve_target(args, catalog)

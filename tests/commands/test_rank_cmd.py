@@ -97,3 +97,9 @@ def test_a_good_single_model_answer_has_no_verdict(capsys):
     assert data["best_alternative"] is None and not data["suggestions"]
     code, out, _ = run(capsys, "recommend", "--model", "8B", "--device", "h100-sxm")
     assert not out.startswith("!")
+
+
+def test_ranking_plans_one_node(capsys):
+    code = main(["recommend", "--device", "h100-sxm", "--count", "8", "--nodes", "2"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "one node" in err and len(err.strip().splitlines()) == 1
