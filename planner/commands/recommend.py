@@ -33,7 +33,8 @@ SCHEMA_VERSION = 1
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     """Register the subcommand."""
     p = sub.add_parser("recommend", help="recommend a precision, format and runtime for a model on hardware",
-                       description="Cost every format x runtime for a model on the target and recommend one.")
+                       description="Cost every format x runtime for a model on the target and recommend one; without "
+                                   "--model, rank models for the target (which model runs best here).")
     # without --model: rank models for the target (planner.fit)
     add_model_options(p, required=False)
     add_target_options(p)
