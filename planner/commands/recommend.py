@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import sys
 
+from planner.capability import USES
 from planner.commands.common import add_model_options, check_context, gib, load_catalog_for, load_model
+from planner.commands.ranking import alternative, run_ranking
 from planner.commands.options import (
     MAX_CONTEXT_TOKENS, MAX_EVAL_CHUNKS, MAX_RECOMMEND_GPUS, MAX_TOKENS_PER_S, add_catalog_dirs, add_json, console, float_in, int_in, kv_dtype, nonempty,
     path_arg, print_json,
@@ -14,6 +16,7 @@ from planner.commands.options import (
 from planner.commands.target_options import add_target_options, resolve_target
 from planner.cost.quality import quality_text
 from planner.errors import InvalidInputError, NothingFitsError, PlannerError
+from planner.fit import DEFAULT_MIN_TOKENS_PER_S
 from planner.formats import WeightFormat, get_format
 from planner.launch import k8s_manifest
 from planner.measure.calibration import for_target
@@ -30,13 +33,20 @@ SCHEMA_VERSION = 1
 def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     """Register the subcommand."""
     p = sub.add_parser("recommend", help="recommend a precision, format and runtime for a model on hardware",
-                       description="Cost every format x runtime for a model on the target and recommend one.")
-    add_model_options(p)
+                       description="Cost every format x runtime for a model on the target and recommend one; without "
+                                   "--model, rank models for the target (which model runs best here).")
+    # without --model: rank models for the target (planner.fit)
+    add_model_options(p, required=False)
     add_target_options(p)
+    p.add_argument("--use", choices=USES, default="chat",
+                   help="without --model: rank by the published score for this use (default chat); with --model: the "
+                        "use the suggested alternative is ranked by")
     p.add_argument("--runtime", action="append", default=[], type=nonempty, metavar="ID", help="only consider this runtime (repeatable)")
     p.add_argument("--format", dest="formats", action="append", default=[], type=nonempty, metavar="FMT", help="only consider this format (repeatable)")
     p.add_argument("--kv-dtype", action="append", default=[], type=kv_dtype, metavar="DTYPE", help="KV cache dtype(s) to consider")
-    p.add_argument("--min-tokens-per-s", type=float_in(0, MAX_TOKENS_PER_S), metavar="TPS", help="minimum decode speed")
+    p.add_argument("--min-tokens-per-s", type=float_in(0, MAX_TOKENS_PER_S), metavar="TPS",
+                   help=f"minimum decode speed (without --model, and for the warning on a slow answer: default "
+                        f"{DEFAULT_MIN_TOKENS_PER_S:g}, about twice silent reading speed)")
     p.add_argument("--prefer", choices=["balanced", "quality", "speed", "memory"], default="balanced",
                    help="what to optimise (default balanced)")
     # more rows than there are formats only prints the same table
@@ -75,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if args.count * args.nodes > MAX_RECOMMEND_GPUS:
         raise InvalidInputError(f"--count {args.count} x --nodes {args.nodes} is {args.count * args.nodes} GPUs; "
                                 f"recommend plans at most {MAX_RECOMMEND_GPUS} (estimate takes more)")
+    if args.model is None:
+        return _rank_models(args)
     if args.quantize is not None:  # refuse an OUT that --force may not replace before minutes of ranking and eval
         check_output(user_path(args.output), None, force=args.force)
     catalog = load_catalog_for(args)
@@ -97,14 +109,21 @@ def run(args: argparse.Namespace) -> int:
     if quality_note:  # shown with the target's notes, like the calibration note
         target = dataclasses.replace(target, notes=target.notes + (quality_note,))
     confirmation = _confirm(args, rec, mc, target, calibration) if getattr(args, "confirm", False) else None
+    # a slow or lossy answer says so first and names the best model for this machine (planner.fit)
+    headline, alt = alternative(args, mc.spec.id, rec.best, target, context, calibration)
+    if headline:
+        rec.suggestions.append(headline)
     if args.json:
         data = to_json(rec, mc, target, note)
+        data["best_alternative"] = alt
         data["quality_source"] = rec.best.quality.get("source", "estimated") if rec.best else None
         data["eval"] = quality_conf.to_json() if quality_conf is not None else None
         if confirmation is not None:
             data["confirm"] = confirmation.to_json()
         print_json(data)
     else:
+        if headline:
+            console().print(f"[bold yellow]! {headline}[/bold yellow]", soft_wrap=True)  # one line, however long
         render(rec, mc, target, note, args.top)
         if quality_conf is not None:
             render_quality(rec, quality_conf)
@@ -116,6 +135,23 @@ def run(args: argparse.Namespace) -> int:
     if args.quantize is not None:
         _quantize_best(args, rec)
     return 0
+
+
+def _rank_models(args: argparse.Namespace) -> int:
+    """Without --model: rank models for the target; options that only make sense for one model are refused."""
+    only_one = [flag for flag, v in (("--format", args.formats), ("--runtime", args.runtime), ("--quantize", args.quantize),
+                                     ("--eval", args.eval), ("--confirm", args.confirm), ("--kv-dtype", args.kv_dtype))
+                if v]
+    if only_one:
+        raise InvalidInputError(f"{', '.join(only_one)} needs --model (without --model, recommend ranks models)")
+    if args.nodes > 1:
+        raise InvalidInputError("ranking models plans one node; give --model to plan across nodes")
+    catalog = load_catalog_for(args)
+    target = resolve_target(args, catalog)
+    calibration, cal_note = _calibration(args, target)
+    if cal_note:
+        target = dataclasses.replace(target, notes=target.notes + (cal_note,))
+    return run_ranking(args, target, calibration)
 
 
 def _quantize_best(args: argparse.Namespace, rec) -> None:  # type: ignore[no-untyped-def]

@@ -47,6 +47,7 @@ class PlannerApp(App[None]):
         Binding("2", "show_tab('models')", "Models", id="tab.models"),
         Binding("3", "show_tab('fit')", "Fit", id="tab.fit"),
         Binding("4", "show_tab('matrix')", "Matrix", id="tab.matrix"),
+        Binding("5", "show_tab('rank')", "Best here", id="tab.rank"),
         Binding("slash", "search", "Search", id="search", key_display="/"),
         Binding("plus,equals_sign", "context(1)", "Context ×2", id="context.up", key_display="+"),
         Binding("minus", "context(-1)", "Context ÷2", id="context.down", key_display="-"),

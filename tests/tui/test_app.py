@@ -354,3 +354,39 @@ def test_nodes_and_fabric_plan_across_nodes(catalog, registry):
             assert app.inputs.nodes == 1 and "nodes" not in app.current_recommendation.target_label
 
     run(body())
+
+
+def test_best_here_tab_ranks_like_the_library_and_opens_a_model(catalog, registry):
+    """Tab 5 shows planner.fit's ranking for the fit's device and context; another use re-ranks; Enter plans it."""
+    from planner.fit import bundled_models, rank_models
+
+    async def body() -> None:
+        app = create_app(catalog, registry)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("5")
+            await settle(app, pilot)
+            pane = app.screen.query_one("#rank-pane")
+            for _ in range(100):  # the ranking runs in a worker
+                if pane.ranking is not None:
+                    break
+                await pilot.pause(0.05)
+            i = app.inputs
+            want = rank_models(bundled_models(registry), target_from_catalog(catalog.get(i.device_id), i.count),
+                               context=i.context)
+            assert [f.spec.id for f in pane.ranking.ranked] == [f.spec.id for f in want.ranked]
+            table = app.screen.query_one("#rank-table", DataTable)
+            assert [str(k.value) for k in table.rows] == [f.spec.id for f in want.ranked]
+            pane.use = "coding"
+            pane.recompute()
+            for _ in range(100):
+                if pane.ranking.use == "coding":
+                    break
+                await pilot.pause(0.05)
+            assert pane.ranking.use == "coding"
+            assert all("HumanEval+" in f.capability.benchmark for f in pane.ranking.ranked)
+            second = str(list(table.rows)[1].value)
+            table.move_cursor(row=1)
+            await pilot.press("enter")
+            assert app.inputs.model_id == second and app.active_tab == "fit"
+
+    run(body())

@@ -22,6 +22,9 @@ USAGE = (
               "bar, speed, quality, reasons and the launch command ([b]y[/b] copies it)."),
     ("4 Matrix", "Models × devices for one format (or the best GGUF quant that fits) at the current context; Enter "
                  "opens a cell in Fit."),
+    ("5 Best here", "Models ranked for the current device and context by expected capability (published score x what "
+                    "the format keeps) among plans that fit and decode at least 10 tok/s, as [b]planner recommend[/b] "
+                    "without --model; pick the use (chat, coding, reasoning); Enter opens a model in Fit."),
     ("Mouse", "Click tabs, headers (sort; again to reverse), rows, selects and the Copy button."),
 )
 

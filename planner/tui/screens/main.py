@@ -1,4 +1,4 @@
-"""The main screen: a status line, four tabs (devices, models, fit, matrix) and the footer."""
+"""The main screen: a status line, five tabs (devices, models, fit, matrix, best models) and the footer."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from planner.tui.widgets.devices import DevicesPane
 from planner.tui.widgets.fit import FitPane
 from planner.tui.widgets.matrix import MatrixPane
 from planner.tui.widgets.models import ModelsPane
+from planner.tui.widgets.rank import RankPane
 
-TABS = ("devices", "models", "fit", "matrix")
-TAB_TABLES = {"devices": "#device-table", "models": "#model-table", "fit": "#fit-table", "matrix": "#matrix-table"}
+TABS = ("devices", "models", "fit", "matrix", "rank")
+TAB_TABLES = {"devices": "#device-table", "models": "#model-table", "fit": "#fit-table", "matrix": "#matrix-table",
+              "rank": "#rank-table"}
 
 
 class MainScreen(Screen[None]):
@@ -37,6 +39,8 @@ class MainScreen(Screen[None]):
                 yield FitPane(id="fit-pane")
             with TabPane("4 Matrix", id="matrix"):
                 yield MatrixPane(id="matrix-pane")
+            with TabPane("5 Best here", id="rank"):
+                yield RankPane(id="rank-pane")
         yield Footer()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -46,6 +50,10 @@ class MainScreen(Screen[None]):
             matrix = self.query_one(MatrixPane)
             if matrix.dirty:
                 matrix.recompute()
+        if pane_id == "rank":
+            rank = self.query_one(RankPane)
+            if rank.dirty:
+                rank.recompute()
         table_id = TAB_TABLES.get(pane_id or "")
         focused = self.focused
         if event.pane.id != self.query_one("#tabs", TabbedContent).active:

@@ -1,0 +1,116 @@
+"""The ranking view: which model runs best on the current target (planner.fit, as `planner recommend` without
+--model), computed in a worker when the tab is shown; Enter opens the model in the fit pane."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Label, Select, Static
+
+from planner.capability import USES, unit
+from planner.fit import DEFAULT_MIN_TOKENS_PER_S, Ranking, bundled_models, rank_models
+from planner.plan import GIB
+from planner.tui.state import make_target
+
+
+class RankPane(Vertical):
+    """Rows: models ranked by expected capability for the chosen use on the fit's target."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.use = "chat"
+        self.dirty = True
+        self.computed_for: tuple | None = None
+        self.ranking: Ranking | None = None
+
+    def compose(self) -> ComposeResult:
+        """Use picker, hint, table, status."""
+        with Horizontal(classes="controls"):
+            yield Label("use", classes="ctl-label")
+            yield Select([(u, u) for u in USES], value="chat", allow_blank=False, compact=True, id="rank-use")
+            yield Static("", id="rank-hint")
+        yield DataTable(id="rank-table", cursor_type="row")
+        yield Static("", id="rank-status", classes="pane-status")
+
+    def on_mount(self) -> None:
+        """Recompute when the target or context changes (now if visible, else when shown)."""
+        app: Any = self.app
+        self.watch(app, "inputs", lambda _i: self.invalidate(), init=False)
+        self.watch(app, "host", lambda _h: self.invalidate(), init=False)
+
+    def invalidate(self) -> None:
+        """Inputs changed."""
+        self.dirty = True
+        app: Any = self.app
+        if app.active_tab == "rank":
+            self.recompute()
+
+    def recompute(self) -> None:
+        """Start the worker for the current target, context and use (only when one of them changed)."""
+        app: Any = self.app
+        inputs = app.inputs
+        try:
+            target = make_target(inputs, app.catalog, app.host)
+        except (LookupError, Exception) as exc:  # noqa: BLE001 - shown in the pane, like the fit pane's errors
+            self.query_one("#rank-status", Static).update(f"no target: {exc}")
+            return
+        key = (inputs.device_id, inputs.count, inputs.nodes, inputs.context, self.use, id(app.host))
+        self.dirty = False
+        if key == self.computed_for:
+            return
+        self.computed_for = key
+        self.query_one("#rank-hint", Static).update(
+            f"  {target.label} · {inputs.context:,} tokens · ≥ {DEFAULT_MIN_TOKENS_PER_S:g} tok/s · Enter opens it in Fit")
+        self.query_one("#rank-status", Static).update("ranking…")
+        self._rank(target, inputs.context, self.use, key)
+
+    @work(thread=True, exclusive=True, group="rank")
+    def _rank(self, target: Any, context: int, use: str, key: tuple) -> None:
+        """rank_models off the UI thread (well under a second with warm caches)."""
+        app: Any = self.app
+        ranking = rank_models(bundled_models(app.registry), target, use=use, context=context)
+        app.call_from_thread(self._done, key, ranking)
+
+    def _done(self, key: tuple, ranking: Ranking) -> None:
+        if key != self.computed_for:
+            return  # a ranking for older inputs
+        self.ranking = ranking
+        table = self.query_one("#rank-table", DataTable)
+        table.clear(columns=True)
+        for col in ("#", "model", "format", "runtime", "GiB", "decode tok/s", "loss (KLD)", f"{ranking.use} published",
+                    "expected (10-90 %)"):
+            table.add_column(col, key=col)
+        for i, f in enumerate(ranking.ranked, 1):
+            p, e = f.plan, f.expected
+            assert p is not None and e is not None and f.capability.score is not None
+            table.add_row(str(i), Text(f.spec.name, style="bold" if i == 1 else ""), p.format_id, p.runtime_id,
+                          f"{p.total_memory_bytes / GIB:.1f}", f"{p.decode_tokens_per_s:.1f}",
+                          f"{p.quality.get('kld', 0):.3f} {p.quality.get('label', '')}",
+                          f"{f.capability.score:g}{unit(f.capability)}",
+                          Text(f"{e.value:.0f} ({e.low:.0f}-{e.high:.0f})" + (" extrapolated" if e.extrapolated else ""),
+                               style="yellow" if e.extrapolated else ""),
+                          key=f.spec.id)
+        left = [f for f in ranking.fits if not f.ranked]
+        no_score = sum(1 for f in left if not f.capability.has_data)
+        self.query_one("#rank-status", Static).update(
+            f"{len(ranking.ranked)} ranked · {no_score} without a published {ranking.use} score · "
+            f"{len(left) - no_score} do not fit, are too slow or need a longer context · source: "
+            + (ranking.ranked[0].capability.source if ranking.ranked else "-"))
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        """Another use: re-rank."""
+        if event.select.id == "rank-use" and event.value is not Select.NULL:
+            event.stop()
+            self.use = str(event.value)
+            self.recompute()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a model: plan it in the fit pane."""
+        if event.data_table.id != "rank-table" or event.row_key.value is None:
+            return
+        app: Any = self.app
+        app.choose_model(str(event.row_key.value))
