@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import TYPE_CHECKING
 
 from planner.formats import WeightFormat
-from planner.plan import Plan, Target
+from planner.plan import GIB, Plan, Target
 from planner.runtimes import Runtime
 
 if TYPE_CHECKING:
     from planner.models.spec import ModelSpec
 
 _VLLM_QUANT = {"fp8": " --quantization fp8", "bnb": " --quantization bitsandbytes", "gguf": ""}
+# KoboldCpp runs on the CPU unless a GPU backend is named (koboldcpp.py --usecublas / --usevulkan); Metal is
+# automatic on macOS. Its ROCm fork keeps the --usecublas flag (hipBLAS).
+_KOBOLD_BACKEND = {"cuda": " --usecublas", "rocm": " --usecublas", "vulkan": " --usevulkan"}
 _TGI_QUANT = {"gptq": " --quantize gptq", "awq": " --quantize awq", "bnb": " --quantize bitsandbytes-nf4",
               "fp8": " --quantize fp8", "exl2": " --quantize exl2", "w8a16": " --quantize eetq"}
 
@@ -51,6 +55,23 @@ def launch_command(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Run
         "quant_flag": _VLLM_QUANT.get(fmt.family, ""), "kv_flag": f" --kv-cache-dtype {kv}" if kv != "auto" else "",
         "sglang_kv": f" --kv-cache-dtype {kv}" if kv != "auto" else "",
         "tgi_quant": _TGI_QUANT.get(fmt.family, ""), "exl_kv": {"fp16": "FP16", "q8": "Q8", "q6": "Q6", "q4": "Q4"}.get(kv, "FP16"),
+        "tgi_kv": f" --kv-cache-dtype {kv}" if kv != "auto" else "",
+        # vLLM's GGUF docs: pass the base model's tokenizer, converting the GGUF one is slow and unreliable
+        "tokenizer_flag": f" --tokenizer {model.hf_repo}" if fmt.family == "gguf" and model.hf_repo else "",
+        "sglang_load": " --load-format gguf" if fmt.family == "gguf" else (" --quantization fp8" if fmt.family == "fp8" else ""),
+        # vLLM CPU backend: KV cache space in GiB (VLLM_CPU_KVCACHE_SPACE), at least the planned cache
+        "kv_space_gib": max(1, math.ceil(plan.kv_cache_bytes / GIB)),
+        "exl_name": artifact_name(model, fmt).removeprefix("./"),
+        "exl_split": "  gpu_split_auto: true\n" if target.count > 1 else "",
+        "kobold_backend": _KOBOLD_BACKEND.get(target.device.backend, ""),
+        "kobold_multiuser": f" --multiuser {plan.concurrency}" if plan.concurrency > 1 else "",
+        "cpu_dtype": "float32" if fmt.id == "fp32" else "bfloat16",
+        "sglang_device": " --device cpu" if target.is_cpu else "",
+        # transformers reads GGUF through from_pretrained(gguf_file=...) (docs/source/en/gguf.md), not a pipeline path
+        "tf_load": (f"from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('.', "
+                    f"gguf_file='{artifact_name(model, fmt)}', device_map='auto')" if fmt.family == "gguf" else
+                    f"from transformers import pipeline; pipeline('text-generation', model='{artifact_name(model, fmt)}', "
+                    "device_map='auto')"),
     }
     cmd = runtime.launch.format(**fields)
     return cmd

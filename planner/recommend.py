@@ -12,7 +12,7 @@ from planner.cost.model import ModelCost
 from planner.cost.quality import KV_QUALITY_KLD, ranking_kld
 from planner.formats import FORMATS, WeightFormat, exl2_format
 from planner.plan import GIB, Plan, Target
-from planner.runtimes import RUNTIMES, Runtime
+from planner.runtimes import RUNTIMES, Runtime, arch_id
 
 # Formats a user would rarely pick on purpose; still accepted by `estimate` and `--format`.
 _SKIP_BY_DEFAULT = {"F32", "TQ1_0", "TQ2_0", "MXFP4_MOE", "nf4-nodq", "fp8-pertensor", "gptq-int4-perchannel",
@@ -91,7 +91,8 @@ def rank(plans: list[Plan], prefer: str, min_tokens_per_s: float | None) -> list
         slow = bool(min_tokens_per_s) and p.decode_tokens_per_s < (min_tokens_per_s or 0)
         tier = 0 if (p.fits and not slow) else (1 if p.fits else (2 if p.runs else 3))
         # equal scores happen when speeds pass the cap: then the faster plan (the score cannot see past the cap)
-        return (tier, -p.score, -round(p.served_tokens_per_s, 6) if p.runs else 0.0, _RUNTIME_ORDER.get(p.runtime_id, 99),
+        # a partially supported path (experimental, version-dependent) ranks behind every fully supported one
+        return (tier, p.support_status != "full", -p.score, -round(p.served_tokens_per_s, 6) if p.runs else 0.0, _RUNTIME_ORDER.get(p.runtime_id, 99),
                 p.total_memory_bytes)
 
     return sorted(plans, key=key)
@@ -107,10 +108,11 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
     rts = list(runtimes) or list(RUNTIMES.values())
     plans: list[Plan] = []
     subs = sub_layouts(target, concurrency)
+    arch = arch_id(mc.spec)
     for sub in subs:
         for fmt in fmts:
             for rt in rts:
-                if not rt.support(fmt, sub.device).runs:
+                if not rt.support(fmt, sub.device, arch).runs:
                     if (formats or runtimes) and sub is target:  # keep the reason when the user asked for it
                         plans.append(evaluate(mc, fmt, rt, sub, context=context, concurrency=concurrency,
                                               prompt_tokens=prompt_tokens, calibration=calibration))
@@ -301,7 +303,7 @@ def suggest(mc: ModelCost, target: Target, ranked: list[Plan], formats: dict[str
     if catalog is not None:
         ref_fmt = formats[ref.format_id]
         fits = sorted((d for d in catalog if d.memory_kind != "system" and d.memory_bytes * 0.9 >= ref.needed_bytes
-                       and any(rt.support(ref_fmt, d).runs for rt in RUNTIMES.values())),
+                       and any(rt.support(ref_fmt, d, arch_id(mc.spec)).runs for rt in RUNTIMES.values())),
                       key=lambda d: d.memory_gib)[:3]
         if fits:
             out.append(f"a device with enough memory for {ref.format_id}: " + ", ".join(f"{d.id} ({d.memory_gib:g} GiB)" for d in fits))
