@@ -283,7 +283,9 @@ def suggest(mc: ModelCost, target: Target, ranked: list[Plan], formats: dict[str
     runs = [p for p in ranked if p.runs]
     out: list[str] = []
     if not runs:
-        return [f"no runtime runs any format on {target.device.name} ({target.device.backend})"]
+        # the rules' own reasons (architecture, format, hardware), not just 'nothing runs'
+        why = sorted({p.reason for p in ranked if p.reason})[:4]
+        return [f"no runtime runs the candidates on {target.device.name} ({target.device.backend})"] + why
     smallest = min(runs, key=lambda p: p.needed_bytes)
     need = smallest.needed_bytes
     usable = max(sum(target.usable_bytes), 1)
