@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command."""
     from planner.cost.evaluate import evaluate
     from planner.formats import get_format
-    from planner.runtimes import RUNTIMES, get_runtime
+    from planner.runtimes import RUNTIMES, arch_id, get_runtime
 
     mc, note = load_model(args)
     fmt = get_format(args.format)
@@ -67,12 +67,14 @@ def run(args: argparse.Namespace) -> int:
     if args.runtime:
         runtimes = [get_runtime(args.runtime)]
     else:
-        runtimes = [rt for rt in RUNTIMES.values() if rt.support(fmt, target.device).runs]
+        runtimes = [rt for rt in RUNTIMES.values() if rt.support(fmt, target.device, arch_id(mc.spec)).runs]
         if not runtimes:
-            raise PlannerError(f"no runtime runs {fmt.id} on {target.device.name} ({target.device.backend})")
+            raise PlannerError(f"no runtime runs {fmt.id} for a {arch_id(mc.spec)} model on {target.device.name} "
+                               f"({target.device.backend})")
     plans = [evaluate(mc, fmt, rt, target, context=context, concurrency=args.concurrency, kv_dtype=args.kv_dtype,
                       prompt_tokens=args.prompt, calibration=calibration) for rt in runtimes]
-    plan = max(plans, key=lambda p: (p.runs, p.fits, p.decode_tokens_per_s))
+    # fully supported before experimental paths (planner.runtimes), as recommend ranks them
+    plan = max(plans, key=lambda p: (p.runs, p.fits, p.support_status == "full", p.decode_tokens_per_s))
     data = plan.as_dict()
     data["quality"] = plan.quality or None
     data["calibration"] = cal_note
