@@ -77,6 +77,22 @@ class ArchRule:
 
 
 @dataclass(frozen=True)
+class KVRule:
+    """Whether a runtime offers KV-cache dtypes `dtypes` on `backends` ('*': any)."""
+
+    dtypes: tuple[str, ...]
+    backends: tuple[str, ...]
+    mode: Literal["native", "no"]
+    source: str
+    status: Status = "full"
+    note: str = ""
+
+    def matches(self, dtype: str, backend: str) -> bool:
+        """Whether the rule covers this dtype on this backend."""
+        return dtype in self.dtypes and ("*" in self.backends or backend in self.backends)
+
+
+@dataclass(frozen=True)
 class Support:
     """The verdict for one (runtime, format, device[, architecture]): mode plus the reason shown to the user."""
 
@@ -110,10 +126,13 @@ def _split(cell: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in cell.split("|") if x.strip())
 
 
-def load_support_rules(path: Path = SUPPORT_CSV) -> tuple[dict[str, list[FormatRule]], dict[str, list[ArchRule]]]:
-    """Read runtime_support.csv into format and architecture rules per runtime id, in file order (first match wins)."""
+def load_support_rules(path: Path = SUPPORT_CSV) -> tuple[dict[str, list[FormatRule]], dict[str, list[ArchRule]],
+                                                            dict[str, list[KVRule]]]:
+    """Read runtime_support.csv into format, architecture and KV-cache rules per runtime id, in file order (first
+    match wins)."""
     fmt_rules: dict[str, list[FormatRule]] = {}
     arch_rules: dict[str, list[ArchRule]] = {}
+    kv_rules: dict[str, list[KVRule]] = {}
     with open(path, newline="", encoding="utf-8") as fh:
         for n, row in enumerate(csv.DictReader(fh), start=2):
             where = f"{path.name}: line {n}"
@@ -130,12 +149,17 @@ def load_support_rules(path: Path = SUPPORT_CSV) -> tuple[dict[str, list[FormatR
                     raise ValueError(f"{where}: an architecture rule is 'native' or 'no'")
                 arch_rules.setdefault(row["runtime"], []).append(ArchRule(
                     _split(row["match"]), mode, source, _split(row["formats"]), status, row["note"]))  # type: ignore[arg-type]
+            elif row["kind"] == "kv":
+                if mode not in ("native", "no"):
+                    raise ValueError(f"{where}: a KV-cache rule is 'native' or 'no'")
+                kv_rules.setdefault(row["runtime"], []).append(KVRule(
+                    _split(row["match"]), _split(row["backends"]), mode, source, status, row["note"]))  # type: ignore[arg-type]
             else:
-                raise ValueError(f"{where}: kind: expected 'format' or 'arch', found {row['kind']!r}")
-    return fmt_rules, arch_rules
+                raise ValueError(f"{where}: kind: expected 'format', 'arch' or 'kv', found {row['kind']!r}")
+    return fmt_rules, arch_rules, kv_rules
 
 
-_FORMAT_RULES, _ARCH_RULES = load_support_rules()
+_FORMAT_RULES, _ARCH_RULES, _KV_RULES = load_support_rules()
 
 
 @dataclass(frozen=True)
@@ -158,6 +182,7 @@ class Runtime:
     source: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
     arch_rules: tuple[ArchRule, ...] = ()
+    kv_rules: tuple[KVRule, ...] = ()
 
     def support(self, fmt: WeightFormat, device: DeviceSpec, arch: str | None = None) -> Support:
         """Whether and how this runtime runs `fmt` on `device` (first matching format rule wins), and with `arch`
@@ -186,10 +211,22 @@ class Runtime:
         where = device.backend + (f" sm{device.compute_capability}" if device.compute_capability else "")
         return Support("no", f"{self.name} does not load {fmt.id} ({fmt.family}) on {where}")
 
+    def kv_support(self, dtype: str, device: DeviceSpec) -> Support:
+        """Whether this runtime offers KV-cache dtype `dtype` (its own name for it) on `device`."""
+        rule = next((r for r in self.kv_rules if r.matches(dtype, device.backend)), None)
+        if rule is None:
+            return Support("no", f"{self.name} offers KV cache dtypes {', '.join(self.kv_dtypes)}, not {dtype}")
+        why = rule.note or f"{self.name} {'offers' if rule.mode == 'native' else 'has no'} a {dtype} KV cache"
+        return Support(rule.mode, why, status=rule.status, sources=(rule.source,))
+
 
 def _rules(rid: str) -> dict:
-    """The format and architecture rules of runtime `rid` from runtime_support.csv, as Runtime keyword arguments."""
-    return {"rules": tuple(_FORMAT_RULES.get(rid, ())), "arch_rules": tuple(_ARCH_RULES.get(rid, ()))}
+    """The format, architecture and KV-cache rules of runtime `rid` from runtime_support.csv, as Runtime keyword
+    arguments; its KV dtypes are those its any-backend KV rules offer, in file order (the first is the default)."""
+    kv = tuple(_KV_RULES.get(rid, ()))
+    dtypes = tuple(dict.fromkeys(d for r in kv if "*" in r.backends and r.mode == "native" for d in r.dtypes))
+    return {"rules": tuple(_FORMAT_RULES.get(rid, ())), "arch_rules": tuple(_ARCH_RULES.get(rid, ())),
+            "kv_rules": kv, "kv_dtypes": dtypes}
 
 
 RUNTIMES: dict[str, Runtime] = {}
@@ -203,7 +240,7 @@ def _add(rt: Runtime) -> None:
 # (which pins the version and source of every module, subcommand and flag). planner.launch fills the fields.
 _add(Runtime(
     "llama.cpp", "llama.cpp", "llamacpp", **_rules("llama.cpp"),
-    kv_dtypes=("f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl"), multi_gpu="layer",
+    multi_gpu="layer",
     aliases=("llamacpp", "llama-server", "llama-cpp"), weights_on_host=("token_embd.weight",),
     cuda_context_gib=0.3,
     launch="llama-server -m {gguf} -ngl {ngl} -c {context} -np {concurrency} -fa on{kv_flags}{split_flags} --host 0.0.0.0 --port 8080",
@@ -212,7 +249,7 @@ _add(Runtime(
 ))
 _add(Runtime(
     "ollama", "Ollama", "llamacpp", **_rules("ollama"),
-    kv_dtypes=("f16", "q8_0", "q4_0"), multi_gpu="layer", aliases=("ollama-run",), weights_on_host=("token_embd.weight",),
+    multi_gpu="layer", aliases=("ollama-run",), weights_on_host=("token_embd.weight",),
     cuda_context_gib=0.3, default_context=4096,
     # Server settings are environment variables of `ollama serve`; num_ctx in the Modelfile sets the model's context.
     launch="OLLAMA_NUM_PARALLEL={concurrency} OLLAMA_FLASH_ATTENTION=1{ollama_kv} ollama serve &\n"
@@ -223,21 +260,21 @@ _add(Runtime(
 ))
 _add(Runtime(
     "lmstudio", "LM Studio", "llamacpp", **_rules("lmstudio"),
-    kv_dtypes=("f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"), multi_gpu="layer",
+    multi_gpu="layer",
     aliases=("lm-studio", "lms"), weights_on_host=("token_embd.weight",), cuda_context_gib=0.3,
     launch="lms load {model} --context-length {context} --parallel {concurrency} --gpu max && lms server start --port 1234",
     source="lmstudio-ai/lms src/subcommands/load.ts, server.ts; lmstudio-ai/docs (llm-load-model-config.md)",
 ))
 _add(Runtime(
     "koboldcpp", "KoboldCpp", "llamacpp", **_rules("koboldcpp"),
-    kv_dtypes=("f16", "q8_0", "q4_0"), multi_gpu="layer", aliases=("kobold",), weights_on_host=("token_embd.weight",),
+    multi_gpu="layer", aliases=("kobold",), weights_on_host=("token_embd.weight",),
     cuda_context_gib=0.3,
     launch="koboldcpp --model {gguf}{kobold_backend} --gpulayers {ngl} --contextsize {context} --flashattention{kobold_kv}{kobold_multiuser}",
     source="LostRuins/koboldcpp README (llama.cpp fork; --quantkv 1=q8, 2=q4 needs --flashattention)",
 ))
 _add(Runtime(
     "vllm", "vLLM", "vllm", **_rules("vllm"),
-    kv_dtypes=("auto", "fp8_e4m3", "fp8_e5m2"), multi_gpu="tensor", aliases=("vllm-serve",), gpu_memory_fraction=0.9,
+    multi_gpu="tensor", aliases=("vllm-serve",), gpu_memory_fraction=0.9,
     cuda_context_gib=0.5, cuda_graph_gib=0.5,
     launch="vllm serve {hf_model}{tokenizer_flag} --max-model-len {context} --max-num-seqs {concurrency} --tensor-parallel-size {tp}{quant_flag}{kv_flag} --gpu-memory-utilization 0.9",
     source="vllm docs/features/quantization/README.md; vllm/config/cache.py (gpu_memory_utilization 0.9/0.92)",
@@ -247,7 +284,7 @@ _add(Runtime(
     # vLLM's CPU backend is its own build (x86 AVX-512 / ARM), with the KV cache sized by VLLM_CPU_KVCACHE_SPACE
     # (GiB) instead of a GPU memory fraction; its own rules and label so a CPU plan never shows a GPU command.
     "vllm-cpu", "vLLM (CPU backend)", "vllm", **_rules("vllm-cpu"),
-    kv_dtypes=("auto",), multi_gpu="none", aliases=("vllm-cpu-backend",), gpu_memory_fraction=None,
+    multi_gpu="none", aliases=("vllm-cpu-backend",), gpu_memory_fraction=None,
     cuda_context_gib=0.0, cuda_graph_gib=0.0,
     launch="VLLM_CPU_KVCACHE_SPACE={kv_space_gib} vllm serve {hf_model} --max-model-len {context} --max-num-seqs {concurrency} --dtype {cpu_dtype}",
     source="vllm-project/vllm docs/getting_started/installation/cpu.md (VLLM_CPU_KVCACHE_SPACE, default 4 GiB)",
@@ -255,13 +292,13 @@ _add(Runtime(
 ))
 _add(Runtime(
     "sglang", "SGLang", "sglang", **_rules("sglang"),
-    kv_dtypes=("auto", "fp8_e4m3", "fp8_e5m2"), multi_gpu="tensor", gpu_memory_fraction=0.88, cuda_context_gib=0.5, cuda_graph_gib=0.5,
+    multi_gpu="tensor", gpu_memory_fraction=0.88, cuda_context_gib=0.5, cuda_graph_gib=0.5,
     launch="python -m sglang.launch_server --model-path {hf_model} --tp {tp} --context-length {context}{sglang_load}{sglang_kv}{sglang_device}",
     source="sgl-project/sglang docs/advanced_features/quantization.md, server_arguments.md",
 ))
 _add(Runtime(
     "tensorrt-llm", "TensorRT-LLM", "trtllm", **_rules("tensorrt-llm"),
-    kv_dtypes=("auto", "fp8", "int8"), multi_gpu="tensor", aliases=("trtllm", "trt-llm"), cuda_context_gib=0.5, cuda_graph_gib=0.5,
+    multi_gpu="tensor", aliases=("trtllm", "trt-llm"), cuda_context_gib=0.5, cuda_graph_gib=0.5,
     gpu_memory_fraction=None,
     launch="trtllm-serve {hf_model} --backend pytorch --tp_size {tp} --max_seq_len {context} --max_batch_size {concurrency} --kv_cache_free_gpu_memory_fraction 0.9",
     source="NVIDIA/TensorRT-LLM docs (support matrix, reference/memory.md)",
@@ -269,7 +306,7 @@ _add(Runtime(
 ))
 _add(Runtime(
     "tgi", "Hugging Face TGI", "tgi", **_rules("tgi"),
-    kv_dtypes=("auto", "fp8_e4m3fn", "fp8_e5m2"), multi_gpu="tensor", aliases=("text-generation-inference",),
+    multi_gpu="tensor", aliases=("text-generation-inference",),
     gpu_memory_fraction=1.0, cuda_context_gib=0.5, cuda_graph_gib=0.3,
     launch="text-generation-launcher --model-id {hf_model} --num-shard {tp} --max-total-tokens {context}{tgi_quant}{tgi_kv}",
     source="huggingface/text-generation-inference docs (launcher.md, conceptual/quantization.md); maintenance mode since 2026",
@@ -277,7 +314,7 @@ _add(Runtime(
 _add(Runtime(
     # ExLlamaV2 has no server of its own: TabbyAPI serves it, configured by config.yml (model_dir + model_name).
     "exllamav2", "ExLlamaV2 / TabbyAPI", "exllamav2", **_rules("exllamav2"),
-    kv_dtypes=("fp16", "q8", "q6", "q4"), multi_gpu="layer", aliases=("exllama", "tabbyapi", "exl2"), cuda_context_gib=0.4,
+    multi_gpu="layer", aliases=("exllama", "tabbyapi", "exl2"), cuda_context_gib=0.4,
     launch="# in a TabbyAPI checkout (theroyallab/tabbyAPI), with the model directory inside it\n"
            "cat > config.yml <<'EOF'\nnetwork:\n  host: 0.0.0.0\n  port: 5000\nmodel:\n  model_dir: .\n  model_name: {exl_name}\n"
            "  backend: exllamav2\n  max_seq_len: {context}\n  cache_mode: {exl_kv}\n  max_batch_size: {concurrency}\n"
@@ -286,13 +323,13 @@ _add(Runtime(
 ))
 _add(Runtime(
     "mlx", "MLX (mlx-lm)", "mlx", **_rules("mlx"),
-    kv_dtypes=("fp16",), multi_gpu="none", aliases=("mlx-lm", "mlx_lm"), cuda_context_gib=0.0,
+    multi_gpu="none", aliases=("mlx-lm", "mlx_lm"), cuda_context_gib=0.0,
     launch="mlx_lm.server --model {hf_model} --host 127.0.0.1 --port 8080",
     source="ml-explore/mlx-lm README; mlx_lm.server has no --kv-bits",
 ))
 _add(Runtime(
     "transformers", "Hugging Face transformers", "transformers", **_rules("transformers"),
-    kv_dtypes=("auto",), multi_gpu="layer", aliases=("hf", "hf-transformers", "accelerate"), cuda_context_gib=0.5,
+    multi_gpu="layer", aliases=("hf", "hf-transformers", "accelerate"), cuda_context_gib=0.5,
     launch="python -c \"{tf_load}\"",
     source="huggingface/transformers docs/source/en/quantization/overview.md",
 ))

@@ -88,6 +88,13 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     if kv is None:
         plan.runs, plan.reason = False, why
         return plan
+    kv_ok = runtime.kv_support(kv, dev)  # per-backend KV-cache rules (planner/data/runtime_support.csv)
+    if not kv_ok.runs:
+        plan.runs, plan.reason = False, kv_ok.reason
+        return plan
+    if kv_ok.partial:
+        plan.support_status = "partial"
+        plan.warnings.append(f"partial support: {kv_ok.reason}")
     plan.kv_dtype = kv
     if support.single_device and target.total_devices > 1:
         plan.runs, plan.reason = False, f"{runtime.name} runs {fmt.id} on one GPU only ({support.reason})"

@@ -164,3 +164,37 @@ def test_default_formats_cover_the_walk():
     """The walk above covers at least every format recommend considers by default."""
     ids = {f.id for f in _all_formats()}
     assert {f.id for f in default_formats("bfloat16")} <= ids
+
+
+@pytest.mark.parametrize("runtime,kv,device,expect", [
+    ("llama.cpp", "q8_0", "rtx-4090", "full"),
+    ("llama.cpp", "q5_1", "rtx-4090", "partial"),  # needs a GGML_CUDA_FA_ALL_QUANTS build
+    ("llama.cpp", "q5_1", "m3-max", "full"),
+    ("llama.cpp", "iq4_nl", "m3-max", "no"),  # no Metal flash-attention kernel for it
+    ("vllm", "fp8_e5m2", "mi300x", "no"),  # ROCm: e4m3 only
+    ("vllm", "fp8_e4m3", "mi300x", "full"),
+    ("sglang", "fp8_e4m3", "mi300x", "no"),
+    ("tgi", "fp8_e5m2", "mi300x", "no"),
+    ("exllamav2", "q4", "rtx-4090", "full"),
+    ("mlx", "q8", "m3-max", "no"),
+])
+def test_kv_cache_rules(catalog, runtime, kv, device, expect):
+    v = get_runtime(runtime).kv_support(kv, catalog.get(device))
+    assert ("no" if not v.runs else v.status) == expect, v.reason
+    if v.runs:
+        assert v.sources and all(_PINNED.search(s) for s in v.sources)
+
+
+def test_every_offered_kv_dtype_has_a_sourced_rule_on_every_backend(catalog):
+    for rt in RUNTIMES.values():
+        assert rt.kv_dtypes, rt.id
+        for dev in _devices(catalog):
+            for kv in rt.kv_dtypes:
+                v = rt.kv_support(kv, dev)
+                assert v.sources and all(_PINNED.search(s) for s in v.sources), (rt.id, kv, dev.id)
+
+
+def test_a_kv_dtype_the_backend_lacks_is_refused_with_its_reason(catalog, registry):
+    p = evaluate(ModelCost(registry.get("llama-3.1-8b")), get_format("fp16"), get_runtime("vllm"),
+                 target_from_catalog(catalog.get("mi300x"), 1), context=4096, kv_dtype="fp8_e5m2")
+    assert not p.runs and "e4m3" in p.reason
