@@ -207,3 +207,12 @@ def test_gpu_flags_never_reach_a_cpu_machine(sweep):
                 assert plan.launch.startswith("VLLM_CPU_KVCACHE_SPACE=")
             if plan.runtime_id == "sglang":
                 assert "--device cpu" in plan.launch
+
+
+def test_on_the_fly_quantization_only_for_checkpoints_that_need_it(sweep):
+    """--quantization fp8 quantizes a 16-bit release on load; an FP8 release (DeepSeek-V3) says so in its config."""
+    fp8 = {(s.id, p.runtime_id): p.launch for s, p in sweep if p.format_id == "fp8" and p.runtime_id in ("vllm", "sglang")}
+    assert "--quantization fp8" not in fp8[("deepseek-v3", "vllm")]
+    assert "--quantization fp8" not in fp8[("deepseek-v3", "sglang")]
+    assert "--quantization fp8" in fp8[("llama-3.1-70b", "vllm")]
+    assert "--quantization fp8" in fp8[("llama-3.1-70b", "sglang")]
