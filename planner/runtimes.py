@@ -286,7 +286,8 @@ _add(Runtime(
     "vllm-cpu", "vLLM (CPU backend)", "vllm", **_rules("vllm-cpu"),
     multi_gpu="none", aliases=("vllm-cpu-backend",), gpu_memory_fraction=None,
     cuda_context_gib=0.0, cuda_graph_gib=0.0,
-    launch="VLLM_CPU_KVCACHE_SPACE={kv_space_gib} vllm serve {hf_model} --max-model-len {context} --max-num-seqs {concurrency} --dtype {cpu_dtype}",
+    launch="# vLLM's CPU backend: its own build (https://docs.vllm.ai/en/latest/getting_started/installation/cpu.html)\n"
+           "VLLM_CPU_KVCACHE_SPACE={kv_space_gib} vllm serve {hf_model} --max-model-len {context} --max-num-seqs {concurrency} --dtype {cpu_dtype}",
     source="vllm-project/vllm docs/getting_started/installation/cpu.md (VLLM_CPU_KVCACHE_SPACE, default 4 GiB)",
     notes=("vLLM's CPU backend is a separate build (pip wheel or Docker image for CPU).",),
 ))

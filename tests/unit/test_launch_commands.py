@@ -204,7 +204,7 @@ def test_gpu_flags_never_reach_a_cpu_machine(sweep):
         if plan.device_id.startswith("cpu-"):
             assert "--gpu-memory-utilization" not in plan.launch, plan.launch
             if plan.runtime_id == "vllm-cpu":
-                assert plan.launch.startswith("VLLM_CPU_KVCACHE_SPACE=")
+                assert plan.launch.startswith("# vLLM's CPU backend") and "\nVLLM_CPU_KVCACHE_SPACE=" in plan.launch
             if plan.runtime_id == "sglang":
                 assert "--device cpu" in plan.launch
 
