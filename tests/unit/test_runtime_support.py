@@ -101,7 +101,8 @@ def _dev(catalog, did):
     ("exllamav2", "exl2-4bpw", "rtx-4090", "qwen3", "no"),
     ("exllamav2", "exl2-4bpw", "rtx-4090", "llama", "full"),
     ("tgi", "exl2-4bpw", "h100-sxm", "gpt-oss", "no"),
-    ("tgi", "fp16", "h100-sxm", "qwen3moe", "no"),
+    ("tgi", "fp16", "h100-sxm", "qwen3moe", "partial"),  # transformers fallback
+    ("tgi", "awq-int4", "h100-sxm", "qwen3moe", "no"),
     # no GPU vLLM on a CPU: its CPU backend is its own runtime
     ("vllm", "bf16", "cpu-ddr5-dual", "llama", "no"),
     ("vllm-cpu", "bf16", "cpu-ddr5-dual", "llama", "full"),
