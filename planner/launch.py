@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import TYPE_CHECKING
 
 from planner.formats import WeightFormat
-from planner.plan import Plan, Target
+from planner.plan import GIB, Plan, Target
 from planner.runtimes import Runtime
 
 if TYPE_CHECKING:
     from planner.models.spec import ModelSpec
 
 _VLLM_QUANT = {"fp8": " --quantization fp8", "bnb": " --quantization bitsandbytes", "gguf": ""}
+# KoboldCpp runs on the CPU unless a GPU backend is named (koboldcpp.py --usecublas / --usevulkan); Metal is
+# automatic on macOS. Its ROCm fork keeps the --usecublas flag (hipBLAS).
+_KOBOLD_BACKEND = {"cuda": " --usecublas", "rocm": " --usecublas", "vulkan": " --usevulkan"}
 _TGI_QUANT = {"gptq": " --quantize gptq", "awq": " --quantize awq", "bnb": " --quantize bitsandbytes-nf4",
               "fp8": " --quantize fp8", "exl2": " --quantize exl2", "w8a16": " --quantize eetq"}
 
@@ -25,6 +29,12 @@ def artifact_name(model: ModelSpec, fmt: WeightFormat) -> str:
     if fmt.family == "float" or (fmt.family in ("fp8", "bnb") and model.hf_repo):  # quantized on load
         return model.hf_repo or model.id
     return f"./{model.id}-{fmt.id}"
+
+
+def released_as(model: ModelSpec, fmt: WeightFormat) -> bool:
+    """Whether the model's released checkpoint already is in `fmt` (an FP8 release served as fp8): the engines read
+    the quantization from its config, so no on-the-fly --quantization flag."""
+    return fmt.family == "fp8" and model.native_dtype == "float8_e4m3"
 
 
 def launch_command(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Runtime, target: Target) -> str:
@@ -50,9 +60,28 @@ def launch_command(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: Run
         "kobold_kv": {"q8_0": " --quantkv 1", "q4_0": " --quantkv 2"}.get(kv, ""),
         "model": artifact_name(model, fmt), "hf_model": artifact_name(model, fmt),
         "tp": target.count if plan.layout == "tensor-parallel" else 1,
-        "quant_flag": _VLLM_QUANT.get(fmt.family, ""), "kv_flag": f" --kv-cache-dtype {kv}" if kv != "auto" else "",
+        "quant_flag": "" if released_as(model, fmt) else _VLLM_QUANT.get(fmt.family, ""), "kv_flag": f" --kv-cache-dtype {kv}" if kv != "auto" else "",
         "sglang_kv": f" --kv-cache-dtype {kv}" if kv != "auto" else "",
         "tgi_quant": _TGI_QUANT.get(fmt.family, ""), "exl_kv": {"fp16": "FP16", "q8": "Q8", "q6": "Q6", "q4": "Q4"}.get(kv, "FP16"),
+        "tgi_kv": f" --kv-cache-dtype {kv}" if kv != "auto" else "",
+        # vLLM's GGUF docs: pass the base model's tokenizer, converting the GGUF one is slow and unreliable
+        "tokenizer_flag": f" --tokenizer {model.hf_repo}" if fmt.family == "gguf" and model.hf_repo else "",
+        # SGLang's quantization docs: a pre-quantized checkpoint needs no --quantization (the config says it)
+        "sglang_load": " --load-format gguf" if fmt.family == "gguf" else (
+            " --quantization fp8" if fmt.family == "fp8" and not released_as(model, fmt) else ""),
+        # vLLM CPU backend: KV cache space in GiB (VLLM_CPU_KVCACHE_SPACE), at least the planned cache
+        "kv_space_gib": max(1, math.ceil(plan.kv_cache_bytes / GIB)),
+        "exl_name": artifact_name(model, fmt).removeprefix("./"),
+        "exl_split": "  gpu_split_auto: true\n" if target.count > 1 else "",
+        "kobold_backend": _KOBOLD_BACKEND.get(target.device.backend, ""),
+        "kobold_multiuser": f" --multiuser {plan.concurrency}" if plan.concurrency > 1 else "",
+        "cpu_dtype": "float32" if fmt.id == "fp32" else "bfloat16",
+        "sglang_device": " --device cpu" if target.is_cpu else "",
+        # transformers reads GGUF through from_pretrained(gguf_file=...) (docs/source/en/gguf.md), not a pipeline path
+        "tf_load": (f"from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('.', "
+                    f"gguf_file='{artifact_name(model, fmt)}', device_map='auto')" if fmt.family == "gguf" else
+                    f"from transformers import pipeline; pipeline('text-generation', model='{artifact_name(model, fmt)}', "
+                    "device_map='auto')"),
     }
     cmd = runtime.launch.format(**fields)
     return cmd
@@ -66,7 +95,7 @@ def multinode_launch(plan: Plan, model: ModelSpec, fmt: WeightFormat, runtime: R
     kv = plan.kv_dtype
     nccl = _nccl_env(target)
     if runtime.engine == "vllm":
-        q = _VLLM_QUANT.get(fmt.family, "") + (f" --kv-cache-dtype {kv}" if kv != "auto" else "")
+        q = ("" if released_as(model, fmt) else _VLLM_QUANT.get(fmt.family, "")) + (f" --kv-cache-dtype {kv}" if kv != "auto" else "")
         if ep > 1:
             common = (f"vllm serve {mdl} --tensor-parallel-size {tp} --data-parallel-size {nodes} --data-parallel-size-local 1 "
                       f"--enable-expert-parallel --data-parallel-address <head-ip> --data-parallel-rpc-port 13345 "

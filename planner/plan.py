@@ -162,6 +162,7 @@ class Plan:
     layout: str  # 'single', 'layer-split', 'tensor-parallel', 'partial-offload', 'expert-offload', 'cpu'
     runs: bool = True
     support_mode: str = "native"
+    support_status: str = "full"  # 'partial': experimental or version-dependent support (planner.runtimes)
     reason: str = ""  # why it cannot run or does not fit
     file_size_bytes: int = 0
     weights_bytes: int = 0
@@ -298,7 +299,7 @@ class Plan:
             "model": self.model_id, "format": self.format_id, "runtime": self.runtime_id, "target": self.target_label,
             "device": self.device_id, "device_count": self.device_count, "layout": self.layout,
             "context": self.context, "concurrency": self.concurrency, "kv_dtype": self.kv_dtype,
-            "runs": self.runs, "support_mode": self.support_mode, "fits": self.fits, "reason": self.reason or None,
+            "runs": self.runs, "support_mode": self.support_mode, "support_status": self.support_status, "fits": self.fits, "reason": self.reason or None,
             "file_size_bytes": self.file_size_bytes, "weights_bytes": self.weights_bytes,
             "kv_cache_bytes": self.kv_cache_bytes, "total_memory_bytes": self.total_memory_bytes,
             "usable_memory_bytes": self.usable_memory_bytes, "host_memory_bytes": self.host_bytes,

@@ -13,7 +13,7 @@ from planner.cost.quality import KV_QUALITY_KLD, ranking_kld
 from planner.cost.speed import BASES, WEAK_BASES
 from planner.formats import FORMATS, WeightFormat, exl2_format
 from planner.plan import GIB, Plan, Target
-from planner.runtimes import RUNTIMES, Runtime
+from planner.runtimes import RUNTIMES, Runtime, arch_id
 
 # Formats a user would rarely pick on purpose; still accepted by `estimate` and `--format`.
 _SKIP_BY_DEFAULT = {"F32", "TQ1_0", "TQ2_0", "MXFP4_MOE", "nf4-nodq", "fp8-pertensor", "gptq-int4-perchannel",
@@ -30,7 +30,7 @@ def tie_break(p: Plan) -> tuple:
 # kernels; Ollama, LM Studio and KoboldCpp the same as llama.cpp): an engine's reference implementation before the
 # applications that wrap it, since what was calibrated is the reference build.
 _BASIS_ORDER = {b: i for i, b in enumerate(BASES)}
-_TIE_ORDER = {rid: i for i, rid in enumerate(("llama.cpp", "vllm", "tensorrt-llm", "sglang", "tgi", "exllamav2", "mlx",
+_TIE_ORDER = {rid: i for i, rid in enumerate(("llama.cpp", "vllm", "vllm-cpu", "tensorrt-llm", "sglang", "tgi", "exllamav2", "mlx",
                                                 "transformers", "ollama", "lmstudio", "koboldcpp"))}
 
 
@@ -104,7 +104,8 @@ def rank(plans: list[Plan], prefer: str, min_tokens_per_s: float | None) -> list
         slow = bool(min_tokens_per_s) and p.decode_tokens_per_s < (min_tokens_per_s or 0)
         tier = 0 if (p.fits and not slow) else (1 if p.fits else (2 if p.runs else 3))
         # equal scores happen when speeds pass the cap: then the faster plan (the score cannot see past the cap)
-        return (tier, -p.score, -round(p.served_tokens_per_s, 6) if p.runs else 0.0,
+        # a partially supported path (experimental, version-dependent) ranks behind every fully supported one
+        return (tier, p.support_status != "full", -p.score, -round(p.served_tokens_per_s, 6) if p.runs else 0.0,
                 *(tie_break(p) if p.runs else ()), p.total_memory_bytes)
 
     return sorted(plans, key=key)
@@ -120,10 +121,11 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
     rts = list(runtimes) or list(RUNTIMES.values())
     plans: list[Plan] = []
     subs = sub_layouts(target, concurrency)
+    arch = arch_id(mc.spec)
     for sub in subs:
         for fmt in fmts:
             for rt in rts:
-                if not rt.support(fmt, sub.device).runs:
+                if not rt.support(fmt, sub.device, arch).runs:
                     if (formats or runtimes) and sub is target:  # keep the reason when the user asked for it
                         plans.append(evaluate(mc, fmt, rt, sub, context=context, concurrency=concurrency,
                                               prompt_tokens=prompt_tokens, calibration=calibration))
@@ -317,7 +319,9 @@ def suggest(mc: ModelCost, target: Target, ranked: list[Plan], formats: dict[str
     runs = [p for p in ranked if p.runs]
     out: list[str] = []
     if not runs:
-        return [f"no runtime runs any format on {target.device.name} ({target.device.backend})"]
+        # the rules' own reasons (architecture, format, hardware), not just 'nothing runs'
+        why = sorted({p.reason for p in ranked if p.reason})[:4]
+        return [f"no runtime runs the candidates on {target.device.name} ({target.device.backend})"] + why
     smallest = min(runs, key=lambda p: p.needed_bytes)
     need = smallest.needed_bytes
     usable = max(sum(target.usable_bytes), 1)
@@ -337,7 +341,7 @@ def suggest(mc: ModelCost, target: Target, ranked: list[Plan], formats: dict[str
     if catalog is not None:
         ref_fmt = formats[ref.format_id]
         fits = sorted((d for d in catalog if d.memory_kind != "system" and d.memory_bytes * 0.9 >= ref.needed_bytes
-                       and any(rt.support(ref_fmt, d).runs for rt in RUNTIMES.values())),
+                       and any(rt.support(ref_fmt, d, arch_id(mc.spec)).runs for rt in RUNTIMES.values())),
                       key=lambda d: d.memory_gib)[:3]
         if fits:
             out.append(f"a device with enough memory for {ref.format_id}: " + ", ".join(f"{d.id} ({d.memory_gib:g} GiB)" for d in fits))

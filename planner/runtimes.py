@@ -1,32 +1,40 @@
-"""Every runtime as data: which formats it loads on which hardware, what it does with the rest, its KV-cache
-dtypes, multi-GPU modes, memory overheads and launch command.
+"""Every runtime as data: which formats it loads on which hardware, which model architectures it runs, what it
+does with the rest, its KV-cache dtypes, multi-GPU modes, memory overheads and launch command.
 
-Facts come from each runtime's docs and code as summarised, with commits, in benchmarks/data/runtime_compat.csv
-(vLLM docs/features/quantization README 'Supported Hardware' table, ggml supports_op per backend, Ollama docs,
-mlx-lm, TGI launcher, TensorRT-LLM support matrix, ExLlamaV2 README).
+The support rules live in planner/data/runtime_support.csv, one row per rule, each with its source (a docs page or
+a source file at a commit); see planner/data/README.md. Format rules say whether a runtime loads a format on a
+backend / compute capability; architecture rules say whether it runs a model architecture (optionally only for
+some formats, e.g. vLLM's GGUF loader). A rule's status is 'full' or 'partial' (experimental, version-dependent):
+partial support still runs, but the plan carries a warning and ranks behind fully supported paths.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from planner.errors import NotFoundError, close_matches, normalize_name
 from planner.formats import WeightFormat
 
 if TYPE_CHECKING:
     from planner.hardware.catalog import DeviceSpec
+    from planner.models.spec import ModelSpec
 
 Mode = Literal["native", "weight_only", "dequantized", "no"]
+Status = Literal["full", "partial"]
 MultiGPU = Literal["none", "layer", "tensor"]
+
+SUPPORT_CSV = Path(__file__).resolve().parent / "data" / "runtime_support.csv"
+_MODES = ("native", "weight_only", "dequantized", "no")
+_STATUSES = ("full", "partial")
 
 
 @dataclass(frozen=True)
 class FormatRule:
-    """What a runtime does with formats matching `formats` (family names or format ids) on `backends`."""
+    """What a runtime does with formats matching `formats` (family names or format ids) on `backends` ('*': any)."""
 
     formats: tuple[str, ...]
     backends: tuple[str, ...]
@@ -37,12 +45,13 @@ class FormatRule:
     source: str = ""
     dequant_to: str | None = None  # dtype the weights become in memory when mode == 'dequantized'
     single_device: bool = False  # the runtime cannot split this format over several GPUs
+    status: Status = "full"
 
     def matches(self, fmt: WeightFormat, device: DeviceSpec) -> bool:
         """Whether the rule covers this format on this device."""
-        if fmt.family not in self.formats and fmt.id not in self.formats:
+        if "*" not in self.formats and fmt.family not in self.formats and fmt.id not in self.formats:
             return False
-        if device.backend not in self.backends:
+        if "*" not in self.backends and device.backend not in self.backends:
             return False
         if device.backend == "cuda":
             return self.min_cc <= device.cc < self.max_cc
@@ -50,18 +59,107 @@ class FormatRule:
 
 
 @dataclass(frozen=True)
+class ArchRule:
+    """Whether a runtime runs model architectures `archs` ('*' for any), optionally only for `formats`."""
+
+    archs: tuple[str, ...]
+    mode: Literal["native", "no"]
+    source: str
+    formats: tuple[str, ...] = ()  # empty: every format
+    status: Status = "full"
+    note: str = ""
+
+    def matches(self, arch: str, fmt: WeightFormat) -> bool:
+        """Whether the rule covers this architecture in this format."""
+        if self.formats and fmt.family not in self.formats and fmt.id not in self.formats:
+            return False
+        return "*" in self.archs or arch in self.archs
+
+
+@dataclass(frozen=True)
+class KVRule:
+    """Whether a runtime offers KV-cache dtypes `dtypes` on `backends` ('*': any)."""
+
+    dtypes: tuple[str, ...]
+    backends: tuple[str, ...]
+    mode: Literal["native", "no"]
+    source: str
+    status: Status = "full"
+    note: str = ""
+
+    def matches(self, dtype: str, backend: str) -> bool:
+        """Whether the rule covers this dtype on this backend."""
+        return dtype in self.dtypes and ("*" in self.backends or backend in self.backends)
+
+
+@dataclass(frozen=True)
 class Support:
-    """The verdict for one (runtime, format, device): mode plus the reason shown to the user."""
+    """The verdict for one (runtime, format, device[, architecture]): mode plus the reason shown to the user."""
 
     mode: Mode
     reason: str
     dequant_to: str | None = None
     single_device: bool = False
+    status: Status = "full"
+    sources: tuple[str, ...] = ()  # the rules the verdict came from; empty only when no rule matched
 
     @property
     def runs(self) -> bool:
         """Whether the runtime can run the format there at all."""
         return self.mode != "no"
+
+    @property
+    def partial(self) -> bool:
+        """Whether the support is experimental or version-dependent (a plan warning, ranked behind full support)."""
+        return self.runs and self.status == "partial"
+
+
+def arch_id(spec: ModelSpec) -> str:
+    """The architecture id support rules name: the GGUF architecture, except Mixtral (GGUF 'llama' with experts),
+    which engines implement separately from Llama."""
+    if spec.architecture == "llama" and spec.moe is not None:
+        return "mixtral"
+    return spec.architecture
+
+
+def _split(cell: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in cell.split("|") if x.strip())
+
+
+def load_support_rules(path: Path = SUPPORT_CSV) -> tuple[dict[str, list[FormatRule]], dict[str, list[ArchRule]],
+                                                            dict[str, list[KVRule]]]:
+    """Read runtime_support.csv into format, architecture and KV-cache rules per runtime id, in file order (first
+    match wins)."""
+    fmt_rules: dict[str, list[FormatRule]] = {}
+    arch_rules: dict[str, list[ArchRule]] = {}
+    kv_rules: dict[str, list[KVRule]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for n, row in enumerate(csv.DictReader(fh), start=2):
+            where = f"{path.name}: line {n}"
+            mode, status, source = row["mode"], row["status"] or "full", row["source"].strip()
+            if mode not in _MODES or status not in _STATUSES or not source:
+                raise ValueError(f"{where}: expected mode in {_MODES}, status in {_STATUSES} and a source")
+            if row["kind"] == "format":
+                fmt_rules.setdefault(row["runtime"], []).append(FormatRule(
+                    _split(row["match"]), _split(row["backends"]), mode,  # type: ignore[arg-type]
+                    float(row["min_cc"] or 0.0), float(row["max_cc"] or 99.0), row["note"], source,
+                    row["dequant_to"] or None, row["single_device"] == "1", status))  # type: ignore[arg-type]
+            elif row["kind"] == "arch":
+                if mode not in ("native", "no"):
+                    raise ValueError(f"{where}: an architecture rule is 'native' or 'no'")
+                arch_rules.setdefault(row["runtime"], []).append(ArchRule(
+                    _split(row["match"]), mode, source, _split(row["formats"]), status, row["note"]))  # type: ignore[arg-type]
+            elif row["kind"] == "kv":
+                if mode not in ("native", "no"):
+                    raise ValueError(f"{where}: a KV-cache rule is 'native' or 'no'")
+                kv_rules.setdefault(row["runtime"], []).append(KVRule(
+                    _split(row["match"]), _split(row["backends"]), mode, source, status, row["note"]))  # type: ignore[arg-type]
+            else:
+                raise ValueError(f"{where}: kind: expected 'format', 'arch' or 'kv', found {row['kind']!r}")
+    return fmt_rules, arch_rules, kv_rules
+
+
+_FORMAT_RULES, _ARCH_RULES, _KV_RULES = load_support_rules()
 
 
 @dataclass(frozen=True)
@@ -83,28 +181,53 @@ class Runtime:
     launch: str = ""
     source: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    arch_rules: tuple[ArchRule, ...] = ()
+    kv_rules: tuple[KVRule, ...] = ()
 
-    def support(self, fmt: WeightFormat, device: DeviceSpec) -> Support:
-        """Whether and how this runtime runs `fmt` on `device` (first matching rule wins)."""
+    def support(self, fmt: WeightFormat, device: DeviceSpec, arch: str | None = None) -> Support:
+        """Whether and how this runtime runs `fmt` on `device` (first matching format rule wins), and with `arch`
+        given, whether it runs that model architecture in that format (first matching architecture rule wins)."""
+        verdict = self._format_support(fmt, device)
+        if not verdict.runs or arch is None:
+            return verdict
+        rule = next((r for r in self.arch_rules if r.matches(arch, fmt)), None)
+        if rule is None:
+            return Support("no", f"{self.name}: no support rule covers architecture {arch}")
+        sources = verdict.sources + (rule.source,)
+        if rule.mode == "no":
+            return Support("no", f"{self.name} does not run {arch} in {fmt.id}: {rule.note or 'not supported'}",
+                           sources=sources)
+        status: Status = "partial" if "partial" in (verdict.status, rule.status) else "full"
+        reason = verdict.reason
+        if rule.status == "partial":
+            reason = f"{reason}; {rule.note}" if verdict.status == "partial" else rule.note
+        return Support(verdict.mode, reason, verdict.dequant_to, verdict.single_device, status, sources)
+
+    def _format_support(self, fmt: WeightFormat, device: DeviceSpec) -> Support:
         for rule in self.rules:
             if rule.matches(fmt, device):
                 why = rule.note or f"{self.name} {'runs' if rule.mode != 'no' else 'does not run'} {fmt.id} on {device.backend}"
-                return Support(rule.mode, why, rule.dequant_to, rule.single_device)
+                return Support(rule.mode, why, rule.dequant_to, rule.single_device, rule.status, (rule.source,))
         where = device.backend + (f" sm{device.compute_capability}" if device.compute_capability else "")
         return Support("no", f"{self.name} does not load {fmt.id} ({fmt.family}) on {where}")
 
+    def kv_support(self, dtype: str, device: DeviceSpec) -> Support:
+        """Whether this runtime offers KV-cache dtype `dtype` (its own name for it) on `device`."""
+        rule = next((r for r in self.kv_rules if r.matches(dtype, device.backend)), None)
+        if rule is None:
+            return Support("no", f"{self.name} offers KV cache dtypes {', '.join(self.kv_dtypes)}, not {dtype}")
+        why = rule.note or f"{self.name} {'offers' if rule.mode == 'native' else 'has no'} a {dtype} KV cache"
+        return Support(rule.mode, why, status=rule.status, sources=(rule.source,))
 
-_GGUF = ("gguf",)
-_ALL_LLAMACPP_BACKENDS = ("cuda", "rocm", "metal", "cpu", "vulkan", "sycl")
-_LLAMACPP_RULES = (
-    FormatRule(("TQ1_0", "TQ2_0"), ("cuda", "rocm"), "no", note="ternary types have no CUDA/HIP matmul (ops fall back to CPU)",
-               source="ggml-cuda supports_op MUL_MAT type list"),
-    FormatRule(("TQ1_0",), ("metal", "vulkan"), "no", note="no TQ1_0 kernel on this backend", source="ggml-metal.metal; ggml-vulkan supports_op"),
-    FormatRule(_GGUF, ("cuda",), "native", min_cc=5.0, source="ggml-cuda (default arch list from 5.0)"),
-    FormatRule(_GGUF, ("rocm", "metal", "cpu", "vulkan", "sycl"), "native", source="ggml backends supports_op"),
-)
-_MLX_GGUF = FormatRule(("Q4_0", "Q4_1", "Q8_0"), ("metal",), "native", note="MLX keeps Q4_0/Q4_1/Q8_0 GGUF quantized",
-                       source="mlx-lm GGUF loading docs")
+
+def _rules(rid: str) -> dict:
+    """The format, architecture and KV-cache rules of runtime `rid` from runtime_support.csv, as Runtime keyword
+    arguments; its KV dtypes are those its any-backend KV rules offer, in file order (the first is the default)."""
+    kv = tuple(_KV_RULES.get(rid, ()))
+    dtypes = tuple(dict.fromkeys(d for r in kv if "*" in r.backends and r.mode == "native" for d in r.dtypes))
+    return {"rules": tuple(_FORMAT_RULES.get(rid, ())), "arch_rules": tuple(_ARCH_RULES.get(rid, ())),
+            "kv_rules": kv, "kv_dtypes": dtypes}
+
 
 RUNTIMES: dict[str, Runtime] = {}
 
@@ -113,9 +236,11 @@ def _add(rt: Runtime) -> None:
     RUNTIMES[rt.id] = rt
 
 
+# Launch templates: each engine's documented CLI, checked flag by flag against planner/data/engine_flags.json
+# (which pins the version and source of every module, subcommand and flag). planner.launch fills the fields.
 _add(Runtime(
-    "llama.cpp", "llama.cpp", "llamacpp", _LLAMACPP_RULES,
-    kv_dtypes=("f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl"), multi_gpu="layer",
+    "llama.cpp", "llama.cpp", "llamacpp", **_rules("llama.cpp"),
+    multi_gpu="layer",
     aliases=("llamacpp", "llama-server", "llama-cpp"), weights_on_host=("token_embd.weight",),
     cuda_context_gib=0.3,
     launch="llama-server -m {gguf} -ngl {ngl} -c {context} -np {concurrency} -fa on{kv_flags}{split_flags} --host 0.0.0.0 --port 8080",
@@ -123,9 +248,8 @@ _add(Runtime(
     notes=("A quantized V cache needs flash attention (-fa on).",),
 ))
 _add(Runtime(
-    "ollama", "Ollama", "llamacpp", tuple(r for r in _LLAMACPP_RULES if "sycl" not in r.backends or r.mode == "no")
-    + (FormatRule(_GGUF, ("rocm", "metal", "cpu", "vulkan"), "native", source="ollama docs/gpu.mdx"),),
-    kv_dtypes=("f16", "q8_0", "q4_0"), multi_gpu="layer", aliases=("ollama-run",), weights_on_host=("token_embd.weight",),
+    "ollama", "Ollama", "llamacpp", **_rules("ollama"),
+    multi_gpu="layer", aliases=("ollama-run",), weights_on_host=("token_embd.weight",),
     cuda_context_gib=0.3, default_context=4096,
     # Server settings are environment variables of `ollama serve`; num_ctx in the Modelfile sets the model's context.
     launch="OLLAMA_NUM_PARALLEL={concurrency} OLLAMA_FLASH_ATTENTION=1{ollama_kv} ollama serve &\n"
@@ -135,145 +259,79 @@ _add(Runtime(
            "Quantized KV cache is global (OLLAMA_KV_CACHE_TYPE) and needs flash attention."),
 ))
 _add(Runtime(
-    "lmstudio", "LM Studio", "llamacpp",
-    (FormatRule(("mlx",), ("metal",), "native", note="LM Studio's mlx-engine runs MLX models", source="lmstudio-ai/docs"),)
-    + tuple(r for r in _LLAMACPP_RULES if "sycl" not in r.backends),
-    kv_dtypes=("f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"), multi_gpu="layer",
+    "lmstudio", "LM Studio", "llamacpp", **_rules("lmstudio"),
+    multi_gpu="layer",
     aliases=("lm-studio", "lms"), weights_on_host=("token_embd.weight",), cuda_context_gib=0.3,
-    launch="lms load {model} --context-length {context} --gpu max",
-    source="lmstudio-ai/docs (llm-load-model-config.md)",
+    launch="lms load {model} --context-length {context} --parallel {concurrency} --gpu max && lms server start --port 1234",
+    source="lmstudio-ai/lms src/subcommands/load.ts, server.ts; lmstudio-ai/docs (llm-load-model-config.md)",
 ))
 _add(Runtime(
-    "koboldcpp", "KoboldCpp", "llamacpp", tuple(r for r in _LLAMACPP_RULES if "sycl" not in r.backends),
-    kv_dtypes=("f16", "q8_0", "q4_0"), multi_gpu="layer", aliases=("kobold",), weights_on_host=("token_embd.weight",),
+    "koboldcpp", "KoboldCpp", "llamacpp", **_rules("koboldcpp"),
+    multi_gpu="layer", aliases=("kobold",), weights_on_host=("token_embd.weight",),
     cuda_context_gib=0.3,
-    launch="koboldcpp --model {gguf} --gpulayers {ngl} --contextsize {context} --flashattention{kobold_kv}",
+    launch="koboldcpp --model {gguf}{kobold_backend} --gpulayers {ngl} --contextsize {context} --flashattention{kobold_kv}{kobold_multiuser}",
     source="LostRuins/koboldcpp README (llama.cpp fork; --quantkv 1=q8, 2=q4 needs --flashattention)",
 ))
 _add(Runtime(
-    "vllm", "vLLM", "vllm",
-    (
-        FormatRule(("float",), ("cuda",), "no", max_cc=7.5, note="vLLM needs compute capability 7.5+ (Volta dropped)", source="vLLM install docs"),
-        FormatRule(("bf16",), ("cuda",), "no", max_cc=8.0, note="BF16 needs sm80+; use --dtype half", source="TransformerEngine support matrix; vLLM"),
-        FormatRule(("float",), ("cuda", "rocm", "cpu"), "native", source="vLLM docs"),
-        FormatRule(("gptq", "awq"), ("cuda",), "native", min_cc=7.5, note="Marlin kernels on sm75+ (Machete on sm90)", source="vLLM quantization README table"),
-        FormatRule(("awq",), ("cpu",), "native", source="vLLM quantization README table (x86 CPU)"),
-        FormatRule(("gptq",), ("cpu",), "native", source="vLLM quantization README table (x86 CPU)"),
-        FormatRule(("bnb",), ("cuda",), "native", min_cc=7.5, note="bitsandbytes in-flight or pre-quantized", source="vLLM docs bnb.md"),
-        FormatRule(("fp8",), ("cuda",), "native", min_cc=8.9, note="native FP8 W8A8 on sm89+", source="vLLM fp8.md"),
-        FormatRule(("fp8",), ("cuda",), "weight_only", min_cc=7.5, max_cc=8.9,
-                   note="no FP8 tensor cores below sm89: weight-only W8A16 via FP8 Marlin (memory saved, fp16 compute)", source="vLLM fp8.md"),
-        FormatRule(("fp8",), ("rocm",), "native", note="FP8 on MI300-class GPUs", source="vLLM fp8.md"),
-        FormatRule(("w8a8",), ("cuda",), "native", min_cc=7.5, source="vLLM int8.md"),
-        FormatRule(("w8a8",), ("cpu",), "native", source="vLLM quantization README table"),
-        FormatRule(("w8a16",), ("cuda",), "native", min_cc=8.0, note="compressed-tensors W8A16 via Marlin", source="vLLM compressed-tensors"),
-        FormatRule(("mxfp4",), ("cuda",), "native", min_cc=9.0, note="Triton MXFP4 MoE on sm90+", source="vLLM mxfp4"),
-        FormatRule(("mxfp4",), ("cuda",), "weight_only", min_cc=8.0, max_cc=9.0, note="Marlin weight-only MXFP4 below sm90", source="vLLM mxfp4"),
-        FormatRule(("mxfp4",), ("rocm",), "native", source="vLLM mxfp4 (Triton)"),
-        FormatRule(("nvfp4",), ("cuda",), "native", min_cc=10.0, source="vLLM NVFP4 (compressed-tensors / ModelOpt)"),
-        FormatRule(("nvfp4",), ("cuda",), "weight_only", min_cc=7.5, max_cc=10.0, note="FP4 Marlin weight-only below Blackwell", source="vLLM"),
-        FormatRule(("gguf",), ("cuda",), "native", min_cc=7.5, note="GGUF in vLLM is experimental and slower; single file only", source="vLLM gguf.md"),
-        FormatRule(("gguf",), ("rocm",), "native", note="GGUF in vLLM is experimental", source="vLLM quantization README table"),
-    ),
-    kv_dtypes=("auto", "fp8_e4m3", "fp8_e5m2"), multi_gpu="tensor", aliases=("vllm-serve",), gpu_memory_fraction=0.9,
+    "vllm", "vLLM", "vllm", **_rules("vllm"),
+    multi_gpu="tensor", aliases=("vllm-serve",), gpu_memory_fraction=0.9,
     cuda_context_gib=0.5, cuda_graph_gib=0.5,
-    launch="vllm serve {hf_model} --max-model-len {context} --max-num-seqs {concurrency} --tensor-parallel-size {tp}{quant_flag}{kv_flag} --gpu-memory-utilization 0.9",
+    launch="vllm serve {hf_model}{tokenizer_flag} --max-model-len {context} --max-num-seqs {concurrency} --tensor-parallel-size {tp}{quant_flag}{kv_flag} --gpu-memory-utilization 0.9",
     source="vllm docs/features/quantization/README.md; vllm/config/cache.py (gpu_memory_utilization 0.9/0.92)",
     notes=("gpu_memory_utilization is a fraction of total GPU memory and includes the KV cache.",),
 ))
 _add(Runtime(
-    "sglang", "SGLang", "sglang",
-    (
-        FormatRule(("float",), ("cuda",), "no", max_cc=7.5, note="SGLang targets sm75+"),
-        FormatRule(("bf16",), ("cuda",), "no", max_cc=8.0, note="BF16 needs sm80+"),
-        FormatRule(("float", "gptq", "awq", "w8a8"), ("cuda",), "native", source="SGLang quantization.md"),
-        FormatRule(("float",), ("rocm", "cpu"), "native", source="SGLang docs (ROCm, Xeon AMX)"),
-        FormatRule(("fp8",), ("cuda",), "native", min_cc=8.9, source="SGLang Fp8Config"),
-        FormatRule(("fp8",), ("cuda",), "weight_only", min_cc=8.0, max_cc=8.9, note="Marlin FP8 weight-only below sm89", source="SGLang Fp8Config"),
-        FormatRule(("fp8",), ("rocm",), "native", source="SGLang AMD guide (DeepSeek-V3 FP8 on MI300X)"),
-        FormatRule(("mxfp4",), ("cuda",), "native", min_cc=8.0, source="SGLang Mxfp4Config"),
-        FormatRule(("nvfp4",), ("cuda",), "native", min_cc=10.0, source="SGLang modelopt_fp4"),
-        FormatRule(("gguf",), ("cuda",), "native", note="--load-format gguf", source="SGLang server_arguments.md"),
-    ),
-    kv_dtypes=("auto", "fp8_e4m3", "fp8_e5m2"), multi_gpu="tensor", gpu_memory_fraction=0.88, cuda_context_gib=0.5, cuda_graph_gib=0.5,
-    launch="python -m sglang.launch_server --model-path {hf_model} --tp {tp} --context-length {context}{sglang_kv}",
+    # vLLM's CPU backend is its own build (x86 AVX-512 / ARM), with the KV cache sized by VLLM_CPU_KVCACHE_SPACE
+    # (GiB) instead of a GPU memory fraction; its own rules and label so a CPU plan never shows a GPU command.
+    "vllm-cpu", "vLLM (CPU backend)", "vllm", **_rules("vllm-cpu"),
+    multi_gpu="none", aliases=("vllm-cpu-backend",), gpu_memory_fraction=None,
+    cuda_context_gib=0.0, cuda_graph_gib=0.0,
+    launch="# vLLM's CPU backend: its own build (https://docs.vllm.ai/en/latest/getting_started/installation/cpu.html)\n"
+           "VLLM_CPU_KVCACHE_SPACE={kv_space_gib} vllm serve {hf_model} --max-model-len {context} --max-num-seqs {concurrency} --dtype {cpu_dtype}",
+    source="vllm-project/vllm docs/getting_started/installation/cpu.md (VLLM_CPU_KVCACHE_SPACE, default 4 GiB)",
+    notes=("vLLM's CPU backend is a separate build (pip wheel or Docker image for CPU).",),
+))
+_add(Runtime(
+    "sglang", "SGLang", "sglang", **_rules("sglang"),
+    multi_gpu="tensor", gpu_memory_fraction=0.88, cuda_context_gib=0.5, cuda_graph_gib=0.5,
+    launch="python -m sglang.launch_server --model-path {hf_model} --tp {tp} --context-length {context}{sglang_load}{sglang_kv}{sglang_device}",
     source="sgl-project/sglang docs/advanced_features/quantization.md, server_arguments.md",
 ))
 _add(Runtime(
-    "tensorrt-llm", "TensorRT-LLM", "trtllm",
-    (
-        FormatRule(("float", "fp8", "gptq", "awq", "w8a8", "w8a16", "nvfp4", "mxfp4"), ("cuda",), "no", max_cc=8.0,
-                   note="TensorRT-LLM supports Ampere and newer only", source="TRT-LLM support matrix"),
-        FormatRule(("float",), ("cuda",), "native", source="TRT-LLM support matrix"),
-        FormatRule(("fp8",), ("cuda",), "native", min_cc=8.9, source="TRT-LLM support matrix (FP8 W8A8 sm89+)"),
-        FormatRule(("gptq", "awq"), ("cuda",), "native", min_cc=8.0, max_cc=10.0, note="W4A16 AWQ/GPTQ on Ampere-Hopper", source="TRT-LLM support matrix"),
-        FormatRule(("w8a8", "w8a16"), ("cuda",), "native", min_cc=8.0, note="INT8 SmoothQuant / weight-only (TensorRT backend)", source="TRT-LLM precision.md"),
-        FormatRule(("nvfp4", "mxfp4"), ("cuda",), "native", min_cc=10.0, source="TRT-LLM support matrix"),
-    ),
-    kv_dtypes=("auto", "fp8", "int8"), multi_gpu="tensor", aliases=("trtllm", "trt-llm"), cuda_context_gib=0.5, cuda_graph_gib=0.5,
+    "tensorrt-llm", "TensorRT-LLM", "trtllm", **_rules("tensorrt-llm"),
+    multi_gpu="tensor", aliases=("trtllm", "trt-llm"), cuda_context_gib=0.5, cuda_graph_gib=0.5,
     gpu_memory_fraction=None,
     launch="trtllm-serve {hf_model} --backend pytorch --tp_size {tp} --max_seq_len {context} --max_batch_size {concurrency} --kv_cache_free_gpu_memory_fraction 0.9",
     source="NVIDIA/TensorRT-LLM docs (support matrix, reference/memory.md)",
     notes=("The KV cache takes 0.9 of the memory left free after weights and buffers.",),
 ))
 _add(Runtime(
-    "tgi", "Hugging Face TGI", "tgi",
-    (
-        FormatRule(("float",), ("cuda",), "native", min_cc=7.5, source="TGI docs (optimized on H100/A100/A10G/T4)"),
-        FormatRule(("float",), ("rocm",), "native", source="TGI installation_amd.md"),
-        FormatRule(("gptq",), ("cuda",), "native", min_cc=8.0, source="TGI (ExLlama/Marlin kernels sm80+)"),
-        FormatRule(("gptq",), ("cuda",), "weight_only", min_cc=7.5, max_cc=8.0, note="Triton GPTQ fallback below sm80", source="TGI launcher"),
-        FormatRule(("awq",), ("cuda",), "native", source="TGI --quantize awq"),
-        FormatRule(("bnb",), ("cuda",), "native", note="bitsandbytes quantizes on load and is much slower than fp16", source="TGI launcher"),
-        FormatRule(("fp8",), ("cuda",), "native", min_cc=9.0, source="TGI launcher ('fp8 works on H100 and above')"),
-        FormatRule(("fp8",), ("cuda",), "weight_only", min_cc=8.0, max_cc=9.0, note="FP8 Marlin weight-only below sm90", source="TGI fp8.py"),
-        FormatRule(("exl2",), ("cuda",), "native", note="EXL2 in TGI: no tensor parallelism", source="TGI launcher",
-                   single_device=True),
-        FormatRule(("w8a16",), ("cuda",), "native", note="EETQ int8 weight-only", source="TGI --quantize eetq"),
-    ),
-    kv_dtypes=("auto", "fp8_e4m3fn", "fp8_e5m2"), multi_gpu="tensor", aliases=("text-generation-inference",),
+    "tgi", "Hugging Face TGI", "tgi", **_rules("tgi"),
+    multi_gpu="tensor", aliases=("text-generation-inference",),
     gpu_memory_fraction=1.0, cuda_context_gib=0.5, cuda_graph_gib=0.3,
-    launch="text-generation-launcher --model-id {hf_model} --num-shard {tp} --max-total-tokens {context}{tgi_quant}",
+    launch="text-generation-launcher --model-id {hf_model} --num-shard {tp} --max-total-tokens {context}{tgi_quant}{tgi_kv}",
     source="huggingface/text-generation-inference docs (launcher.md, conceptual/quantization.md); maintenance mode since 2026",
 ))
 _add(Runtime(
-    "exllamav2", "ExLlamaV2 / TabbyAPI", "exllamav2",
-    (
-        FormatRule(("exl2", "gptq-int4"), ("cuda",), "native", min_cc=6.0, source="turboderp/exllamav2 README (wheels sm60-sm120)"),
-        FormatRule(("exl2", "gptq-int4"), ("rocm",), "native", source="exllamav2 ROCm wheels"),
-    ),
-    kv_dtypes=("fp16", "q8", "q6", "q4"), multi_gpu="layer", aliases=("exllama", "tabbyapi", "exl2"), cuda_context_gib=0.4,
-    launch="python -m exllamav2.server --model_dir {hf_model} --max_seq_len {context} --cache_mode {exl_kv} --gpu_split auto",
-    source="turboderp/exllamav2 README; theroyallab/tabbyAPI config",
+    # ExLlamaV2 has no server of its own: TabbyAPI serves it, configured by config.yml (model_dir + model_name).
+    "exllamav2", "ExLlamaV2 / TabbyAPI", "exllamav2", **_rules("exllamav2"),
+    multi_gpu="layer", aliases=("exllama", "tabbyapi", "exl2"), cuda_context_gib=0.4,
+    launch="# in a TabbyAPI checkout (theroyallab/tabbyAPI), with the model directory inside it\n"
+           "cat > config.yml <<'EOF'\nnetwork:\n  host: 0.0.0.0\n  port: 5000\nmodel:\n  model_dir: .\n  model_name: {exl_name}\n"
+           "  backend: exllamav2\n  max_seq_len: {context}\n  cache_mode: {exl_kv}\n  max_batch_size: {concurrency}\n"
+           "{exl_split}EOF\npython main.py --config config.yml",
+    source="theroyallab/tabbyAPI config_sample.yml, common/config_models.py; turboderp/exllamav2 README",
 ))
 _add(Runtime(
-    "mlx", "MLX (mlx-lm)", "mlx",
-    (
-        FormatRule(("mlx", "float"), ("metal",), "native", source="ml-explore/mlx-lm"),
-        FormatRule(("awq", "gptq"), ("metal",), "native", note="mlx-lm repacks AWQ/GPTQ weights to MLX format", source="mlx_lm/utils.py"),
-        FormatRule(("mxfp4", "nvfp4"), ("metal",), "native", source="mlx-lm --q-mode mxfp4/nvfp4"),
-        _MLX_GGUF,
-        FormatRule(("gguf",), ("metal",), "dequantized", dequant_to="fp16", note="MLX casts other GGUF quant types to float16",
-                   source="mlx-lm GGUF loading"),
-        FormatRule(("mlx", "float"), ("cuda",), "native", min_cc=7.5, note="mlx[cuda] on Linux", source="mlx install docs"),
-    ),
-    kv_dtypes=("fp16",), multi_gpu="none", aliases=("mlx-lm", "mlx_lm"), cuda_context_gib=0.0,
-    launch="mlx_lm.server --model {hf_model} --port 8080",
+    "mlx", "MLX (mlx-lm)", "mlx", **_rules("mlx"),
+    multi_gpu="none", aliases=("mlx-lm", "mlx_lm"), cuda_context_gib=0.0,
+    launch="mlx_lm.server --model {hf_model} --host 127.0.0.1 --port 8080",
     source="ml-explore/mlx-lm README; mlx_lm.server has no --kv-bits",
 ))
 _add(Runtime(
-    "transformers", "Hugging Face transformers", "transformers",
-    (
-        FormatRule(("bf16",), ("cuda",), "no", max_cc=8.0, note="BF16 needs sm80+; load in float16"),
-        FormatRule(("float",), ("cuda", "rocm", "metal", "cpu", "sycl"), "native", source="transformers docs"),
-        FormatRule(("gptq", "awq"), ("cuda", "rocm"), "native", source="transformers quantization overview"),
-        FormatRule(("bnb",), ("cuda",), "native", source="transformers quantization overview"),
-        FormatRule(("fp8",), ("cuda",), "native", min_cc=8.9, source="transformers FBGEMM_FP8 / fine-grained FP8"),
-        FormatRule(("gguf",), ("cuda", "cpu", "metal"), "dequantized", dequant_to="fp32",
-                   note="transformers dequantizes GGUF to fp32 at load", source="transformers gguf.md"),
-    ),
-    kv_dtypes=("auto",), multi_gpu="layer", aliases=("hf", "hf-transformers", "accelerate"), cuda_context_gib=0.5,
-    launch="python -c \"from transformers import pipeline; pipeline('text-generation', model='{hf_model}', device_map='auto')\"",
+    "transformers", "Hugging Face transformers", "transformers", **_rules("transformers"),
+    multi_gpu="layer", aliases=("hf", "hf-transformers", "accelerate"), cuda_context_gib=0.5,
+    launch="python -c \"{tf_load}\"",
     source="huggingface/transformers docs/source/en/quantization/overview.md",
 ))
 
@@ -287,13 +345,14 @@ def get_runtime(name: str) -> Runtime:
     raise NotFoundError("runtime", name, close_matches(name, list(RUNTIMES)))
 
 
-def runtimes_for(fmt: WeightFormat, device: DeviceSpec, only: Sequence[str] = ()) -> list[tuple[Runtime, Support]]:
-    """Runtimes that can run `fmt` on `device`, with how."""
+def runtimes_for(fmt: WeightFormat, device: DeviceSpec, only: Sequence[str] = (),
+                 arch: str | None = None) -> list[tuple[Runtime, Support]]:
+    """Runtimes that can run `fmt` on `device` (and architecture `arch` when given), with how."""
     out = []
     for rt in RUNTIMES.values():
         if only and rt.id not in only:
             continue
-        s = rt.support(fmt, device)
+        s = rt.support(fmt, device, arch)
         if s.runs:
             out.append((rt, s))
     return out

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from planner.cost.evaluate import evaluate
     from planner.recommend import tie_break
     from planner.formats import get_format
-    from planner.runtimes import RUNTIMES, get_runtime
+    from planner.runtimes import RUNTIMES, arch_id, get_runtime
 
     mc, note = load_model(args)
     fmt = get_format(args.format)
@@ -68,13 +68,16 @@ def run(args: argparse.Namespace) -> int:
     if args.runtime:
         runtimes = [get_runtime(args.runtime)]
     else:
-        runtimes = [rt for rt in RUNTIMES.values() if rt.support(fmt, target.device).runs]
+        runtimes = [rt for rt in RUNTIMES.values() if rt.support(fmt, target.device, arch_id(mc.spec)).runs]
         if not runtimes:
-            raise PlannerError(f"no runtime runs {fmt.id} on {target.device.name} ({target.device.backend})")
+            raise PlannerError(f"no runtime runs {fmt.id} for a {arch_id(mc.spec)} model on {target.device.name} "
+                               f"({target.device.backend})")
     plans = [evaluate(mc, fmt, rt, target, context=context, concurrency=args.concurrency, kv_dtype=args.kv_dtype,
                       prompt_tokens=args.prompt, calibration=calibration) for rt in runtimes]
-    # equal speeds (engines sharing kernels): the firmer speed basis, then the runtime id, never the registry's order
-    plan = min(plans, key=lambda p: (not p.runs, not p.fits, -p.decode_tokens_per_s, *tie_break(p)))
+    # fully supported before experimental paths (planner.runtimes), as recommend ranks them; equal speeds (engines
+    # sharing kernels): the firmer speed basis, then the runtime id, never the registry's order
+    plan = min(plans, key=lambda p: (not p.runs, not p.fits, p.support_status != "full", -p.decode_tokens_per_s,
+                                     *tie_break(p)))
     data = plan.as_dict()
     data["quality"] = plan.quality or None
     data["calibration"] = cal_note

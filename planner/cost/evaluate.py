@@ -22,7 +22,7 @@ from planner.cost.speed import predict_speeds
 from planner.formats import ShapeError, WeightFormat
 from planner.launch import launch_command
 from planner.plan import GIB, Plan, Target
-from planner.runtimes import RUNTIMES, Runtime
+from planner.runtimes import RUNTIMES, Runtime, arch_id
 
 if TYPE_CHECKING:
     from planner.models.spec import ModelSpec
@@ -50,7 +50,7 @@ def _kv_dtype(runtime: Runtime, requested: str | None) -> tuple[str | None, str]
     return None, f"{runtime.name} offers KV cache dtypes {', '.join(runtime.kv_dtypes)}, not {requested}"
 
 
-_SUPPORT: dict = {}  # (runtime, format, backend, cc) -> Support; the rules are pure functions of these
+_SUPPORT: dict = {}  # (runtime, format, backend, cc, architecture) -> Support; the rules are pure functions of these
 
 
 def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target, *, context: int, concurrency: int = 1,
@@ -70,20 +70,32 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     prompt = min(prompt_tokens if prompt_tokens is not None else 512, context)
     plan = Plan(m.id, fmt.id, runtime.id, target.label, dev.id, target.count, context, concurrency,
                 kv_dtype or "", "single", n_layers=m.num_layers, prompt_tokens=prompt)
-    skey = (runtime.id, fmt.id, dev.backend, dev.compute_capability)
+    arch = arch_id(m)
+    skey = (runtime.id, fmt.id, dev.backend, dev.compute_capability, arch)
     support = _SUPPORT.get(skey)
     if support is None:
-        support = _SUPPORT[skey] = runtime.support(fmt, dev)
+        support = _SUPPORT[skey] = runtime.support(fmt, dev, arch)
     plan.support_mode = support.mode
     if not support.runs:
         plan.runs, plan.reason = False, support.reason
         return plan
-    if support.mode in ("weight_only", "dequantized"):
+    if support.partial:
+        # experimental or version-dependent support: said in the plan, and recommend ranks it behind full support
+        plan.support_status = "partial"
+        plan.warnings.append(f"partial support: {support.reason}")
+    elif support.mode in ("weight_only", "dequantized"):
         plan.warnings.append(support.reason)
     kv, why = _kv_dtype(runtime, kv_dtype)
     if kv is None:
         plan.runs, plan.reason = False, why
         return plan
+    kv_ok = runtime.kv_support(kv, dev)  # per-backend KV-cache rules (planner/data/runtime_support.csv)
+    if not kv_ok.runs:
+        plan.runs, plan.reason = False, kv_ok.reason
+        return plan
+    if kv_ok.partial:
+        plan.support_status = "partial"
+        plan.warnings.append(f"partial support: {kv_ok.reason}")
     plan.kv_dtype = kv
     if support.single_device and target.total_devices > 1:
         plan.runs, plan.reason = False, f"{runtime.name} runs {fmt.id} on one GPU only ({support.reason})"

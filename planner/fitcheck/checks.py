@@ -22,7 +22,7 @@ from planner.models.profiles import load_registry
 from planner.models.resolve import resolve_model
 from planner.plan import GIB, MemoryBreakdown, Plan, Target, replicated, target_from_catalog
 from planner.recommend import recommend
-from planner.runtimes import RUNTIMES, get_runtime
+from planner.runtimes import RUNTIMES, arch_id, get_runtime
 
 
 @dataclass(frozen=True)
@@ -305,13 +305,13 @@ class Checker:
             plan = evaluate(mc, inp.fmt, inp.runtime, target, kv_dtype=inp.kv_dtype, **kw)
             return CheckResult(dep, plan, checks_of(plan), "format and runtime as given", inp)
         if inp.fmt is not None:
-            rts = [rt for rt in RUNTIMES.values() if rt.support(inp.fmt, target.device).runs]
+            rts = [rt for rt in RUNTIMES.values() if rt.support(inp.fmt, target.device, arch_id(mc.spec)).runs]
             if not rts:
                 why = f"no runtime runs {inp.fmt.id} on {target.device.name} ({target.device.backend})"
                 return CheckResult(dep, None, checks_of(None, why), "no runtime for the format", inp)
             plans = [evaluate(mc, inp.fmt, rt, target, kv_dtype=inp.kv_dtype, **kw) for rt in rts]
             # `planner estimate`'s choice of runtime: runs, fits, fastest.
-            plans.sort(key=lambda p: (p.runs, p.fits, p.decode_tokens_per_s), reverse=True)
+            plans.sort(key=lambda p: (p.runs, p.fits, p.support_status == "full", p.decode_tokens_per_s), reverse=True)
             how = "runtime: the one that best runs the format and meets the limits"
         else:
             rec = recommend(mc, target, runtimes=[inp.runtime] if inp.runtime else (),
