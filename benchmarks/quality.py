@@ -14,9 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from planner.cost.quality import Row, fit_all, fit_rows, model_key, predict  # noqa: E402
-
-SOURCE_KEY_CHARS = 45  # rows of one table share this much of their source text (mirror suffixes differ after it)
+from planner.cost.quality import SOURCE_KEY_CHARS, Row, fit_all, fit_rows, model_key, predict  # noqa: E402
 
 
 def source_key(r: Row) -> str:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # Assumed extra loss of a quantized KV cache (llama.cpp discussions: q8_0 KV is near-lossless, q4_0 is not).
 KV_QUALITY_KLD = {"q8_0": 0.0005, "q8": 0.0005, "fp8_e4m3": 0.0005, "fp8_e5m2": 0.001, "fp8": 0.0005, "int8": 0.0005,
                   "q5_1": 0.002, "q5_0": 0.002, "q6": 0.001, "q4_1": 0.008, "q4_0": 0.01, "iq4_nl": 0.008, "q4": 0.004}
+SOURCE_KEY_CHARS = 45  # rows of one source (one paper, README or PR) share this much of their `source` text
 MIN_BITS_SPAN = 0.75  # assumed: a family's own bits slope needs rows at least this far apart in bits
 MIN_ROWS_FOR_SPREAD = 4  # assumed: fewer fitted rows than this give no residual spread; DEFAULT_SPREAD is used
 DEFAULT_SPREAD = math.log(2.0)  # assumed: x/÷2 when a family has too few rows to measure its spread
@@ -171,10 +172,12 @@ def fit_rows(rows: list[dict[str, str]] | None = None) -> list[Row]:
     return out
 
 
-def _solve(xs: list[list[float]], ys: list[float]) -> list[float]:
-    """Least squares by the normal equations (a few unknowns; Gaussian elimination with partial pivoting)."""
+def _solve(xs: list[list[float]], ys: list[float], ws: list[float] | None = None) -> list[float]:
+    """(Weighted) least squares by the normal equations (a few unknowns; Gaussian elimination with partial pivoting)."""
     n = len(xs[0])
-    a = [[sum(x[i] * x[j] for x in xs) for j in range(n)] + [sum(x[i] * y for x, y in zip(xs, ys))] for i in range(n)]
+    ws = ws or [1.0] * len(xs)
+    a = [[sum(w * x[i] * x[j] for x, w in zip(xs, ws)) for j in range(n)]
+         + [sum(w * x[i] * y for x, y, w in zip(xs, ys, ws))] for i in range(n)]
     for c in range(n):
         p = max(range(c, n), key=lambda r: abs(a[r][c]))
         a[c], a[p] = a[p], a[c]
@@ -238,13 +241,19 @@ def fit_family(rows: list[Row], slope: float | None, g: float = 0.0) -> FamilyFi
         x += [r.bits] if own else []
         x += [_log2_group(r.group)] if use_group else []
         xs.append(x)
+    # each source weighs the same in its family, however many rows it published (one lab's setup, e.g. its
+    # perplexity context or its AWQ implementation, must not set a family's level alone)
+    per_source: dict[str, int] = {}
+    for r in rows:
+        per_source[r.source[:SOURCE_KEY_CHARS]] = per_source.get(r.source[:SOURCE_KEY_CHARS], 0) + 1
+    ws = [1.0 / per_source[r.source[:SOURCE_KEY_CHARS]] for r in rows]
     y_fit = ys if own else [y - (slope or 0.0) * r.bits for y, r in zip(ys, rows)]
     try:
-        coef = _solve(xs, y_fit)
+        coef = _solve(xs, y_fit, ws)
     except ValueError:  # e.g. group and bits collinear: drop the group term
         use_group = False
         xs = [x[:2] if own else x[:1] for x in xs]
-        coef = _solve(xs, y_fit)
+        coef = _solve(xs, y_fit, ws)
     a = coef[0]
     b = coef[1] if own else (slope or 0.0)
     c = coef[-1] if use_group else 0.0
