@@ -7,6 +7,9 @@ where the family's rows vary the group), where bits are the format's *bits per q
 own rows where they span at least MIN_BITS_SPAN bits, else from the GGUF K-quant family (stated in `note`). There is
 no model-size term: the rows disagree on its direction (Llama-2-70B loses less than 7B, Llama-3-70B more than 8B).
 Families without rows borrow a named family's fit (EXTRAPOLATE) and say `extrapolated`, with a wider interval.
+Each source weighs the same within its family however many rows it published. A model with published rows in the
+family keeps its own mean residual (shrunk by MODEL_SHRINK; basis `published`), and a point release without rows takes
+its same-size predecessor's (Llama-3.1-8B from Llama-3-8B; `sibling`).
 Each row carries its family's usual head (USUAL_HEAD_BITS). A format whose head (output.weight / lm_head, or the
 tied token embedding) is stored at other bits is adjusted by head_factor: the head counts as HEAD_WEIGHT x its share of
 the quantized parameters, its loss read off the same family curve at the head's bits.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 KV_QUALITY_KLD = {"q8_0": 0.0005, "q8": 0.0005, "fp8_e4m3": 0.0005, "fp8_e5m2": 0.001, "fp8": 0.0005, "int8": 0.0005,
                   "q5_1": 0.002, "q5_0": 0.002, "q6": 0.001, "q4_1": 0.008, "q4_0": 0.01, "iq4_nl": 0.008, "q4": 0.004}
 SOURCE_KEY_CHARS = 45  # rows of one source (one paper, README or PR) share this much of their `source` text
+MODEL_SHRINK = 1.0  # assumed: a model's own mean residual counts n / (n + 1) (partial pooling toward the family line)
 MIN_BITS_SPAN = 0.75  # assumed: a family's own bits slope needs rows at least this far apart in bits
 MIN_ROWS_FOR_SPREAD = 4  # assumed: fewer fitted rows than this give no residual spread; DEFAULT_SPREAD is used
 DEFAULT_SPREAD = math.log(2.0)  # assumed: x/÷2 when a family has too few rows to measure its spread
@@ -210,6 +215,13 @@ class FamilyFit:
     n: int
     own_slope: bool
     models: frozenset[str]
+    # model_key -> its rows' mean residual in this family, shrunk toward 0 (MODEL_SHRINK): a model with published rows
+    # keeps what its own measurements say about it (e.g. Llama-3-8B's K-quants lose less than the family line)
+    offsets: tuple[tuple[str, float], ...] = ()
+
+    def offset(self, model: str) -> float:
+        """The model's own published residual in this family (0 without rows)."""
+        return dict(self.offsets).get(model, 0.0)
 
     def ln_ppl(self, bits: float, group: int, model: str) -> float:
         """Predicted ln(PPL increase %) for a model_key."""
@@ -264,7 +276,11 @@ def fit_family(rows: list[Row], slope: float | None, g: float = 0.0) -> FamilyFi
         lo, hi = min(_quantile(res, 0.1), -0.1), max(_quantile(res, 0.9), 0.1)
     else:
         lo, hi = -DEFAULT_SPREAD, DEFAULT_SPREAD
-    return FamilyFit(fit.family, a, b, c, g, lo, hi, fit.bits_min, fit.bits_max, fit.n, own, fit.models)
+    by_model: dict[str, list[float]] = {}
+    for r, e in zip(rows, res):
+        by_model.setdefault(model_key(r.model), []).append(e)
+    offsets = tuple(sorted((m, sum(v) / (len(v) + MODEL_SHRINK)) for m, v in by_model.items()))
+    return FamilyFit(fit.family, a, b, c, g, lo, hi, fit.bits_min, fit.bits_max, fit.n, own, fit.models, offsets)
 
 
 def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
@@ -414,6 +430,13 @@ def head_factor(fits: dict[str, FamilyFit], family: str, bits: float, group: int
     return (loss(bits) + s * loss(head_bits)) / (loss(bits) + s * loss(usual))
 
 
+def sibling(model: str) -> str:
+    """The same-size predecessor of a point release: 'llama-3.1-8b' -> 'llama-3-8b', 'qwen2.5-7b' -> 'qwen2-7b'
+    ('' when the name has no minor version). A point release keeps its predecessor's architecture and tokenizer."""
+    m = re.match(r"^(.*?\d+)\.\d+(-.*)$", model)
+    return f"{m.group(1)}{m.group(2)}" if m else ""
+
+
 def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, model: str) -> tuple[float, float, float, str, str]:
     """(ppl%, ppl% low, ppl% high, basis, note) for a family at `bits`/`group` on `model` (a model_key)."""
     fit = fits.get(family)
@@ -428,7 +451,9 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
         basis = "extrapolated"  # the family's own fit, outside the bits its rows cover
     elif model in fit.models:
         basis = "published"
-    ln = fit.ln_ppl(bits, group, model)
+    sib = sibling(model) if basis == "published-family" else ""
+    own = fit.offset(model) if basis == "published" else (fit.offset(sib) if sib in fit.models else 0.0)
+    ln = fit.ln_ppl(bits, group, model) + own
     widen = EXTRAPOLATED_WIDEN if basis == "extrapolated" else 0.0
     slope = "own bits slope" if fit.own_slope else "GGUF K-quant bits slope"
     span = f"{fit.bits_min:.2f}-{fit.bits_max:.2f}"
@@ -436,6 +461,8 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
             f"linear weight" + (" (outside the measured bits: extrapolated)" if basis == "extrapolated" else "")
             if via == family else
             f"no published {family} rows here: extrapolated from the {via} fit ({fit.n} rows) at {bits:.2f} bits")
+    if sib in fit.models:
+        note += f", with the published residual of its predecessor {sib} (same architecture and size)"
     return math.exp(ln), math.exp(ln + fit.lo - widen), math.exp(ln + fit.hi + widen), basis, note
 
 

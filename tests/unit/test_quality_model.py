@@ -130,3 +130,25 @@ def test_formats_with_their_familys_usual_head_are_unadjusted(registry):
         q = expected_quality(fmt, mc)
         assert (q.ppl_delta_pct, q.ppl_low, q.ppl_high, q.basis) == (ppl, plo, phi, basis), fid
         assert (q.kld, q.kld_high) == (kld_from_ppl(ppl), kld_from_ppl(phi)) and "usual head" not in q.note, fid
+
+
+def test_a_model_with_published_rows_keeps_its_own_residual_and_a_point_release_borrows_it():
+    """Llama-3-8B's own K-quant rows (llama.cpp's scoreboard) sit below the family line: its prediction follows them,
+    Llama-3.1-8B (no rows of its own) takes its predecessor's residual, and a model without either keeps the line."""
+    from planner.cost.quality import model_key, predict, sibling
+
+    fits = fit_all(fit_rows())
+    gguf = fits["gguf"]
+    own = [r for r in fit_rows() if r.family == "gguf" and model_key(r.model) == "llama-3-8b"]
+    assert len(own) >= 5
+    res = [math.log(r.ppl_pct) - gguf.ln_ppl(r.bits, r.group, "llama-3-8b") for r in own]
+    assert gguf.offset("llama-3-8b") == pytest.approx(sum(res) / (len(res) + 1))  # shrunk mean of its residuals
+    bits = own[0].bits
+    line = math.exp(gguf.ln_ppl(bits, 0, "llama-3-8b"))
+    published = predict(fits, "gguf", bits, 0, "llama-3-8b")
+    assert published[3] == "published" and published[0] == pytest.approx(line * math.exp(gguf.offset("llama-3-8b")))
+    assert sibling("llama-3.1-8b") == "llama-3-8b" and sibling("qwen3-8b") == "" and sibling("mistral-7b-v0.3") == ""
+    point = predict(fits, "gguf", bits, 0, "llama-3.1-8b")
+    assert point[3] == "published-family" and point[0] == pytest.approx(published[0]) and "llama-3-8b" in point[4]
+    other = predict(fits, "gguf", bits, 0, "gemma-3-12b")
+    assert other[0] == pytest.approx(math.exp(gguf.ln_ppl(bits, 0, "gemma-3-12b")))
