@@ -80,6 +80,20 @@ def score(plan: Plan, prefer: str) -> float:
     return s - 30 * kld
 
 
+# What each preference ranks by, in the words tables show (score() is the rule; fitting plans come first).
+RANKING_TEXT = {
+    "balanced": "balanced (decode speed traded against quality loss)",
+    "quality": "quality (least quality loss first)",
+    "speed": "speed (fastest decode first)",
+    "memory": "memory (smallest first)",
+}
+
+
+def ranking_title(prefer: str) -> str:
+    """'ranked by speed (fastest decode first)': how a table of ranked plans is ordered."""
+    return f"ranked by {RANKING_TEXT.get(prefer, prefer)}"
+
+
 def rank(plans: list[Plan], prefer: str, min_tokens_per_s: float | None) -> list[Plan]:
     """Order plans: fitting and fast enough first (by score), then fitting but too slow, then the rest."""
     for p in plans:
