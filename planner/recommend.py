@@ -82,15 +82,15 @@ def score(plan: Plan, prefer: str) -> float:
 
 # What each preference ranks by, in the words tables show (score() is the rule; fitting plans come first).
 RANKING_TEXT = {
-    "balanced": "balanced (decode speed traded against quality loss)",
-    "quality": "quality (least quality loss first)",
-    "speed": "speed (fastest decode first)",
-    "memory": "memory (smallest first)",
+    "balanced": "speed vs quality loss (balanced)",
+    "quality": "least quality loss (quality)",
+    "speed": "fastest decode (speed)",
+    "memory": "least memory (memory)",
 }
 
 
 def ranking_title(prefer: str) -> str:
-    """'ranked by speed (fastest decode first)': how a table of ranked plans is ordered."""
+    """'ranked by fastest decode (speed)': how a table of ranked plans is ordered."""
     return f"ranked by {RANKING_TEXT.get(prefer, prefer)}"
 
 

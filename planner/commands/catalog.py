@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     total = catalog_summary(catalog)
     everything = len(devices) == (len(catalog) if args.variants else len(catalog) - len(variants))
-    shown = total if everything else f"{len(devices)} shown of {total}"
+    shown = total if everything else f"{len(devices)} listed; catalog: {total}"
     con.print(shown + ("; * = has unverified figures (catalog --unverified)" if any(d.unverified for d in devices) else ""))
     return 0
 

@@ -100,7 +100,7 @@ class DevicesPane(SearchableTable, Vertical):
         header, _, desc = DEVICE_SORTS[self.sort]
         arrow = "↓" if (desc if self.reverse is None else self.reverse) else "↑"
         self.query_one("#device-status", Static).update(
-            f"{len(devices)} shown of {catalog_summary(app.catalog)} · sorted by {header} {arrow} (s or click a header) · "
+            f"{len(devices)} listed; catalog: {catalog_summary(app.catalog)} · sorted by {header} {arrow} (s or click a header) · "
             f"Enter: plan on this device · {app.probe_status}")
 
     def _local_devices(self) -> list[Any]:

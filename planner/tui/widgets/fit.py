@@ -224,9 +224,9 @@ class FitPane(Vertical):
         out.append(rec.target_label, style="bold")
         if t is not None:
             out.append(f" ({t.origin})", style="dim")
-        out.append(f" · {rec.context:,} tokens × {rec.concurrency} sequence(s) · prefer {rec.prefer}")
+        out.append(f" · {rec.context:,} tok × {rec.concurrency} seq · {ranking_title(rec.prefer)}")
         shown = "every format × runtime × KV" if self.show_all else "best runtime per format"
-        out.append(f" · {len(self.plans)} rows, {shown} (a toggles), {ranking_title(rec.prefer)} (p changes)", style="dim")
+        out.append(f" · {len(self.plans)} rows, {shown} (a: {'best per format' if self.show_all else 'all'})", style="dim")
         measured = measured_formats(rec.plans)
         if measured:
             texts = ", ".join(sorted(set(measured.values())))
