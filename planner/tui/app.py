@@ -238,7 +238,8 @@ class PlannerApp(App[None]):
         self.probe_status = status + (f" · {n} warning{'s' if n > 1 else ''} (w)" if n else "")
         self._show_warnings_text()
         try:
-            plannable = target_from_host(host) is not None
+            target_from_host(host)
+            plannable = True
         except PlannerError:  # no GPU and no RAM figures: nothing to plan for here
             plannable = False
         if plannable and not self.device_chosen:
