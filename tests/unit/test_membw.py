@@ -165,3 +165,16 @@ def test_probe_measure_refreshes_and_reports(capsys, monkeypatch):
     assert len(calls) == 1
     assert main(["probe", "--measure", "--snapshot", "x.json"]) == 2
     assert "--measure" in capsys.readouterr().err
+
+
+def test_estimate_for_this_cpu_says_the_bandwidth_was_measured(capsys, monkeypatch):
+    from planner.hardware import probe
+
+    monkeypatch.setattr(probe, "read_raw", lambda timeout_s=None: snap("cpu-only-laptop.json"))
+    monkeypatch.setattr(membw, "measure_read_bandwidth", fixed(11.0))
+    assert main(["estimate", "--model", "llama-3.1-8b", "--format", "Q4_K_M", "--local", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["memory_bandwidth_measured"].startswith("11.0 GB/s read")
+    assert main(["estimate", "--model", "llama-3.1-8b", "--format", "Q4_K_M", "--local"]) == 0
+    assert "memory bandwidth measured here: 11.0 GB/s read" in capsys.readouterr().out
+    assert main(["estimate", "--model", "llama-3.1-8b", "--format", "Q4_K_M", "--local", "--no-measure", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["memory_bandwidth_measured"] is None
