@@ -76,17 +76,22 @@ def sweep(products_only: bool = False) -> tuple[int, float]:
     return n, time.perf_counter() - t
 
 
+# The planning paths whose start-up is compared: a catalog device, and this machine (probed; on a CPU-only machine
+# with its memory bandwidth measured once and then read from the cache, which the warm-up run fills).
+COMPARE_ARGS = (["recommend", "--model", "70B", "--device", "rtx-4090"], ["recommend", "--model", "8B"])
+
+
 def compare(other: Path, runs: int) -> None:
-    """Start-up of `planner recommend --model 70B --device rtx-4090` in this checkout and in `other`, interleaved
-    run by run so that load on a shared machine falls on both alike."""
-    args = ["recommend", "--model", "70B", "--device", "rtx-4090"]
-    times: dict[Path, list[float]] = {ROOT: [], other.resolve(): []}
-    for _ in range(runs):
-        for root in times:
-            times[root].append(time_cli(args, 1, root)[0])
-    print(f"{'checkout':58} {'median s':>9} {'best s':>8}")
-    for root, ts in times.items():
-        print(f"{str(root):58} {statistics.median(ts):9.3f} {min(ts):8.3f}")
+    """Start-up of `planner recommend` (COMPARE_ARGS) in this checkout and in `other`, interleaved run by run so that
+    load on a shared machine falls on both alike."""
+    print(f"{'command':40} {'checkout':40} {'median s':>9} {'best s':>8}")
+    for args in COMPARE_ARGS:
+        times: dict[Path, list[float]] = {ROOT: [], other.resolve(): []}
+        for _ in range(runs):
+            for root in times:
+                times[root].append(time_cli(args, 1, root)[0])
+        for root, ts in times.items():
+            print(f"{' '.join(args):40} {str(root):40} {statistics.median(ts):9.3f} {min(ts):8.3f}")
 
 
 def main() -> None:
@@ -100,7 +105,7 @@ def main() -> None:
         compare(a.compare, a.runs)
         return
     print(f"{'what':58} {'median s':>9} {'best s':>8}")
-    for args in (["--version"], ["recommend", "--model", "70B", "--device", "rtx-4090"],
+    for args in (["--version"], ["recommend", "--model", "70B", "--device", "rtx-4090"], ["recommend", "--model", "8B"],
                  ["recommend", "--model", "8B", "--device", "h100-sxm", "--json"],
                  ["estimate", "--model", "70B", "--format", "Q4_K_M", "--device", "rtx-4090", "--json"]):
         med, best = time_cli(args, a.runs)

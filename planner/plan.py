@@ -38,6 +38,9 @@ class Target:
     expert_parallel: bool = False  # shard MoE experts over every GPU instead of pipelining across nodes
     replicas: int = 1  # data-parallel copies of this nodes x count layout, each serving its share of the sequences
     replicas_per_node: int = 1  # copies packed into one node when a copy needs fewer GPUs than a node holds
+    # This machine's measured read bandwidth (planner.hardware.membw.ReadBandwidth) for a probed CPU target; it caps
+    # decode bandwidth the way a calibration record's copy bandwidth does (planner.measure.calibration.for_target).
+    measured_bandwidth: Any = None
 
     @property
     def is_cpu(self) -> bool:

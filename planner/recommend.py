@@ -92,6 +92,20 @@ def score(plan: Plan, prefer: str) -> float:
     return s - 30 * kld
 
 
+# What each preference ranks by, in the words tables show (score() is the rule; fitting plans come first).
+RANKING_TEXT = {
+    "balanced": "speed vs quality loss (balanced)",
+    "quality": "least quality loss (quality)",
+    "speed": "fastest decode (speed)",
+    "memory": "least memory (memory)",
+}
+
+
+def ranking_title(prefer: str) -> str:
+    """'ranked by fastest decode (speed)': how a table of ranked plans is ordered."""
+    return f"ranked by {RANKING_TEXT.get(prefer, prefer)}"
+
+
 def rank(plans: list[Plan], prefer: str, min_tokens_per_s: float | None) -> list[Plan]:
     """Order plans: fitting and fast enough first (by score), then fitting but too slow, then the rest."""
     for p in plans:

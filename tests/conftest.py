@@ -43,6 +43,22 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path_factory.getbasetemp() / "hf-token"))
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    # Plans for this machine's CPU measure its memory bandwidth: tests inject a fixed measurement instead, so no test
+    # depends on this machine's speed (or pays the ~0.3 s); tests of the measurement itself call it directly.
+    from planner.hardware import membw
+
+    monkeypatch.setattr(membw, "measure_read_bandwidth", fake_measurement)
+
+
+FAKE_READ_GB_S = 20.0
+
+
+def fake_measurement(threads: int, buffer_bytes: int, key: str = ""):  # type: ignore[no-untyped-def]
+    """A fixed read-bandwidth measurement (20 GB/s), standing in for planner.hardware.membw's timing."""
+    from planner.hardware.membw import ReadBandwidth
+
+    return ReadBandwidth(read_gb_s=FAKE_READ_GB_S, threads=threads, buffer_bytes=buffer_bytes, passes=3,
+                         measured_at="2026-01-02T03:04:05Z", key=key)
 
 
 @pytest.fixture(scope="session")

@@ -78,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
                   d.compute_capability or d.gfx_target or "-", str(d.launch_year) + (" *" if d.unverified else ""))
     con = console()
     con.print(t)
-    con.print(f"{len(devices)} devices" + ("; * = has unverified figures (catalog --unverified)" if any(d.unverified for d in devices) else ""))
+    from planner.hardware.catalog import catalog_summary
+
+    total = catalog_summary(catalog)
+    everything = len(devices) == (len(catalog) if args.variants else len(catalog) - len(variants))
+    shown = total if everything else f"{len(devices)} listed; catalog: {total}"
+    con.print(shown + ("; * = has unverified figures (catalog --unverified)" if any(d.unverified for d in devices) else ""))
     return 0
 
 

@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     data = plan.as_dict()
     data["quality"] = plan.quality or None
     data["calibration"] = cal_note
+    measured = target.measured_bandwidth  # this machine's CPU, measured (planner.hardware.membw)
+    data["memory_bandwidth_measured"] = measured.describe() if measured is not None else None
     _out(args, data, note, plan)
     return 0 if plan.runs else 1
 
@@ -103,6 +105,9 @@ def _out(args: argparse.Namespace, data: dict, note: str, plan=None) -> None:  #
 
     if data.get("calibration"):
         con.print(f"[dim]{data['calibration']}[/dim]")
+    if data.get("memory_bandwidth_measured"):
+        con.print(f"[dim]memory bandwidth measured here: {data['memory_bandwidth_measured']}; it caps decode speed "
+                  "(--no-measure skips it)[/dim]")
     verdict = "[green]fits[/green]" if plan.fits else f"[red]does not fit/run: {plan.reason}[/red]"
     dp = (plan.parallel or {}).get("data_parallel", 1)
     shape = f" ({plan.parallel_layout}; memory and weights count every replica)" if dp > 1 else ""

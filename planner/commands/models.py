@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append({"id": m.id, "name": m.name, "family": m.family, "architecture": m.architecture, "params": total,
                      "active_params": count_active_params(m) if m.moe else total, "max_context": m.max_context,
                      "hf_repo": m.hf_repo, "reference_for_size": m.reference_for_size,
-                     "notes": ", ".join(x for x in ("MoE" if m.moe else "", "MLA" if m.mla else "",
-                                                      "SWA" if m.sliding_window else "", f"GQA {m.gqa_ratio}" if m.gqa_ratio > 1 else "") if x)})
+                     "notes": m.architecture_notes()})
     if args.json:
         print_json(rows)
         return 0

@@ -165,5 +165,7 @@ def console():  # type: ignore[no-untyped-def]
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
 
-    # Pipes and CI logs get a wide fixed width instead of rich's 80-column default.
-    return _Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    # Pipes and CI logs get a wide fixed width for tables instead of rich's 80-column default, and text is not
+    # wrapped at all (soft_wrap): a note cut mid-sentence at column 160 breaks grep and diff of the output.
+    tty = sys.stdout.isatty()
+    return _Console(highlight=False, width=None if tty else 160, soft_wrap=not tty)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import TYPE_CHECKING
 
 from planner.commands import options
@@ -23,6 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     options.add_json(p)
     p.add_argument("--raw", action="store_true", help="print the raw snapshot (attach it to bug reports; plan from it with --snapshot)")
     p.add_argument("--snapshot", metavar="FILE", help="interpret a snapshot saved with 'planner probe --raw' instead of probing")
+    p.add_argument("--measure", action="store_true",
+                   help="measure this machine's memory read bandwidth now (under a second) and cache it for CPU plans")
     options.add_catalog_dirs(p)
     p.set_defaults(func=run)
 
@@ -32,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so that `planner --help` and other commands do not pay for pydantic models and psutil.
     from planner.hardware import probe
 
+    if args.measure and args.snapshot:
+        from planner.errors import InvalidInputError
+
+        raise InvalidInputError("--measure measures this machine; a --snapshot describes another one (use one of them)")
     snapshot = probe.load_snapshot(args.snapshot) if args.snapshot else probe.read_raw()
     if args.raw:
         options.print_json(snapshot)
@@ -39,11 +46,32 @@ def run(args: argparse.Namespace) -> int:
     from planner.hardware.catalog import load_catalog
 
     host = probe.interpret(snapshot, load_catalog(args.hwdb))
+    bandwidth = None if args.snapshot else _bandwidth(host, args.measure)
     if args.json:
-        options.print_json(host.model_dump(mode="json"))
+        doc = host.model_dump(mode="json")
+        if bandwidth is not None:
+            doc["memory_read_bandwidth"] = {**dataclasses.asdict(bandwidth[0]), "measured_now": bandwidth[1]}
+        options.print_json(doc)
     else:
         render(host, title=f"snapshot {args.snapshot}" if args.snapshot else "this machine")
+        if bandwidth is not None:
+            m, now = bandwidth
+            options.console().print(f"Memory read bandwidth: {m.describe()}" + (" (just now)" if now else " (cached)"),
+                                    soft_wrap=True)
     return 0
+
+
+def _bandwidth(host: Host, measure: bool):  # type: ignore[no-untyped-def]
+    """(ReadBandwidth, measured now) for this machine: measured with --measure, else the cached one; None if neither."""
+    from planner.hardware import membw
+
+    cpu = host.cpu
+    if not measure:
+        key = membw.machine_key(cpu.model, cpu.physical_cores or cpu.usable_cores or cpu.logical_cores, host.ram_total_bytes)
+        hit = membw.cached(key)
+        return (hit, False) if hit is not None else None
+    return membw.local_bandwidth(cpu.model, cpu.physical_cores, cpu.usable_cores or cpu.logical_cores,
+                                 host.ram_total_bytes, host.ram_available_bytes, refresh=True)
 
 
 def render(host: Host, title: str = "this machine") -> None:

@@ -24,7 +24,7 @@ from planner.measure.reports import kld_list, stored_quality, summary
 from planner.outputs import check_output
 from planner.paths import user_path
 from planner.plan import Target
-from planner.recommend import explores_layouts, layout_runners_up, recommend
+from planner.recommend import explores_layouts, layout_runners_up, ranking_title, recommend
 from planner.runtimes import get_runtime
 
 SCHEMA_VERSION = 1
@@ -308,21 +308,27 @@ def render_layouts(rec) -> None:  # type: ignore[no-untyped-def]
     console().print(table)
 
 
-def memory_bar(plan, width: int = 40) -> str:  # type: ignore[no-untyped-def]
+def memory_bar(plan, width: int = 40, max_width: int | None = None) -> str:  # type: ignore[no-untyped-def]
     """A text bar of weights / KV / activations / overhead against usable memory (the fullest device: the same
-    device and usable figure as the reasons)."""
+    device and usable figure as the reasons), never wider than `width` nor the terminal (`max_width`, default the
+    console's width): a plan far over its memory is drawn to scale with a red '│' where usable memory ends."""
     if not plan.per_device:
         return ""
     d = max(plan.per_device, key=lambda d: d.total_bytes)
     usable = max(d.usable_bytes, 1)
-    parts = [("W", d.weights_bytes, "blue"), ("K", d.kv_cache_bytes, "magenta"), ("A", d.activations_bytes, "yellow"),
-             ("O", d.overhead_bytes, "red")]
-    out, used = "", 0
-    for ch, n, color in parts:
-        cells = round(n / usable * width)
-        used += cells
-        out += f"[{color}]{'█' * cells}[/{color}]"
-    out += "[dim]" + "░" * max(width - used, 0) + "[/dim]"
+    parts = [(d.weights_bytes, "blue"), (d.kv_cache_bytes, "magenta"), (d.activations_bytes, "yellow"),
+             (d.overhead_bytes, "red")]
+    limit = console().width if max_width is None else max_width
+    width = max(4, min(width, limit))
+    scale = max(usable, sum(n for n, _ in parts))  # over the limit: the whole plan fills the bar
+    cells: list[tuple[str, str]] = []
+    for n, color in parts:
+        cells += [("█", color)] * round(n / scale * width)
+    cells = cells[:width] + [("░", "dim")] * max(width - len(cells), 0)
+    if scale > usable:  # mark where usable memory ends
+        edge = min(width - 1, round(usable / scale * width))
+        cells[edge] = ("│", "bold red")
+    out = "".join(f"[{color}]{ch}[/{color}]" for ch, color in cells)
     return (f"{out}  {gib(d.total_bytes)}/{gib(d.usable_bytes)} GiB  [blue]weights {gib(d.weights_bytes)}[/blue] "
             f"[magenta]KV {gib(d.kv_cache_bytes)}[/magenta] [yellow]compute {gib(d.activations_bytes)}[/yellow] "
             f"[red]overhead {gib(d.overhead_bytes)}[/red]" + (f" (x{len(plan.per_device)} devices)" if len(plan.per_device) > 1 else ""))
@@ -374,7 +380,8 @@ def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-unt
         con.print("\n[bold red]Nothing fits.[/bold red]")
         for s in rec.suggestions:
             con.print(f"  • {s}")
-    table = Table(title="Alternatives (best runtime per format)", title_justify="left", header_style="bold")
+    table = Table(title=f"Alternatives (best runtime per format), {ranking_title(rec.prefer)}", title_justify="left",
+                  header_style="bold")
     for col in ("format", "runtime", "KV", "memory GiB", "decode tok/s per seq.", "prefill tok/s", "TTFT s", "quality (KLD)",
                 "verdict"):
         table.add_column(col, justify="right" if col not in ("format", "runtime", "KV", "verdict") else "left")

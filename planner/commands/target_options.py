@@ -29,6 +29,9 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--snapshot", type=path_arg, metavar="FILE", help="plan for the machine a `planner probe --raw` snapshot describes")
     g.add_argument("--nodes", type=int_in(1, MAX_NODES), default=1, metavar="N", help="identical nodes of --count devices each (multi-node plans)")
     g.add_argument("--fabric", type=nonempty, metavar="ID", help="inter-node fabric: ib-ndr, ib-hdr, roce-400g, eth-100g, eth-10g ... (default ib-ndr)")
+    g.add_argument("--no-measure", action="store_true",
+                   help="planning for this machine's CPU: do not measure its memory bandwidth (assume it instead); "
+                        "the measurement is taken once and cached, `planner probe --measure` refreshes it")
     g.add_argument("--expert-parallel", action="store_true", help="MoE across nodes: shard experts over every GPU instead of pipeline stages")
 
 
@@ -64,4 +67,18 @@ def resolve_target(args: argparse.Namespace, catalog: Catalog) -> Target:
 
     snap = probe.load_snapshot(args.snapshot) if args.snapshot else probe.read_raw(catalog=catalog)
     host = probe.interpret(snap, catalog)
-    return target_from_host(host, origin="snapshot" if args.snapshot else "probe", ram_override=ram)
+    # A snapshot describes another machine: only this one is measured, and only when it plans on its CPU.
+    measured = None if args.snapshot or getattr(args, "no_measure", False) else measure_host(host)
+    return target_from_host(host, origin="snapshot" if args.snapshot else "probe", ram_override=ram, measured=measured)
+
+
+def measure_host(host, refresh: bool = False):  # type: ignore[no-untyped-def]
+    """This machine's read bandwidth (cached, else measured now) when it has no GPU to plan for; None with a GPU."""
+    if getattr(host, "gpus", None):
+        return None
+    from planner.hardware import membw  # lazy: only CPU plans for this machine read the cache
+
+    cpu = host.cpu
+    got, _fresh = membw.local_bandwidth(cpu.model, cpu.physical_cores, cpu.usable_cores or cpu.logical_cores,
+                                        host.ram_total_bytes, host.ram_available_bytes, refresh=refresh)
+    return got

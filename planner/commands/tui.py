@@ -38,7 +38,7 @@ def host_provider(catalog: Any, snapshot: str | None = None):  # type: ignore[no
         # lazy: the probe module (about 0.1 s to import) loads in the app's worker, after the first screen is drawn
         from planner.hardware import probe
 
-        raw = probe.load_snapshot(snapshot) if snapshot else probe.read_raw()
+        raw = probe.load_snapshot(snapshot) if snapshot else probe.read_raw(catalog=catalog)
         return probe.interpret(raw, catalog)
 
     return provide

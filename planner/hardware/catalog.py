@@ -55,6 +55,14 @@ def memory_variant_ids(devices: Iterable[DeviceSpec]) -> set[str]:
     return {f"{d.id}-{gib:g}gb" for d in devices for gib in d.memory_options_gib}
 
 
+def catalog_summary(devices: Iterable[DeviceSpec]) -> str:
+    """'120 devices, 204 memory configurations': the one way the CLI and the TUI count the catalog."""
+    devices = list(devices)
+    variants = memory_variant_ids(devices)
+    base = sum(1 for d in devices if d.id not in variants)
+    return f"{base} devices, {len(devices)} memory configurations" if len(devices) != base else f"{base} devices"
+
+
 class Catalog:
     """All devices, looked up by id, alias or NVML name (exact, case- and punctuation-insensitive)."""
 

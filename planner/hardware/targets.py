@@ -47,21 +47,28 @@ DEFAULT_CPU_BANDWIDTH_GB_S = 89.6
 
 
 def cpu_device(model_name: str, cores: int | None, ram_total_bytes: int,  # type: ignore[no-untyped-def]
-               isa: list[str] | None = None):
-    """A CPU target for a probed machine: its RAM and ISA flags, with an assumed dual-channel DDR5 bandwidth."""
+               isa: list[str] | None = None, measured_read_gb_s: float | None = None):
+    """A CPU target for a probed machine: its RAM and ISA flags, with an assumed dual-channel DDR5 peak bandwidth
+    (raised to the measured read bandwidth where that is higher: a peak is never below a measurement)."""
     from planner.hardware.schema import CPU_ISA_NAMES, DeviceSpec  # lazy: keeps pydantic off recommend's start-up path
 
+    peak = max(DEFAULT_CPU_BANDWIDTH_GB_S, measured_read_gb_s or 0.0)
+    source = "probe (memory); bandwidth assumed DDR5-5600 dual channel"
+    if measured_read_gb_s is not None:
+        source += f", achievable read bandwidth measured ({measured_read_gb_s:.1f} GB/s)"
     return DeviceSpec.model_validate({
         "cpu_isa": [i for i in (isa or []) if i in CPU_ISA_NAMES],
         "id": "local-cpu", "name": model_name or "local CPU", "vendor": "generic", "backend": "cpu", "architecture": "cpu",
         "memory_gib": max(ram_total_bytes / GIB, 0.001), "memory_type": "system RAM", "memory_kind": "system",
-        "mem_bandwidth_gb_s": DEFAULT_CPU_BANDWIDTH_GB_S, "cpu_cores": cores or None, "launch_year": 2024,
-        "source": "probe (memory); bandwidth assumed DDR5-5600 dual channel", "unverified": ["mem_bandwidth_gb_s"],
+        "mem_bandwidth_gb_s": peak, "cpu_cores": cores or None, "launch_year": 2024,
+        "source": source, "unverified": ["mem_bandwidth_gb_s"],
     })
 
 
-def target_from_host(host, origin: str = "probe", ram_override: int | None = None) -> Target:  # type: ignore[no-untyped-def]
-    """Plan for a probed host: its largest group of identical GPUs with their free memory, else its CPU and RAM."""
+def target_from_host(host, origin: str = "probe", ram_override: int | None = None,  # type: ignore[no-untyped-def]
+                     measured=None) -> Target:
+    """Plan for a probed host: its largest group of identical GPUs with their free memory, else its CPU and RAM
+    (`measured`: this machine's ReadBandwidth from planner.hardware.membw, which caps CPU decode bandwidth)."""
     notes = list(getattr(host, "warnings", []) or [])
     ram_avail = ram_override or getattr(host, "ram_available_bytes", None)
     gpus = list(getattr(host, "gpus", []) or [])
@@ -82,10 +89,17 @@ def target_from_host(host, origin: str = "probe", ram_override: int | None = Non
     if total <= 0:
         raise PlannerError("the probe found no GPU and could not read the RAM size; use --device")
     cores = getattr(cpu, "physical_cores", None) or getattr(cpu, "logical_cores", None)
-    cpu_dev = cpu_device(getattr(cpu, "model", "") or "", cores, total, list(getattr(cpu, "isa", None) or []))
+    read = measured.read_gb_s if measured is not None else None
+    cpu_dev = cpu_device(getattr(cpu, "model", "") or "", cores, total, list(getattr(cpu, "isa", None) or []), read)
     avail = int(ram_avail or total)
     usable = min(avail, system_usable_bytes(total))
-    notes.append(f"planning for this CPU ({cpu_dev.name}, {cores or '?'} cores) and its RAM; memory bandwidth assumed "
-                 f"{DEFAULT_CPU_BANDWIDTH_GB_S:g} GB/s (dual-channel DDR5); `planner bench --model MODEL --format Q4_K_M "
-                 "--save` measures this machine and later plans use it")
-    return Target(cpu_dev, 1, (max(usable, 0),), avail, cpu_dev.mem_bandwidth_gb_s, origin=origin, notes=tuple(notes))
+    if measured is not None:
+        notes.append(f"planning for this CPU ({cpu_dev.name}, {cores or '?'} cores) and its RAM; memory bandwidth "
+                     f"measured: {measured.describe()}, which caps decode speed (peak assumed "
+                     f"{cpu_dev.mem_bandwidth_gb_s:g} GB/s); --no-measure skips it, `planner probe --measure` measures again")
+    else:
+        notes.append(f"planning for this CPU ({cpu_dev.name}, {cores or '?'} cores) and its RAM; memory bandwidth assumed "
+                     f"{DEFAULT_CPU_BANDWIDTH_GB_S:g} GB/s (dual-channel DDR5); `planner bench --model MODEL --format Q4_K_M "
+                     "--save` measures this machine and later plans use it")
+    return Target(cpu_dev, 1, (max(usable, 0),), avail, cpu_dev.mem_bandwidth_gb_s, origin=origin, notes=tuple(notes),
+                  measured_bandwidth=measured)

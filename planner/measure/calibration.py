@@ -286,10 +286,29 @@ def describe(device_id: str) -> str | None:
 def for_target(target: Any, enabled: bool = True) -> tuple[dict[tuple[str, str], Efficiency] | None, str | None]:
     """(calibration for evaluate/recommend, a note saying it is used) for a target's device; (None, None) when
     disabled (--no-calibration) or when the device has no records."""
-    if not enabled:
-        return None, None
+    measured = getattr(target, "measured_bandwidth", None)
     device_id = target.device.id
-    cal = load_calibration(device_id)
+    cal = load_calibration(device_id) if enabled else {}
+    note = describe(device_id) if cal else None
+    if measured is not None and target.device.backend == "cpu":
+        cal = measured_caps(cal, measured.read_gb_s, target.device.mem_bandwidth_gb_s, target.device.backend)
     if not cal:
-        return None, None
-    return cal, describe(device_id)
+        return None, note
+    return cal, note
+
+
+def measured_caps(cal: dict[tuple[str, str], Efficiency], read_gb_s: float, peak_gb_s: float,
+                  backend: str) -> dict[tuple[str, str], Efficiency]:
+    """Calibration with this machine's measured read bandwidth as a cap on every engine's decode bandwidth on the
+    backend, like a record's copy bandwidth; an engine that `planner bench --save` records already cover keeps them
+    (they measured this device too, with a runtime's kernels or its copy bandwidth)."""
+    out = dict(cal)
+    cap = read_gb_s / peak_gb_s
+    for engine in ENGINES:
+        key = (engine, backend)
+        if key in cal:
+            continue
+        base = efficiency(engine, backend)
+        if cap < base.bandwidth:
+            out[key] = Efficiency(cap, base.compute, base.layer_overhead_us, "measured")
+    return out

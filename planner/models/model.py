@@ -18,6 +18,20 @@ class ModelMethods:
         """Query heads per KV head."""
         return self.num_heads // self.num_kv_heads
 
+    def architecture_notes(self) -> str:
+        """'MoE 8/128, SWA 4096, GQA 4:1': the one wording `planner models` and the TUI use (GQA as query heads per
+        KV head; left out under MLA, whose KV cache is a latent, not heads)."""
+        out = []
+        if self.moe is not None:
+            out.append(f"MoE {self.moe.experts_per_token}/{self.moe.num_experts}")
+        if self.mla is not None:
+            out.append("MLA")
+        if self.sliding_window:
+            out.append(f"SWA {self.sliding_window}")
+        if self.gqa_ratio > 1 and self.mla is None:
+            out.append(f"GQA {self.gqa_ratio}:1")
+        return ", ".join(out)
+
     def is_moe_layer(self, layer: int) -> bool:
         """Whether block `layer` has routed experts."""
         return self.moe is not None and layer >= self.moe.first_dense_layers

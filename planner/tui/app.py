@@ -65,6 +65,7 @@ class PlannerApp(App[None]):
         Binding("a", "toggle_all", "Fit: best runtime per format / every plan", id="fit.all", show=False),
         Binding("s", "sort", "Devices/Models: next sort column", id="sort", show=False),
         Binding("y", "copy_launch", "Copy launch", id="copy"),
+        Binding("w", "toggle_warnings", "Probe warnings", id="warnings", show=False),
         Binding("escape", "focus_table", "Leave the search / input box", id="focus.table", show=False),
         Binding("question_mark", "help", "Help", id="help", key_display="?"),
         Binding("q", "quit", "Quit", id="quit"),
@@ -91,14 +92,16 @@ class PlannerApp(App[None]):
         self.fit_pending = True
         self.last_copied: str | None = None
         self._fit_timer: Timer | None = None
+        self.probe_warnings: list[str] = []  # what the probe warned about, shown in a panel on request (w)
         self.main: MainScreen | None = None
         self.set_reactive(PlannerApp.inputs, inputs or default_inputs(catalog, registry))
         if host_provider is not None:
             self.set_reactive(PlannerApp.probe_status, "probe: scanning…")
 
     def get_default_screen(self) -> MainScreen:
-        """The tabbed main screen."""
-        self.main = MainScreen()
+        """The tabbed main screen: on the fit tab when it will plan for this machine (probing, no device chosen),
+        else on the catalog (key 1 and 3 switch between them)."""
+        self.main = MainScreen("fit" if self.host_provider is not None and not self.device_chosen else "devices")
         return self.main
 
     def on_mount(self) -> None:
@@ -223,19 +226,49 @@ class PlannerApp(App[None]):
 
     def _probe_done(self, host: Any, error: str | None) -> None:
         if error is not None or host is None:
-            self.probe_status = "probe failed: catalog only"
-            self.notify(f"probing this machine failed: {error}", severity="warning", timeout=6)
+            self.probe_status = "probe failed: catalog only (w: why)"
+            self.probe_warnings = [f"probing this machine failed: {error}"]
+            self._show_warnings_text()
             return
         self.host = host
         gpus = list(getattr(host, "gpus", []) or [])
-        warn = len(getattr(host, "warnings", []) or [])
-        self.probe_status = f"probe: {self.local_label().split(',')[0]}" if gpus else "probe: no GPU (CPU row pinned)"
-        if warn:
-            self.notify("\n".join(getattr(host, "warnings", [])[:4]), title="probe", timeout=6)
-        if gpus and not self.device_chosen:
-            self.update_inputs(device_id=LOCAL)
+        self.probe_warnings = [str(w) for w in getattr(host, "warnings", []) or []]
+        status = f"probe: {self.local_label().split(',')[0]}" if gpus else "probe: no GPU, CPU and RAM"
+        n = len(self.probe_warnings)
+        # Warnings wait in a panel the user opens (w), instead of a popup over the table.
+        self.probe_status = status + (f" · {n} warning{'s' if n > 1 else ''} (w)" if n else "")
+        self._show_warnings_text()
+        try:
+            target_from_host(host)
+            plannable = True
+        except PlannerError:  # no GPU and no RAM figures: nothing to plan for here
+            plannable = False
+        if plannable and not self.device_chosen:
+            self.update_inputs(device_id=LOCAL)  # open where the user is: this machine, GPUs or CPU and RAM
         elif self.inputs.device_id == LOCAL:
             self._schedule_fit()  # the host changed under a plan for it
+
+    def _show_warnings_text(self) -> None:
+        """Put the probe's warnings into their panel (shown with w)."""
+        try:
+            panel = self._q("#probe-warnings", Static)
+        except NoMatches:
+            return
+        text = Text("probe warnings (w or Esc closes):\n", style="bold")
+        for w in self.probe_warnings:
+            text.append(f"• {w}\n", style="")
+        panel.update(text)
+
+    def action_toggle_warnings(self) -> None:
+        """Show or hide the probe's warnings."""
+        try:
+            panel = self._q("#probe-warnings", Static)
+        except NoMatches:
+            return
+        if not self.probe_warnings and not panel.has_class("shown"):
+            self.notify("the probe reported no warnings", timeout=2)
+            return
+        panel.toggle_class("shown")
 
     # ---------------------------------------------------------------------------------- status line
 
@@ -304,7 +337,11 @@ class PlannerApp(App[None]):
             self.call_after_refresh(widget.focus)
 
     def action_focus_table(self) -> None:
-        """Leave a search or number box for the tab's table."""
+        """Leave a search or number box for the tab's table (and close the probe warnings)."""
+        try:
+            self._q("#probe-warnings", Static).remove_class("shown")
+        except NoMatches:
+            pass  # not composed yet
         table_id = TAB_TABLES.get(self.active_tab)
         if table_id:
             self._q(table_id, DataTable).focus()

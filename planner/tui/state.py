@@ -113,18 +113,8 @@ class ModelRow:
 
     @property
     def notes(self) -> str:
-        """Architecture notes: MoE, MLA, sliding window, GQA."""
-        m = self.spec
-        out = []
-        if m.moe is not None:
-            out.append(f"MoE {m.moe.experts_per_token}/{m.moe.num_experts}")
-        if m.mla is not None:
-            out.append("MLA")
-        if m.sliding_window:
-            out.append(f"SWA {m.sliding_window}")
-        if m.gqa_ratio > 1 and m.mla is None:
-            out.append(f"GQA {m.gqa_ratio}:1")
-        return ", ".join(out)
+        """Architecture notes: MoE, MLA, sliding window, GQA (worded as `planner models` words them)."""
+        return self.spec.architecture_notes()
 
 
 def model_row(spec: ModelSpec) -> ModelRow:

@@ -37,3 +37,10 @@ async def settle(app: Any, pilot: Any, timeout: float = 20.0) -> None:
 def run(coro: Any) -> Any:
     """Run an async test body (no pytest-asyncio needed)."""
     return asyncio.run(coro)
+
+
+def fake_cpu_host(warnings: tuple[str, ...] = ()) -> SimpleNamespace:
+    """A probed machine without a GPU: an 8-core CPU with 64 GiB of RAM, and the probe's warnings."""
+    cpu = SimpleNamespace(model="Test CPU", physical_cores=8, logical_cores=16, usable_cores=16, isa=["avx2"])
+    return SimpleNamespace(gpus=[], warnings=list(warnings), ram_available_bytes=48 * GIB, ram_total_bytes=64 * GIB,
+                           gpu_usable_bytes=None, cpu=cpu)

@@ -121,3 +121,19 @@ def test_help_screen(snap_compare, catalog, registry):
         await pilot.press("question_mark")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_opens_on_this_cpu_with_probe_warnings_panel(snap_compare, catalog, registry):
+    """No device named: the app opens on the fit tab for the probed CPU; w opens the probe's warnings above the tabs."""
+    from .helpers import fake_cpu_host
+
+    cat, reg = small_data(catalog, registry)
+    host = fake_cpu_host(("No GPU found: planning for the CPU only (nvml: no NVIDIA driver (libnvidia-ml.so.1 not found))",))
+    app = create_app(cat, reg, lambda: host, model="llama-3.1-8b")
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _settle(pilot)
+        assert pilot.app.active_tab == "fit" and pilot.app.inputs.device_id == "local"
+        await pilot.press("w")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

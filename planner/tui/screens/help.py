@@ -13,6 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 USAGE = (
+    ("Start", "The app opens planning for this machine (its GPUs, or its CPU and RAM) once the probe answers; the "
+              "catalog is one key away ([b]1[/b]). The probe's warnings wait behind [b]w[/b] (Esc closes them)."),
     ("1 Devices", "The catalog; this machine's devices are pinned on top once the probe answers. Type to search "
                   "(name, vendor, kind, memory type; [b]>=48[/b] filters memory GiB); Enter plans on a device."),
     ("2 Models", "The profiles with parameters, active parameters, context and architecture notes; Enter plans for a model."),
@@ -21,7 +23,7 @@ USAGE = (
               "t, r and p cycle the format, runtime and preference filters. The detail pane follows the cursor: memory "
               "bar, speed, quality, reasons and the launch command ([b]y[/b] copies it)."),
     ("4 Matrix", "Models × devices for one format (or the best GGUF quant that fits) at the current context; Enter "
-                 "opens a cell in Fit."),
+                 "opens a cell in Fit. The model column stays while ← → scroll through the device columns."),
     ("5 Best here", "Models ranked for the current device and context by expected capability (published score x what "
                     "the format keeps) among plans that fit and decode at least 10 tok/s, as [b]planner recommend[/b] "
                     "without --model; pick the use (chat, coding, reasoning); Enter opens a model in Fit."),

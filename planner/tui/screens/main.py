@@ -21,16 +21,20 @@ TAB_TABLES = {"devices": "#device-table", "models": "#model-table", "fit": "#fit
 class MainScreen(Screen[None]):
     """Everything the app shows; state lives on the app, the panes read it."""
 
-    # Start on the table, not the search box, so the tab and context keys work at once.
-    AUTO_FOCUS = "#device-table"
+    def __init__(self, initial: str = "devices"):
+        super().__init__()
+        self.initial = initial if initial in TABS else "devices"
+        # Start on the table, not the search box, so the tab and context keys work at once.
+        self.AUTO_FOCUS = TAB_TABLES[self.initial]
 
     def compose(self) -> ComposeResult:
-        """Header, status line, tabs, footer."""
+        """Header, status line, the probe's warnings (hidden until asked for), tabs, footer."""
         yield Header(icon="▦")
         with Horizontal(id="status-row"):
             yield Static("", id="status")
             yield Static("", id="probe")
-        with TabbedContent(id="tabs", initial="devices"):
+        yield Static("", id="probe-warnings")
+        with TabbedContent(id="tabs", initial=self.initial):
             with TabPane("1 Devices", id="devices"):
                 yield DevicesPane(id="devices-pane")
             with TabPane("2 Models", id="models"):

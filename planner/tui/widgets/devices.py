@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
 from planner.errors import PlannerError
-from planner.hardware.catalog import DeviceSpec
+from planner.hardware.catalog import DeviceSpec, catalog_summary
 from planner.hardware.targets import target_from_host
 from planner.plan import GIB
 from planner.tui.state import DEVICE_SORTS, LOCAL, device_matches, device_rows
@@ -100,7 +100,7 @@ class DevicesPane(SearchableTable, Vertical):
         header, _, desc = DEVICE_SORTS[self.sort]
         arrow = "↓" if (desc if self.reverse is None else self.reverse) else "↑"
         self.query_one("#device-status", Static).update(
-            f"{len(devices)} of {len(app.catalog)} devices · sorted by {header} {arrow} (s or click a header) · "
+            f"{len(devices)} listed; catalog: {catalog_summary(app.catalog)} · sorted by {header} {arrow} (s or click a header) · "
             f"Enter: plan on this device · {app.probe_status}")
 
     def _local_devices(self) -> list[Any]:

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 
 from planner.hardware.targets import target_from_host
 from planner.plan import Plan
+from planner.recommend import ranking_title
 from planner.cost.quality import quality_text
 from planner.tui.state import (ALL, TIGHT_FRACTION, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT, PREFERENCES, QUALITY_STYLES,
                                best_per_format, format_families, gib, measured_formats, needed_bytes,
@@ -223,9 +224,9 @@ class FitPane(Vertical):
         out.append(rec.target_label, style="bold")
         if t is not None:
             out.append(f" ({t.origin})", style="dim")
-        out.append(f" · {rec.context:,} tokens × {rec.concurrency} sequence(s) · prefer {rec.prefer}")
+        out.append(f" · {rec.context:,} tok × {rec.concurrency} seq · {ranking_title(rec.prefer)}")
         shown = "every format × runtime × KV" if self.show_all else "best runtime per format"
-        out.append(f" · {len(self.plans)} rows, {shown} (a toggles)", style="dim")
+        out.append(f" · {len(self.plans)} rows, {shown} (a: {'best per format' if self.show_all else 'all'})", style="dim")
         measured = measured_formats(rec.plans)
         if measured:
             texts = ", ".join(sorted(set(measured.values())))

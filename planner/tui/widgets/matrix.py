@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Label, Select, Static
 from textual.worker import get_current_worker
 
+from planner.errors import PlannerError
 from planner.formats import FORMATS
 from planner.hardware.targets import target_from_host
 from planner.plan import target_from_catalog
@@ -36,7 +37,8 @@ class MatrixPane(Vertical):
             yield Select([("best that fits (GGUF ladder)" if f == BEST else f, f) for f in MATRIX_FORMATS
                           if f == BEST or f in FORMATS], value=BEST, allow_blank=False, compact=True, id="matrix-format")
             yield Static("", id="matrix-hint")
-        yield DataTable(id="matrix-table", cursor_type="cell")
+        # The model column stays put while the device columns scroll sideways (← →): 13 of them do not fit in 160.
+        yield DataTable(id="matrix-table", cursor_type="cell", fixed_columns=1)
         yield Static("", id="matrix-status", classes="pane-status")
 
     def on_mount(self) -> None:
@@ -67,8 +69,8 @@ class MatrixPane(Vertical):
         devices = list(self.devices)
         if inputs.device_id not in devices and inputs.device_id != LOCAL:
             devices = [inputs.device_id] + devices
-        if app.host is not None and getattr(app.host, "gpus", None):
-            devices = [LOCAL] + devices
+        if app.host is not None and _plannable(app.host):
+            devices = [LOCAL] + devices  # this machine: its GPUs, or its CPU and RAM
         key = (tuple(models), tuple(devices), self.format_id, inputs.context, id(app.host))
         self.dirty = False
         if key == self.computed_for:
@@ -117,6 +119,8 @@ class MatrixPane(Vertical):
             self.cells[(model_id, d)] = cell
             table.update_cell(model_id, d, Text(cell.text, style=cell.style), update_width=True)
         status = f"{done}/{total} models computed" if done < total else f"{total} models × {len(row)} devices"
+        if table.max_scroll_x > 0:
+            status += " (← → scroll to every device)"
         self.query_one("#matrix-status", Static).update(
             f"{status} · green fits · yellow tight (>92% of usable) · red ✗ does not fit (GiB it needs) · — no runtime runs it")
 
@@ -138,3 +142,12 @@ class MatrixPane(Vertical):
         app: Any = self.app
         app.choose_model(model_id, switch=False)
         app.choose_device(device_id)
+
+
+def _plannable(host: Any) -> bool:
+    """Whether the probed host can be planned for (GPUs, or a CPU whose RAM the probe read)."""
+    try:
+        target_from_host(host)
+    except PlannerError:
+        return False
+    return True
