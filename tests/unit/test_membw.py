@@ -109,7 +109,7 @@ def _cpu_decode(capsys, monkeypatch, gb_s: float | None, *extra: str) -> tuple[f
     """recommend on the captured CPU-only laptop as if it were this machine, with `gb_s` measured (None: no measure)."""
     from planner.hardware import probe
 
-    monkeypatch.setattr(probe, "read_raw", lambda timeout_s=None: snap("cpu-only-laptop.json"))
+    monkeypatch.setattr(probe, "read_raw", lambda timeout_s=None, catalog=None: snap("cpu-only-laptop.json"))
     if gb_s is not None:
         monkeypatch.setattr(membw, "measure_read_bandwidth", fixed(gb_s))
     membw.cache_path().unlink(missing_ok=True)
@@ -170,7 +170,7 @@ def test_probe_measure_refreshes_and_reports(capsys, monkeypatch):
 def test_estimate_for_this_cpu_says_the_bandwidth_was_measured(capsys, monkeypatch):
     from planner.hardware import probe
 
-    monkeypatch.setattr(probe, "read_raw", lambda timeout_s=None: snap("cpu-only-laptop.json"))
+    monkeypatch.setattr(probe, "read_raw", lambda timeout_s=None, catalog=None: snap("cpu-only-laptop.json"))
     monkeypatch.setattr(membw, "measure_read_bandwidth", fixed(11.0))
     assert main(["estimate", "--model", "llama-3.1-8b", "--format", "Q4_K_M", "--local", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["memory_bandwidth_measured"].startswith("11.0 GB/s read")
