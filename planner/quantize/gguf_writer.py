@@ -50,6 +50,11 @@ def kv_u32(key: str, value: int) -> KV:
     return KV(key, GGUFValueType.UINT32, int(value))
 
 
+def kv_i32(key: str, value: int) -> KV:
+    """An int32 entry."""
+    return KV(key, GGUFValueType.INT32, value)
+
+
 def kv_f32(key: str, value: float) -> KV:
     """A float32 entry."""
     return KV(key, GGUFValueType.FLOAT32, float(value))

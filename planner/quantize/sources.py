@@ -311,7 +311,7 @@ def _open_gguf(path: Path) -> Source:
                         "rounding error on top of the first (double loss); quantize from the original weights when you can")
     kvs = []
     for key, value in header.metadata.items():
-        if key.startswith("split.") or key in _GENERAL_WRITTEN:
+        if key.startswith(("split.", "quantize.")) or key in _GENERAL_WRITTEN:  # quantize.*: how the source was made
             continue
         kv = kv_from_header(key, header.value_types[key], value)
         if kv is not None:
