@@ -675,15 +675,9 @@ ENCODERS: dict[str, Encoder] = {
 }
 
 
-def _register_iq4() -> None:
-    """IQ4_NL / IQ4_XS live in planner.quantize.iq4 (non-linear grid); registered here so `encode` finds them."""
-    from planner.quantize.iq4 import iq4_nl_blocks, iq4_xs_blocks
-
-    ENCODERS["IQ4_NL"] = _by_pieces(iq4_nl_blocks, 32, 18, _LEGACY_PIECE)
-    ENCODERS["IQ4_XS"] = _by_pieces(iq4_xs_blocks, QK_K, 136, _LEGACY_PIECE)
-
-
-_register_iq4()
+# IQ4_NL / IQ4_XS live in planner.quantize.iq4 (non-linear grid), which adds them to ENCODERS when imported; a
+# plain module import here (not `from ... import`) works whichever of the two modules is imported first.
+import planner.quantize.iq4  # noqa: E402,F401
 
 
 def supported_types() -> list[str]:
