@@ -212,7 +212,7 @@ def write_imatrix_gguf(im: ImportanceMatrix, path: Path | str, chunk_size: int) 
 
 # Architectures whose forward pass compute_imatrix runs (the ones planner quantize reads); their RoPE layout in
 # GGUF: llama's q/k rows are interleaved by the converter (rotate adjacent pairs), qwen2 keeps halves (NeoX).
-_ROPE_PAIRS = {"llama": "adjacent", "qwen2": "halves"}
+_ROPE_PAIRS = {"llama": "adjacent", "qwen2": "halves", "qwen3": "halves"}
 
 
 def _kv(src, key: str, default: float) -> float:  # type: ignore[no-untyped-def]
@@ -336,6 +336,11 @@ def _run(source, chunks, name, progress, logits: bool):  # type: ignore[no-untyp
                 if b is not None:
                     arr += b
             att = torch.empty((len(flat), nh * hd), dtype=torch.float32)
+            qn, kn = maybe(p + "attn_q_norm.weight"), maybe(p + "attn_k_norm.weight")  # Qwen3: RMSNorm per head
+            if qn is not None:
+                q = rms_norm(q.reshape(-1, hd), qn).reshape(q.shape)
+            if kn is not None:
+                k = rms_norm(k.reshape(-1, hd), kn).reshape(k.shape)
             for a, e in zip(bounds[:-1], bounds[1:]):
                 if e - a not in tables:
                     tables[e - a] = _rope_tables(e - a, hd, base, freq_div)

@@ -395,3 +395,22 @@ def test_smollm2_iq4_xs_with_imatrix_beats_without(smollm2, tmp_path):
     _, lf = _llama(smollm2, text)  # the source itself is the reference (requantizing it to F16 changes nothing)
     kl = {name: _kld(lf, _llama(p, text)[1]) for name, p in (("plain", plain), ("imat", imat))}
     assert 0 < kl["imat"] < kl["plain"], kl
+
+
+@pytest.mark.real_runtime
+@needs_llama
+@needs_torch
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"])
+def test_converted_architectures_run_as_in_llama_cpp(tmp_path, arch):
+    """Each architecture quantize reads, written as F32 GGUF: llama.cpp's logits equal our forward pass's (the one
+    compute_imatrix runs), so names, q/k row order, norms and RoPE style all match llama.cpp's."""
+    from planner.quantize.imatrix import model_logits
+
+    src = tmp_path / "hf"
+    make_hf_model(src, hidden=128, intermediate=256, layers=2, heads=4, kv_heads=2, vocab=512, architecture=arch,
+                  dtype="F32", seed=3)
+    out = tmp_path / "m.gguf"
+    quantize_model(src, "F32", out, threads=1)
+    toks, ref = _llama(out, "the then thin an the then thin an")
+    got = model_logits(src, [int(t) for t in toks])
+    assert np.abs(got - ref).max() < 1e-3 * max(1.0, float(np.abs(ref).max())), arch
