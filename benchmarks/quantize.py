@@ -45,12 +45,15 @@ def _child(cmd: list[str]) -> tuple[float, int, int]:
     """Run a command; (wall seconds, peak RSS bytes of that process, exit code)."""
     import os
     import subprocess
+    import tempfile
 
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: llama.cpp logs every tensor and would fill a pipe
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        log.seek(0)
+        err = log.read().decode(errors="replace")
     code = os.waitstatus_to_exitcode(status)
     if code:
         print(f"  ! {' '.join(cmd[:4])}... exited {code}: {err.strip()[-300:]}")

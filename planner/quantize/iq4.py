@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.formats import QK_K
-from planner.quantize.primitives import (
-    _LEGACY_PIECE, ENCODERS, F32, _by_pieces, _f16, _f16_bytes, _importance, _inv, _nibbles32, _rowdot,
-)
+from planner.quantize.block_helpers import F32, _f16, _f16_bytes, _importance, _inv, _nibbles32, _rowdot
 
 # ggml-common.h kvalues_iq4nl: the 16 levels IQ4_NL and IQ4_XS decode to (before the block scale).
 GRID = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
@@ -150,7 +147,3 @@ def dequantize_iq4_xs(raw: np.ndarray) -> np.ndarray:
     qs = raw[:, 8:].reshape(nb, 8, 16)
     idx = np.concatenate([qs & 0x0F, qs >> 4], axis=2)  # (nb, 8, 32)
     return (dl[:, :, None] * _GRID_F[idx]).reshape(nb, 256)
-
-
-ENCODERS["IQ4_NL"] = _by_pieces(iq4_nl_blocks, 32, 18, _LEGACY_PIECE)
-ENCODERS["IQ4_XS"] = _by_pieces(iq4_xs_blocks, QK_K, 136, _LEGACY_PIECE)

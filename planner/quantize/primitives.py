@@ -27,11 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from planner.formats import QK_K, ggml_type
+from planner.quantize.block_helpers import _F16_MAX, F32, _f16, _f16_bytes, _importance, _inv, _nibbles32, _rowdot
+from planner.quantize.iq4 import iq4_nl_blocks, iq4_xs_blocks
 
-F32 = np.float32
 _PIECE = 1 << 17  # values per piece: the working set of a k-quant search stays in L2 cache
 _LEGACY_PIECE = 1 << 18  # the 32-blocks do few passes per piece: fewer, larger pieces cost less overhead
-_F16_MAX = 65504.0
 
 Encoder = Callable[[np.ndarray], np.ndarray]
 
@@ -64,26 +64,6 @@ def _signed_absmax(b: np.ndarray) -> np.ndarray:
     """Per row, the value of largest magnitude with its sign: (n, k) -> (n,)."""
     hi, lo = _seg_max(b), _seg_min(b)
     return np.where(hi >= -lo, hi, lo)
-
-
-def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", a, b)
-
-
-def _inv(v: np.ndarray) -> np.ndarray:
-    """1/v, and 0 where v is 0 (an all-zero block stays all-zero instead of turning into NaN)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(v != 0, F32(1) / v, F32(0)).astype(F32, copy=False)
-
-
-def _f16(v: np.ndarray) -> np.ndarray:
-    """Round to fp16 (saturating) and back: the value a block scale is stored and read as."""
-    return np.clip(v, -_F16_MAX, _F16_MAX).astype(np.float16)
-
-
-def _f16_bytes(h: np.ndarray) -> np.ndarray:
-    """(n,) float16 -> (n, 2) uint8, little-endian as ggml stores ggml_half."""
-    return h.astype("<f2").view(np.uint8).reshape(-1, 2)
 
 
 def _pack_nibbles(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -241,12 +221,6 @@ def _signed_absmax_32(b: np.ndarray) -> np.ndarray:
     return ((top >> np.uint32(1)) | (top << np.uint32(31))).view(F32)
 
 
-def _nibbles32(qi: np.ndarray) -> np.ndarray:
-    """4-bit codes (nb, 32) -> (nb, 16): byte j = code j | code j+16 << 4 (codes < 16 never carry across bytes)."""
-    w = qi.view("<u8")  # 4 words of 8 codes per block
-    return (w[:, :2] | (w[:, 2:] << np.uint64(4))).view(np.uint8)
-
-
 def _q8_0(b: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 32) -> np.ndarray:
     """Q8_0 blocks: (nb, 32) -> (nb, 34) = fp16 d | 32 x int8, x = d * q."""
     # |x| as integers (float order = integer order for non-negative floats): one integer segment max per block
@@ -324,15 +298,6 @@ def _row_sigma2(b: np.ndarray, row: int) -> np.ndarray:
     per_row = row // b.shape[1]
     sq = _rowdot(b, b).reshape(-1, per_row).sum(axis=1) / F32(row)
     return np.repeat(sq.astype(F32), per_row)
-
-
-def _importance(x: np.ndarray, qw: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
-    """llama.cpp's weight of each value under an importance matrix: qw * sqrt(sigma2 + x^2), sigma2 per block."""
-    w = x * x
-    w += sigma2[:, None]
-    np.sqrt(w, out=w)
-    w *= qw.reshape(w.shape)
-    return w
 
 
 def _weighted_symmetric_32(b: np.ndarray, out: np.ndarray, qw: np.ndarray, row: int, nmax: int) -> np.ndarray:
@@ -675,9 +640,9 @@ ENCODERS: dict[str, Encoder] = {
 }
 
 
-# IQ4_NL / IQ4_XS live in planner.quantize.iq4 (non-linear grid), which adds them to ENCODERS when imported; a
-# plain module import here (not `from ... import`) works whichever of the two modules is imported first.
-import planner.quantize.iq4  # noqa: E402,F401
+# IQ4_NL / IQ4_XS: the non-linear grid types, whose block encoders live in planner.quantize.iq4.
+ENCODERS["IQ4_NL"] = _by_pieces(iq4_nl_blocks, 32, 18, _LEGACY_PIECE)
+ENCODERS["IQ4_XS"] = _by_pieces(iq4_xs_blocks, QK_K, 136, _LEGACY_PIECE)
 
 
 def supported_types() -> list[str]:
