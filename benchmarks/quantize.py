@@ -42,22 +42,33 @@ def _best(fn, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-d
 
 
 def _child(cmd: list[str]) -> tuple[float, int, int]:
-    """Run a command; (wall seconds, peak RSS bytes of that process, exit code)."""
-    import os
+    """Run a command; (wall seconds, peak RSS bytes of that process, exit code).
+
+    The peak is the child's own VmHWM (/proc/PID/status), read until it exits: getrusage's ru_maxrss would also
+    count the pages it shared with this (large) process between fork and exec."""
     import subprocess
     import tempfile
 
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: llama.cpp logs every tensor and would fill a pipe
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak = 0
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+            except (OSError, ValueError, IndexError):
+                pass
+            time.sleep(0.02)
         wall = time.perf_counter() - t0
         log.seek(0)
         err = log.read().decode(errors="replace")
-    code = os.waitstatus_to_exitcode(status)
+    code = proc.returncode
     if code:
         print(f"  ! {' '.join(cmd[:4])}... exited {code}: {err.strip()[-300:]}")
-    return wall, usage.ru_maxrss * 1024, code
+    return wall, peak, code
 
 
 _LLAMA_QUANT = """

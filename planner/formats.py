@@ -603,8 +603,8 @@ def imatrix_format(fmt: WeightFormat) -> WeightFormat:
     return WeightFormat(
         f"{fmt.id}{IMATRIX_SUFFIX}", "gguf", f"{fmt.description}; importance-matrix quantized", fmt.compute,
         lambda m, ts, f=base, e=eo: gguf_mix(f, m, ts, imatrix=True, embed_output_type=e),
-        (f"{fmt.id}-imatrix", f"i1-{fmt.id}"), fmt.weight_bits_nominal, True,
-        "llama.cpp src/llama-quant.cpp llama_tensor_get_type_impl (with an imatrix)", imatrix=True)
+        (f"{fmt.id}-imatrix", f"i1-{fmt.id}"), fmt.weight_bits_nominal, needs_imatrix=True,
+        source="llama.cpp src/llama-quant.cpp llama_tensor_get_type_impl (with an imatrix)", imatrix=True)
 
 
 def gguf_main_type(fmt: WeightFormat) -> str | None:
