@@ -376,13 +376,10 @@ def _run(source, chunks, name, progress, logits: bool):  # type: ignore[no-untyp
 
 
 def _embed(src, t, ids: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Rows `ids` of the token embedding, read a slab at a time (the whole table may not fit as float32)."""
-    out = np.empty((len(ids), t.row_length), dtype=np.float32)
-    slab = max(1, (1 << 22) // t.row_length)
-    for a in range(0, t.n_rows, slab):
-        b = min(a + slab, t.n_rows)
-        hit = np.nonzero((ids >= a) & (ids < b))[0]
-        if hit.size:
-            out[hit] = src.read_rows(t, a, b, "gguf")[ids[hit] - a]
+    """Rows `ids` of the token embedding: only the rows the text uses are read (the table may be GBs as float32)."""
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    rows = np.empty((len(uniq), t.row_length), dtype=np.float32)
+    for i, tok in enumerate(uniq):
+        rows[i] = src.read_rows(t, int(tok), int(tok) + 1, "gguf")[0]
     src.release(t)
-    return out
+    return rows[inverse.reshape(-1)]

@@ -380,21 +380,32 @@ def test_llama_cpp_loads_what_is_written(tiny, tmp_path, fmt):
 @pytest.mark.real_runtime
 @needs_llama
 @needs_torch
-def test_smollm2_iq4_xs_with_imatrix_beats_without(smollm2, tmp_path):
-    """On the real model, an imatrix from one text lowers IQ4_XS's KL divergence from F16 on another text."""
+def test_smollm2_imatrix_lowers_the_output_error_of_real_layers(smollm2):
+    """Real activations on real weights: with an imatrix from one text, the error of each layer's output on another
+    text (||(W - W_q) x||^2 over its activations) is lower for IQ4_XS and Q4_K. The whole-model KL divergence is
+    measured by `planner eval` (numbers in benchmarks' note), not here: it takes minutes."""
     from planner.quantize.imatrix import compute_imatrix
+    from planner.quantize.sources import open_source
 
-    calib_toks, _ = _llama(smollm2, (Path(__file__).resolve().parents[2] / "planner" / "data" / "imatrix_calib.txt")
-                           .read_text()[:1200], ctx=1024)
-    im = compute_imatrix(smollm2, [[int(t) for t in calib_toks[:256]]])
-    plain, imat = tmp_path / "plain.gguf", tmp_path / "imat.gguf"
-    quantize_model(smollm2, "IQ4_XS", plain)
-    res = quantize_model(smollm2, "IQ4_XS", imat, imatrix=im)
-    assert res.format == "IQ4_XS-imat"
-    text = TEXT + " " + TEXT[::-1]
-    _, lf = _llama(smollm2, text)  # the source itself is the reference (requantizing it to F16 changes nothing)
-    kl = {name: _kld(lf, _llama(p, text)[1]) for name, p in (("plain", plain), ("imat", imat))}
-    assert 0 < kl["imat"] < kl["plain"], kl
+    calib, _ = _llama(smollm2, (Path(__file__).resolve().parents[2] / "planner" / "data" / "imatrix_calib.txt")
+                      .read_text()[:1200], ctx=1024)
+    held, _ = _llama(smollm2, TEXT * 2)
+    im = compute_imatrix(smollm2, [[int(t) for t in calib[:128]]])
+    other = compute_imatrix(smollm2, [[int(t) for t in held]])  # the held-out text's own mean squares
+    src = open_source(smollm2)
+    try:
+        by = {t.info.name: t for t in src.tensors}
+        for name, typ in (("blk.3.ffn_down.weight", "IQ4_XS"), ("blk.20.ffn_down.weight", "Q4_K"),
+                          ("blk.3.attn_q.weight", "IQ4_NL")):
+            w = src.read_rows(by[name], 0, by[name].n_rows, "gguf")
+            act = other.entries[name][0]
+            err = {}
+            for key, qw in (("plain", None), ("imat", im.weights_for(name, w.shape))):
+                y = dequantize(encode(typ, w, qw=qw), GGMLQuantizationType[typ]).reshape(w.shape)
+                err[key] = float((act * (w - y) ** 2).sum())
+            assert err["imat"] < 0.95 * err["plain"], (name, err)
+    finally:
+        src.close()
 
 
 @pytest.mark.real_runtime
