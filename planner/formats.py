@@ -243,6 +243,7 @@ class WeightFormat:
     needs_imatrix: bool = False
     source: str = ""
     header_bytes: int | None = None  # a read file's real metadata size (else estimated from the tokenizer)
+    imatrix: bool = False  # a GGUF made with an importance matrix (the '-imat' variants, made at run time)
 
     def assignments(self, model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assignment]:
         """Which encoding each tensor is stored in."""
@@ -580,9 +581,30 @@ class _ExactBits:
 EMBED_OUTPUT_Q8_VARIANTS = {"Q6_K_L": "Q6_K", "Q5_K_L": "Q5_K_M", "Q4_K_L": "Q4_K_M", "Q3_K_XL": "Q3_K_L", "Q2_K_L": "Q2_K"}
 
 
+IMATRIX_SUFFIX = "-imat"
+
+
 def gguf_base_type(format_id: str) -> str:
-    """The llama.cpp file type a GGUF format is built on (Q5_K_L -> Q5_K_M)."""
+    """The llama.cpp file type a GGUF format is built on (Q5_K_L -> Q5_K_M, Q4_K_M-imat -> Q4_K_M)."""
+    format_id = format_id.removesuffix(IMATRIX_SUFFIX)
     return EMBED_OUTPUT_Q8_VARIANTS.get(format_id, format_id)
+
+
+def imatrix_format(fmt: WeightFormat) -> WeightFormat:
+    """The same GGUF file type made with an importance matrix ('Q4_K_M' -> 'Q4_K_M-imat'): the per-tensor mix
+    llama-quantize picks when given --imatrix, and the quality family of imatrix quants. Made at run time (like
+    exl2_format), so `recommend` does not rank it beside the plain type."""
+    if fmt.family != "gguf" or fmt.id in ("F32", "F16", "BF16"):
+        raise PlannerError(f"{fmt.id} is not a quantized GGUF file type; an importance matrix applies only to those")
+    if fmt.imatrix:
+        return fmt
+    base = gguf_base_type(fmt.id)
+    eo = "Q8_0" if fmt.id in EMBED_OUTPUT_Q8_VARIANTS else None
+    return WeightFormat(
+        f"{fmt.id}{IMATRIX_SUFFIX}", "gguf", f"{fmt.description}; importance-matrix quantized", fmt.compute,
+        lambda m, ts, f=base, e=eo: gguf_mix(f, m, ts, imatrix=True, embed_output_type=e),
+        (f"{fmt.id}-imatrix", f"i1-{fmt.id}"), fmt.weight_bits_nominal, needs_imatrix=True,
+        source="llama.cpp src/llama-quant.cpp llama_tensor_get_type_impl (with an imatrix)", imatrix=True)
 
 
 def gguf_main_type(fmt: WeightFormat) -> str | None:
@@ -734,7 +756,17 @@ def get_format(name: str) -> WeightFormat:
     m = _EXL2_RE.match(name.strip())
     if m:
         return exl2_format(float(m.group(1)))
-    choices = list(FORMATS) + ["exl2-4.0bpw"]
+    low = name.strip().lower()
+    for suffix in (IMATRIX_SUFFIX, "-imatrix"):
+        if low.endswith(suffix) and len(low) > len(suffix):
+            base = get_format(name.strip()[: -len(suffix)])
+            if base.family == "gguf" and base.id not in ("F32", "F16", "BF16"):
+                return imatrix_format(base)
+    if low.startswith("i1-") and len(low) > 3:
+        base = get_format(name.strip()[3:])
+        if base.family == "gguf" and base.id not in ("F32", "F16", "BF16"):
+            return imatrix_format(base)
+    choices = list(FORMATS) + ["exl2-4.0bpw", "Q4_K_M-imat"]
     raise NotFoundError("format", name, close_matches(name, choices))
 
 

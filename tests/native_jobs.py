@@ -61,4 +61,13 @@ def handle(state: dict[str, Any], op: str, args: dict[str, Any],
         llm.reset()
         llm.eval(chunk)
         return {}, [np.asarray(llama_cpp.Llama.logits_to_logprobs(np.array(llm.scores[:len(chunk)])), dtype=np.float32)]
+    if op == "tokens_logits":  # llama.cpp's tokens of a text and its logits over them (any GGUF it loads)
+        import llama_cpp
+
+        llm = llama_cpp.Llama(model_path=args["path"], n_ctx=int(args.get("ctx", 256)), logits_all=True, verbose=False)
+        toks = llm.tokenize(args["text"].encode(), add_bos=False, special=False)
+        llm.eval(toks)
+        logits = np.asarray(llm.scores[: len(toks)], dtype=np.float32)
+        llm.close()
+        return {}, [np.asarray(toks, dtype=np.int32), logits]
     raise ValueError(op)

@@ -74,6 +74,8 @@ def make_hf_model(path: Path, *, hidden: int = 256, intermediate: int = 512, lay
         if architecture == "Qwen2ForCausalLM":
             shapes.update({p + "self_attn.q_proj.bias": (heads * hd,), p + "self_attn.k_proj.bias": (kv_heads * hd,),
                            p + "self_attn.v_proj.bias": (kv_heads * hd,)})
+        if architecture == "Qwen3ForCausalLM":  # per-head RMSNorm weights on q and k
+            shapes.update({p + "self_attn.q_norm.weight": (hd,), p + "self_attn.k_norm.weight": (hd,)})
     shapes["model.norm.weight"] = (hidden,)
     if not tie:
         shapes["lm_head.weight"] = (vocab, hidden)
@@ -102,7 +104,8 @@ def make_hf_model(path: Path, *, hidden: int = 256, intermediate: int = 512, lay
             writer.write(s.name, raw)
         writer.finish()
     config = {
-        "architectures": [architecture], "model_type": "qwen2" if architecture == "Qwen2ForCausalLM" else "llama",
+        "architectures": [architecture],
+        "model_type": {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}.get(architecture, "llama"), "head_dim": hd,
         "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
         "num_attention_heads": heads, "num_key_value_heads": kv_heads, "max_position_embeddings": 2048,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "vocab_size": vocab, "tie_word_embeddings": tie,

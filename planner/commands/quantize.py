@@ -21,13 +21,17 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                     "the same rules `planner estimate --format` sizes.")
     p.add_argument("source", type=path_arg, metavar="SOURCE", help="Hugging Face model directory or .gguf file")
     p.add_argument("--format", "-f", required=True, type=nonempty, metavar="FMT",
-                   help="Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q3_K_M, Q2_K, Q4_0, F16, gptq-int4, gptq-int8, nf4, fp8, mlx-4bit, "
+                   help="Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q3_K_M, Q2_K, Q4_0, IQ4_XS, IQ4_NL, Q4_K_M-imat, F16, gptq-int4, gptq-int8, nf4, fp8, mlx-4bit, "
                         "mlx-8bit, bf16, fp16 ...")
     p.add_argument("--output", "-o", required=True, type=path_arg, metavar="OUT", help="output .gguf file or directory")
     p.add_argument("--force", action="store_true",
                    help="replace OUT if it exists and is an output file, or a directory planner wrote (its "
                         ".planner-output.json lists every file in it); a directory with other files or a symbolic "
                         "link is refused")
+    p.add_argument("--imatrix", type=path_arg, metavar="FILE",
+                   help="importance matrix from llama.cpp's llama-imatrix (imatrix.gguf or legacy imatrix.dat): GGUF "
+                        "types are quantized with each value's error weighted by it (the format becomes its '-imat' "
+                        "variant, e.g. Q4_K_M-imat); required by the -imat formats")
     # 4096: more encoder threads than any single machine has CPUs (assumed ceiling; more would only cost memory)
     p.add_argument("--threads", type=int_in(1, 4096), metavar="N", help="encoder threads (default: the CPUs available)")
     p.add_argument("--worst", type=int_in(0, 100_000), default=10, metavar="N", help="tensors listed in the quality report (default 10)")
@@ -68,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     tune_allocator()  # this process is ours: keep encoder scratch buffers mapped
     bar = _RichProgress(enabled=not args.json and sys.stderr.isatty())
     try:
-        result = quantize_model(args.source, args.format, args.output, force=args.force, threads=args.threads, progress=bar)
+        result = quantize_model(args.source, args.format, args.output, force=args.force, threads=args.threads, progress=bar,
+                                imatrix=args.imatrix)
     finally:
         bar.stop()
     if args.json:

@@ -359,7 +359,7 @@ def quality_family(fmt: WeightFormat, group: int, bits: float) -> str:
         base = gguf_base_type(fmt.id.removesuffix("-as-stored")) or fmt.id
         if base in _GGUF_LEGACY:
             return "gguf-legacy"
-        return "gguf-imatrix" if fmt.needs_imatrix or base.startswith("IQ") else "gguf"
+        return "gguf-imatrix" if fmt.needs_imatrix or fmt.imatrix or base.startswith("IQ") else "gguf"
     if fam == "bnb":
         return "bnb-int8" if bits > 6 else ("bnb-fp4" if "fp4" in fmt.id else "bnb-nf4")
     if fam == "gptq" and bits > 6:

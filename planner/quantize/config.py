@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from planner.errors import PlannerError
-from planner.formats import EMBED_OUTPUT_Q8_VARIANTS, FORMATS, GGMLType, WeightFormat, gguf_base_type
+from planner.formats import EMBED_OUTPUT_Q8_VARIANTS, FORMATS, IMATRIX_SUFFIX, GGMLType, WeightFormat, gguf_base_type
 from planner.quantize.primitives import ENCODERS
 
 
@@ -21,6 +21,7 @@ class GGUFConfig:
 
     ftype: str  # llama.cpp file type name, e.g. 'Q4_K_M' (bartowski's _L variants: their base type)
     embed_output_type: str | None = None  # forced type of token_embd/output (Q8_0 for the _L variants)
+    imatrix: bool = False  # the '-imat' variants: encoders weight errors by an importance matrix (required)
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,10 @@ def _gguf_types_we_encode() -> set[str]:
     return set(ENCODERS)
 
 
-# llama.cpp file types whose mixes (fallbacks included) only pick types we encode; IQ types need lattice grids
-# and an importance matrix, which we do not have.
+# llama.cpp file types whose mixes (fallbacks included) only pick types we encode; the IQ1-IQ3 types need
+# lattice grids (iq2xxs_grid ...) that are not written here.
 GGUF_FILE_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
-                   "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K")
+                   "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS")
 
 
 def _gguf_ok(fmt: WeightFormat) -> bool:
@@ -104,7 +105,8 @@ def _gguf_ok(fmt: WeightFormat) -> bool:
 def config_for(fmt: WeightFormat) -> QuantConfig:
     """The quantization config that produces `fmt`; a format we cannot write is a clear error listing those we can."""
     if _gguf_ok(fmt):
-        return GGUFConfig(gguf_base_type(fmt.id), "Q8_0" if fmt.id in EMBED_OUTPUT_Q8_VARIANTS else None)
+        plain = fmt.id.removesuffix(IMATRIX_SUFFIX)
+        return GGUFConfig(gguf_base_type(fmt.id), "Q8_0" if plain in EMBED_OUTPUT_Q8_VARIANTS else None, fmt.imatrix)
     cfg = _REGISTRY.get(fmt.id)
     if cfg is None:
         raise PlannerError(f"planner quantize cannot write {fmt.id} ({fmt.description}); it writes: {', '.join(supported_formats())}")

@@ -50,6 +50,11 @@ def kv_u32(key: str, value: int) -> KV:
     return KV(key, GGUFValueType.UINT32, int(value))
 
 
+def kv_i32(key: str, value: int) -> KV:
+    """An int32 entry."""
+    return KV(key, GGUFValueType.INT32, value)
+
+
 def kv_f32(key: str, value: float) -> KV:
     """A float32 entry."""
     return KV(key, GGUFValueType.FLOAT32, float(value))
@@ -86,8 +91,14 @@ def _value(vtype: GGUFValueType, value: Any, elem: GGUFValueType | None = None) 
     if vtype == GGUFValueType.ARRAY:
         assert elem is not None
         head = struct.pack("<IQ", int(elem), len(value))
-        if elem == GGUFValueType.STRING:
-            return head + b"".join(_string(v) for v in value)
+        if elem == GGUFValueType.STRING:  # vocabularies: one pack per item, no function call per item
+            pack = struct.Struct("<Q").pack
+            parts = [head]
+            for v in value:
+                raw = v.encode("utf-8")
+                parts.append(pack(len(raw)))
+                parts.append(raw)
+            return b"".join(parts)
         if elem == GGUFValueType.ARRAY:
             raise ValueError("nested GGUF arrays are not written")
         fmt = _SCALAR_FMT[elem]

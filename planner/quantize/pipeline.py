@@ -28,7 +28,9 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 from planner.errors import InvalidInputError, PlannerError
-from planner.formats import Assignment, FloatType, GGMLType, GroupQuant, ShapeError, WeightFormat, get_format
+from planner.formats import (
+    Assignment, FloatType, GGMLType, GroupQuant, ShapeError, WeightFormat, get_format, imatrix_format,
+)
 from planner.quantize.config import (
     FloatConfig, FP8Config, GGUFConfig, GPTQConfig, MLXConfig, NF4Config, QuantConfig, check_encodings, config_for,
 )
@@ -36,7 +38,7 @@ from planner.quantize.group_quant import (
     NESTED_LEVELS, NF4_LEVELS, double_dequantize, double_quantize, fp8_dequantize, fp8_quantize, group_dequantize, group_quantize, mlx_dequantize,
     mlx_quantize, nf4_dequantize, nf4_quantize, pack_gptq,
 )
-from planner.quantize.gguf_writer import GGUFWriter, PlannedTensor, general_metadata
+from planner.quantize.gguf_writer import GGUFWriter, PlannedTensor, general_metadata, kv_i32, kv_str
 from planner.quantize.primitives import encode, from_bf16_bits, quantize_bf16, quantize_f16, quantize_f32
 from planner.quantize.safetensors_writer import SafetensorsWriter, TensorSpec
 from planner.quantize.sources import Source, SourceTensor, open_source
@@ -146,6 +148,7 @@ class _Run:
     threads: int | None
     progress: Progress | None
     results: list[TensorResult] = field(default_factory=list)
+    imatrix: Any = None  # planner.quantize.imatrix.ImportanceMatrix for the '-imat' formats
 
     def chunks(self, t: SourceTensor, multiple: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
         """Row ranges of tensor t (a multiple of `multiple` rows each) and which of their rows are sampled."""
@@ -163,13 +166,24 @@ class _Run:
 
 
 def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str, *, force: bool = False,
-                   threads: int | None = None, progress: Progress | None = None) -> QuantizeResult:
-    """Quantize the model at `source` (HF directory or GGUF file) to `fmt`, writing `out` atomically."""
+                   threads: int | None = None, progress: Progress | None = None, imatrix: Any = None) -> QuantizeResult:
+    """Quantize the model at `source` (HF directory or GGUF file) to `fmt`, writing `out` atomically.
+
+    `imatrix` (an ImportanceMatrix, or the path of a llama.cpp imatrix file) makes a GGUF format its '-imat'
+    variant: the encoders weight each value's error by it, as llama-quantize --imatrix does."""
     from planner.cost.model import ModelCost
 
     t0 = time.perf_counter()
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+    imatrix = _load_imatrix(imatrix)
+    if imatrix is not None:
+        if fmt.family != "gguf":
+            raise PlannerError(f"an importance matrix applies to GGUF formats; {fmt.id} is not one")
+        fmt = imatrix_format(fmt)
     cfg = config_for(fmt)
+    if isinstance(cfg, GGUFConfig) and cfg.imatrix and imatrix is None:
+        raise InvalidInputError(f"{fmt.id} is made with an importance matrix: pass --imatrix FILE (llama.cpp's "
+                                "imatrix.gguf or imatrix.dat), or quantize to the plain type")
     out = user_path(out)
     source = user_path(source)
     if out.exists() and source.exists():
@@ -192,7 +206,12 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
         _check_disk(out, layout.file_size_bytes)
         partial = out.with_name(out.name + ".partial")
         _remove_leftover(partial, kind)
-        run = _Run(src, threads, progress)
+        run = _Run(src, threads, progress, imatrix=imatrix)
+        if imatrix is not None:
+            src.warnings.extend(_imatrix_coverage(imatrix, assignments))
+        elif isinstance(cfg, GGUFConfig) and cfg.ftype in ("IQ4_XS", "IQ4_NL"):
+            src.warnings.append(f"{cfg.ftype} without an importance matrix: the scales minimise the plain squared error; "
+                                "pass --imatrix FILE for the quality imatrix quants have")
         if progress is not None:
             progress.start(src.input_bytes)
         try:
@@ -212,6 +231,29 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
         n_values=sum(t.info.n_elements for t in src.tensors), seconds=time.perf_counter() - t0,
         input_bytes=src.input_bytes, tensors=run.results, warnings=list(src.warnings) + warnings,
     )
+
+
+def _load_imatrix(imatrix: Any) -> Any:
+    """An ImportanceMatrix from a path (read and checked), or the object itself, or None."""
+    if imatrix is None or not isinstance(imatrix, (str, Path)):
+        return imatrix
+    from planner.quantize.imatrix import read_imatrix
+
+    return read_imatrix(user_path(imatrix))
+
+
+def _imatrix_coverage(imatrix: Any, assignments: list[Assignment]) -> list[str]:
+    """Warnings for quantized matrices the importance matrix has no entry for (they are quantized unweighted).
+
+    The token embedding is looked up, not multiplied, and llama-imatrix leaves the output head out by default, so
+    those two are expected to be missing."""
+    missing = [a.tensor.name for a in assignments
+               if isinstance(a.encoding, GGMLType) and a.encoding.quantized and a.tensor.is_matrix
+               and a.tensor.name not in imatrix.entries and a.tensor.name not in ("token_embd.weight", "output.weight")]
+    if not missing:
+        return []
+    return [f"the importance matrix has no entry for {len(missing)} quantized tensor(s) ({', '.join(missing[:3])}"
+            f"{' ...' if len(missing) > 3 else ''}): quantized without weights"]
 
 
 def _check_disk(out: Path, predicted: int) -> None:
@@ -289,6 +331,12 @@ def _install(partial: Path, out: Path, kind: Kind, force: bool) -> list[str]:
 def _write_gguf(run: _Run, fmt: WeightFormat, cfg: GGUFConfig, assignments: list[Assignment], partial: Path) -> int:
     src = run.src
     meta = general_metadata(src.arch, src.spec.name, cfg.ftype) + src.gguf_kvs
+    im = run.imatrix if cfg.imatrix else None
+    if im is not None:  # the keys llama-quantize writes, so readers (and planner) can tell an imatrix quant
+        meta += [kv_str("quantize.imatrix.file", Path(im.source).name or "computed"),
+                 kv_str("quantize.imatrix.dataset", im.datasets[0] if im.datasets else ""),
+                 kv_i32("quantize.imatrix.entries_count", len(im.entries)),
+                 kv_i32("quantize.imatrix.chunks_count", im.chunks)]
     planned = []
     for a in assignments:
         assert isinstance(a.encoding, GGMLType)
@@ -300,9 +348,10 @@ def _write_gguf(run: _Run, fmt: WeightFormat, cfg: GGUFConfig, assignments: list
             typ = a.encoding.name
             qtype = GGMLQuantizationType[typ]
             acc = _Sqnr()
+            qw = im.weights_for(st.info.name, st.info.shape) if (im is not None and a.encoding.quantized) else None
             for r0, r1, sample in run.chunks(st):
                 x = src.read_rows(st, r0, r1, "gguf")
-                enc = encode(typ, x, threads=run.threads)
+                enc = encode(typ, x, threads=run.threads, qw=None if qw is None else (qw if qw.ndim == 1 else qw[r0:r1]))
                 w.write(enc)
                 if sample.size:  # measured through gguf-py's reader: checks the layout as well as the error
                     acc.add(x[sample], dequantize(enc[sample], qtype).reshape(sample.size, -1))

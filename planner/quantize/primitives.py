@@ -27,11 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from planner.formats import QK_K, ggml_type
+from planner.quantize.block_helpers import _F16_MAX, F32, _f16, _f16_bytes, _importance, _inv, _nibbles32, _rowdot
+from planner.quantize.iq4 import iq4_nl_blocks, iq4_xs_blocks
 
-F32 = np.float32
 _PIECE = 1 << 17  # values per piece: the working set of a k-quant search stays in L2 cache
 _LEGACY_PIECE = 1 << 18  # the 32-blocks do few passes per piece: fewer, larger pieces cost less overhead
-_F16_MAX = 65504.0
 
 Encoder = Callable[[np.ndarray], np.ndarray]
 
@@ -64,26 +64,6 @@ def _signed_absmax(b: np.ndarray) -> np.ndarray:
     """Per row, the value of largest magnitude with its sign: (n, k) -> (n,)."""
     hi, lo = _seg_max(b), _seg_min(b)
     return np.where(hi >= -lo, hi, lo)
-
-
-def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", a, b)
-
-
-def _inv(v: np.ndarray) -> np.ndarray:
-    """1/v, and 0 where v is 0 (an all-zero block stays all-zero instead of turning into NaN)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(v != 0, F32(1) / v, F32(0)).astype(F32, copy=False)
-
-
-def _f16(v: np.ndarray) -> np.ndarray:
-    """Round to fp16 (saturating) and back: the value a block scale is stored and read as."""
-    return np.clip(v, -_F16_MAX, _F16_MAX).astype(np.float16)
-
-
-def _f16_bytes(h: np.ndarray) -> np.ndarray:
-    """(n,) float16 -> (n, 2) uint8, little-endian as ggml stores ggml_half."""
-    return h.astype("<f2").view(np.uint8).reshape(-1, 2)
 
 
 def _pack_nibbles(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -122,17 +102,26 @@ def _pieces(x: np.ndarray, piece: int) -> list[tuple[int, int]]:
     return [(r, min(r + rows, x.shape[0])) for r in range(0, x.shape[0], rows)]
 
 
-def _by_pieces(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], block: int, block_bytes: int, piece: int = _PIECE) -> Encoder:
-    """Wrap a block encoder fn(blocks (nb, block), out (nb, block_bytes)) into a row encoder run piece by piece."""
+def _by_pieces(fn: Callable[..., np.ndarray], block: int, block_bytes: int, piece: int = _PIECE) -> Encoder:
+    """Wrap a block encoder fn(blocks (nb, block), out (nb, block_bytes), qw, row) into a row encoder run by pieces.
 
-    def encode_rows(x: np.ndarray, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
+    `qw` is the importance of each value, (nb, block) like the blocks, or None: an importance matrix gives one
+    weight per input column (row_length,) or per row and column (n_rows, row_length), broadcast here per piece.
+    `row` is the row length (the legacy types' importance uses the whole row's RMS).
+    """
+
+    def encode_rows(x: np.ndarray, pool: ThreadPoolExecutor | None = None, qw: np.ndarray | None = None) -> np.ndarray:
         x = _check_rows(x, block)
         n, row = x.shape
         out = np.empty((n, row // block * block_bytes), dtype=np.uint8)
+        w = None if qw is None else _check_weights(qw, x.shape)
 
         def one(span: tuple[int, int]) -> None:
             a, b = span
-            fn(x[a:b].reshape(-1, block), out[a:b].reshape(-1, block_bytes))  # writes into its rows of `out`
+            wp = None
+            if w is not None:  # a fresh (rows, row_length) copy: the encoders reshape it into blocks
+                wp = np.ascontiguousarray(np.broadcast_to(w if w.ndim == 1 else w[a:b], (b - a, row))).reshape(-1, block)
+            fn(x[a:b].reshape(-1, block), out[a:b].reshape(-1, block_bytes), wp, row)  # writes into its rows of `out`
 
         spans = _pieces(x, piece)
         if pool is None or len(spans) < 2:
@@ -147,6 +136,16 @@ def _by_pieces(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], block: int, b
     encode_rows.__name__ = fn.__name__.lstrip("_")
     encode_rows.blocked = True  # type: ignore[attr-defined]
     return encode_rows
+
+
+def _check_weights(qw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Importance weights for rows of `shape`: (row_length,) or (n_rows, row_length), finite and >= 0."""
+    w = np.ascontiguousarray(qw, dtype=F32)
+    if w.shape not in ((shape[1],), shape):
+        raise ValueError(f"importance weights of shape {w.shape} do not fit rows of shape {shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("importance weights must be finite and non-negative")
+    return w
 
 
 # ---------------------------------------------------------------------------------------------- floats
@@ -222,13 +221,7 @@ def _signed_absmax_32(b: np.ndarray) -> np.ndarray:
     return ((top >> np.uint32(1)) | (top << np.uint32(31))).view(F32)
 
 
-def _nibbles32(qi: np.ndarray) -> np.ndarray:
-    """4-bit codes (nb, 32) -> (nb, 16): byte j = code j | code j+16 << 4 (codes < 16 never carry across bytes)."""
-    w = qi.view("<u8")  # 4 words of 8 codes per block
-    return (w[:, :2] | (w[:, 2:] << np.uint64(4))).view(np.uint8)
-
-
-def _q8_0(b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _q8_0(b: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 32) -> np.ndarray:
     """Q8_0 blocks: (nb, 32) -> (nb, 34) = fp16 d | 32 x int8, x = d * q."""
     # |x| as integers (float order = integer order for non-negative floats): one integer segment max per block
     mag = b.view(np.uint32) & np.uint32(0x7FFFFFFF)
@@ -240,11 +233,14 @@ def _q8_0(b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _q4_0(b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _q4_0(b: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 32) -> np.ndarray:
     """Q4_0 blocks: (nb, 32) -> (nb, 18) = fp16 d | 16 bytes of nibbles, x = d * (q - 8).
 
     The value of largest magnitude maps to code 0 (-8 * d), so the asymmetric range -8..7 loses nothing on it.
+    With importance weights the scale is searched instead (weighted error, as llama.cpp's quantize_row_q4_0_impl).
     """
+    if qw is not None:
+        return _weighted_symmetric_32(b, out, qw, row, 8)
     d = _signed_absmax_32(b) / F32(-8)
     q = b * _inv(d)[:, None]
     q += F32(8.5)
@@ -254,8 +250,10 @@ def _q4_0(b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _q4_1(b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _q4_1(b: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 32) -> np.ndarray:
     """Q4_1 blocks: (nb, 32) -> (nb, 20) = fp16 d | fp16 m | nibbles, x = d * q + m."""
+    if qw is not None:
+        return _weighted_affine_32(b, out, qw, row, 15)
     hi, lo = _extremes(b)
     d = (hi - lo) / F32(15)
     q = (b - lo[:, None]) * _inv(d)[:, None]
@@ -265,8 +263,10 @@ def _q4_1(b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _q5_0(b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _q5_0(b: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 32) -> np.ndarray:
     """Q5_0 blocks: (nb, 32) -> (nb, 22) = fp16 d | 32 high bits | nibbles, x = d * (q - 16)."""
+    if qw is not None:
+        return _weighted_symmetric_32(b, out, qw, row, 16)
     d = _signed_absmax_32(b) / F32(-16)
     q = b * _inv(d)[:, None]
     q += F32(16.5)
@@ -278,8 +278,10 @@ def _q5_0(b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _q5_1(b: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _q5_1(b: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 32) -> np.ndarray:
     """Q5_1 blocks: (nb, 32) -> (nb, 24) = fp16 d | fp16 m | 32 high bits | nibbles, x = d * q + m."""
+    if qw is not None:
+        return _weighted_affine_32(b, out, qw, row, 31)
     hi, lo = _extremes(b)
     d = (hi - lo) / F32(31)
     q = (b - lo[:, None]) * _inv(d)[:, None]
@@ -288,6 +290,41 @@ def _q5_1(b: np.ndarray, out: np.ndarray) -> np.ndarray:
     out[:, 2:4] = _f16_bytes(_f16(lo))
     out[:, 4:8] = _bits8_to_bytes(qi >> 4)
     out[:, 8:] = _nibbles32(qi & np.uint8(0x0F))
+    return out
+
+
+def _row_sigma2(b: np.ndarray, row: int) -> np.ndarray:
+    """Per block of (nb, 32), the mean square of the row it belongs to (llama.cpp's legacy imatrix weighting)."""
+    per_row = row // b.shape[1]
+    sq = _rowdot(b, b).reshape(-1, per_row).sum(axis=1) / F32(row)
+    return np.repeat(sq.astype(F32), per_row)
+
+
+def _weighted_symmetric_32(b: np.ndarray, out: np.ndarray, qw: np.ndarray, row: int, nmax: int) -> np.ndarray:
+    """Q4_0 (nmax 8) / Q5_0 (nmax 16) blocks with the scale chosen by importance-weighted error."""
+    d = _f16(fit_symmetric(b, _importance(b, qw, _row_sigma2(b, row)), nmax, *_SEARCH["legacy"]))
+    qi = _symmetric_codes(b, d.astype(F32), nmax)  # 0..2*nmax-1
+    out[:, :2] = _f16_bytes(d)
+    if nmax == 8:
+        out[:, 2:] = _nibbles32(qi)
+    else:
+        out[:, 2:6] = _bits8_to_bytes(qi >> 4)
+        out[:, 6:] = _nibbles32(qi & np.uint8(0x0F))
+    return out
+
+
+def _weighted_affine_32(b: np.ndarray, out: np.ndarray, qw: np.ndarray, row: int, nmax: int) -> np.ndarray:
+    """Q4_1 (nmax 15) / Q5_1 (nmax 31) blocks with scale and min chosen by importance-weighted error."""
+    d, m = fit_affine(b, _importance(b, qw, _row_sigma2(b, row)), nmax, *_SEARCH["Q4_K"])
+    d16, m16 = _f16(d), _f16(m)
+    qi = _affine_codes(b, d16.astype(F32), m16.astype(F32), nmax)
+    out[:, :2] = _f16_bytes(d16)
+    out[:, 2:4] = _f16_bytes(_f16(-m16.astype(F32)))  # stored as x = d * q + min
+    if nmax == 15:
+        out[:, 4:] = _nibbles32(qi)
+    else:
+        out[:, 4:8] = _bits8_to_bytes(qi >> 4)
+        out[:, 8:] = _nibbles32(qi & np.uint8(0x0F))
     return out
 
 
@@ -382,6 +419,36 @@ def quantize_scales(v: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]
     return dd, _codes(codes, 0, levels).astype(np.uint8)
 
 
+def quantize_scales_weighted(v: np.ndarray, levels: int, sw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Like quantize_scales, but D minimises the error weighted by `sw` (n, k), the importance of each sub-block.
+
+    The idea of llama.cpp's make_qp_quants: try D = max / (levels + 0.1 i) for i in -4..4, keep the one with the
+    lowest weighted squared error, then refit D by weighted least squares for its codes.
+    """
+    vmax = _seg_max(v)
+    inv_max = _inv(vmax)
+    best_is = F32(levels) * inv_max
+    best_err = None
+    for i in range(-4, 5):
+        iscale = F32(levels + 0.1 * i) * inv_max
+        q = np.minimum(np.rint(v * iscale[:, None]), F32(levels))
+        err = v - q * _inv(iscale)[:, None]
+        err = (sw * err * err).sum(axis=1)
+        if best_err is None:
+            best_is, best_err = iscale, err
+        else:
+            better = err < best_err
+            best_is = np.where(better, iscale, best_is)
+            best_err = np.where(better, err, best_err)
+    q = np.minimum(np.rint(v * best_is[:, None]), F32(levels))
+    sqx, sqq = (sw * q * v).sum(axis=1), (sw * q * q).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(sqq > 0, sqx / sqq, _inv(best_is)).astype(F32)
+    dd = _f16(d)
+    codes = v * _inv(dd.astype(F32))[:, None]
+    return dd, _codes(codes, 0, levels).astype(np.uint8)
+
+
 def quantize_signed_scales(v: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
     """Signed sub-block scales (n, k) -> (fp16 D (n,), codes -levels..levels-1 (n, k) int8); D * code ~ v."""
     dd = _f16(_signed_absmax(v) / F32(-levels))
@@ -437,16 +504,37 @@ _SEARCH: dict[str, tuple] = {
     "Q4_K": (-0.8, 0.2, 8),
     "Q5_K": (-0.5, 0.25, 6),
     "Q6_K": (3, 0.3),
+    "legacy": (4, 0.2),  # Q4_0 / Q5_0 under an importance matrix (llama.cpp: 9 steps of 0.1)
 }
 
 
-def _q2_k(sb: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _weighted_k_scales(sb: np.ndarray, sub: np.ndarray, qw: np.ndarray, nmax: int,
+                       search: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Q4_K / Q5_K scales and mins under an importance matrix (llama.cpp quantize_row_q4_K_impl's weighting:
+    qw * sqrt(2 * mean square of the super-block + x^2), sub-block scales quantized by weighted error)."""
+    nb = sb.shape[0]
+    w = _importance(sub, qw, np.repeat(2 * _rowdot(sb, sb) / F32(QK_K), 8))
+    d, m = fit_affine(sub, w, nmax, *search)
+    sw = w.sum(axis=1).reshape(nb, 8)
+    dd, sc = quantize_scales_weighted(d.reshape(nb, 8), 63, sw)
+    dm, mn = quantize_scales_weighted(m.reshape(nb, 8), 63, sw)
+    return dd, sc, dm, mn
+
+
+def _q2_k(sb: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 256) -> np.ndarray:
     """Q2_K super-blocks: (nb, 256) -> (nb, 84) = 16 x (4-bit scale | 4-bit min) | 64 bytes of 2-bit q | d | dmin."""
     nb = sb.shape[0]
     sub = sb.reshape(-1, 16)
-    d, m = fit_affine(sub, np.abs(sub), 3, *_SEARCH["Q2_K"])
-    dd, sc = quantize_scales(d.reshape(nb, 16), 15)
-    dm, mn = quantize_scales(m.reshape(nb, 16), 15)
+    if qw is None:
+        d, m = fit_affine(sub, np.abs(sub), 3, *_SEARCH["Q2_K"])
+        dd, sc = quantize_scales(d.reshape(nb, 16), 15)
+        dm, mn = quantize_scales(m.reshape(nb, 16), 15)
+    else:  # llama.cpp quantize_row_q2_K_impl: sigma2 = mean square of the super-block
+        w = _importance(sub, qw, np.repeat(_rowdot(sb, sb) / F32(QK_K), 16))
+        d, m = fit_affine(sub, w, 3, *_SEARCH["Q2_K"])
+        sw = w.sum(axis=1).reshape(nb, 16)
+        dd, sc = quantize_scales_weighted(d.reshape(nb, 16), 15, sw)
+        dm, mn = quantize_scales_weighted(m.reshape(nb, 16), 15, sw)
     q = _affine_codes(sub, (dd.astype(F32)[:, None] * sc).reshape(-1), (dm.astype(F32)[:, None] * mn).reshape(-1), 3)
     out[:, :16] = sc | (mn << 4)
     out[:, 16:80] = _pack_2bit_planes(q.reshape(nb, 256))
@@ -455,11 +543,13 @@ def _q2_k(sb: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _q3_k(sb: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _q3_k(sb: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 256) -> np.ndarray:
     """Q3_K super-blocks: (nb, 256) -> (nb, 110) = 32 bytes high-bit mask | 64 bytes low 2 bits | 12 bytes of 6-bit scales | d."""
     nb = sb.shape[0]
     sub = sb.reshape(-1, 16)
-    d = fit_symmetric(sub, sub * sub, 4, *_SEARCH["Q3_K"])
+    # with an importance matrix, llama.cpp's quantize_row_q3_K_impl weights: qw * sqrt(2 * mean square + x^2)
+    w = sub * sub if qw is None else _importance(sub, qw, np.repeat(2 * _rowdot(sb, sb) / F32(QK_K), 16))
+    d = fit_symmetric(sub, w, 4, *_SEARCH["Q3_K"])
     dd, sc = quantize_signed_scales(d.reshape(nb, 16), 32)
     q = _symmetric_codes(sub, (dd.astype(F32)[:, None] * sc).reshape(-1), 4).reshape(nb, 256)  # 0..7
     # hmask: bit i of byte l holds the high bit of value i*32 + l.
@@ -473,13 +563,16 @@ def _q3_k(sb: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _q4_k(sb: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _q4_k(sb: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 256) -> np.ndarray:
     """Q4_K super-blocks: (nb, 256) -> (nb, 144) = d | dmin | 12 bytes of 6-bit scales/mins | 128 bytes of nibbles."""
     nb = sb.shape[0]
     sub = sb.reshape(-1, 32)
-    d, m = fit_affine(sub, _rms_weights(sb, 32), 15, *_SEARCH["Q4_K"])
-    dd, sc = quantize_scales(d.reshape(nb, 8), 63)
-    dm, mn = quantize_scales(m.reshape(nb, 8), 63)
+    if qw is None:
+        d, m = fit_affine(sub, _rms_weights(sb, 32), 15, *_SEARCH["Q4_K"])
+        dd, sc = quantize_scales(d.reshape(nb, 8), 63)
+        dm, mn = quantize_scales(m.reshape(nb, 8), 63)
+    else:
+        dd, sc, dm, mn = _weighted_k_scales(sb, sub, qw, 15, _SEARCH["Q4_K"])
     q = _affine_codes(sub, (dd.astype(F32)[:, None] * sc).reshape(-1), (dm.astype(F32)[:, None] * mn).reshape(-1), 15)
     q = q.reshape(nb, 4, 2, 32)  # sub-block 2c in the low nibbles of bytes c*32.., 2c+1 in the high ones
     out[:, 0:2] = _f16_bytes(dd)
@@ -489,13 +582,16 @@ def _q4_k(sb: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _q5_k(sb: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _q5_k(sb: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 256) -> np.ndarray:
     """Q5_K super-blocks: (nb, 256) -> (nb, 176) = d | dmin | 12 bytes scales/mins | 32 bytes high bits | 128 bytes nibbles."""
     nb = sb.shape[0]
     sub = sb.reshape(-1, 32)
-    d, m = fit_affine(sub, _rms_weights(sb, 32), 31, *_SEARCH["Q5_K"])
-    dd, sc = quantize_scales(d.reshape(nb, 8), 63)
-    dm, mn = quantize_scales(m.reshape(nb, 8), 63)
+    if qw is None:
+        d, m = fit_affine(sub, _rms_weights(sb, 32), 31, *_SEARCH["Q5_K"])
+        dd, sc = quantize_scales(d.reshape(nb, 8), 63)
+        dm, mn = quantize_scales(m.reshape(nb, 8), 63)
+    else:
+        dd, sc, dm, mn = _weighted_k_scales(sb, sub, qw, 31, _SEARCH["Q5_K"])
     q = _affine_codes(sub, (dd.astype(F32)[:, None] * sc).reshape(-1), (dm.astype(F32)[:, None] * mn).reshape(-1), 31)
     q = q.reshape(nb, 8, 32)
     out[:, 0:2] = _f16_bytes(dd)
@@ -507,11 +603,11 @@ def _q5_k(sb: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _q6_k(sb: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _q6_k(sb: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 256) -> np.ndarray:
     """Q6_K super-blocks: (nb, 256) -> (nb, 210) = 128 bytes low nibbles | 64 bytes high 2 bits | 16 int8 scales | d."""
     nb = sb.shape[0]
     sub = sb.reshape(-1, 16)
-    d = fit_symmetric(sub, sub * sub, 32, *_SEARCH["Q6_K"])
+    d = fit_symmetric(sub, sub * sub if qw is None else qw.reshape(sub.shape), 32, *_SEARCH["Q6_K"])  # llama.cpp: the imatrix alone
     dd, sc = quantize_signed_scales(d.reshape(nb, 16), 128)
     q = _symmetric_codes(sub, (dd.astype(F32)[:, None] * sc).reshape(-1), 32).reshape(nb, 256)  # 0..63
     lo = q.reshape(nb, 2, 2, 64)  # value h*128 + k*64 + m -> nibble k of byte h*64 + m
@@ -542,6 +638,11 @@ ENCODERS: dict[str, Encoder] = {
     "Q8_0": quantize_q8_0, "Q4_0": quantize_q4_0, "Q4_1": quantize_q4_1, "Q5_0": quantize_q5_0, "Q5_1": quantize_q5_1,
     "Q2_K": quantize_q2_k, "Q3_K": quantize_q3_k, "Q4_K": quantize_q4_k, "Q5_K": quantize_q5_k, "Q6_K": quantize_q6_k,
 }
+
+
+# IQ4_NL / IQ4_XS: the non-linear grid types, whose block encoders live in planner.quantize.iq4.
+ENCODERS["IQ4_NL"] = _by_pieces(iq4_nl_blocks, 32, 18, _LEGACY_PIECE)
+ENCODERS["IQ4_XS"] = _by_pieces(iq4_xs_blocks, QK_K, 136, _LEGACY_PIECE)
 
 
 def supported_types() -> list[str]:
@@ -586,9 +687,11 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _POOLS[threads]
 
 
-def encode(type_name: str, x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+def encode(type_name: str, x: np.ndarray, *, threads: int | None = None, qw: np.ndarray | None = None) -> np.ndarray:
     """Encode float rows (n_rows, row_length) as ggml type `type_name`; returns uint8 (n_rows, row bytes).
 
+    `qw`: importance of each input column (row_length,) or value (n_rows, row_length), from an importance matrix;
+    the block types search their scales by the error it weights (float types and Q8_0 ignore it, as llama.cpp).
     The byte count equals `ggml_type(type_name).nbytes(x.shape)`; row pieces run on `threads` threads.
     """
     enc = ENCODERS.get(type_name.upper())
@@ -598,10 +701,12 @@ def encode(type_name: str, x: np.ndarray, *, threads: int | None = None) -> np.n
     x = _check_rows(np.asarray(x), t.layout.block_weights)
     want = t.nbytes(x.shape)
     threads = default_threads() if threads is None else threads
-    if threads > 1 and getattr(enc, "blocked", False) and x.size >= 2 * _PIECE:
-        out = enc(x, _pool(threads))
+    blocked = getattr(enc, "blocked", False)
+    kw = {"qw": qw} if (qw is not None and blocked) else {}
+    if threads > 1 and blocked and x.size >= 2 * _PIECE:
+        out = enc(x, _pool(threads), **kw)
     else:
-        out = enc(x)
+        out = enc(x, **kw)
     if out.nbytes != want:  # the formats table and the encoder must agree on every tensor's bytes
         raise AssertionError(f"{type_name} encoder wrote {out.nbytes} bytes for {x.shape}, the formats table says {want}")
     return out

@@ -39,8 +39,9 @@ Layout = Literal["gguf", "hf"]
 
 # transformers class -> GGUF architecture, for the families we convert (llama.cpp's converter maps Mistral and
 # SmolLM checkpoints, which are LlamaForCausalLM / MistralForCausalLM, to 'llama').
-HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
-GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
+                    "Qwen3ForCausalLM": "qwen3"}
+GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 _FLOAT_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 # Files a Hugging Face loader wants beside the weights; copied from an HF source into safetensors outputs.
 HF_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -263,6 +264,7 @@ _HF_LAYER = {
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
     "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
     "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",  # Qwen3's per-head RMSNorm on q and k
 }
 _HF_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
@@ -311,7 +313,7 @@ def _open_gguf(path: Path) -> Source:
                         "rounding error on top of the first (double loss); quantize from the original weights when you can")
     kvs = []
     for key, value in header.metadata.items():
-        if key.startswith("split.") or key in _GENERAL_WRITTEN:
+        if key.startswith(("split.", "quantize.")) or key in _GENERAL_WRITTEN:  # quantize.*: how the source was made
             continue
         kv = kv_from_header(key, header.value_types[key], value)
         if kv is not None:

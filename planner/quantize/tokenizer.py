@@ -1,9 +1,14 @@
-"""Tokenizer metadata both ways: Hugging Face tokenizer.json / tokenizer_config.json -> GGUF tokenizer.* keys,
-and a GGUF's byte-level BPE vocabulary -> tokenizer.json / tokenizer_config.json (for GGUF -> safetensors).
+"""Tokenizer metadata both ways: Hugging Face tokenizer files -> GGUF tokenizer.* keys, and a GGUF's byte-level BPE
+vocabulary -> tokenizer.json / tokenizer_config.json (for GGUF -> safetensors).
 
-No `tokenizers` library is needed: both files are plain JSON. llama.cpp picks its pre-tokenizer regex by name
-(tokenizer.ggml.pre); its converter finds the name by hashing the tokenizer's output on a probe text, which needs
-the tokenizer itself, so here the name comes from the model family instead.
+- SentencePiece models (tokenizer.model: Llama 2, Mistral 7B v0.1-v0.3, Gemma) are read with gguf-py's
+  SentencePieceVocab (the `sentencepiece` library): pieces, scores and token types as the model stores them, and
+  gguf-py's SpecialVocab for the special token ids, add_bos/add_eos and the chat template.
+- Byte-level BPE (tokenizer.json: Llama 3, Qwen, SmolLM, GPT-2 style) is read as JSON. llama.cpp picks its
+  pre-tokenizer regex by name (tokenizer.ggml.pre); as its converter does, the name is found by encoding a fixed
+  probe text with the tokenizer (the `tokenizers` library) and looking the sha256 of the ids up in llama.cpp's table
+  (planner/data/llamacpp_pre_hashes.json). An unknown hash falls back to the family rule, then to the
+  tokenizer.json's own pre-tokenizer when it is plain GPT-2 byte-level, and only then to 'default' with a warning.
 """
 
 from __future__ import annotations
@@ -36,6 +41,42 @@ def _content(v: Any) -> str | None:
     return None
 
 
+_HASHES = Path(__file__).resolve().parent.parent / "data" / "llamacpp_pre_hashes.json"
+
+
+def tokenizer_fingerprint(tokenizer_json: Path) -> str | None:
+    """llama.cpp's fingerprint of a tokenizer: sha256 of str(ids) of its probe text (None without `tokenizers`, or
+    for a tokenizer.json the library cannot load; the caller then falls back to the family rules)."""
+    import hashlib
+
+    try:
+        from tokenizers import Tokenizer  # lazy: only quantize needs it
+    except ImportError:
+        return None
+    try:
+        tok = Tokenizer.from_file(str(tokenizer_json))
+    except Exception:  # noqa: BLE001 (the library raises a bare Exception on a file it cannot read)
+        return None
+    probe = json.loads(_HASHES.read_text(encoding="utf-8"))["chktxt"]
+    ids = tok.encode(probe).ids  # with special tokens, as transformers' encode() in llama.cpp's converter
+    return hashlib.sha256(str(list(ids)).encode()).hexdigest()
+
+
+def pre_tokenizer_by_hash(tokenizer_json: Path) -> str | None:
+    """llama.cpp's pre-tokenizer name for this tokenizer, by its fingerprint (None: not in llama.cpp's table)."""
+    fp = tokenizer_fingerprint(tokenizer_json)
+    if fp is None:
+        return None
+    return json.loads(_HASHES.read_text(encoding="utf-8"))["hashes"].get(fp)
+
+
+def _plain_byte_level(tj: dict[str, Any]) -> bool:
+    """tokenizer.json pre-tokenizes with GPT-2's byte-level regex and nothing else (llama.cpp's 'gpt-2')."""
+    pre = tj.get("pre_tokenizer")
+    return (isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
+            and not pre.get("add_prefix_space", False) and tj.get("normalizer") is None)
+
+
 def pre_tokenizer_name(arch: str, vocab_size: int) -> str | None:
     """llama.cpp's pre-tokenizer name for byte-level BPE vocabularies of the families we convert (None: unknown)."""
     if arch == "qwen2":
@@ -49,7 +90,9 @@ def pre_tokenizer_name(arch: str, vocab_size: int) -> str | None:
 
 def missing_tokenizer(directory: Path) -> str | None:
     """Why a GGUF made from `directory` would carry no vocabulary (llama.cpp could load it but not tokenize text), or
-    None when its tokenizer.json is one gguf_tokenizer_from_hf converts."""
+    None when its tokenizer.model or tokenizer.json is one gguf_tokenizer_from_hf converts."""
+    if (directory / "tokenizer.model").is_file() and _have_sentencepiece():
+        return None
     tj_path = directory / "tokenizer.json"
     if not tj_path.is_file():
         return f"add tokenizer.json to {directory}"
@@ -61,9 +104,67 @@ def missing_tokenizer(directory: Path) -> str | None:
     return None
 
 
+def _have_sentencepiece() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sentencepiece") is not None
+
+
+def _spm_tokenizer(directory: Path, vocab_size: int) -> tuple[list[KV], list[str]]:
+    """tokenizer.* keys of a SentencePiece model (tokenizer.model), through gguf-py's vocab classes."""
+    from gguf.vocab import SentencePieceVocab, SpecialVocab
+
+    try:
+        vocab = SentencePieceVocab(directory)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise InvalidInputError(f"{directory / 'tokenizer.model'}: cannot read the SentencePiece model "
+                                f"({str(exc)[:120]})") from None
+    names: list[str] = []
+    scores: list[float] = []
+    types: list[int] = []
+    for text, score, typ in vocab.all_tokens():
+        names.append(text.decode("utf-8", "replace"))
+        scores.append(float(score))
+        types.append(int(typ))
+    warnings: list[str] = []
+    if len(names) > vocab_size:
+        warnings.append(f"the SentencePiece model has {len(names)} pieces, the embedding {vocab_size} rows: extra pieces dropped")
+        names, scores, types = names[:vocab_size], scores[:vocab_size], types[:vocab_size]
+    for i in range(len(names), vocab_size):  # the embedding is padded beyond the vocabulary
+        names.append(f"[PAD{i}]")
+        scores.append(-1000.0)
+        types.append(int(TokenType.UNUSED))
+    out = [kv_str(T.MODEL, "llama"), kv_str(T.PRE, "default"),
+           kv_array(T.LIST, GGUFValueType.STRING, names), kv_array(T.SCORES, GGUFValueType.FLOAT32, scores),
+           kv_array(T.TOKEN_TYPE, GGUFValueType.INT32, types)]
+    special = SpecialVocab(directory, load_merges=False, n_vocab=vocab_size)
+    keys = {"bos": T.BOS_ID, "eos": T.EOS_ID, "unk": T.UNK_ID, "sep": T.SEP_ID, "pad": T.PAD_ID}
+    ids = dict(special.special_token_ids)
+    sp = vocab.sentencepiece_tokenizer
+    for kind, tid in (("bos", sp.bos_id()), ("eos", sp.eos_id()), ("unk", sp.unk_id()), ("pad", sp.pad_id())):
+        ids.setdefault(kind, tid)  # config.json / tokenizer_config.json first, else the model's own (-1: none)
+    for kind, tid in ids.items():
+        if kind in keys and isinstance(tid, int) and 0 <= tid < vocab_size:
+            out.append(kv_u32(keys[kind], tid))
+    for kind, key in (("bos", T.ADD_BOS), ("eos", T.ADD_EOS)):
+        if isinstance(special.add_special_token.get(kind), bool):
+            out.append(kv_bool(key, special.add_special_token[kind]))
+    if isinstance(special.chat_template, str):
+        out.append(kv_str(T.CHAT_TEMPLATE, special.chat_template))
+    return out, warnings
+
+
 def gguf_tokenizer_from_hf(directory: Path, vocab_size: int, arch: str) -> tuple[list[KV], list[str]]:
-    """tokenizer.* GGUF keys from a model directory's tokenizer.json and tokenizer_config.json, and warnings."""
+    """tokenizer.* GGUF keys from a model directory's tokenizer files (tokenizer.model or tokenizer.json with
+    tokenizer_config.json), and warnings."""
     tj_path = directory / "tokenizer.json"
+    if (directory / "tokenizer.model").is_file():
+        if _have_sentencepiece():
+            return _spm_tokenizer(directory, vocab_size)
+        if not tj_path.is_file():
+            return [kv_str(T.MODEL, "no_vocab")], [
+                f"{directory / 'tokenizer.model'} is a SentencePiece model and the sentencepiece library is not "
+                "installed (pip install sentencepiece): the GGUF carries no vocabulary"]
     if not tj_path.is_file():
         return [kv_str(T.MODEL, "no_vocab")], [
             f"{directory} has no tokenizer.json: the GGUF carries no vocabulary (llama.cpp can load it but not tokenize text)"]
@@ -112,10 +213,13 @@ def gguf_tokenizer_from_hf(directory: Path, vocab_size: int, arch: str) -> tuple
             types[model["vocab"][unk]] = int(TokenType.UNKNOWN)
         warnings.append("SentencePiece-style vocabulary: token scores are approximated from token ids")
     else:
-        pre = pre_tokenizer_name(arch, vocab_size)
+        pre = pre_tokenizer_by_hash(tj_path) or pre_tokenizer_name(arch, vocab_size)
+        if pre is None and _plain_byte_level(tj):
+            pre = "gpt-2"  # GPT-2's regex is exactly what a plain ByteLevel pre-tokenizer splits by
         if pre is None:
             pre = "default"
-            warnings.append(f"no known llama.cpp pre-tokenizer for this {arch} vocabulary of {vocab_size}; 'default' written")
+            warnings.append(f"{tj_path}: llama.cpp knows no pre-tokenizer with this tokenizer's fingerprint; 'default' "
+                            "written (llama.cpp may split text differently from the Hugging Face tokenizer)")
         out += [kv_str(T.MODEL, "gpt2"), kv_str(T.PRE, pre)]
     out += [kv_array(T.LIST, GGUFValueType.STRING, names), kv_array(T.TOKEN_TYPE, GGUFValueType.INT32, types)]
     if byte_fallback:

@@ -18,7 +18,7 @@ from planner.quantize.primitives import ENCODERS, encode, sqnr_db
 # SQNR floors on N(0, 1) data (dB); what our encoders reach is 2-4 dB above each.
 SQNR_FLOOR = {
     "F16": 60, "BF16": 45, "Q8_0": 35, "Q6_K": 28, "Q5_1": 24, "Q5_0": 24, "Q5_K": 24, "Q4_1": 18, "Q4_0": 18,
-    "Q4_K": 18, "Q3_K": 12, "Q2_K": 6,
+    "Q4_K": 18, "Q3_K": 12, "Q2_K": 6, "IQ4_NL": 19, "IQ4_XS": 19,
 }
 LOSSY = [t for t in ENCODERS if t != "F32"]
 

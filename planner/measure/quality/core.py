@@ -230,7 +230,8 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
     check_output(out, "file", force=True, hint=f"move it away ({d} is planner eval's cache)")
     bar = _QuantizeBar(progress, f.id) if progress else None
     if isinstance(cfg, GGUFConfig):
-        res = quantize_model(source, f, out, force=True, progress=bar)
+        im = calibration_imatrix(source, cache=cache, progress=progress) if cfg.imatrix else None
+        res = quantize_model(source, f, out, force=True, progress=bar, imatrix=im)
         summary = {"format": f.id, "file_bytes": res.file_bytes, "bits_per_weight": res.bits_per_weight,
                    "warnings": res.warnings}
     else:
@@ -241,6 +242,44 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
 
     atomic_write_text(meta, json.dumps(summary))
     return out, summary
+
+
+# The importance matrix of the '-imat' formats: the bundled calibration text (not the default evaluation text, so
+# the imatrix quants are not scored on what they were calibrated on), cut into chunks as llama-imatrix does.
+CALIB_TEXT = Path(__file__).resolve().parent.parent.parent / "data" / "imatrix_calib.txt"
+CALIB_CTX = 512  # llama-imatrix's default chunk (-c 512)
+CALIB_CHUNKS = 4  # assumed: enough for a stable mean square per column on small models, ~30 s for SmolLM2-135M
+
+
+def calibration_imatrix(source: Path, *, cache: Path | None = None, progress: Progress | None = None,
+                        open_model: OpenModel | None = None) -> Any:
+    """The importance matrix eval quantizes the '-imat' formats with: computed once per source (cached as llama.cpp's
+    GGUF imatrix beside its quantized files) over CALIB_CHUNKS chunks of the bundled calibration text, tokenized by
+    the reference GGUF in llama.cpp."""
+    from planner.quantize.imatrix import compute_imatrix, read_imatrix, write_imatrix_gguf
+
+    text = CALIB_TEXT.read_text(encoding="utf-8")
+    d = (cache or cache_root()) / "models" / fingerprint(source)
+    path = d / f"imatrix-{hashlib.sha256(text.encode()).hexdigest()[:12]}-{CALIB_CHUNKS}x{CALIB_CTX}.gguf"
+    if path.is_file():
+        try:
+            return read_imatrix(path)
+        except InvalidInputError:  # damaged: computed again below
+            pass
+    ref, _ = quantized(source, REFERENCE_FORMAT, cache=cache, progress=progress)
+    model = (open_model or _open_llama)(ref, CALIB_CTX)
+    try:
+        chunks = make_chunks(model.tokenize(text), CALIB_CTX, CALIB_CHUNKS, model.bos)
+    finally:
+        model.close()
+    if progress is not None:
+        progress.stage("importance matrix", 1)
+    im = compute_imatrix(source, chunks, name=CALIB_TEXT.name)
+    if progress is not None:
+        progress.advance("importance matrix")
+    d.mkdir(parents=True, exist_ok=True)
+    write_imatrix_gguf(im, path, CALIB_CTX)
+    return im
 
 
 def measurable(fmt: str) -> bool:
