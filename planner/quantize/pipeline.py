@@ -30,7 +30,7 @@ from gguf.quants import dequantize
 from planner.errors import InvalidInputError, PlannerError
 from planner.formats import Assignment, FloatType, GGMLType, GroupQuant, ShapeError, WeightFormat, get_format
 from planner.quantize.config import (
-    FloatConfig, FP8Config, GGUFConfig, GPTQConfig, MLXConfig, NF4Config, QuantConfig, check_encodings, config_for,
+    AWQConfig, FloatConfig, FP8Config, GGUFConfig, GPTQConfig, MLXConfig, NF4Config, QuantConfig, check_encodings, config_for,
 )
 from planner.quantize.group_quant import (
     NESTED_LEVELS, NF4_LEVELS, double_dequantize, double_quantize, fp8_dequantize, fp8_quantize, group_dequantize, group_quantize, mlx_dequantize,
@@ -146,6 +146,7 @@ class _Run:
     threads: int | None
     progress: Progress | None
     results: list[TensorResult] = field(default_factory=list)
+    calibrated: Any = None  # calibrated.CalibratedQuantizer for GPTQ/AWQ
 
     def chunks(self, t: SourceTensor, multiple: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
         """Row ranges of tensor t (a multiple of `multiple` rows each) and which of their rows are sampled."""
@@ -163,13 +164,21 @@ class _Run:
 
 
 def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str, *, force: bool = False,
-                   threads: int | None = None, progress: Progress | None = None) -> QuantizeResult:
-    """Quantize the model at `source` (HF directory or GGUF file) to `fmt`, writing `out` atomically."""
+                   threads: int | None = None, progress: Progress | None = None, calib: str | None = None,
+                   config: QuantConfig | None = None) -> QuantizeResult:
+    """Quantize the model at `source` (HF directory or GGUF file) to `fmt`, writing `out` atomically.
+
+    calib: the calibration text for GPTQ/AWQ (default: the bundled sample text); config: options that replace the
+    format's default config (e.g. GPTQ's damping or act-order), of the same type."""
     from planner.cost.model import ModelCost
 
     t0 = time.perf_counter()
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
     cfg = config_for(fmt)
+    if config is not None:
+        if type(config) is not type(cfg):
+            raise PlannerError(f"{fmt.id} is made with {type(cfg).__name__}, not {type(config).__name__}")
+        cfg = config
     out = user_path(out)
     source = user_path(source)
     if out.exists() and source.exists():
@@ -193,6 +202,8 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
         partial = out.with_name(out.name + ".partial")
         _remove_leftover(partial, kind)
         run = _Run(src, threads, progress)
+        if getattr(cfg, "calibrated", False):
+            run.calibrated = _calibrated(src, cfg, assignments, calib)
         if progress is not None:
             progress.start(src.input_bytes)
         try:
@@ -212,6 +223,21 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
         n_values=sum(t.info.n_elements for t in src.tensors), seconds=time.perf_counter() - t0,
         input_bytes=src.input_bytes, tensors=run.results, warnings=list(src.warnings) + warnings,
     )
+
+
+def _calibrated(src: Source, cfg: QuantConfig, assignments: list[Assignment], calib: str | None) -> Any:
+    """The block-by-block GPTQ/AWQ quantizer of the linears this format quantizes."""
+    from planner.quantize.calibrated import CalibratedQuantizer
+
+    if src.kind != "hf":
+        raise PlannerError(f"{src.path}: GPTQ/AWQ calibration runs a Hugging Face directory (config.json, safetensors, "
+                           "tokenizer.json); convert the GGUF first with -f bf16")
+    if calib is None:
+        from planner.measure.quality.text import load_dataset
+
+        calib = load_dataset("sample")
+    names = {st.hf_name for st, a in zip(src.tensors, assignments) if isinstance(a.encoding, GroupQuant) and st.hf_name}
+    return CalibratedQuantizer(src, cfg, calib, names)  # type: ignore[arg-type]
 
 
 def _check_disk(out: Path, predicted: int) -> None:
@@ -349,8 +375,11 @@ class _FloatJob(_TensorJob):
         dtype, fn = _FLOAT_ST[self.enc.name]
         acc = _Sqnr()
         row_bytes = self.st.row_length * self.enc.bits // 8
+        changed = run.calibrated.float_override(self.st.hf_name or "") if run.calibrated is not None else None
         for r0, r1, sample in run.chunks(self.st):
-            x = run.src.read_rows(self.st, r0, r1, "hf")
+            # AWQ folds its scales into the norms before the linears: those are written as changed
+            x = run.src.read_rows(self.st, r0, r1, "hf") if changed is None else \
+                changed.reshape(self.st.n_rows, -1)[r0:r1].astype(np.float32)
             raw = fn(x)
             w.write(self.st.hf_name or "", raw, r0 * row_bytes)
             if sample.size and dtype != "F32":
@@ -379,6 +408,8 @@ class _GPTQJob(_TensorJob):
                 TensorSpec(f"{p}.scales", "F16", (n // g, out)), TensorSpec(f"{p}.g_idx", "I32", (n,))]
 
     def run(self, run: _Run, w: SafetensorsWriter) -> float:
+        if run.calibrated is not None:
+            return self._run_calibrated(run, w)
         out, n, g = self._dims()
         bits, per = self.cfg.bits, 32 // self.cfg.bits
         # qweight and scales are stored transposed (input dim first): collect this tensor's columns, write once.
@@ -402,6 +433,51 @@ class _GPTQJob(_TensorJob):
         for name, arr in (("qweight", qweight), ("qzeros", qzeros), ("scales", scales), ("g_idx", g_idx)):
             w.write(f"{p}.{name}", arr)
         return acc.db
+
+    def _run_calibrated(self, run: _Run, w: SafetensorsWriter) -> float:
+        res = run.calibrated.take(self.st.hf_name)
+        packed = pack_gptq(res.q, res.scales, res.zeros, self.cfg.bits, self.cfg.group_size, g_idx=res.g_idx)
+        p = _prefix(self.st)
+        for name in ("qweight", "qzeros", "scales", "g_idx"):
+            w.write(f"{p}.{name}", packed[name])
+        run.src.release(self.st)
+        return _sqnr_of(res)
+
+
+def _sqnr_of(res: Any) -> float:
+    """SQNR of a calibrated layer's codes against the float weight they encode (sampled rows)."""
+    from planner.quantize.gptq import GPTQResult
+
+    rows = np.arange(0, res.q.shape[0], max(1, res.q.shape[0] // SAMPLE_ROWS))
+    acc = _Sqnr()
+    acc.add(res.reference[rows], GPTQResult(res.q[rows], res.scales[rows], res.zeros[rows], res.g_idx).dequantize())
+    return acc.db
+
+
+@dataclass
+class _AWQJob(_TensorJob):
+    st: SourceTensor
+    cfg: AWQConfig
+
+    def specs(self) -> list[TensorSpec]:
+        out, n = self.st.info.shape
+        g = self.cfg.group_size
+        if out % 8:
+            raise PlannerError(f"{self.st.hf_name}: {out} output channels do not pack 8 to an int32 (AWQ)")
+        p = _prefix(self.st)
+        return [TensorSpec(f"{p}.qweight", "I32", (n, out // 8)), TensorSpec(f"{p}.qzeros", "I32", (n // g, out // 8)),
+                TensorSpec(f"{p}.scales", "F16", (n // g, out))]
+
+    def run(self, run: _Run, w: SafetensorsWriter) -> float:
+        from planner.quantize.awq import pack_awq
+
+        res = run.calibrated.take(self.st.hf_name)
+        packed = pack_awq(res.q, res.scales, res.zeros)
+        p = _prefix(self.st)
+        for name in ("qweight", "qzeros", "scales"):
+            w.write(f"{p}.{name}", packed[name])
+        run.src.release(self.st)
+        return _sqnr_of(res)
 
 
 _NF4_STATE_KEY = "quant_state.bitsandbytes__nf4"
@@ -550,6 +626,8 @@ def _job(st: SourceTensor, a: Assignment, cfg: QuantConfig, keep_dtype: str) -> 
         raise PlannerError(f"{st.info.name}: {a.encoding.name} cannot be written to a safetensors checkpoint")
     if isinstance(cfg, GPTQConfig):
         return _GPTQJob(st, cfg)
+    if isinstance(cfg, AWQConfig):
+        return _AWQJob(st, cfg)
     if isinstance(cfg, NF4Config):
         return _NF4Job(st, cfg, keep_dtype)
     if isinstance(cfg, FP8Config):
@@ -570,9 +648,24 @@ def _keep_dtype(assignments: list[Assignment]) -> str:
 def quantization_config(cfg: QuantConfig) -> dict[str, Any] | None:
     """The `quantization_config` entry of config.json that a loader reads for this config (None: unquantized)."""
     if isinstance(cfg, GPTQConfig):
-        return {"quant_method": "gptq", "bits": cfg.bits, "group_size": cfg.group_size or -1, "desc_act": cfg.desc_act,
-                "sym": cfg.sym, "damp_percent": 0.01, "true_sequential": True, "static_groups": False,
-                "checkpoint_format": "gptq", "model_file_base_name": "model", "lm_head": False}
+        # What transformers' GPTQ path (GPTQConfig), gptqmodel's QuantizeConfig and vLLM's gptq/gptq_marlin read:
+        # quant_method, bits, group_size, desc_act, sym, checkpoint_format ('gptq' = v1 zeros stored minus one).
+        # The `meta` block is gptqmodel's record of who made it and how; RTN says so and claims no GPTQ settings.
+        qc: dict[str, Any] = {"quant_method": "gptq", "bits": cfg.bits, "group_size": cfg.group_size or -1,
+                              "desc_act": cfg.desc_act, "sym": cfg.sym, "static_groups": False,
+                              "checkpoint_format": "gptq", "lm_head": False}
+        if cfg.method == "gptq":
+            qc.update({"damp_percent": cfg.damp, "true_sequential": True})
+            qc["meta"] = {"quantizer": ["planner"], "method": "gptq", "damp_percent": cfg.damp, "true_sequential": True}
+        else:
+            qc["meta"] = {"quantizer": ["planner"], "method": "rtn",
+                          "note": "round to nearest, absmax scales, no calibration (not GPTQ)"}
+        return qc
+    if isinstance(cfg, AWQConfig):
+        # transformers' AwqConfig and vLLM's awq / awq_marlin read quant_method, bits (w_bit), group_size
+        # (q_group_size), zero_point and version ('gemm' = AutoAWQ's WQLinear_GEMM packing).
+        return {"quant_method": "awq", "bits": cfg.bits, "group_size": cfg.group_size, "zero_point": True,
+                "version": "gemm", "modules_to_not_convert": None}
     if isinstance(cfg, NF4Config):
         return {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False, "bnb_4bit_quant_type": "nf4",
                 "bnb_4bit_use_double_quant": cfg.double_quant, "bnb_4bit_compute_dtype": cfg.compute_dtype,
@@ -634,6 +727,7 @@ _WRITERS: dict[type, Callable[..., int]] = {
     GGUFConfig: _write_gguf,
     FloatConfig: _write_safetensors,
     GPTQConfig: _write_safetensors,
+    AWQConfig: _write_safetensors,
     NF4Config: _write_safetensors,
     FP8Config: _write_safetensors,
     MLXConfig: _write_safetensors,
