@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -436,6 +437,8 @@ class _GPTQJob(_TensorJob):
 
     def _run_calibrated(self, run: _Run, w: SafetensorsWriter) -> float:
         res = run.calibrated.take(self.st.hf_name)
+        if run.progress is not None:
+            run.progress.advance(self.st.nbytes, self.st.info.name)
         packed = pack_gptq(res.q, res.scales, res.zeros, self.cfg.bits, self.cfg.group_size, g_idx=res.g_idx)
         p = _prefix(self.st)
         for name in ("qweight", "qzeros", "scales", "g_idx"):
@@ -472,6 +475,8 @@ class _AWQJob(_TensorJob):
         from planner.quantize.awq import pack_awq
 
         res = run.calibrated.take(self.st.hf_name)
+        if run.progress is not None:
+            run.progress.advance(self.st.nbytes, self.st.info.name)
         packed = pack_awq(res.q, res.scales, res.zeros)
         p = _prefix(self.st)
         for name in ("qweight", "qzeros", "scales"):
@@ -645,8 +650,30 @@ def _keep_dtype(assignments: list[Assignment]) -> str:
     return "bf16"
 
 
-def quantization_config(cfg: QuantConfig) -> dict[str, Any] | None:
-    """The `quantization_config` entry of config.json that a loader reads for this config (None: unquantized)."""
+def _block_modules(src: Source, assignments: list[Assignment]) -> tuple[list[list[str]], list[str]]:
+    """Block linears by input group that the format quantizes (module suffixes, e.g. 'self_attn.q_proj') and the
+    block linears it keeps in float (the loader must not expect quantized tensors for those)."""
+    from planner.quantize.calib import GROUPS
+
+    quantized, kept = set(), set()
+    for st, a in zip(src.tensors, assignments):
+        name = st.hf_name or ""
+        parts = name.split(".")
+        if len(parts) < 5 or parts[:2] != ["model", "layers"] or not name.endswith(".weight"):
+            continue
+        mod = ".".join(parts[3:-1])
+        if any(mod in ms for _, ms in GROUPS):
+            (quantized if isinstance(a.encoding, GroupQuant) else kept).add(mod)
+    groups = [[m for m in ms if m in quantized] for _, ms in GROUPS]
+    return [g for g in groups if g], sorted(kept - quantized)
+
+
+def quantization_config(cfg: QuantConfig, skipped: list[str] | None = None,
+                        in_block: list[list[str]] | None = None) -> dict[str, Any] | None:
+    """The `quantization_config` entry of config.json that a loader reads for this config (None: unquantized).
+
+    skipped / in_block: block linears kept in float (a row too short for the group) and those quantized, so
+    loaders that replace every block linear by a quantized one leave the float ones alone."""
     if isinstance(cfg, GPTQConfig):
         # What transformers' GPTQ path (GPTQConfig), gptqmodel's QuantizeConfig and vLLM's gptq/gptq_marlin read:
         # quant_method, bits, group_size, desc_act, sym, checkpoint_format ('gptq' = v1 zeros stored minus one).
@@ -654,6 +681,11 @@ def quantization_config(cfg: QuantConfig) -> dict[str, Any] | None:
         qc: dict[str, Any] = {"quant_method": "gptq", "bits": cfg.bits, "group_size": cfg.group_size or -1,
                               "desc_act": cfg.desc_act, "sym": cfg.sym, "static_groups": False,
                               "checkpoint_format": "gptq", "lm_head": False}
+        if skipped:
+            # optimum (transformers' GPTQ path) reads modules_in_block_to_quantize; gptqmodel and vLLM read
+            # `dynamic`, where a '-:' regex key means "not quantized"
+            qc["modules_in_block_to_quantize"] = in_block
+            qc["dynamic"] = {rf"-:model\.layers\.\d+\.{re.escape(m)}$": {} for m in skipped}
         if cfg.method == "gptq":
             qc.update({"damp_percent": cfg.damp, "true_sequential": True})
             qc["meta"] = {"quantizer": ["planner"], "method": "gptq", "damp_percent": cfg.damp, "true_sequential": True}
@@ -664,8 +696,9 @@ def quantization_config(cfg: QuantConfig) -> dict[str, Any] | None:
     if isinstance(cfg, AWQConfig):
         # transformers' AwqConfig and vLLM's awq / awq_marlin read quant_method, bits (w_bit), group_size
         # (q_group_size), zero_point and version ('gemm' = AutoAWQ's WQLinear_GEMM packing).
+        # modules_to_not_convert: name substrings left as float Linear (transformers, AutoAWQ, vLLM)
         return {"quant_method": "awq", "bits": cfg.bits, "group_size": cfg.group_size, "zero_point": True,
-                "version": "gemm", "modules_to_not_convert": None}
+                "version": "gemm", "modules_to_not_convert": list(skipped) if skipped else None}
     if isinstance(cfg, NF4Config):
         return {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False, "bnb_4bit_quant_type": "nf4",
                 "bnb_4bit_use_double_quant": cfg.double_quant, "bnb_4bit_compute_dtype": cfg.compute_dtype,
@@ -696,7 +729,8 @@ def _write_safetensors(run: _Run, fmt: WeightFormat, cfg: QuantConfig, assignmen
             raise AssertionError(f"{a.tensor.name}: writer lays out {job.counted_bytes()} bytes, the formats table says {a.nbytes}")
     config = dict(src.hf_config)
     config["torch_dtype"] = _TORCH_DTYPE[cfg.dtype if isinstance(cfg, FloatConfig) else keep]
-    qc = quantization_config(cfg)
+    in_block, skipped = _block_modules(src, assignments)
+    qc = quantization_config(cfg, skipped, in_block)
     if isinstance(cfg, MLXConfig):
         config["quantization"] = qc
         config["quantization_config"] = qc
