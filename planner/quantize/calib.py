@@ -32,7 +32,10 @@ if TYPE_CHECKING:  # torch is imported lazily: `planner recommend` must not pay 
     from planner.quantize.sources import Source
 
 SEQ_LEN = 512  # tokens per calibration sequence (GPTQ paper: 128 x 2048; AutoAWQ: 128 x 512); assumed enough here
-MAX_TOKENS = 16384  # calibration tokens used at most: the Hessians converge well before (assumed)
+# Calibration tokens used at most. GPTQ's paper used 128 x 2048, AutoAWQ 128 x 512 on GPUs; on a CPU the group
+# inputs of one block are kept whole (a 7B down_proj's input is tokens x 11008 float32: 360 MB at 8192), so
+# fewer (assumed enough: the Hessian of a 4096-wide layer is well conditioned with a few thousand tokens).
+MAX_TOKENS = 8192
 
 # The groups of a block, in forward order: (group name, HF module suffixes fed by the same input)
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -30,14 +30,30 @@ if TYPE_CHECKING:
 
 @dataclass
 class Quantized:
-    """One block linear as quantized: codes, scales, zeros (out, G), g_idx (in,) and the float weight it encodes
-    (for AWQ the scaled weight W diag(s), which is what the stored codes approximate)."""
+    """One block linear as quantized: codes, scales, zeros (out, G), g_idx (in,), and sampled rows of the float
+    weight it encodes (for AWQ the scaled weight W diag(s), which is what the stored codes approximate)."""
 
     q: np.ndarray
     scales: np.ndarray
     zeros: np.ndarray
     g_idx: np.ndarray
-    reference: np.ndarray
+    rows: np.ndarray  # the sampled row indices
+    reference: np.ndarray  # those rows of the float weight
+
+
+SAMPLE_ROWS = 256  # rows kept to report SQNR, as the pipeline samples (not the whole float weight: memory)
+
+
+def _sampled(w: "torch.Tensor") -> tuple[np.ndarray, np.ndarray]:
+    rows = np.arange(0, w.shape[0], max(1, w.shape[0] // SAMPLE_ROWS))
+    return rows, w[torch_index(rows)].numpy().copy()
+
+
+def torch_index(rows: np.ndarray) -> "torch.Tensor":
+    """numpy indices as a torch index tensor."""
+    import torch
+
+    return torch.from_numpy(rows.astype(np.int64))
 
 
 class CalibratedQuantizer:
@@ -115,7 +131,7 @@ class CalibratedQuantizer:
             new, a = {}, 0
             for k in keys:
                 b = a + w[k].shape[0]
-                self.results[p + k] = Quantized(r.q[a:b], r.scales[a:b], r.zeros[a:b], r.g_idx, w[k].numpy())
+                self.results[p + k] = Quantized(r.q[a:b], r.scales[a:b], r.zeros[a:b], r.g_idx, *_sampled(w[k]))
                 new[k] = deq[a:b]
                 a = b
             return new
@@ -177,4 +193,4 @@ class CalibratedQuantizer:
                 n = q.shape[1]
                 self.results[key] = Quantized(q.to(torch.uint8).numpy(), s.numpy().astype(np.float32),
                                               z.to(torch.uint8).numpy(), (np.arange(n) // cfg.group_size).astype(np.int32),
-                                              w[f"{m}.weight"].numpy())
+                                              *_sampled(w[f"{m}.weight"]))

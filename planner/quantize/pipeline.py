@@ -451,9 +451,9 @@ def _sqnr_of(res: Any) -> float:
     """SQNR of a calibrated layer's codes against the float weight they encode (sampled rows)."""
     from planner.quantize.gptq import GPTQResult
 
-    rows = np.arange(0, res.q.shape[0], max(1, res.q.shape[0] // SAMPLE_ROWS))
+    rows = res.rows
     acc = _Sqnr()
-    acc.add(res.reference[rows], GPTQResult(res.q[rows], res.scales[rows], res.zeros[rows], res.g_idx).dequantize())
+    acc.add(res.reference, GPTQResult(res.q[rows], res.scales[rows], res.zeros[rows], res.g_idx).dequantize())
     return acc.db
 
 
