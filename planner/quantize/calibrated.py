@@ -119,19 +119,23 @@ class CalibratedQuantizer:
         def hook(group: str, x: "torch.Tensor", w: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
             import torch
 
-            h = (x.T @ x) * (2.0 / x.shape[0])
             keys = [f"{m}.weight" for m in mods[group] if f"{p}{m}.weight" in self.quantize]
             if not keys:
                 return {}
+            samples = {k: _sampled(w[k]) for k in keys}
+            sizes = [w[k].shape[0] for k in keys]
             # The group's linears share H, and GPTQ treats rows independently: one run over their stacked rows
-            # gives each the same result as its own run, with a third of the column loop's overhead.
-            r = gptq_quantize(torch.cat([w[k] for k in keys]), h, cfg.bits, cfg.group_size, sym=cfg.sym,
+            # gives each the same result as its own run, with a third of the column loop's overhead. The float
+            # weights leave the block as soon as they are stacked (memory: one copy of the group at a time).
+            stacked = torch.cat([w.pop(k) for k in keys])
+            r = gptq_quantize(stacked, (x.T @ x).mul_(2.0 / x.shape[0]), cfg.bits, cfg.group_size, sym=cfg.sym,
                               act_order=cfg.desc_act, damp=cfg.damp)
+            del stacked
             deq = torch.from_numpy(r.dequantize())
             new, a = {}, 0
-            for k in keys:
-                b = a + w[k].shape[0]
-                self.results[p + k] = Quantized(r.q[a:b], r.scales[a:b], r.zeros[a:b], r.g_idx, *_sampled(w[k]))
+            for k, size in zip(keys, sizes):
+                b = a + size
+                self.results[p + k] = Quantized(r.q[a:b], r.scales[a:b], r.zeros[a:b], r.g_idx, *samples[k])
                 new[k] = deq[a:b]
                 a = b
             return new
