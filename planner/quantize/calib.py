@@ -129,10 +129,11 @@ def _linear(x: "torch.Tensor", w: dict[str, "torch.Tensor"], name: str) -> "torc
 
 
 def block_forward(h: "torch.Tensor", w: dict[str, "torch.Tensor"], cfg: ArchConfig, hook: Hook | None = None,
-                  batch: int = 4) -> "torch.Tensor":
+                  batch: int = 4, keep: bool = True) -> "torch.Tensor":
     """One decoder block over h (n_seq, L, hidden); `w` by HF suffix ('self_attn.q_proj.weight'). Returns the new h.
 
     The hook sees each group's input flattened to (n_seq * L, in) and may replace that group's weights (in `w`).
+    keep=False drops each weight from `w` after its last use (with a lazily loading `w`, one group is resident).
     """
     import torch
 
@@ -163,12 +164,21 @@ def block_forward(h: "torch.Tensor", w: dict[str, "torch.Tensor"], cfg: ArchConf
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
         attn[a:a + b] = o.transpose(1, 2).reshape(b, L, -1)
+    if not keep:
+        for m in ("q_proj", "k_proj", "v_proj"):
+            w.pop(f"self_attn.{m}.weight", None)
     feed("o", attn)
     h = h + _linear(attn, w, "self_attn.o_proj")
     del attn
+    if not keep:
+        w.pop("self_attn.o_proj.weight", None)
     x = _rms_norm(h, w["post_attention_layernorm.weight"], cfg.eps)
     feed("gate_up", x)
     act = torch.nn.functional.silu(_linear(x, w, "mlp.gate_proj")) * _linear(x, w, "mlp.up_proj")
+    del x
+    if not keep:
+        w.pop("mlp.gate_proj.weight", None)
+        w.pop("mlp.up_proj.weight", None)
     feed("down", act)
     return h + _linear(act, w, "mlp.down_proj")
 
@@ -227,17 +237,65 @@ class LayerRunner:
             self.src.release(t)
         return w
 
-    def step(self, hook: Hook | None = None, weights: dict[str, "torch.Tensor"] | None = None) -> dict[str, "torch.Tensor"]:
-        """Run the next block (its weights, or `weights`) with `hook`; returns the weights it ended with."""
+    def step(self, hook: Hook | None = None, weights: dict[str, "torch.Tensor"] | None = None,
+             keep: bool = True) -> dict[str, "torch.Tensor"]:
+        """Run the next block (its weights, or `weights`) with `hook`; returns the weights it ended with.
+
+        keep=False: the block's weights are read when first used and dropped after their last use, so one
+        group's weights are resident at a time (GPTQ); the returned dict is then empty of them."""
         import torch
 
         if self.layer >= self.n_layers:
             raise PlannerError("all blocks have been run")
-        w = weights if weights is not None else self.load(self.layer)
+        if weights is not None:
+            w = weights
+        elif keep:
+            w = self.load(self.layer)
+        else:
+            w = _LazyBlock(self, self.layer)
         with torch.no_grad():
-            self.hidden = block_forward(self.hidden, w, self.cfg, hook)
+            self.hidden = block_forward(self.hidden, w, self.cfg, hook, keep=keep)
         self.layer += 1
         return w
+
+    def load_one(self, i: int, suffix: str) -> "torch.Tensor | None":
+        """One tensor of block i as float32 torch ('mlp.up_proj.weight'); None if the block has no such tensor."""
+        import torch
+
+        t = self.by_name.get(f"model.layers.{i}.{suffix}")
+        if t is None:
+            return None
+        x = self.src.read_rows(t, 0, t.n_rows, "hf").reshape(t.info.shape if suffix.endswith("proj.weight") else (-1,))
+        self.src.release(t)
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+
+class _LazyBlock(dict):  # type: ignore[type-arg]
+    """A block's weights read from the source on first use (a missing bias stays missing)."""
+
+    def __init__(self, runner: LayerRunner, layer: int):
+        super().__init__()
+        self.runner = runner
+        self.layer = layer
+        self.used: set[str] = set()
+
+    def __missing__(self, key: str) -> "torch.Tensor":
+        if key in self.used:
+            raise KeyError(key)  # dropped after its last use; reading it again would be a bug
+        t = self.runner.load_one(self.layer, key)
+        if t is None:
+            raise KeyError(f"model.layers.{self.layer}.{key} is missing (not a Llama-family block)")
+        self.used.add(key)
+        self[key] = t
+        return t
+
+    def get(self, key: str, default=None):  # type: ignore[no-untyped-def]
+        """Biases are optional: read them if the block has them."""
+        if key in self:
+            return super().get(key)
+        if key.endswith(".bias") and f"model.layers.{self.layer}.{key}" not in self.runner.by_name:
+            return default
+        return self[key]
 
 
 class Stats:

@@ -127,10 +127,8 @@ class CalibratedQuantizer:
             # The group's linears share H, and GPTQ treats rows independently: one run over their stacked rows
             # gives each the same result as its own run, with a third of the column loop's overhead. The float
             # weights leave the block as soon as they are stacked (memory: one copy of the group at a time).
-            stacked = torch.cat([w.pop(k) for k in keys])
-            r = gptq_quantize(stacked, (x.T @ x).mul_(2.0 / x.shape[0]), cfg.bits, cfg.group_size, sym=cfg.sym,
-                              act_order=cfg.desc_act, damp=cfg.damp)
-            del stacked
+            r = gptq_quantize(torch.cat([w.pop(k) for k in keys]), (x.T @ x).mul_(2.0 / x.shape[0]), cfg.bits,
+                              cfg.group_size, sym=cfg.sym, act_order=cfg.desc_act, damp=cfg.damp)
             deq = torch.from_numpy(r.dequantize())
             new, a = {}, 0
             for k, size in zip(keys, sizes):
@@ -140,7 +138,7 @@ class CalibratedQuantizer:
                 a = b
             return new
 
-        self.runner.step(hook)
+        self.runner.step(hook, keep=False)  # weights read per group and dropped after use: one group resident
 
     # ------------------------------------------------------------------------------------------ AWQ
 

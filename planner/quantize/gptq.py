@@ -79,7 +79,8 @@ def gptq_quantize(w: np.ndarray | "torch.Tensor", h: "torch.Tensor", bits: int, 
     dead = diag == 0  # inputs never active: their weights cannot matter, zero them (GPTQ reference code)
     diag[dead] = 1
     perm = torch.argsort(diag, descending=True) if act_order else torch.arange(n)
-    W = W[:, perm]  # a copy: the caller's weight is left alone
+    W = W[:, perm]  # a copy: the caller's weight is left alone (and freed here if the caller passed its only reference)
+    del w
     W[:, dead[perm]] = 0
     if act_order:
         H = H[perm][:, perm]
