@@ -669,7 +669,13 @@ def _build_formats() -> list[WeightFormat]:
         fmts.append(WeightFormat(fid, "gptq", f"GPTQ {bits}-bit, group {g or 'per-channel'}, fp16 scales (act-order g_idx)",
                                  f"int{bits}", _assign_by(enc, FP16), (f"gptq-{bits}bit-{gname}", f"gptq{bits}") if g == 128 else (),
                                  enc.bits_per_weight, source="AutoGPTQ checkpoint layout (qweight/qzeros/scales/g_idx)"))
-    awq = GroupQuant("awq-int4-g128", 4, 128, zero_bits=4, row_multiple=8)
+    for (bits, g), enc in gptq.items():  # the same layout made by round to nearest: loaders read it as GPTQ
+        gname = f"g{g}" if g else "perchannel"
+        fid = f"rtn-int{bits}" if g == 128 else f"rtn-int{bits}-{gname}"
+        fmts.append(WeightFormat(fid, "rtn", f"Round-to-nearest {bits}-bit, group {g or 'per-channel'}, in GPTQ's layout "
+                                 "(no calibration)", f"int{bits}", _assign_by(enc, FP16), (), enc.bits_per_weight,
+                                 source="AutoGPTQ checkpoint layout (qweight/qzeros/scales/g_idx)"))
+    awq = GroupQuant("awq-int4-g128", 4, 128, zero_bits=4, row_multiple=8, out_multiple=8)
     fmts.append(WeightFormat("awq-int4", "awq", "AWQ 4-bit, group 128, fp16 scales and zeros", "int4", _assign_by(awq, FP16),
                              ("awq", "awq-4bit", "int4", "w4a16"), awq.bits_per_weight, source="AutoAWQ GEMM checkpoint layout"))
     # bitsandbytes NF4: 4-bit codes, fp32 absmax per 64 (double quant: 8-bit absmax + fp32 per 256 blocks).

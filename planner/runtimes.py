@@ -49,7 +49,9 @@ class FormatRule:
 
     def matches(self, fmt: WeightFormat, device: DeviceSpec) -> bool:
         """Whether the rule covers this format on this device."""
-        if "*" not in self.formats and fmt.family not in self.formats and fmt.id not in self.formats:
+        # rtn-* checkpoints are GPTQ's layout made without calibration: whatever loads GPTQ loads them
+        family = "gptq" if fmt.family == "rtn" else fmt.family
+        if "*" not in self.formats and family not in self.formats and fmt.id not in self.formats:
             return False
         if "*" not in self.backends and device.backend not in self.backends:
             return False

@@ -6,7 +6,8 @@ import argparse
 import math
 import sys
 
-from planner.commands.options import add_json, console, int_in, nonempty, path_arg, print_json
+from planner.commands.options import add_json, console, float_in, int_in, nonempty, path_arg, print_json
+from planner.errors import InvalidInputError
 from planner.quantize.pipeline import quantize_model
 from planner.quantize.primitives import tune_allocator
 
@@ -21,8 +22,9 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                     "the same rules `planner estimate --format` sizes.")
     p.add_argument("source", type=path_arg, metavar="SOURCE", help="Hugging Face model directory or .gguf file")
     p.add_argument("--format", "-f", required=True, type=nonempty, metavar="FMT",
-                   help="Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q3_K_M, Q2_K, Q4_0, IQ4_XS, IQ4_NL, Q4_K_M-imat, F16, gptq-int4, gptq-int8, nf4, fp8, mlx-4bit, "
-                        "mlx-8bit, bf16, fp16 ...")
+                   help="Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q3_K_M, Q2_K, Q4_0, IQ4_XS, IQ4_NL, Q4_K_M-imat, F16, gptq-int4, "
+                        "gptq-int8 (GPTQ, calibrated), awq-int4 (AWQ, calibrated), rtn-int4, rtn-int8 (round to nearest, "
+                        "GPTQ layout), nf4, fp8, mlx-4bit, mlx-8bit, bf16, fp16 ...")
     p.add_argument("--output", "-o", required=True, type=path_arg, metavar="OUT", help="output .gguf file or directory")
     p.add_argument("--force", action="store_true",
                    help="replace OUT if it exists and is an output file, or a directory planner wrote (its "
@@ -35,8 +37,47 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     # 4096: more encoder threads than any single machine has CPUs (assumed ceiling; more would only cost memory)
     p.add_argument("--threads", type=int_in(1, 4096), metavar="N", help="encoder threads (default: the CPUs available)")
     p.add_argument("--worst", type=int_in(0, 100_000), default=10, metavar="N", help="tensors listed in the quality report (default 10)")
+    p.add_argument("--calib", type=path_arg, metavar="FILE",
+                   help="calibration text for gptq-* and awq-int4 (UTF-8; default: the sample text planner ships); "
+                        "use text like what the model will see")
+    p.add_argument("--damp", type=float_in(0.0, 1.0, lo_open=True), metavar="F",
+                   help="GPTQ damping: fraction of the mean Hessian diagonal added to it (default 0.01)")
+    p.add_argument("--act-order", action=argparse.BooleanOptionalAction, default=None,
+                   help="GPTQ act-order (desc_act): quantize columns by decreasing activation energy (default on)")
+    p.add_argument("--asym", action="store_true", help="GPTQ/RTN asymmetric grid (zero points per group; default symmetric)")
     add_json(p)
     p.set_defaults(func=run)
+
+
+def _options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """(calibration text or None, the format's config with the GPTQ options applied, or None)."""
+    import dataclasses
+
+    from planner.formats import get_format
+    from planner.quantize.config import GPTQConfig, config_for
+
+    gptq_opts = {"damp": args.damp, "desc_act": args.act_order, "sym": False if args.asym else None}
+    given = {k: v for k, v in gptq_opts.items() if v is not None}
+    if not given and args.calib is None:
+        return None, None
+    cfg = config_for(get_format(args.format))
+    calibrated = getattr(cfg, "calibrated", False)
+    if args.calib is not None and not calibrated:
+        raise InvalidInputError(f"--calib: {args.format} is not calibrated; it is used by gptq-* and awq-int4")
+    if given:
+        flags = {"damp": "--damp", "desc_act": "--act-order", "sym": "--asym"}
+        if not isinstance(cfg, GPTQConfig):
+            raise InvalidInputError(f"{', '.join(flags[k] for k in given)}: apply to gptq-* formats, not {args.format}")
+        if cfg.method == "rtn" and set(given) - {"sym"}:
+            raise InvalidInputError(f"{', '.join(flags[k] for k in given if k != 'sym')}: {args.format} is round to "
+                                    "nearest (no Hessian); use a gptq-* format")
+        cfg = dataclasses.replace(cfg, **given)
+    text = None
+    if args.calib is not None:
+        from planner.measure.quality.text import load_text
+
+        text = load_text(args.calib)
+    return text, cfg
 
 
 class _RichProgress:
@@ -72,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
     tune_allocator()  # this process is ours: keep encoder scratch buffers mapped
     bar = _RichProgress(enabled=not args.json and sys.stderr.isatty())
     try:
-        result = quantize_model(args.source, args.format, args.output, force=args.force, threads=args.threads, progress=bar,
-                                imatrix=args.imatrix)
+        calib, cfg = _options(args)
+        result = quantize_model(args.source, args.format, args.output, force=args.force, threads=args.threads,
+                                progress=bar, imatrix=args.imatrix, calib=calib, config=cfg)
     finally:
         bar.stop()
     if args.json:

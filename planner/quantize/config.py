@@ -33,12 +33,34 @@ class FloatConfig:
 
 @dataclass(frozen=True)
 class GPTQConfig:
-    """GPTQ checkpoint (AutoGPTQ v1 layout) made by round to nearest, symmetric, no act-order."""
+    """A checkpoint in GPTQ's layout (AutoGPTQ v1: qweight/qzeros/scales/g_idx), made by real GPTQ on calibration
+    activations (method 'gptq') or by round to nearest without calibration (method 'rtn', the `rtn-*` formats)."""
 
     bits: Literal[4, 8]
     group_size: int | None  # None: one group per output channel (written as -1)
     sym: bool = True
-    desc_act: bool = False
+    desc_act: bool = False  # act-order: columns by decreasing Hessian diagonal (GPTQ only)
+    method: Literal["gptq", "rtn"] = "gptq"
+    damp: float = 0.01  # damp_percent: fraction of the mean Hessian diagonal added to it (GPTQ paper's 1 %)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether making it needs calibration activations."""
+        return self.method == "gptq"
+
+
+@dataclass(frozen=True)
+class AWQConfig:
+    """AutoAWQ GEMM checkpoint (qweight/qzeros/scales packed along the output dim), activation-aware scales searched
+    on calibration activations, asymmetric grid with zero points."""
+
+    bits: Literal[4] = 4
+    group_size: int = 128
+
+    @property
+    def calibrated(self) -> bool:
+        """Always calibrated."""
+        return True
 
 
 @dataclass(frozen=True)
@@ -66,18 +88,25 @@ class MLXConfig:
     group_size: int = 64
 
 
-QuantConfig = Union[GGUFConfig, FloatConfig, GPTQConfig, NF4Config, FP8Config, MLXConfig]
+QuantConfig = Union[GGUFConfig, FloatConfig, GPTQConfig, AWQConfig, NF4Config, FP8Config, MLXConfig]
 
 # Format id -> config, for the checkpoint formats we can write; GGUF formats are derived below.
 _REGISTRY: dict[str, QuantConfig] = {
     "fp32": FloatConfig("fp32"),
     "fp16": FloatConfig("fp16"),
     "bf16": FloatConfig("bf16"),
-    "gptq-int4": GPTQConfig(4, 128),
-    "gptq-int4-g32": GPTQConfig(4, 32),
-    "gptq-int4-perchannel": GPTQConfig(4, None),
-    "gptq-int8": GPTQConfig(8, 128),
-    "gptq-int8-perchannel": GPTQConfig(8, None),
+    # GPTQ with act-order (desc_act): what gptqmodel and the published GPTQ checkpoints mostly use
+    "gptq-int4": GPTQConfig(4, 128, desc_act=True),
+    "gptq-int4-g32": GPTQConfig(4, 32, desc_act=True),
+    "gptq-int4-perchannel": GPTQConfig(4, None, desc_act=True),
+    "gptq-int8": GPTQConfig(8, 128, desc_act=True),
+    "gptq-int8-perchannel": GPTQConfig(8, None, desc_act=True),
+    "rtn-int4": GPTQConfig(4, 128, method="rtn"),
+    "rtn-int4-g32": GPTQConfig(4, 32, method="rtn"),
+    "rtn-int4-perchannel": GPTQConfig(4, None, method="rtn"),
+    "rtn-int8": GPTQConfig(8, 128, method="rtn"),
+    "rtn-int8-perchannel": GPTQConfig(8, None, method="rtn"),
+    "awq-int4": AWQConfig(),
     "nf4": NF4Config(double_quant=True),
     "nf4-nodq": NF4Config(double_quant=False),
     "fp8": FP8Config(per_channel=True),

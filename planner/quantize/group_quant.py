@@ -97,11 +97,13 @@ def _unpack_along0(words: np.ndarray, bits: int) -> np.ndarray:
     return np.stack(parts, axis=1).reshape(-1, u.shape[1]).astype(np.uint8)
 
 
-def pack_gptq(q: np.ndarray, scales: np.ndarray, zeros: np.ndarray, bits: int, group_size: int | None) -> dict[str, np.ndarray]:
-    """GPTQ (AutoGPTQ v1) tensors of one linear layer from group_quantize output.
+def pack_gptq(q: np.ndarray, scales: np.ndarray, zeros: np.ndarray, bits: int, group_size: int | None,
+              g_idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """GPTQ (AutoGPTQ v1) tensors of one linear layer from group_quantize (or gptq.gptq_quantize) output.
 
     q (out, in) -> qweight int32 (in * bits / 32, out); zeros (out, G) -> qzeros int32 (G, out * bits / 32), stored
-    minus one as AutoGPTQ's original checkpoint format does; scales -> (G, out) float16; g_idx int32 (in,) = i // g.
+    minus one as AutoGPTQ's original checkpoint format does; scales -> (G, out) float16; g_idx int32 (in,): the
+    group of each input column, i // g unless given (act-order).
     """
     out, n = q.shape
     g = group_size or n
@@ -112,7 +114,7 @@ def pack_gptq(q: np.ndarray, scales: np.ndarray, zeros: np.ndarray, bits: int, g
         "qweight": _pack_along0(q.T, bits),
         "qzeros": _pack_rows(stored_zeros.T, bits),
         "scales": scales.T.astype(np.float16),
-        "g_idx": (np.arange(n, dtype=np.int32) // g).astype(np.int32),
+        "g_idx": (np.arange(n, dtype=np.int32) // g).astype(np.int32) if g_idx is None else g_idx.astype(np.int32),
     }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from planner.formats import (
     Assignment, FloatType, GGMLType, GroupQuant, ShapeError, WeightFormat, get_format, imatrix_format,
 )
 from planner.quantize.config import (
-    FloatConfig, FP8Config, GGUFConfig, GPTQConfig, MLXConfig, NF4Config, QuantConfig, check_encodings, config_for,
+    AWQConfig, FloatConfig, FP8Config, GGUFConfig, GPTQConfig, MLXConfig, NF4Config, QuantConfig, check_encodings, config_for,
 )
 from planner.quantize.group_quant import (
     NESTED_LEVELS, NF4_LEVELS, double_dequantize, double_quantize, fp8_dequantize, fp8_quantize, group_dequantize, group_quantize, mlx_dequantize,
@@ -149,6 +150,7 @@ class _Run:
     progress: Progress | None
     results: list[TensorResult] = field(default_factory=list)
     imatrix: Any = None  # planner.quantize.imatrix.ImportanceMatrix for the '-imat' formats
+    calibrated: Any = None  # calibrated.CalibratedQuantizer for GPTQ/AWQ
 
     def chunks(self, t: SourceTensor, multiple: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
         """Row ranges of tensor t (a multiple of `multiple` rows each) and which of their rows are sampled."""
@@ -166,11 +168,14 @@ class _Run:
 
 
 def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str, *, force: bool = False,
-                   threads: int | None = None, progress: Progress | None = None, imatrix: Any = None) -> QuantizeResult:
+                   threads: int | None = None, progress: Progress | None = None, imatrix: Any = None,
+                   calib: str | None = None, config: QuantConfig | None = None) -> QuantizeResult:
     """Quantize the model at `source` (HF directory or GGUF file) to `fmt`, writing `out` atomically.
 
     `imatrix` (an ImportanceMatrix, or the path of a llama.cpp imatrix file) makes a GGUF format its '-imat'
-    variant: the encoders weight each value's error by it, as llama-quantize --imatrix does."""
+    variant: the encoders weight each value's error by it, as llama-quantize --imatrix does. calib: the calibration
+    text for GPTQ/AWQ (default: the bundled sample text); config: options that replace the format's default config
+    (e.g. GPTQ's damping or act-order), of the same type."""
     from planner.cost.model import ModelCost
 
     t0 = time.perf_counter()
@@ -184,6 +189,10 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
     if isinstance(cfg, GGUFConfig) and cfg.imatrix and imatrix is None:
         raise InvalidInputError(f"{fmt.id} is made with an importance matrix: pass --imatrix FILE (llama.cpp's "
                                 "imatrix.gguf or imatrix.dat), or quantize to the plain type")
+    if config is not None:
+        if type(config) is not type(cfg):
+            raise PlannerError(f"{fmt.id} is made with {type(cfg).__name__}, not {type(config).__name__}")
+        cfg = config
     out = user_path(out)
     source = user_path(source)
     if out.exists() and source.exists():
@@ -212,6 +221,8 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
         elif isinstance(cfg, GGUFConfig) and cfg.ftype in ("IQ4_XS", "IQ4_NL"):
             src.warnings.append(f"{cfg.ftype} without an importance matrix: the scales minimise the plain squared error; "
                                 "pass --imatrix FILE for the quality imatrix quants have")
+        if getattr(cfg, "calibrated", False):
+            run.calibrated = _calibrated(src, cfg, assignments, calib)
         if progress is not None:
             progress.start(src.input_bytes)
         try:
@@ -254,6 +265,21 @@ def _imatrix_coverage(imatrix: Any, assignments: list[Assignment]) -> list[str]:
         return []
     return [f"the importance matrix has no entry for {len(missing)} quantized tensor(s) ({', '.join(missing[:3])}"
             f"{' ...' if len(missing) > 3 else ''}): quantized without weights"]
+
+
+def _calibrated(src: Source, cfg: QuantConfig, assignments: list[Assignment], calib: str | None) -> Any:
+    """The block-by-block GPTQ/AWQ quantizer of the linears this format quantizes."""
+    from planner.quantize.calibrated import CalibratedQuantizer
+
+    if src.kind != "hf":
+        raise PlannerError(f"{src.path}: GPTQ/AWQ calibration runs a Hugging Face directory (config.json, safetensors, "
+                           "tokenizer.json); convert the GGUF first with -f bf16")
+    if calib is None:
+        from planner.measure.quality.text import load_dataset
+
+        calib = load_dataset("sample")
+    names = {st.hf_name for st, a in zip(src.tensors, assignments) if isinstance(a.encoding, GroupQuant) and st.hf_name}
+    return CalibratedQuantizer(src, cfg, calib, names)  # type: ignore[arg-type]
 
 
 def _check_disk(out: Path, predicted: int) -> None:
@@ -398,8 +424,11 @@ class _FloatJob(_TensorJob):
         dtype, fn = _FLOAT_ST[self.enc.name]
         acc = _Sqnr()
         row_bytes = self.st.row_length * self.enc.bits // 8
+        changed = run.calibrated.float_override(self.st.hf_name or "") if run.calibrated is not None else None
         for r0, r1, sample in run.chunks(self.st):
-            x = run.src.read_rows(self.st, r0, r1, "hf")
+            # AWQ folds its scales into the norms before the linears: those are written as changed
+            x = run.src.read_rows(self.st, r0, r1, "hf") if changed is None else \
+                changed.reshape(self.st.n_rows, -1)[r0:r1].astype(np.float32)
             raw = fn(x)
             w.write(self.st.hf_name or "", raw, r0 * row_bytes)
             if sample.size and dtype != "F32":
@@ -428,6 +457,8 @@ class _GPTQJob(_TensorJob):
                 TensorSpec(f"{p}.scales", "F16", (n // g, out)), TensorSpec(f"{p}.g_idx", "I32", (n,))]
 
     def run(self, run: _Run, w: SafetensorsWriter) -> float:
+        if run.calibrated is not None:
+            return self._run_calibrated(run, w)
         out, n, g = self._dims()
         bits, per = self.cfg.bits, 32 // self.cfg.bits
         # qweight and scales are stored transposed (input dim first): collect this tensor's columns, write once.
@@ -451,6 +482,55 @@ class _GPTQJob(_TensorJob):
         for name, arr in (("qweight", qweight), ("qzeros", qzeros), ("scales", scales), ("g_idx", g_idx)):
             w.write(f"{p}.{name}", arr)
         return acc.db
+
+    def _run_calibrated(self, run: _Run, w: SafetensorsWriter) -> float:
+        res = run.calibrated.take(self.st.hf_name)
+        if run.progress is not None:
+            run.progress.advance(self.st.nbytes, self.st.info.name)
+        packed = pack_gptq(res.q, res.scales, res.zeros, self.cfg.bits, self.cfg.group_size, g_idx=res.g_idx)
+        p = _prefix(self.st)
+        for name in ("qweight", "qzeros", "scales", "g_idx"):
+            w.write(f"{p}.{name}", packed[name])
+        run.src.release(self.st)
+        return _sqnr_of(res)
+
+
+def _sqnr_of(res: Any) -> float:
+    """SQNR of a calibrated layer's codes against the float weight they encode (sampled rows)."""
+    from planner.quantize.gptq import GPTQResult
+
+    rows = res.rows
+    acc = _Sqnr()
+    acc.add(res.reference, GPTQResult(res.q[rows], res.scales[rows], res.zeros[rows], res.g_idx).dequantize())
+    return acc.db
+
+
+@dataclass
+class _AWQJob(_TensorJob):
+    st: SourceTensor
+    cfg: AWQConfig
+
+    def specs(self) -> list[TensorSpec]:
+        out, n = self.st.info.shape
+        g = self.cfg.group_size
+        if out % 8:
+            raise PlannerError(f"{self.st.hf_name}: {out} output channels do not pack 8 to an int32 (AWQ)")
+        p = _prefix(self.st)
+        return [TensorSpec(f"{p}.qweight", "I32", (n, out // 8)), TensorSpec(f"{p}.qzeros", "I32", (n // g, out // 8)),
+                TensorSpec(f"{p}.scales", "F16", (n // g, out))]
+
+    def run(self, run: _Run, w: SafetensorsWriter) -> float:
+        from planner.quantize.awq import pack_awq
+
+        res = run.calibrated.take(self.st.hf_name)
+        if run.progress is not None:
+            run.progress.advance(self.st.nbytes, self.st.info.name)
+        packed = pack_awq(res.q, res.scales, res.zeros)
+        p = _prefix(self.st)
+        for name in ("qweight", "qzeros", "scales"):
+            w.write(f"{p}.{name}", packed[name])
+        run.src.release(self.st)
+        return _sqnr_of(res)
 
 
 _NF4_STATE_KEY = "quant_state.bitsandbytes__nf4"
@@ -599,6 +679,8 @@ def _job(st: SourceTensor, a: Assignment, cfg: QuantConfig, keep_dtype: str) -> 
         raise PlannerError(f"{st.info.name}: {a.encoding.name} cannot be written to a safetensors checkpoint")
     if isinstance(cfg, GPTQConfig):
         return _GPTQJob(st, cfg)
+    if isinstance(cfg, AWQConfig):
+        return _AWQJob(st, cfg)
     if isinstance(cfg, NF4Config):
         return _NF4Job(st, cfg, keep_dtype)
     if isinstance(cfg, FP8Config):
@@ -616,12 +698,55 @@ def _keep_dtype(assignments: list[Assignment]) -> str:
     return "bf16"
 
 
-def quantization_config(cfg: QuantConfig) -> dict[str, Any] | None:
-    """The `quantization_config` entry of config.json that a loader reads for this config (None: unquantized)."""
+def _block_modules(src: Source, assignments: list[Assignment]) -> tuple[list[list[str]], list[str]]:
+    """Block linears by input group that the format quantizes (module suffixes, e.g. 'self_attn.q_proj') and the
+    block linears it keeps in float (the loader must not expect quantized tensors for those)."""
+    from planner.quantize.calib import GROUPS
+
+    quantized, kept = set(), set()
+    for st, a in zip(src.tensors, assignments):
+        name = st.hf_name or ""
+        parts = name.split(".")
+        if len(parts) < 5 or parts[:2] != ["model", "layers"] or not name.endswith(".weight"):
+            continue
+        mod = ".".join(parts[3:-1])
+        if any(mod in ms for _, ms in GROUPS):
+            (quantized if isinstance(a.encoding, GroupQuant) else kept).add(mod)
+    groups = [[m for m in ms if m in quantized] for _, ms in GROUPS]
+    return [g for g in groups if g], sorted(kept - quantized)
+
+
+def quantization_config(cfg: QuantConfig, skipped: list[str] | None = None,
+                        in_block: list[list[str]] | None = None) -> dict[str, Any] | None:
+    """The `quantization_config` entry of config.json that a loader reads for this config (None: unquantized).
+
+    skipped / in_block: block linears kept in float (a row too short for the group) and those quantized, so
+    loaders that replace every block linear by a quantized one leave the float ones alone."""
     if isinstance(cfg, GPTQConfig):
-        return {"quant_method": "gptq", "bits": cfg.bits, "group_size": cfg.group_size or -1, "desc_act": cfg.desc_act,
-                "sym": cfg.sym, "damp_percent": 0.01, "true_sequential": True, "static_groups": False,
-                "checkpoint_format": "gptq", "model_file_base_name": "model", "lm_head": False}
+        # What transformers' GPTQ path (GPTQConfig), gptqmodel's QuantizeConfig and vLLM's gptq/gptq_marlin read:
+        # quant_method, bits, group_size, desc_act, sym, checkpoint_format ('gptq' = v1 zeros stored minus one).
+        # The `meta` block is gptqmodel's record of who made it and how; RTN says so and claims no GPTQ settings.
+        qc: dict[str, Any] = {"quant_method": "gptq", "bits": cfg.bits, "group_size": cfg.group_size or -1,
+                              "desc_act": cfg.desc_act, "sym": cfg.sym, "static_groups": False,
+                              "checkpoint_format": "gptq", "lm_head": False}
+        if skipped:
+            # optimum (transformers' GPTQ path) reads modules_in_block_to_quantize; gptqmodel and vLLM read
+            # `dynamic`, where a '-:' regex key means "not quantized"
+            qc["modules_in_block_to_quantize"] = in_block
+            qc["dynamic"] = {rf"-:model\.layers\.\d+\.{re.escape(m)}$": {} for m in skipped}
+        if cfg.method == "gptq":
+            qc.update({"damp_percent": cfg.damp, "true_sequential": True})
+            qc["meta"] = {"quantizer": ["planner"], "method": "gptq", "damp_percent": cfg.damp, "true_sequential": True}
+        else:
+            qc["meta"] = {"quantizer": ["planner"], "method": "rtn",
+                          "note": "round to nearest, absmax scales, no calibration (not GPTQ)"}
+        return qc
+    if isinstance(cfg, AWQConfig):
+        # transformers' AwqConfig and vLLM's awq / awq_marlin read quant_method, bits (w_bit), group_size
+        # (q_group_size), zero_point and version ('gemm' = AutoAWQ's WQLinear_GEMM packing).
+        # modules_to_not_convert: name substrings left as float Linear (transformers, AutoAWQ, vLLM)
+        return {"quant_method": "awq", "bits": cfg.bits, "group_size": cfg.group_size, "zero_point": True,
+                "version": "gemm", "modules_to_not_convert": list(skipped) if skipped else None}
     if isinstance(cfg, NF4Config):
         return {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False, "bnb_4bit_quant_type": "nf4",
                 "bnb_4bit_use_double_quant": cfg.double_quant, "bnb_4bit_compute_dtype": cfg.compute_dtype,
@@ -652,7 +777,8 @@ def _write_safetensors(run: _Run, fmt: WeightFormat, cfg: QuantConfig, assignmen
             raise AssertionError(f"{a.tensor.name}: writer lays out {job.counted_bytes()} bytes, the formats table says {a.nbytes}")
     config = dict(src.hf_config)
     config["torch_dtype"] = _TORCH_DTYPE[cfg.dtype if isinstance(cfg, FloatConfig) else keep]
-    qc = quantization_config(cfg)
+    in_block, skipped = _block_modules(src, assignments)
+    qc = quantization_config(cfg, skipped, in_block)
     if isinstance(cfg, MLXConfig):
         config["quantization"] = qc
         config["quantization_config"] = qc
@@ -683,6 +809,7 @@ _WRITERS: dict[type, Callable[..., int]] = {
     GGUFConfig: _write_gguf,
     FloatConfig: _write_safetensors,
     GPTQConfig: _write_safetensors,
+    AWQConfig: _write_safetensors,
     NF4Config: _write_safetensors,
     FP8Config: _write_safetensors,
     MLXConfig: _write_safetensors,

@@ -185,8 +185,8 @@ def test_unsupported_and_missing_inputs(capsys, model, tmp_path):
 
 
 def test_formats_we_cannot_write(capsys, model, tmp_path):
-    code, _, err = run(capsys, "quantize", str(model), "-f", "awq-int4", "-o", str(tmp_path / "o"))
-    assert code == 1 and "cannot write awq-int4" in err and "Q4_K_M" in err and "gptq-int4" in err
+    code, _, err = run(capsys, "quantize", str(model), "-f", "nvfp4", "-o", str(tmp_path / "o"))
+    assert code == 1 and "cannot write nvfp4" in err and "Q4_K_M" in err and "gptq-int4" in err and "awq-int4" in err
     code, _, err = run(capsys, "quantize", str(model), "-f", "IQ2_XXS", "-o", str(tmp_path / "o.gguf"))
     assert code == 1 and "cannot write IQ2_XXS" in err
     code, _, err = run(capsys, "quantize", str(model), "-f", "Q4_K_Mx", "-o", str(tmp_path / "o.gguf"))

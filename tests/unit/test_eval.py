@@ -382,8 +382,8 @@ def test_missing_llama_cpp_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_bad_options_fail_before_any_work(tiny_model, tmp_path):
-    with pytest.raises(PlannerError, match="cannot measure awq-int4"):
-        core.evaluate(tiny_model, ["Q8_0", "awq-int4"], load_dataset("sample"), ctx=64, open_model=FakeModel, cache=tmp_path)
+    with pytest.raises(PlannerError, match="cannot measure nvfp4"):
+        core.evaluate(tiny_model, ["Q8_0", "nvfp4"], load_dataset("sample"), ctx=64, open_model=FakeModel, cache=tmp_path)
     with pytest.raises(PlannerError, match="ctx"):
         core.evaluate(tiny_model, ["Q8_0"], load_dataset("sample"), ctx=4, open_model=FakeModel, cache=tmp_path)
     assert not (tmp_path / "models").exists()
@@ -450,7 +450,8 @@ def test_report_records_text_and_model(tiny_model, tmp_path):
 def test_measurable_formats():
     assert core.measurable("Q4_K_M") and core.measurable("Q8_0")
     assert core.measurable("mlx-4bit") and core.measurable("nf4") and core.measurable("gptq-int4")
-    for f in ("awq-int4", "w8a8-int8", "bnb-int8", "exl2-4.0bpw", "fp16", "mxfp4"):
+    assert core.measurable("awq-int4") and core.measurable("rtn-int4")
+    for f in ("nvfp4", "w8a8-int8", "bnb-int8", "exl2-4.0bpw", "fp16", "mxfp4"):
         assert not core.measurable(f), f
 
 

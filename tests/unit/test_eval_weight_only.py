@@ -99,8 +99,8 @@ def _ref_mlx(t, p, bits, group):
 
 @pytest.mark.real_runtime
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch and safetensors are not installed")
-@pytest.mark.parametrize("fmt", ["gptq-int4", "gptq-int8", "nf4", "nf4-nodq", "fp8", "fp8-pertensor", "mlx-4bit",
-                                 "mlx-8bit"])
+@pytest.mark.parametrize("fmt", ["gptq-int4", "gptq-int8", "rtn-int4", "nf4", "nf4-nodq", "fp8", "fp8-pertensor",
+                                 "mlx-4bit", "mlx-8bit"])
 def test_f32_gguf_holds_what_the_runtime_dequantizes(tiny, tmp_path, fmt):
     import torch
     from gguf import GGUFReader
@@ -120,8 +120,8 @@ def test_f32_gguf_holds_what_the_runtime_dequantizes(tiny, tmp_path, fmt):
         p = hf[: -len(".weight")]
         if hf in t and t[hf].is_floating_point() and t[hf].dtype != torch.float8_e4m3fn:  # kept 16-bit by the format
             ref = t[hf].to(torch.float32)
-        elif fmt.startswith("gptq"):
-            ref = _ref_gptq(t, p, int(fmt[len("gptq-int")]))
+        elif fmt.startswith(("gptq", "rtn")):
+            ref = _ref_gptq(t, p, int(fmt.split("-int")[1][0]))
         elif fmt.startswith("nf4"):
             ref = _ref_nf4(t, hf)
         elif fmt.startswith("fp8"):
@@ -164,7 +164,7 @@ def test_weight_only_formats_in_the_eval_flow(tiny, tmp_path):
                         open_model=_Fake, cache=tmp_path)
     by = {r.format: r for r in rep.results}
     assert set(by) == {"F16", "Q8_0", "nf4", "gptq-int4"}
-    assert "RTN" in by["gptq-int4"].method and "no GPTQ calibration" in by["gptq-int4"].method
+    assert "GPTQ" in by["gptq-int4"].method and "calibrated" in by["gptq-int4"].method
     assert "NF4" in by["nf4"].method and by["Q8_0"].method == "" and by["F16"].method == ""
     # size and bits are the format's own checkpoint, not the F32 file llama.cpp ran
     assert by["nf4"].file_bytes < Path(by["nf4"].file).stat().st_size / 4
@@ -177,14 +177,14 @@ def test_weight_only_formats_in_the_eval_flow(tiny, tmp_path):
     assert set(measured) == {"Q8_0", "nf4", "gptq-int4"}  # matched to plans by format id
     assert measured["nf4"]["kld"] > measured["Q8_0"]["kld"]
     assert measured["gptq-int4"]["basis"] == "measured"  # the basis names how; the note says what ran
-    assert "RTN" in measured["gptq-int4"]["note"] and "dequantized" in measured["nf4"]["note"]
+    assert "calibrated" in measured["gptq-int4"]["note"] and "dequantized" in measured["nf4"]["note"]
     assert {x["format"]: x["method"] for x in json.loads(saved.read_text())["results"]}["nf4"] == by["nf4"].method
 
 
 def test_cli_refuses_unmeasurable_formats(tiny, capsys):
     from planner.cli import main
 
-    for fmt, why in (("w8a8-int8", "activations"), ("awq-int4", "cannot write it"), ("exl2-4.0bpw", "cannot write it"),
+    for fmt, why in (("w8a8-int8", "activations"), ("nvfp4", "cannot write it"), ("exl2-4.0bpw", "cannot write it"),
                      ("bogus", "unknown format")):
         assert main(["eval", str(tiny), "--formats", f"Q8_0,{fmt}", "--no-save"]) == 2, fmt
         err = capsys.readouterr().err

@@ -32,6 +32,7 @@ SCHEME = "llama.cpp-perplexity-v1"  # how chunks are cut and scored; part of the
 DEFAULT_FORMATS = ("Q8_0", "Q5_K_M", "Q4_K_M", "Q3_K_M")
 # Weight-only GPU formats eval measures through their dequantized weights (planner.measure.quality.dequant).
 WEIGHT_ONLY_FORMATS = ("gptq-int4", "gptq-int4-g32", "gptq-int4-perchannel", "gptq-int8", "gptq-int8-perchannel",
+                       "rtn-int4", "rtn-int4-g32", "rtn-int4-perchannel", "rtn-int8", "rtn-int8-perchannel", "awq-int4",
                        "nf4", "nf4-nodq", "fp8", "fp8-pertensor", "mlx-4bit", "mlx-8bit")
 
 
@@ -217,7 +218,11 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
     if out.is_file() and meta.is_file():
         try:
             summary = json.loads(meta.read_text())
-            if isinstance(summary, dict) and summary.get("run_file_bytes", summary.get("file_bytes")) == out.stat().st_size:
+            from planner.measure.quality.dequant import WEIGHT_ONLY_CONFIGS, method
+
+            same_method = not isinstance(cfg, WEIGHT_ONLY_CONFIGS) or summary.get("method") == method(cfg)
+            if isinstance(summary, dict) and same_method and \
+                    summary.get("run_file_bytes", summary.get("file_bytes")) == out.stat().st_size:
                 return out, summary
         except (OSError, ValueError, RecursionError):  # damaged, over-long ints, too deep: rebuilt below
             pass

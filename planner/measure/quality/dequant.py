@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from planner.errors import InvalidInputError, PlannerError
-from planner.quantize.config import FP8Config, GPTQConfig, MLXConfig, NF4Config, QuantConfig
+from planner.quantize.config import AWQConfig, FP8Config, GPTQConfig, MLXConfig, NF4Config, QuantConfig
 from planner.quantize.group_quant import e4m3_decode, group_dequantize, mlx_dequantize, unpack_gptq
 from planner.quantize.primitives import from_bf16_bits
 from planner.quantize.safetensors_writer import NUMPY_DTYPES, SafetensorsWriter, TensorSpec
 
-WEIGHT_ONLY_CONFIGS = (GPTQConfig, NF4Config, FP8Config, MLXConfig)
+WEIGHT_ONLY_CONFIGS = (GPTQConfig, AWQConfig, NF4Config, FP8Config, MLXConfig)
 GGUF_DTYPE = "F32"  # the GGUF file type the dequantized weights run in (see the module doc)
 
 
@@ -37,7 +37,12 @@ def method(cfg: QuantConfig) -> str:
     """How the format's weights were made, for the report (honest about RTN under a GPTQ name)."""
     if isinstance(cfg, GPTQConfig):
         g = f"g{cfg.group_size}" if cfg.group_size else "per-channel"
-        return f"RTN {cfg.bits}-bit {g} as written by planner quantize, no GPTQ calibration"
+        if cfg.method == "rtn":
+            return f"RTN {cfg.bits}-bit {g} in GPTQ's layout, no calibration"
+        order = ", act-order" if cfg.desc_act else ""
+        return f"GPTQ {cfg.bits}-bit {g}{order}, damp {cfg.damp:g}, calibrated by planner quantize"
+    if isinstance(cfg, AWQConfig):
+        return f"AWQ {cfg.bits}-bit g{cfg.group_size} (scale search, no clip search), calibrated by planner quantize"
     if isinstance(cfg, NF4Config):
         return f"bitsandbytes NF4, block {cfg.block_size}, {'double quant' if cfg.double_quant else 'fp32 absmax'}"
     if isinstance(cfg, FP8Config):
@@ -96,6 +101,13 @@ def dequantize_gptq(ck: _Checkpoint, prefix: str, cfg: GPTQConfig) -> np.ndarray
     return (q.astype(np.float32) - zeros[:, g_idx].astype(np.float32)) * scales[:, g_idx]
 
 
+def dequantize_awq(ck: _Checkpoint, prefix: str) -> np.ndarray:
+    """(out, in) float32 of an AutoAWQ GEMM layer: (q - zero) * scale per group, unpacked from AWQ's column order."""
+    from planner.quantize.awq import unpack_awq
+
+    return unpack_awq(ck.get(f"{prefix}.qweight"), ck.get(f"{prefix}.qzeros"), ck.get(f"{prefix}.scales"))
+
+
 def dequantize_nf4(ck: _Checkpoint, name: str) -> np.ndarray:
     """A bitsandbytes NF4 weight as float32 of its original shape, through the code books stored beside it."""
     state = json.loads(ck.get(f"{name}.quant_state.bitsandbytes__nf4").tobytes())
@@ -139,6 +151,9 @@ def dequantized_tensors(ck: _Checkpoint, cfg: QuantConfig) -> dict[str, Callable
         if isinstance(cfg, GPTQConfig) and name.endswith(".qweight"):
             p = name[: -len(".qweight")]
             out[f"{p}.weight"] = _bind(dequantize_gptq, ck, p, cfg)
+        elif isinstance(cfg, AWQConfig) and name.endswith(".qweight"):
+            p = name[: -len(".qweight")]
+            out[f"{p}.weight"] = _bind(dequantize_awq, ck, p)
         elif isinstance(cfg, NF4Config) and f"{name}.quant_state.bitsandbytes__nf4" in names:
             out[name] = _bind(dequantize_nf4, ck, name)
         elif isinstance(cfg, FP8Config) and f"{name}_scale" in names:
@@ -186,6 +201,8 @@ def _shape(ck: _Checkpoint, name: str, cfg: QuantConfig) -> tuple[int, ...]:
     p = name[: -len(".weight")]
     if isinstance(cfg, GPTQConfig) and f"{p}.qweight" in ck:
         return (ck.raw[f"{p}.scales"].shape[1], ck.raw[f"{p}.g_idx"].shape[0])
+    if isinstance(cfg, AWQConfig) and f"{p}.qweight" in ck:
+        return (ck.raw[f"{p}.scales"].shape[1], ck.raw[f"{p}.qweight"].shape[0])
     if isinstance(cfg, NF4Config) and f"{name}.quant_state.bitsandbytes__nf4" in ck:
         return tuple(json.loads(ck.get(f"{name}.quant_state.bitsandbytes__nf4").tobytes())["shape"])
     if isinstance(cfg, MLXConfig) and f"{p}.scales" in ck:

