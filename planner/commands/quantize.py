@@ -38,10 +38,12 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--threads", type=int_in(1, 4096), metavar="N", help="encoder threads (default: the CPUs available)")
     p.add_argument("--worst", type=int_in(0, 100_000), default=10, metavar="N", help="tensors listed in the quality report (default 10)")
     p.add_argument("--calib", type=path_arg, metavar="FILE",
-                   help="calibration text for gptq-* and awq-int4 (UTF-8; default: the sample text planner ships); "
+                   help="calibration text for gptq-* and awq-int4 (UTF-8; default: planner/data/imatrix_calib.txt, "
+                        "not eval's default text); "
                         "use text like what the model will see")
     p.add_argument("--damp", type=float_in(0.0, 1.0, lo_open=True), metavar="F",
-                   help="GPTQ damping: fraction of the mean Hessian diagonal added to it (default 0.01)")
+                   help="GPTQ damping: fraction of the mean Hessian diagonal added to it (default 0.1: the bundled "
+                        "calibration text is short; 0.01, GPTQ's own default, with a large --calib)")
     p.add_argument("--act-order", action=argparse.BooleanOptionalAction, default=None,
                    help="GPTQ act-order (desc_act): quantize columns by decreasing activation energy (default on)")
     p.add_argument("--asym", action="store_true", help="GPTQ/RTN asymmetric grid (zero points per group; default symmetric)")

@@ -174,7 +174,7 @@ def test_pipeline_gptq_rtn_awq_checkpoints(tiny, tmp_path):
         assert res.tensor_bytes == res.predicted_tensor_bytes
         out[fmt] = json.loads((tmp_path / fmt / "config.json").read_text())["quantization_config"]
     g, r, a = out["gptq-int4"], out["rtn-int4"], out["awq-int4"]
-    assert g["quant_method"] == "gptq" and g["desc_act"] is True and g["meta"]["method"] == "gptq" and g["damp_percent"] == 0.01
+    assert g["quant_method"] == "gptq" and g["desc_act"] is True and g["meta"]["method"] == "gptq" and g["damp_percent"] == 0.1
     assert r["quant_method"] == "gptq" and r["meta"]["method"] == "rtn" and "damp_percent" not in r and not r["desc_act"]
     assert a == {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm",
                  "modules_to_not_convert": None}
