@@ -77,8 +77,9 @@ def test_eval_weight_only_formats_table(capsys, model, tmp_path, monkeypatch):
     monkeypatch.setenv("PLANNER_DATA_DIR", str(tmp_path / "data"))
     code, out, err = run(capsys, "eval", str(model), "--formats", "Q8_0,nf4,gptq-int4", "--ctx", "64", "--chunks", "2")
     assert code == 0, err
-    assert "gptq-int4 (RTN 4-bit g128 as written by planner" in out and "no GPTQ calibration" in out
-    assert "nf4 (bitsandbytes NF4" in out and "dequantized to an F32 GGUF" in " ".join(out.split())
+    flat = " ".join(out.split())
+    assert "gptq-int4 (GPTQ 4-bit g128, act-order, damp 0.1," in flat and "calibrated by planner quantize" in flat
+    assert "nf4 (bitsandbytes NF4" in out and "dequantized to an F32 GGUF" in flat
     data = json.loads(next((tmp_path / "data" / "eval").glob("*.json")).read_text())
     assert {r["format"] for r in data["results"]} == {"F16", "Q8_0", "nf4", "gptq-int4"}
 

@@ -104,7 +104,7 @@ def test_standin_refuses_formats_without_an_encoder(registry):
     from planner.formats import get_format
 
     with pytest.raises(PlannerError, match="cannot encode"):
-        standin_plan(_mc(registry), get_format("IQ4_XS"), 2)
+        standin_plan(_mc(registry), get_format("IQ3_XXS"), 2)
 
 
 def test_layer_counts_build_the_whole_model_or_two_smaller_ones():
@@ -189,10 +189,10 @@ def test_bench_falls_back_to_matmul_kernels_when_llamacpp_cannot_run_the_model(r
 
     mc = _mc(registry, layers=2)
     target = target_from_catalog(catalog.get("cpu-ddr5-dual"))
-    res = run_bench(mc, get_format("IQ4_XS"), target, prompt=0, copy_bytes=16 * 2**20, budget_bytes=2**30,
+    res = run_bench(mc, get_format("IQ3_XXS"), target, prompt=0, copy_bytes=16 * 2**20, budget_bytes=2**30,
                     llc_bytes=2**20, max_sample_bytes=2 * 2**20, repeat=3, budget_s=0.01)
     assert res.runs and all(r.info.backend != "llamacpp" for r in res.runs)
-    assert any(k == "llama.cpp-IQ4_XS" and "cannot encode" in why for k, why in res.skipped)
+    assert any(k == "llama.cpp-IQ3_XXS" and "cannot encode" in why for k, why in res.skipped)
     assert "not timed here" in res.notes[0]  # the matmul kernels are stand-ins, and the report says so
 
 

@@ -15,7 +15,7 @@ from planner.hardware import membw
 from planner.hardware.membw import ReadBandwidth
 from planner.hardware.membw import measure_read_bandwidth as real_measure  # before conftest patches the module
 from planner.hardware.probe import interpret
-from tests.probe_fixtures import snap
+from probe_fixtures import snap
 
 
 def fixed(gb_s: float, calls: list | None = None):  # type: ignore[no-untyped-def]
@@ -34,7 +34,8 @@ def test_real_measurement_on_a_small_buffer_reads_every_byte_and_reports_a_rate(
     assert math.isfinite(m.read_gb_s) and m.read_gb_s > 0
 
 
-def test_measured_once_then_cached_per_machine(monkeypatch):
+def test_measured_once_then_cached_per_machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path))  # its own cache: other tests plan for this machine too
     calls: list = []
     monkeypatch.setattr(membw, "measure_read_bandwidth", fixed(12.5, calls))
     first, now = membw.local_bandwidth("Test CPU", 4, 8, 16 * 2**30, 8 * 2**30)

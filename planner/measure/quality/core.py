@@ -26,6 +26,7 @@ from planner.measure.quality import metrics
 from planner.measure.reports import results_dir, text_sha256
 from planner.native import NativeCrash
 from planner.paths import user_cache_dir, user_path
+from planner.measure.quality.text import CALIB_TEXT
 
 REFERENCE_FORMAT = "F16"
 SCHEME = "llama.cpp-perplexity-v1"  # how chunks are cut and scored; part of the reference cache key
@@ -251,7 +252,6 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
 
 # The importance matrix of the '-imat' formats: the bundled calibration text (not the default evaluation text, so
 # the imatrix quants are not scored on what they were calibrated on), cut into chunks as llama-imatrix does.
-CALIB_TEXT = Path(__file__).resolve().parent.parent.parent / "data" / "imatrix_calib.txt"
 CALIB_CTX = 512  # llama-imatrix's default chunk (-c 512)
 CALIB_CHUNKS = 4  # assumed: enough for a stable mean square per column on small models, ~30 s for SmolLM2-135M
 
