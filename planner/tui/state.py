@@ -182,7 +182,10 @@ def make_target(inputs: FitInputs, catalog: Catalog, host: Any | None) -> Target
     if inputs.device_id == LOCAL:
         if host is None:
             raise LookupError("the local machine has not been probed")
-        return target_from_host(host)
+        # as `planner recommend` plans this machine: its CPU's read bandwidth measured once (cached per machine)
+        from planner.commands.target_options import measure_host
+
+        return target_from_host(host, measured=measure_host(host))
     if inputs.nodes > 1:
         return target_from_catalog(catalog.get(inputs.device_id), inputs.count, nodes=inputs.nodes,
                                    fabric=get_fabric(inputs.fabric_id, fabrics()))
@@ -248,8 +251,11 @@ def compute_recommendation(inputs: FitInputs, costs: CostCache, catalog: Catalog
     target = make_target(inputs, catalog, host)
     fmts, rts = filter_args(inputs, mc.spec.native_dtype)
     measured = stored_quality(mc.spec, reports=eval_reports) if eval_reports else {}
+    from planner.measure.calibration import for_target
+
+    calibration, _note = for_target(target)  # `planner bench` records and this machine's measured bandwidth, as the CLI
     return recommend(mc, target, context=inputs.context, concurrency=inputs.concurrency, formats=fmts, runtimes=rts,
-                     prefer=inputs.prefer, catalog=catalog, measured_quality=measured or None)
+                     prefer=inputs.prefer, catalog=catalog, calibration=calibration, measured_quality=measured or None)
 
 
 def measured_formats(plans: Sequence[Plan]) -> dict[str, str]:
