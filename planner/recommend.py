@@ -15,10 +15,13 @@ from planner.formats import FORMATS, WeightFormat, exl2_format
 from planner.plan import GIB, Plan, Target
 from planner.runtimes import RUNTIMES, Runtime, arch_id
 
-# Formats a user would rarely pick on purpose; still accepted by `estimate` and `--format`.
-_SKIP_BY_DEFAULT = {"F32", "TQ1_0", "TQ2_0", "MXFP4_MOE", "nf4-nodq", "fp8-pertensor", "gptq-int4-perchannel",
-                    "gptq-int8-perchannel", "gptq-int4-g32", "fp32", "Q4_1", "Q5_0", "Q5_1", "Q2_K_S", "IQ3_S", "IQ2_S",
-                    "IQ4_NL", "Q6_K_L", "Q5_K_L", "Q4_K_L", "Q3_K_XL", "Q2_K_L"}
+# Formats a user would rarely pick on purpose; still accepted by `estimate` and `--format`. rtn-*: round to nearest
+# without calibration is what `planner quantize` can write, not what anyone publishes or should download for serving
+# (GPTQ/AWQ checkpoints of the same layout are calibrated).
+_SKIP_BY_DEFAULT = {"rtn-int4", "rtn-int4-g32", "rtn-int4-perchannel", "rtn-int8", "rtn-int8-perchannel", "F32",
+                    "TQ1_0", "TQ2_0", "MXFP4_MOE", "nf4-nodq", "fp8-pertensor", "gptq-int4-perchannel",
+                    "gptq-int8-perchannel", "gptq-int4-g32", "fp32", "Q4_1", "Q5_0", "Q5_1", "Q2_K_S", "IQ3_S",
+                    "IQ2_S", "IQ4_NL", "Q6_K_L", "Q5_K_L", "Q4_K_L", "Q3_K_XL", "Q2_K_L"}
 PREFERENCES = ("balanced", "quality", "speed", "memory")
 
 

@@ -207,3 +207,16 @@ def test_recommend_imports_no_heavy_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_round_to_nearest_is_never_offered_by_default_but_can_be_asked_for(capsys):
+    """rtn-* (uncalibrated, what `planner quantize` can write) never enters a default ranking; --format still plans it."""
+    code, out, err = run(capsys, "recommend", "--model", "deepseek-v3", "--device", "h100-sxm", "--count", "8", "--json",
+                         "--top", "200")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert not doc["recommended"]["format"].startswith("rtn-")
+    assert not [a for a in doc["alternatives"] if a["format"].startswith("rtn-")]
+    code, out, err = run(capsys, "recommend", "--model", "8B", "--device", "h100-sxm", "--format", "rtn-int4", "--json")
+    assert code == 0, err
+    assert json.loads(out)["recommended"]["format"] == "rtn-int4"
