@@ -15,14 +15,26 @@ from planner.errors import InvalidInputError, clip, preview, show
 def read_text(path: Path, what: str = "file") -> str:
     """Read a UTF-8 text file, turning OS and decoding errors into one clear line."""
     path = Path(path)
+    try:
+        return _read(path, what, lambda: path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def read_bytes(path: Path, what: str = "file") -> bytes:
+    """Read a whole binary file, turning OS errors into one clear line."""
+    path = Path(path)
+    return _read(path, what, path.read_bytes)
+
+
+def _read(path: Path, what: str, read: Any) -> Any:
+    """`read()` of `path`, with a directory, a missing file or an OS error as one line naming the file."""
     if path.is_dir():
         raise InvalidInputError(f"{path}: is a directory, expected a {what}")
     try:
-        return path.read_text(encoding="utf-8")
+        return read()
     except FileNotFoundError:
         raise InvalidInputError(f"{path}: no such {what}") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise InvalidInputError(f"{path}: cannot read ({exc.strerror})") from None
 

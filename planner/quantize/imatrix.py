@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from planner.errors import InvalidInputError
+from planner.yamlio import read_bytes
 
 MAX_ENTRIES = 1 << 20  # far more weight matrices than any model has (a 671B MoE has ~ 2k)
 MAX_NAME = 1 << 10  # GGUF tensor names are at most 64 bytes (GGML_MAX_NAME); generous bound for bad input
@@ -62,15 +63,7 @@ class ImportanceMatrix:
 def read_imatrix(path: Path | str) -> ImportanceMatrix:
     """Read a llama.cpp importance matrix (GGUF or legacy imatrix.dat); bad input is one InvalidInputError."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InvalidInputError(f"{path}: no such importance matrix file") from None
-    except IsADirectoryError:
-        raise InvalidInputError(f"{path}: is a directory, expected an imatrix file (.gguf or .dat)") from None
-    except OSError as exc:
-        raise InvalidInputError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse_imatrix(data, str(path))
+    return parse_imatrix(read_bytes(path, "llama.cpp importance matrix file (.gguf or .dat)"), str(path))
 
 
 def parse_imatrix(data: bytes, source: str) -> ImportanceMatrix:
