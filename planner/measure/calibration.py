@@ -310,5 +310,6 @@ def measured_caps(cal: dict[tuple[str, str], Efficiency], read_gb_s: float, peak
             continue
         base = efficiency(engine, backend)
         if cap < base.bandwidth:
-            out[key] = Efficiency(cap, base.compute, base.layer_overhead_us, "measured")
+            # only the bandwidth was measured, not the engine: its speed keeps the basis of its own constants
+            out[key] = Efficiency(cap, base.compute, base.layer_overhead_us, base.provenance, base.step_overhead_us)
     return out

@@ -126,6 +126,8 @@ def test_measured_bandwidth_sets_cpu_decode_speed(capsys, monkeypatch):
     fast, _ = _cpu_decode(capsys, monkeypatch, 20.0)
     assert fast == pytest.approx(2 * slow, rel=0.05)  # decode is bandwidth-bound: twice the bandwidth, twice the speed
     assert any("measured: 10.0 GB/s read" in n for n in doc["target"]["notes"])
+    # the bandwidth was measured, not llama.cpp: the speed keeps its constants' basis, not "measured here"
+    assert doc["recommended"]["speed_basis"] != "measured here"
     assumed, doc = _cpu_decode(capsys, monkeypatch, None, "--no-measure")
     assert assumed > fast  # the assumed 89.6 GB/s peak is far above what was measured
     assert not any("measured:" in n for n in doc["target"]["notes"])
