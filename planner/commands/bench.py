@@ -78,11 +78,11 @@ def bench_target(device: str, catalog, catalog_device: str | None = None):  # ty
 
     host = probe.interpret(probe.read_raw(catalog=catalog), catalog)
     if kind == "cpu":
-        from planner.commands.target_options import measure_host
+        from planner.hardware import membw
 
         cpu_host = host.model_copy(update={"gpus": []})
         # predicted like `planner recommend` predicts for this machine: with its measured read bandwidth
-        return target_from_host(cpu_host, measured=measure_host(cpu_host))
+        return target_from_host(cpu_host, measured=membw.for_host(cpu_host))
     backend = "cuda" if kind == "cuda" else "metal"
     gpus = [g for g in host.gpus if g.spec.backend == backend]
     idx = int(device.split(":", 1)[1]) if ":" in device else 0

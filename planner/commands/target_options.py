@@ -63,22 +63,11 @@ def resolve_target(args: argparse.Namespace, catalog: Catalog) -> Target:
         return target_from_catalog(catalog.get(args.device), args.count, ram, **multi)
     if nodes > 1:
         raise PlannerError("--nodes needs --device (the node's GPU) and --count (GPUs per node)")
-    from planner.hardware import probe  # lazy: --device/--memory plans never read the probe (NVML, sysfs)
+    # lazy: --device/--memory plans never read the probe (NVML, sysfs) nor this machine's bandwidth cache
+    from planner.hardware import membw, probe
 
     snap = probe.load_snapshot(args.snapshot) if args.snapshot else probe.read_raw(catalog=catalog)
     host = probe.interpret(snap, catalog)
     # A snapshot describes another machine: only this one is measured, and only when it plans on its CPU.
-    measured = None if args.snapshot or getattr(args, "no_measure", False) else measure_host(host)
+    measured = None if args.snapshot or getattr(args, "no_measure", False) else membw.for_host(host)
     return target_from_host(host, origin="snapshot" if args.snapshot else "probe", ram_override=ram, measured=measured)
-
-
-def measure_host(host, refresh: bool = False):  # type: ignore[no-untyped-def]
-    """This machine's read bandwidth (cached, else measured now) when it has no GPU to plan for; None with a GPU."""
-    if getattr(host, "gpus", None):
-        return None
-    from planner.hardware import membw  # lazy: only CPU plans for this machine read the cache
-
-    cpu = host.cpu
-    got, _fresh = membw.local_bandwidth(cpu.model, cpu.physical_cores, cpu.usable_cores or cpu.logical_cores,
-                                        host.ram_total_bytes, host.ram_available_bytes, refresh=refresh)
-    return got

@@ -204,3 +204,13 @@ def local_bandwidth(cpu_model: str | None, physical_cores: int | None, usable_co
     except OSError:
         pass  # a read-only cache dir costs a re-measurement next time, not the plan
     return m, True
+
+
+def for_host(host, refresh: bool = False) -> ReadBandwidth | None:  # type: ignore[no-untyped-def]
+    """A probed host's read bandwidth (cached, else measured now) when it has no GPU to plan for; None with a GPU."""
+    if getattr(host, "gpus", None):
+        return None
+    cpu = host.cpu
+    got, _fresh = local_bandwidth(cpu.model, cpu.physical_cores, cpu.usable_cores or cpu.logical_cores,
+                                  host.ram_total_bytes, host.ram_available_bytes, refresh=refresh)
+    return got

@@ -183,9 +183,9 @@ def make_target(inputs: FitInputs, catalog: Catalog, host: Any | None) -> Target
         if host is None:
             raise LookupError("the local machine has not been probed")
         # as `planner recommend` plans this machine: its CPU's read bandwidth measured once (cached per machine)
-        from planner.commands.target_options import measure_host
+        from planner.hardware import membw
 
-        return target_from_host(host, measured=measure_host(host))
+        return target_from_host(host, measured=membw.for_host(host))
     if inputs.nodes > 1:
         return target_from_catalog(catalog.get(inputs.device_id), inputs.count, nodes=inputs.nodes,
                                    fabric=get_fabric(inputs.fabric_id, fabrics()))

@@ -150,11 +150,10 @@ def test_a_snapshot_of_another_machine_is_not_measured(capsys, monkeypatch, tmp_
 
 
 def test_a_machine_with_a_gpu_is_not_measured(capsys, monkeypatch):
-    from planner.commands.target_options import measure_host
     from planner.hardware.catalog import load_catalog
 
     host = interpret(snap("rtx4090-2x-pcie.json"), load_catalog())
-    assert measure_host(host) is None
+    assert membw.for_host(host) is None
 
 
 def test_probe_measure_refreshes_and_reports(capsys, monkeypatch):
