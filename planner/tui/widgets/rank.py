@@ -71,8 +71,11 @@ class RankPane(Vertical):
     @work(thread=True, exclusive=True, group="rank")
     def _rank(self, target: Any, context: int, use: str, key: tuple) -> None:
         """rank_models off the UI thread (well under a second with warm caches)."""
+        from planner.measure.calibration import for_target
+
         app: Any = self.app
-        ranking = rank_models(bundled_models(app.registry), target, use=use, context=context)
+        calibration, _note = for_target(target)  # as `planner recommend` ranks: bench records, measured bandwidth
+        ranking = rank_models(bundled_models(app.registry), target, use=use, context=context, calibration=calibration)
         app.call_from_thread(self._done, key, ranking)
 
     def _done(self, key: tuple, ranking: Ranking) -> None:
