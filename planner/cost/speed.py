@@ -118,19 +118,30 @@ UNIT_RATE_GB_S: dict[tuple[str, str], dict[str, float]] = {
 # Fraction of peak bandwidth at which decode attention reads the KV cache. Attention kernels at batch 1 are less
 # efficient than weight GEMVs, on Metal much less: llama.cpp 2024 builds lose ~5.5 ms per extra 0.5 GB of KV on an
 # M2 Ultra (calibrated on the tg512..tg8192 rows of benchmarks/data/llamacpp_perf.csv); others assumed.
-KV_READ_FRACTION: dict[tuple[str, str], float] = {("llamacpp", "metal"): 0.15, ("llamacpp", "cuda"): 0.6}
+# TensorRT-LLM decodes whole batches at once, and its batched attention kernels read each sequence's paged KV cache
+# in large coalesced tiles: 0.75 of peak, calibrated against the long-output rows of its tables in
+# benchmarks/data/engine_perf.csv (Llama-2-7B, whose full-head KV cache is 5x the weights' bytes per step at batch
+# 112, was under-predicted by a third at 0.5).
+KV_READ_FRACTION: dict[tuple[str, str], float] = {("llamacpp", "metal"): 0.15, ("llamacpp", "cuda"): 0.6,
+                                                  ("trtllm", "cuda"): 0.75}
 KV_READ_FRACTION_DEFAULT = 0.5
 # llama.cpp prompt processing of quantized weights runs slower than F16 GEMM (dequantization / MMQ), calibrated.
 QUANT_PREFILL_FACTOR = 0.8
 # GGUF served by engines other than llama.cpp (vLLM, SGLang) runs through slower, "highly experimental and
 # under-optimized" kernels (vLLM docs/features/quantization/gguf.md); assumed factor on bandwidth efficiency.
 FOREIGN_GGUF_FACTOR = 0.6
-# Per-layer link latency of one all-reduce for tensor parallelism (assumed: NCCL small-message latency).
-ALLREDUCE_LATENCY_US = {"nvlink": 8.0, "pcie": 25.0, "infinity_fabric": 10.0}
+# Per-layer link latency of one all-reduce for tensor parallelism. NVLink: 12 us, calibrated against the
+# tensor-parallel rows of benchmarks/data/engine_perf.csv: TensorRT-LLM's batch-1 TTFT of Llama-2-70B on 4 H100s
+# wants more than the earlier assumed 8 us, vLLM's single-stream TP 2/4 latencies no more than ~12 (at 20 their
+# median error rises from 3.6 to 5.2 %). PCIe and Infinity Fabric assumed.
+ALLREDUCE_LATENCY_US = {"nvlink": 12.0, "pcie": 25.0, "infinity_fabric": 10.0}
 # Bandwidth term of the same all-reduces: a ring all-reduce moves 2(n-1)/n of the message through each GPU's link
 # (NCCL docs, "Performance" / busbw), at this fraction of the link's one-way bandwidth (NVLink 4: 900 GB/s both ways,
-# 450 each). Assumed, and checked against TensorRT-LLM's published TP tables in benchmarks/multinode.py.
-ALLREDUCE_BUS_FRACTION = 0.7
+# 450 each). NCCL's own ceiling is ~0.82 (370 of 450 GB/s busbw, protocol overhead, NVIDIA/nccl-tests issue #212),
+# reached only above ~256 MB; a decode step's all-reduces carry batch x hidden x 2 bytes (a few MB), so 0.5,
+# calibrated against the TP 2/4/8 rows of TensorRT-LLM's tables (benchmarks/engines.py; 0.7 over-predicted its
+# 8-GPU Llama-3.1-405B / Qwen3-235B rows by 25-55 %).
+ALLREDUCE_BUS_FRACTION = 0.5
 # Fallback compute for CPU targets without a sourced TFLOPS figure: cores x 2.5 GHz x 32 FLOP/cycle (AVX2 FMA).
 CPU_FLOPS_PER_CORE = 2.5e9 * 32
 # llama.cpp's CPU kernels multiply quantized weights with int8-quantized activations (vec_dot_q*_q8): about twice the
