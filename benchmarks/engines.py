@@ -47,6 +47,10 @@ RUNTIME_OF = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt-llm", "tgi
               "mlx": "mlx", "transformers": "transformers"}
 BACKEND_OF = {"mlx": "metal"}
 MIN_ROWS = 10  # an engine with fewer sourced rows is reported as assumed (issue 19's target)
+# Which speed each metric tests: the decode p90 and prefill p90 per engine are what planner/cost/speed.py's SPEED_P90
+# bands use. Request latency of a single stream is mostly decode (hundreds of output tokens after a short TTFT);
+# static-batch and max-load throughputs are decode steps at a large batch.
+PREFILL_METRICS = frozenset({"prefill_tok_s", "ttft_ms"})
 
 
 def load_rows() -> list[dict]:
@@ -201,15 +205,21 @@ def main() -> None:
             speed.UNIT_RATE_GB_S.clear()
             speed.UNIT_RATE_GB_S.update(copy.deepcopy(shipped_units))
         basis = speed.efficiency(engine, backend).provenance
-        table.append((engine, len(er), len(sources), _med(shipped), _p90(shipped), _med(held), how, basis))
+        dec = [e for r, e in zip(er, shipped) if r["metric"] not in PREFILL_METRICS]
+        pre = [e for r, e in zip(er, shipped) if r["metric"] in PREFILL_METRICS]
+        table.append((engine, len(er), len(sources), _med(shipped), _p90(shipped), _med(held), how, basis,
+                      (len(dec), _p90(dec)), (len(pre), _p90(pre))))
     print("\nServing engines: |predicted - published| / published")
     print(f"{'engine':13} {'rows':>5} {'sources':>8} {'shipped med %':>14} {'shipped p90 %':>14} "
-          f"{'held-out med %':>15} {'held out by':>12}  constants")
-    for engine, n, ns, med, p90, hmed, how, basis in table:
+          f"{'held-out med %':>15} {'held out by':>12} {'decode p90 % (n)':>17} {'prefill p90 % (n)':>18}  constants")
+    for engine, n, ns, med, p90, hmed, how, basis, (nd, dp90), (np_, pp90) in table:
         if n < MIN_ROWS:
-            print(f"{engine:13} {n:>5} {ns:>8} {'-':>14} {'-':>14} {'-':>15} {'-':>12}  {basis} (fewer than {MIN_ROWS} rows)")
+            print(f"{engine:13} {n:>5} {ns:>8} {'-':>14} {'-':>14} {'-':>15} {'-':>12} {'-':>17} {'-':>18}  "
+                  f"{basis} (fewer than {MIN_ROWS} rows)")
             continue
-        print(f"{engine:13} {n:>5} {ns:>8} {med:>14.1f} {p90:>14.1f} {hmed:>15.1f} {how:>12}  {basis}")
+        d = f"{dp90:.1f} ({nd})" if nd else "-"
+        q = f"{pp90:.1f} ({np_})" if np_ else "-"
+        print(f"{engine:13} {n:>5} {ns:>8} {med:>14.1f} {p90:>14.1f} {hmed:>15.1f} {how:>12} {d:>17} {q:>18}  {basis}")
 
 
 if __name__ == "__main__":

@@ -224,9 +224,15 @@ class Plan:
         self._speed("decode_tokens_per_s")
         return self.speed_basis_value
 
+    def speed_width(self, name: str) -> float:
+        """Relative half-width w of a speed's 10-90 % band: prefill and TTFT take the prefill width, the rest decode's."""
+        if name in ("prefill_tokens_per_s", "ttft_s"):  # planner.cost.speed.PREFILL_SIDE
+            return self._speed("speed_width_prefill") or self._speed("speed_width")
+        return self._speed("speed_width")
+
     def speed_range(self, name: str) -> tuple[float, float]:
         """10-90 % band of a speed or a time (ttft_s): value / (1 + w) .. value x (1 + w)."""
-        v, w = self._speed(name), self._speed("speed_width")
+        v, w = self._speed(name), self.speed_width(name)
         return (v / (1 + w), v * (1 + w))
 
     @property

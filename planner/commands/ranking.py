@@ -12,31 +12,22 @@ from planner.fit import DEFAULT_MIN_TOKENS_PER_S, ModelFit, Ranking, bundled_mod
 from planner.models.profiles import load_registry
 from planner.plan import Plan, Target
 
-# The share of measured rows within which planner's predictions fall, from `python benchmarks/accuracy.py` (latest
-# run, README "Accuracy" table: p90 of the absolute error per engine and backend); engines without measured rows
-# (vLLM, SGLang, MLX, TensorRT-LLM: speed constants assumed) get an assumed +-50 %.
-SPEED_P90_ERROR = {  # (engine, 'cpu' | 'apple' | 'gpu') -> (decode, prefill)
-    ("llamacpp", "gpu"): (0.210, 0.723), ("llamacpp", "apple"): (0.169, 0.723), ("llamacpp", "cpu"): (0.533, 0.605),
-}
-ASSUMED_SPEED_ERROR = 0.5  # assumed for engines without measured rows
 LOSSY_LABELS = ("noticeable", "large", "severe")  # worse than "small" (planner.cost.quality.LABELS)
 SCHEMA_VERSION = 1
 
 
-def speed_error(plan: Plan, target: Target) -> tuple[float, float]:
-    """(decode, prefill) relative p90 error for the plan's engine on this kind of device."""
-    from planner.runtimes import RUNTIMES
-
-    rt = RUNTIMES.get(plan.runtime_id)
-    engine = rt.engine if rt is not None else plan.runtime_id
-    kind = "cpu" if target.is_cpu else ("apple" if target.device.backend == "metal" else "gpu")
-    return SPEED_P90_ERROR.get((engine, kind), (ASSUMED_SPEED_ERROR, ASSUMED_SPEED_ERROR))
+def speed_error(plan: Plan) -> tuple[float, float]:
+    """(decode, prefill) relative half-widths of the plan's 10-90 % speed bands (planner.cost.speed.SPEED_P90, by the
+    plan's speed basis): the one table of speed error."""
+    return plan.speed_width("decode_tokens_per_s"), plan.speed_width("prefill_tokens_per_s")
 
 
-def with_range(v: float, err: float) -> str:
-    """'12.3 (9.7-14.9)'."""
+def with_range(plan: Plan, name: str) -> str:
+    """'12.3 (9.7-14.9)': the plan's speed `name` and its 10-90 % band (Plan.speed_range)."""
+    v = getattr(plan, name)
+    lo, hi = plan.speed_range(name)
     fmt = (lambda x: f"{x:.1f}") if v < 100 else (lambda x: f"{x:.0f}")
-    return f"{fmt(v)} ({fmt(v * (1 - err))}-{fmt(v * (1 + err))})"
+    return f"{fmt(v)} ({fmt(lo)}-{fmt(hi)})"
 
 
 def rank_for(args: argparse.Namespace, target: Target, calibration: dict | None, context: int | None = None):  # type: ignore[no-untyped-def]
@@ -57,12 +48,12 @@ def fit_json(f: ModelFit, target: Target) -> dict:
                  "capability": f.capability.as_dict(), "expected_capability": f.expected.as_dict() if f.expected else None,
                  "reason": f.reason or None}
     if p is not None:
-        de, pe = speed_error(p, target)
+        de, pe = speed_error(p)
         out["plan"] = {"format": p.format_id, "runtime": p.runtime_id, "kv_dtype": p.kv_dtype, "layout": p.parallel_layout,
                        "memory_bytes": p.total_memory_bytes, "usable_memory_bytes": p.usable_memory_bytes,
                        "host_memory_bytes": p.host_bytes,
-                       "decode_tokens_per_s": round(p.decode_tokens_per_s, 2), "decode_p90_error": de,
-                       "prefill_tokens_per_s": round(p.prefill_tokens_per_s, 2), "prefill_p90_error": pe,
+                       "decode_tokens_per_s": round(p.decode_tokens_per_s, 2), "decode_p90_error": round(de, 3),
+                       "prefill_tokens_per_s": round(p.prefill_tokens_per_s, 2), "prefill_p90_error": round(pe, 3),
                        "ttft_s": round(p.ttft_s, 3), "quality": p.quality, "launch": p.launch}
     else:
         out["plan"] = None
@@ -94,7 +85,7 @@ def render(r: Ranking, target: Target, skipped: list[str], top: int) -> None:
     if ranked:
         cap = ranked[0].capability
         con.print(f"[dim]capability: {cap.benchmark} ({cap.source}); expected = published x what the format keeps "
-                  "(README: 'Which model'); ranges: 10-90 % for capability, p90 error of the speed model[/dim]")
+                  "(README: 'Which model'); ranges: 10-90 % for capability and speed[/dim]")
     t = Table(title_justify="left", header_style="bold")
     for col in ("#", "model", "format", "runtime", "memory GiB", "decode tok/s", "prefill tok/s", "quality loss",
                 f"{r.use} published", "expected"):
@@ -102,11 +93,10 @@ def render(r: Ranking, target: Target, skipped: list[str], top: int) -> None:
     for i, f in enumerate(ranked[:top], 1):
         p, e = f.plan, f.expected
         assert p is not None and e is not None and f.capability.score is not None
-        de, pe = speed_error(p, target)
         u = unit(f.capability)
         mem = gib(p.total_memory_bytes) + (f" +{gib(p.host_bytes)} RAM" if p.host_bytes else "")
         t.add_row(str(i), f.spec.id + ("" if f.origin == "profile" else f" [dim]{f.origin}[/dim]"), p.format_id,
-                  p.runtime_id, mem, with_range(p.decode_tokens_per_s, de), with_range(p.prefill_tokens_per_s, pe),
+                  p.runtime_id, mem, with_range(p, "decode_tokens_per_s"), with_range(p, "prefill_tokens_per_s"),
                   f"{p.quality.get('kld', 0):.3f} {p.quality.get('label', '')}", f"{f.capability.score:g}{u}",
                   f"{e.value:.0f} ({e.low:.0f}-{e.high:.0f}){' extrapolated' if e.extrapolated else ''}")
     con.print(t)

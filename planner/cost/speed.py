@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from planner.cost.placement import fabric_link
 from planner.formats import gguf_main_type
@@ -181,31 +181,49 @@ CALIBRATED_ON: dict[tuple[str, str], frozenset[str]] = {
     ("exllamav2", "cuda"): frozenset({"ampere", "ada"}),  # 3090 Ti, 4090
     ("mlx", "metal"): frozenset({"apple-m2", "apple-m3"}),  # M2 Ultra, M3 Max
 }
-# Relative half-width w of a speed's 10-90 % band, v / (1 + w) .. v x (1 + w). Calibrated on the device class: the
-# engine's p90 |error| on its published rows (benchmarks/accuracy.py for llama.cpp, benchmarks/engines.py for the
-# rest). Measured here: assumed 10 % (run-to-run and workload spread). Calibrated elsewhere: twice the engine's p90,
-# at least 30 % (assumed). Assumed constants: 60 % (assumed: the assumed constants these replaced were off by up to
-# 1.9x, e.g. vLLM W4A16 on an H100).
-SPEED_P90: dict[tuple[str, str], float] = {
-    ("llamacpp", "cuda"): 0.21, ("llamacpp", "metal"): 0.17, ("llamacpp", "cpu"): 0.53,
-    ("vllm", "cuda"): 0.13, ("trtllm", "cuda"): 0.31, ("exllamav2", "cuda"): 0.10, ("mlx", "metal"): 0.11,
+# Relative half-width w of a speed's 10-90 % band, v / (1 + w) .. v x (1 + w), one for decode-side speeds (decode,
+# full-context decode, aggregate throughput) and one for prefill-side ones (prefill, TTFT): the one table every view
+# reads (Plan.speed_range; `recommend`'s text, JSON and model ranking, and the TUI). Calibrated on the device class:
+# the engine's p90 |error| on its published rows of that metric, from
+# - llama.cpp: `python benchmarks/accuracy.py` (README "Accuracy"): decode one GPU 21.0 % (93 rows), Apple GPU 16.9 %
+#   (31), CPU 53.3 % (20); prefill one GPU 72.3 % (73 rows; Apple has no separate prefill table, so the same), CPU
+#   60.5 % (9);
+# - serving engines: `python benchmarks/engines.py`, columns "decode p90" (decode tok/s, single-stream request latency,
+#   static-batch and max-load throughput) and "prefill p90" (prefill tok/s, TTFT): vLLM 12.9 % (216 rows) / none,
+#   TensorRT-LLM 20.4 % (39) / 22.2 % (8), ExLlamaV2 10.1 % (28) / none, MLX 10.5 % (7) / 7.1 % (7).
+# None: no published rows of that metric, so UNTESTED_WIDTH (assumed). Measured here: assumed 10 % (run-to-run and
+# workload spread). Calibrated elsewhere: twice the engine's p90, at least 30 % (assumed). Assumed constants: 60 %
+# (assumed: the assumed constants these replaced were off by up to 1.9x, e.g. vLLM W4A16 on an H100).
+SPEED_P90: dict[tuple[str, str], tuple[float, float | None]] = {  # (engine, backend) -> (decode, prefill)
+    ("llamacpp", "cuda"): (0.21, 0.72), ("llamacpp", "metal"): (0.17, 0.72), ("llamacpp", "cpu"): (0.53, 0.61),
+    ("vllm", "cuda"): (0.13, None), ("trtllm", "cuda"): (0.20, 0.22), ("exllamav2", "cuda"): (0.10, None),
+    ("mlx", "metal"): (0.11, 0.07),
 }
-MEASURED_WIDTH, ELSEWHERE_MIN_WIDTH, ASSUMED_WIDTH = 0.10, 0.30, 0.60
+MEASURED_WIDTH, ELSEWHERE_MIN_WIDTH, ASSUMED_WIDTH, UNTESTED_WIDTH = 0.10, 0.30, 0.60, 0.30
 BASES = ("measured here", "calibrated on this device class", "calibrated elsewhere", "assumed")
 WEAK_BASES = frozenset({"calibrated elsewhere", "assumed"})
+PREFILL_SIDE = frozenset({"prefill_tokens_per_s", "ttft_s"})  # speeds that take the prefill width
 
 
-def speed_basis(engine: str, device: DeviceSpec, calibration: dict | None = None) -> tuple[str, float]:
-    """What the engine's speed constants on this device rest on (one of BASES), and the relative interval width."""
+class SpeedWidths(NamedTuple):
+    """Relative half-widths of the 10-90 % bands of decode-side and prefill-side speeds."""
+
+    decode: float
+    prefill: float
+
+
+def speed_basis(engine: str, device: DeviceSpec, calibration: dict | None = None) -> tuple[str, SpeedWidths]:
+    """What the engine's speed constants on this device rest on (one of BASES), and the bands' relative widths."""
     key = (engine, device.backend)
     if calibration and key in calibration and calibration[key].provenance == "measured":
-        return BASES[0], MEASURED_WIDTH
+        return BASES[0], SpeedWidths(MEASURED_WIDTH, MEASURED_WIDTH)
     if EFFICIENCY.get(key, _FALLBACK).provenance != "calibrated":
-        return BASES[3], ASSUMED_WIDTH
-    p90 = SPEED_P90.get(key, ASSUMED_WIDTH / 2)
+        return BASES[3], SpeedWidths(ASSUMED_WIDTH, ASSUMED_WIDTH)
+    dec, pre = SPEED_P90.get(key, (None, None))
+    p90 = SpeedWidths(UNTESTED_WIDTH if dec is None else dec, UNTESTED_WIDTH if pre is None else pre)
     if device.architecture in CALIBRATED_ON.get(key, frozenset()):
         return BASES[1], p90
-    return BASES[2], max(2 * p90, ELSEWHERE_MIN_WIDTH)
+    return BASES[2], SpeedWidths(*(max(2 * w, ELSEWHERE_MIN_WIDTH) for w in p90))
 
 
 def pcie_gb_s(dev: DeviceSpec) -> float:
@@ -434,7 +452,8 @@ def predict_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightForm
         t_compute += t_host
     weight_reads = math.ceil(p / UBATCH) * lay.sum_active / tp / bw if plan.layout != "cpu" else 0.0
     t_prefill = max(t_compute, weight_reads) + n * eff.layer_overhead_us * 1e-6 * math.ceil(p / UBATCH)
-    basis, width = speed_basis(engine, dev, calibration)
+    basis, widths = speed_basis(engine, dev, calibration)
     plan.set_speeds(decode_tokens_per_s=decode, decode_tokens_per_s_full_context=full, throughput_tokens_per_s=throughput,
-                    prefill_tokens_per_s=p / t_prefill, ttft_s=t_prefill + t1, speed_width=width)
+                    prefill_tokens_per_s=p / t_prefill, ttft_s=t_prefill + t1, speed_width=widths.decode,
+                    speed_width_prefill=widths.prefill)
     plan.speed_basis_value = basis

@@ -103,3 +103,26 @@ def test_ranking_plans_one_node(capsys):
     code = main(["recommend", "--device", "h100-sxm", "--count", "8", "--nodes", "2"])
     _, err = capsys.readouterr()
     assert code == 2 and "one node" in err and len(err.strip().splitlines()) == 1
+
+
+def test_rank_speed_errors_are_the_plans_bands(capsys):
+    """One table of speed error: the ranking's p90 errors and printed ranges are the plans' bands (vLLM and TensorRT-LLM
+    are calibrated on an H100, not the old assumed +-50 %)."""
+    from planner.cost.speed import speed_basis
+    from planner.hardware.catalog import load_catalog
+
+    code, out, _ = run(capsys, "recommend", "--device", "h100-sxm", "--top", "8", "--json")
+    assert code == 0
+    plans = [r["plan"] for r in json.loads(out)["ranked"]]
+    h100 = load_catalog().get("h100-sxm")
+    engines = {"vllm": "vllm", "tensorrt-llm": "trtllm", "llama.cpp": "llamacpp", "sglang": "sglang", "tgi": "tgi"}
+    seen = 0
+    for p in plans:
+        if p["runtime"] not in engines:
+            continue
+        seen += 1
+        _, widths = speed_basis(engines[p["runtime"]], h100)
+        assert p["decode_p90_error"] == round(widths.decode, 3) and p["prefill_p90_error"] == round(widths.prefill, 3)
+    assert seen
+    code, out, _ = run(capsys, "recommend", "--device", "h100-sxm", "--top", "3")
+    assert code == 0 and "(" in out and "ranges: 10-90 % for capability and speed" in out

@@ -146,3 +146,21 @@ def test_engine_perf_rows_resolve_and_carry_sources(cat):
         cat.get(r["device"])
         get_format(r["format"])
         assert float(r["value"]) > 0
+
+
+def test_decode_and_prefill_bands_come_from_speed_p90_per_metric(mc8, cat):
+    from planner.cost.speed import SPEED_P90, UNTESTED_WIDTH
+
+    # llama.cpp on an H100 is calibrated on its device class: decode and prefill take their own p90s
+    p = _plan(mc8, "Q4_K_M", "llama.cpp", "h100-sxm", cat)
+    dec, pre = SPEED_P90[("llamacpp", "cuda")]
+    assert p.speed_basis == "calibrated on this device class"
+    assert p.speed_width("decode_tokens_per_s") == dec and p.speed_width("throughput_tokens_per_s") == dec
+    assert p.speed_width("prefill_tokens_per_s") == pre and p.speed_width("ttft_s") == pre and pre != dec
+    lo, hi = p.speed_range("prefill_tokens_per_s")
+    assert lo == pytest.approx(p.prefill_tokens_per_s / (1 + pre)) and hi == pytest.approx(p.prefill_tokens_per_s * (1 + pre))
+    # vLLM has no published prefill rows: its prefill band is the untested width, its decode band its p90
+    v = _plan(mc8, "fp8", "vllm", "h100-sxm", cat)
+    assert SPEED_P90[("vllm", "cuda")][1] is None
+    assert v.speed_width("prefill_tokens_per_s") == UNTESTED_WIDTH
+    assert v.speed_width("decode_tokens_per_s") == SPEED_P90[("vllm", "cuda")][0]
