@@ -265,6 +265,12 @@ def speed_text(plan: Plan, name: str) -> str:
     return f"about {fmt(v)}"
 
 
+def speed_cell(plan: Plan, name: str) -> str:
+    """A speed for a table cell or a short line: 'N', or '~N (N1-N2)' where its basis is weak (the one formatter the
+    CLI's tables and the TUI's plan and alternatives views share)."""
+    return speed_text(plan, name).removeprefix("about ")
+
+
 def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
     """Plain-words reasons for the chosen plan."""
     out = []

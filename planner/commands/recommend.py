@@ -344,9 +344,9 @@ def _memory_cell(p) -> str:  # type: ignore[no-untyped-def]
 
 def _speed_cell(p, name: str) -> str:  # type: ignore[no-untyped-def]
     """A speed for the table: 'N', or '~N (N1-N2)' where its basis is weak (calibrated elsewhere, assumed)."""
-    from planner.recommend import speed_text
+    from planner.recommend import speed_cell
 
-    return speed_text(p, name).removeprefix("about ")
+    return speed_cell(p, name)
 
 
 def render(rec, mc, target, note: str, top: int) -> None:  # type: ignore[no-untyped-def]

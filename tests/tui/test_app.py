@@ -390,3 +390,46 @@ def test_best_here_tab_ranks_like_the_library_and_opens_a_model(catalog, registr
             assert app.inputs.model_id == second and app.active_tab == "fit"
 
     run(body())
+
+
+def test_fit_table_and_detail_show_speed_bands_where_the_basis_is_weak(catalog, registry):
+    """The plan and alternatives views print speeds with the CLI's formatter: '~N (N1-N2)' for a weak basis (vLLM on
+    an RTX 4090 is calibrated elsewhere), plain 'N' for a firm one (llama.cpp is calibrated on Ada)."""
+    from planner.cost.speed import WEAK_BASES
+    from planner.recommend import speed_cell
+    from planner.tui.widgets.fit import COLUMNS
+
+    async def body() -> None:
+        app = create_app(catalog, registry)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await settle(app, pilot)
+            await pilot.press("a")  # every plan, so vLLM rows are there beside llama.cpp ones
+            await settle(app, pilot)
+            fit = app.screen.query_one("#fit-pane")
+            table = app.screen.query_one("#fit-table", DataTable)
+            dec, pre = COLUMNS.index("decode tok/s"), COLUMNS.index("prefill tok/s")
+            weak = firm = None
+            for i, p in enumerate(fit.plans):
+                if not (p.runs and p.per_device):
+                    continue
+                row = table.get_row_at(i)
+                assert str(row[dec]) == speed_cell(p, "decode_tokens_per_s")
+                assert str(row[pre]) == speed_cell(p, "prefill_tokens_per_s")
+                if p.speed_basis in WEAK_BASES:
+                    assert str(row[dec]).startswith("~") and "(" in str(row[dec])
+                    weak = weak if weak is not None else i
+                else:
+                    assert "(" not in str(row[dec])
+                    firm = firm if firm is not None else i
+            assert weak is not None and firm is not None
+            table.move_cursor(row=weak)
+            await settle(app, pilot)
+            plan = fit.highlighted_plan()
+            assert plan.speed_basis in WEAK_BASES
+            text = str(app.screen.query_one("#detail-body").render())
+            lo, hi = plan.speed_range("decode_tokens_per_s")
+            assert f"{speed_cell(plan, 'decode_tokens_per_s')} tok/s" in text and f"{hi:.0f})" in text
+            assert plan.speed_basis in text
+
+    run(body())

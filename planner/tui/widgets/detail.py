@@ -10,6 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Static
 
 from planner.plan import GIB, Plan
+from planner.recommend import speed_cell
 from planner.tui.state import QUALITY_STYLES, verdict
 from planner.tui.widgets.membar import MemoryBar
 
@@ -38,12 +39,15 @@ def plan_body(plan: Plan, rec: Any | None, recommended: bool) -> Text:
     out = Text()
     if plan.runs and plan.per_device:
         out.append("decode ", style="dim")
-        out.append(f"{plan.decode_tokens_per_s:.1f} tok/s", style="bold")
+        # speeds through the CLI's formatter: '~N (N1-N2)' where the basis is weak
+        out.append(f"{speed_cell(plan, 'decode_tokens_per_s')} tok/s", style="bold")
         if plan.concurrency > 1:
-            out.append(f" per sequence, {plan.throughput_tokens_per_s:.0f} tok/s total", style="bold")
-        out.append(f" ({plan.decode_tokens_per_s_full_context:.1f} at full context)", style="dim")
+            out.append(f" per sequence, {speed_cell(plan, 'throughput_tokens_per_s')} tok/s total", style="bold")
+        out.append(f" ({speed_cell(plan, 'decode_tokens_per_s_full_context')} at full context)", style="dim")
         out.append("   prefill ", style="dim")
-        out.append(f"{plan.prefill_tokens_per_s:,.0f} tok/s", style="bold")
+        out.append(f"{speed_cell(plan, 'prefill_tokens_per_s')} tok/s", style="bold")
+        if plan.speed_basis:
+            out.append(f" [{plan.speed_basis}]", style="dim")
         out.append("   TTFT ", style="dim")
         out.append(f"{plan.ttft_s:.2f} s", style="bold")
         out.append(f" ({plan.prompt_tokens}-token prompt)\n", style="dim")

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 
 from planner.hardware.targets import target_from_host
 from planner.plan import Plan
-from planner.recommend import ranking_title
+from planner.recommend import ranking_title, speed_cell
 from planner.cost.quality import quality_text
 from planner.tui.state import (ALL, TIGHT_FRACTION, LOCAL, MAX_CONCURRENCY, MAX_COUNT, MIN_CONTEXT, PREFERENCES, QUALITY_STYLES,
                                best_per_format, format_families, gib, measured_formats, needed_bytes,
@@ -42,8 +42,9 @@ def plan_cells(plan: Plan, recommended: bool) -> list[Any]:
         # A plan that does not fit stops placing layers, so its device total undercounts: show what it needs.
         Text(f"{gib(plan.total_memory_bytes if plan.fits else needed_bytes(plan))} / {gib(plan.usable_memory_bytes)}"
              if runs else "-", justify="right", style=mem_style or row_style),
-        num(f"{plan.decode_tokens_per_s:.1f}"), num(f"{plan.throughput_tokens_per_s:.0f}"),
-        num(f"{plan.prefill_tokens_per_s:,.0f}"), num(f"{plan.ttft_s:.2f}"),
+        # the CLI's formatter: '~N (N1-N2)' where the speed basis is weak (calibrated elsewhere, assumed)
+        num(speed_cell(plan, "decode_tokens_per_s")), num(speed_cell(plan, "throughput_tokens_per_s")),
+        num(speed_cell(plan, "prefill_tokens_per_s")), num(f"{plan.ttft_s:.2f}"),
         Text(quality_text(plan.quality), style=QUALITY_STYLES.get(label, "") if plan.fits else "dim"),
         Text(text, style=style),
     ]
