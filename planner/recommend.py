@@ -142,7 +142,7 @@ def recommend(mc: ModelCost, target: Target, *, context: int, concurrency: int =
     for sub in subs:
         for fmt in fmts:
             for rt in rts:
-                if not rt.support(fmt, sub.device, arch).runs:
+                if not rt.support(fmt, sub.device, arch, mc.spec.native_dtype).runs:
                     if (formats or runtimes) and sub is target:  # keep the reason when the user asked for it
                         plans.append(evaluate(mc, fmt, rt, sub, context=context, concurrency=concurrency,
                                               prompt_tokens=prompt_tokens, calibration=calibration))
@@ -364,7 +364,8 @@ def suggest(mc: ModelCost, target: Target, ranked: list[Plan], formats: dict[str
     if catalog is not None:
         ref_fmt = formats[ref.format_id]
         fits = sorted((d for d in catalog if d.memory_kind != "system" and d.memory_bytes * 0.9 >= ref.needed_bytes
-                       and any(rt.support(ref_fmt, d, arch_id(mc.spec)).runs for rt in RUNTIMES.values())),
+                       and any(rt.support(ref_fmt, d, arch_id(mc.spec), mc.spec.native_dtype).runs
+                               for rt in RUNTIMES.values())),
                       key=lambda d: d.memory_gib)[:3]
         if fits:
             out.append(f"a device with enough memory for {ref.format_id}: " + ", ".join(f"{d.id} ({d.memory_gib:g} GiB)" for d in fits))

@@ -70,10 +70,15 @@ class ArchRule:
     formats: tuple[str, ...] = ()  # empty: every format
     status: Status = "full"
     note: str = ""
+    # a 'checkpoint' rule: only for models whose published checkpoint has one of these dtypes (ModelSpec.native_dtype),
+    # e.g. a loader that refuses an already-quantized (FP8, MXFP4) release; empty for an architecture rule
+    checkpoints: tuple[str, ...] = ()
 
-    def matches(self, arch: str, fmt: WeightFormat) -> bool:
-        """Whether the rule covers this architecture in this format."""
+    def matches(self, arch: str, fmt: WeightFormat, native_dtype: str | None = None) -> bool:
+        """Whether the rule covers this architecture in this format (and, for a checkpoint rule, this release dtype)."""
         if self.formats and fmt.family not in self.formats and fmt.id not in self.formats:
+            return False
+        if self.checkpoints and native_dtype not in self.checkpoints:
             return False
         return "*" in self.archs or arch in self.archs
 
@@ -151,13 +156,20 @@ def load_support_rules(path: Path = SUPPORT_CSV) -> tuple[dict[str, list[FormatR
                     raise ValueError(f"{where}: an architecture rule is 'native' or 'no'")
                 arch_rules.setdefault(row["runtime"], []).append(ArchRule(
                     _split(row["match"]), mode, source, _split(row["formats"]), status, row["note"]))  # type: ignore[arg-type]
+            elif row["kind"] == "checkpoint":
+                # in file order with the architecture rules (first match wins), for any architecture
+                if mode not in ("native", "no"):
+                    raise ValueError(f"{where}: a checkpoint rule is 'native' or 'no'")
+                arch_rules.setdefault(row["runtime"], []).append(ArchRule(
+                    ("*",), mode, source, _split(row["formats"]), status, row["note"],  # type: ignore[arg-type]
+                    checkpoints=_split(row["match"])))
             elif row["kind"] == "kv":
                 if mode not in ("native", "no"):
                     raise ValueError(f"{where}: a KV-cache rule is 'native' or 'no'")
                 kv_rules.setdefault(row["runtime"], []).append(KVRule(
                     _split(row["match"]), _split(row["backends"]), mode, source, status, row["note"]))  # type: ignore[arg-type]
             else:
-                raise ValueError(f"{where}: kind: expected 'format', 'arch' or 'kv', found {row['kind']!r}")
+                raise ValueError(f"{where}: kind: expected 'format', 'arch', 'checkpoint' or 'kv', found {row['kind']!r}")
     return fmt_rules, arch_rules, kv_rules
 
 
@@ -186,18 +198,21 @@ class Runtime:
     arch_rules: tuple[ArchRule, ...] = ()
     kv_rules: tuple[KVRule, ...] = ()
 
-    def support(self, fmt: WeightFormat, device: DeviceSpec, arch: str | None = None) -> Support:
+    def support(self, fmt: WeightFormat, device: DeviceSpec, arch: str | None = None,
+                native_dtype: str | None = None) -> Support:
         """Whether and how this runtime runs `fmt` on `device` (first matching format rule wins), and with `arch`
-        given, whether it runs that model architecture in that format (first matching architecture rule wins)."""
+        given, whether it runs that model architecture in that format, from a release in `native_dtype` (first
+        matching architecture or checkpoint rule wins)."""
         verdict = self._format_support(fmt, device)
         if not verdict.runs or arch is None:
             return verdict
-        rule = next((r for r in self.arch_rules if r.matches(arch, fmt)), None)
+        rule = next((r for r in self.arch_rules if r.matches(arch, fmt, native_dtype)), None)
         if rule is None:
             return Support("no", f"{self.name}: no support rule covers architecture {arch}")
         sources = verdict.sources + (rule.source,)
         if rule.mode == "no":
-            return Support("no", f"{self.name} does not run {arch} in {fmt.id}: {rule.note or 'not supported'}",
+            what = f"a {native_dtype} release" if rule.checkpoints else arch
+            return Support("no", f"{self.name} does not run {what} in {fmt.id}: {rule.note or 'not supported'}",
                            sources=sources)
         status: Status = "partial" if "partial" in (verdict.status, rule.status) else "full"
         reason = verdict.reason
@@ -348,13 +363,13 @@ def get_runtime(name: str) -> Runtime:
 
 
 def runtimes_for(fmt: WeightFormat, device: DeviceSpec, only: Sequence[str] = (),
-                 arch: str | None = None) -> list[tuple[Runtime, Support]]:
-    """Runtimes that can run `fmt` on `device` (and architecture `arch` when given), with how."""
+                 arch: str | None = None, native_dtype: str | None = None) -> list[tuple[Runtime, Support]]:
+    """Runtimes that can run `fmt` on `device` (and architecture `arch`, released in `native_dtype`, when given)."""
     out = []
     for rt in RUNTIMES.values():
         if only and rt.id not in only:
             continue
-        s = rt.support(fmt, device, arch)
+        s = rt.support(fmt, device, arch, native_dtype)
         if s.runs:
             out.append((rt, s))
     return out

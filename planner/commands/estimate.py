@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.runtime:
         runtimes = [get_runtime(args.runtime)]
     else:
-        runtimes = [rt for rt in RUNTIMES.values() if rt.support(fmt, target.device, arch_id(mc.spec)).runs]
+        runtimes = [rt for rt in RUNTIMES.values() if rt.support(fmt, target.device, arch_id(mc.spec), mc.spec.native_dtype).runs]
         if not runtimes:
             raise PlannerError(f"no runtime runs {fmt.id} for a {arch_id(mc.spec)} model on {target.device.name} "
                                f"({target.device.backend})")

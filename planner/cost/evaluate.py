@@ -71,10 +71,10 @@ def evaluate(mc: ModelCost, fmt: WeightFormat, runtime: Runtime, target: Target,
     plan = Plan(m.id, fmt.id, runtime.id, target.label, dev.id, target.count, context, concurrency,
                 kv_dtype or "", "single", n_layers=m.num_layers, prompt_tokens=prompt)
     arch = arch_id(m)
-    skey = (runtime.id, fmt.id, dev.backend, dev.compute_capability, arch)
+    skey = (runtime.id, fmt.id, dev.backend, dev.compute_capability, arch, m.native_dtype)
     support = _SUPPORT.get(skey)
     if support is None:
-        support = _SUPPORT[skey] = runtime.support(fmt, dev, arch)
+        support = _SUPPORT[skey] = runtime.support(fmt, dev, arch, m.native_dtype)
     plan.support_mode = support.mode
     if not support.runs:
         plan.runs, plan.reason = False, support.reason

@@ -305,7 +305,7 @@ class Checker:
             plan = evaluate(mc, inp.fmt, inp.runtime, target, kv_dtype=inp.kv_dtype, **kw)
             return CheckResult(dep, plan, checks_of(plan), "format and runtime as given", inp)
         if inp.fmt is not None:
-            rts = [rt for rt in RUNTIMES.values() if rt.support(inp.fmt, target.device, arch_id(mc.spec)).runs]
+            rts = [rt for rt in RUNTIMES.values() if rt.support(inp.fmt, target.device, arch_id(mc.spec), mc.spec.native_dtype).runs]
             if not rts:
                 why = f"no runtime runs {inp.fmt.id} on {target.device.name} ({target.device.backend})"
                 return CheckResult(dep, None, checks_of(None, why), "no runtime for the format", inp)

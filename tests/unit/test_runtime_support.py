@@ -199,3 +199,44 @@ def test_a_kv_dtype_the_backend_lacks_is_refused_with_its_reason(catalog, regist
     p = evaluate(ModelCost(registry.get("llama-3.1-8b")), get_format("fp16"), get_runtime("vllm"),
                  target_from_catalog(catalog.get("mi300x"), 1), context=4096, kv_dtype="fp8_e5m2")
     assert not p.runs and "e4m3" in p.reason
+
+
+@pytest.mark.parametrize("runtime,arch,dtype,expect", [
+    # vLLM's bitsandbytes loader refuses an already-quantized release (quant_method fp8 / mxfp4)
+    ("vllm", "deepseek2", "float8_e4m3", "no"),
+    ("vllm", "gpt-oss", "mxfp4", "no"),
+    ("tgi", "deepseek2", "float8_e4m3", "no"),
+    # a BF16 release: the MoE experts load through get_expert_mapping; DeepSeek MLA and gpt-oss are unverified
+    ("vllm", "deepseek2", "bfloat16", "partial"),
+    ("vllm", "gpt-oss", "bfloat16", "partial"),
+    ("vllm", "qwen3moe", "bfloat16", "full"),
+    ("vllm", "mixtral", "bfloat16", "full"),
+])
+def test_bitsandbytes_on_moe_releases(catalog, runtime, arch, dtype, expect):
+    s = get_runtime(runtime).support(get_format("nf4"), catalog.get("h100-sxm"), arch, dtype)
+    assert s.sources and all(_PINNED.search(src) for src in s.sources)
+    if expect == "no":
+        assert not s.runs and "BF16 copy" in s.reason and dtype in s.reason
+    else:
+        assert s.runs and s.status == expect
+    # without a release dtype only the architecture rules apply
+    assert get_runtime(runtime).support(get_format("nf4"), catalog.get("h100-sxm"), arch).runs
+
+
+def test_deepseek_v3_is_never_planned_as_bitsandbytes_from_its_fp8_release(catalog, registry):
+    """Issue 19: recommend picked nf4 under vLLM for DeepSeek-V3 on 8 H100s, a command vLLM refuses on the FP8 release."""
+    mc = ModelCost(registry.get("deepseek-v3"))
+    rec = recommend(mc, target_from_catalog(catalog.get("h100-sxm"), 8), context=8192)
+    assert rec.best is not None and rec.best.format_id != "nf4"
+    for p in rec.plans:
+        if p.format_id == "nf4" and p.runtime_id in ("vllm", "tgi"):
+            assert not p.runs and "BF16 copy" in p.reason
+    assert "--quantization bitsandbytes" not in rec.best.launch
+
+
+def test_a_checkpoint_rule_with_a_load_mode_is_refused(tmp_path):
+    bad = tmp_path / "rules.csv"
+    bad.write_text(SUPPORT_CSV.read_text().splitlines()[0]
+                   + "\nvllm,checkpoint,float8_e4m3,bnb,,,,dequantized,full,,,,https://example.org/x\n")
+    with pytest.raises(ValueError, match="line 2: a checkpoint rule"):
+        load_support_rules(bad)
