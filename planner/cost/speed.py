@@ -190,13 +190,13 @@ CALIBRATED_ON: dict[tuple[str, str], frozenset[str]] = {
 #   60.5 % (9);
 # - serving engines: `python benchmarks/engines.py`, columns "decode p90" (decode tok/s, single-stream request latency,
 #   static-batch and max-load throughput) and "prefill p90" (prefill tok/s, TTFT): vLLM 12.9 % (216 rows) / none,
-#   TensorRT-LLM 20.4 % (39) / 22.2 % (8), ExLlamaV2 10.1 % (28) / none, MLX 10.5 % (7) / 7.1 % (7).
+#   TensorRT-LLM 31.0 % (85) / 22.2 % (8), ExLlamaV2 10.1 % (28) / none, MLX 10.5 % (7) / 7.1 % (7).
 # None: no published rows of that metric, so UNTESTED_WIDTH (assumed). Measured here: assumed 10 % (run-to-run and
 # workload spread). Calibrated elsewhere: twice the engine's p90, at least 30 % (assumed). Assumed constants: 60 %
 # (assumed: the assumed constants these replaced were off by up to 1.9x, e.g. vLLM W4A16 on an H100).
 SPEED_P90: dict[tuple[str, str], tuple[float, float | None]] = {  # (engine, backend) -> (decode, prefill)
     ("llamacpp", "cuda"): (0.21, 0.72), ("llamacpp", "metal"): (0.17, 0.72), ("llamacpp", "cpu"): (0.53, 0.61),
-    ("vllm", "cuda"): (0.13, None), ("trtllm", "cuda"): (0.20, 0.22), ("exllamav2", "cuda"): (0.10, None),
+    ("vllm", "cuda"): (0.13, None), ("trtllm", "cuda"): (0.31, 0.22), ("exllamav2", "cuda"): (0.10, None),
     ("mlx", "metal"): (0.11, 0.07),
 }
 MEASURED_WIDTH, ELSEWHERE_MIN_WIDTH, ASSUMED_WIDTH, UNTESTED_WIDTH = 0.10, 0.30, 0.60, 0.30
