@@ -376,6 +376,10 @@ def test_best_here_tab_ranks_like_the_library_and_opens_a_model(catalog, registr
             assert [f.spec.id for f in pane.ranking.ranked] == [f.spec.id for f in want.ranked]
             table = app.screen.query_one("#rank-table", DataTable)
             assert [str(k.value) for k in table.rows] == [f.spec.id for f in want.ranked]
+            from planner.recommend import speed_cell  # the decode cell is the CLI's formatter (a band where weak)
+
+            assert all(str(table.get_row_at(n)[5]) == speed_cell(f.plan, "decode_tokens_per_s")
+                       for n, f in enumerate(pane.ranking.ranked))
             pane.use = "coding"
             pane.recompute()
             for _ in range(100):

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Label, Select, Static
 from planner.capability import USES, unit
 from planner.fit import DEFAULT_MIN_TOKENS_PER_S, Ranking, bundled_models, rank_models
 from planner.plan import GIB
+from planner.recommend import speed_cell
 from planner.tui.state import make_target
 
 
@@ -91,7 +92,7 @@ class RankPane(Vertical):
             p, e = f.plan, f.expected
             assert p is not None and e is not None and f.capability.score is not None
             table.add_row(str(i), Text(f.spec.name, style="bold" if i == 1 else ""), p.format_id, p.runtime_id,
-                          f"{p.total_memory_bytes / GIB:.1f}", f"{p.decode_tokens_per_s:.1f}",
+                          f"{p.total_memory_bytes / GIB:.1f}", speed_cell(p, "decode_tokens_per_s"),
                           f"{p.quality.get('kld', 0):.3f} {p.quality.get('label', '')}",
                           f"{f.capability.score:g}{unit(f.capability)}",
                           Text(f"{e.value:.0f} ({e.low:.0f}-{e.high:.0f})" + (" extrapolated" if e.extrapolated else ""),
