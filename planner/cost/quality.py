@@ -435,8 +435,13 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             rhs[i] += w * vi * y
             for j, vj in x:
                 a[i][j] += w * vi * vj
-    for k in models:
-        a[idx["m:" + k]][idx["m:" + k]] += MODEL_FX_SHRINK
+    for k in models:  # a model's effect shrinks toward 0, a point release's toward its predecessor's (sibling)
+        i, sib = idx["m:" + k], idx.get("m:" + sibling(k))
+        a[i][i] += MODEL_FX_SHRINK
+        if sib is not None:
+            a[sib][sib] += MODEL_FX_SHRINK
+            a[i][sib] -= MODEL_FX_SHRINK
+            a[sib][i] -= MODEL_FX_SHRINK
     for s in multi:
         a[idx["s:" + s]][idx["s:" + s]] += SOURCE_FX_SHRINK
     for f in by:  # a group quantizer's level is pulled toward its nearest sibling mechanism that has rows
