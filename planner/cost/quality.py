@@ -195,13 +195,36 @@ def published_rows() -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+# Word-level perplexity (lm-eval's `wikitext` word_perplexity, which torchao's tables report) against the token-level
+# perplexity of every other source: both are exp(total NLL / count), so ln PPL_word = (tokens / words) x ln PPL_token
+# and a word-level increase converts as (1 + p)^(words / tokens) - 1. Tokens per word of WikiText-2 test: 245,569 words
+# (Merity et al. 2016, arXiv 1609.07843, Table 1); llama.cpp's perplexity tool splits wiki.test.raw into 655 chunks of
+# 512 tokens with the 32k LLaMA/Llama-2 tokenizer (llama.cpp PR #270, issue #1003) and 564 with Llama 3's 128k
+# tokenizer (llama.cpp issue #7119). lm-eval counts whitespace words of the raw documents, close to the same count.
+WIKITEXT2_TEST_WORDS = 245_569
+TOKENS_PER_WORD = {"llama-3": 564 * 512 / WIKITEXT2_TEST_WORDS, "": 655 * 512 / WIKITEXT2_TEST_WORDS}
+
+
+def tokens_per_word(model: str) -> float:
+    """WikiText-2 tokens per word for a model_key's tokenizer (Llama 3's 128k vocabulary, else the 32k LLaMA one)."""
+    return TOKENS_PER_WORD["llama-3" if model.startswith("llama-3") else ""]
+
+
+def token_level_pct(row: dict[str, str]) -> float:
+    """A row's perplexity increase in token-level terms (word-level rows converted, see TOKENS_PER_WORD)."""
+    p = float(row["ppl_delta_pct"])
+    if "word" not in row["dataset"].lower():
+        return p
+    return ((1 + p / 100) ** (1 / tokens_per_word(model_key(row["model"]))) - 1) * 100
+
+
 def fit_rows(rows: list[dict[str, str]] | None = None) -> list[Row]:
-    """The rows marked fit=yes, with bits and a positive perplexity increase."""
+    """The rows marked fit=yes, with bits and a positive perplexity increase (token-level: token_level_pct)."""
     out = []
     for r in published_rows() if rows is None else rows:
         if r["fit"] != "yes" or not r["bits"] or not r["ppl_delta_pct"]:
             continue
-        out.append(Row(r["family"], float(r["bits"]), int(r["group_size"] or 0), r["model"], float(r["ppl_delta_pct"]),
+        out.append(Row(r["family"], float(r["bits"]), int(r["group_size"] or 0), r["model"], token_level_pct(r),
                        float(r["value"]) if r["metric"] == "kld" else None, r["source"]))
     return out
 
