@@ -229,6 +229,19 @@ def fit_rows(rows: list[dict[str, str]] | None = None) -> list[Row]:
     return out
 
 
+def ln_nll(ppl_pct: float) -> float:
+    """The fitted quantity: ln of the added mean NLL (nats/token), ln(ln(1 + ppl%/100)). Perplexity is exp(mean NLL),
+    and weight noise adds NLL in proportion to its variance (second order in the logit error), so the added NLL, not
+    the perplexity increase, is what falls 4x per code bit; the two agree for small losses, and at 2 bits (where the
+    perplexity grows several-fold) the increase is exponential in it."""
+    return math.log(math.log1p(ppl_pct / 100))
+
+
+def pct_from_ln_nll(y: float) -> float:
+    """The perplexity increase, percent, for a fitted ln(added NLL)."""
+    return 100 * math.expm1(math.exp(y))
+
+
 def _solve(xs: list[list[float]], ys: list[float], ws: list[float] | None = None) -> list[float]:
     """(Weighted) least squares by the normal equations (a few unknowns; Gaussian elimination with partial pivoting)."""
     n = len(xs[0])
@@ -441,7 +454,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     for r, w in zip(rows, _cell_weights(rows)):
         k = model_key(r.model)
         p = precision_bits(r.family, r.bits, r.group)
-        y = math.log(r.ppl_pct)
+        y = ln_nll(r.ppl_pct)
         x: list[tuple[int, float]] = [(idx["A:" + r.family], 1.0), (idx["m:" + k], 1.0)]
         sc = slope_col(r.family)
         if sc is not None:
@@ -491,7 +504,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
                         chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx)
         # residuals without the setup effect: the spread a user with an unknown setup meets; the model's own
         # residual in this family (beyond its shared effect, setup removed) is kept for `published` predictions
-        res = [math.log(r.ppl_pct) - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rs]
+        res = [ln_nll(r.ppl_pct) - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rs]
         if len(rs) >= MIN_ROWS_FOR_SPREAD:
             lo, hi = min(_quantile(res, 0.1), -0.1), max(_quantile(res, 0.9), 0.1)
         else:
@@ -618,7 +631,7 @@ def head_factor(fits: dict[str, FamilyFit], family: str, bits: float, group: int
         return 1.0
 
     def loss(b: float) -> float:
-        return 0.0 if b >= 15 else math.exp(fit.ln_ppl(b, group, model))
+        return 0.0 if b >= 15 else math.exp(fit.ln_ppl(b, group, model))  # the added NLL, nats/token
 
     s = HEAD_WEIGHT * share
     return (loss(bits) + s * loss(head_bits)) / (loss(bits) + s * loss(usual))
@@ -675,7 +688,7 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
                 + (" (one source: extrapolated)" if basis == "extrapolated" and fit.n_sources < 2 else ""))
     if sib in fit.models or (sib and mfx):
         note += f", with the published residual of its predecessor {sib} (same architecture and size)"
-    return math.exp(ln), math.exp(ln + fit.lo - widen), math.exp(ln + fit.hi + widen), basis, note
+    return pct_from_ln_nll(ln), pct_from_ln_nll(ln + fit.lo - widen), pct_from_ln_nll(ln + fit.hi + widen), basis, note
 
 
 def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bfloat16") -> Quality:

@@ -137,25 +137,25 @@ def test_a_model_with_published_rows_keeps_its_own_residual_and_a_point_release_
     """Llama-3-8B's own K-quant rows (llama.cpp's scoreboard) keep their residual beyond the model's shared effect; a
     point release without rows (qwen3.5-8b) takes its predecessor's shared effect; a model without either keeps the
     family line plus the heavily-trained term."""
-    from planner.cost.quality import model_key, predict, sibling
+    from planner.cost.quality import ln_nll, model_key, pct_from_ln_nll, predict, sibling
 
     fits = fit_all(fit_rows())
     gguf = fits["gguf"]
     own = [r for r in fit_rows() if r.family == "gguf" and model_key(r.model) == "llama-3-8b"]
     assert len(own) >= 5
-    res = [math.log(r.ppl_pct) - gguf.ln_ppl(r.bits, r.group, "llama-3-8b") - gguf.source_effect(r.source) for r in own]
+    res = [ln_nll(r.ppl_pct) - gguf.ln_ppl(r.bits, r.group, "llama-3-8b") - gguf.source_effect(r.source) for r in own]
     assert gguf.offset("llama-3-8b") == pytest.approx(sum(res) / (len(res) + 1))  # shrunk mean of its residuals
     bits = own[0].bits
-    line = math.exp(gguf.ln_ppl(bits, 0, "llama-3-8b"))
     published = predict(fits, "gguf", bits, 0, "llama-3-8b")
-    assert published[3] == "published" and published[0] == pytest.approx(line * math.exp(gguf.offset("llama-3-8b")))
+    assert published[3] == "published"
+    assert published[0] == pytest.approx(pct_from_ln_nll(gguf.ln_ppl(bits, 0, "llama-3-8b") + gguf.offset("llama-3-8b")))
     assert sibling("llama-3.1-8b") == "llama-3-8b" and sibling("qwen3-8b") == "" and sibling("mistral-7b-v0.3") == ""
     assert "qwen3.5-8b" not in dict(gguf.model_fx) and gguf.model_effect("qwen3-8b") != 0
     point = predict(fits, "gguf", bits, 0, "qwen3.5-8b")
     assert point[3] == "published-family" and "qwen3-8b" in point[4]
     assert point[0] == pytest.approx(predict(fits, "gguf", bits, 0, "qwen3-8b")[0])
     other = predict(fits, "gguf", bits, 0, "gemma-3-12b")
-    assert other[0] == pytest.approx(math.exp(gguf.curve(bits, 0) + gguf.g))  # heavily trained, no rows of its own
+    assert other[0] == pytest.approx(pct_from_ln_nll(gguf.curve(bits, 0) + gguf.g))  # heavily trained, no rows of its own
 
 
 def test_group_size_enters_once_through_the_quantizer_range():
