@@ -1,15 +1,25 @@
 """Expected quality loss of a format: KL divergence and perplexity change versus 16-bit weights, with an interval.
 
-Per family, not across families. The published measurements in planner/data/quality_published.csv (one source per
-row; planner/data/README.md) are fitted family by family: ln(PPL increase %) = a + b * bits (+ c * log2(group size)
-where the family's rows vary the group), where bits are the format's *bits per quantized linear weight* on the model
-(its per-tensor assignments; 16-bit embeddings, heads and norms never count). The slope b comes from the family's
-own rows where they span at least MIN_BITS_SPAN bits, else from the GGUF K-quant family (stated in `note`). There is
-no model-size term: the rows disagree on its direction (Llama-2-70B loses less than 7B, Llama-3-70B more than 8B).
-Families without rows borrow a named family's fit (EXTRAPOLATE) and say `extrapolated`, with a wider interval.
-Each source weighs the same within its family however many rows it published. A model with published rows in the
-family keeps its own mean residual (shrunk by MODEL_SHRINK; basis `published`), and a point release without rows takes
-its same-size predecessor's (Llama-3.1-8B from Llama-3-8B; `sibling`).
+The published measurements in planner/data/quality_published.csv (one source per row; planner/data/README.md) are
+fitted in one penalized least-squares fit (fit_all) of the added NLL, ln(ln(1 + ppl%)) (ln_nll; word-level
+perplexities converted to token level first, token_level_pct):
+- each family has its own level and line in bits per *quantized linear weight* (its per-tensor assignments; 16-bit
+  embeddings, heads and norms never count). GGUF and FP8 families have their own bits slope where their rows span
+  MIN_BITS_SPAN bits, else the GGUF K-quant slope;
+- the group quantizers (GROUPED: RTN, GPTQ, AWQ, HQQ, MLX, bitsandbytes, NVFP4/MXFP4, INT8, EXL2) share the mechanism:
+  the loss falls 4x per bit of the *code* (GROUPED_SLOPE; precision_bits drops the scales) and grows with the range
+  one scale covers, GAMMA x ln H_group (range_term; one coefficient, fitted), so the group size is counted once;
+- a group quantizer's level is pulled toward its sibling mechanism's (PRIOR: MLX toward RTN, EXL2 toward GPTQ, NVFP4
+  toward FP4...), by FAMILY_PRIOR_SOURCES; a family without rows takes the sibling's level; predictions of a family
+  with a single source, or without rows, say `extrapolated` and get a wider interval;
+- a model's effect (its sensitivity to weight noise) is shared across families and shrunk toward 0, a point release's
+  toward its predecessor's (sibling), on top of a shared heavily-trained-release term (HEAVY_TRAINED);
+- a source's setup effect (context, dataset, base vs instruct, its implementation) is shared across the families it
+  measured, and exists only for a source with rows in two or more families (else it is the family's level).
+  Predictions for a user carry no setup effect: the interval is the spread of the residuals without it.
+Each source weighs the same within a family however many rows it published. There is no model-size term: the rows
+disagree on its direction (Llama-2-70B loses less than 7B, Llama-3-70B more than 8B). A model with published rows in
+the family keeps its own mean residual there (shrunk by MODEL_SHRINK; basis `published`).
 Each row carries its family's usual head (USUAL_HEAD_BITS). A format whose head (output.weight / lm_head, or the
 tied token embedding) is stored at other bits is adjusted by head_factor: the head counts as HEAD_WEIGHT x its share of
 the quantized parameters, its loss read off the same family curve at the head's bits.
@@ -298,7 +308,7 @@ def family_group(family: str, group: int) -> int:
 
 @dataclass(frozen=True)
 class FamilyFit:
-    """ln(ppl%) = a + b * precision bits (+ c * ln H_group for the group quantizers) + g * heavy + the model's effect;
+    """ln(added NLL) = a + b * precision bits (+ c * ln H_group for the group quantizers) + g * heavy + the model's effect;
     residual 10/90 % quantiles (without the source's setup effect: a user's setup is unknown); the measured bits."""
 
     family: str
