@@ -72,7 +72,7 @@ PRIOR = {
     "gptq-8bit": "gptq",
     "bnb-nf4": "rtn",  # absmax round-to-nearest per 64 onto a 16-level normal-quantile grid
     "bnb-fp4": "bnb-nf4",  # the same blocks onto the E2M1 float grid
-    "nvfp4": "bnb-fp4",  # E2M1 per 16 with an FP8 scale (the group enters through range_term)
+    "nvfp4": "bnb-fp4",  # E2M1 per 16 with an FP8 scale (the group enters through range_term); see LOWER_BOUND_PRIOR
     "mxfp4": "nvfp4",  # E2M1 per 32 with a power-of-two (E8M0) scale
     "int8-wo": "rtn",  # per-channel round-to-nearest int8
     # W8A8's loss is mostly its activations' (outlier channels), a mechanism no weight-only family shares: no prior
@@ -92,6 +92,16 @@ EXTRAPOLATE = {
 # fit the slope to the rows instead; the 3-4 bit rows alone give a steeper -1.69, which sends 8-bit predictions ~5x
 # below the int8 rows)
 GROUPED_SLOPE: float | None = -2 * math.log(2)
+# Resolution of a published perplexity change, percent (assumed from the tables: torchao prints 2 decimals on
+# perplexities of 7-12, i.e. +-0.1 % per difference, and its int8 weight-only row on Llama-2-7B-chat reads -0.07 %;
+# arXiv 2505.02214's 8-bit rows are left out of the data for the same reason)
+RESOLUTION_PCT = 0.1
+FIT_SCATTER_LN = 0.3  # assumed: the scatter of a row about the fit, ln units (the families' 10-90 % residuals ~ +-0.3)
+# Families whose sibling prior is weight-only while their deployments (and rows) also quantize activations: the prior
+# is then a lower bound, used without rows but not pulling the level of rows. NVFP4: ModelOpt checkpoints and torchao's
+# NVFP4InferenceConfig (mm_config NVFP4MMConfig.DYNAMIC by default, torchao/prototype/mx_formats/inference_workflow.py)
+# quantize activations to NVFP4 as well
+LOWER_BOUND_PRIOR = frozenset({"nvfp4", "mxfp4"})
 FAMILY_PRIOR_SOURCES = 1.0  # assumed: the sibling mechanism's level counts as one more source in a family's level
 MODEL_FX_SHRINK = 1.0  # assumed: a model's shared effect counts n / (n + 1) of its rows' mean residual
 SOURCE_FX_SHRINK = 1.0  # assumed: a setup's effect counts n / (n + 1) of its rows' mean residual
@@ -379,6 +389,13 @@ def _cell_weights(rows: list[Row]) -> list[float]:
     return [1.0 / n[(r.family, _src(r))] for r in rows]
 
 
+def resolution_weight(ppl_pct: float) -> float:
+    """A row's weight for its measurement's resolution: s^2 / (s^2 + (noise / change)^2), s the fit's scatter in ln
+    (FIT_SCATTER_LN) and noise the resolution of a published perplexity change (RESOLUTION_PCT); a change of 0.1 % is
+    mostly rounding, one of 1 % or more counts fully."""
+    return FIT_SCATTER_LN ** 2 / (FIT_SCATTER_LN ** 2 + (RESOLUTION_PCT / ppl_pct) ** 2)
+
+
 def _prior_chain(family: str) -> list[str]:
     """The family's sibling mechanisms, nearest first (PRIOR), without cycles."""
     out, f = [], PRIOR.get(family)
@@ -462,6 +479,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     a = [[0.0] * n for _ in range(n)]
     rhs = [0.0] * n
     for r, w in zip(rows, _cell_weights(rows)):
+        w *= resolution_weight(r.ppl_pct)
         k = model_key(r.model)
         p = precision_bits(r.family, r.bits, r.group)
         y = ln_nll(r.ppl_pct)
@@ -491,7 +509,8 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     for s in multi:
         a[idx["s:" + s]][idx["s:" + s]] += SOURCE_FX_SHRINK
     for f in by:  # a group quantizer's level is pulled toward its nearest sibling mechanism that has rows
-        parent = next((p for p in _prior_chain(f) if p in by), None) if f in GROUPED else None
+        parent = (next((p for p in _prior_chain(f) if p in by), None)
+                  if f in GROUPED and f not in LOWER_BOUND_PRIOR else None)
         if parent is not None:
             i, j = idx["A:" + f], idx["A:" + parent]
             a[i][i] += FAMILY_PRIOR_SOURCES
