@@ -209,3 +209,37 @@ def test_a_setup_effect_comes_only_from_a_sources_other_families():
     assert fits["rtn"].source_effect(qwen) != 0
     left = fit_all([r for r in rows if r.source[:SOURCE_KEY_CHARS] != qwen])
     assert left["rtn"].source_effect(qwen) == 0
+
+
+def test_word_level_rows_convert_to_token_level_and_rounding_sized_rows_weigh_less():
+    """lm-eval's wikitext word perplexity is exp(NLL / words): a row's increase converts to tokens by WikiText-2's
+    tokens per word of the model's tokenizer; a change near the tables' resolution counts for little in the fit."""
+    from planner.cost.quality import TOKENS_PER_WORD, resolution_weight, token_level_pct, tokens_per_word
+
+    assert TOKENS_PER_WORD[""] == pytest.approx(655 * 512 / 245_569) and tokens_per_word("llama-2-7b") > 1.3
+    assert tokens_per_word("llama-3.1-8b") == pytest.approx(564 * 512 / 245_569)
+    word = next(r for r in published_rows() if r["fit"] == "yes" and "word" in r["dataset"].lower()
+                and r["model"].startswith("Llama-3"))
+    p = float(word["ppl_delta_pct"])
+    tok = token_level_pct(word)
+    assert tok < p and math.log1p(p / 100) == pytest.approx(tokens_per_word("llama-3-8b") * math.log1p(tok / 100))
+    token = next(r for r in published_rows() if r["fit"] == "yes" and r["source"].startswith("AWQ paper"))
+    assert token_level_pct(token) == float(token["ppl_delta_pct"])
+    assert resolution_weight(0.08) < 0.1 < 0.85 < resolution_weight(1.0) < resolution_weight(5.0) <= 1
+
+
+def test_nvfp4_rows_set_its_level_and_its_weight_only_prior_serves_only_without_rows():
+    """NVFP4's sibling (FP4 weights, bitsandbytes) quantizes no activations, NVFP4's row does: with the row the family
+    level follows it; without rows the prior's level is used and labelled extrapolated."""
+    from planner.cost.quality import LOWER_BOUND_PRIOR, model_key, predict
+
+    rows = fit_rows()
+    (row,) = [r for r in rows if r.family == "nvfp4"]
+    assert "nvfp4" in LOWER_BOUND_PRIOR
+    fits = fit_all(rows)
+    own = predict(fits, "nvfp4", row.bits, row.group, model_key(row.model), row.source)[0]
+    assert 1 / 1.1 < own / row.ppl_pct < 1.1
+    without = fit_all([r for r in rows if r.family != "nvfp4"])
+    assert without["nvfp4"].a == without["bnb-fp4"].a
+    prior = predict(without, "nvfp4", row.bits, row.group, model_key(row.model))
+    assert prior[3] == "extrapolated" and prior[0] < own  # the weight-only prior misses the activations' loss
