@@ -73,7 +73,9 @@ PRIOR = {
     "bnb-nf4": "rtn",  # absmax round-to-nearest per 64 onto a 16-level normal-quantile grid
     "bnb-fp4": "bnb-nf4",  # the same blocks onto the E2M1 float grid
     "nvfp4": "bnb-fp4",  # E2M1 per 16 with an FP8 scale (the group enters through range_term); see LOWER_BOUND_PRIOR
-    "mxfp4": "nvfp4",  # E2M1 per 32 with a power-of-two (E8M0) scale
+    # E2M1 per 32 with a power-of-two (E8M0) scale, weight-only as llama.cpp and vLLM run gpt-oss: the weight-only FP4
+    # family, not NVFP4 (whose rows quantize activations too); the E8M0 scale's rounding is not modelled
+    "mxfp4": "bnb-fp4",
     "int8-wo": "rtn",  # per-channel round-to-nearest int8
     # W8A8's loss is mostly its activations' (outlier channels), a mechanism no weight-only family shares: no prior
     "bnb-int8": "int8-wo",  # LLM.int8: per-row int8 weights, outlier columns kept in fp16
@@ -101,7 +103,7 @@ FIT_SCATTER_LN = 0.3  # assumed: the scatter of a row about the fit, ln units (t
 # is then a lower bound, used without rows but not pulling the level of rows. NVFP4: ModelOpt checkpoints and torchao's
 # NVFP4InferenceConfig (mm_config NVFP4MMConfig.DYNAMIC by default, torchao/prototype/mx_formats/inference_workflow.py)
 # quantize activations to NVFP4 as well
-LOWER_BOUND_PRIOR = frozenset({"nvfp4", "mxfp4"})
+LOWER_BOUND_PRIOR = frozenset({"nvfp4"})
 FAMILY_PRIOR_SOURCES = 1.0  # assumed: the sibling mechanism's level counts as one more source in a family's level
 MODEL_FX_SHRINK = 1.0  # assumed: a model's shared effect counts n / (n + 1) of its rows' mean residual
 SOURCE_FX_SHRINK = 1.0  # assumed: a setup's effect counts n / (n + 1) of its rows' mean residual
@@ -711,7 +713,8 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
     else:
         note = (f"{family} family fit ({fit.n} published rows from {fit.n_sources} source"
                 f"{'s' if fit.n_sources != 1 else ''} at {span} bits, {slope}"
-                + (f"; level pulled toward the {fit.prior} mechanism" if fit.prior else "") + f") at {at}"
+                + (f"; the weight-only {fit.prior} mechanism is only its lower bound" if family in LOWER_BOUND_PRIOR else
+                   f"; level pulled toward the {fit.prior} mechanism" if fit.prior else "") + f") at {at}"
                 + (" (outside the measured bits: extrapolated)" if not fit.bits_min - BITS_MARGIN <= bits
                    <= fit.bits_max + BITS_MARGIN else "")
                 + (" (one source: extrapolated)" if basis == "extrapolated" and fit.n_sources < 2 else ""))
