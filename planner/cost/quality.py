@@ -738,7 +738,9 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
     key = model_key(mc.spec.id)
     ppl, plo, phi, basis, note = predict(_fits(), family, bits, group, key)
     note += f"; head {head_bits:.1f} bits"
-    usual = usual_head_bits(fmt, family, mc, head_bits)
+    fit = _fits().get(family)
+    # the rows a prediction rests on set the usual head: a family without rows rests on its sibling mechanism's
+    usual = usual_head_bits(fmt, fit.prior if fit is not None and fit.n == 0 and fit.prior else family, mc, head_bits)
     if head_bits != usual:  # the interval keeps its ends and widens by the whole adjustment (HEAD_WEIGHT is assumed)
         f = head_factor(_fits(), family, bits, group, key, head_bits, usual, share)
         ppl, plo, phi = ppl * f, plo * min(f, 1.0) ** 2, phi * max(f, 1.0) ** 2

@@ -243,3 +243,19 @@ def test_nvfp4_rows_set_its_level_and_its_weight_only_prior_serves_only_without_
     assert without["nvfp4"].a == without["bnb-fp4"].a
     prior = predict(without, "nvfp4", row.bits, row.group, model_key(row.model))
     assert prior[3] == "extrapolated" and prior[0] < own  # the weight-only prior misses the activations' loss
+
+
+def test_a_family_without_rows_takes_its_siblings_usual_head(registry, monkeypatch):
+    """MLX quantizes its head with the linears; RTN's rows keep it in 16-bit. Resting on RTN (no MLX rows), an MLX
+    4-bit head is charged against RTN's 16-bit one; with MLX's own rows the head is the usual one."""
+    import planner.cost.quality as Q
+
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    with_rows = expected_quality(get_format("mlx-4bit"), mc)
+    assert "usual head" not in with_rows.note
+    without = fit_all([r for r in fit_rows() if r.family != "mlx"])
+    monkeypatch.setattr(Q, "_fits", lambda: without)
+    q = expected_quality(get_format("mlx-4bit"), mc)
+    bits, group, _ = Q.linear_bits(get_format("mlx-4bit"), mc)
+    plain = Q.predict(without, "mlx", bits, group, Q.model_key(mc.spec.id))[0]
+    assert q.basis == "extrapolated" and "usual head is 16.0 bits" in q.note and q.ppl_delta_pct > plain
