@@ -10,7 +10,9 @@ Three columns of factor error, max(pred / obs, obs / pred) of the perplexity inc
   rows in other families stay, so its setup effect transfers. This is the prediction for a lab whose setup is
   known from its other measurements.
 Families with a single source have no own rows left in either held-out column: their predictions there are the
-sibling mechanism's prior (quality.PRIOR), printed apart. Run: python benchmarks/quality.py [--rows FAMILY]
+sibling mechanism's prior (quality.PRIOR), printed apart, with their own head charged against the sibling rows' usual
+head as expected_quality does (MLX quantizes its head; the RTN rows keep it 16-bit). Run:
+python benchmarks/quality.py [--rows FAMILY]
 """
 
 from __future__ import annotations
@@ -21,7 +23,39 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from planner.cost.quality import SOURCE_KEY_CHARS, Row, fit_all, fit_rows, model_key, predict  # noqa: E402
+from planner.cost.quality import (GPU_HEAD_BITS, SOURCE_KEY_CHARS, USUAL_HEAD_BITS, FamilyFit, Row, fit_all,  # noqa: E402
+                                  fit_rows, head_factor, model_key, predict)
+
+_HEAD_SHARE: dict[str, float | None] = {}
+
+
+def head_share(model: str) -> float | None:
+    """The model's head (lm_head, or the tied embedding) as a share of its quantized linear weights, from its planner
+    profile (None without one)."""
+    if model not in _HEAD_SHARE:
+        from planner.cost.model import ModelCost
+        from planner.cost.quality import _linear_and_head
+        from planner.formats import get_format
+        from planner.models.profiles import load_registry
+
+        reg = load_registry()
+        _HEAD_SHARE[model] = (_linear_and_head(get_format("mlx-4bit"), ModelCost(reg.get(model)))[3]
+                              if model in reg.models else None)
+    return _HEAD_SHARE[model]
+
+
+def with_head(fits: dict[str, FamilyFit], r: Row, pred: float) -> float:
+    """A held-out family resting on its sibling's rows is rated as the planner rates it: its own head (MLX: quantized
+    like the linears, at the row's bits; EXL2: 6 bits) charged against the sibling rows' usual head (head_factor)."""
+    fit = fits.get(r.family)
+    if fit is None or fit.n or not fit.prior:
+        return pred
+    own, usual = USUAL_HEAD_BITS.get(r.family, GPU_HEAD_BITS), USUAL_HEAD_BITS.get(fit.prior, GPU_HEAD_BITS)
+    own = r.bits if own is None else own
+    share = head_share(model_key(r.model))
+    if usual is None or own == usual or share is None:
+        return pred
+    return pred * head_factor(fits, r.family, r.bits, r.group, model_key(r.model), own, usual, share)
 
 
 def source_key(r: Row) -> str:
@@ -44,7 +78,8 @@ def predictions(rows: list[Row], mode: str) -> list[tuple[Row, float]]:
     for src, fam in cells:
         held = [r for r in rows if source_key(r) == src and (not fam or r.family == fam)]
         fits = fit_all([r for r in rows if r not in held])
-        out += [(r, predict(fits, r.family, r.bits, r.group, model_key(r.model), r.source)[0]) for r in held]
+        out += [(r, with_head(fits, r, predict(fits, r.family, r.bits, r.group, model_key(r.model), r.source)[0]))
+                for r in held]
     return out
 
 
