@@ -251,7 +251,8 @@ def layout_runners_up(rec: Recommendation) -> list[Plan]:
 _BASIS_WORDS = {
     "published": "published measurements of this format's family on this model",
     "published-family": "published measurements of this format's family on other models",
-    "extrapolated": "extrapolated: no published measurements of this format's family at these bits, so the range is wide",
+    "extrapolated": ("extrapolated: the published measurements of this format's family do not cover it (other bits, no rows of "
+                     "its own, or a single source), so the range is wide"),
 }
 
 

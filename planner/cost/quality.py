@@ -1,15 +1,25 @@
 """Expected quality loss of a format: KL divergence and perplexity change versus 16-bit weights, with an interval.
 
-Per family, not across families. The published measurements in planner/data/quality_published.csv (one source per
-row; planner/data/README.md) are fitted family by family: ln(PPL increase %) = a + b * bits (+ c * log2(group size)
-where the family's rows vary the group), where bits are the format's *bits per quantized linear weight* on the model
-(its per-tensor assignments; 16-bit embeddings, heads and norms never count). The slope b comes from the family's
-own rows where they span at least MIN_BITS_SPAN bits, else from the GGUF K-quant family (stated in `note`). There is
-no model-size term: the rows disagree on its direction (Llama-2-70B loses less than 7B, Llama-3-70B more than 8B).
-Families without rows borrow a named family's fit (EXTRAPOLATE) and say `extrapolated`, with a wider interval.
-Each source weighs the same within its family however many rows it published. A model with published rows in the
-family keeps its own mean residual (shrunk by MODEL_SHRINK; basis `published`), and a point release without rows takes
-its same-size predecessor's (Llama-3.1-8B from Llama-3-8B; `sibling`).
+The published measurements in planner/data/quality_published.csv (one source per row; planner/data/README.md) are
+fitted in one penalized least-squares fit (fit_all) of the added NLL, ln(ln(1 + ppl%)) (ln_nll; word-level
+perplexities converted to token level first, token_level_pct):
+- each family has its own level and line in bits per *quantized linear weight* (its per-tensor assignments; 16-bit
+  embeddings, heads and norms never count). GGUF and FP8 families have their own bits slope where their rows span
+  MIN_BITS_SPAN bits, else the GGUF K-quant slope;
+- the group quantizers (GROUPED: RTN, GPTQ, AWQ, HQQ, MLX, bitsandbytes, NVFP4/MXFP4, INT8, EXL2) share the mechanism:
+  the loss falls 4x per bit of the *code* (GROUPED_SLOPE; precision_bits drops the scales) and grows with the range
+  one scale covers, GAMMA x ln H_group (range_term; one coefficient, fitted), so the group size is counted once;
+- a group quantizer's level is pulled toward its sibling mechanism's (PRIOR: MLX toward RTN, EXL2 toward GPTQ, NVFP4
+  toward FP4...), by FAMILY_PRIOR_SOURCES; a family without rows takes the sibling's level; predictions of a family
+  with a single source, or without rows, say `extrapolated` and get a wider interval;
+- a model's effect (its sensitivity to weight noise) is shared across families and shrunk toward 0, a point release's
+  toward its predecessor's (sibling), on top of a shared heavily-trained-release term (HEAVY_TRAINED);
+- a source's setup effect (context, dataset, base vs instruct, its implementation) is shared across the families it
+  measured, and exists only for a source with rows in two or more families (else it is the family's level).
+  Predictions for a user carry no setup effect: the interval is the spread of the residuals without it.
+Each source weighs the same within a family however many rows it published. There is no model-size term: the rows
+disagree on its direction (Llama-2-70B loses less than 7B, Llama-3-70B more than 8B). A model with published rows in
+the family keeps its own mean residual there (shrunk by MODEL_SHRINK; basis `published`).
 Each row carries its family's usual head (USUAL_HEAD_BITS). A format whose head (output.weight / lm_head, or the
 tied token embedding) is stored at other bits is adjusted by head_factor: the head counts as HEAD_WEIGHT x its share of
 the quantized parameters, its loss read off the same family curve at the head's bits.
@@ -23,7 +33,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,22 +58,63 @@ BITS_MARGIN = 0.5  # assumed: a prediction more than this outside the family's m
 # same type). Assumed grouping by release (>= ~9T training tokens); the factor itself is fitted (GENERATION_ITERS).
 HEAVY_TRAINED = ("llama-3", "qwen2", "qwen3", "gemma-2", "gemma-3", "phi-3", "phi-4", "gpt-oss", "deepseek", "mistral-small",
                  "mistral-nemo", "mistral-large", "command-r", "smollm2")
-GENERATION_ITERS = 20  # alternating least squares: family terms, then the shared heavily-trained-model term
 PER_CHANNEL_GROUP = 4096  # a per-channel scale spans a whole row: taken as a group of 4096 (Llama-7B/8B rows)
-# Families without usable rows, and the fitted family each borrows (the nearest quantizer by mechanism):
+# The group quantizers: a grid of 2^b codes over each group's range. They share the bits slope and the range
+# coefficient (range_term); each has its own level. PRIOR names the sibling mechanism each level is pulled toward
+# (and taken from when the family has no rows): the same grid, group layout and bits, differing in the rounding.
+GROUPED = frozenset({"rtn", "gptq", "awq", "hqq", "mlx", "bnb-nf4", "bnb-fp4", "nvfp4", "mxfp4", "int8-wo",
+                     "int8-w8a8", "bnb-int8", "gptq-8bit", "exl2"})
+PRIOR = {
+    "mlx": "rtn",  # mlx.nn.quantize: affine (scale + bias) round-to-nearest per group of 64: asymmetric RTN
+    "hqq": "rtn",  # HQQ: round-to-nearest with a zero/scale refined by half-quadratic optimization, no data
+    "gptq": "rtn", "awq": "rtn",  # calibrated int4 on RTN's grid: GPTQ's error feedback, AWQ's channel scaling
+    "exl2": "gptq",  # EXL2 is GPTQ's error-compensated rounding with mixed bit widths per layer (groups of 32)
+    "gptq-8bit": "gptq",
+    "bnb-nf4": "rtn",  # absmax round-to-nearest per 64 onto a 16-level normal-quantile grid
+    "bnb-fp4": "bnb-nf4",  # the same blocks onto the E2M1 float grid
+    "nvfp4": "bnb-fp4",  # E2M1 per 16 with an FP8 scale (the group enters through range_term); see LOWER_BOUND_PRIOR
+    # E2M1 per 32 with a power-of-two (E8M0) scale, weight-only as llama.cpp and vLLM run gpt-oss: the weight-only FP4
+    # family, not NVFP4 (whose rows quantize activations too); the E8M0 scale's rounding is not modelled
+    "mxfp4": "bnb-fp4",
+    "int8-wo": "rtn",  # per-channel round-to-nearest int8
+    # W8A8's loss is mostly its activations' (outlier channels), a mechanism no weight-only family shares: no prior
+    "bnb-int8": "int8-wo",  # LLM.int8: per-row int8 weights, outlier columns kept in fp16
+}
+# Families without rows and no fitted sibling in PRIOR, and the fitted family each borrows (the nearest quantizer by
+# mechanism); e.g. a GGUF or FP8 family left without rows in leave-one-source-out (benchmarks/quality.py):
 EXTRAPOLATE = {
-    "exl2": "gptq",  # EXL2 is GPTQ's error-compensated rounding with mixed bit widths per layer
-    "mxfp4": "bnb-fp4",  # 4-bit E2M1 floats with a block scale (g32, power-of-two scale)
-    "nvfp4": "bnb-fp4",  # 4-bit E2M1 floats with a block scale (g16, FP8 scale)
-    "bnb-int8": "int8-wo",  # LLM.int8: per-row absmax int8 (+ fp16 outlier columns): no worse than int8 weight-only
-    "gptq-8bit": "int8-wo",  # GPTQ rows are all 3-4 bit; at 8 bits the int8 weight-only rows are the nearest
-    # used when a family's own rows are missing (e.g. leave-one-source-out in benchmarks/quality.py):
+    "exl2": "gptq", "mxfp4": "bnb-fp4", "nvfp4": "bnb-fp4", "bnb-int8": "int8-wo", "gptq-8bit": "int8-wo",
     "gguf-imatrix": "gguf", "gguf-legacy": "gguf", "gguf": "gguf-legacy",
-    "mlx": "rtn", "hqq": "rtn", "bnb-nf4": "rtn", "bnb-fp4": "rtn",  # round-to-nearest group quantizers
-    "awq": "gptq", "rtn": "gptq", "gptq": "awq",  # calibrated int4
+    "mlx": "rtn", "hqq": "rtn", "bnb-nf4": "rtn", "bnb-fp4": "rtn", "awq": "gptq", "rtn": "gptq", "gptq": "awq",
     "int8-wo": "gguf-legacy",  # Q8_0 is round-to-nearest int8 (g32)
     "fp8-wo": "fp8-w8a8", "fp8-w8a8": "fp8-wo", "int8-w8a8": "fp8-w8a8",
 }
+# Loss per code bit of a group quantizer: a uniform grid's error variance (step^2 / 12) falls 4x per bit, and in the
+# small-noise regime KLD and the perplexity increase are quadratic in the logit error, so proportional to it (None:
+# fit the slope to the rows instead; the 3-4 bit rows alone give a steeper -1.69, which sends 8-bit predictions ~5x
+# below the int8 rows)
+GROUPED_SLOPE: float | None = -2 * math.log(2)
+# Resolution of a published perplexity change, percent (assumed from the tables: torchao prints 2 decimals on
+# perplexities of 7-12, i.e. +-0.1 % per difference, and its int8 weight-only row on Llama-2-7B-chat reads -0.07 %;
+# arXiv 2505.02214's 8-bit rows are left out of the data for the same reason)
+RESOLUTION_PCT = 0.1
+FIT_SCATTER_LN = 0.3  # assumed: the scatter of a row about the fit, ln units (the families' 10-90 % residuals ~ +-0.3)
+# Families whose sibling prior is weight-only while their deployments (and rows) also quantize activations: the prior
+# is then a lower bound, used without rows but not pulling the level of rows. NVFP4: ModelOpt checkpoints and torchao's
+# NVFP4InferenceConfig (mm_config NVFP4MMConfig.DYNAMIC by default, torchao/prototype/mx_formats/inference_workflow.py)
+# quantize activations to NVFP4 as well
+LOWER_BOUND_PRIOR = frozenset({"nvfp4"})
+FAMILY_PRIOR_SOURCES = 1.0  # assumed: the sibling mechanism's level counts as one more source in a family's level
+MODEL_FX_SHRINK = 1.0  # assumed: a model's shared effect counts n / (n + 1) of its rows' mean residual
+SOURCE_FX_SHRINK = 1.0  # assumed: a setup's effect counts n / (n + 1) of its rows' mean residual
+# Bits per group a family's published `bits` include beyond the codes (planner.formats' layouts): fp16 scale + 4-bit
+# zero (GPTQ/AWQ/RTN/HQQ g-layouts), fp16 scale + fp16 bias (MLX), fp32 absmax (bnb), FP8 scale (NVFP4)
+GROUP_OVERHEAD_BITS = {"gptq": 20, "awq": 20, "rtn": 20, "hqq": 20, "mlx": 32, "bnb-nf4": 32, "bnb-fp4": 32,
+                       "nvfp4": 8, "mxfp4": 8}
+# EXL2: 4-bit scales per group of 32 in most of exllamav2's per-layer options (exllamav2/conversion/qparams.py,
+# qparams_options: QParams(32, [...], [...], 4)); some layers use 64/128 (not modelled)
+EXL2_SCALE_BITS, EXL2_GROUP = 4, 32
+FAMILY_GROUP = {"exl2": EXL2_GROUP, "mxfp4": 32}  # layouts the format table does not state as a GroupQuant group
 # The head (output.weight / lm_head; the token embedding when tied) each family's published rows were measured with,
 # in bits per weight. None: quantized like the linear weights (the format's own head is the usual one).
 GPU_HEAD_BITS = 16.0  # GPTQ/AWQ/bnb/FP8/INT8/HQQ/RTN checkpoints keep lm_head in 16-bit (AutoGPTQ/AutoAWQ/llm-compressor
@@ -166,15 +217,51 @@ def published_rows() -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+# Word-level perplexity (lm-eval's `wikitext` word_perplexity, which torchao's tables report) against the token-level
+# perplexity of every other source: both are exp(total NLL / count), so ln PPL_word = (tokens / words) x ln PPL_token
+# and a word-level increase converts as (1 + p)^(words / tokens) - 1. Tokens per word of WikiText-2 test: 245,569 words
+# (Merity et al. 2016, arXiv 1609.07843, Table 1); llama.cpp's perplexity tool splits wiki.test.raw into 655 chunks of
+# 512 tokens with the 32k LLaMA/Llama-2 tokenizer (llama.cpp PR #270, issue #1003) and 564 with Llama 3's 128k
+# tokenizer (llama.cpp issue #7119). lm-eval counts whitespace words of the raw documents, close to the same count.
+WIKITEXT2_TEST_WORDS = 245_569
+TOKENS_PER_WORD = {"llama-3": 564 * 512 / WIKITEXT2_TEST_WORDS, "": 655 * 512 / WIKITEXT2_TEST_WORDS}
+
+
+def tokens_per_word(model: str) -> float:
+    """WikiText-2 tokens per word for a model_key's tokenizer (Llama 3's 128k vocabulary, else the 32k LLaMA one)."""
+    return TOKENS_PER_WORD["llama-3" if model.startswith("llama-3") else ""]
+
+
+def token_level_pct(row: dict[str, str]) -> float:
+    """A row's perplexity increase in token-level terms (word-level rows converted, see TOKENS_PER_WORD)."""
+    p = float(row["ppl_delta_pct"])
+    if "word" not in row["dataset"].lower():
+        return p
+    return ((1 + p / 100) ** (1 / tokens_per_word(model_key(row["model"]))) - 1) * 100
+
+
 def fit_rows(rows: list[dict[str, str]] | None = None) -> list[Row]:
-    """The rows marked fit=yes, with bits and a positive perplexity increase."""
+    """The rows marked fit=yes, with bits and a positive perplexity increase (token-level: token_level_pct)."""
     out = []
     for r in published_rows() if rows is None else rows:
         if r["fit"] != "yes" or not r["bits"] or not r["ppl_delta_pct"]:
             continue
-        out.append(Row(r["family"], float(r["bits"]), int(r["group_size"] or 0), r["model"], float(r["ppl_delta_pct"]),
+        out.append(Row(r["family"], float(r["bits"]), int(r["group_size"] or 0), r["model"], token_level_pct(r),
                        float(r["value"]) if r["metric"] == "kld" else None, r["source"]))
     return out
+
+
+def ln_nll(ppl_pct: float) -> float:
+    """The fitted quantity: ln of the added mean NLL (nats/token), ln(ln(1 + ppl%/100)). Perplexity is exp(mean NLL),
+    and weight noise adds NLL in proportion to its variance (second order in the logit error), so the added NLL, not
+    the perplexity increase, is what falls 4x per code bit; the two agree for small losses, and at 2 bits (where the
+    perplexity grows several-fold) the increase is exponential in it."""
+    return math.log(math.log1p(ppl_pct / 100))
+
+
+def pct_from_ln_nll(y: float) -> float:
+    """The perplexity increase, percent, for a fitted ln(added NLL)."""
+    return 100 * math.expm1(math.exp(y))
 
 
 def _solve(xs: list[list[float]], ys: list[float], ws: list[float] | None = None) -> list[float]:
@@ -195,13 +282,46 @@ def _solve(xs: list[list[float]], ys: list[float], ws: list[float] | None = None
     return [a[i][n] / a[i][i] for i in range(n)]
 
 
-def _log2_group(g: int) -> float:
-    return math.log2(g if g > 0 else PER_CHANNEL_GROUP)
+def harmonic(g: int) -> float:
+    """H_g = 1 + 1/2 + ... + 1/g: the expected largest of g exponential variables, i.e. the range one scale must cover
+    for g weights with exponential (Laplace) tails, in units of their mean |w|."""
+    g = g if g > 0 else PER_CHANNEL_GROUP
+    if g > 1000:  # asymptotic form (error < 1e-7 here); the exact sum costs a loop per call
+        return math.log(g) + 0.5772156649 + 1 / (2 * g)
+    return sum(1.0 / k for k in range(1, g + 1))
+
+
+@lru_cache(maxsize=256)
+def range_term(group: int) -> float:
+    """ln H_g: the quantizer's error term for a group of g weights sharing one scale. A uniform grid of 2^b levels over
+    the group's range r has error variance (r / 2^b)^2 / 12, so ln(loss) = const - 2 ln2 b + 2 ln r; with r growing
+    like H_g (Laplace tails) the group enters as GAMMA x ln H_g with GAMMA = 2, or 1 for Gaussian tails (r^2 ~ ln g).
+    The coefficient is fitted (one, shared by the group-quantizer families) rather than fixed, since real weight
+    tails sit between the two."""
+    return math.log(harmonic(group))
+
+
+def precision_bits(family: str, bits: float, group: int) -> float:
+    """Bits of the weight code itself (what sets the grid's step), from bits per quantized linear weight: GGUF and FP8
+    families keep their bits (their fits are in them); EXL2 drops its 4-bit scale per 32 (a mixed average); the
+    other group quantizers drop their per-group scale/zero/bias bits and round to their integer width."""
+    if family.startswith("gguf") or family.startswith("fp8"):
+        return bits
+    if family == "exl2":
+        return bits - EXL2_SCALE_BITS / EXL2_GROUP
+    g = group or FAMILY_GROUP.get(family, 0)
+    return float(round(bits - (GROUP_OVERHEAD_BITS.get(family, 16) / g if g else 0.0)))
+
+
+def family_group(family: str, group: int) -> int:
+    """The group a family's scales cover (a layout the format table does not state as a group: EXL2, MXFP4)."""
+    return group or FAMILY_GROUP.get(family, 0)
 
 
 @dataclass(frozen=True)
 class FamilyFit:
-    """ln(ppl%) = a + b * bits + c * log2(group); residual 10/90 % quantiles; the measured bits range."""
+    """ln(added NLL) = a + b * precision bits (+ c * ln H_group for the group quantizers) + g * heavy + the model's effect;
+    residual 10/90 % quantiles (without the source's setup effect: a user's setup is unknown); the measured bits."""
 
     family: str
     a: float
@@ -218,14 +338,32 @@ class FamilyFit:
     # model_key -> its rows' mean residual in this family, shrunk toward 0 (MODEL_SHRINK): a model with published rows
     # keeps what its own measurements say about it (e.g. Llama-3-8B's K-quants lose less than the family line)
     offsets: tuple[tuple[str, float], ...] = ()
+    n_sources: int = 0
+    prior: str = ""  # the sibling family whose mechanism is this family's prior ('' for none)
+    grouped: bool = False  # a group quantizer: precision bits + the range term
+    model_fx: tuple[tuple[str, float], ...] = ()  # shared across families: a model's sensitivity to weight noise
+    source_fx: tuple[tuple[str, float], ...] = ()  # shared across families: a lab setup's level (context, dataset)
 
     def offset(self, model: str) -> float:
         """The model's own published residual in this family (0 without rows)."""
         return dict(self.offsets).get(model, 0.0)
 
+    def model_effect(self, model: str) -> float:
+        """The model's effect estimated from its rows in every family (0 without rows)."""
+        return dict(self.model_fx).get(model, 0.0)
+
+    def source_effect(self, source: str) -> float:
+        """A source's setup effect, estimated from its rows in several families (0 if unknown)."""
+        return dict(self.source_fx).get(source[:SOURCE_KEY_CHARS], 0.0)
+
+    def curve(self, bits: float, group: int) -> float:
+        """The family line at `bits` (per quantized linear weight) and `group`, without model or setup effects."""
+        p = precision_bits(self.family, bits, group)
+        return self.a + self.b * p + (self.c * range_term(family_group(self.family, group)) if self.grouped else 0.0)
+
     def ln_ppl(self, bits: float, group: int, model: str) -> float:
-        """Predicted ln(PPL increase %) for a model_key."""
-        return self.a + self.b * bits + (self.c * _log2_group(group) if self.c else 0.0) + self.g * heavy(model)
+        """Predicted ln(PPL increase %) for a model_key (no setup effect)."""
+        return self.curve(bits, group) + self.g * heavy(model) + self.model_effect(model)
 
 
 def _quantile(v: list[float], q: float) -> float:
@@ -240,78 +378,178 @@ def heavy(model: str) -> int:
     return int(model.startswith(HEAVY_TRAINED))
 
 
-def fit_family(rows: list[Row], slope: float | None, g: float = 0.0) -> FamilyFit:
-    """Fit one family's rows (all of the same family) given the shared term `g`; `slope` is the fallback bits slope."""
-    bits = [r.bits for r in rows]
-    groups = {r.group for r in rows}
-    ys = [math.log(r.ppl_pct) - g * heavy(model_key(r.model)) for r in rows]
-    own = max(bits) - min(bits) >= MIN_BITS_SPAN
-    use_group = len(groups) > 1
-    xs = []
+def _src(r: Row) -> str:
+    return r.source[:SOURCE_KEY_CHARS]
+
+
+def _cell_weights(rows: list[Row]) -> list[float]:
+    """Each source weighs the same in its family, however many rows it published (one lab's setup, e.g. its
+    perplexity context or its AWQ implementation, must not set a family's level alone)."""
+    n: dict[tuple[str, str], int] = {}
     for r in rows:
-        x = [1.0]
-        x += [r.bits] if own else []
-        x += [_log2_group(r.group)] if use_group else []
-        xs.append(x)
-    # each source weighs the same in its family, however many rows it published (one lab's setup, e.g. its
-    # perplexity context or its AWQ implementation, must not set a family's level alone)
-    per_source: dict[str, int] = {}
-    for r in rows:
-        per_source[r.source[:SOURCE_KEY_CHARS]] = per_source.get(r.source[:SOURCE_KEY_CHARS], 0) + 1
-    ws = [1.0 / per_source[r.source[:SOURCE_KEY_CHARS]] for r in rows]
-    y_fit = ys if own else [y - (slope or 0.0) * r.bits for y, r in zip(ys, rows)]
-    try:
-        coef = _solve(xs, y_fit, ws)
-    except ValueError:  # e.g. group and bits collinear: drop the group term
-        use_group = False
-        xs = [x[:2] if own else x[:1] for x in xs]
-        coef = _solve(xs, y_fit, ws)
-    a = coef[0]
-    b = coef[1] if own else (slope or 0.0)
-    c = coef[-1] if use_group else 0.0
-    fit = FamilyFit(rows[0].family, a, b, c, g, 0.0, 0.0, min(bits), max(bits), len(rows), own,
-                    frozenset(model_key(r.model) for r in rows))
-    res = [math.log(r.ppl_pct) - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rows]
-    if len(rows) >= MIN_ROWS_FOR_SPREAD:
-        lo, hi = min(_quantile(res, 0.1), -0.1), max(_quantile(res, 0.9), 0.1)
-    else:
-        lo, hi = -DEFAULT_SPREAD, DEFAULT_SPREAD
-    by_model: dict[str, list[float]] = {}
-    for r, e in zip(rows, res):
-        by_model.setdefault(model_key(r.model), []).append(e)
-    offsets = tuple(sorted((m, sum(v) / (len(v) + MODEL_SHRINK)) for m, v in by_model.items()))
-    return FamilyFit(fit.family, a, b, c, g, lo, hi, fit.bits_min, fit.bits_max, fit.n, own, fit.models, offsets)
+        n[(r.family, _src(r))] = n.get((r.family, _src(r)), 0) + 1
+    return [1.0 / n[(r.family, _src(r))] for r in rows]
+
+
+def resolution_weight(ppl_pct: float) -> float:
+    """A row's weight for its measurement's resolution: s^2 / (s^2 + (noise / change)^2), s the fit's scatter in ln
+    (FIT_SCATTER_LN) and noise the resolution of a published perplexity change (RESOLUTION_PCT); a change of 0.1 % is
+    mostly rounding, one of 1 % or more counts fully."""
+    return FIT_SCATTER_LN ** 2 / (FIT_SCATTER_LN ** 2 + (RESOLUTION_PCT / ppl_pct) ** 2)
+
+
+def _prior_chain(family: str) -> list[str]:
+    """The family's sibling mechanisms, nearest first (PRIOR), without cycles."""
+    out, f = [], PRIOR.get(family)
+    while f and f not in out and f != family:
+        out.append(f)
+        f = PRIOR.get(f)
+    return out
+
+
+def _solve_normal(a: list[list[float]], rhs: list[float]) -> list[float]:
+    """Solve a x = rhs (a symmetric positive definite; Gaussian elimination with partial pivoting)."""
+    n = len(rhs)
+    m = [row[:] + [v] for row, v in zip(a, rhs)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(m[r][c]))
+        m[c], m[p] = m[p], m[c]
+        if abs(m[c][c]) < 1e-12:
+            raise ValueError("singular fit")
+        piv = m[c]
+        for r in range(c + 1, n):
+            f = m[r][c] / piv[c]
+            if f:
+                mr = m[r]
+                for j in range(c, n + 1):
+                    mr[j] -= f * piv[j]
+    x = [0.0] * n
+    for i in range(n - 1, -1, -1):
+        x[i] = (m[i][n] - sum(m[i][j] * x[j] for j in range(i + 1, n))) / m[i][i]
+    return x
 
 
 def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
-    """Per-family fits plus the shared heavily-trained-model term (alternating least squares); the GGUF K-quant
-    family's slope is the fallback for families whose rows span no bits."""
+    """One penalized least-squares fit of every row: ln(ppl%) = family level + bits slope x precision bits (+ the
+    range coefficient x ln H_group, shared by the group quantizers) + heavily-trained term + the model's effect + the
+    source's setup effect. Model and setup effects are shared across families and shrunk toward 0 (MODEL_FX_SHRINK,
+    SOURCE_FX_SHRINK); a setup effect exists only for a source with rows in two or more families (else it cannot be
+    told from the family's level). A group quantizer's level is pulled toward its sibling mechanism's (PRIOR,
+    FAMILY_PRIOR_SOURCES). Each source weighs the same within a family (_cell_weights)."""
     by: dict[str, list[Row]] = {}
     for r in rows:
         by.setdefault(r.family, []).append(r)
-    g = 0.0
+    src_fams: dict[str, set[str]] = {}
+    for r in rows:
+        src_fams.setdefault(_src(r), set()).add(r.family)
+    multi = sorted(s for s, f in src_fams.items() if len(f) > 1)
+    own_slope = {f: max(r.bits for r in rs) - min(r.bits for r in rs) >= MIN_BITS_SPAN
+                 for f, rs in by.items() if f not in GROUPED}
+    idx: dict[str, int] = {}
+
+    def col(name: str) -> int:
+        return idx.setdefault(name, len(idx))
+
+    for f in sorted(by):
+        col("A:" + f)
+    grouped_present = any(f in GROUPED for f in by)
+    if grouped_present:
+        col("C")
+        if GROUPED_SLOPE is None:
+            col("B:grouped")
+    for f in sorted(by):
+        if f not in GROUPED and own_slope[f]:
+            col("B:" + f)
+    col("h")
+    models = sorted({model_key(r.model) for r in rows})
+    for k in models:
+        col("m:" + k)
+    for s in multi:
+        col("s:" + s)
+
+    def slope_col(f: str) -> str | None:
+        if f in GROUPED:
+            return "B:grouped" if GROUPED_SLOPE is None else None
+        if own_slope[f]:
+            return "B:" + f
+        return "B:gguf" if "B:gguf" in idx else None
+
+    def fixed_slope(f: str) -> float:
+        return GROUPED_SLOPE if f in GROUPED and GROUPED_SLOPE is not None else -2 * math.log(2)
+
+    n = len(idx)
+    a = [[0.0] * n for _ in range(n)]
+    rhs = [0.0] * n
+    for r, w in zip(rows, _cell_weights(rows)):
+        w *= resolution_weight(r.ppl_pct)
+        k = model_key(r.model)
+        p = precision_bits(r.family, r.bits, r.group)
+        y = ln_nll(r.ppl_pct)
+        x: list[tuple[int, float]] = [(idx["A:" + r.family], 1.0), (idx["m:" + k], 1.0)]
+        sc = slope_col(r.family)
+        if sc is not None:
+            x.append((idx[sc], p))
+        else:
+            y -= fixed_slope(r.family) * p
+        if r.family in GROUPED:
+            x.append((idx["C"], range_term(family_group(r.family, r.group))))
+        if heavy(k):
+            x.append((idx["h"], 1.0))
+        if "s:" + _src(r) in idx:
+            x.append((idx["s:" + _src(r)], 1.0))
+        for i, vi in x:
+            rhs[i] += w * vi * y
+            for j, vj in x:
+                a[i][j] += w * vi * vj
+    for k in models:  # a model's effect shrinks toward 0, a point release's toward its predecessor's (sibling)
+        i, sib = idx["m:" + k], idx.get("m:" + sibling(k))
+        a[i][i] += MODEL_FX_SHRINK
+        if sib is not None:
+            a[sib][sib] += MODEL_FX_SHRINK
+            a[i][sib] -= MODEL_FX_SHRINK
+            a[sib][i] -= MODEL_FX_SHRINK
+    for s in multi:
+        a[idx["s:" + s]][idx["s:" + s]] += SOURCE_FX_SHRINK
+    for f in by:  # a group quantizer's level is pulled toward its nearest sibling mechanism that has rows
+        parent = (next((p for p in _prior_chain(f) if p in by), None)
+                  if f in GROUPED and f not in LOWER_BOUND_PRIOR else None)
+        if parent is not None:
+            i, j = idx["A:" + f], idx["A:" + parent]
+            a[i][i] += FAMILY_PRIOR_SOURCES
+            a[j][j] += FAMILY_PRIOR_SOURCES
+            a[i][j] -= FAMILY_PRIOR_SOURCES
+            a[j][i] -= FAMILY_PRIOR_SOURCES
+    coef = _solve_normal(a, rhs)
+    g = coef[idx["h"]]
+    c = coef[idx["C"]] if grouped_present else 0.0
+    model_fx = tuple((k, coef[idx["m:" + k]]) for k in models)
+    source_fx = tuple((s, coef[idx["s:" + s]]) for s in multi)
     fits: dict[str, FamilyFit] = {}
-    for _ in range(GENERATION_ITERS):
-        fits = {}
-        if "gguf" in by:
-            fits["gguf"] = fit_family(by["gguf"], None, g)
-        slope = fits["gguf"].b if "gguf" in fits else -1.0
-        for fam, rs in by.items():
-            if fam not in fits:
-                fits[fam] = fit_family(rs, slope, g)
-        # g: the mean residual of heavily trained models' rows minus the others', within families that have both
-        num = den = 0.0
-        for fam, rs in by.items():
-            hv = [math.log(r.ppl_pct) - fits[fam].ln_ppl(r.bits, r.group, "") for r in rs if heavy(model_key(r.model))]
-            lt = [math.log(r.ppl_pct) - fits[fam].ln_ppl(r.bits, r.group, "") for r in rs if not heavy(model_key(r.model))]
-            if hv and lt:
-                w = len(hv) * len(lt) / (len(hv) + len(lt))
-                num += w * (sum(hv) / len(hv) - sum(lt) / len(lt))
-                den += w
-        g_new = num / den if den else 0.0
-        if abs(g_new - g) < 1e-6:
-            break
-        g = g_new
+    for fam, rs in by.items():
+        sc = slope_col(fam)
+        b = coef[idx[sc]] if sc is not None else fixed_slope(fam)
+        chain = [p for p in _prior_chain(fam) if p in by]
+        fit = FamilyFit(fam, coef[idx["A:" + fam]], b, c if fam in GROUPED else 0.0, g, 0.0, 0.0,
+                        min(r.bits for r in rs), max(r.bits for r in rs), len(rs), sc is not None and sc != "B:gguf"
+                        or fam == "gguf", frozenset(model_key(r.model) for r in rs), (), len({_src(r) for r in rs}),
+                        chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx)
+        # residuals without the setup effect: the spread a user with an unknown setup meets; the model's own
+        # residual in this family (beyond its shared effect, setup removed) is kept for `published` predictions
+        res = [ln_nll(r.ppl_pct) - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rs]
+        if len(rs) >= MIN_ROWS_FOR_SPREAD:
+            lo, hi = min(_quantile(res, 0.1), -0.1), max(_quantile(res, 0.9), 0.1)
+        else:
+            lo, hi = -DEFAULT_SPREAD, DEFAULT_SPREAD
+        by_model: dict[str, list[float]] = {}
+        for r, e in zip(rs, res):
+            by_model.setdefault(model_key(r.model), []).append(e - fit.source_effect(r.source))
+        offsets = tuple(sorted((k, sum(v) / (len(v) + MODEL_SHRINK)) for k, v in by_model.items()))
+        fits[fam] = replace(fit, lo=lo, hi=hi, offsets=offsets)
+    # group quantizers without rows: their nearest sibling mechanism's level and lines, labelled extrapolated
+    for fam in sorted(GROUPED):
+        via = next((p for p in _prior_chain(fam) if p in fits), None)
+        if fam not in fits and via is not None:
+            fits[fam] = replace(fits[via], family=fam, n=0, n_sources=0, models=frozenset(), offsets=(), prior=via)
     return fits
 
 
@@ -424,7 +662,7 @@ def head_factor(fits: dict[str, FamilyFit], family: str, bits: float, group: int
         return 1.0
 
     def loss(b: float) -> float:
-        return 0.0 if b >= 15 else math.exp(fit.ln_ppl(b, group, model))
+        return 0.0 if b >= 15 else math.exp(fit.ln_ppl(b, group, model))  # the added NLL, nats/token
 
     s = HEAD_WEIGHT * share
     return (loss(bits) + s * loss(head_bits)) / (loss(bits) + s * loss(usual))
@@ -437,33 +675,52 @@ def sibling(model: str) -> str:
     return f"{m.group(1)}{m.group(2)}" if m else ""
 
 
-def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, model: str) -> tuple[float, float, float, str, str]:
-    """(ppl%, ppl% low, ppl% high, basis, note) for a family at `bits`/`group` on `model` (a model_key)."""
+def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, model: str,
+            source: str = "") -> tuple[float, float, float, str, str]:
+    """(ppl%, ppl% low, ppl% high, basis, note) for a family at `bits` (per quantized linear weight) and `group` on
+    `model` (a model_key); `source` adds that source's setup effect where the fit knows it (benchmarks only)."""
     fit = fits.get(family)
     basis = "published-family"
     via = family
-    if fit is None:  # no rows: the named nearest family, else the fitted family nearest in measured bits
+    if fit is None:  # no rows and no group-quantizer sibling: the named nearest family, else the nearest in bits
         via = EXTRAPOLATE.get(family, "")
         if via not in fits:
             via = min(fits, key=lambda f: min(abs(bits - fits[f].bits_min), abs(bits - fits[f].bits_max)))
         fit, basis = fits[via], "extrapolated"
+    elif fit.n == 0:
+        basis = "extrapolated"  # the sibling mechanism's level (fit.prior), none of this family's own rows
     elif not fit.bits_min - BITS_MARGIN <= bits <= fit.bits_max + BITS_MARGIN:
         basis = "extrapolated"  # the family's own fit, outside the bits its rows cover
     elif model in fit.models:
         basis = "published"
-    sib = sibling(model) if basis == "published-family" else ""
+    elif fit.n_sources < 2:
+        basis = "extrapolated"  # one source: its level rests on the sibling prior and one lab's setup
+    sib = sibling(model) if basis != "published" else ""
     own = fit.offset(model) if basis == "published" else (fit.offset(sib) if sib in fit.models else 0.0)
-    ln = fit.ln_ppl(bits, group, model) + own
+    mfx = 0.0 if model in dict(fit.model_fx) or not sib else fit.model_effect(sib) - fit.model_effect(model)
+    ln = fit.ln_ppl(bits, group, model) + mfx + own + fit.source_effect(source)
     widen = EXTRAPOLATED_WIDEN if basis == "extrapolated" else 0.0
-    slope = "own bits slope" if fit.own_slope else "GGUF K-quant bits slope"
+    slope = ("bits slope and group term shared by the group quantizers" if fit.grouped else
+             "own bits slope" if fit.own_slope else "GGUF K-quant bits slope")
     span = f"{fit.bits_min:.2f}-{fit.bits_max:.2f}"
-    note = (f"{family} family fit ({fit.n} published rows at {span} bits, {slope}) at {bits:.2f} bits per quantized "
-            f"linear weight" + (" (outside the measured bits: extrapolated)" if basis == "extrapolated" else "")
-            if via == family else
-            f"no published {family} rows here: extrapolated from the {via} fit ({fit.n} rows) at {bits:.2f} bits")
-    if sib in fit.models:
+    pbits = precision_bits(family, bits, group)
+    at = f"{bits:.2f} bits per quantized linear weight" + (f" ({pbits:g}-bit codes, group {family_group(family, group) or 'per-channel'})"
+                                                          if fit.grouped else "")
+    if via != family:
+        note = f"no published {family} rows here: extrapolated from the {via} fit ({fit.n} rows) at {at}"
+    elif fit.n == 0:
+        note = f"no published {family} rows here: extrapolated from the {fit.prior} mechanism (its level) at {at}"
+    else:
+        note = (f"{family} family fit ({fit.n} published rows from {fit.n_sources} source"
+                f"{'s' if fit.n_sources != 1 else ''} at {span} bits, {slope}"
+                + (f"; the weight-only {fit.prior} mechanism is only its lower bound" if family in LOWER_BOUND_PRIOR else
+                   f"; level pulled toward the {fit.prior} mechanism" if fit.prior else "") + f") at {at}"
+                + (" (outside the measured bits: extrapolated)" if not fit.bits_min - BITS_MARGIN <= bits
+                   <= fit.bits_max + BITS_MARGIN else "")
+                + (" (one source: extrapolated)" if basis == "extrapolated" and fit.n_sources < 2 else ""))
+    if sib in fit.models or (sib and mfx):
         note += f", with the published residual of its predecessor {sib} (same architecture and size)"
-    return math.exp(ln), math.exp(ln + fit.lo - widen), math.exp(ln + fit.hi + widen), basis, note
+    return pct_from_ln_nll(ln), pct_from_ln_nll(ln + fit.lo - widen), pct_from_ln_nll(ln + fit.hi + widen), basis, note
 
 
 def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bfloat16") -> Quality:
@@ -481,7 +738,9 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
     key = model_key(mc.spec.id)
     ppl, plo, phi, basis, note = predict(_fits(), family, bits, group, key)
     note += f"; head {head_bits:.1f} bits"
-    usual = usual_head_bits(fmt, family, mc, head_bits)
+    fit = _fits().get(family)
+    # the rows a prediction rests on set the usual head: a family without rows rests on its sibling mechanism's
+    usual = usual_head_bits(fmt, fit.prior if fit is not None and fit.n == 0 and fit.prior else family, mc, head_bits)
     if head_bits != usual:  # the interval keeps its ends and widens by the whole adjustment (HEAD_WEIGHT is assumed)
         f = head_factor(_fits(), family, bits, group, key, head_bits, usual, share)
         ppl, plo, phi = ppl * f, plo * min(f, 1.0) ** 2, phi * max(f, 1.0) ** 2
