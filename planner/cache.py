@@ -103,7 +103,7 @@ def cached_validated(kind: str, directory: Path, record: type[Record], build: Ca
     try:
         from planner.yamlio import atomic_write_text  # lazy: only a cache miss writes; a warm recommend skips it
 
-        atomic_write_text(cache_file, json.dumps([i.model_dump(mode="json") for i in items]))
+        atomic_write_text(cache_file, json.dumps([i.model_dump(mode="json") for i in items]), durable=False)
     except OSError:
         pass  # a read-only home must not stop planning
     return items

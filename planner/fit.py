@@ -218,7 +218,7 @@ class QualityCache:
         if not (self.enabled and self.dirty):
             return
         try:
-            atomic_write_text(_quality_cache_file(), json.dumps(self.data))
+            atomic_write_text(_quality_cache_file(), json.dumps(self.data), durable=False)
         except OSError:
             pass
         self.dirty = False

@@ -380,30 +380,10 @@ def linear_bits(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, float]:
 
 
 def _linear_and_head(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, float, float]:
-    """linear_bits plus the head's parameters as a share of the quantized linear parameters."""
-    bits = elems = 0
-    groups: dict[int, int] = {}
-    head_bits = 16.0
-    head_elems = 0
-    for a in fmt.assignments(mc.spec, mc.tensors):
-        t, enc = a.tensor, a.encoding
-        if not t.is_matrix:
-            continue
-        quantized = a.nbytes * 8 < 15 * t.n_elements  # below 16 bits per weight: some quantization
-        if t.layer is None:
-            if t.name != "token_embd.weight" or mc.spec.tie_word_embeddings:
-                head_bits = a.nbytes * 8 / t.n_elements
-                head_elems = t.n_elements
-            continue
-        if not quantized:
-            continue
-        bits += a.nbytes * 8
-        elems += t.n_elements
-        if isinstance(enc, GroupQuant):
-            groups[enc.group_size or 0] = groups.get(enc.group_size or 0, 0) + t.n_elements
-    if not elems:
-        return 16.0, 0, head_bits, 0.0
-    return bits / elems, max(groups, key=groups.get) if groups else 0, head_bits, head_elems / elems
+    """linear_bits plus the head's parameters as a share of the quantized linear parameters (gathered with the
+    model's layout in `fmt`, in the same pass over its tensors, and kept with it in the layout cache)."""
+    lay = mc.layout(fmt)
+    return lay.linear_bits, lay.linear_group, lay.head_bits, lay.head_share
 
 
 def usual_head_bits(fmt: WeightFormat, family: str, mc: ModelCost, head_bits: float) -> float:
