@@ -317,7 +317,43 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
 
 @lru_cache(maxsize=1)
 def _fits() -> dict[str, FamilyFit]:
-    return fit_all(fit_rows())
+    """The fits of the published rows, kept in the user cache: fitting them anew costs a single-model `planner
+    recommend` ~20-30 ms on every run. Keyed by the planner version and the bytes of this module and the table."""
+    import json
+    import os
+
+    from planner import __version__
+    from planner.cache import checksum
+    from planner.paths import user_cache_dir
+
+    use_cache = os.environ.get("PLANNER_NO_CACHE") != "1"
+    path = None
+    if use_cache:
+        try:
+            material = __version__.encode() + Path(__file__).read_bytes() + data_path().read_bytes()
+            path = user_cache_dir() / f"quality-fits-{checksum(material)}.json"
+            return {k: fit_from_json(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # no cache yet, or a file that is not one: fit and (re)write it
+    fits = fit_all(fit_rows())
+    if path is not None:
+        from planner.yamlio import atomic_write_text
+
+        try:
+            atomic_write_text(path, json.dumps({k: fit_to_json(v) for k, v in fits.items()}), durable=False)
+        except OSError:
+            pass  # a read-only home must not stop planning
+    return fits
+
+
+def fit_to_json(f: FamilyFit) -> dict:
+    """A FamilyFit as plain JSON (floats round-trip exactly)."""
+    return {**f.__dict__, "models": sorted(f.models), "offsets": [list(o) for o in f.offsets]}
+
+
+def fit_from_json(d: dict) -> FamilyFit:
+    """fit_to_json's inverse."""
+    return FamilyFit(**{**d, "models": frozenset(d["models"]), "offsets": tuple((m, float(v)) for m, v in d["offsets"])})
 
 
 def kld_relation(rows: list[Row]) -> tuple[float, float]:
