@@ -30,8 +30,9 @@ def once(args: list[str], cache: Path) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PLANNER_CACHE_DIR": str(cache)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "planner.cli", "recommend", *args, "--json"], env=env, capture_output=True,
-                   check=True)
+    # cwd too: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH
+    subprocess.run([sys.executable, "-m", "planner.cli", "recommend", *args, "--json"], env=env, cwd=ROOT,
+                   capture_output=True, check=True)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
