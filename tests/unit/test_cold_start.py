@@ -123,3 +123,43 @@ def test_quality_fits_round_trip_through_their_cache(monkeypatch, tmp_path):
         assert json.loads(cached.read_text())
     finally:
         Q._fits.cache_clear()
+
+
+def test_the_shipped_validated_catalog_and_profiles_are_current():
+    """Regenerating planner/data/validated/ gives the same bytes (else: python benchmarks/build_validated.py)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "build_validated.py"
+    spec = importlib.util.spec_from_file_location("build_validated", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    for path, text in mod.expected().items():
+        assert path.read_text(encoding="utf-8") == text, f"{path.name} is stale: run python benchmarks/build_validated.py"
+
+
+def test_a_first_run_reads_the_shipped_copy_and_a_changed_file_is_validated_again(monkeypatch, tmp_path):
+    import shutil
+
+    from planner.cache import fingerprint
+    from planner.hardware.catalog import load_catalog, parse_catalog_files
+    from planner.paths import data_dir
+    from planner.yamlio import load_yaml_dir
+
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "cache"))
+    validated = parse_catalog_files(load_yaml_dir(data_dir("hwdb")))
+    shipped = list(load_catalog())  # a fresh cache: from the shipped copy, as Records
+    assert [type(d).__name__ for d in shipped[:1]] == ["DeviceRecord"]
+    assert [fingerprint(d) for d in shipped] == [fingerprint(d) for d in validated]
+    # the same files elsewhere (an install) still match; one changed byte does not, and is validated from the YAML
+    copy = tmp_path / "hwdb"
+    shutil.copytree(data_dir("hwdb"), copy)
+    calls: list[int] = []
+    monkeypatch.setattr("planner.hardware.catalog.parse_catalog_files",
+                        lambda files: calls.append(len(files)) or parse_catalog_files(files))
+    same = load_catalog(builtin=False, extra_dirs=[copy])
+    assert not calls and [fingerprint(d) for d in same] == [fingerprint(d) for d in validated]
+    f = sorted(copy.glob("*.yaml"))[0]
+    f.write_text(f.read_text(encoding="utf-8") + "\n# a comment\n", encoding="utf-8")
+    again = load_catalog(builtin=False, extra_dirs=[copy])
+    assert calls and [fingerprint(d) for d in again] == [fingerprint(d) for d in validated]
