@@ -26,11 +26,13 @@ def time_cli(args: list[str], runs: int, root: Path = ROOT) -> tuple[float, floa
     planner package taken from `root` (another checkout, for a before/after comparison)."""
     cmd = [sys.executable, "-m", "planner.cli", *args]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    subprocess.run(cmd, env=env, capture_output=True, check=False)  # warm the user cache
+    # cwd=root as well: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH, so without it
+    # --compare timed the checkout it was started from twice
+    subprocess.run(cmd, env=env, cwd=root, capture_output=True, check=False)  # warm the user cache
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run(cmd, env=env, capture_output=True, check=False)
+        subprocess.run(cmd, env=env, cwd=root, capture_output=True, check=False)
         times.append(time.perf_counter() - t)
     return statistics.median(times), min(times)
 

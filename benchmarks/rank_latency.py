@@ -2,9 +2,9 @@
 
     python benchmarks/rank_latency.py [--runs 5]
 
-Target: under 1 s. Three states of the user cache: cold (a fresh cache directory: tensor layouts and quality estimates
-computed), layouts cached but no ranking quality cache (after a planner upgrade that changed the quality model), and
-warm. Wall time is shared-machine dependent, so the CPU time of the process (user + system) is printed too.
+Target: under 1 s. Three states of the user cache: cold (a fresh cache directory: catalog validated, tensor layouts,
+quality fits and estimates computed; on "this machine" also its memory bandwidth measured, once per machine), layouts
+cached but no quality caches (after a planner upgrade that changed the quality model), and warm. Wall time is shared-machine dependent, so the CPU time of the process (user + system) is printed too.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ def once(args: list[str], cache: Path) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PLANNER_CACHE_DIR": str(cache)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "planner.cli", "recommend", *args, "--json"], env=env, capture_output=True,
-                   check=True)
+    # cwd too: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH
+    subprocess.run([sys.executable, "-m", "planner.cli", "recommend", *args, "--json"], env=env, cwd=ROOT,
+                   capture_output=True, check=True)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -49,7 +50,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as d:
             cache = Path(d)
             cold = once(args, cache)
-            for f in cache.glob("fit-quality-*.json"):
+            for f in (*cache.glob("fit-quality-*.json"), *cache.glob("quality-fits-*.json")):
                 f.unlink()
             layouts_only = once(args, cache)
             warm = [once(args, cache) for _ in range(runs)]

@@ -87,23 +87,67 @@ def checksum(material: bytes) -> str:
     return f"{zlib.crc32(material):08x}{zlib.adler32(material):08x}"
 
 
+# The bundled catalog and profiles, validated, as shipped in the package (benchmarks/build_validated.py writes them):
+# the first run after an install reads these instead of importing pydantic and validating every YAML file (~0.2 s).
+SHIPPED_DIR = _PACKAGE / "data" / "validated"
+
+
+def _yaml_files(directory: Path) -> list[Path]:
+    directory = Path(directory)
+    return [directory] if directory.is_file() else sorted(directory.glob("*.y*ml"))
+
+
+def content_key(directory: Path) -> str:
+    """Checksum of the planner version, the schema sources and the YAML files' names and bytes (not their paths or
+    mtimes, which an install changes): what a shipped validated copy must match to stand for the files."""
+    parts = [__version__.encode()]
+    for f in _SCHEMA_SOURCES:
+        parts.append(f.read_bytes())
+    for f in _yaml_files(directory):
+        parts += [f.name.encode(), f.read_bytes()]
+    return checksum(b"\0".join(parts))
+
+
+def shipped_text(directory: Path, items: list[Any]) -> str:
+    """The shipped file for validated `items` of `directory`: its content key and the items as JSON rows."""
+    return json.dumps({"key": content_key(directory), "rows": [i.model_dump(mode="json") for i in items]},
+                      indent=0, sort_keys=True) + "\n"
+
+
+def _shipped_rows(kind: str, directory: Path) -> list[dict] | None:
+    """The shipped validated rows of `kind` when they were made from exactly these files, else None."""
+    try:
+        doc = json.loads((SHIPPED_DIR / f"{kind}.json").read_text(encoding="utf-8"))
+        return doc["rows"] if doc["key"] == content_key(directory) else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # not shipped (a source checkout without it), unreadable, or another version's
+
+
 def cached_validated(kind: str, directory: Path, record: type[Record], build: Callable[[], list[Any]]) -> list[Any]:
-    """Return `build()`'s validated models, or Records from a JSON cache keyed on the files' fingerprint."""
+    """Return `build()`'s validated models, or Records from a JSON cache keyed on the files' fingerprint (on a miss,
+    from the shipped validated copy when the files are the bundled ones, byte for byte)."""
     # path_kind raises the clear 'cannot read' error for a directory the user may not enter
     if path_kind(Path(directory)) is None:
         return build()  # build() raises the clear 'no such directory' error
     cache_file = user_cache_dir() / f"{kind}-{_files_fingerprint(directory)}.json"
-    if os.environ.get("PLANNER_NO_CACHE") != "1" and cache_file.is_file():
+    use_cache = os.environ.get("PLANNER_NO_CACHE") != "1"
+    if use_cache and cache_file.is_file():
         try:
             rows = json.loads(cache_file.read_text(encoding="utf-8"))
             return [record(**row) for row in rows]
         except (OSError, ValueError, TypeError):
             pass  # a corrupt cache is rebuilt below
-    items = build()
+    shipped = _shipped_rows(kind, directory) if use_cache else None
+    if shipped is not None:
+        items: list[Any] = [record(**row) for row in shipped]
+        rows_text = json.dumps(shipped)
+    else:
+        items = build()
+        rows_text = json.dumps([i.model_dump(mode="json") for i in items])
     try:
         from planner.yamlio import atomic_write_text  # lazy: only a cache miss writes; a warm recommend skips it
 
-        atomic_write_text(cache_file, json.dumps([i.model_dump(mode="json") for i in items]))
+        atomic_write_text(cache_file, rows_text, durable=False)
     except OSError:
         pass  # a read-only home must not stop planning
     return items

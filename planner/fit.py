@@ -218,7 +218,7 @@ class QualityCache:
         if not (self.enabled and self.dirty):
             return
         try:
-            atomic_write_text(_quality_cache_file(), json.dumps(self.data))
+            atomic_write_text(_quality_cache_file(), json.dumps(self.data), durable=False)
         except OSError:
             pass
         self.dirty = False
@@ -330,6 +330,17 @@ def rank_models(models: Iterable[Candidate], target: Target, *, use: str = "chat
 
     out.fits.sort(key=key)
     return out
+
+
+def rank_here(registry: ModelRegistry, target: Target, *, use: str = "chat", context: int | None = None,
+              concurrency: int = 1, min_tokens_per_s: float = DEFAULT_MIN_TOKENS_PER_S,
+              calibration: dict | None = None, prompt_tokens: int | None = None) -> tuple[Ranking, list[str]]:
+    """The ranking of `planner recommend` without --model and of the TUI's "Best here" tab: the registry's profiles
+    and the models in the local HF cache; (ranking, a note per cached repo that could not be read)."""
+    cached, skipped = cached_models(registry)
+    ranking = rank_models(bundled_models(registry) + cached, target, use=use, context=context, concurrency=concurrency,
+                          min_tokens_per_s=min_tokens_per_s, calibration=calibration, prompt_tokens=prompt_tokens)
+    return ranking, skipped
 
 
 def bundled_models(registry: ModelRegistry) -> list[Candidate]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -326,22 +327,20 @@ def gguf_mix(ftype: str, model: ModelSpec, tensors: Sequence[TensorInfo], *, ima
     n_expert = model.moe.num_experts if model.moe else 0
     gqa = model.gqa_ratio
     n_layer = model.num_layers
-    tied = not any(t.name == "output.weight" for t in tensors)
-    # llama.cpp sorts tensors by block index, then by name, before counting attn_v-like tensors.
-    order = sorted(tensors, key=lambda t: (-1 if t.layer is None else t.layer, t.name))
-    n_attn_v = sum(1 for t in order if _category(t.name) == "attn_v")
+    facts = _mix_facts(tensors)
+    tied, n_attn_v = facts.tied, facts.n_attn_v
+    default_quantized = GGML_TYPES[default].quantized
     i_attn_v = 0
     counters = {"ffn_down": 0, "ffn_gate": 0, "ffn_up": 0}
     types: dict[str, str] = {}
-    for t in order:
-        if not _allows_quantization(t):
-            types[t.name] = "F32" if len(t.shape) < 2 or "_norm" in t.name or "ffn_gate_inp" in t.name else source_type
+    for t, cat, kept in facts.order:
+        if kept:  # not quantized by llama.cpp: the type it keeps
+            types[t.name] = kept if kept == "F32" else source_type
             continue
-        cat = _category(t.name)
         if embed_output_type and cat in ("token_embd", "output"):
             types[t.name] = embed_output_type
             continue
-        if not GGML_TYPES[default].quantized:
+        if not default_quantized:
             types[t.name] = default
             continue
         new = default
@@ -419,6 +418,42 @@ def gguf_mix(ftype: str, model: ModelSpec, tensors: Sequence[TensorInfo], *, ima
     return [Assignment(t, GGML_TYPES[types[t.name]]) for t in tensors]
 
 
+@dataclass(frozen=True)
+class _MixFacts:
+    """What gguf_mix reads of a tensor list whatever the file type: llama.cpp's tensor order with each tensor's
+    category and, for a tensor it never quantizes, the type it keeps ('F32', or 'source' for the converted type)."""
+
+    tensors: tuple[TensorInfo, ...]
+    order: tuple[tuple[TensorInfo, str, str], ...]
+    tied: bool
+    n_attn_v: int
+
+
+_MIX_FACTS: dict[int, _MixFacts] = {}
+
+
+def _mix_facts(tensors: Sequence[TensorInfo]) -> _MixFacts:
+    """_MixFacts of `tensors`, remembered: a ranking asks for ten file types of the same tensor list in a row."""
+    got = _MIX_FACTS.get(id(tensors))
+    # the same elements, not only the same list object: a list may be refilled, or its id reused after it is freed
+    if got is not None and len(got.tensors) == len(tensors) and all(map(operator.is_, got.tensors, tensors)):
+        return got
+    # llama.cpp sorts tensors by block index, then by name, before counting attn_v-like tensors.
+    order = sorted(tensors, key=lambda t: (-1 if t.layer is None else t.layer, t.name))
+    rows = []
+    for t in order:
+        kept = ""
+        if not _allows_quantization(t):
+            kept = "F32" if len(t.shape) < 2 or "_norm" in t.name or "ffn_gate_inp" in t.name else "source"
+        rows.append((t, _category(t.name), kept))
+    got = _MixFacts(tuple(tensors), tuple(rows), not any(t.name == "output.weight" for t in tensors),
+                    sum(1 for t in order if _category(t.name) == "attn_v"))
+    if len(_MIX_FACTS) >= 16:  # a few models at a time; memory stays bounded over a long sweep
+        _MIX_FACTS.clear()
+    _MIX_FACTS[id(tensors)] = got
+    return got
+
+
 def _q2_k_2023(model: ModelSpec, tensors: Sequence[TensorInfo], source_type: str) -> list[Assignment]:
     """Q2_K as llama.cpp built it between PR #2707 (Aug 2023) and the 2024 rework."""
     out = []
@@ -491,13 +526,21 @@ def _ffn_down_type(ftype: str, new: str, i: int, n: int, n_expert: int, imatrix:
 
 def _fallback(name: str, t: TensorInfo) -> str:
     """llama.cpp's tensor_type_fallback: a compatible type when the row length does not fit the block."""
-    typ = GGML_TYPES[name]
-    if t.row_length % typ.layout.block_weights == 0:
+    got = _fallback_for_row(name, t.shape[-1])
+    if not got:
+        raise ShapeError(f"{t.name}: row length {t.row_length} does not fit {name} and llama.cpp has no fallback")
+    return got
+
+
+@lru_cache(maxsize=4096)
+def _fallback_for_row(name: str, row_length: int) -> str:
+    """_fallback's answer for a row length ('' when llama.cpp has none); memoized, as a model has few row lengths."""
+    if row_length % GGML_TYPES[name].layout.block_weights == 0:
         return name
     alt = _FALLBACK.get(name)
     if alt is None:
-        raise ShapeError(f"{t.name}: row length {t.row_length} does not fit {name} and llama.cpp has no fallback")
-    return alt if t.row_length % GGML_TYPES[alt].layout.block_weights == 0 else "F16"
+        return ""
+    return alt if row_length % GGML_TYPES[alt].layout.block_weights == 0 else "F16"
 
 
 # ---- GPU-runtime formats: which tensors they quantize
@@ -514,6 +557,7 @@ def _assign_by(quant: Encoding, keep: Encoding, *, include_embed: bool = False, 
 
     def assign(model: ModelSpec, tensors: Sequence[TensorInfo]) -> list[Assignment]:
         out = []
+        packs: dict[tuple[int, tuple[int, ...]], bool] = {}  # (id of encoding, shape) -> it packs: shapes repeat
         for t in tensors:
             enc: Encoding = keep
             if _block_linear(t) or (include_embed and t.name == "token_embd.weight") or (
@@ -525,11 +569,18 @@ def _assign_by(quant: Encoding, keep: Encoding, *, include_embed: bool = False, 
             if len(t.shape) < 2:
                 enc = keep
             if enc is not keep and isinstance(enc, (GGMLType, GroupQuant)):
-                try:
-                    enc.nbytes(t.shape)
-                except ShapeError:
-                    if not fallback_keep:
-                        raise
+                key = (id(enc), t.shape)
+                ok = packs.get(key)
+                if ok is None:
+                    try:
+                        enc.nbytes(t.shape)
+                        ok = True
+                    except ShapeError:
+                        if not fallback_keep:
+                            raise
+                        ok = False
+                    packs[key] = ok
+                if not ok:
                     enc = keep  # loaders leave layers they cannot pack in 16-bit
             out.append(Assignment(t, enc))
         return out

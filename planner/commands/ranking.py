@@ -8,7 +8,7 @@ import argparse
 from planner.capability import unit
 from planner.commands.common import gib
 from planner.commands.options import console, print_json
-from planner.fit import DEFAULT_MIN_TOKENS_PER_S, ModelFit, Ranking, bundled_models, cached_models, rank_models
+from planner.fit import DEFAULT_MIN_TOKENS_PER_S, ModelFit, Ranking, rank_here
 from planner.models.profiles import load_registry
 from planner.plan import Plan, Target
 
@@ -33,12 +33,10 @@ def with_range(plan: Plan, name: str) -> str:
 def rank_for(args: argparse.Namespace, target: Target, calibration: dict | None, context: int | None = None):  # type: ignore[no-untyped-def]
     """The ranking for the command line's target (bundled profiles and the local HF cache)."""
     registry = load_registry(getattr(args, "profiles", []) or [])
-    cached, skipped = cached_models(registry)
     floor = args.min_tokens_per_s if args.min_tokens_per_s is not None else DEFAULT_MIN_TOKENS_PER_S
-    ranking = rank_models(bundled_models(registry) + cached, target, use=args.use,
-                          context=context if context is not None else args.context, concurrency=args.concurrency,
-                          min_tokens_per_s=floor, calibration=calibration, prompt_tokens=args.prompt)
-    return ranking, skipped
+    return rank_here(registry, target, use=args.use, context=context if context is not None else args.context,
+                     concurrency=args.concurrency, min_tokens_per_s=floor, calibration=calibration,
+                     prompt_tokens=args.prompt)
 
 
 def fit_json(f: ModelFit, target: Target) -> dict:

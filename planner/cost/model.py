@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from planner import __version__
 from planner.cache import checksum
 from planner.cost.memory import DEQUANT_BYTES, gguf_header_bytes, kv_bytes_per_value, kv_layer_profile, kv_values_held
-from planner.formats import GGMLType, ShapeError, WeightFormat
+from planner.formats import GGMLType, GroupQuant, ShapeError, WeightFormat
 from planner.models.inventory import TensorInfo, active_fraction, count_params, tensor_inventory
 from planner.paths import user_cache_dir
 from planner.cache import fingerprint
@@ -39,6 +39,13 @@ class FormatLayout:
     head_bytes: int  # output projection + final norm (or tied embedding read as the head)
     head_active_bytes: float
     ggml_types: set[str]
+    # What the quality model reads (planner.cost.quality.linear_bits), gathered in the same pass over the tensors:
+    # bits per quantized block-linear weight, the group size most of them use, the head's bits, and the head's
+    # parameters as a share of the quantized linear parameters.
+    linear_bits: float = 16.0
+    linear_group: int = 0
+    head_bits: float = 16.0
+    head_share: float = 0.0
     sum_layers: int = field(init=False)
     sum_active: float = field(init=False)
 
@@ -60,6 +67,10 @@ class FormatLayout:
     def file_size_bytes(self) -> int:
         """On-disk size (GGUF: tensor data plus metadata)."""
         return self.stored_bytes + self.header_bytes
+
+
+# Bump when FormatLayout's fields or their meaning change: layouts on disk written under another version are ignored.
+LAYOUT_SCHEMA = 2
 
 
 @lru_cache(maxsize=1)
@@ -187,7 +198,7 @@ class ModelCost:
         """Per-model file of computed layouts, keyed by the planner version and the exact tensor inventory."""
         # the formats' rules are part of the key: a change to planner/formats.py (a block layout, a mix rule) must not
         # be answered from layouts an older version computed under the same release number
-        material = "\n".join([__version__, _formats_checksum(), fingerprint(self.spec),
+        material = "\n".join([__version__, f"layout-schema-{LAYOUT_SCHEMA}", _formats_checksum(), fingerprint(self.spec),
                                *(f"{t.name}{t.shape}" for t in self.tensors)])
         return user_cache_dir() / f"layouts-{self.spec.id}-{checksum(material.encode())}.json"
 
@@ -207,10 +218,21 @@ class ModelCost:
         if not self._dirty or os.environ.get("PLANNER_NO_CACHE") == "1":
             return
         try:
-            atomic_write_text(self._cache_file(), json.dumps(self._disk))
+            atomic_write_text(self._cache_file(), json.dumps(self._disk), durable=False)
         except OSError:
             pass
         self._dirty = False
+
+    @cached_property
+    def _facts(self) -> list[tuple[TensorInfo, bool, int, float, int]]:
+        """Per tensor, in inventory order: (tensor, is a matrix, values, share one token reads, where it sits: 0 a
+        block, 1 the token embedding, 2 the head or another tensor outside the blocks); every format's layout reads
+        these, so they are computed once per model, not once per format."""
+        return [self._fact(t) for t in self.tensors]
+
+    def _fact(self, t: TensorInfo) -> tuple[TensorInfo, bool, int, float, int]:
+        where = 0 if t.layer is not None else (1 if t.name == "token_embd.weight" else 2)
+        return t, t.is_matrix, t.n_elements, active_fraction(self.spec, t), where
 
     def _build(self, fmt: WeightFormat, dequant_to: str | None) -> FormatLayout:
         m = self.spec
@@ -221,26 +243,61 @@ class ModelCost:
         head_active = 0.0
         stored = 0
         types: set[str] = set()
-        for a in assignments:
-            t = a.tensor
-            nbytes = a.nbytes
+        dequant_bytes = DEQUANT_BYTES[dequant_to] if dequant_to else 0
+        tied = m.tie_word_embeddings
+        # quality inputs (see FormatLayout): summed in tensor order, as planner.cost.quality always did
+        q_bits = q_elems = 0
+        groups: dict[int, int] = {}
+        head_bits, head_elems = 16.0, 0
+        facts = self._facts
+        same_order = len(facts) == len(assignments)
+        # the encodings stay alive in `assignments` while these live, so their ids are theirs
+        sizes: dict[tuple[int, tuple[int, ...]], int] = {}  # (id of encoding, shape) -> bytes: blocks repeat shapes
+        kinds: dict[int, tuple[str, bool, int | None]] = {}  # id of encoding -> (ggml name or '', dequantized, group)
+        for i, a in enumerate(assignments):
+            t, enc = a.tensor, a.encoding
+            f = facts[i] if same_order and facts[i][0] is t else self._fact(t)  # else: an assigner that reorders
+            matrix, n_el, where = f[1], f[2], f[4]
+            kind = kinds.get(id(enc))
+            if kind is None:
+                is_ggml = isinstance(enc, GGMLType)
+                kind = kinds[id(enc)] = (enc.name if is_ggml else "", bool(dequant_bytes and is_ggml and enc.quantized),
+                                         (enc.group_size or 0) if isinstance(enc, GroupQuant) else None)
+            skey = (id(enc), t.shape)
+            nbytes = sizes.get(skey)
+            if nbytes is None:
+                nbytes = sizes[skey] = a.nbytes
             stored += nbytes
-            if isinstance(a.encoding, GGMLType) and t.is_matrix:
-                types.add(a.encoding.name)
-            resident = nbytes
-            if dequant_to and isinstance(a.encoding, GGMLType) and a.encoding.quantized:
-                resident = t.n_elements * DEQUANT_BYTES[dequant_to]
-            if t.layer is not None:
+            if matrix and kind[0]:
+                types.add(kind[0])
+            resident = n_el * dequant_bytes if kind[1] else nbytes
+            if where == 0:
                 layer_bytes[t.layer] += resident
-                layer_active[t.layer] += resident * active_fraction(m, t)
-            elif t.name == "token_embd.weight":
+                layer_active[t.layer] += resident * f[3]
+            elif where == 1:
                 embed += resident
-                if m.tie_word_embeddings:  # the tied matrix is also the output head, read every token
+                if tied:  # the tied matrix is also the output head, read every token
                     head_active += resident
             else:
                 head += resident
                 head_active += resident
+            if not matrix:
+                continue
+            if where:
+                if where == 2 or tied:
+                    head_bits, head_elems = nbytes * 8 / n_el, n_el
+                continue
+            if nbytes * 8 < 15 * n_el:  # below 16 bits per weight: some quantization
+                q_bits += nbytes * 8
+                q_elems += n_el
+                if kind[2] is not None:
+                    groups[kind[2]] = groups.get(kind[2], 0) + n_el
         header = 0
         if fmt.family == "gguf":
             header = fmt.header_bytes if fmt.header_bytes is not None else gguf_header_bytes(m, len(self.tensors))
-        return FormatLayout(stored, header, layer_bytes, layer_active, embed, head, head_active, types)
+        if q_elems:
+            bits, group, share = q_bits / q_elems, (max(groups, key=groups.get) if groups else 0), head_elems / q_elems
+        else:
+            bits, group, share = 16.0, 0, 0.0
+        return FormatLayout(stored, header, layer_bytes, layer_active, embed, head, head_active, types,
+                            bits, group, head_bits, share)

@@ -555,7 +555,43 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
 
 @lru_cache(maxsize=1)
 def _fits() -> dict[str, FamilyFit]:
-    return fit_all(fit_rows())
+    """The fits of the published rows, kept in the user cache: fitting them anew costs a single-model `planner
+    recommend` ~20-30 ms on every run. Keyed by the planner version and the bytes of this module and the table."""
+    import json
+    import os
+
+    from planner import __version__
+    from planner.cache import checksum
+    from planner.paths import user_cache_dir
+
+    use_cache = os.environ.get("PLANNER_NO_CACHE") != "1"
+    path = None
+    if use_cache:
+        try:
+            material = __version__.encode() + Path(__file__).read_bytes() + data_path().read_bytes()
+            path = user_cache_dir() / f"quality-fits-{checksum(material)}.json"
+            return {k: fit_from_json(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # no cache yet, or a file that is not one: fit and (re)write it
+    fits = fit_all(fit_rows())
+    if path is not None:
+        from planner.yamlio import atomic_write_text
+
+        try:
+            atomic_write_text(path, json.dumps({k: fit_to_json(v) for k, v in fits.items()}), durable=False)
+        except OSError:
+            pass  # a read-only home must not stop planning
+    return fits
+
+
+def fit_to_json(f: FamilyFit) -> dict:
+    """A FamilyFit as plain JSON (floats round-trip exactly)."""
+    return {**f.__dict__, "models": sorted(f.models), "offsets": [list(o) for o in f.offsets]}
+
+
+def fit_from_json(d: dict) -> FamilyFit:
+    """fit_to_json's inverse."""
+    return FamilyFit(**{**d, "models": frozenset(d["models"]), "offsets": tuple((m, float(v)) for m, v in d["offsets"])})
 
 
 def kld_relation(rows: list[Row]) -> tuple[float, float]:
@@ -618,30 +654,10 @@ def linear_bits(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, float]:
 
 
 def _linear_and_head(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, float, float]:
-    """linear_bits plus the head's parameters as a share of the quantized linear parameters."""
-    bits = elems = 0
-    groups: dict[int, int] = {}
-    head_bits = 16.0
-    head_elems = 0
-    for a in fmt.assignments(mc.spec, mc.tensors):
-        t, enc = a.tensor, a.encoding
-        if not t.is_matrix:
-            continue
-        quantized = a.nbytes * 8 < 15 * t.n_elements  # below 16 bits per weight: some quantization
-        if t.layer is None:
-            if t.name != "token_embd.weight" or mc.spec.tie_word_embeddings:
-                head_bits = a.nbytes * 8 / t.n_elements
-                head_elems = t.n_elements
-            continue
-        if not quantized:
-            continue
-        bits += a.nbytes * 8
-        elems += t.n_elements
-        if isinstance(enc, GroupQuant):
-            groups[enc.group_size or 0] = groups.get(enc.group_size or 0, 0) + t.n_elements
-    if not elems:
-        return 16.0, 0, head_bits, 0.0
-    return bits / elems, max(groups, key=groups.get) if groups else 0, head_bits, head_elems / elems
+    """linear_bits plus the head's parameters as a share of the quantized linear parameters (gathered with the
+    model's layout in `fmt`, in the same pass over its tensors, and kept with it in the layout cache)."""
+    lay = mc.layout(fmt)
+    return lay.linear_bits, lay.linear_group, lay.head_bits, lay.head_share
 
 
 def usual_head_bits(fmt: WeightFormat, family: str, mc: ModelCost, head_bits: float) -> float:

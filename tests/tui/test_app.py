@@ -396,6 +396,53 @@ def test_best_here_tab_ranks_like_the_library_and_opens_a_model(catalog, registr
     run(body())
 
 
+def test_best_here_tab_ranks_what_the_cli_ranks_hf_cache_models_included(catalog, registry, tmp_path, monkeypatch,
+                                                                          capsys):
+    """Tab 5 and `planner recommend --json` (no --model) rank with the same function: the same ranked models in the
+    same order, and the same models left out, a model in the local HF cache among them (planned here; not ranked
+    without a published score), which the tab's status line names with its plan, as the CLI does."""
+    import json
+
+    from planner.cli import main
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    tiny = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 2048,
+            "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 8, "intermediate_size": 5632,
+            "max_position_embeddings": 16384, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+    snap = tmp_path / "models--acme--chat-1b" / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps(tiny))
+
+    seen: dict = {}
+
+    async def body() -> None:
+        app = create_app(catalog, registry)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("5")
+            await settle(app, pilot)
+            pane = app.screen.query_one("#rank-pane")
+            for _ in range(200):  # the ranking runs in a worker
+                if pane.ranking is not None:
+                    break
+                await pilot.pause(0.05)
+            table = app.screen.query_one("#rank-table", DataTable)
+            seen.update(inputs=app.inputs, ranking=pane.ranking, rows=[str(k.value) for k in table.rows],
+                        status=str(app.screen.query_one("#rank-status").render()))
+
+    run(body())
+    i, ranking = seen["inputs"], seen["ranking"]
+    capsys.readouterr()  # only the CLI's output below (run after the app: it owns stdout while it runs)
+    assert main(["recommend", "--device", i.device_id, "--count", str(i.count), "--context", str(i.context),
+                 "--top", "1000", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert [f.spec.id for f in ranking.ranked] == [r["model"] for r in cli["ranked"]] == seen["rows"]
+    assert [f.spec.id for f in ranking.fits if not f.ranked] == [r["model"] for r in cli["not_ranked"]]
+    (mine,) = [f for f in ranking.fits if f.origin == "HF cache (acme/chat-1b)"]
+    assert mine.plan is not None and not mine.ranked
+    assert [r["plan"]["format"] for r in cli["not_ranked"] if r["model"] == mine.spec.id] == [mine.plan.format_id]
+    assert f"{mine.spec.id} ({mine.plan.format_id}," in seen["status"] and "no published score" in seen["status"]
+
+
 def test_fit_table_and_detail_show_speed_bands_where_the_basis_is_weak(catalog, registry):
     """The plan and alternatives views print speeds with the CLI's formatter: '~N (N1-N2)' for a weak basis (vLLM on
     an RTX 4090 is calibrated elsewhere), plain 'N' for a firm one (llama.cpp is calibrated on Ada)."""

@@ -1,5 +1,6 @@
-"""The ranking view: which model runs best on the current target (planner.fit, as `planner recommend` without
---model), computed in a worker when the tab is shown; Enter opens the model in the fit pane."""
+"""The ranking view: which model runs best on the current target (planner.fit.rank_here, the function `planner
+recommend` without --model ranks with: bundled profiles and the models in the local HF cache), computed in a worker
+when the tab is shown; Enter opens the model in the fit pane."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Label, Select, Static
 
 from planner.capability import USES, unit
-from planner.fit import DEFAULT_MIN_TOKENS_PER_S, Ranking, bundled_models, rank_models
+from planner.fit import DEFAULT_MIN_TOKENS_PER_S, Ranking, rank_here
 from planner.plan import GIB
 from planner.recommend import speed_cell
 from planner.tui.state import make_target
@@ -27,6 +28,7 @@ class RankPane(Vertical):
         self.dirty = True
         self.computed_for: tuple | None = None
         self.ranking: Ranking | None = None
+        self.skipped: list[str] = []  # HF-cache repos that could not be read
 
     def compose(self) -> ComposeResult:
         """Use picker, hint, table, status."""
@@ -71,18 +73,18 @@ class RankPane(Vertical):
 
     @work(thread=True, exclusive=True, group="rank")
     def _rank(self, target: Any, context: int, use: str, key: tuple) -> None:
-        """rank_models off the UI thread (well under a second with warm caches)."""
+        """rank_here off the UI thread (well under a second with warm caches)."""
         from planner.measure.calibration import for_target
 
         app: Any = self.app
         calibration, _note = for_target(target)  # as `planner recommend` ranks: bench records, measured bandwidth
-        ranking = rank_models(bundled_models(app.registry), target, use=use, context=context, calibration=calibration)
-        app.call_from_thread(self._done, key, ranking)
+        ranking, skipped = rank_here(app.registry, target, use=use, context=context, calibration=calibration)
+        app.call_from_thread(self._done, key, ranking, skipped)
 
-    def _done(self, key: tuple, ranking: Ranking) -> None:
+    def _done(self, key: tuple, ranking: Ranking, skipped: list[str] | None = None) -> None:
         if key != self.computed_for:
             return  # a ranking for older inputs
-        self.ranking = ranking
+        self.ranking, self.skipped = ranking, list(skipped or [])
         table = self.query_one("#rank-table", DataTable)
         table.clear(columns=True)
         for col in ("#", "model", "format", "runtime", "GiB", "decode tok/s", "loss (KLD)", f"{ranking.use} published",
@@ -100,10 +102,15 @@ class RankPane(Vertical):
                           key=f.spec.id)
         left = [f for f in ranking.fits if not f.ranked]
         no_score = sum(1 for f in left if not f.capability.has_data)
+        # as the CLI lists them: models that run here but have no published score (the user's HF-cache models)
+        unscored = [f"{f.spec.id} ({f.plan.format_id}, {f.plan.decode_tokens_per_s:.0f} tok/s)" for f in left
+                    if not f.capability.has_data and f.plan is not None]
         self.query_one("#rank-status", Static).update(
             f"{len(ranking.ranked)} ranked · {no_score} without a published {ranking.use} score · "
             f"{len(left) - no_score} do not fit, are too slow or need a longer context · source: "
-            + (ranking.ranked[0].capability.source if ranking.ranked else "-"))
+            + (ranking.ranked[0].capability.source if ranking.ranked else "-")
+            + (f"\nrun here, not ranked (no published score): {', '.join(unscored)}" if unscored else "")
+            + (f"\nHF cache: {len(self.skipped)} repo(s) could not be read" if self.skipped else ""))
 
     def on_select_changed(self, event: Select.Changed) -> None:
         """Another use: re-rank."""
