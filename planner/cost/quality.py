@@ -584,14 +584,20 @@ def _fits() -> dict[str, FamilyFit]:
     return fits
 
 
+# FamilyFit's (name, value) tuple fields, which JSON carries as lists of pairs
+_PAIR_FIELDS = ("offsets", "model_fx", "source_fx")
+
+
 def fit_to_json(f: FamilyFit) -> dict:
     """A FamilyFit as plain JSON (floats round-trip exactly)."""
-    return {**f.__dict__, "models": sorted(f.models), "offsets": [list(o) for o in f.offsets]}
+    pairs = {k: [list(o) for o in getattr(f, k)] for k in _PAIR_FIELDS}
+    return {**f.__dict__, "models": sorted(f.models), **pairs}
 
 
 def fit_from_json(d: dict) -> FamilyFit:
     """fit_to_json's inverse."""
-    return FamilyFit(**{**d, "models": frozenset(d["models"]), "offsets": tuple((m, float(v)) for m, v in d["offsets"])})
+    pairs = {k: tuple((m, float(v)) for m, v in d[k]) for k in _PAIR_FIELDS}
+    return FamilyFit(**{**d, "models": frozenset(d["models"]), **pairs})
 
 
 def kld_relation(rows: list[Row]) -> tuple[float, float]:
