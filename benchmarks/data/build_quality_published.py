@@ -60,7 +60,8 @@ def eff_bits(bits, group, fam, variant):
     if group in ("", 0): return bits
     v = variant.lower()
     over = 16.0 / group
-    if fam in ("gptq", "rtn", "hqq", "awq") and "sym" not in v: over += bits / group  # zero point per group
+    # zero point per group unless the variant says symmetric ("asymmetric" must not read as symmetric)
+    if fam in ("gptq", "rtn", "hqq", "awq") and not re.search(r"(?<!a)sym", v): over += bits / group
     if fam == "mlx": over = 32.0 / group  # fp16 scale + fp16 bias
     if fam == "nvfp4": over = 8.0 / group  # FP8 E4M3 scale per block (the fp32 per-tensor scale is negligible)
     if fam in ("bnb-nf4", "bnb-fp4"):
