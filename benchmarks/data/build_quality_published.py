@@ -1,10 +1,13 @@
 """Rebuild planner/data/quality_published.csv from the project reference CSVs (run by hand from the repo root:
 `python benchmarks/data/build_quality_published.py planner/data/quality_published.csv`; never at run or test time).
-Inputs: the reference nongguf_quality.csv and quant_quality.csv, plus benchmarks/data/quality_extra.csv (rows copied from
-published tables into this repo, same columns as nongguf_quality.csv, each with its source)."""
+Inputs: the reference nongguf_quality.csv and quant_quality.csv, plus benchmarks/data/quality_extra.csv and
+quality_extra2.csv (rows copied from published tables into this repo, same columns as nongguf_quality.csv, each with its
+source; quality_extra2.csv adds two optional columns: `baseline`, what the loss is relative to when it is not the 16-bit
+model in ppl_fp16, and `fit_why`, a reason to keep a row out of the fit)."""
 import csv, re, sys
 REF = sys.argv[2] if len(sys.argv) > 2 else "../shared/reference/"
 EXTRA = "benchmarks/data/quality_extra.csv"
+EXTRA2 = "benchmarks/data/quality_extra2.csv"  # second batch of sourced rows (thin families: exl2, mlx, nvfp4, int8/fp8)
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 OUT = sys.argv[1]
 SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
@@ -12,6 +15,7 @@ SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 
 def params_b(model):
     m = model.lower()
     if "mistral-7b" in m: return 7.24
+    if "codeqwen" in m: return ""  # not a Llama size; its parameter count is not in a source here
     if "30b-a3b" in m: return 30.5
     for k in ("405b", "70b", "65b", "32b", "30b", "14b", "13b", "8b", "1.7b", "7b", "0.6b", "4b"):
         if re.search(r"(^|[-_ ])" + re.escape(k), m): return SIZES[k]
@@ -56,7 +60,8 @@ def eff_bits(bits, group, fam, variant):
     if group in ("", 0): return bits
     v = variant.lower()
     over = 16.0 / group
-    if fam in ("gptq", "rtn", "hqq", "awq") and "sym" not in v: over += bits / group  # zero point per group
+    # zero point per group unless the variant says symmetric ("asymmetric" must not read as symmetric)
+    if fam in ("gptq", "rtn", "hqq", "awq") and not re.search(r"(?<!a)sym", v): over += bits / group
     if fam == "mlx": over = 32.0 / group  # fp16 scale + fp16 bias
     if fam == "nvfp4": over = 8.0 / group  # FP8 E4M3 scale per block (the fp32 per-tensor scale is negligible)
     if fam in ("bnb-nf4", "bnb-fp4"):
@@ -64,7 +69,7 @@ def eff_bits(bits, group, fam, variant):
     return round(bits + over, 4)
 
 rows = []
-for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.DictReader(open(EXTRA))):
+for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.DictReader(open(EXTRA))) + list(csv.DictReader(open(EXTRA2))):
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
     nb = re.match(r"~?([\d.]+)", r["bits_per_weight"])
@@ -86,9 +91,11 @@ for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.Dict
         fit, why = "no", "perplexity change within noise (<= 0): log-loss fit needs a positive loss"
     if fit == "yes" and float(ppl_pct) > 100:
         fit, why = "no", "collapsed model (> +100 % PPL): outside the model's range"
+    if r.get("fit_why"):
+        fit, why = "no", r["fit_why"]
     rows.append(dict(family=fam, variant=r["variant"], group_size=g, bits=fb, model=r["model"], params_b=params_b(r["model"]),
                      metric=metric, value=value, ppl_delta_pct=ppl_pct if fit == "yes" else "",
-                     baseline="16-bit" if r["ppl_fp16"] or "vs" in r["other_metric"] or "recovery" in r["other_metric"] else "",
+                     baseline=r.get("baseline") or ("16-bit" if r["ppl_fp16"] or "vs" in r["other_metric"] or "recovery" in r["other_metric"] else ""),
                      context=r["ctx"], dataset=r["dataset"], fit=fit, why=why, source=r["source"], note=r["notes"]))
 
 # GGUF rows: quant type with bits per quantized linear weight filled in by the planner (see README).
