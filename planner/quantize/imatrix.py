@@ -60,6 +60,13 @@ class ImportanceMatrix:
         return np.repeat(e, shape[-2], axis=0)  # one row of importance per weight row of each expert
 
 
+
+def _label(name: str) -> str:
+    """A tensor name for a one-line error: at most 80 characters, control characters escaped (a name read from a
+    damaged file may hold newlines)."""
+    cut = name[:80]
+    return cut if cut.isprintable() else cut.encode("unicode_escape").decode("ascii")
+
 def read_imatrix(path: Path | str) -> ImportanceMatrix:
     """Read a llama.cpp importance matrix (GGUF or legacy imatrix.dat); bad input is one InvalidInputError."""
     path = Path(path)
@@ -73,7 +80,7 @@ def parse_imatrix(data: bytes, source: str) -> ImportanceMatrix:
         raise InvalidInputError(f"{source}: no importance matrix entries in the file")
     for name, e in im.entries.items():
         if not np.isfinite(e).all() or (e < 0).any():
-            raise InvalidInputError(f"{source}: {name[:80]}: importance values must be finite and non-negative")
+            raise InvalidInputError(f"{source}: {_label(name)}: importance values must be finite and non-negative")
     return im
 
 
@@ -105,16 +112,16 @@ def _parse_legacy(data: bytes, source: str) -> ImportanceMatrix:
             name = take(ln, f"entry {i} name").decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidInputError(f"{source}: entry {i} name: not UTF-8") from None
-        ncall = i32(f"{name[:80]} ncall")
-        nval = i32(f"{name[:80]} nval")
+        ncall = i32(f"{_label(name)} ncall")
+        nval = i32(f"{_label(name)} nval")
         if not 1 <= nval <= MAX_VALUES or nval * 4 > len(data) - pos:
-            raise InvalidInputError(f"{source}: {name[:80]}: nval: expected 1 up to the {len(data) - pos} bytes left / 4, "
+            raise InvalidInputError(f"{source}: {_label(name)}: nval: expected 1 up to the {len(data) - pos} bytes left / 4, "
                                     f"found {nval}")
-        values = np.frombuffer(take(4 * nval, f"{name[:80]} values"), dtype="<f4").astype(np.float32)
+        values = np.frombuffer(take(4 * nval, f"{_label(name)} values"), dtype="<f4").astype(np.float32)
         if ncall <= 0:
-            raise InvalidInputError(f"{source}: {name[:80]}: ncall: expected a positive call count, found {ncall}")
+            raise InvalidInputError(f"{source}: {_label(name)}: ncall: expected a positive call count, found {ncall}")
         if name in entries:
-            raise InvalidInputError(f"{source}: {name[:80]}: appears twice")
+            raise InvalidInputError(f"{source}: {_label(name)}: appears twice")
         entries[name] = (values / np.float32(ncall)).reshape(1, -1)
     chunks = 0
     datasets: list[str] = []
@@ -143,18 +150,18 @@ def _parse_gguf(data: bytes, source: str) -> ImportanceMatrix:
         base = t.name[: -len(".in_sum2")]
         c = by_name.get(base + ".counts")
         if c is None:
-            raise InvalidInputError(f"{source}: {t.name[:80]}: no matching {base[:80]}.counts tensor")
+            raise InvalidInputError(f"{source}: {_label(t.name)}: no matching {_label(base)}.counts tensor")
         for x in (t, c):
             if x.type_name != "F32" or len(x.dims) > 2:
-                raise InvalidInputError(f"{source}: {x.name[:80]}: expected a 1-D or 2-D F32 tensor, found {x.type_name} "
+                raise InvalidInputError(f"{source}: {_label(x.name)}: expected a 1-D or 2-D F32 tensor, found {x.type_name} "
                                         f"with dims {list(x.dims)}")
         n_per_row, n_mat = t.dims[0], (t.dims[1] if len(t.dims) > 1 else 1)
         if c.n_elements != n_mat:
-            raise InvalidInputError(f"{source}: {c.name[:80]}: expected {n_mat} counts (one per matrix), found {c.n_elements}")
+            raise InvalidInputError(f"{source}: {_label(c.name)}: expected {n_mat} counts (one per matrix), found {c.n_elements}")
         sums = _f32(data, header.data_offset + t.offset, t.n_elements).reshape(n_mat, n_per_row)
         counts = _f32(data, header.data_offset + c.offset, n_mat)
         if not np.isfinite(counts).all() or (counts < 0).any():
-            raise InvalidInputError(f"{source}: {c.name[:80]}: counts must be finite and non-negative")
+            raise InvalidInputError(f"{source}: {_label(c.name)}: counts must be finite and non-negative")
         with np.errstate(divide="ignore", invalid="ignore"):
             imp = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], np.float32(1))
         entries[base] = imp.astype(np.float32)
