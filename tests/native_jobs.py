@@ -70,4 +70,15 @@ def handle(state: dict[str, Any], op: str, args: dict[str, Any],
         logits = np.asarray(llm.scores[: len(toks)], dtype=np.float32)
         llm.close()
         return {}, [np.asarray(toks, dtype=np.int32), logits]
+    if op == "logits":  # llama.cpp's logits over given token ids, for each GGUF in args["paths"] (one load each)
+        import llama_cpp
+
+        toks = [int(t) for t in arrays[0]]
+        out = []
+        for path in args["paths"]:
+            llm = llama_cpp.Llama(model_path=path, n_ctx=int(args.get("ctx", 64)), logits_all=True, verbose=False)
+            llm.eval(toks)
+            out.append(np.asarray(llm.scores[: len(toks)], dtype=np.float32))
+            llm.close()
+        return {}, out
     raise ValueError(op)

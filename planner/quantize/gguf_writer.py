@@ -207,9 +207,24 @@ def general_metadata(arch: str, name: str, ftype: str) -> list[KV]:
     ]
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def _f(config: dict[str, Any], key: str, default: float) -> float:
+    """A config number written as a GGUF float32 (default when absent or not a number; an error when out of range)."""
     v = config.get(key)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return default
+    if not (math.isfinite(v) and abs(v) <= _F32_MAX):
+        from planner.errors import InvalidInputError
+
+        raise InvalidInputError(f"config.json: {key}: expected a finite number within float32's range, got {v!r}")
+    return float(v)
+
+
+def _u32(value: Any) -> int | None:
+    """value when it is an integer that a GGUF uint32 holds, else None (the key is then not written)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 32 else None
 
 
 def rope_config(config: dict[str, Any], attention: str = "full_attention") -> tuple[float, dict[str, Any] | None]:
@@ -251,14 +266,14 @@ def arch_metadata(arch: str, spec: ModelSpec, config: dict[str, Any]) -> tuple[l
         out += [kv_u32(a.KEY_LENGTH.format(arch=arch), spec.dim_head), kv_u32(a.VALUE_LENGTH.format(arch=arch), spec.dim_head)]
     if isinstance(scaling, dict):
         kind = scaling.get("rope_type", scaling.get("type"))
-        factor = scaling.get("factor")
-        if kind == "linear" and isinstance(factor, (int, float)):
+        factor = _f(scaling, "factor", 0.0)
+        if kind == "linear" and factor > 0:
             out += [kv_str(r.SCALING_TYPE.format(arch=arch), "linear"), kv_f32(r.SCALING_FACTOR.format(arch=arch), factor)]
-        elif kind == "yarn" and isinstance(factor, (int, float)) and arch in ("qwen2", "qwen3", "qwen3moe"):
+        elif kind == "yarn" and factor > 0 and arch in ("qwen2", "qwen3", "qwen3moe"):
             # conversion/qwen.py (Qwen2Model / Qwen2MoeModel.set_gguf_parameters): type, factor, original context
             out += [kv_str(r.SCALING_TYPE.format(arch=arch), "yarn"), kv_f32(r.SCALING_FACTOR.format(arch=arch), factor)]
-            if isinstance(scaling.get("original_max_position_embeddings"), int):
-                out.append(kv_u32(r.SCALING_ORIG_CTX_LEN.format(arch=arch), scaling["original_max_position_embeddings"]))
+            if (orig := _u32(scaling.get("original_max_position_embeddings"))) is not None:
+                out.append(kv_u32(r.SCALING_ORIG_CTX_LEN.format(arch=arch), orig))
         elif kind == "llama3":
             pass  # carried by the rope_freqs.weight tensor
         elif kind in ("longrope", "su") and arch == "phi3":
@@ -298,14 +313,14 @@ def _family_metadata(arch: str, spec: ModelSpec, config: dict[str, Any]) -> tupl
         out += [kv_f32(k.ATTN_LOGIT_SOFTCAPPING.format(arch=arch), _f(config, "attn_logit_softcapping", 50.0)),
                 kv_f32(k.FINAL_LOGIT_SOFTCAPPING.format(arch=arch), _f(config, "final_logit_softcapping", 30.0))]
     if arch == "gemma3":
-        if isinstance(config.get("final_logit_softcapping"), (int, float)):
-            out.append(kv_f32(k.FINAL_LOGIT_SOFTCAPPING.format(arch=arch), config["final_logit_softcapping"]))
+        if config.get("final_logit_softcapping") is not None:
+            out.append(kv_f32(k.FINAL_LOGIT_SOFTCAPPING.format(arch=arch), _f(config, "final_logit_softcapping", 0.0)))
         swa_theta, _ = rope_config(config, "sliding_attention")
         params = config.get("rope_parameters")
         if isinstance(params, dict) and isinstance(params.get("sliding_attention"), dict):
             out.append(kv_f32(r.FREQ_BASE_SWA.format(arch=arch), swa_theta))
-        elif isinstance(config.get("rope_local_base_freq"), (int, float)):  # transformers 4 spelling
-            out.append(kv_f32(r.FREQ_BASE_SWA.format(arch=arch), config["rope_local_base_freq"]))
+        elif config.get("rope_local_base_freq") is not None:  # transformers 4 spelling
+            out.append(kv_f32(r.FREQ_BASE_SWA.format(arch=arch), _f(config, "rope_local_base_freq", 10000.0)))
     if arch in ("gemma2", "gemma3"):
         if spec.sliding_window is not None:
             out.append(kv_u32(a.SLIDING_WINDOW.format(arch=arch), spec.sliding_window))
@@ -317,14 +332,13 @@ def _family_metadata(arch: str, spec: ModelSpec, config: dict[str, Any]) -> tupl
                             "llama.cpp scales queries by 1/sqrt(head_dim), so its outputs differ from transformers'")
     if arch == "phi3":
         _, scaling = rope_config(config)
-        orig = config.get("original_max_position_embeddings")
-        if isinstance(orig, int):
+        orig = _u32(config.get("original_max_position_embeddings"))
+        if orig is not None:
             out.append(kv_u32(r.SCALING_ORIG_CTX_LEN.format(arch=arch), orig))
         # 0 tells Phi-3 (no sliding window) from Phi-4-mini-style checkpoints (conversion/phi.py)
-        window = config.get("sliding_window")
-        out.append(kv_u32(a.SLIDING_WINDOW.format(arch=arch), window if isinstance(window, int) else 0))
+        out.append(kv_u32(a.SLIDING_WINDOW.format(arch=arch), _u32(config.get("sliding_window")) or 0))
         kind = scaling.get("rope_type", scaling.get("type")) if scaling else None
-        if kind in ("longrope", "su", "yarn") and isinstance(orig, int) and orig > 0:
+        if kind in ("longrope", "su", "yarn") and orig is not None and orig > 1:
             scale = spec.max_context / orig
             if kind == "yarn":
                 attn = 0.1 * math.log(scale) + 1.0 if scale > 1 else 1.0

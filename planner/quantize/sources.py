@@ -53,6 +53,8 @@ GGUF_ONLY = frozenset({"MixtralForCausalLM", "Qwen3MoeForCausalLM", "Gemma2ForCa
 # to every '*norm.weight' of Gemma 2/3 (conversion/gemma.py, Gemma2Model/Gemma3Model.modify_tensors).
 _NORM_SHIFT_ARCHS = frozenset({"gemma2", "gemma3"})
 GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+# GGUF files re-quantized to GGUF only (no transformers config or checkpoint names are rebuilt for them).
+GGUF_TO_GGUF_ARCHITECTURES = ("qwen3moe", "gemma2", "gemma3", "phi3")
 _FLOAT_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 # Files a Hugging Face loader wants beside the weights; copied from an HF source into safetensors outputs.
 HF_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -62,7 +64,7 @@ HF_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.
 def supported_sources() -> str:
     """A one-line description of what can be read, for error messages."""
     return (f"Hugging Face checkpoints of {', '.join(HF_ARCHITECTURES)} (SmolLM is LlamaForCausalLM) "
-            f"or GGUF files of architecture {', '.join(GGUF_ARCHITECTURES)}")
+            f"or GGUF files of architecture {', '.join([*GGUF_ARCHITECTURES, *GGUF_TO_GGUF_ARCHITECTURES])}")
 
 
 def qk_row_order(n_rows: int, n_head: int) -> np.ndarray:
@@ -362,11 +364,13 @@ _GENERAL_WRITTEN = {"general.architecture", "general.type", "general.name", "gen
 def _open_gguf(path: Path) -> Source:
     header = read_gguf_model(path)
     arch = header.architecture or "?"
-    if arch not in GGUF_ARCHITECTURES:
-        raise InvalidInputError(f"{path}: general.architecture: planner quantize supports {', '.join(GGUF_ARCHITECTURES)}; found {arch}")
+    known = [*GGUF_ARCHITECTURES, *GGUF_TO_GGUF_ARCHITECTURES]
+    if arch not in known:
+        raise InvalidInputError(f"{path}: general.architecture: planner quantize supports {', '.join(known)}; found {arch}")
     spec = spec_from_gguf(header, path)
-    if spec.moe is not None:
-        raise InvalidInputError(f"{path}: mixture-of-experts models are not supported by planner quantize")
+    only = None
+    if arch in GGUF_TO_GGUF_ARCHITECTURES or spec.moe is not None:
+        only = f"a {arch}{' mixture-of-experts' if spec.moe is not None else ''} GGUF is re-quantized to GGUF only"
     parts = [Path(p) for p in header.split_files] or [path]
     starts = [header.data_offset if i == 0 else read_gguf_header(p).data_offset for i, p in enumerate(parts)]
     warnings: list[str] = []
@@ -392,6 +396,8 @@ def _open_gguf(path: Path) -> Source:
         kv = kv_from_header(key, header.value_types[key], value)
         if kv is not None:
             kvs.append(kv)
+    if only is not None:
+        return Source("gguf", path, arch, spec, tensors, f"GGUF file {path.name}", {}, warnings, kvs, {}, gguf_only=only)
     side, w = hf_tokenizer_from_gguf(header.metadata)
     config = _hf_config_from_gguf(header.metadata, arch, spec)
     side["config.json"] = json.dumps(config, indent=2).encode()
