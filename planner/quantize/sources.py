@@ -25,7 +25,7 @@ from gguf.quants import dequantize
 
 from planner.errors import InvalidInputError
 from planner.formats import GGML_TYPES
-from planner.models.inventory import TensorInfo
+from planner.models.inventory import TensorInfo, tensor_inventory
 from planner.models.readers import (
     gguf_slot, load_model_source, read_gguf_header, read_gguf_model, read_safetensors_dir, spec_from_gguf,
 )
@@ -297,6 +297,11 @@ def _open_hf(directory: Path) -> Source:
         for key, values in longrope_factors(config_path, text_config, spec.dim_head).items():
             tensors.append(SourceTensor(tensor_info(f"{key}.weight", values.shape, None), None, "F32", 0, values=values))
     tensors.sort(key=_sort_key)
+    have = {t.info.name for t in tensors}
+    missing = [t.name for t in tensor_inventory(spec) if t.name not in have]
+    if missing:  # llama.cpp refuses a GGUF without every tensor its architecture loads
+        raise InvalidInputError(f"{directory}: {cls} needs {len(missing)} tensor(s) the checkpoint does not hold "
+                                f"(GGUF names: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})")
     kvs, w = arch_metadata(arch, spec, text_config)
     tok, w2 = gguf_tokenizer_from_hf(directory, spec.vocab_size, arch)
     side = {n: (directory / n).read_bytes() for n in HF_SIDE_FILES if (directory / n).is_file()}
