@@ -117,10 +117,10 @@ def test_converted_model_matches_transformers_in_llama_cpp(tmp_path, kind):
     from safetensors.numpy import load_file
 
     stored = load_file(src / "model.safetensors")  # the checkpoint as saved (one tensor per expert)
-    prefix = "language_model.model." if kind == "gemma3-mm" else "model."
     if kind.startswith("gemma"):  # llama.cpp's converter stores Gemma's norms as 1 + weight
-        assert np.array_equal(_gguf_tensor(f16, "blk.1.post_ffw_norm.weight"),
-                              stored[f"{prefix}layers.1.post_feedforward_layernorm.weight"] + 1)
+        # (the multimodal checkpoint nests the decoder: language_model.model. or model.language_model.)
+        norm = next(k for k in stored if k.endswith("layers.1.post_feedforward_layernorm.weight") and "vision" not in k)
+        assert np.array_equal(_gguf_tensor(f16, "blk.1.post_ffw_norm.weight"), stored[norm] + 1)
     if experts:  # experts stacked in index order: ffn_down_exps[e] is expert e's down projection
         down = _gguf_tensor(f16, "blk.1.ffn_down_exps.weight")
         mod = "block_sparse_moe.experts.{}.w2" if kind == "mixtral" else "mlp.experts.{}.down_proj"
