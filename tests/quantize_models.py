@@ -136,7 +136,7 @@ def smollm2_gguf() -> Path | None:
 # Tiny transformers models of the architectures `planner quantize` converts beyond Llama/Qwen (hidden 256 and
 # expert/MLP widths of 256 or 512, so every matrix row fits the K-quants' 256-value blocks). Gemma's
 # query_pre_attn_scalar is head_dim, as in the 2B/9B/4B/12B releases: llama.cpp scales queries by 1/sqrt(head_dim).
-ARCH_KINDS = ("qwen3moe", "mixtral", "gemma2", "gemma3", "gemma3-mm", "phi3")
+ARCH_KINDS = ("qwen3moe", "mixtral", "gemma2", "gemma3", "gemma3-mm", "phi3", "phi3-longrope")
 
 
 def make_arch_model(path: Path, kind: str, *, experts: int = 4, seed: int = 0) -> Any:
@@ -169,6 +169,14 @@ def make_arch_model(path: Path, kind: str, *, experts: int = 4, seed: int = 0) -
             image_token_index=300, boi_token_index=301, eoi_token_index=302))
     elif kind == "phi3":
         model = T.Phi3ForCausalLM(T.Phi3Config(**common, intermediate_size=512, pad_token_id=0, eos_token_id=2))
+    elif kind == "phi3-longrope":  # LongRoPE (Phi-3 128k): per-frequency factors, short below 256 tokens, long above
+        hd = 256 // 4
+        rng = np.random.default_rng(seed)
+        scaling = {"rope_type": "longrope", "long_factor": (1 + 3 * rng.random(hd // 2)).round(3).tolist(),
+                   "short_factor": (1 + 0.5 * rng.random(hd // 2)).round(3).tolist()}
+        model = T.Phi3ForCausalLM(T.Phi3Config(**{**common, "max_position_embeddings": 1024}, intermediate_size=512,
+                                               pad_token_id=0, eos_token_id=2, original_max_position_embeddings=256,
+                                               rope_scaling=scaling))
     else:
         raise ValueError(kind)
     with torch.no_grad():

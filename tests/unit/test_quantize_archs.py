@@ -135,6 +135,39 @@ def test_converted_model_matches_transformers_in_llama_cpp(tmp_path, kind):
     assert np.abs(logits[0] - ref).max() <= 0.01  # F16: transformers' float32 logits up to half-precision weights
 
 
+@pytest.mark.real_runtime
+@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python not installed (pip install '.[dev]')")
+def test_phi3_longrope_factors_and_attention_factor(tmp_path):
+    """Phi-3's LongRoPE: rope_factors_long/short tensors and rope.scaling.attn_factor. transformers picks the short
+    factors for a sequence within original_max_position_embeddings (256) and the long ones past it; llama.cpp picks
+    by its context size, so each is compared with a context on the same side of 256."""
+    import math
+
+    src = tmp_path / "tiny"
+    model = make_arch_model(src, "phi3-longrope")
+    out = tmp_path / "f16.gguf"
+    quantize_model(src, "f16", out)
+    header = read_gguf_model(out)
+    assert header.metadata["phi3.rope.scaling.attn_factor"] == pytest.approx(math.sqrt(1 + math.log(1024 / 256) / math.log(256)))
+    assert header.metadata["phi3.rope.scaling.original_context_length"] == 256
+    scaling = model.config.rope_parameters if getattr(model.config, "rope_parameters", None) else model.config.rope_scaling
+    np.testing.assert_array_equal(_gguf_tensor(out, "rope_factors_long.weight"), np.float32(scaling["long_factor"]))
+    np.testing.assert_array_equal(_gguf_tensor(out, "rope_factors_short.weight"), np.float32(scaling["short_factor"]))
+
+    from native_jobs import JOB
+
+    from planner.native import Worker
+
+    rng = np.random.default_rng(1)
+    with Worker(JOB) as w:
+        for n, ctx in ((32, 256), (300, 512)):  # short factors, then long ones
+            toks = rng.integers(3, 500, n).astype(np.int32)
+            with torch.no_grad():
+                ref = model(input_ids=torch.tensor([toks.tolist()])).logits[0].numpy()
+            _, (got,) = w.call("logits", {"paths": [str(out)], "ctx": ctx}, [toks], doing="running llama.cpp")
+            assert np.abs(got - ref).max() <= 0.01, (n, ctx)  # measured 0.001; the other factor set gives 0.05
+
+
 @pytest.fixture(scope="module")
 def gemma2(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("archs") / "gemma2"
