@@ -306,7 +306,8 @@ def _family_metadata(arch: str, spec: ModelSpec, config: dict[str, Any]) -> tupl
         if arch == "qwen3moe":  # the experts' width; feed_forward_length stays the (unused) dense width
             out.append(kv_u32(k.EXPERT_FEED_FORWARD_LENGTH.format(arch=arch), spec.moe.expert_intermediate_size))
             if config.get("norm_topk_prob") is False:
-                # llama.cpp's qwen3moe graph always renormalises the top-k routing weights (build_moe_ffn norm_w)
+                # llama.cpp's qwen3moe graph always renormalises the top-k routing weights (src/models/qwen3moe.cpp:
+                # build_moe_ffn(..., LLM_FFN_SILU, norm_w = true, ...))
                 warnings.append("norm_topk_prob is false: llama.cpp's qwen3moe renormalises the chosen experts' "
                                 "weights, so its outputs differ from transformers'")
     if arch == "gemma2":
