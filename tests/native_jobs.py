@@ -81,4 +81,14 @@ def handle(state: dict[str, Any], op: str, args: dict[str, Any],
             out.append(np.asarray(llm.scores[: len(toks)], dtype=np.float32))
             llm.close()
         return {}, out
+    if op == "llama_quantize":  # llama.cpp's own quantizer (what llama-quantize runs): F16 GGUF -> file type
+        import ctypes
+
+        import llama_cpp
+
+        p = llama_cpp.llama_model_quantize_default_params()
+        p.ftype = int(args["ftype"])
+        p.nthread = 1
+        rc = llama_cpp.llama_model_quantize(args["src"].encode(), args["dst"].encode(), ctypes.byref(p))
+        return {"rc": int(rc)}, []
     raise ValueError(op)

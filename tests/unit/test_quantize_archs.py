@@ -168,6 +168,33 @@ def test_phi3_longrope_factors_and_attention_factor(tmp_path):
             assert np.abs(got - ref).max() <= 0.01, (n, ctx)  # measured 0.001; the other factor set gives 0.05
 
 
+@pytest.mark.real_runtime
+@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python not installed (pip install '.[dev]')")
+@pytest.mark.parametrize("kind", ["mixtral", "qwen3moe", "gemma2", "gemma3", "phi3"])
+def test_per_tensor_types_are_llama_quantizes(tmp_path, kind):
+    """The cost model's mix rules (which planner quantize follows) give each tensor the type llama.cpp's own
+    quantizer gives it, from the same F16 GGUF; Mixtral with 8 experts gets llama.cpp's 8-expert rules."""
+    from gguf import GGUFReader, LlamaFileType
+    from native_jobs import JOB
+
+    from planner.native import Worker
+
+    src = tmp_path / "tiny"
+    make_arch_model(src, kind, experts=8 if kind == "mixtral" else 4)
+    f16 = tmp_path / "f16.gguf"
+    quantize_model(src, "f16", f16)
+    with Worker(JOB) as w:
+        for ftype in ("Q4_K_M", "Q3_K_M"):
+            theirs_path, ours_path = tmp_path / f"llama-{ftype}.gguf", tmp_path / f"ours-{ftype}.gguf"
+            info, _ = w.call("llama_quantize", {"src": str(f16), "dst": str(theirs_path),
+                                                "ftype": int(LlamaFileType[f"MOSTLY_{ftype}"])}, [], doing="llama-quantize")
+            assert info["rc"] == 0
+            quantize_model(f16, ftype, ours_path)
+            theirs = {t.name: t.tensor_type.name for t in GGUFReader(theirs_path).tensors}
+            ours = {t.name: t.tensor_type.name for t in GGUFReader(ours_path).tensors}
+            assert ours == theirs, ftype
+
+
 @pytest.fixture(scope="module")
 def gemma2(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("archs") / "gemma2"
