@@ -297,11 +297,17 @@ def _open_hf(directory: Path) -> Source:
         for key, values in longrope_factors(config_path, text_config, spec.dim_head).items():
             tensors.append(SourceTensor(tensor_info(f"{key}.weight", values.shape, None), None, "F32", 0, values=values))
     tensors.sort(key=_sort_key)
-    have = {t.info.name for t in tensors}
-    missing = [t.name for t in tensor_inventory(spec) if t.name not in have]
+    have = {t.info.name: t for t in tensors}
+    inventory = tensor_inventory(spec)
+    missing = [t.name for t in inventory if t.name not in have]
     if missing:  # llama.cpp refuses a GGUF without every tensor its architecture loads
         raise InvalidInputError(f"{directory}: {cls} needs {len(missing)} tensor(s) the checkpoint does not hold "
                                 f"(GGUF names: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})")
+    for want in inventory:  # ... or one of another shape than config.json describes (e.g. an expert too few)
+        got = have[want.name]
+        if tuple(got.info.shape) != tuple(want.shape):
+            raise InvalidInputError(f"{directory}: {got.hf_name or want.name}: shape {list(got.info.shape)}, config.json "
+                                    f"describes {list(want.shape)} ({want.name})")
     kvs, w = arch_metadata(arch, spec, text_config)
     tok, w2 = gguf_tokenizer_from_hf(directory, spec.vocab_size, arch)
     side = {n: (directory / n).read_bytes() for n in HF_SIDE_FILES if (directory / n).is_file()}

@@ -309,3 +309,61 @@ def test_architecture_metadata_from_any_config_is_written_or_one_clear_error(cls
 
     GGUFWriter(io.BytesIO(), kvs, []).write_header()  # every value fits its GGUF type
     assert all(isinstance(w, str) for w in warnings)
+
+
+def _write_mixtral(d: Path, experts: dict[int, dict[str, tuple[int, ...]]], n_experts: int) -> None:
+    """A 1-layer Mixtral checkpoint (hidden 32, MLP 64) whose expert slices are `experts` (index -> w1/w2/w3 shapes)."""
+    import json
+
+    from planner.quantize.safetensors_writer import SafetensorsWriter, TensorSpec
+
+    h, f, v = 32, 64, 64
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,),
+                                          "lm_head.weight": (v, h)}
+    p = "model.layers.0."
+    shapes.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+                   p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (h // 2, h),
+                   p + "self_attn.v_proj.weight": (h // 2, h), p + "self_attn.o_proj.weight": (h, h),
+                   p + "block_sparse_moe.gate.weight": (n_experts, h)})
+    for e, ws in experts.items():
+        for w, shape in ws.items():
+            shapes[f"{p}block_sparse_moe.experts.{e}.{w}.weight"] = shape
+    d.mkdir(parents=True)
+    specs = [TensorSpec(n, "F16", s) for n, s in shapes.items()]
+    with (d / "model.safetensors").open("wb+") as fh:
+        writer = SafetensorsWriter(fh, specs)
+        for s in specs:
+            writer.write(s.name, np.zeros(s.shape, dtype=np.float16))
+        writer.finish()
+    (d / "config.json").write_text(json.dumps({
+        "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": h, "intermediate_size": f,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": v,
+        "num_local_experts": n_experts, "num_experts_per_tok": 2, "max_position_embeddings": 128}))
+
+
+_GOOD = {"w1": (64, 32), "w3": (64, 32), "w2": (32, 64)}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(n=st.integers(2, 4), drop=st.sets(st.integers(0, 3), max_size=2),
+       bad=st.dictionaries(st.integers(0, 3), st.sampled_from(["w1", "w2", "w3"]), max_size=1),
+       extra=st.sets(st.integers(4, 9), max_size=1))
+def test_expert_slices_stack_or_fail_in_one_line(tmp_path_factory, n, drop, bad, extra):
+    """Experts missing, extra or of another shape: one InvalidInputError line; a complete set stacks to (E, rows, cols)."""
+    from planner.quantize.sources import open_source
+
+    experts = {e: dict(_GOOD) for e in (set(range(n)) - drop) | extra}
+    for e, w in bad.items():
+        if e in experts:
+            experts[e][w] = (48, 32) if w != "w2" else (32, 48)
+    d = tmp_path_factory.mktemp("moe") / "m"
+    _write_mixtral(d, experts, n)
+    try:
+        src = open_source(d)
+    except InvalidInputError as exc:
+        assert "\n" not in str(exc) and str(d) in str(exc)
+        return
+    stacked = {t.info.name: t.info.shape for t in src.tensors if t.parts}
+    assert stacked == {"blk.0.ffn_gate_exps.weight": (n, 64, 32), "blk.0.ffn_up_exps.weight": (n, 64, 32),
+                       "blk.0.ffn_down_exps.weight": (n, 32, 64)}
+    assert set(experts) == set(range(n)) and all(experts[e] == _GOOD for e in experts)
