@@ -70,4 +70,25 @@ def handle(state: dict[str, Any], op: str, args: dict[str, Any],
         logits = np.asarray(llm.scores[: len(toks)], dtype=np.float32)
         llm.close()
         return {}, [np.asarray(toks, dtype=np.int32), logits]
+    if op == "logits":  # llama.cpp's logits over given token ids, for each GGUF in args["paths"] (one load each)
+        import llama_cpp
+
+        toks = [int(t) for t in arrays[0]]
+        out = []
+        for path in args["paths"]:
+            llm = llama_cpp.Llama(model_path=path, n_ctx=int(args.get("ctx", 64)), logits_all=True, verbose=False)
+            llm.eval(toks)
+            out.append(np.asarray(llm.scores[: len(toks)], dtype=np.float32))
+            llm.close()
+        return {}, out
+    if op == "llama_quantize":  # llama.cpp's own quantizer (what llama-quantize runs): F16 GGUF -> file type
+        import ctypes
+
+        import llama_cpp
+
+        p = llama_cpp.llama_model_quantize_default_params()
+        p.ftype = int(args["ftype"])
+        p.nthread = 1
+        rc = llama_cpp.llama_model_quantize(args["src"].encode(), args["dst"].encode(), ctypes.byref(p))
+        return {"rc": int(rc)}, []
     raise ValueError(op)

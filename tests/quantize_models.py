@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,3 +131,59 @@ def smollm2_gguf() -> Path | None:
         if found:
             return found[0]
     return None
+
+
+# Tiny transformers models of the architectures `planner quantize` converts beyond Llama/Qwen (hidden 256 and
+# expert/MLP widths of 256 or 512, so every matrix row fits the K-quants' 256-value blocks). Gemma's
+# query_pre_attn_scalar is head_dim, as in the 2B/9B/4B/12B releases: llama.cpp scales queries by 1/sqrt(head_dim).
+ARCH_KINDS = ("qwen3moe", "mixtral", "gemma2", "gemma3", "gemma3-mm", "phi3", "phi3-longrope")
+
+
+def make_arch_model(path: Path, kind: str, *, experts: int = 4, seed: int = 0) -> Any:
+    """Save a random 2-layer transformers model of `kind` (see ARCH_KINDS) with the byte-level test tokenizer;
+    returns the model (eval mode, float32).
+
+    Norm weights are randomised (transformers initialises Gemma's to 0 and the others' to 1), so a converter that
+    forgot Gemma's 1 + weight, or mixed up pre/post norms, changes the logits."""
+    import torch
+    import transformers as T
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=512, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    gemma = dict(common, intermediate_size=512, head_dim=64, sliding_window=8, query_pre_attn_scalar=64)
+    if kind == "qwen3moe":
+        model = T.Qwen3MoeForCausalLM(T.Qwen3MoeConfig(**common, intermediate_size=512, moe_intermediate_size=256, head_dim=64,
+                                                       num_experts=experts, num_experts_per_tok=2, norm_topk_prob=True))
+    elif kind == "mixtral":
+        model = T.MixtralForCausalLM(T.MixtralConfig(**common, intermediate_size=256, num_local_experts=experts,
+                                                     num_experts_per_tok=2))
+    elif kind == "gemma2":
+        model = T.Gemma2ForCausalLM(T.Gemma2Config(**gemma))
+    elif kind == "gemma3":
+        model = T.Gemma3ForCausalLM(T.Gemma3TextConfig(**gemma))
+    elif kind == "gemma3-mm":  # the multimodal checkpoint: text decoder plus a small SigLIP tower and projector
+        vision = T.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                      image_size=28, patch_size=14)
+        model = T.Gemma3ForConditionalGeneration(T.Gemma3Config(
+            text_config=T.Gemma3TextConfig(**gemma), vision_config=vision, mm_tokens_per_image=4,
+            image_token_index=300, boi_token_index=301, eoi_token_index=302))
+    elif kind == "phi3":
+        model = T.Phi3ForCausalLM(T.Phi3Config(**common, intermediate_size=512, pad_token_id=0, eos_token_id=2))
+    elif kind == "phi3-longrope":  # LongRoPE (Phi-3 128k): per-frequency factors, short below 256 tokens, long above
+        hd = 256 // 4
+        rng = np.random.default_rng(seed)
+        scaling = {"rope_type": "longrope", "long_factor": (1 + 3 * rng.random(hd // 2)).round(3).tolist(),
+                   "short_factor": (1 + 0.5 * rng.random(hd // 2)).round(3).tolist()}
+        model = T.Phi3ForCausalLM(T.Phi3Config(**{**common, "max_position_embeddings": 1024}, intermediate_size=512,
+                                               pad_token_id=0, eos_token_id=2, original_max_position_embeddings=256,
+                                               rope_scaling=scaling))
+    else:
+        raise ValueError(kind)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.add_(0.1 * torch.randn_like(p))
+    model.eval().save_pretrained(path)
+    for name, text in tokenizer_files(512).items():
+        (path / name).write_text(text)
+    return model

@@ -207,17 +207,49 @@ def general_metadata(arch: str, name: str, ftype: str) -> list[KV]:
     ]
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def _f(config: dict[str, Any], key: str, default: float) -> float:
+    """A config number written as a GGUF float32 (default when absent or not a number; an error when out of range)."""
     v = config.get(key)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return default
+    if not (math.isfinite(v) and abs(v) <= _F32_MAX):
+        from planner.errors import InvalidInputError
+
+        raise InvalidInputError(f"config.json: {key}: expected a finite number within float32's range, got {v!r}")
+    return float(v)
+
+
+def _u32(value: Any) -> int | None:
+    """value when it is an integer that a GGUF uint32 holds, else None (the key is then not written)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 32 else None
+
+
+def rope_config(config: dict[str, Any], attention: str = "full_attention") -> tuple[float, dict[str, Any] | None]:
+    """RoPE base and scaling dict (None: no scaling) from a config.json in either spelling: transformers 4's
+    rope_theta + rope_scaling, or transformers 5's rope_parameters (Gemma 3: one entry per attention type)."""
+    params = config.get("rope_parameters")
+    if isinstance(params, dict):
+        if isinstance(params.get(attention), dict):
+            params = params[attention]
+        theta = _f(params, "rope_theta", _f(config, "rope_theta", 10000.0))
+        kind = params.get("rope_type", params.get("type"))
+        return theta, (params if kind not in (None, "default") else None)
+    scaling = config.get("rope_scaling")
+    return _f(config, "rope_theta", 10000.0), (scaling if isinstance(scaling, dict) else None)
 
 
 def arch_metadata(arch: str, spec: ModelSpec, config: dict[str, Any]) -> tuple[list[KV], list[str]]:
-    """'{arch}.*' hyper-parameters from config.json (as llama.cpp's converter writes them) and warnings."""
+    """'{arch}.*' hyper-parameters from config.json (as llama.cpp's converter writes them) and warnings.
+
+    `config` is the decoder's config (Gemma 3's text_config for its multimodal checkpoints)."""
     warnings: list[str] = []
     k = Keys.LLM
     a = Keys.Attention
     r = Keys.Rope
+    theta, scaling = rope_config(config)
     out = [
         kv_u32(k.VOCAB_SIZE.format(arch=arch), spec.vocab_size),
         kv_u32(k.CONTEXT_LENGTH.format(arch=arch), spec.max_context),
@@ -227,22 +259,109 @@ def arch_metadata(arch: str, spec: ModelSpec, config: dict[str, Any]) -> tuple[l
         kv_u32(a.HEAD_COUNT.format(arch=arch), spec.num_heads),
         kv_u32(a.HEAD_COUNT_KV.format(arch=arch), spec.num_kv_heads),
         kv_f32(a.LAYERNORM_RMS_EPS.format(arch=arch), _f(config, "rms_norm_eps", 1e-5)),
-        kv_f32(r.FREQ_BASE.format(arch=arch), _f(config, "rope_theta", 10000.0)),
-        kv_u32(r.DIMENSION_COUNT.format(arch=arch), spec.dim_head),
+        kv_f32(r.FREQ_BASE.format(arch=arch), theta),
+        kv_u32(r.DIMENSION_COUNT.format(arch=arch), _rope_dims(arch, spec, config)),
     ]
-    if spec.head_dim is not None:  # not hidden / heads: llama.cpp must be told
-        out += [kv_u32(a.KEY_LENGTH.format(arch=arch), spec.head_dim), kv_u32(a.VALUE_LENGTH.format(arch=arch), spec.head_dim)]
-    scaling = config.get("rope_scaling")
+    if spec.head_dim is not None or arch in ("gemma2", "gemma3"):  # not hidden / heads: llama.cpp must be told
+        out += [kv_u32(a.KEY_LENGTH.format(arch=arch), spec.dim_head), kv_u32(a.VALUE_LENGTH.format(arch=arch), spec.dim_head)]
     if isinstance(scaling, dict):
         kind = scaling.get("rope_type", scaling.get("type"))
-        factor = scaling.get("factor")
-        if kind == "linear" and isinstance(factor, (int, float)):
+        factor = _f(scaling, "factor", 0.0)
+        if kind == "linear" and factor > 0:
             out += [kv_str(r.SCALING_TYPE.format(arch=arch), "linear"), kv_f32(r.SCALING_FACTOR.format(arch=arch), factor)]
+        elif kind == "yarn" and factor > 0 and arch in ("qwen2", "qwen3", "qwen3moe"):
+            # conversion/qwen.py (Qwen2Model / Qwen2MoeModel.set_gguf_parameters): type, factor, original context
+            out += [kv_str(r.SCALING_TYPE.format(arch=arch), "yarn"), kv_f32(r.SCALING_FACTOR.format(arch=arch), factor)]
+            if (orig := _u32(scaling.get("original_max_position_embeddings"))) is not None:
+                out.append(kv_u32(r.SCALING_ORIG_CTX_LEN.format(arch=arch), orig))
         elif kind == "llama3":
             pass  # carried by the rope_freqs.weight tensor
-        elif kind not in (None, "default"):
+        elif kind in ("longrope", "su") and arch == "phi3":
+            pass  # carried by the rope_factors_long/short tensors and the keys below
+        else:
             warnings.append(f"rope_scaling type {kind!r} is not written to the GGUF; long-context behaviour may differ")
+    extra, w = _family_metadata(arch, spec, config)
+    return out + extra, warnings + w
+
+
+def _rope_dims(arch: str, spec: ModelSpec, config: dict[str, Any]) -> int:
+    """Rotated dimensions per head: Phi-3 rotates partial_rotary_factor of them (conversion/phi.py)."""
+    if arch == "phi3":
+        params = config.get("rope_parameters")  # transformers 5 moves partial_rotary_factor there
+        frac = _f(params if isinstance(params, dict) else {}, "partial_rotary_factor", _f(config, "partial_rotary_factor", 1.0))
+        return int(frac * spec.hidden_size) // spec.num_heads
+    return spec.dim_head
+
+
+def _family_metadata(arch: str, spec: ModelSpec, config: dict[str, Any]) -> tuple[list[KV], list[str]]:
+    """The keys llama.cpp reads for mixture-of-experts, Gemma 2/3 and Phi-3 models, as its converter writes them
+    (ggml-org/llama.cpp@2bbcf7f conversion/base.py TextModel.set_gguf_parameters, conversion/qwen.py,
+    conversion/gemma.py, conversion/phi.py)."""
+    k, a, r = Keys.LLM, Keys.Attention, Keys.Rope
+    out: list[KV] = []
+    warnings: list[str] = []
+    if spec.moe is not None:
+        out += [kv_u32(k.EXPERT_COUNT.format(arch=arch), spec.moe.num_experts),
+                kv_u32(k.EXPERT_USED_COUNT.format(arch=arch), spec.moe.experts_per_token)]
+        if arch == "qwen3moe":  # the experts' width; feed_forward_length stays the (unused) dense width
+            out.append(kv_u32(k.EXPERT_FEED_FORWARD_LENGTH.format(arch=arch), spec.moe.expert_intermediate_size))
+            if config.get("norm_topk_prob") is False:
+                # llama.cpp's qwen3moe graph always renormalises the top-k routing weights (src/models/qwen3moe.cpp:
+                # build_moe_ffn(..., LLM_FFN_SILU, norm_w = true, ...))
+                warnings.append("norm_topk_prob is false: llama.cpp's qwen3moe renormalises the chosen experts' "
+                                "weights, so its outputs differ from transformers'")
+    if arch == "gemma2":
+        out += [kv_f32(k.ATTN_LOGIT_SOFTCAPPING.format(arch=arch), _f(config, "attn_logit_softcapping", 50.0)),
+                kv_f32(k.FINAL_LOGIT_SOFTCAPPING.format(arch=arch), _f(config, "final_logit_softcapping", 30.0))]
+    if arch == "gemma3":
+        if config.get("final_logit_softcapping") is not None:
+            out.append(kv_f32(k.FINAL_LOGIT_SOFTCAPPING.format(arch=arch), _f(config, "final_logit_softcapping", 0.0)))
+        swa_theta, _ = rope_config(config, "sliding_attention")
+        params = config.get("rope_parameters")
+        if isinstance(params, dict) and isinstance(params.get("sliding_attention"), dict):
+            out.append(kv_f32(r.FREQ_BASE_SWA.format(arch=arch), swa_theta))
+        elif config.get("rope_local_base_freq") is not None:  # transformers 4 spelling
+            out.append(kv_f32(r.FREQ_BASE_SWA.format(arch=arch), _f(config, "rope_local_base_freq", 10000.0)))
+    if arch in ("gemma2", "gemma3"):
+        if spec.sliding_window is not None:
+            out.append(kv_u32(a.SLIDING_WINDOW.format(arch=arch), spec.sliding_window))
+        scalar = config.get("query_pre_attn_scalar")
+        # llama.cpp scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for the 27B (llama-model.cpp);
+        # a model trained with another query_pre_attn_scalar is not what llama.cpp computes
+        if isinstance(scalar, (int, float)) and scalar not in (spec.dim_head, spec.hidden_size // spec.num_heads):
+            warnings.append(f"query_pre_attn_scalar {scalar} is neither head_dim ({spec.dim_head}) nor hidden/heads: "
+                            "llama.cpp scales queries by 1/sqrt(head_dim), so its outputs differ from transformers'")
+    if arch == "phi3":
+        _, scaling = rope_config(config)
+        orig = _u32(config.get("original_max_position_embeddings"))
+        if orig is not None:
+            out.append(kv_u32(r.SCALING_ORIG_CTX_LEN.format(arch=arch), orig))
+        # 0 tells Phi-3 (no sliding window) from Phi-4-mini-style checkpoints (conversion/phi.py)
+        out.append(kv_u32(a.SLIDING_WINDOW.format(arch=arch), _u32(config.get("sliding_window")) or 0))
+        kind = scaling.get("rope_type", scaling.get("type")) if scaling else None
+        if kind in ("longrope", "su", "yarn") and orig is not None and orig > 1:
+            scale = spec.max_context / orig
+            if kind == "yarn":
+                attn = 0.1 * math.log(scale) + 1.0 if scale > 1 else 1.0
+            else:  # LongRoPE's attention factor (Phi-3 paper, appendix; conversion/phi.py)
+                attn = math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1 else 1.0
+            out.append(kv_f32(r.SCALING_ATTN_FACTOR.format(arch=arch), attn))
     return out, warnings
+
+
+def longrope_factors(source: Any, config: dict[str, Any], head_dim: int) -> dict[str, np.ndarray]:
+    """Phi-3 LongRoPE's rope_factors_long and rope_factors_short tensors, (head_dim / 2,) float32 each."""
+    from planner.errors import InvalidInputError
+
+    _, scaling = rope_config(config)
+    out = {}
+    for key, field in (("rope_factors_long", "long_factor"), ("rope_factors_short", "short_factor")):
+        values = (scaling or {}).get(field)
+        if not isinstance(values, list) or len(values) != head_dim // 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise InvalidInputError(f"{source}: rope_scaling.{field}: expected {head_dim // 2} finite numbers (head_dim / 2)")
+        out[key] = np.asarray(values, dtype=np.float32)
+    return out
 
 
 def llama3_rope_factors(config: dict[str, Any], head_dim: int) -> np.ndarray:
@@ -250,8 +369,8 @@ def llama3_rope_factors(config: dict[str, Any], head_dim: int) -> np.ndarray:
 
     Meta's published rule: long wavelengths are slowed by `factor`, short ones kept, and those between blend smoothly.
     """
-    rs = config["rope_scaling"]
-    base = _f(config, "rope_theta", 10000.0)
+    base, rs = rope_config(config)
+    assert rs is not None
     factor = float(rs.get("factor", 8.0))
     low = float(rs.get("low_freq_factor", 1.0))
     high = float(rs.get("high_freq_factor", 4.0))

@@ -203,6 +203,9 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
     check_output(out, kind, force=force)  # before the work: a refusal must not cost a whole run
     src = open_source(source)
     try:
+        if not isinstance(cfg, GGUFConfig) and src.gguf_only:
+            raise PlannerError(f"{src.path}: {src.gguf_only}; {fmt.id} writes a safetensors checkpoint: choose a GGUF "
+                               "format (f16, q8_0, q4_k_m, ...)")
         if not isinstance(cfg, GGUFConfig):  # llama.cpp-only tensors (rope_freqs) have no place in an HF checkpoint
             src.tensors = [t for t in src.tensors if t.hf_name is not None]
         infos = src.infos

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import mmap
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +25,13 @@ from gguf.quants import dequantize
 
 from planner.errors import InvalidInputError
 from planner.formats import GGML_TYPES
-from planner.models.inventory import TensorInfo
+from planner.models.inventory import TensorInfo, tensor_inventory
 from planner.models.readers import (
-    gguf_name, load_model_source, read_gguf_header, read_gguf_model, read_safetensors_dir, spec_from_gguf,
+    gguf_slot, load_model_source, read_gguf_header, read_gguf_model, read_safetensors_dir, spec_from_gguf,
 )
 from planner.models.readers.common import layer_of, tensor_info
 from planner.models.spec import ModelSpec
-from planner.quantize.gguf_writer import KV, arch_metadata, kv_from_header, llama3_rope_factors
+from planner.quantize.gguf_writer import KV, arch_metadata, kv_from_header, llama3_rope_factors, longrope_factors
 from planner.quantize.primitives import from_bf16_bits
 from planner.quantize.tokenizer import gguf_tokenizer_from_hf, hf_tokenizer_from_gguf
 from planner.paths import user_path
@@ -38,10 +39,22 @@ from planner.paths import user_path
 Layout = Literal["gguf", "hf"]
 
 # transformers class -> GGUF architecture, for the families we convert (llama.cpp's converter maps Mistral and
-# SmolLM checkpoints, which are LlamaForCausalLM / MistralForCausalLM, to 'llama').
+# SmolLM checkpoints, which are LlamaForCausalLM / MistralForCausalLM, and Mixtral to 'llama'; see its
+# conversion/llama.py, conversion/qwen.py, conversion/gemma.py and conversion/phi.py at ggml-org/llama.cpp@2bbcf7f).
 HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
-                    "Qwen3ForCausalLM": "qwen3"}
+                    "Qwen3ForCausalLM": "qwen3", "MixtralForCausalLM": "llama", "Qwen3MoeForCausalLM": "qwen3moe",
+                    "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3",
+                    "Gemma3ForConditionalGeneration": "gemma3", "Phi3ForCausalLM": "phi3"}
+# Classes converted to GGUF only: their GGUF tensors are not the checkpoint's (stacked experts, Gemma's norm + 1,
+# no vision tower), and the safetensors writers and GPTQ/AWQ calibration take the checkpoint's own tensors.
+GGUF_ONLY = frozenset({"MixtralForCausalLM", "Qwen3MoeForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+                       "Gemma3ForConditionalGeneration", "Phi3ForCausalLM"})
+# Gemma's RMSNorm multiplies by (1 + weight); llama.cpp's norm multiplies by the weight, so its converter adds 1
+# to every '*norm.weight' of Gemma 2/3 (conversion/gemma.py, Gemma2Model/Gemma3Model.modify_tensors).
+_NORM_SHIFT_ARCHS = frozenset({"gemma2", "gemma3"})
 GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+# GGUF files re-quantized to GGUF only (no transformers config or checkpoint names are rebuilt for them).
+GGUF_TO_GGUF_ARCHITECTURES = ("qwen3moe", "gemma2", "gemma3", "phi3")
 _FLOAT_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 # Files a Hugging Face loader wants beside the weights; copied from an HF source into safetensors outputs.
 HF_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -51,7 +64,7 @@ HF_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.
 def supported_sources() -> str:
     """A one-line description of what can be read, for error messages."""
     return (f"Hugging Face checkpoints of {', '.join(HF_ARCHITECTURES)} (SmolLM is LlamaForCausalLM) "
-            f"or GGUF files of architecture {', '.join(GGUF_ARCHITECTURES)}")
+            f"or GGUF files of architecture {', '.join([*GGUF_ARCHITECTURES, *GGUF_TO_GGUF_ARCHITECTURES])}")
 
 
 def qk_row_order(n_rows: int, n_head: int) -> np.ndarray:
@@ -73,6 +86,8 @@ class SourceTensor:
     offset: int = 0  # absolute byte offset of the data in `file`
     perm: np.ndarray | None = None  # rows to take to produce the other layout (see module doc)
     values: np.ndarray | None = None  # computed tensors (rope_freqs)
+    parts: list["SourceTensor"] | None = None  # routed experts' 2-D slices, stacked in expert order (GGUF's 3-D)
+    shift: float = 0.0  # added to every value in GGUF layout (Gemma's norms: llama.cpp stores 1 + weight)
 
     @property
     def n_rows(self) -> int:
@@ -99,6 +114,7 @@ class Source:
     warnings: list[str] = field(default_factory=list)
     gguf_kvs: list[KV] = field(default_factory=list)  # '{arch}.*' and tokenizer.* keys, general.* excluded
     side_files: dict[str, bytes] = field(default_factory=dict)  # tokenizer files etc. for safetensors outputs
+    gguf_only: str | None = None  # why this source converts to GGUF only (None: any output)
     _map: tuple[Path, mmap.mmap] | None = None
 
     @property
@@ -121,6 +137,8 @@ class Source:
 
     def release(self, t: SourceTensor) -> None:
         """Tell the kernel a tensor's pages are no longer needed, so they leave this process's resident set."""
+        for p in t.parts or ():
+            self.release(p)
         if self._map is not None and t.file == self._map[0] and t.nbytes and hasattr(mmap, "MADV_DONTNEED"):
             start = t.offset - t.offset % mmap.PAGESIZE
             try:
@@ -141,6 +159,11 @@ class Source:
         """Rows [a, b) of tensor t as float32 (b - a, row_length), in `layout`; non-finite values are an error."""
         if t.values is not None:
             return np.asarray(t.values, dtype=np.float32).reshape(t.n_rows, t.row_length)[a:b]
+        if t.parts is not None:  # stacked experts: rows [a, b) may span several experts' slices
+            per = t.parts[0].n_rows
+            pieces = [self.read_rows(t.parts[e], max(a, e * per) - e * per, min(b, (e + 1) * per) - e * per, layout)
+                      for e in range(a // per, -(-b // per))]
+            return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         assert t.file is not None
         other = (self.kind == "hf") == (layout == "gguf")  # the layout this source does not store
         rows: slice | np.ndarray = t.perm[a:b] if (other and t.perm is not None) else slice(a, b)
@@ -154,6 +177,8 @@ class Source:
         if not np.isfinite(x).all():
             bad = int(x.size - np.count_nonzero(np.isfinite(x)))
             raise InvalidInputError(f"{t.file}: {t.hf_name or t.info.name}: {bad} NaN/Inf values in rows {a}-{b - 1} (corrupt weights)")
+        if t.shift and layout == "gguf":
+            x = x + np.float32(t.shift)
         return x
 
 
@@ -223,31 +248,93 @@ def _open_hf(directory: Path) -> Source:
         raise InvalidInputError(f"{config_path}: the checkpoint is already quantized ({src.quantization.get('method')}); "
                                 "planner quantize reads F32/F16/BF16 weights")
     arch = HF_ARCHITECTURES[cls]
+    # Gemma 3's multimodal config nests the decoder's settings under text_config
+    text_config = config["text_config"] if isinstance(config.get("text_config"), dict) else config
     raw, _files = read_safetensors_dir(directory)
     warnings: list[str] = []
     tensors: list[SourceTensor] = []
+    experts: dict[str, dict[int, SourceTensor]] = {}  # GGUF name of a stacked tensor -> its slices by expert
+    # HF's post_attention_layernorm is the pre-MLP norm (ffn_norm) except in Gemma 2/3, which norm after attention
+    # there and have a pre_feedforward_layernorm (llama.cpp: post_attention_norm and ffn_norm).
+    post_attn = "post_attention_norm" if spec.post_norms else spec.ffn_norm_name
+    shift = 1.0 if arch in _NORM_SHIFT_ARCHS else 0.0
+    skipped_tower = 0
     for r in raw:
-        name = gguf_name(r.name, spec.ffn_norm_name)
-        if name is None:
-            warnings.append(f"{r.name}: not a Llama-family weight, skipped")
+        slot = gguf_slot(r.name, post_attn)
+        if slot is None:
+            if cls == "Gemma3ForConditionalGeneration" and r.name.startswith(_VISION_PREFIXES):
+                skipped_tower += 1
+            else:
+                warnings.append(f"{r.name}: not a weight of the {cls} decoder, skipped")
             continue
+        name, expert = slot
         if r.dtype not in _FLOAT_DTYPES:
             raise InvalidInputError(f"{directory / r.file}: {r.name}: stored as {r.dtype}; planner quantize reads F32, F16 and BF16 weights")
+        if name == "output.weight" and arch in _NORM_SHIFT_ARCHS and spec.tie_word_embeddings:
+            continue  # Gemma's head is the embedding; llama.cpp's converter drops a stored lm_head copy
         path = directory / r.file
+        start = _data_start(path) + r.data_offsets[0]
+        if expert is not None:
+            part = SourceTensor(tensor_info(r.name, r.shape, None), r.name, r.dtype, r.n_bytes, path, start)
+            experts.setdefault(name, {})[expert] = part
+            continue
         info = tensor_info(name, r.shape if r.shape else (1,), layer_of(name))
         perm = None
         if arch == "llama" and info.role in ("attn_q", "attn_k") and len(r.shape) >= 1:
             heads = spec.num_heads if info.role == "attn_q" else spec.num_kv_heads
             perm = qk_row_order(r.shape[0], heads)
-        tensors.append(SourceTensor(info, r.name, r.dtype, r.n_bytes, path, _data_start(path) + r.data_offsets[0], perm))
+        norm_shift = shift if name.endswith("norm.weight") else 0.0
+        tensors.append(SourceTensor(info, r.name, r.dtype, r.n_bytes, path, start, perm, shift=norm_shift))
+    for name, parts in experts.items():
+        tensors.append(_stacked(directory, name, parts))
+    if skipped_tower:
+        warnings.append(f"{skipped_tower} vision-tower and projector tensors skipped: the GGUF holds the text decoder "
+                        "only (llama.cpp reads the vision part from a separate mmproj file)")
     if spec.rope_factors == "freqs":  # llama3 RoPE scaling: llama.cpp reads the factors from a tensor
         values = llama3_rope_factors(config, spec.dim_head)
         tensors.append(SourceTensor(tensor_info("rope_freqs.weight", values.shape, None), None, "F32", 0, values=values))
+    elif spec.rope_factors == "long_short":  # Phi-3 LongRoPE: llama.cpp reads both factor lists from tensors
+        for key, values in longrope_factors(config_path, text_config, spec.dim_head).items():
+            tensors.append(SourceTensor(tensor_info(f"{key}.weight", values.shape, None), None, "F32", 0, values=values))
     tensors.sort(key=_sort_key)
-    kvs, w = arch_metadata(arch, spec, config)
+    have = {t.info.name: t for t in tensors}
+    inventory = tensor_inventory(spec)
+    missing = [t.name for t in inventory if t.name not in have]
+    if missing:  # llama.cpp refuses a GGUF without every tensor its architecture loads
+        raise InvalidInputError(f"{directory}: {cls} needs {len(missing)} tensor(s) the checkpoint does not hold "
+                                f"(GGUF names: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})")
+    for want in inventory:  # ... or one of another shape than config.json describes (e.g. an expert too few)
+        got = have[want.name]
+        if tuple(got.info.shape) != tuple(want.shape):
+            raise InvalidInputError(f"{directory}: {got.hf_name or want.name}: shape {list(got.info.shape)}, config.json "
+                                    f"describes {list(want.shape)} ({want.name})")
+    kvs, w = arch_metadata(arch, spec, text_config)
     tok, w2 = gguf_tokenizer_from_hf(directory, spec.vocab_size, arch)
     side = {n: (directory / n).read_bytes() for n in HF_SIDE_FILES if (directory / n).is_file()}
-    return Source("hf", directory, arch, spec, tensors, src.origin, config, warnings + w + w2, kvs + tok, side)
+    only = (f"{cls} is converted to GGUF only (its GGUF tensors differ from the checkpoint's)" if cls in GGUF_ONLY else None)
+    return Source("hf", directory, arch, spec, tensors, src.origin, config, warnings + w + w2, kvs + tok, side,
+                  gguf_only=only)
+
+
+# Gemma 3's multimodal checkpoints: SigLIP tower and projector (transformers 4: top level; 5: under model.)
+_VISION_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
+
+
+def _stacked(directory: Path, name: str, parts: dict[int, SourceTensor]) -> SourceTensor:
+    """One 3-D GGUF expert tensor (experts, rows, row_length) from every expert's 2-D slice, as llama.cpp's
+    converter stacks them (torch.stack over experts 0..E-1; conversion/qwen.py Qwen2MoeModel.modify_tensors)."""
+    first = parts[min(parts)]
+    if sorted(parts) != list(range(len(parts))):
+        missing = sorted(set(range(max(parts) + 1)) - set(parts))
+        raise InvalidInputError(f"{directory}: {name}: experts {missing[:5]} have no weights; expected every expert 0..{max(parts)}")
+    for e, p in sorted(parts.items()):
+        if p.info.shape != first.info.shape or p.dtype != first.dtype or len(p.info.shape) != 2:
+            raise InvalidInputError(f"{directory}: {p.hf_name}: {p.dtype} {list(p.info.shape)} differs from expert 0's "
+                                    f"{first.dtype} {list(first.info.shape)}; every expert must have one 2-D shape")
+    ordered = [parts[e] for e in range(len(parts))]
+    info = tensor_info(name, (len(parts), *first.info.shape), layer_of(name))
+    pattern = re.sub(r"experts\.\d+\.", "experts.*.", first.hf_name or name)  # for messages: experts.*.w1.weight
+    return SourceTensor(info, pattern, first.dtype, sum(p.nbytes for p in ordered), parts=ordered)
 
 
 def _data_start(path: Path) -> int:
@@ -288,11 +375,13 @@ _GENERAL_WRITTEN = {"general.architecture", "general.type", "general.name", "gen
 def _open_gguf(path: Path) -> Source:
     header = read_gguf_model(path)
     arch = header.architecture or "?"
-    if arch not in GGUF_ARCHITECTURES:
-        raise InvalidInputError(f"{path}: general.architecture: planner quantize supports {', '.join(GGUF_ARCHITECTURES)}; found {arch}")
+    known = [*GGUF_ARCHITECTURES, *GGUF_TO_GGUF_ARCHITECTURES]
+    if arch not in known:
+        raise InvalidInputError(f"{path}: general.architecture: planner quantize supports {', '.join(known)}; found {arch}")
     spec = spec_from_gguf(header, path)
-    if spec.moe is not None:
-        raise InvalidInputError(f"{path}: mixture-of-experts models are not supported by planner quantize")
+    only = None
+    if arch in GGUF_TO_GGUF_ARCHITECTURES or spec.moe is not None:
+        only = f"a {arch}{' mixture-of-experts' if spec.moe is not None else ''} GGUF is re-quantized to GGUF only"
     parts = [Path(p) for p in header.split_files] or [path]
     starts = [header.data_offset if i == 0 else read_gguf_header(p).data_offset for i, p in enumerate(parts)]
     warnings: list[str] = []
@@ -318,6 +407,8 @@ def _open_gguf(path: Path) -> Source:
         kv = kv_from_header(key, header.value_types[key], value)
         if kv is not None:
             kvs.append(kv)
+    if only is not None:
+        return Source("gguf", path, arch, spec, tensors, f"GGUF file {path.name}", {}, warnings, kvs, {}, gguf_only=only)
     side, w = hf_tokenizer_from_gguf(header.metadata)
     config = _hf_config_from_gguf(header.metadata, arch, spec)
     side["config.json"] = json.dumps(config, indent=2).encode()

@@ -167,12 +167,17 @@ def test_truncated_gguf(capsys, model, tmp_path):
 
 def test_unsupported_and_missing_inputs(capsys, model, tmp_path):
     out = str(tmp_path / "o.gguf")
-    gemma = _copy(model, tmp_path / "gemma")
-    cfg = json.loads((gemma / "config.json").read_text())
+    neox = _copy(model, tmp_path / "neox")
+    cfg = json.loads((neox / "config.json").read_text())
+    cfg["architectures"] = ["GPTNeoXForCausalLM"]
+    (neox / "config.json").write_text(json.dumps(cfg))
+    _assert_invalid(capsys, ["quantize", str(neox), "-f", "Q8_0", "-o", out],
+                    "GPTNeoXForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Gemma2ForCausalLM")
+    gemma = _copy(model, tmp_path / "gemma")  # Llama weights under a Gemma 2 config: its norms are missing
     cfg["architectures"] = ["Gemma2ForCausalLM"]
+    cfg["model_type"] = "gemma2"
     (gemma / "config.json").write_text(json.dumps(cfg))
-    _assert_invalid(capsys, ["quantize", str(gemma), "-f", "Q8_0", "-o", out],
-                    "Gemma2ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+    _assert_invalid(capsys, ["quantize", str(gemma), "-f", "Q8_0", "-o", out], "Gemma2ForCausalLM", "ffn_norm")
     noconf = _copy(model, tmp_path / "noconf")
     (noconf / "config.json").unlink()
     _assert_invalid(capsys, ["quantize", str(noconf), "-f", "Q8_0", "-o", out], "config.json")

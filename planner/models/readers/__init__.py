@@ -10,7 +10,7 @@ from planner.models.readers.gguf_header import (
     spec_from_gguf,
 )
 from planner.models.readers.hf_config import quantization_from_config, spec_from_hf_config, supported_architectures
-from planner.models.readers.hf_names import gguf_name, map_hf_tensors
+from planner.models.readers.hf_names import gguf_name, gguf_slot, map_hf_tensors
 from planner.models.readers.safetensors_header import (
     RawTensor,
     parse_safetensors_header,
@@ -27,6 +27,7 @@ __all__ = [
     "ModelSource",
     "RawTensor",
     "gguf_name",
+    "gguf_slot",
     "gguf_quantization",
     "load_model_source",
     "map_hf_tensors",

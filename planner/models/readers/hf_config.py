@@ -101,7 +101,8 @@ def _moe_qwen(c: _Cfg) -> MoESpec | None:
     first_dense = _leading_prefix(c, "mlp_only_layers")
     shared = c.nonneg_int("shared_expert_intermediate_size")
     return validated(c.source, MoESpec, dict(
-        num_experts=c.pos_int("num_experts"),
+        # transformers 5 saves Qwen MoE configs with num_local_experts (its attribute_map alias of num_experts)
+        num_experts=c.pos_int("num_experts", None) or c.pos_int("num_local_experts"),
         experts_per_token=c.pos_int("num_experts_per_tok"),
         expert_intermediate_size=c.pos_int("moe_intermediate_size"),
         num_shared_experts=1 if shared else 0,
@@ -383,6 +384,8 @@ _ROPE_FACTORS = {"llama3": "freqs", "longrope": "long_short", "su": "long_short"
 
 def _rope_factors(c: _Cfg) -> str:
     scaling = c.raw("rope_scaling")
+    if not isinstance(scaling, Mapping):  # transformers 5 saves RoPE settings as rope_parameters
+        scaling = c.raw("rope_parameters")
     if not isinstance(scaling, Mapping):
         return "none"
     kind = scaling.get("rope_type", scaling.get("type"))

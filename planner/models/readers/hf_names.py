@@ -80,6 +80,12 @@ def gguf_name(hf_name: str, ffn_norm_name: str = "ffn_norm") -> str | None:
     return m.name if m is not None and m.expert is None else None
 
 
+def gguf_slot(hf_name: str, post_attention_layernorm: str = "ffn_norm") -> tuple[str, int | None] | None:
+    """The GGUF name of one HF tensor and, for one routed expert's 2-D slice, its expert index (stacked in GGUF)."""
+    m = _map(hf_name, post_attention_layernorm)
+    return None if m is None else (m.name, m.expert)
+
+
 def _map(hf_name: str, post_attention_layernorm: str) -> _Mapped | None:
     rest = hf_name
     for p in _PREFIXES:
