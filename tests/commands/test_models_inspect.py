@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fakehub import SHA, TINY_CONFIG, FakeHub, awq_repo, gguf_repo, safetensors_repo
+from fakehub import SHA, TINY_CONFIG, FakeHub, awq_repo, gguf_repo, safetensors_repo, use_hf_cache
 
 from planner.cli import main
 
@@ -23,7 +23,7 @@ def repo_files(tmp_path_factory) -> dict[str, dict[str, bytes]]:
 @pytest.fixture()
 def hub(repo_files, monkeypatch, tmp_path):
     monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "planner-cache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    use_hf_cache(monkeypatch, tmp_path / "hf-hub")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     for var in ("HF_TOKEN", "PLANNER_ONLINE", "PLANNER_HUB_TIMEOUT", "HF_HOME", "HUGGINGFACE_HUB_CACHE"):
         monkeypatch.delenv(var, raising=False)

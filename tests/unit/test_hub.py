@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakehub import SHA, TINY_CONFIG, FakeHub, awq_repo, gguf_repo, safetensors_repo
+from fakehub import SHA, TINY_CONFIG, FakeHub, awq_repo, gguf_repo, safetensors_repo, use_hf_cache
 from fuzz_values import JSON_VALUES, json_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -52,7 +52,7 @@ def hub(repo_files, monkeypatch, tmp_path) -> FakeHub:
 def _isolated(monkeypatch, tmp_path):
     """Own planner cache and HF cache per test; no token, no online default; loopback never proxied."""
     monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "planner-cache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    use_hf_cache(monkeypatch, tmp_path / "hf-hub")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: a test that forgets `hub` cannot go out
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "PLANNER_ONLINE", "PLANNER_HUB_TIMEOUT", "HF_HOME", "HUGGINGFACE_HUB_CACHE",
@@ -116,8 +116,7 @@ def test_planner_format(quant, label, fmt) -> None:  # type: ignore[no-untyped-d
 
 
 def test_local_cache_found_offline_without_refs(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.delenv("HF_HUB_CACHE")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    use_hf_cache(monkeypatch, tmp_path / "hf-home" / "hub")  # where HF_HOME=hf-home puts it
     snap = tmp_path / "hf-home" / "hub" / "models--org--name" / "snapshots" / "abc"
     snap.mkdir(parents=True)
     (snap / "config.json").write_text(json.dumps(TINY_CONFIG))
@@ -187,24 +186,29 @@ def test_local_incomplete_snapshot_offline_says_online(hub: FakeHub, repo_files,
 # --- the Hub over range requests --------------------------------------------------------------------------------
 
 
-def test_hub_safetensors_by_range_requests(hub: FakeHub, repo_files, tmp_path: Path, monkeypatch) -> None:
+def test_hub_sharded_safetensors_through_get_safetensors_metadata(hub: FakeHub, repo_files, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """A sharded repo read by huggingface_hub's get_safetensors_metadata: one range read of each shard's first
+    100 kB (never a whole shard), the index stored in the HF cache as transformers would, our cache entry written."""
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     m = resolve_repo("acme/tiny", online=True)
     files = repo_files["acme/tiny"]
-    shards = [n for n in files if n.endswith(".safetensors")]
+    shards = sorted(n for n in files if n.endswith(".safetensors"))
     assert m.where == "hub" and m.sha == SHA and m.kind == "safetensors" and m.planner_format is None
     assert m.source.spec.hf_repo == "acme/tiny" and m.source.spec.id == "tiny"
     assert sorted(t.name for t in m.source.tensors or []) == sorted(t.name for t in tensor_inventory(m.source.spec))
     assert m.source.file_bytes == sum(len(files[s]) for s in shards)
+    assert m.source.origin.startswith("2 safetensors shard headers + config.json of acme/tiny@main")
     for s in shards:
-        sent = hub.sent_for("acme/tiny", s)
-        n = struct.unpack("<Q", files[s][:8])[0]
-        assert sent == [8, n]  # the length, then the JSON header: two range requests, never the data
-        assert sum(sent) < len(files[s])
-    ranges = [r.range for r in hub.log if r.path.endswith(".safetensors")]
-    assert all(r and r.startswith("bytes=") for r in ranges)
+        assert len(files[s]) > 100_001  # so the assertion below means "not the whole shard"
+        assert hub.sent_for("acme/tiny", s) == [100_001]
+    ranges = [r.range for r in hub.log if r.path.endswith(".safetensors") and r.method == "GET"]
+    assert ranges == ["bytes=0-100000"] * len(shards)
     assert all(r.auth == "Bearer hf_test_token" for r in hub.log)
-    assert m.requests == len(hub.log) and m.bytes_read < sum(len(files[s]) for s in shards) // 10
+    assert m.bytes_read == 2 * 100_001 + len(files["config.json"]) < sum(len(files[s]) for s in shards)
+    assert m.requests == len(hub.log)  # counted on huggingface_hub's session: its HEADs and the index download too
+    snap = tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA
+    assert sorted(p.name for p in snap.iterdir()) == ["model.safetensors.index.json"]
     assert cached_files(tmp_path) == ["acme--tiny--main.json"]
     entry = json.loads(cache_path("acme/tiny", "main").read_text())
     assert entry["sha"] == SHA and entry["repo"] == "acme/tiny" and entry["kind"] == "safetensors"
@@ -292,7 +296,7 @@ def test_bundled_profile_wins_and_stays_offline(hub: FakeHub, registry) -> None:
     (401, "GatedRepo", None, r"acme/tiny is gated \(HTTP 401\): a token is needed; request access at http://127\.0\.0\.1:\d+/acme/tiny, then set HF_TOKEN"),
     (403, "GatedRepo", "hf_x", r"access to acme/tiny not granted \(HTTP 403\).*request access at .*HF_TOKEN"),
     (403, None, None, r"gated \(HTTP 403\): a token is needed"),
-    (401, "RepoNotFound", "hf_x", r"not found, or private or gated \(HTTP 401\).*token sent \(HF_TOKEN or the `hf auth login` file\) was not accepted"),
+    (401, "RepoNotFound", "hf_x", r"model.safetensors.index.json is listed but not served: acme/tiny not found, or private or gated.*token sent \(HF_TOKEN or the `hf auth login` file\) was not accepted"),
 ])
 def test_gated_repos(hub: FakeHub, tmp_path: Path, monkeypatch, status: int, code: str | None, token: str | None, match: str) -> None:
     if token:
@@ -307,7 +311,7 @@ def test_missing_repo_and_missing_file(hub: FakeHub, tmp_path: Path) -> None:
     with pytest.raises(HubError, match=r"acme/nope: repo listing: acme/nope not found on http://127\.0\.0\.1:\d+ \(HTTP 404\): check the repo id"):
         resolve_repo("acme/nope", online=True)
     del hub.repos["acme/tiny"]["model-00002-of-00002.safetensors"]
-    with pytest.raises(InvalidInputError, match="shard model-00002-of-00002.safetensors is missing from the repo"):
+    with pytest.raises(HubError, match=r"acme/tiny: safetensors headers: no such file model-00002-of-00002.safetensors in acme/tiny \(HTTP 404\)"):
         resolve_repo("acme/tiny", online=True)
     assert cached_files(tmp_path) == []
 
@@ -318,12 +322,17 @@ def _shard(header: bytes | str, data: bytes = b"", length: int | None = None) ->
 
 
 @pytest.mark.parametrize(("content", "match"), [
-    (_shard("{}", length=10**6), r"model.safetensors: header length: 1000000 bytes runs past the end of the 10-byte file"),
-    (b"\x05\x00", r"model.safetensors: header length: file truncated, expected an 8-byte header length, found 2 bytes"),
-    (_shard("{not json"), r"model.safetensors: header: expected a JSON object"),
-    (_shard('{"w": {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 32]}}', b"\0" * 16), r"data_offsets: file truncated"),
+    # A header length past the end: huggingface_hub parses the 2 bytes that are there; no tensors is the tell.
+    (_shard("{}", length=10**6), r"acme/bad/model.safetensors: header: no tensors \(truncated, or not a weights file\)"),
+    (b"\x05\x00", r"acme/bad: safetensors headers: .*'model.safetensors'.*file is too small to be a valid safetensors file"),
+    (_shard("{not json"), r"acme/bad: safetensors headers: .*'model.safetensors'.*header is not json-encoded"),
+    # Tensors that need more bytes than the listed file size holds after the header.
+    (_shard('{"w": {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 32]}}', b"\0" * 16),
+     r"acme/bad/model.safetensors: data_offsets: file truncated, tensors span 32 bytes but the \d+-byte file leaves at most \d+ after the header"),
     (_shard('{"w": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 1]}}', b"\0"), r"w.dtype: expected one of"),
-    (_shard(b"\xff\xfe{}"), r"header: expected UTF-8 JSON"),
+    (_shard('{"w": {"dtype": "F16", "shape": [2], "data_offsets": "ab"}}', b"\0" * 4), r"w.data_offsets: expected"),
+    (_shard('["not", "an", "object"]'), r"acme/bad: safetensors headers: expected a JSON object mapping tensor names"),
+    (_shard(b"\xff\xfe{}"), r"header: no tensors"),  # the library decodes with errors='ignore'
 ])
 def test_truncated_and_malformed_safetensors_headers(hub: FakeHub, tmp_path: Path, content: bytes, match: str) -> None:
     hub.repos["acme/bad"] = {"config.json": json.dumps(TINY_CONFIG).encode(), "model.safetensors": content}
@@ -553,4 +562,4 @@ def test_real_gguf_over_range_requests_matches_the_local_read(hub: FakeHub) -> N
     skip = {"id", "params_source", "hf_repo", "notes"}
     assert m.source.spec.model_dump(exclude=skip) == local.spec.model_dump(exclude=skip)
     assert m.source.tensor_dtypes == local.tensor_dtypes and m.source.file_bytes == local.file_bytes == len(data)
-    assert m.planner_format == "Q4_1" and m.bytes_read < len(data) * 0.05 and m.requests < 12
+    assert m.planner_format == "Q4_1" and m.bytes_read < len(data) * 0.05 and m.requests == len(hub.log) < 20

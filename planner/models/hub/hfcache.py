@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-from planner.paths import user_path
 
 
 def hf_hub_cache_dir() -> Path:
-    """The hub cache directory, by huggingface_hub's rules (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub, then
-    XDG_CACHE_HOME/huggingface/hub), read at call time: the library's constants were fixed when it was imported."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return user_path(os.environ[var])
-    if os.environ.get("HF_HOME"):
-        return user_path(os.environ["HF_HOME"]) / "hub"
+    """The hub cache directory, as huggingface_hub resolved it (HF_HUB_CACHE, HF_HOME/hub, ...): the one it writes to."""
     from huggingface_hub import constants  # lazy: the cache path only
 
     return Path(constants.HF_HUB_CACHE)
