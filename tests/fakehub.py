@@ -160,6 +160,7 @@ class FakeHub:
     repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
     behaviour: dict[str, dict] = field(default_factory=dict)  # status/error_code/on, delay, ignore_range, redirect_host,
     # fail_first: [status, ...] answered (with Retry-After: 0) to the first requests for the repo before serving it
+    # (fail_on: only to requests whose path contains this)
     branches: dict[str, dict[str, tuple[str, dict[str, bytes]]]] = field(default_factory=dict)  # repo -> branch -> (sha, files)
     log: list[Logged] = field(default_factory=list)
     port: int = 0
@@ -228,7 +229,7 @@ class FakeHub:
             time.sleep(b["delay"])
         if repo is None or repo not in self.repos:
             return self._send(h, 404, b"Repository not found", {"X-Error-Code": "RepoNotFound"})
-        if b.get("fail_first"):
+        if b.get("fail_first") and b.get("fail_on", "") in h.path:
             return self._send(h, b["fail_first"].pop(0), b"slow down", {"Retry-After": "0"})
         on = b.get("on", "files")
         if b.get("status") and (on == "all" or (on == "files") == bool(m_file or m_cdn)):

@@ -98,6 +98,19 @@ def test_inspect_gated_and_missing(hub: FakeHub, capsys) -> None:
     assert code == 1 and "not found" in err and "(HTTP 404)" in err
 
 
+def test_inspect_malformed_shard_header_is_one_line_exit_2(hub: FakeHub, capsys, tmp_path: Path) -> None:
+    header = b'{"w": {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 32]}}'
+    shard = len(header).to_bytes(8, "little") + header + b"\0" * 16  # the tensors need 32 bytes; 16 are there
+    hub.repos["acme/bad"] = {"config.json": json.dumps(TINY_CONFIG).encode(), "model.safetensors": shard}
+    code, out, err = run(capsys, "models", "inspect", "acme/bad", "--online")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "acme/bad/model.safetensors: data_offsets: file truncated" in err and "Traceback" not in err
+    hub.repos["acme/bad"]["model.safetensors"] = (9).to_bytes(8, "little") + b"{not json"
+    code, _, err = run(capsys, "models", "inspect", "acme/bad", "--online")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "acme/bad: safetensors headers:" in err
+    assert not (tmp_path / "planner-cache" / "hub").exists() or not any((tmp_path / "planner-cache" / "hub").iterdir())
+
+
 def test_inspect_profile_name_repo_not_cached_points_to_show(hub: FakeHub, capsys, registry) -> None:
     spec = next(m for m in registry if m.hf_repo)
     code, _, err = run(capsys, "models", "inspect", spec.hf_repo)

@@ -183,13 +183,58 @@ def test_local_incomplete_snapshot_offline_says_online(hub: FakeHub, repo_files,
     assert m.where == "hub" and any("local HF cache incomplete" in n for n in m.notes)
 
 
+def test_offline_after_an_online_read_despite_the_partial_snapshot_it_left(hub: FakeHub, tmp_path: Path) -> None:
+    """An online read leaves config.json and the index (no shards) in the HF cache; offline, that partial snapshot
+    yields to the planner's complete read of the same commit, without the network."""
+    resolve_repo("acme/tiny", online=True)
+    assert (tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA / "config.json").is_file()
+    hub.log.clear()
+    again = resolve_repo("acme/tiny")
+    assert again.where == "hub-cache" and again.kind == "safetensors" and again.sha == SHA and hub.log == []
+    assert again.source.tensor_dtypes and again.source.file_bytes
+
+
+def test_partial_snapshot_offline_index_without_config(hub: FakeHub, repo_files, tmp_path: Path) -> None:
+    """A snapshot holding only the index (what get_safetensors_metadata alone stores): no config.json to read. Offline
+    it is reported as partial, unless the planner has a complete read, which is then used."""
+    snap = tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA
+    snap.mkdir(parents=True)
+    (snap / "model.safetensors.index.json").write_bytes(repo_files["acme/tiny"]["model.safetensors.index.json"])
+    with pytest.raises(NotAvailableOffline, match=r"acme/tiny: the local HF cache has only part of it \(.*no config.json"):
+        resolve_repo("acme/tiny")
+    online = resolve_repo("acme/tiny", online=True)
+    assert online.where == "hub" and any("local HF cache incomplete" in n for n in online.notes)
+    (snap / "config.json").unlink()  # back to the index alone (the online read stored config.json)
+    hub.log.clear()
+    offline = resolve_repo("acme/tiny")
+    assert offline.where == "hub-cache" and offline.source.tensors == online.source.tensors and hub.log == []
+
+
+def test_config_only_snapshot(hub: FakeHub, repo_files, tmp_path: Path) -> None:
+    """config.json alone (as AutoConfig leaves it): offline it is what there is; with --online the weights' headers
+    are read from the Hub; after that the complete read of the same commit wins offline."""
+    snap = tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_bytes(repo_files["acme/tiny"]["config.json"])
+    (tmp_path / "hf-hub" / "models--acme--tiny" / "refs").mkdir()
+    (tmp_path / "hf-hub" / "models--acme--tiny" / "refs" / "main").write_text(SHA)
+    local = resolve_repo("acme/tiny")
+    assert local.where == "hf-cache" and local.kind == "config" and hub.log == []
+    online = resolve_repo("acme/tiny", online=True)
+    assert online.where == "hub" and online.kind == "safetensors" and "config.json only" in " ".join(online.notes)
+    hub.log.clear()
+    again = resolve_repo("acme/tiny")
+    assert again.where == "hub-cache" and again.kind == "safetensors" and hub.log == []
+
+
 # --- the Hub over range requests --------------------------------------------------------------------------------
 
 
 def test_hub_sharded_safetensors_through_get_safetensors_metadata(hub: FakeHub, repo_files, tmp_path: Path,
                                                                    monkeypatch) -> None:
     """A sharded repo read by huggingface_hub's get_safetensors_metadata: one range read of each shard's first
-    100 kB (never a whole shard), the index stored in the HF cache as transformers would, our cache entry written."""
+    100 kB (never a whole shard); config.json and the index stored in the HF cache as transformers would; our cache
+    entry written."""
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     m = resolve_repo("acme/tiny", online=True)
     files = repo_files["acme/tiny"]
@@ -208,7 +253,7 @@ def test_hub_sharded_safetensors_through_get_safetensors_metadata(hub: FakeHub, 
     assert m.bytes_read == 2 * 100_001 + len(files["config.json"]) < sum(len(files[s]) for s in shards)
     assert m.requests == len(hub.log)  # counted on huggingface_hub's session: its HEADs and the index download too
     snap = tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA
-    assert sorted(p.name for p in snap.iterdir()) == ["model.safetensors.index.json"]
+    assert sorted(p.name for p in snap.iterdir()) == ["config.json", "model.safetensors.index.json"]  # never a shard
     assert cached_files(tmp_path) == ["acme--tiny--main.json"]
     entry = json.loads(cache_path("acme/tiny", "main").read_text())
     assert entry["sha"] == SHA and entry["repo"] == "acme/tiny" and entry["kind"] == "safetensors"
@@ -439,6 +484,15 @@ def test_rate_limit_then_success_is_retried(hub: FakeHub, status: int) -> None:
     m = resolve_repo("acme/tiny", online=True)
     assert m.source.spec.hidden_size == 64
     assert [r.status for r in hub.log[:2]] == [status, 200] and hub.log[0].path == hub.log[1].path
+
+
+def test_rate_limit_on_a_shard_header_is_retried(hub: FakeHub) -> None:
+    """get_safetensors_metadata has no retry of its own: the planner retries it on 429/5xx."""
+    hub.behaviour["acme/tiny"] = {"fail_first": [429, 503], "fail_on": "model-00002-of-00002.safetensors"}
+    m = resolve_repo("acme/tiny", online=True)
+    assert m.kind == "safetensors" and len(m.source.tensors or []) == 21
+    shard2 = [r.status for r in hub.log if r.path.endswith("model-00002-of-00002.safetensors") and r.method == "GET"]
+    assert shard2 == [429, 503, 206]
 
 
 def test_rate_limit_that_persists_is_one_clear_line(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:

@@ -90,8 +90,8 @@ def counting_requests() -> Iterator[list[int]]:
 
 
 class HubClient:
-    """One repo on the Hub through huggingface_hub (HfApi, HfFileSystem, http_backoff); every error names the repo and the
-    file, and 429/5xx answers are retried with backoff."""
+    """One repo on the Hub through huggingface_hub (HfApi, HfFileSystem); every error names the repo and the file, and
+    429/5xx answers are retried with backoff."""
 
     def __init__(self, settings: HubSettings, repo: str):
         self.settings = settings
@@ -126,24 +126,6 @@ class HubClient:
                     after = exc.response.headers.get("Retry-After", "") if exc.response is not None else ""
             time.sleep(min(int(after), 60) if after.isdigit() else 2 ** attempt)
         raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def get(self, sha: str, name: str, limit: int) -> bytes:
-        """A whole small file at a pinned commit (config.json, an index), refusing anything over `limit` bytes."""
-        from huggingface_hub import hf_hub_url
-        from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
-
-        url = hf_hub_url(self.repo, name, revision=sha, endpoint=self.settings.endpoint)
-        headers = build_hf_headers(token=self.settings.token or False, library_name="llm-deploy-planner",
-                                   library_version=__version__)
-        what = f"{self.repo}: {name}"
-        with self.errors(what):
-            # http_backoff retries 429/5xx; a refused connection or a timeout is answered at once, not after ~20 s.
-            resp = http_backoff("GET", url, headers=headers, timeout=self.settings.timeout_s, follow_redirects=True,
-                                max_retries=self.settings.retries, retry_on_exceptions=())
-            hf_raise_for_status(resp)
-        if len(resp.content) > limit:
-            raise HubError(f"{what}: more than the {limit}-byte limit for this file")
-        return resp.content
 
     @contextmanager
     def errors(self, what: str) -> Iterator[None]:
@@ -195,15 +177,12 @@ class HubClient:
             if err == "RevisionNotFound":
                 return HubError(f"{what}: no such revision in {self.repo} (HTTP 404)")
             return HubError(f"{what}: {self.repo} not found on {self.settings.endpoint} (HTTP 404): check the repo id")
-        if code == 416:
-            return HubError(f"{what}: byte range not satisfiable (HTTP 416): the file is shorter than its header says (truncated)")
         if code == 429:
             return HubError(f"{what}: rate-limited by the Hub (HTTP 429, still after {self.settings.retries} retries); "
                             "try again later or log in (HF_TOKEN or `hf auth login`)")
         if code >= 500:
             return HubError(f"{what}: the Hub answered HTTP {code} (still after {self.settings.retries} retries); try again later")
         return HubError(f"{what}: HTTP {code}{said}")
-
 
 
 def _request_url(resp: Any) -> str:

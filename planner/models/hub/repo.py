@@ -149,7 +149,10 @@ class HubFiles:
         size = self.listing.get(name)
         if size is not None and size > limit:
             raise HubError(f"{self.client.repo}: {name}: {size} bytes is more than the {limit}-byte limit for this file")
-        body = self.client.get(self.sha, name, limit)
+        # Into the HF cache at the pinned commit, as transformers would fetch it: metadata, never weights.
+        path = self.client.call(f"{self.client.repo}: {name}", lambda: self.client.api.hf_hub_download(
+            self.client.repo, name, revision=self.sha, etag_timeout=self.client.settings.timeout_s))
+        body = Path(path).read_bytes()
         self.bytes_read += len(body)
         return body
 
