@@ -3,7 +3,7 @@ or the Hub. One code path for both, so the offline and online results agree.
 
 Never reads tensor data: safetensors shard headers come from the planner's reader on disk and from huggingface_hub's
 get_safetensors_metadata on the Hub (range reads of each shard's first 100 kB); GGUF files give their metadata and
-tensor table, fetched in growing chunks that stop where the tensor table ends.
+tensor table, read (through HfFileSystem on the Hub) up to where the tensor table ends.
 """
 
 from __future__ import annotations
@@ -226,46 +226,33 @@ class HubFiles:
 
 
 class _RangeStream:
-    """Sequential reads of a GGUF header through HfFileSystem's range reads: uncached, in chunks that double from
-    16 KiB to 8 MiB, stopping at a cap, so only the header (never the tensor data of a real model) is fetched."""
+    """A GGUF header through HfFileSystem at the pinned commit, uncached (cache_type "none": each read is one range
+    request), in chunks that double from 16 KiB to 8 MiB, stopping at a cap so a corrupt header cannot pull in the data."""
 
     def __init__(self, files: HubFiles, name: str, size: int | None):
         self.files, self.name, self.size = files, name, size
-        self.pos = 0
-        self.chunk = FIRST_CHUNK
-        self._fh = None
+        self.what, self.chunk = f"{files.client.repo}: {name}", FIRST_CHUNK
+        with files.client.errors(self.what):
+            self.fh = files.filesystem().open(f"{files.client.repo}@{files.sha}/{name}", "rb", cache_type="none", size=size)
 
-    def read(self, n: int = -1) -> bytes:
-        if self.size is not None and self.pos >= self.size:
-            return b""
-        want = self.chunk if n is None or n < 0 else min(max(n, 1), self.chunk)
-        if self.size is not None:
-            want = min(want, self.size - self.pos)
-        if self.pos + want > MAX_GGUF_HEADER_BYTES:
+    def read(self, n: int) -> bytes:
+        n, self.chunk = min(n, self.chunk), min(self.chunk * 2, MAX_CHUNK)  # the parser takes short reads
+        if self.fh.loc + n > MAX_GGUF_HEADER_BYTES:
             raise InvalidInputError(f"{self.files.source(self.name)}: GGUF header: larger than {MAX_GGUF_HEADER_BYTES >> 20} MiB "
                                     "(corrupt, or not a model file); not reading further")
-        client = self.files.client
-        with client.errors(f"{client.repo}: {self.name}"):
-            if self._fh is None:
-                # cache_type "none": each read is one range request of exactly what is asked (http_backoff retries 429/5xx).
-                self._fh = self.files.filesystem().open(f"{client.repo}@{self.files.sha}/{self.name}", "rb",
-                                                        cache_type="none", size=self.size)
-            self._fh.seek(self.pos)
-            data = self._fh.read(want)
-        if len(data) > want:  # HfFileSystem does not check for 206: more than asked means Range was ignored
-            raise HubError(f"{client.repo}: {self.name}: the server ignores HTTP range requests, so the GGUF header "
-                           "cannot be read without the whole file")
+        with self.files.client.errors(self.what):
+            data = self.fh.read(n)
+        if len(data) > n:  # HfFileSystem does not check for 206: more than asked means Range was ignored
+            raise HubError(f"{self.what}: the server ignores HTTP range requests, so the GGUF header cannot be read "
+                           "without the whole file")
         self.files.bytes_read += len(data)
-        self.pos += len(data)
-        self.chunk = min(self.chunk * 2, MAX_CHUNK)
         return data
 
     def __enter__(self) -> _RangeStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            self._fh.close()
+        self.fh.close()
 
 
 # --- results ----------------------------------------------------------------------------------------------------
