@@ -138,14 +138,6 @@ def _from_hub(repo: str, revision: str, quant: str | None, settings: HubSettings
 
 def _listing(info: Any, repo: str) -> tuple[str, dict[str, int | None]]:
     """(commit, file -> size) from huggingface_hub's ModelInfo (files_metadata=True gives the sizes)."""
-    sha = info.sha
-    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{7,64}", sha) or not isinstance(info.siblings, list):
-        raise HubError(f"{repo}: repo listing: expected 'sha' (a commit hash) and 'siblings' (the files)")
-    listing: dict[str, int | None] = {}
-    for s in info.siblings:
-        name = s.rfilename
-        if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
-            raise HubError(f"{repo}: repo listing: expected relative file names in 'siblings'")
-        size = s.size if s.size is not None else s.lfs.size if s.lfs is not None else None
-        listing[name] = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
-    return sha, listing
+    if not isinstance(info.sha, str) or not re.fullmatch(r"[0-9a-fA-F]{7,64}", info.sha):
+        raise HubError(f"{repo}: repo listing: expected 'sha' (a commit hash), found {info.sha!r:.80}")
+    return info.sha, {s.rfilename: s.size for s in info.siblings or []}

@@ -131,14 +131,12 @@ class HubClient:
     def errors(self, what: str) -> Iterator[None]:
         """Turn huggingface_hub's and httpx's exceptions into one-line HubErrors naming `what`."""
         import httpx2  # huggingface_hub's HTTP client
-        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+        from huggingface_hub.errors import HfHubHTTPError
 
         try:
             yield
         except HfHubHTTPError as exc:
             raise self._status_error(exc, what) from None
-        except OfflineModeIsEnabled:
-            raise HubError(f"{what}: HF_HUB_OFFLINE is set, so the Hub is not read; unset it to read the Hub") from None
         except httpx2.TimeoutException:
             raise HubError(f"{what}: no answer from {self.settings.endpoint} within {self.settings.timeout_s:g} s "
                            "(timed out; set PLANNER_HUB_TIMEOUT=SECONDS to wait longer)") from None

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 from planner.errors import InvalidInputError, NotFoundError, preview
 from planner.models.hub.http import HubClient, HubError
@@ -46,37 +46,11 @@ class IncompleteSnapshot(Exception):
     """A local snapshot lacks files the read needs (only some files were downloaded); the caller may go online."""
 
 
-class RepoFiles(Protocol):
-    """Files of one repo revision: a local snapshot or the Hub."""
-
-    where: str  # "hf-cache" or "hub"
-    location: str  # snapshot directory or repo URL
-
-    def sizes(self) -> dict[str, int | None]:
-        """Relative file name -> bytes (None where unknown)."""
-        ...
-
-    def source(self, name: str) -> str:
-        """How a file is named in messages."""
-        ...
-
-    def read_small(self, name: str, limit: int) -> bytes:
-        """A whole small file."""
-        ...
-
-    def safetensors(self, listing: dict[str, int | None]) -> Headers | None:
-        """Each safetensors shard's tensors and file size, and the index's weight map; None: no safetensors."""
-        ...
-
-    def stream(self, name: str, size: int | None) -> BinaryIO:
-        """A readable stream from byte 0 (for the GGUF header parser)."""
-        ...
-
-
 class LocalFiles:
     """A snapshot directory of the local HF cache (files are symlinks into blobs/; broken ones are skipped)."""
 
-    where = "hf-cache"
+    where = "hf-cache"  # HubFiles: "hub"; both have location (where, in messages), sizes, source, read_small,
+    # safetensors (shard -> tensors and bytes, and the weight map) and stream (GGUF headers)
 
     def __init__(self, root: Path):
         self.root = root
@@ -253,6 +227,9 @@ class _RangeStream:
 
     def __exit__(self, *exc: object) -> None:
         self.fh.close()
+
+
+RepoFiles = LocalFiles | HubFiles  # one repo revision: a local snapshot or the Hub, read the same way
 
 
 # --- results ----------------------------------------------------------------------------------------------------
