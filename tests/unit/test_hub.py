@@ -227,6 +227,49 @@ def test_config_only_snapshot(hub: FakeHub, repo_files, tmp_path: Path) -> None:
     assert again.where == "hub-cache" and again.kind == "safetensors" and hub.log == []
 
 
+def test_every_partial_snapshot_offline(hub: FakeHub, repo_files, tmp_path: Path) -> None:
+    """Every subset of a sharded repo's files as the local snapshot, read offline: a complete read (all 21 tensors),
+    config.json alone when no weights file is there, or 'only part of it'; never half a model. Once the planner has
+    read the repo from the Hub, every subset gives the complete model, from disk or from that read."""
+    import itertools
+    import shutil
+
+    files = repo_files["acme/tiny"]
+    root = tmp_path / "hf-hub" / "models--acme--tiny"
+
+    def offline(subset: tuple[str, ...]):  # type: ignore[no-untyped-def]
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "snapshots" / SHA).mkdir(parents=True)
+        for name in subset:
+            (root / "snapshots" / SHA / name).write_bytes(files[name])
+        try:
+            return resolve_repo("acme/tiny")
+        except NotAvailableOffline as exc:
+            assert "only part of it" in str(exc) or "config.json" not in subset, (subset, exc)
+            return None
+
+    subsets = [c for r in range(len(files) + 1) for c in itertools.combinations(sorted(files), r)]
+    weights = {n for n in files if n.endswith(".safetensors")}
+    says_weights = weights | {"model.safetensors.index.json"}
+    for subset in subsets:
+        m = offline(subset)
+        complete = "config.json" in subset and weights <= set(subset)
+        if m is None:
+            assert not complete and (set(subset) & says_weights or "config.json" not in subset), subset
+        elif m.kind == "config":
+            assert not set(subset) & says_weights and m.where == "hf-cache", subset
+        else:
+            assert complete and m.where == "hf-cache" and len(m.source.tensors or []) == 21, subset
+    shutil.rmtree(root)
+    assert resolve_repo("acme/tiny", online=True).where == "hub"
+    hub.log.clear()
+    for subset in subsets:
+        m = offline(subset)
+        assert m is not None and m.kind == "safetensors" and len(m.source.tensors or []) == 21, subset
+        assert m.where == ("hf-cache" if "config.json" in subset and weights <= set(subset) else "hub-cache"), subset
+    assert hub.log == []
+
+
 # --- the Hub over range requests --------------------------------------------------------------------------------
 
 

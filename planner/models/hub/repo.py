@@ -36,6 +36,7 @@ FIRST_CHUNK = 16 << 10  # GGUF header reads start small (a tiny file is not fetc
 MAX_CHUNK = 8 << 20
 LIBRARY_FIRST_READ = 100_001  # huggingface_hub's parse_safetensors_file_metadata asks for bytes 0-100000 first
 _SPLIT_RE = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.I)
+_ST_SPLIT_RE = re.compile(r"^(?P<stem>.*)-\d{5}-of-(?P<count>\d{5})\.safetensors$")
 
 
 # shard -> (its tensors, its file bytes), and the index's weight map (tensor -> shard) when there is one
@@ -338,6 +339,11 @@ def _shard_names(files: RepoFiles, listing: dict[str, int | None]) -> tuple[list
     if "model.safetensors" in listing:
         return ["model.safetensors"], None
     top = sorted(n for n in listing if n.endswith(".safetensors") and "/" not in n)
+    # Without the index, NAME-00001-of-00003.safetensors still says how many shards make the model.
+    want = {f"{m['stem']}-{i:05d}-of-{m['count']}.safetensors" for n in top if (m := _ST_SPLIT_RE.match(n))
+            for i in range(1, int(m["count"]) + 1)}
+    if missing := sorted(want - set(top)):
+        raise IncompleteSnapshot(f"{files.source(missing[0])}: shard missing from the local HF cache snapshot (no index)")
     return top or None, None
 
 
