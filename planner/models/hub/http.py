@@ -1,6 +1,6 @@
 """Access to the Hugging Face Hub through huggingface_hub: its token resolution (HF_TOKEN, then the `hf auth login`
-file), its HTTP client (redirects to the CDN without carrying the token to another host) and its retry with backoff on
-429/5xx; every failure becomes one clear line naming the repo and the file.
+file), its clients (HfApi, HfFileSystem; redirects to the CDN without carrying the token to another host), with 429/5xx
+retried with backoff around each call; every failure becomes one clear line naming the repo and the file.
 
 huggingface_hub is imported here only, inside functions: `planner recommend` on a bundled profile never loads it.
 """
