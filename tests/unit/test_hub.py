@@ -293,7 +293,8 @@ def test_hub_sharded_safetensors_through_get_safetensors_metadata(hub: FakeHub, 
     ranges = [r.range for r in hub.log if r.path.endswith(".safetensors") and r.method == "GET"]
     assert ranges == ["bytes=0-100000"] * len(shards)
     assert all(r.auth == "Bearer hf_test_token" for r in hub.log)
-    assert m.bytes_read == 2 * 100_001 + len(files["config.json"]) < sum(len(files[s]) for s in shards)
+    index = len(files["model.safetensors.index.json"])
+    assert m.bytes_read == 2 * 100_001 + len(files["config.json"]) + index < sum(len(files[s]) for s in shards)
     assert m.requests == len(hub.log)  # counted on huggingface_hub's session: its HEADs and the index download too
     snap = tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA
     assert sorted(p.name for p in snap.iterdir()) == ["config.json", "model.safetensors.index.json"]  # never a shard

@@ -131,7 +131,7 @@ def _from_hub(repo: str, revision: str, quant: str | None, settings: HubSettings
         files = HubFiles(client, sha, listing)
         got = read_repo(files, repo, revision, quant)
     model = HubModel(repo, revision, sha, "hub", client.page, got.kind, got.source, got.planner_format, got.variants,
-                     got.selected, got.files, (*notes, *got.notes), sent[0], files.bytes_read)
+                     got.selected, got.files, (*notes, *got.notes), len(sent), files.bytes_read)
     save(model, settings.endpoint, previous)  # only a complete read gets here: errors above leave no entry
     return model
 

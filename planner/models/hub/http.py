@@ -72,15 +72,15 @@ def hub_offline() -> str | None:
 
 
 @contextmanager
-def counting_requests() -> Iterator[list[int]]:
+def counting_requests() -> Iterator[list[int]]:  # len() of it is the count
     """Count the HTTP requests huggingface_hub's shared session sends meanwhile (HEADs, redirects and retries
     included): `inspect` reports them."""
     from huggingface_hub.utils import get_session
 
-    hooks, sent = get_session().event_hooks["request"], [0]
+    hooks, sent = get_session().event_hooks["request"], []
 
     def count(request: Any) -> None:
-        sent[0] += 1
+        sent.append(1)  # list.append is atomic: the library reads shards from several threads
 
     hooks.append(count)
     try:

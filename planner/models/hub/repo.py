@@ -148,6 +148,7 @@ class HubFiles:
                 if INDEX_NAME in listing or "model.safetensors" in listing:
                     meta = call(what, lambda: api.get_safetensors_metadata(repo, revision=self.sha, timeout=timeout))
                     by_file, index = meta.files_metadata, meta.weight_map if meta.sharded else None
+                    self.bytes_read += (listing.get(INDEX_NAME) or 0) if meta.sharded else 0  # its index download
                 else:
                     by_file = {n: call(f"{repo}: {n}", lambda n=n: api.parse_safetensors_file_metadata(
                         repo, n, revision=self.sha, timeout=timeout)) for n in top}
