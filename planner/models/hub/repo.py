@@ -167,8 +167,9 @@ class HubFiles:
     def _checked(self, name: str, meta: Any) -> tuple[list[RawTensor], int]:
         """The library's parse of one shard, put through the planner's header rules (dtypes, shapes, contiguous
         offsets). The library drops the header length, so truncation is checked against the listed size as
-        8 + the header's shortest JSON encoding + the tensors' span <= the file size: a shard cut short by more than
-        the header's padding (up to 7 bytes in safetensors' writer) fails; a header padded wider cannot be told apart."""
+        8 + the header's compact JSON + the tensors' span <= the file size. safetensors writes compact JSON padded with
+        spaces to a multiple of 8 (safetensors src/tensor.rs, prepare()), so a shard cut short by more than 7 bytes
+        fails; trailing bytes, or a header padded wider by another writer, cannot be told apart."""
         doc: dict[str, Any] = {k: {"dtype": t.dtype, "shape": t.shape, "data_offsets": list(t.data_offsets)}
                                for k, t in meta.tensors.items()}
         if meta.metadata:
@@ -206,7 +207,7 @@ class _RangeStream:
     request), in chunks that double from 16 KiB to 8 MiB, stopping at a cap so a corrupt header cannot pull in the data."""
 
     def __init__(self, files: HubFiles, name: str, size: int | None):
-        self.files, self.name, self.size = files, name, size
+        self.files, self.name = files, name
         self.what, self.chunk = f"{files.client.repo}: {name}", FIRST_CHUNK
         with files.client.errors(self.what):
             self.fh = files.filesystem().open(f"{files.client.repo}@{files.sha}/{name}", "rb", cache_type="none", size=size)
