@@ -160,7 +160,7 @@ class FakeHub:
     repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
     behaviour: dict[str, dict] = field(default_factory=dict)  # status/error_code/on, delay, ignore_range, redirect_host,
     # fail_first: [status, ...] answered (with Retry-After: 0) to the first requests for the repo before serving it
-    # (fail_on: only to requests whose path contains this)
+    # (fail_on: only to requests whose path contains this); moved_to: the commit file answers report
     branches: dict[str, dict[str, tuple[str, dict[str, bytes]]]] = field(default_factory=dict)  # repo -> branch -> (sha, files)
     log: list[Logged] = field(default_factory=list)
     port: int = 0
@@ -172,8 +172,9 @@ class FakeHub:
         return f"http://127.0.0.1:{self.port}"
 
     def sent_for(self, repo: str, name: str) -> list[int]:
-        """Body bytes sent per request for one file."""
-        return [r.sent for r in self.log if r.path.endswith(f"/{repo}/resolve/{SHA}/{name}") or r.path == f"/cdn/{repo}/{name}"]
+        """Body bytes sent per GET of one file (at any revision)."""
+        return [r.sent for r in self.log if r.method == "GET" and (re.fullmatch(f"/{repo}/resolve/[^/]+/{name}", r.path)
+                                                                    or r.path == f"/cdn/{repo}/{name}")]
 
     def start(self) -> None:
         hub = self
@@ -252,7 +253,8 @@ class FakeHub:
             return self._send(h, 404, b"Entry not found", {"X-Error-Code": "EntryNotFound"})
         data = files[name]
         # What huggingface_hub's file metadata (HEAD) needs: the commit the revision resolved to and an ETag.
-        meta = {"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+        # (moved_to: a push landed after the listing, so files resolve to another commit)
+        meta = {"X-Repo-Commit": b.get("moved_to", sha), "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
         if m_file and b.get("redirect_host"):
             return self._send(h, 302, b"", {**meta, "Location": f"http://{b['redirect_host']}:{self.port}/cdn/{repo}/{name}"})
         rng = h.headers.get("Range")

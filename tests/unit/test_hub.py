@@ -556,7 +556,9 @@ def test_revision_that_is_a_branch(hub: FakeHub, repo_files, tmp_path: Path) -> 
     hub.branches["acme/tiny"] = {"dev": (dev_sha, dev_files)}
     m = resolve_repo("acme/tiny@dev", online=True)
     assert m.revision == "dev" and m.sha == dev_sha and m.source.spec.max_context == 8192
-    assert any(r.path.startswith(f"/acme/tiny/resolve/{dev_sha}/") for r in hub.log)
+    assert any(r.path.startswith("/acme/tiny/resolve/dev/") for r in hub.log)
+    # What it stored in the HF cache (config.json, the index) is filed under refs/dev, as transformers would.
+    assert (tmp_path / "hf-hub" / "models--acme--tiny" / "refs" / "dev").read_text() == dev_sha
     assert resolve_repo("acme/tiny", online=True).source.spec.max_context == 2048
     assert cached_files(tmp_path) == ["acme--tiny--dev.json", "acme--tiny--main.json"]
     # In the local HF cache a branch is refs/<branch> -> snapshots/<commit>.
@@ -569,6 +571,15 @@ def test_revision_that_is_a_branch(hub: FakeHub, repo_files, tmp_path: Path) -> 
     assert local.where == "hf-cache" and local.sha == dev_sha and local.source.spec.max_context == 8192
     with pytest.raises(NotAvailableOffline):
         resolve_repo("acme/other")  # no refs/main, and the only snapshot belongs to a branch
+
+
+def test_revision_moved_during_the_read_is_refused(hub: FakeHub, tmp_path: Path) -> None:
+    """config.json is fetched under the revision's name (so the HF cache gets refs/main); if that resolves to another
+    commit than the listing did, the read would mix two commits: refused, nothing cached."""
+    hub.behaviour["acme/tiny"] = {"moved_to": "fedcba9876543210fedcba9876543210fedcba98"}
+    with pytest.raises(HubError, match=r"acme/tiny: config.json: main moved from 0123456789ab to fedcba987654 during the read"):
+        resolve_repo("acme/tiny", online=True)
+    assert cached_files(tmp_path) == []
 
 
 def test_hf_hub_offline_keeps_the_hub_out_even_online(hub: FakeHub, monkeypatch) -> None:

@@ -128,7 +128,7 @@ def _from_hub(repo: str, revision: str, quant: str | None, settings: HubSettings
         info = client.call(f"{repo}: repo listing", lambda: client.api.model_info(
             repo, revision=revision, files_metadata=True, timeout=settings.timeout_s))
         sha, listing = _listing(info, repo)
-        files = HubFiles(client, sha, listing)
+        files = HubFiles(client, sha, listing, revision)
         got = read_repo(files, repo, revision, quant)
     model = HubModel(repo, revision, sha, "hub", client.page, got.kind, got.source, got.planner_format, got.variants,
                      got.selected, got.files, (*notes, *got.notes), len(sent), files.bytes_read)

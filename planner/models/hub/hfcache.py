@@ -12,11 +12,11 @@ def hf_hub_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def find_snapshot(repo: str, revision: str = "main", root: Path | None = None) -> tuple[Path | None, str]:
+def find_snapshot(repo: str, revision: str = "main") -> tuple[Path | None, str]:
     """The snapshot directory for repo@revision and a note on how it was picked ('' when by ref or commit)."""
     from huggingface_hub import try_to_load_from_cache
 
-    root = hf_hub_cache_dir() if root is None else root
+    root = hf_hub_cache_dir()
     if not root.is_dir():
         return None, ""
     # Fast path: refs/<revision> (or a commit) -> snapshots/<commit>/config.json, without scanning the whole cache.

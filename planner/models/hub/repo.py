@@ -99,13 +99,14 @@ class LocalFiles:
 
 
 class HubFiles:
-    """One repo at a pinned commit on the Hub; reads are range requests, counted in `bytes_read`."""
+    """One repo at a commit on the Hub; bytes read counted in `bytes_read`. Headers are read at the commit; config.json and
+    the index under the revision's name, so the HF cache gets refs/<revision> as transformers would leave it."""
 
     where = "hub"
 
-    def __init__(self, client: HubClient, sha: str, listing: dict[str, int | None]):
+    def __init__(self, client: HubClient, sha: str, listing: dict[str, int | None], revision: str):
         self.client = client
-        self.sha = sha
+        self.sha, self.revision = sha, revision
         self.listing = listing
         self.location = client.page
         self.bytes_read = 0
@@ -124,10 +125,14 @@ class HubFiles:
         size = self.listing.get(name)
         if size is not None and size > limit:
             raise HubError(f"{self.client.repo}: {name}: {size} bytes is more than the {limit}-byte limit for this file")
-        # Into the HF cache at the pinned commit, as transformers would fetch it: metadata, never weights.
-        path = self.client.call(f"{self.client.repo}: {name}", lambda: self.client.api.hf_hub_download(
-            self.client.repo, name, revision=self.sha, etag_timeout=self.client.settings.timeout_s))
-        body = Path(path).read_bytes()
+        what = f"{self.client.repo}: {name}"
+        # Into the HF cache, as transformers would fetch it: metadata, never weights.
+        path = Path(self.client.call(what, lambda: self.client.api.hf_hub_download(
+            self.client.repo, name, revision=self.revision, etag_timeout=self.client.settings.timeout_s)))
+        if path.parent.name != self.sha:  # snapshots/<commit>/name: the revision moved since the listing
+            raise HubError(f"{what}: {self.revision} moved from {self.sha[:12]} to {path.parent.name[:12]} during the read; "
+                           "run again")
+        body = path.read_bytes()
         self.bytes_read += len(body)
         return body
 
@@ -146,7 +151,7 @@ class HubFiles:
         try:
             with disable_progress_bars():  # its per-shard progress bar would land in the middle of our output
                 if INDEX_NAME in listing or "model.safetensors" in listing:
-                    meta = call(what, lambda: api.get_safetensors_metadata(repo, revision=self.sha, timeout=timeout))
+                    meta = call(what, lambda: api.get_safetensors_metadata(repo, revision=self.revision, timeout=timeout))
                     by_file, index = meta.files_metadata, meta.weight_map if meta.sharded else None
                     self.bytes_read += (listing.get(INDEX_NAME) or 0) if meta.sharded else 0  # its index download
                 else:
