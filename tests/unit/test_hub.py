@@ -162,7 +162,8 @@ def test_local_cache_gguf_repo_lists_its_quants(hub: FakeHub, repo_files, tmp_pa
     assert q8.selected == "Q8_0" and q8.source.quantization["file_type"] == "Q8_0"
     assert q8.source.file_bytes == len(repo_files["acme/tiny-GGUF"]["Tiny-Llama-Q8_0.gguf"])
     assert q8.source.tensor_dtypes["blk.0.attn_q.weight"] == "Q8_0" and q8.source.spec.hf_repo == "acme/tiny-GGUF"
-    with pytest.raises(NotFoundError, match=r"unknown GGUF quant 'Q4_K_M'.*Q8_0"):
+    # A quant that was not downloaded may be on the Hub: partial snapshot, not 'unknown quant'.
+    with pytest.raises(NotAvailableOffline, match=r"only part of it .*GGUF quant Q4_K_M is not in this snapshot \(it has F16, Q8_0\).*--online"):
         resolve_repo("acme/tiny-GGUF:Q4_K_M")
     # One split part missing locally: that quant is left out (noted), the complete one is still read.
     (snap / "F16" / "Tiny-Llama-F16-00002-of-00002.gguf").unlink()
@@ -268,6 +269,24 @@ def test_every_partial_snapshot_offline(hub: FakeHub, repo_files, tmp_path: Path
         assert m is not None and m.kind == "safetensors" and len(m.source.tensors or []) == 21, subset
         assert m.where == ("hf-cache" if "config.json" in subset and weights <= set(subset) else "hub-cache"), subset
     assert hub.log == []
+
+
+def test_gguf_quant_not_downloaded_is_read_from_the_hub_then_cached(hub: FakeHub, repo_files, tmp_path: Path) -> None:
+    """Only Q8_0 is in the local HF cache; F16 is asked for: --online reads it from the Hub, then it is answered
+    offline from the planner's cache, while Q8_0 still comes from disk."""
+    snap = tmp_path / "hf-hub" / "models--acme--tiny-GGUF" / "snapshots" / SHA
+    snap.mkdir(parents=True)
+    (snap / "Tiny-Llama-Q8_0.gguf").write_bytes(repo_files["acme/tiny-GGUF"]["Tiny-Llama-Q8_0.gguf"])
+    with pytest.raises(NotAvailableOffline, match=r"GGUF quant F16 is not in this snapshot \(it has Q8_0\)"):
+        resolve_repo("acme/tiny-GGUF:F16")
+    online = resolve_repo("acme/tiny-GGUF:F16", online=True)
+    assert online.where == "hub" and online.selected == "F16" and online.planner_format == "F16"
+    hub.log.clear()
+    again = resolve_repo("acme/tiny-GGUF:F16")
+    assert again.where == "hub-cache" and again.selected == "F16" and hub.log == []
+    assert resolve_repo("acme/tiny-GGUF:Q8_0").where == "hf-cache"
+    with pytest.raises(NotFoundError, match=r"unknown GGUF quant 'Q4_K_M'.*Q8_0"):  # on the Hub it is unknown
+        resolve_repo("acme/tiny-GGUF:Q4_K_M", online=True)
 
 
 # --- the Hub over range requests --------------------------------------------------------------------------------

@@ -289,6 +289,8 @@ def read_repo(files: RepoFiles, repo: str, revision: str, quant: str | None = No
     if ggufs:
         return read_gguf_variants(files, repo, revision, listing, ggufs, quant)
     if quant is not None:
+        if files.where == "hf-cache":
+            raise IncompleteSnapshot(f"{files.location}: GGUF quant {quant} asked for, no .gguf file in this snapshot")
         raise NotFoundError("GGUF quant", quant)
     if has_config:
         return _read_config_only(files, repo, revision, listing)
@@ -472,7 +474,13 @@ def read_gguf_variants(
 ) -> RepoRead:
     """Read the header and tensor table of every quant in the repo (or only the one asked for)."""
     variants = _variants(groups, listing)
-    chosen = pick_variant(variants, quant)
+    try:
+        chosen = pick_variant(variants, quant)
+    except NotFoundError:
+        if files.where == "hf-cache":  # people download one quant: the others may well be on the Hub
+            raise IncompleteSnapshot(f"{files.location}: GGUF quant {quant} is not in this snapshot (it has "
+                                     f"{', '.join(v.label for v in variants)})") from None
+        raise
     notes: list[str] = []
     headers: dict[str, GGUFHeader] = {}
     for v in [chosen] if quant is not None else variants:
