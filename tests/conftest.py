@@ -35,7 +35,10 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "planner-cache"))
     monkeypatch.setenv("PLANNER_DATA_DIR", str(tmp_path_factory.getbasetemp() / "planner-data"))
     # Tests never touch the network: an empty HF cache, a dead loopback endpoint, and online mode off.
+    from huggingface_hub import constants  # its cache path was fixed at import: set it as well as the variable
+
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf-hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf-hub-cache"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("PLANNER_ONLINE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)

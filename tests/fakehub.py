@@ -7,6 +7,7 @@ request is logged with the bytes sent, so tests can assert that no whole weight 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -24,6 +25,15 @@ from planner.models.inventory import tensor_inventory
 from planner.models.readers import spec_from_hf_config
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def use_hf_cache(monkeypatch, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point huggingface_hub (and so the planner, which reads and writes where the library does) at `path` as the HF
+    hub cache: the library fixed constants.HF_HUB_CACHE when it was imported, so the variable alone is not enough."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(path))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(path))
 
 TINY_CONFIG = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 512, "hidden_size": 64,
@@ -140,6 +150,7 @@ class Logged:
     status: int
     sent: int  # body bytes written
     host: str | None = None
+    method: str = "GET"
 
 
 @dataclass
@@ -149,6 +160,7 @@ class FakeHub:
     repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
     behaviour: dict[str, dict] = field(default_factory=dict)  # status/error_code/on, delay, ignore_range, redirect_host,
     # fail_first: [status, ...] answered (with Retry-After: 0) to the first requests for the repo before serving it
+    # (fail_on: only to requests whose path contains this); moved_to: the commit file answers report
     branches: dict[str, dict[str, tuple[str, dict[str, bytes]]]] = field(default_factory=dict)  # repo -> branch -> (sha, files)
     log: list[Logged] = field(default_factory=list)
     port: int = 0
@@ -160,8 +172,9 @@ class FakeHub:
         return f"http://127.0.0.1:{self.port}"
 
     def sent_for(self, repo: str, name: str) -> list[int]:
-        """Body bytes sent per request for one file."""
-        return [r.sent for r in self.log if r.path.endswith(f"/{repo}/resolve/{SHA}/{name}") or r.path == f"/cdn/{repo}/{name}"]
+        """Body bytes sent per GET of one file (at any revision)."""
+        return [r.sent for r in self.log if r.method == "GET" and (re.fullmatch(f"/{repo}/resolve/[^/]+/{name}", r.path)
+                                                                    or r.path == f"/cdn/{repo}/{name}")]
 
     def start(self) -> None:
         hub = self
@@ -173,6 +186,9 @@ class FakeHub:
                 return None
 
             def do_GET(self) -> None:  # noqa: N802
+                hub._handle(self)
+
+            def do_HEAD(self) -> None:  # noqa: N802  (huggingface_hub's file_exists and hf_hub_download ask first)
                 hub._handle(self)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -194,11 +210,14 @@ class FakeHub:
             h.send_header(k, v)
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
+        head = h.command == "HEAD"
         try:
-            h.wfile.write(body)
+            if not head:
+                h.wfile.write(body)
         except OSError:
             pass
-        self.log.append(Logged(h.path, h.headers.get("Range"), h.headers.get("Authorization"), status, len(body), h.headers.get("Host")))
+        self.log.append(Logged(h.path, h.headers.get("Range"), h.headers.get("Authorization"), status, 0 if head else len(body),
+                               h.headers.get("Host"), h.command))
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         path = unquote(urlsplit(h.path).path)
@@ -211,7 +230,7 @@ class FakeHub:
             time.sleep(b["delay"])
         if repo is None or repo not in self.repos:
             return self._send(h, 404, b"Repository not found", {"X-Error-Code": "RepoNotFound"})
-        if b.get("fail_first"):
+        if b.get("fail_first") and b.get("fail_on", "") in h.path:
             return self._send(h, b["fail_first"].pop(0), b"slow down", {"Retry-After": "0"})
         on = b.get("on", "files")
         if b.get("status") and (on == "all" or (on == "files") == bool(m_file or m_cdn)):
@@ -223,23 +242,27 @@ class FakeHub:
         if m_api and m_api.group(2) in branches:
             sha, files = branches[m_api.group(2)]
         elif m_file:
-            files = next((f for s, f in branches.values() if s == m_file.group(2)), files)
+            rev = m_file.group(2)
+            sha, files = next(((s, f) for b_, (s, f) in branches.items() if rev in (s, b_)), (sha, files))
         if m_api:
             siblings = [{"rfilename": n, "size": len(d)} for n, d in sorted(files.items())]
             return self._send(h, 200, json.dumps({"id": repo, "sha": sha, "siblings": siblings}).encode(),
                               {"Content-Type": "application/json"})
         name = (m_file or m_cdn).group(3 if m_file else 2)
-        if m_file and b.get("redirect_host"):
-            return self._send(h, 302, b"", {"Location": f"http://{b['redirect_host']}:{self.port}/cdn/{repo}/{name}"})
         if name not in files:
             return self._send(h, 404, b"Entry not found", {"X-Error-Code": "EntryNotFound"})
         data = files[name]
+        # What huggingface_hub's file metadata (HEAD) needs: the commit the revision resolved to and an ETag.
+        # (moved_to: a push landed after the listing, so files resolve to another commit)
+        meta = {"X-Repo-Commit": b.get("moved_to", sha), "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+        if m_file and b.get("redirect_host"):
+            return self._send(h, 302, b"", {**meta, "Location": f"http://{b['redirect_host']}:{self.port}/cdn/{repo}/{name}"})
         rng = h.headers.get("Range")
         m = re.match(r"^bytes=(\d+)-(\d*)$", rng or "")
         if m is None or b.get("ignore_range"):
-            return self._send(h, 200, data)
+            return self._send(h, 200, data, meta)
         start = int(m.group(1))
         end = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
         if start >= len(data):
             return self._send(h, 416, b"", {"Content-Range": f"bytes */{len(data)}"})
-        return self._send(h, 206, data[start:end + 1], {"Content-Range": f"bytes {start}-{end}/{len(data)}"})
+        return self._send(h, 206, data[start:end + 1], {**meta, "Content-Range": f"bytes {start}-{end}/{len(data)}"})

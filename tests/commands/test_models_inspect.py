@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fakehub import SHA, TINY_CONFIG, FakeHub, awq_repo, gguf_repo, safetensors_repo
+from fakehub import SHA, TINY_CONFIG, FakeHub, awq_repo, gguf_repo, safetensors_repo, use_hf_cache
 
 from planner.cli import main
 
@@ -23,7 +23,7 @@ def repo_files(tmp_path_factory) -> dict[str, dict[str, bytes]]:
 @pytest.fixture()
 def hub(repo_files, monkeypatch, tmp_path):
     monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "planner-cache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    use_hf_cache(monkeypatch, tmp_path / "hf-hub")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     for var in ("HF_TOKEN", "PLANNER_ONLINE", "PLANNER_HUB_TIMEOUT", "HF_HOME", "HUGGINGFACE_HUB_CACHE"):
         monkeypatch.delenv(var, raising=False)
@@ -96,6 +96,19 @@ def test_inspect_gated_and_missing(hub: FakeHub, capsys) -> None:
     assert code == 1 and "is gated (HTTP 401)" in err and "HF_TOKEN" in err
     code, _, err = run(capsys, "models", "inspect", "acme/none", "--online")
     assert code == 1 and "not found" in err and "(HTTP 404)" in err
+
+
+def test_inspect_malformed_shard_header_is_one_line_exit_2(hub: FakeHub, capsys, tmp_path: Path) -> None:
+    header = b'{"w": {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 32]}}'
+    shard = len(header).to_bytes(8, "little") + header + b"\0" * 16  # the tensors need 32 bytes; 16 are there
+    hub.repos["acme/bad"] = {"config.json": json.dumps(TINY_CONFIG).encode(), "model.safetensors": shard}
+    code, out, err = run(capsys, "models", "inspect", "acme/bad", "--online")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "acme/bad/model.safetensors: data_offsets: file truncated" in err and "Traceback" not in err
+    hub.repos["acme/bad"]["model.safetensors"] = (9).to_bytes(8, "little") + b"{not json"
+    code, _, err = run(capsys, "models", "inspect", "acme/bad", "--online")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "acme/bad: safetensors headers:" in err
+    assert not (tmp_path / "planner-cache" / "hub").exists() or not any((tmp_path / "planner-cache" / "hub").iterdir())
 
 
 def test_inspect_profile_name_repo_not_cached_points_to_show(hub: FakeHub, capsys, registry) -> None:

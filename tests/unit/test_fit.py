@@ -135,7 +135,10 @@ def test_quality_cache_changes_nothing_but_time(registry, catalog, monkeypatch, 
 
 
 def test_models_in_the_hf_cache_are_planned_and_listed(registry, catalog, tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    from huggingface_hub import constants  # the planner reads the cache where the library does
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # fit looks for a cache before importing the library
     tiny = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 2048,
             "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 8, "intermediate_size": 5632,
             "max_position_embeddings": 16384, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}

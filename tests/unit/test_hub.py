@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakehub import SHA, TINY_CONFIG, FakeHub, awq_repo, gguf_repo, safetensors_repo
+from fakehub import SHA, TINY_CONFIG, FakeHub, awq_repo, gguf_repo, safetensors_repo, use_hf_cache
 from fuzz_values import JSON_VALUES, json_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -52,7 +52,7 @@ def hub(repo_files, monkeypatch, tmp_path) -> FakeHub:
 def _isolated(monkeypatch, tmp_path):
     """Own planner cache and HF cache per test; no token, no online default; loopback never proxied."""
     monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path / "planner-cache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    use_hf_cache(monkeypatch, tmp_path / "hf-hub")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: a test that forgets `hub` cannot go out
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "PLANNER_ONLINE", "PLANNER_HUB_TIMEOUT", "HF_HOME", "HUGGINGFACE_HUB_CACHE",
@@ -116,8 +116,7 @@ def test_planner_format(quant, label, fmt) -> None:  # type: ignore[no-untyped-d
 
 
 def test_local_cache_found_offline_without_refs(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.delenv("HF_HUB_CACHE")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    use_hf_cache(monkeypatch, tmp_path / "hf-home" / "hub")  # where HF_HOME=hf-home puts it
     snap = tmp_path / "hf-home" / "hub" / "models--org--name" / "snapshots" / "abc"
     snap.mkdir(parents=True)
     (snap / "config.json").write_text(json.dumps(TINY_CONFIG))
@@ -163,7 +162,8 @@ def test_local_cache_gguf_repo_lists_its_quants(hub: FakeHub, repo_files, tmp_pa
     assert q8.selected == "Q8_0" and q8.source.quantization["file_type"] == "Q8_0"
     assert q8.source.file_bytes == len(repo_files["acme/tiny-GGUF"]["Tiny-Llama-Q8_0.gguf"])
     assert q8.source.tensor_dtypes["blk.0.attn_q.weight"] == "Q8_0" and q8.source.spec.hf_repo == "acme/tiny-GGUF"
-    with pytest.raises(NotFoundError, match=r"unknown GGUF quant 'Q4_K_M'.*Q8_0"):
+    # A quant that was not downloaded may be on the Hub: partial snapshot, not 'unknown quant'.
+    with pytest.raises(NotAvailableOffline, match=r"only part of it .*GGUF quant Q4_K_M is not in this snapshot \(it has F16, Q8_0\).*--online"):
         resolve_repo("acme/tiny-GGUF:Q4_K_M")
     # One split part missing locally: that quant is left out (noted), the complete one is still read.
     (snap / "F16" / "Tiny-Llama-F16-00002-of-00002.gguf").unlink()
@@ -184,27 +184,139 @@ def test_local_incomplete_snapshot_offline_says_online(hub: FakeHub, repo_files,
     assert m.where == "hub" and any("local HF cache incomplete" in n for n in m.notes)
 
 
+def test_offline_after_an_online_read_despite_the_partial_snapshot_it_left(hub: FakeHub, tmp_path: Path) -> None:
+    """An online read leaves config.json and the index (no shards) in the HF cache; offline, that partial snapshot
+    yields to the planner's complete read of the same commit, without the network."""
+    resolve_repo("acme/tiny", online=True)
+    assert (tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA / "config.json").is_file()
+    hub.log.clear()
+    again = resolve_repo("acme/tiny")
+    assert again.where == "hub-cache" and again.kind == "safetensors" and again.sha == SHA and hub.log == []
+    assert again.source.tensor_dtypes and again.source.file_bytes
+
+
+def test_partial_snapshot_offline_index_without_config(hub: FakeHub, repo_files, tmp_path: Path) -> None:
+    """A snapshot holding only the index (what get_safetensors_metadata alone stores): no config.json to read. Offline
+    it is reported as partial, unless the planner has a complete read, which is then used."""
+    snap = tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA
+    snap.mkdir(parents=True)
+    (snap / "model.safetensors.index.json").write_bytes(repo_files["acme/tiny"]["model.safetensors.index.json"])
+    with pytest.raises(NotAvailableOffline, match=r"acme/tiny: the local HF cache has only part of it \(.*no config.json"):
+        resolve_repo("acme/tiny")
+    online = resolve_repo("acme/tiny", online=True)
+    assert online.where == "hub" and any("local HF cache incomplete" in n for n in online.notes)
+    (snap / "config.json").unlink()  # back to the index alone (the online read stored config.json)
+    hub.log.clear()
+    offline = resolve_repo("acme/tiny")
+    assert offline.where == "hub-cache" and offline.source.tensors == online.source.tensors and hub.log == []
+
+
+def test_config_only_snapshot(hub: FakeHub, repo_files, tmp_path: Path) -> None:
+    """config.json alone (as AutoConfig leaves it): offline it is what there is; with --online the weights' headers
+    are read from the Hub; after that the complete read of the same commit wins offline."""
+    snap = tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_bytes(repo_files["acme/tiny"]["config.json"])
+    (tmp_path / "hf-hub" / "models--acme--tiny" / "refs").mkdir()
+    (tmp_path / "hf-hub" / "models--acme--tiny" / "refs" / "main").write_text(SHA)
+    local = resolve_repo("acme/tiny")
+    assert local.where == "hf-cache" and local.kind == "config" and hub.log == []
+    online = resolve_repo("acme/tiny", online=True)
+    assert online.where == "hub" and online.kind == "safetensors" and "config.json only" in " ".join(online.notes)
+    hub.log.clear()
+    again = resolve_repo("acme/tiny")
+    assert again.where == "hub-cache" and again.kind == "safetensors" and hub.log == []
+
+
+def test_every_partial_snapshot_offline(hub: FakeHub, repo_files, tmp_path: Path) -> None:
+    """Every subset of a sharded repo's files as the local snapshot, read offline: a complete read (all 21 tensors),
+    config.json alone when no weights file is there, or 'only part of it'; never half a model. Once the planner has
+    read the repo from the Hub, every subset gives the complete model, from disk or from that read."""
+    import itertools
+    import shutil
+
+    files = repo_files["acme/tiny"]
+    root = tmp_path / "hf-hub" / "models--acme--tiny"
+
+    def offline(subset: tuple[str, ...]):  # type: ignore[no-untyped-def]
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "snapshots" / SHA).mkdir(parents=True)
+        for name in subset:
+            (root / "snapshots" / SHA / name).write_bytes(files[name])
+        try:
+            return resolve_repo("acme/tiny")
+        except NotAvailableOffline as exc:
+            assert "only part of it" in str(exc) or "config.json" not in subset, (subset, exc)
+            return None
+
+    subsets = [c for r in range(len(files) + 1) for c in itertools.combinations(sorted(files), r)]
+    weights = {n for n in files if n.endswith(".safetensors")}
+    says_weights = weights | {"model.safetensors.index.json"}
+    for subset in subsets:
+        m = offline(subset)
+        complete = "config.json" in subset and weights <= set(subset)
+        if m is None:
+            assert not complete and (set(subset) & says_weights or "config.json" not in subset), subset
+        elif m.kind == "config":
+            assert not set(subset) & says_weights and m.where == "hf-cache", subset
+        else:
+            assert complete and m.where == "hf-cache" and len(m.source.tensors or []) == 21, subset
+    shutil.rmtree(root)
+    assert resolve_repo("acme/tiny", online=True).where == "hub"
+    hub.log.clear()
+    for subset in subsets:
+        m = offline(subset)
+        assert m is not None and m.kind == "safetensors" and len(m.source.tensors or []) == 21, subset
+        assert m.where == ("hf-cache" if "config.json" in subset and weights <= set(subset) else "hub-cache"), subset
+    assert hub.log == []
+
+
+def test_gguf_quant_not_downloaded_is_read_from_the_hub_then_cached(hub: FakeHub, repo_files, tmp_path: Path) -> None:
+    """Only Q8_0 is in the local HF cache; F16 is asked for: --online reads it from the Hub, then it is answered
+    offline from the planner's cache, while Q8_0 still comes from disk."""
+    snap = tmp_path / "hf-hub" / "models--acme--tiny-GGUF" / "snapshots" / SHA
+    snap.mkdir(parents=True)
+    (snap / "Tiny-Llama-Q8_0.gguf").write_bytes(repo_files["acme/tiny-GGUF"]["Tiny-Llama-Q8_0.gguf"])
+    with pytest.raises(NotAvailableOffline, match=r"GGUF quant F16 is not in this snapshot \(it has Q8_0\)"):
+        resolve_repo("acme/tiny-GGUF:F16")
+    online = resolve_repo("acme/tiny-GGUF:F16", online=True)
+    assert online.where == "hub" and online.selected == "F16" and online.planner_format == "F16"
+    hub.log.clear()
+    again = resolve_repo("acme/tiny-GGUF:F16")
+    assert again.where == "hub-cache" and again.selected == "F16" and hub.log == []
+    assert resolve_repo("acme/tiny-GGUF:Q8_0").where == "hf-cache"
+    with pytest.raises(NotFoundError, match=r"unknown GGUF quant 'Q4_K_M'.*Q8_0"):  # on the Hub it is unknown
+        resolve_repo("acme/tiny-GGUF:Q4_K_M", online=True)
+
+
 # --- the Hub over range requests --------------------------------------------------------------------------------
 
 
-def test_hub_safetensors_by_range_requests(hub: FakeHub, repo_files, tmp_path: Path, monkeypatch) -> None:
+def test_hub_sharded_safetensors_through_get_safetensors_metadata(hub: FakeHub, repo_files, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """A sharded repo read by huggingface_hub's get_safetensors_metadata: one range read of each shard's first
+    100 kB (never a whole shard); config.json and the index stored in the HF cache as transformers would; our cache
+    entry written."""
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     m = resolve_repo("acme/tiny", online=True)
     files = repo_files["acme/tiny"]
-    shards = [n for n in files if n.endswith(".safetensors")]
+    shards = sorted(n for n in files if n.endswith(".safetensors"))
     assert m.where == "hub" and m.sha == SHA and m.kind == "safetensors" and m.planner_format is None
     assert m.source.spec.hf_repo == "acme/tiny" and m.source.spec.id == "tiny"
     assert sorted(t.name for t in m.source.tensors or []) == sorted(t.name for t in tensor_inventory(m.source.spec))
     assert m.source.file_bytes == sum(len(files[s]) for s in shards)
+    assert m.source.origin.startswith("2 safetensors shard headers + config.json of acme/tiny@main")
     for s in shards:
-        sent = hub.sent_for("acme/tiny", s)
-        n = struct.unpack("<Q", files[s][:8])[0]
-        assert sent == [8, n]  # the length, then the JSON header: two range requests, never the data
-        assert sum(sent) < len(files[s])
-    ranges = [r.range for r in hub.log if r.path.endswith(".safetensors")]
-    assert all(r and r.startswith("bytes=") for r in ranges)
+        assert len(files[s]) > 100_001  # so the assertion below means "not the whole shard"
+        assert hub.sent_for("acme/tiny", s) == [100_001]
+    ranges = [r.range for r in hub.log if r.path.endswith(".safetensors") and r.method == "GET"]
+    assert ranges == ["bytes=0-100000"] * len(shards)
     assert all(r.auth == "Bearer hf_test_token" for r in hub.log)
-    assert m.requests == len(hub.log) and m.bytes_read < sum(len(files[s]) for s in shards) // 10
+    index = len(files["model.safetensors.index.json"])
+    assert m.bytes_read == 2 * 100_001 + len(files["config.json"]) + index < sum(len(files[s]) for s in shards)
+    assert m.requests == len(hub.log)  # counted on huggingface_hub's session: its HEADs and the index download too
+    snap = tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA
+    assert sorted(p.name for p in snap.iterdir()) == ["config.json", "model.safetensors.index.json"]  # never a shard
     assert cached_files(tmp_path) == ["acme--tiny--main.json"]
     entry = json.loads(cache_path("acme/tiny", "main").read_text())
     assert entry["sha"] == SHA and entry["repo"] == "acme/tiny" and entry["kind"] == "safetensors"
@@ -292,7 +404,7 @@ def test_bundled_profile_wins_and_stays_offline(hub: FakeHub, registry) -> None:
     (401, "GatedRepo", None, r"acme/tiny is gated \(HTTP 401\): a token is needed; request access at http://127\.0\.0\.1:\d+/acme/tiny, then set HF_TOKEN"),
     (403, "GatedRepo", "hf_x", r"access to acme/tiny not granted \(HTTP 403\).*request access at .*HF_TOKEN"),
     (403, None, None, r"gated \(HTTP 403\): a token is needed"),
-    (401, "RepoNotFound", "hf_x", r"not found, or private or gated \(HTTP 401\).*token sent \(HF_TOKEN or the `hf auth login` file\) was not accepted"),
+    (401, "RepoNotFound", "hf_x", r"model.safetensors.index.json is listed but not served: acme/tiny not found, or private or gated.*token sent \(HF_TOKEN or the `hf auth login` file\) was not accepted"),
 ])
 def test_gated_repos(hub: FakeHub, tmp_path: Path, monkeypatch, status: int, code: str | None, token: str | None, match: str) -> None:
     if token:
@@ -307,7 +419,7 @@ def test_missing_repo_and_missing_file(hub: FakeHub, tmp_path: Path) -> None:
     with pytest.raises(HubError, match=r"acme/nope: repo listing: acme/nope not found on http://127\.0\.0\.1:\d+ \(HTTP 404\): check the repo id"):
         resolve_repo("acme/nope", online=True)
     del hub.repos["acme/tiny"]["model-00002-of-00002.safetensors"]
-    with pytest.raises(InvalidInputError, match="shard model-00002-of-00002.safetensors is missing from the repo"):
+    with pytest.raises(HubError, match=r"acme/tiny: safetensors headers: no such file model-00002-of-00002.safetensors in acme/tiny \(HTTP 404\)"):
         resolve_repo("acme/tiny", online=True)
     assert cached_files(tmp_path) == []
 
@@ -318,12 +430,17 @@ def _shard(header: bytes | str, data: bytes = b"", length: int | None = None) ->
 
 
 @pytest.mark.parametrize(("content", "match"), [
-    (_shard("{}", length=10**6), r"model.safetensors: header length: 1000000 bytes runs past the end of the 10-byte file"),
-    (b"\x05\x00", r"model.safetensors: header length: file truncated, expected an 8-byte header length, found 2 bytes"),
-    (_shard("{not json"), r"model.safetensors: header: expected a JSON object"),
-    (_shard('{"w": {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 32]}}', b"\0" * 16), r"data_offsets: file truncated"),
+    # A header length past the end: huggingface_hub parses the 2 bytes that are there; no tensors is the tell.
+    (_shard("{}", length=10**6), r"acme/bad/model.safetensors: header: no tensors \(truncated, or not a weights file\)"),
+    (b"\x05\x00", r"acme/bad: safetensors headers: .*'model.safetensors'.*file is too small to be a valid safetensors file"),
+    (_shard("{not json"), r"acme/bad: safetensors headers: .*'model.safetensors'.*header is not json-encoded"),
+    # Tensors that need more bytes than the listed file size holds after the header.
+    (_shard('{"w": {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 32]}}', b"\0" * 16),
+     r"acme/bad/model.safetensors: data_offsets: file truncated, tensors span 32 bytes but the \d+-byte file leaves at most \d+ after the header"),
     (_shard('{"w": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 1]}}', b"\0"), r"w.dtype: expected one of"),
-    (_shard(b"\xff\xfe{}"), r"header: expected UTF-8 JSON"),
+    (_shard('{"w": {"dtype": "F16", "shape": [2], "data_offsets": "ab"}}', b"\0" * 4), r"w.data_offsets: expected"),
+    (_shard('["not", "an", "object"]'), r"acme/bad: safetensors headers: expected a JSON object mapping tensor names"),
+    (_shard(b"\xff\xfe{}"), r"header: no tensors"),  # the library decodes with errors='ignore'
 ])
 def test_truncated_and_malformed_safetensors_headers(hub: FakeHub, tmp_path: Path, content: bytes, match: str) -> None:
     hub.repos["acme/bad"] = {"config.json": json.dumps(TINY_CONFIG).encode(), "model.safetensors": content}
@@ -432,6 +549,15 @@ def test_rate_limit_then_success_is_retried(hub: FakeHub, status: int) -> None:
     assert [r.status for r in hub.log[:2]] == [status, 200] and hub.log[0].path == hub.log[1].path
 
 
+def test_rate_limit_on_a_shard_header_is_retried(hub: FakeHub) -> None:
+    """get_safetensors_metadata has no retry of its own: the planner retries it on 429/5xx."""
+    hub.behaviour["acme/tiny"] = {"fail_first": [429, 503], "fail_on": "model-00002-of-00002.safetensors"}
+    m = resolve_repo("acme/tiny", online=True)
+    assert m.kind == "safetensors" and len(m.source.tensors or []) == 21
+    shard2 = [r.status for r in hub.log if r.path.endswith("model-00002-of-00002.safetensors") and r.method == "GET"]
+    assert shard2 == [429, 503, 206]
+
+
 def test_rate_limit_that_persists_is_one_clear_line(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
     from planner.models.hub import http
 
@@ -449,7 +575,9 @@ def test_revision_that_is_a_branch(hub: FakeHub, repo_files, tmp_path: Path) -> 
     hub.branches["acme/tiny"] = {"dev": (dev_sha, dev_files)}
     m = resolve_repo("acme/tiny@dev", online=True)
     assert m.revision == "dev" and m.sha == dev_sha and m.source.spec.max_context == 8192
-    assert any(r.path.startswith(f"/acme/tiny/resolve/{dev_sha}/") for r in hub.log)
+    assert any(r.path.startswith("/acme/tiny/resolve/dev/") for r in hub.log)
+    # What it stored in the HF cache (config.json, the index) is filed under refs/dev, as transformers would.
+    assert (tmp_path / "hf-hub" / "models--acme--tiny" / "refs" / "dev").read_text() == dev_sha
     assert resolve_repo("acme/tiny", online=True).source.spec.max_context == 2048
     assert cached_files(tmp_path) == ["acme--tiny--dev.json", "acme--tiny--main.json"]
     # In the local HF cache a branch is refs/<branch> -> snapshots/<commit>.
@@ -462,6 +590,15 @@ def test_revision_that_is_a_branch(hub: FakeHub, repo_files, tmp_path: Path) -> 
     assert local.where == "hf-cache" and local.sha == dev_sha and local.source.spec.max_context == 8192
     with pytest.raises(NotAvailableOffline):
         resolve_repo("acme/other")  # no refs/main, and the only snapshot belongs to a branch
+
+
+def test_revision_moved_during_the_read_is_refused(hub: FakeHub, tmp_path: Path) -> None:
+    """config.json is fetched under the revision's name (so the HF cache gets refs/main); if that resolves to another
+    commit than the listing did, the read would mix two commits: refused, nothing cached."""
+    hub.behaviour["acme/tiny"] = {"moved_to": "fedcba9876543210fedcba9876543210fedcba98"}
+    with pytest.raises(HubError, match=r"acme/tiny: config.json: main moved from 0123456789ab to fedcba987654 during the read"):
+        resolve_repo("acme/tiny", online=True)
+    assert cached_files(tmp_path) == []
 
 
 def test_hf_hub_offline_keeps_the_hub_out_even_online(hub: FakeHub, monkeypatch) -> None:
@@ -553,4 +690,4 @@ def test_real_gguf_over_range_requests_matches_the_local_read(hub: FakeHub) -> N
     skip = {"id", "params_source", "hf_repo", "notes"}
     assert m.source.spec.model_dump(exclude=skip) == local.spec.model_dump(exclude=skip)
     assert m.source.tensor_dtypes == local.tensor_dtypes and m.source.file_bytes == local.file_bytes == len(data)
-    assert m.planner_format == "Q4_1" and m.bytes_read < len(data) * 0.05 and m.requests < 12
+    assert m.planner_format == "Q4_1" and m.bytes_read < len(data) * 0.05 and m.requests == len(hub.log) < 20

@@ -3,7 +3,8 @@
 `resolve_repo("ORG/NAME[@REVISION][:QUANT]")` looks in the local Hugging Face cache first (offline, found with
 huggingface_hub's cache functions), then in the planner's cache of earlier Hub reads, and reaches the Hub only when online reads were asked for
 (`--online` or PLANNER_ONLINE=1), never silently. What is read from the Hub is small: the repo listing, config.json,
-the safetensors index and each shard's header, or each GGUF file's header and tensor table, all by range requests.
+the safetensors index and each shard's header (huggingface_hub's get_safetensors_metadata), or each GGUF file's header
+and tensor table (HfFileSystem range reads).
 HF_HUB_OFFLINE=1 keeps the Hub out even with --online.
 """
 
@@ -13,10 +14,11 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from planner.errors import NotFoundError, PlannerError
 from planner.models.hub.hfcache import find_snapshot, hf_hub_cache_dir
-from planner.models.hub.http import DEFAULT_ENDPOINT, HubClient, HubError, HubSettings, hub_offline
+from planner.models.hub.http import DEFAULT_ENDPOINT, HubClient, HubError, HubSettings, counting_requests, hub_offline
 from planner.models.hub.mapping import gguf_label, planner_format
 from planner.models.hub.repo import GGUFVariant, HubFiles, IncompleteSnapshot, LocalFiles, read_repo
 from planner.models.hub.store import HubModel, cache_path, from_entry, load_entry, save
@@ -32,7 +34,6 @@ _REF_RE = re.compile(
     r"^(?P<org>[A-Za-z0-9][A-Za-z0-9_.-]{0,95})/(?P<name>[A-Za-z0-9_.][A-Za-z0-9_.-]{0,95})"
     r"(?:@(?P<rev>[A-Za-z0-9_.][A-Za-z0-9_./-]{0,199}))?(?::(?P<quant>[A-Za-z0-9_.][A-Za-z0-9_./-]{0,199}))?$"
 )
-_MAX_LISTING_BYTES = 64 << 20
 
 
 class NotAvailableOffline(NotFoundError):
@@ -83,68 +84,60 @@ def resolve_repo(ref: str, *, online: bool | None = None, settings: HubSettings 
     repo, revision, quant = parsed.repo, parsed.revision, parsed.quant
     offline_var = hub_offline()
     online = online_requested(online) and offline_var is None
-    notes: list[str] = []
-    snapshot, how = find_snapshot(repo, revision)
+    how = (f"{offline_var} is set, so the Hub is not read; unset it" if offline_var else
+           "pass --online (or set PLANNER_ONLINE=1)")
+    snapshot, picked = find_snapshot(repo, revision)
+    local, partial = None, None
     if snapshot is not None:
-        files = LocalFiles(snapshot)
         try:
-            got = read_repo(files, repo, revision, quant)
+            got = read_repo(LocalFiles(snapshot), repo, revision, quant)
         except IncompleteSnapshot as exc:
-            if not online:
-                raise NotAvailableOffline(f"{repo}: the local HF cache has only part of it ({exc}); pass --online "
-                                          "(or set PLANNER_ONLINE=1) to read it from the Hub") from None
-            notes.append(f"local HF cache incomplete ({exc}); read from the Hub instead")
+            partial = str(exc)  # e.g. the index json get_safetensors_metadata stored, or a download cut short
         else:
-            return HubModel(repo, revision, snapshot.name, "hf-cache", str(snapshot), got.kind, got.source, got.planner_format,
-                            got.variants, got.selected, got.files, (*([how] if how else []), *got.notes))
+            local = HubModel(repo, revision, snapshot.name, "hf-cache", str(snapshot), got.kind, got.source, got.planner_format,
+                             got.variants, got.selected, got.files, (*([picked] if picked else []), *got.notes))
+    if local is not None and local.kind != "config":
+        return local  # weights' headers on disk
     settings = settings or HubSettings.from_env()
     entry = load_entry(repo, revision, settings.endpoint)
-    if entry is not None:
-        cached = from_entry(entry, quant, cache_path(repo, revision))
-        if cached is not None:
-            return cached
+    cached = from_entry(entry, quant, cache_path(repo, revision)) if entry is not None else None
+    # An earlier complete Hub read beats a partial snapshot, and a config.json-only one of the same commit.
+    if cached is not None and (local is None or cached.sha == local.sha):
+        return cached
+    if local is not None and not online:
+        return local  # config.json alone is what there is offline
     if not online:
-        where = f"not in the local Hugging Face cache ({hf_hub_cache_dir()})"
-        if entry is not None:
-            where = f"quant {quant} was not read yet"
+        if partial is not None:
+            raise NotAvailableOffline(f"{repo}: the local HF cache has only part of it ({partial}); {how} to read it "
+                                      "from the Hub")
+        where = f"quant {quant} was not read yet" if entry is not None else \
+            f"not in the local Hugging Face cache ({hf_hub_cache_dir()})"
         hint = f"; bundled profiles with similar names: {', '.join(candidates)}" if candidates else ""
         not_profile = "not a bundled profile and " if candidates is not None else ""
-        how = (f"{offline_var} is set, so the Hub is not read; unset it" if offline_var else
-               "pass --online (or set PLANNER_ONLINE=1)")
         raise NotAvailableOffline(f"{ref}: {not_profile}{where}; {how} to read its config and headers from "
                                   f"{settings.endpoint} (never the weights){hint}", ref, candidates or ())
+    notes = ([f"local HF cache incomplete ({partial}); read from the Hub instead"] if partial is not None else
+             ["local HF cache has config.json only; read the weights' headers from the Hub"] if local is not None else [])
     return _from_hub(repo, revision, quant, settings, entry, notes)
 
 
 def _from_hub(repo: str, revision: str, quant: str | None, settings: HubSettings, previous: dict | None,
               notes: list[str]) -> HubModel:
     client = HubClient(settings, repo)
-    info = client.get_json(client.api_url(revision), f"{repo}: repo listing", _MAX_LISTING_BYTES)
-    sha, listing = _listing(info, repo)
-    files = HubFiles(client, sha, listing)
-    got = read_repo(files, repo, revision, quant)
+    with counting_requests() as sent:
+        info = client.call(f"{repo}: repo listing", lambda: client.api.model_info(
+            repo, revision=revision, files_metadata=True, timeout=settings.timeout_s))
+        sha, listing = _listing(info, repo)
+        files = HubFiles(client, sha, listing, revision)
+        got = read_repo(files, repo, revision, quant)
     model = HubModel(repo, revision, sha, "hub", client.page, got.kind, got.source, got.planner_format, got.variants,
-                     got.selected, got.files, (*notes, *got.notes), client.requests, files.bytes_read)
+                     got.selected, got.files, (*notes, *got.notes), len(sent), files.bytes_read)
     save(model, settings.endpoint, previous)  # only a complete read gets here: errors above leave no entry
     return model
 
 
-def _listing(info: object, repo: str) -> tuple[str, dict[str, int | None]]:
-    """(commit, file -> size) from the Hub's model-info answer (/api/models/ORG/NAME/revision/REV?blobs=true)."""
-    if not isinstance(info, dict):
-        raise HubError(f"{repo}: repo listing: expected a JSON object")
-    sha = info.get("sha")
-    siblings = info.get("siblings")
-    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{7,64}", sha) or not isinstance(siblings, list):
-        raise HubError(f"{repo}: repo listing: expected 'sha' (a commit hash) and 'siblings' (the files)")
-    listing: dict[str, int | None] = {}
-    for s in siblings:
-        name = s.get("rfilename") if isinstance(s, dict) else None
-        if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
-            raise HubError(f"{repo}: repo listing: expected relative file names in 'siblings'")
-        size = s.get("size")
-        lfs = s.get("lfs")
-        if not isinstance(size, int) and isinstance(lfs, dict):
-            size = lfs.get("size")
-        listing[name] = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
-    return sha, listing
+def _listing(info: Any, repo: str) -> tuple[str, dict[str, int | None]]:
+    """(commit, file -> size) from huggingface_hub's ModelInfo (files_metadata=True gives the sizes)."""
+    if not isinstance(info.sha, str) or not re.fullmatch(r"[0-9a-fA-F]{7,64}", info.sha):
+        raise HubError(f"{repo}: repo listing: expected 'sha' (a commit hash), found {info.sha!r:.80}")
+    return info.sha, {s.rfilename: s.size for s in info.siblings or []}

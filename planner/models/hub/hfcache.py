@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-from planner.paths import user_path
 
 
 def hf_hub_cache_dir() -> Path:
-    """The hub cache directory, by huggingface_hub's rules (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub, then
-    XDG_CACHE_HOME/huggingface/hub), read at call time: the library's constants were fixed when it was imported."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return user_path(os.environ[var])
-    if os.environ.get("HF_HOME"):
-        return user_path(os.environ["HF_HOME"]) / "hub"
+    """The hub cache directory, as huggingface_hub resolved it (HF_HUB_CACHE, HF_HOME/hub, ...): the one it writes to."""
     from huggingface_hub import constants  # lazy: the cache path only
 
     return Path(constants.HF_HUB_CACHE)
 
 
-def find_snapshot(repo: str, revision: str = "main", root: Path | None = None) -> tuple[Path | None, str]:
+def find_snapshot(repo: str, revision: str = "main") -> tuple[Path | None, str]:
     """The snapshot directory for repo@revision and a note on how it was picked ('' when by ref or commit)."""
     from huggingface_hub import try_to_load_from_cache
 
-    root = hf_hub_cache_dir() if root is None else root
+    root = hf_hub_cache_dir()
     if not root.is_dir():
         return None, ""
     # Fast path: refs/<revision> (or a commit) -> snapshots/<commit>/config.json, without scanning the whole cache.

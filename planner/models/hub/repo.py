@@ -1,18 +1,18 @@
 """Read a model repo's config, safetensors headers or GGUF headers from a file source: a local HF cache snapshot
-or the Hub over HTTP range requests. One code path for both, so the offline and online results agree.
+or the Hub. One code path for both, so the offline and online results agree.
 
-Never reads tensor data: safetensors shards give their 8-byte length and JSON header; GGUF files their metadata and
-tensor table, fetched in growing chunks that stop where the tensor table ends.
+Never reads tensor data: safetensors shard headers come from the planner's reader on disk and from huggingface_hub's
+get_safetensors_metadata on the Hub (range reads of each shard's first 100 kB); GGUF files give their metadata and
+tensor table, read (through HfFileSystem on the Hub) up to where the tensor table ends.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 from planner.errors import InvalidInputError, NotFoundError, preview
 from planner.models.hub.http import HubClient, HubError
@@ -22,51 +22,36 @@ from planner.models.readers.common import CONFIG_NAME, ModelSource, layer_of, ma
 from planner.models.readers.gguf_header import GGUFHeader, GGUFTensor, gguf_quantization, parse_gguf_header, spec_from_gguf
 from planner.models.readers.hf_config import quantization_from_config, spec_from_hf_config
 from planner.models.readers.hf_names import map_hf_tensors
-from planner.models.readers.safetensors_header import INDEX_NAME, MAX_HEADER_BYTES, RawTensor, parse_safetensors_header
+from planner.models.readers.safetensors_header import (
+    INDEX_NAME,
+    RawTensor,
+    parse_safetensors_header,
+    read_safetensors_header,
+)
 from planner.models.spec import ModelSpec
 
 MAX_JSON_BYTES = 64 << 20  # config.json, the index and the repo listing are far smaller
 MAX_GGUF_HEADER_BYTES = 256 << 20  # metadata + tensor table; real ones are a few MB (token lists)
 FIRST_CHUNK = 16 << 10  # GGUF header reads start small (a tiny file is not fetched whole) and double
 MAX_CHUNK = 8 << 20
+LIBRARY_FIRST_READ = 100_001  # huggingface_hub's parse_safetensors_file_metadata asks for bytes 0-100000 first
 _SPLIT_RE = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.I)
+_ST_SPLIT_RE = re.compile(r"^(?P<stem>.*)-\d{5}-of-(?P<count>\d{5})\.safetensors$")
+
+
+# shard -> (its tensors, its file bytes), and the index's weight map (tensor -> shard) when there is one
+Headers = tuple[dict[str, tuple[list[RawTensor], int]], dict[str, str] | None]
 
 
 class IncompleteSnapshot(Exception):
     """A local snapshot lacks files the read needs (only some files were downloaded); the caller may go online."""
 
 
-class RepoFiles(Protocol):
-    """Files of one repo revision: a local snapshot or the Hub."""
-
-    where: str  # "hf-cache" or "hub"
-    location: str  # snapshot directory or repo URL
-
-    def sizes(self) -> dict[str, int | None]:
-        """Relative file name -> bytes (None where unknown)."""
-        ...
-
-    def source(self, name: str) -> str:
-        """How a file is named in messages."""
-        ...
-
-    def read_small(self, name: str, limit: int) -> bytes:
-        """A whole small file."""
-        ...
-
-    def read_range(self, name: str, start: int, length: int) -> tuple[bytes, int | None]:
-        """Bytes [start, start+length) and the file's full size if known."""
-        ...
-
-    def stream(self, name: str, size: int | None) -> BinaryIO:
-        """A readable stream from byte 0 (for the GGUF header parser)."""
-        ...
-
-
 class LocalFiles:
     """A snapshot directory of the local HF cache (files are symlinks into blobs/; broken ones are skipped)."""
 
-    where = "hf-cache"
+    where = "hf-cache"  # HubFiles: "hub"; both have location (where, in messages), sizes, source, read_small,
+    # safetensors (shard -> tensors and bytes, and the weight map) and stream (GGUF headers)
 
     def __init__(self, root: Path):
         self.root = root
@@ -97,15 +82,12 @@ class LocalFiles:
         except OSError as exc:
             raise InvalidInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
-    def read_range(self, name: str, start: int, length: int) -> tuple[bytes, int | None]:
-        """Read a byte range."""
-        path = self.root / name
-        try:
-            with path.open("rb") as fh:
-                fh.seek(start)
-                return fh.read(max(length, 0)), path.stat().st_size
-        except OSError as exc:
-            raise InvalidInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    def safetensors(self, listing: dict[str, int | None]) -> Headers | None:
+        """The planner's own header reader on each shard (it checks the header length against the file size)."""
+        shards, index = _shard_names(self, listing)
+        if not shards:
+            return None
+        return {s: (read_safetensors_header(self.root / s), listing.get(s) or 0) for s in shards}, index
 
     def stream(self, name: str, size: int | None) -> BinaryIO:
         """Open the file."""
@@ -117,13 +99,14 @@ class LocalFiles:
 
 
 class HubFiles:
-    """One repo at a pinned commit on the Hub; reads are range requests, counted in `bytes_read`."""
+    """One repo at a commit on the Hub; bytes read counted in `bytes_read`. Headers are read at the commit; config.json and
+    the index under the revision's name, so the HF cache gets refs/<revision> as transformers would leave it."""
 
     where = "hub"
 
-    def __init__(self, client: HubClient, sha: str, listing: dict[str, int | None]):
+    def __init__(self, client: HubClient, sha: str, listing: dict[str, int | None], revision: str):
         self.client = client
-        self.sha = sha
+        self.sha, self.revision = sha, revision
         self.listing = listing
         self.location = client.page
         self.bytes_read = 0
@@ -139,15 +122,76 @@ class HubFiles:
 
     def read_small(self, name: str, limit: int) -> bytes:
         """GET a small file."""
-        body = self.client.get(self.client.file_url(self.sha, name), f"{self.client.repo}: {name}", limit)
+        size = self.listing.get(name)
+        if size is not None and size > limit:
+            raise HubError(f"{self.client.repo}: {name}: {size} bytes is more than the {limit}-byte limit for this file")
+        what = f"{self.client.repo}: {name}"
+        # Into the HF cache, as transformers would fetch it: metadata, never weights.
+        path = Path(self.client.call(what, lambda: self.client.api.hf_hub_download(
+            self.client.repo, name, revision=self.revision, etag_timeout=self.client.settings.timeout_s)))
+        if path.parent.name != self.sha:  # snapshots/<commit>/name: the revision moved since the listing
+            raise HubError(f"{what}: {self.revision} moved from {self.sha[:12]} to {path.parent.name[:12]} during the read; "
+                           "run again")
+        body = path.read_bytes()
         self.bytes_read += len(body)
         return body
 
-    def read_range(self, name: str, start: int, length: int) -> tuple[bytes, int | None]:
-        """One HTTP range request."""
-        body, total = self.client.get_range(self.client.file_url(self.sha, name), f"{self.client.repo}: {name}", start, length)
-        self.bytes_read += len(body)
-        return body, total
+    def safetensors(self, listing: dict[str, int | None]) -> Headers | None:
+        """Shard headers through huggingface_hub's get_safetensors_metadata (model.safetensors or the index and its
+        shards; it also writes the index into the HF cache, as transformers does), or, for other top-level
+        .safetensors files, its parse_safetensors_file_metadata; checked by the planner's header rules."""
+        from huggingface_hub.errors import NotASafetensorsRepoError, SafetensorsParsingError
+        from huggingface_hub.utils import disable_progress_bars
+
+        repo, api, call, timeout = self.client.repo, self.client.api, self.client.call, self.client.settings.timeout_s
+        top = sorted(n for n in listing if n.endswith(".safetensors") and "/" not in n)
+        if INDEX_NAME not in listing and not top:
+            return None
+        what = f"{repo}: safetensors headers"
+        try:
+            with disable_progress_bars():  # its per-shard progress bar would land in the middle of our output
+                if INDEX_NAME in listing or "model.safetensors" in listing:
+                    meta = call(what, lambda: api.get_safetensors_metadata(repo, revision=self.revision, timeout=timeout))
+                    by_file, index = meta.files_metadata, meta.weight_map if meta.sharded else None
+                    self.bytes_read += (listing.get(INDEX_NAME) or 0) if meta.sharded else 0  # its index download
+                else:
+                    by_file = {n: call(f"{repo}: {n}", lambda n=n: api.parse_safetensors_file_metadata(
+                        repo, n, revision=self.sha, timeout=timeout)) for n in top}
+                    index = None
+                return {name: self._checked(name, m) for name, m in sorted(by_file.items())}, index
+        except NotASafetensorsRepoError:
+            # The listing names the file, so the library's existence check (a HEAD) was answered 401 or 404.
+            raise self.client.refused(what, INDEX_NAME if INDEX_NAME in listing else "model.safetensors") from None
+        except SafetensorsParsingError as exc:
+            raise InvalidInputError(f"{what}: {' '.join(str(exc).split())[:300]}") from None
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+            # The library's parser assumes a JSON object of objects; anything else breaks inside it.
+            raise InvalidInputError(f"{what}: expected a JSON object mapping tensor names to dtype/shape/data_offsets "
+                                    f"({type(exc).__name__}: {preview(str(exc), 80)})") from None
+
+    def _checked(self, name: str, meta: Any) -> tuple[list[RawTensor], int]:
+        """The library's parse of one shard, put through the planner's header rules (dtypes, shapes, contiguous
+        offsets). The library drops the header length, so truncation is checked against the listed size as
+        8 + the header's compact JSON + the tensors' span <= the file size. safetensors writes compact JSON padded with
+        spaces to a multiple of 8 (safetensors src/tensor.rs, prepare()), so a shard cut short by more than 7 bytes
+        fails; trailing bytes, or a header padded wider by another writer, cannot be told apart."""
+        doc: dict[str, Any] = {k: {"dtype": t.dtype, "shape": t.shape, "data_offsets": list(t.data_offsets)}
+                               for k, t in meta.tensors.items()}
+        if meta.metadata:
+            doc["__metadata__"] = meta.metadata
+        header = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        src, size = self.source(name), self.listing.get(name)
+        tensors = parse_safetensors_header(header, src, None, file=name)
+        if not tensors:  # what a header length running past a short file reads as (the library reads what is there)
+            raise InvalidInputError(f"{src}: header: no tensors (truncated, or not a weights file)")
+        end = max((t.data_offsets[1] for t in tensors), default=0)
+        if size is not None and 8 + len(header) + end > size:
+            raise InvalidInputError(f"{src}: data_offsets: file truncated, tensors span {end} bytes but the {size}-byte "
+                                    f"file leaves at most {size - 8 - len(header)} after the header")
+        full = size if size is not None else 8 + len(header) + end
+        # What the library's reads fetched: the first 100 kB, then the rest of a longer header.
+        self.bytes_read += min(full, LIBRARY_FIRST_READ) + max(0, 8 + len(header) - LIBRARY_FIRST_READ)
+        return tensors, full
 
     def stream(self, name: str, size: int | None) -> BinaryIO:
         """A file-like object over range requests (huggingface_hub's HfFileSystem, pinned to the commit)."""
@@ -164,47 +208,36 @@ class HubFiles:
 
 
 class _RangeStream:
-    """Sequential reads of a GGUF header through HfFileSystem's range reads: uncached, in chunks that double from
-    16 KiB to 8 MiB, stopping at a cap, so only the header (never the tensor data of a real model) is fetched."""
+    """A GGUF header through HfFileSystem at the pinned commit, uncached (cache_type "none": each read is one range
+    request), in chunks that double from 16 KiB to 8 MiB, stopping at a cap so a corrupt header cannot pull in the data."""
 
     def __init__(self, files: HubFiles, name: str, size: int | None):
-        self.files, self.name, self.size = files, name, size
-        self.pos = 0
-        self.chunk = FIRST_CHUNK
-        self._fh = None
+        self.files, self.name = files, name
+        self.what, self.chunk = f"{files.client.repo}: {name}", FIRST_CHUNK
+        with files.client.errors(self.what):
+            self.fh = files.filesystem().open(f"{files.client.repo}@{files.sha}/{name}", "rb", cache_type="none", size=size)
 
-    def read(self, n: int = -1) -> bytes:
-        if self.size is not None and self.pos >= self.size:
-            return b""
-        want = self.chunk if n is None or n < 0 else min(max(n, 1), self.chunk)
-        if self.size is not None:
-            want = min(want, self.size - self.pos)
-        if self.pos + want > MAX_GGUF_HEADER_BYTES:
+    def read(self, n: int) -> bytes:
+        n, self.chunk = min(n, self.chunk), min(self.chunk * 2, MAX_CHUNK)  # the parser takes short reads
+        if self.fh.loc + n > MAX_GGUF_HEADER_BYTES:
             raise InvalidInputError(f"{self.files.source(self.name)}: GGUF header: larger than {MAX_GGUF_HEADER_BYTES >> 20} MiB "
                                     "(corrupt, or not a model file); not reading further")
-        client = self.files.client
-        with client.errors(f"{client.repo}: {self.name}"):
-            if self._fh is None:
-                # cache_type "none": each read is one range request of exactly what is asked (http_backoff retries 429/5xx).
-                self._fh = self.files.filesystem().open(f"{client.repo}@{self.files.sha}/{self.name}", "rb",
-                                                        cache_type="none", size=self.size)
-            self._fh.seek(self.pos)
-            data = self._fh.read(want)
-        if len(data) > want:  # HfFileSystem does not check for 206: more than asked means Range was ignored
-            raise HubError(f"{client.repo}: {self.name}: the server ignores HTTP range requests, so the GGUF header "
-                           "cannot be read without the whole file")
-        client.requests += 1
+        with self.files.client.errors(self.what):
+            data = self.fh.read(n)
+        if len(data) > n:  # HfFileSystem does not check for 206: more than asked means Range was ignored
+            raise HubError(f"{self.what}: the server ignores HTTP range requests, so the GGUF header cannot be read "
+                           "without the whole file")
         self.files.bytes_read += len(data)
-        self.pos += len(data)
-        self.chunk = min(self.chunk * 2, MAX_CHUNK)
         return data
 
     def __enter__(self) -> _RangeStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            self._fh.close()
+        self.fh.close()
+
+
+RepoFiles = LocalFiles | HubFiles  # one repo revision: a local snapshot or the Hub, read the same way
 
 
 # --- results ----------------------------------------------------------------------------------------------------
@@ -249,13 +282,15 @@ def read_repo(files: RepoFiles, repo: str, revision: str, quant: str | None = No
     """Read a repo's model description from `files`; `quant` picks one GGUF quant (label or file name)."""
     listing = files.sizes()
     has_config = CONFIG_NAME in listing
-    shards, index = _shard_names(files, listing) if has_config and quant is None else (None, None)
+    headers = files.safetensors(listing) if has_config and quant is None else None
     ggufs = _gguf_groups(listing)
-    if shards:
-        return _read_safetensors(files, repo, revision, listing, shards, index)
+    if headers:
+        return _read_safetensors(files, repo, revision, listing, *headers)
     if ggufs:
         return read_gguf_variants(files, repo, revision, listing, ggufs, quant)
     if quant is not None:
+        if files.where == "hf-cache":
+            raise IncompleteSnapshot(f"{files.location}: GGUF quant {quant} asked for, no .gguf file in this snapshot")
         raise NotFoundError("GGUF quant", quant)
     if has_config:
         return _read_config_only(files, repo, revision, listing)
@@ -313,38 +348,25 @@ def _shard_names(files: RepoFiles, listing: dict[str, int | None]) -> tuple[list
     if "model.safetensors" in listing:
         return ["model.safetensors"], None
     top = sorted(n for n in listing if n.endswith(".safetensors") and "/" not in n)
+    # Without the index, NAME-00001-of-00003.safetensors still says how many shards make the model.
+    want = {f"{m['stem']}-{i:05d}-of-{m['count']}.safetensors" for n in top if (m := _ST_SPLIT_RE.match(n))
+            for i in range(1, int(m["count"]) + 1)}
+    if missing := sorted(want - set(top)):
+        raise IncompleteSnapshot(f"{files.source(missing[0])}: shard missing from the local HF cache snapshot (no index)")
     return top or None, None
 
 
-def read_shard_header(files: RepoFiles, name: str, listed: int | None) -> tuple[list[RawTensor], int]:
-    """One shard's header by two range reads (8-byte length, then the JSON); returns its tensors and file size."""
-    src = files.source(name)
-    prefix, total = files.read_range(name, 0, 8)
-    size = total if total is not None else listed
-    if len(prefix) < 8:
-        raise InvalidInputError(f"{src}: header length: file truncated, expected an 8-byte header length, found {len(prefix)} bytes")
-    (n,) = struct.unpack("<Q", prefix)
-    if n > MAX_HEADER_BYTES:
-        raise InvalidInputError(f"{src}: header length: expected at most {MAX_HEADER_BYTES} bytes, found {n} (corrupt or not a safetensors file)")
-    if size is not None and 8 + n > size:
-        raise InvalidInputError(f"{src}: header length: {n} bytes runs past the end of the {size}-byte file (truncated or not a safetensors file)")
-    header, _ = files.read_range(name, 8, n)
-    if len(header) < n:
-        raise InvalidInputError(f"{src}: header: file truncated, expected {n} bytes, found {len(header)}")
-    data_size = None if size is None else size - 8 - n
-    return parse_safetensors_header(header, src, data_size, file=name), (size if size is not None else 8 + n)
-
-
 def _read_safetensors(
-    files: RepoFiles, repo: str, revision: str, listing: dict[str, int | None], shards: list[str], index: dict[str, str] | None,
+    files: RepoFiles, repo: str, revision: str, listing: dict[str, int | None],
+    headers: dict[str, tuple[list[RawTensor], int]], index: dict[str, str] | None,
 ) -> RepoRead:
     config = _config(files)
     spec = _spec_from_config(files, repo, config)
     raw: list[RawTensor] = []
     seen: dict[str, str] = {}
     total = 0
-    for shard in shards:
-        tensors, size = read_shard_header(files, shard, listing.get(shard))
+    shards = list(headers)
+    for shard, (tensors, size) in headers.items():
         total += size
         for t in tensors:
             if t.name in seen:
@@ -452,7 +474,13 @@ def read_gguf_variants(
 ) -> RepoRead:
     """Read the header and tensor table of every quant in the repo (or only the one asked for)."""
     variants = _variants(groups, listing)
-    chosen = pick_variant(variants, quant)
+    try:
+        chosen = pick_variant(variants, quant)
+    except NotFoundError:
+        if files.where == "hf-cache":  # people download one quant: the others may well be on the Hub
+            raise IncompleteSnapshot(f"{files.location}: GGUF quant {quant} is not in this snapshot (it has "
+                                     f"{', '.join(v.label for v in variants)})") from None
+        raise
     notes: list[str] = []
     headers: dict[str, GGUFHeader] = {}
     for v in [chosen] if quant is not None else variants:

@@ -40,7 +40,7 @@ class HubModel:
     selected: str | None = None  # the quant the source describes
     files: dict[str, int | None] = field(default_factory=dict)  # repo files and sizes
     notes: tuple[str, ...] = ()
-    requests: int = 0  # reads this resolution made (huggingface_hub's own repo/folder lookups and retries not counted)
+    requests: int = 0  # HTTP requests this resolution sent (HEADs, redirects and retries included)
     bytes_read: int = 0  # bytes those requests returned
 
     @property
