@@ -19,7 +19,9 @@ import os
 import re
 import shutil
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -40,7 +42,7 @@ from planner.quantize.group_quant import (
     mlx_quantize, nf4_dequantize, nf4_quantize, pack_gptq,
 )
 from planner.quantize.gguf_writer import GGUFWriter, PlannedTensor, general_metadata, kv_i32, kv_str
-from planner.quantize.primitives import encode, from_bf16_bits, quantize_bf16, quantize_f16, quantize_f32
+from planner.quantize.primitives import default_threads, encode, from_bf16_bits, quantize_bf16, quantize_f16, quantize_f32
 from planner.quantize.safetensors_writer import SafetensorsWriter, TensorSpec
 from planner.quantize.sources import Source, SourceTensor, open_source
 from planner.outputs import (
@@ -367,24 +369,101 @@ def _write_gguf(run: _Run, fmt: WeightFormat, cfg: GGUFConfig, assignments: list
     for a in assignments:
         assert isinstance(a.encoding, GGMLType)
         planned.append(PlannedTensor(a.tensor.name, a.tensor.shape, a.encoding, a.nbytes))
+    workers = default_threads() if run.threads is None else run.threads
     with partial.open("wb") as fh:
         w = GGUFWriter(fh, meta, planned)
         w.write_header()
-        for st, a in zip(src.tensors, assignments):
-            typ = a.encoding.name
-            qtype = GGMLQuantizationType[typ]
-            acc = _Sqnr()
-            qw = im.weights_for(st.info.name, st.info.shape) if (im is not None and a.encoding.quantized) else None
-            for r0, r1, sample in run.chunks(st):
-                x = src.read_rows(st, r0, r1, "gguf")
-                enc = encode(typ, x, threads=run.threads, qw=None if qw is None else (qw if qw.ndim == 1 else qw[r0:r1]))
+        acc = _Sqnr()
+        for st, a, last, (enc, signal, noise) in _gguf_chunks(run, assignments, im, workers):
+            if enc.size:  # a tensor without rows has nothing to write
                 w.write(enc)
-                if sample.size:  # measured through gguf-py's reader: checks the layout as well as the error
-                    acc.add(x[sample], dequantize(enc[sample], qtype).reshape(sample.size, -1))
-            src.release(st)
-            run.results.append(TensorResult(st.info.name, typ, st.info.shape, a.nbytes, acc.db))
+            acc.signal += signal  # summed in file order, so the reported SQNR does not depend on the thread count
+            acc.noise += noise
+            if last:
+                src.release(st)
+                run.results.append(TensorResult(st.info.name, a.encoding.name, st.info.shape, a.nbytes, acc.db))
+                acc = _Sqnr()
         size = w.finish()
     return size
+
+
+def _gguf_chunk(run: _Run, st: SourceTensor, typ: str, qw: np.ndarray | None, r0: int, r1: int,
+                sample: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Read, encode (one thread) and measure rows [r0, r1) of one tensor: (bytes, signal and noise of sampled rows)."""
+    x = run.src.read_rows(st, r0, r1, "gguf")
+    enc = encode(typ, x, threads=1, qw=None if qw is None else (qw if qw.ndim == 1 else qw[r0:r1]))
+    part = _Sqnr()
+    if sample.size:  # measured through gguf-py's reader: checks the layout as well as the error
+        part.add(x[sample], dequantize(enc[sample], GGMLQuantizationType[typ]).reshape(sample.size, -1))
+    return enc, part.signal, part.noise
+
+
+def _gguf_chunks(run: _Run, assignments: list[Assignment], im: Any,
+                 workers: int) -> Iterator[tuple[SourceTensor, Assignment, bool, tuple[np.ndarray, float, float]]]:
+    """Every row chunk of every tensor, encoded, in file order, with whether it ends its tensor.
+
+    Whole chunks (reading and converting the input, encoding, measuring) run on `workers` threads, not only the
+    encoders' inner loops: numpy releases the GIL in each of those steps. At most workers + 1 chunks are in flight,
+    so memory stays a few chunks. A chunk's bytes do not depend on how rows are split, so the file is the same for
+    any thread count."""
+    src = run.src
+    empty = (np.empty(0, dtype=np.uint8), 0.0, 0.0)  # a tensor without rows still gets its result
+    if workers <= 1:
+        for st, a in zip(src.tensors, assignments):
+            qw = _tensor_weights(im, st, a)
+            n = 0
+            for r0, r1, sample in run.chunks(st):
+                n += 1
+                yield st, a, r1 >= st.n_rows, _gguf_chunk(run, st, a.encoding.name, qw, r0, r1, sample)
+            if n == 0:
+                yield st, a, True, empty
+        return
+    pool = _chunk_pool(workers)
+    pending: deque[tuple[SourceTensor, Assignment, bool, Future[tuple[np.ndarray, float, float]]]] = deque()
+
+    def ready(limit: int) -> Iterator[tuple[SourceTensor, Assignment, bool, tuple[np.ndarray, float, float]]]:
+        while len(pending) > limit:
+            t, b, last, fut = pending.popleft()
+            yield t, b, last, fut.result()
+
+    try:
+        mapped = None
+        for st, a in zip(src.tensors, assignments):
+            qw = _tensor_weights(im, st, a)
+            if st.file is not None and st.file != mapped:
+                yield from ready(0)  # the source maps one file at a time: in-flight reads of the last one finish first
+                src.map_file(st.file)  # here, not in a worker: two workers must not both remap it
+                mapped = st.file
+            n = 0
+            for r0, r1, sample in run.chunks(st):
+                n += 1
+                pending.append((st, a, r1 >= st.n_rows,
+                                pool.submit(_gguf_chunk, run, st, a.encoding.name, qw, r0, r1, sample)))
+                yield from ready(workers)
+            if n == 0:
+                done: Future[tuple[np.ndarray, float, float]] = Future()
+                done.set_result(empty)
+                pending.append((st, a, True, done))
+        yield from ready(0)
+    finally:  # an error or Ctrl-C: nothing may still read the source once the caller closes it
+        for *_, fut in pending:
+            fut.cancel()
+        wait([fut for *_, fut in pending])
+
+
+def _tensor_weights(im: Any, st: SourceTensor, a: Assignment) -> np.ndarray | None:
+    """The importance of a quantized tensor's values under an importance matrix, else None."""
+    return im.weights_for(st.info.name, st.info.shape) if (im is not None and a.encoding.quantized) else None
+
+
+_CHUNK_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _chunk_pool(workers: int) -> ThreadPoolExecutor:
+    """Threads for whole GGUF chunks, kept for the process (separate from the encoders' own pool)."""
+    if workers not in _CHUNK_POOLS:
+        _CHUNK_POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="planner-chunk")
+    return _CHUNK_POOLS[workers]
 
 
 # ---------------------------------------------------------------------------------------------- safetensors

@@ -119,6 +119,10 @@ class Source:
                 self._map = (path, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
         return self._map[1]
 
+    def map_file(self, path: Path) -> None:
+        """Map `path` now, so that threads reading its tensors afterwards share one mapping."""
+        self._file(path)
+
     def release(self, t: SourceTensor) -> None:
         """Tell the kernel a tensor's pages are no longer needed, so they leave this process's resident set."""
         if self._map is not None and t.file == self._map[0] and t.nbytes and hasattr(mmap, "MADV_DONTNEED"):
