@@ -32,7 +32,7 @@ from gguf.quants import dequantize
 
 from planner.errors import InvalidInputError, PlannerError
 from planner.formats import (
-    Assignment, FloatType, GGMLType, GroupQuant, ShapeError, WeightFormat, get_format, imatrix_format,
+    Assignment, FloatType, GGMLType, GroupQuant, ShapeError, WeightFormat, get_format, imatrix_format, no_imatrix_format,
 )
 from planner.quantize.config import (
     AWQConfig, FloatConfig, FP8Config, GGUFConfig, GPTQConfig, MLXConfig, NF4Config, QuantConfig, check_encodings, config_for,
@@ -51,7 +51,9 @@ from planner.outputs import (
 from planner.paths import user_path
 
 CHUNK_VALUES = 1 << 22  # values per row chunk: 16 MB as float32
-SAMPLE_ROWS = 256  # rows per tensor whose reconstruction error is measured for the quality report
+SAMPLE_ROWS = 256  # at most this many rows per tensor have their reconstruction error measured for the report,
+SAMPLE_EVERY = 16  # and at most one row in 16 (a small model's tensors have few rows: measuring a quarter of them
+MIN_SAMPLE_ROWS = 16  # cost more than half the encoding time), but at least 16 rows, or all of a smaller tensor
 DISK_MARGIN = 16 << 20  # headers, config files and NF4's small side tensors, beyond the predicted size
 
 
@@ -157,7 +159,7 @@ class _Run:
     def chunks(self, t: SourceTensor, multiple: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
         """Row ranges of tensor t (a multiple of `multiple` rows each) and which of their rows are sampled."""
         rows = max(multiple, CHUNK_VALUES // max(1, t.row_length) // multiple * multiple)
-        stride = max(1, t.n_rows // SAMPLE_ROWS)
+        stride = max(1, t.n_rows // SAMPLE_ROWS, min(SAMPLE_EVERY, t.n_rows // MIN_SAMPLE_ROWS))
         for a in range(0, t.n_rows, rows):
             b = min(a + rows, t.n_rows)
             first = -(-a // stride) * stride
@@ -191,6 +193,8 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
     if isinstance(cfg, GGUFConfig) and cfg.imatrix and imatrix is None:
         raise InvalidInputError(f"{fmt.id} is made with an importance matrix: pass --imatrix FILE (llama.cpp's "
                                 "imatrix.gguf or imatrix.dat), or quantize to the plain type")
+    if imatrix is None and isinstance(cfg, GGUFConfig):  # the types llama-quantize picks without an imatrix
+        fmt = no_imatrix_format(fmt)
     if config is not None:
         if type(config) is not type(cfg):
             raise PlannerError(f"{fmt.id} is made with {type(cfg).__name__}, not {type(config).__name__}")
@@ -863,7 +867,7 @@ def _write_safetensors(run: _Run, fmt: WeightFormat, cfg: QuantConfig, assignmen
         config["quantization_config"] = qc
     elif qc is not None:
         config["quantization_config"] = qc
-    files = dict(src.side_files)
+    files = dict(src.hf_side_files())
     files["config.json"] = json.dumps(config, indent=2).encode()
     if isinstance(cfg, GPTQConfig):
         assert qc is not None
