@@ -1,8 +1,9 @@
 """The streaming quantization pipeline: source -> (format's per-tensor assignment) -> encoders -> atomic output.
 
 One tensor at a time, in row chunks of about CHUNK_VALUES values, from memory-mapped inputs (GGUF outputs: a few
-chunks in flight at once, one per thread, written in order); so peak memory is a few chunks plus, for layouts that store a tensor transposed (GPTQ) or need whole-tensor statistics (NF4's double
-quantization), that tensor's packed output. The output goes to OUT.partial, is fsynced and renamed; on any error
+chunks in flight at once, one per thread, written in order); so peak memory is a few chunks plus, for layouts that
+store a tensor transposed (GPTQ) or need whole-tensor statistics (NF4's double quantization), that tensor's packed
+output. The output goes to OUT.partial, is fsynced and renamed; on any error
 or Ctrl-C, OUT.partial is removed and OUT is left as it was. An existing OUT is replaced only as planner.outputs
 allows (--force, and only an output file or a directory planner wrote; its marker is written into every directory).
 
