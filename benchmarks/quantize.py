@@ -43,7 +43,8 @@ def _best(fn, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-d
     return best, out
 
 
-def _child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, int]:
+def _child(cmd: list[str], env: dict[str, str] | None = None,
+           cwd: Path | None = None) -> tuple[float, float, int, int]:
     """Run a command; (wall seconds, CPU seconds (user + system), peak RSS bytes of that process, exit code).
 
     The peak is the child's own VmHWM (/proc/PID/status), read until it exits: getrusage's ru_maxrss would also
@@ -55,7 +56,7 @@ def _child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, fl
 
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: llama.cpp logs every tensor and would fill a pipe
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=cwd)
         peak = 0
         status = Path(f"/proc/{proc.pid}/status")
         while True:
@@ -151,10 +152,11 @@ def vs_llamacpp(source: Path | None, ftypes: list[str], threads: int, repeat: in
                 "theirs": (float("inf"), float("inf"))}
         rss = 0
         for _ in range(repeat):  # alternate, so load from other processes hits all alike; best wall and CPU of each
-            w, c, r, _ = _child(ours_cmd(ours_out), env)
+            w, c, r, _ = _child(ours_cmd(ours_out), env, ROOT)
             best["ours"], rss = (min(best["ours"][0], w), min(best["ours"][1], c)), max(rss, r)
             if base_env is not None:
-                w, c, _, _ = _child(ours_cmd(work / f"base-{ft}.gguf"), base_env)
+                # run from the checkout: `python -m` puts the working directory before PYTHONPATH on sys.path
+                w, c, _, _ = _child(ours_cmd(work / f"base-{ft}.gguf"), base_env, baseline)
                 best["base"] = (min(best["base"][0], w), min(best["base"][1], c))
             w, c, _, _ = _child(theirs_cmd)
             best["theirs"] = (min(best["theirs"][0], w), min(best["theirs"][1], c))
