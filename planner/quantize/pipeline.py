@@ -1,8 +1,9 @@
 """The streaming quantization pipeline: source -> (format's per-tensor assignment) -> encoders -> atomic output.
 
-One tensor at a time, in row chunks of about CHUNK_VALUES values, from memory-mapped inputs; so peak memory is a
-few chunks plus, for layouts that store a tensor transposed (GPTQ) or need whole-tensor statistics (NF4's double
-quantization), that tensor's packed output. The output goes to OUT.partial, is fsynced and renamed; on any error
+One tensor at a time, in row chunks of about CHUNK_VALUES values, from memory-mapped inputs (GGUF outputs: a few
+chunks in flight at once, one per thread, written in order); so peak memory is a few chunks plus, for layouts that
+store a tensor transposed (GPTQ) or need whole-tensor statistics (NF4's double quantization), that tensor's packed
+output. The output goes to OUT.partial, is fsynced and renamed; on any error
 or Ctrl-C, OUT.partial is removed and OUT is left as it was. An existing OUT is replaced only as planner.outputs
 allows (--force, and only an output file or a directory planner wrote; its marker is written into every directory).
 
@@ -19,7 +20,9 @@ import os
 import re
 import shutil
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -30,7 +33,7 @@ from gguf.quants import dequantize
 
 from planner.errors import InvalidInputError, PlannerError
 from planner.formats import (
-    Assignment, FloatType, GGMLType, GroupQuant, ShapeError, WeightFormat, get_format, imatrix_format,
+    Assignment, FloatType, GGMLType, GroupQuant, ShapeError, WeightFormat, get_format, imatrix_format, no_imatrix_format,
 )
 from planner.quantize.config import (
     AWQConfig, FloatConfig, FP8Config, GGUFConfig, GPTQConfig, MLXConfig, NF4Config, QuantConfig, check_encodings, config_for,
@@ -40,7 +43,7 @@ from planner.quantize.group_quant import (
     mlx_quantize, nf4_dequantize, nf4_quantize, pack_gptq,
 )
 from planner.quantize.gguf_writer import GGUFWriter, PlannedTensor, general_metadata, kv_i32, kv_str
-from planner.quantize.primitives import encode, from_bf16_bits, quantize_bf16, quantize_f16, quantize_f32
+from planner.quantize.primitives import default_threads, encode, from_bf16_bits, quantize_bf16, quantize_f16, quantize_f32
 from planner.quantize.safetensors_writer import SafetensorsWriter, TensorSpec
 from planner.quantize.sources import Source, SourceTensor, open_source
 from planner.outputs import (
@@ -49,7 +52,9 @@ from planner.outputs import (
 from planner.paths import user_path
 
 CHUNK_VALUES = 1 << 22  # values per row chunk: 16 MB as float32
-SAMPLE_ROWS = 256  # rows per tensor whose reconstruction error is measured for the quality report
+SAMPLE_ROWS = 256  # at most this many rows per tensor have their reconstruction error measured for the report,
+SAMPLE_EVERY = 16  # and at most one row in 16 (a small model's tensors have few rows: measuring a quarter of them
+MIN_SAMPLE_ROWS = 16  # cost more than half the encoding time), but at least 16 rows, or all of a smaller tensor
 DISK_MARGIN = 16 << 20  # headers, config files and NF4's small side tensors, beyond the predicted size
 
 
@@ -155,7 +160,7 @@ class _Run:
     def chunks(self, t: SourceTensor, multiple: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
         """Row ranges of tensor t (a multiple of `multiple` rows each) and which of their rows are sampled."""
         rows = max(multiple, CHUNK_VALUES // max(1, t.row_length) // multiple * multiple)
-        stride = max(1, t.n_rows // SAMPLE_ROWS)
+        stride = max(1, t.n_rows // SAMPLE_ROWS, min(SAMPLE_EVERY, t.n_rows // MIN_SAMPLE_ROWS))
         for a in range(0, t.n_rows, rows):
             b = min(a + rows, t.n_rows)
             first = -(-a // stride) * stride
@@ -189,6 +194,8 @@ def quantize_model(source: Path | str, fmt: WeightFormat | str, out: Path | str,
     if isinstance(cfg, GGUFConfig) and cfg.imatrix and imatrix is None:
         raise InvalidInputError(f"{fmt.id} is made with an importance matrix: pass --imatrix FILE (llama.cpp's "
                                 "imatrix.gguf or imatrix.dat), or quantize to the plain type")
+    if imatrix is None and isinstance(cfg, GGUFConfig):  # the types llama-quantize picks without an imatrix
+        fmt = no_imatrix_format(fmt)
     if config is not None:
         if type(config) is not type(cfg):
             raise PlannerError(f"{fmt.id} is made with {type(cfg).__name__}, not {type(config).__name__}")
@@ -370,24 +377,101 @@ def _write_gguf(run: _Run, fmt: WeightFormat, cfg: GGUFConfig, assignments: list
     for a in assignments:
         assert isinstance(a.encoding, GGMLType)
         planned.append(PlannedTensor(a.tensor.name, a.tensor.shape, a.encoding, a.nbytes))
+    workers = default_threads() if run.threads is None else run.threads
     with partial.open("wb") as fh:
         w = GGUFWriter(fh, meta, planned)
         w.write_header()
-        for st, a in zip(src.tensors, assignments):
-            typ = a.encoding.name
-            qtype = GGMLQuantizationType[typ]
-            acc = _Sqnr()
-            qw = im.weights_for(st.info.name, st.info.shape) if (im is not None and a.encoding.quantized) else None
-            for r0, r1, sample in run.chunks(st):
-                x = src.read_rows(st, r0, r1, "gguf")
-                enc = encode(typ, x, threads=run.threads, qw=None if qw is None else (qw if qw.ndim == 1 else qw[r0:r1]))
+        acc = _Sqnr()
+        for st, a, last, (enc, signal, noise) in _gguf_chunks(run, assignments, im, workers):
+            if enc.size:  # a tensor without rows has nothing to write
                 w.write(enc)
-                if sample.size:  # measured through gguf-py's reader: checks the layout as well as the error
-                    acc.add(x[sample], dequantize(enc[sample], qtype).reshape(sample.size, -1))
-            src.release(st)
-            run.results.append(TensorResult(st.info.name, typ, st.info.shape, a.nbytes, acc.db))
+            acc.signal += signal  # summed in file order, so the reported SQNR does not depend on the thread count
+            acc.noise += noise
+            if last:
+                src.release(st)
+                run.results.append(TensorResult(st.info.name, a.encoding.name, st.info.shape, a.nbytes, acc.db))
+                acc = _Sqnr()
         size = w.finish()
     return size
+
+
+def _gguf_chunk(run: _Run, st: SourceTensor, typ: str, qw: np.ndarray | None, r0: int, r1: int,
+                sample: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Read, encode (one thread) and measure rows [r0, r1) of one tensor: (bytes, signal and noise of sampled rows)."""
+    x = run.src.read_rows(st, r0, r1, "gguf")
+    enc = encode(typ, x, threads=1, qw=None if qw is None else (qw if qw.ndim == 1 else qw[r0:r1]))
+    part = _Sqnr()
+    if sample.size:  # measured through gguf-py's reader: checks the layout as well as the error
+        part.add(x[sample], dequantize(enc[sample], GGMLQuantizationType[typ]).reshape(sample.size, -1))
+    return enc, part.signal, part.noise
+
+
+def _gguf_chunks(run: _Run, assignments: list[Assignment], im: Any,
+                 workers: int) -> Iterator[tuple[SourceTensor, Assignment, bool, tuple[np.ndarray, float, float]]]:
+    """Every row chunk of every tensor, encoded, in file order, with whether it ends its tensor.
+
+    Whole chunks (reading and converting the input, encoding, measuring) run on `workers` threads, not only the
+    encoders' inner loops: numpy releases the GIL in each of those steps. At most workers + 1 chunks are in flight,
+    so memory stays a few chunks. A chunk's bytes do not depend on how rows are split, so the file is the same for
+    any thread count."""
+    src = run.src
+    empty = (np.empty(0, dtype=np.uint8), 0.0, 0.0)  # a tensor without rows still gets its result
+    if workers <= 1:
+        for st, a in zip(src.tensors, assignments):
+            qw = _tensor_weights(im, st, a)
+            n = 0
+            for r0, r1, sample in run.chunks(st):
+                n += 1
+                yield st, a, r1 >= st.n_rows, _gguf_chunk(run, st, a.encoding.name, qw, r0, r1, sample)
+            if n == 0:
+                yield st, a, True, empty
+        return
+    pool = _chunk_pool(workers)
+    pending: deque[tuple[SourceTensor, Assignment, bool, Future[tuple[np.ndarray, float, float]]]] = deque()
+
+    def ready(limit: int) -> Iterator[tuple[SourceTensor, Assignment, bool, tuple[np.ndarray, float, float]]]:
+        while len(pending) > limit:
+            t, b, last, fut = pending.popleft()
+            yield t, b, last, fut.result()
+
+    try:
+        mapped = None
+        for st, a in zip(src.tensors, assignments):
+            qw = _tensor_weights(im, st, a)
+            if st.file is not None and st.file != mapped:
+                yield from ready(0)  # the source maps one file at a time: in-flight reads of the last one finish first
+                src.map_file(st.file)  # here, not in a worker: two workers must not both remap it
+                mapped = st.file
+            n = 0
+            for r0, r1, sample in run.chunks(st):
+                n += 1
+                pending.append((st, a, r1 >= st.n_rows,
+                                pool.submit(_gguf_chunk, run, st, a.encoding.name, qw, r0, r1, sample)))
+                yield from ready(workers)
+            if n == 0:
+                done: Future[tuple[np.ndarray, float, float]] = Future()
+                done.set_result(empty)
+                pending.append((st, a, True, done))
+        yield from ready(0)
+    finally:  # an error or Ctrl-C: nothing may still read the source once the caller closes it
+        for *_, fut in pending:
+            fut.cancel()
+        wait([fut for *_, fut in pending])
+
+
+def _tensor_weights(im: Any, st: SourceTensor, a: Assignment) -> np.ndarray | None:
+    """The importance of a quantized tensor's values under an importance matrix, else None."""
+    return im.weights_for(st.info.name, st.info.shape) if (im is not None and a.encoding.quantized) else None
+
+
+_CHUNK_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _chunk_pool(workers: int) -> ThreadPoolExecutor:
+    """Threads for whole GGUF chunks, kept for the process (separate from the encoders' own pool)."""
+    if workers not in _CHUNK_POOLS:
+        _CHUNK_POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="planner-chunk")
+    return _CHUNK_POOLS[workers]
 
 
 # ---------------------------------------------------------------------------------------------- safetensors
@@ -787,7 +871,7 @@ def _write_safetensors(run: _Run, fmt: WeightFormat, cfg: QuantConfig, assignmen
         config["quantization_config"] = qc
     elif qc is not None:
         config["quantization_config"] = qc
-    files = dict(src.side_files)
+    files = dict(src.hf_side_files())
     files["config.json"] = json.dumps(config, indent=2).encode()
     if isinstance(cfg, GPTQConfig):
         assert qc is not None

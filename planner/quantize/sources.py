@@ -17,6 +17,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -115,6 +116,7 @@ class Source:
     gguf_kvs: list[KV] = field(default_factory=list)  # '{arch}.*' and tokenizer.* keys, general.* excluded
     side_files: dict[str, bytes] = field(default_factory=dict)  # tokenizer files etc. for safetensors outputs
     gguf_only: str | None = None  # why this source converts to GGUF only (None: any output)
+    side_loader: Callable[[], tuple[dict[str, bytes], list[str]]] | None = None  # more of them, made on first use
     _map: tuple[Path, mmap.mmap] | None = None
 
     @property
@@ -134,6 +136,20 @@ class Source:
             with path.open("rb") as fh:
                 self._map = (path, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
         return self._map[1]
+
+    def hf_side_files(self) -> dict[str, bytes]:
+        """Files a safetensors output carries beside its weights (tokenizer, config.json). A GGUF source converts its
+        vocabulary to tokenizer.json only here, so a GGUF output does not pay for it (tenths of a second)."""
+        if self.side_loader is not None:
+            side, warnings = self.side_loader()
+            self.side_loader = None
+            self.side_files = {**side, **self.side_files}
+            self.warnings.extend(warnings)
+        return self.side_files
+
+    def map_file(self, path: Path) -> None:
+        """Map `path` now, so that threads reading its tensors afterwards share one mapping."""
+        self._file(path)
 
     def release(self, t: SourceTensor) -> None:
         """Tell the kernel a tensor's pages are no longer needed, so they leave this process's resident set."""
@@ -409,10 +425,10 @@ def _open_gguf(path: Path) -> Source:
             kvs.append(kv)
     if only is not None:
         return Source("gguf", path, arch, spec, tensors, f"GGUF file {path.name}", {}, warnings, kvs, {}, gguf_only=only)
-    side, w = hf_tokenizer_from_gguf(header.metadata)
     config = _hf_config_from_gguf(header.metadata, arch, spec)
-    side["config.json"] = json.dumps(config, indent=2).encode()
-    return Source("gguf", path, arch, spec, tensors, f"GGUF file {path.name}", config, warnings + w, kvs, side)
+    side = {"config.json": json.dumps(config, indent=2).encode()}
+    return Source("gguf", path, arch, spec, tensors, f"GGUF file {path.name}", config, warnings, kvs, side,
+                  side_loader=lambda: hf_tokenizer_from_gguf(header.metadata))
 
 
 def _hf_config_from_gguf(meta: dict[str, Any], arch: str, spec: ModelSpec) -> dict[str, Any]:

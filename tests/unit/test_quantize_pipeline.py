@@ -101,6 +101,21 @@ def test_report_worst_first_and_bits_per_weight(models, tmp_path):
     json.dumps(d)
 
 
+@pytest.mark.parametrize("ftype", ["Q4_K_M", "IQ4_XS"])
+def test_threads_change_neither_bytes_nor_report(models, tmp_path, monkeypatch, ftype):
+    """Row chunks of many tensors are encoded on worker threads at once, and written in order: with chunks of a few
+    rows (many per tensor, several tensors in flight) the file and the per-tensor SQNR equal the one-thread run's."""
+    import planner.quantize.pipeline as pipeline
+
+    src, _ = models["h256"]
+    monkeypatch.setattr(pipeline, "CHUNK_VALUES", 256 * 24)  # 24 rows of 256 values per chunk
+    one = quantize_model(src, ftype, tmp_path / "one.gguf", threads=1)
+    three = quantize_model(src, ftype, tmp_path / "three.gguf", threads=3)
+    assert (tmp_path / "one.gguf").read_bytes() == (tmp_path / "three.gguf").read_bytes()
+    assert [(t.name, t.sqnr_db) for t in one.tensors] == [(t.name, t.sqnr_db) for t in three.tensors]
+    assert len(one.tensors) == len(GGUFReader(tmp_path / "one.gguf").tensors)
+
+
 def _read_st(path: Path) -> dict[str, np.ndarray]:
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
