@@ -12,6 +12,8 @@ _DATA = Path(__file__).resolve().parents[2] / "data"  # planner/data
 DATASETS = {"sample": _DATA / "eval_sample.txt"}  # original prose written for planner, a few thousand tokens
 # calibration text for importance matrices, GPTQ and AWQ: the project's own docs, deliberately not the eval sample
 CALIB_TEXT = _DATA / "imatrix_calib.txt"
+# what GPTQ and AWQ calibrate on by default (planner quantize, planner eval without --calib)
+GPU_CALIB_TEXT = CALIB_TEXT
 MIN_CHARS = 16
 
 
