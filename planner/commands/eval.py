@@ -31,6 +31,10 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                      help="bundled text to evaluate on when no --text is given: 'sample' (the default and only one: "
                           "original prose shipped with planner, a few thousand tokens); other texts, WikiText "
                           "included, go in with --text FILE")
+    p.add_argument("--calib", type=path_arg, metavar="FILE",
+                   help="calibration text (UTF-8) for the calibrated GPU formats (gptq-int4, gptq-int8, awq-int4): "
+                        "they are quantized on it instead of the bundled calibration text, and the table and the stored "
+                        "record name it; keep it apart from --text, or the score flatters them")
     # 8 tokens: the least llama.cpp perplexity can score (planner.measure.quality.core); at most the longest context
     p.add_argument("--ctx", type=int_in(8, MAX_CONTEXT_TOKENS), default=512, metavar="N", help="context per chunk in tokens (default 512)")
     p.add_argument("--chunks", type=int_in(1, MAX_EVAL_CHUNKS), default=None, metavar="N", help="evaluate at most N chunks (default: all)")
@@ -77,10 +81,11 @@ def run(args: argparse.Namespace) -> int:
         name = args.dataset or "sample"
         text, text_name = load_dataset(name), f"{name} ({dataset_path(name).name})"
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    calib = (str(args.calib), load_text(args.calib)) if args.calib is not None else None
     bars = _Bars(enabled=not args.json and sys.stderr.isatty())
     try:
         report = evaluate(args.source, formats, text, text_name=text_name, ctx=args.ctx, max_chunks=args.chunks,
-                          progress=bars)
+                          progress=bars, calib=calib)
     finally:
         bars.stop()
     saved = None
@@ -126,6 +131,8 @@ def _table(report, saved) -> None:  # type: ignore[no-untyped-def]
     if any(r.method for r in report.results):
         con.print("weight-only GPU formats: quantized by planner quantize, dequantized to an F32 GGUF and run in "
                   "llama.cpp (their error is all in the weights); size and bits/w are the format's own checkpoint")
+    for label in dict.fromkeys(r.calibration for r in report.results if r.calibration):
+        con.print(f"calibrated on: {label}")
     if any(r.knee for r in report.results):
         con.print("knee: the smallest format past which extra bits buy little KL divergence")
     if saved:

@@ -38,7 +38,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--threads", type=int_in(1, 4096), metavar="N", help="encoder threads (default: the CPUs available)")
     p.add_argument("--worst", type=int_in(0, 100_000), default=10, metavar="N", help="tensors listed in the quality report (default 10)")
     p.add_argument("--calib", type=path_arg, metavar="FILE",
-                   help="calibration text for gptq-* and awq-int4 (UTF-8; default: planner/data/imatrix_calib.txt, "
+                   help="calibration text for gptq-* and awq-int4 (UTF-8; default: planner/data/calib_alice.txt, "
                         "not eval's default text); "
                         "use text like what the model will see")
     p.add_argument("--damp", type=float_in(0.0, 1.0, lo_open=True), metavar="F",

@@ -7,6 +7,12 @@ a in 0, 1/20, ..., 19/20, keeping the a whose quantized outputs are closest to t
 error is computed exactly from the group's input Hessian: ||(W' - W) X^T||^2 = tr((W' - W) X^T X (W' - W)^T), with
 W' = Q(W diag(s)) diag(1/s), so no activations are kept. The weight grid is AutoAWQ's: asymmetric, group 128,
 fp16 scales, integer zero points, min and max of the group (zero need not be inside).
+
+Then AutoAWQ's clip search (`_search_best_clip`): for every linear but q_proj and k_proj, each (output row, group)
+gets the clipping range +-m (1 - i/20), i = 0..9, m its absmax, whose quantized values give the smallest output
+error over the calibration inputs of that group alone, e^T H_g e with e the error against the unclipped weight and
+H_g the group's (group x group) block of the input Hessian, scaled like the inputs (x / s). AutoAWQ scores the same
+error on 512 sampled tokens; the Hessian block scores it on all of them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ if TYPE_CHECKING:
     import torch
 
 F16_MAX = 65504.0
-N_GRID = 20  # AutoAWQ's auto_scale n_grid
+N_GRID = 20  # AutoAWQ's auto_scale n_grid (also its clip search's)
+MAX_SHRINK = 0.5  # AutoAWQ's _compute_best_clip max_shrink: ranges down to half the absmax are tried
+NO_CLIP = ("self_attn.q_proj", "self_attn.k_proj")  # AutoAWQ's avoid_clipping ("q_", "k_"): attention scores
 
 
 def awq_grid(w: "torch.Tensor", bits: int, group_size: int) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
@@ -76,6 +84,59 @@ def search_scales(ws: list["torch.Tensor"], x_mean_abs: np.ndarray, h: "torch.Te
         if err < best[0]:
             best = (err, s, a)
     return best[1], best[2], best[0] / base if base > 0 else 1.0
+
+
+def group_blocks(h: "torch.Tensor", group_size: int, scales: "torch.Tensor | None" = None) -> "torch.Tensor":
+    """The (G, g, g) diagonal blocks of the input Hessian h (in, in), for inputs divided by `scales` (in,) if given."""
+    import torch
+
+    n = h.shape[0]
+    G = n // group_size
+    blocks = torch.stack([h[j * group_size:(j + 1) * group_size, j * group_size:(j + 1) * group_size]
+                          for j in range(G)]).float()
+    if scales is not None:
+        inv = (1.0 / scales.float()).reshape(G, group_size)
+        blocks = blocks * inv[:, :, None] * inv[:, None, :]
+    return blocks
+
+
+def search_clip(w: "torch.Tensor", blocks: "torch.Tensor", bits: int = 4, group_size: int = 128,
+                rows: int = 512) -> tuple["torch.Tensor", float]:
+    """AutoAWQ's clip search on w (out, in) (already scaled): the clipping bound (out, G) of each row's groups, and
+    the group-local output error with it over the error without clipping (1.0: no clipping helped)."""
+    import torch
+
+    out, n = w.shape
+    G = n // group_size
+    best_max = torch.empty(out, G)
+    err_clip = err_none = 0.0
+    for a in range(0, out, rows):  # rows at a time: the (rows, G, g) temporaries, not (out, in) x steps
+        wr = w[a:a + rows].reshape(-1, G, group_size)
+        org_max = wr.abs().amax(dim=2)
+        best = org_max.clone()
+        min_err = torch.full_like(org_max, float("inf"))
+        for i in range(int(MAX_SHRINK * N_GRID)):
+            m = org_max * (1 - i / N_GRID)
+            cur = torch.maximum(torch.minimum(wr, m[:, :, None]), -m[:, :, None])
+            e = awq_fake_quant(cur.reshape(-1, n), bits, group_size).reshape(wr.shape) - wr
+            err = torch.einsum("rgk,gkl,rgl->rg", e, blocks, e)
+            if i == 0:
+                err_none += float(err.sum(dtype=torch.float64))
+            better = err < min_err
+            min_err = torch.where(better, err, min_err)
+            best = torch.where(better, m, best)
+        err_clip += float(min_err.sum(dtype=torch.float64))
+        best_max[a:a + rows] = best
+    return best_max, err_clip / err_none if err_none > 0 else 1.0
+
+
+def apply_clip(w: "torch.Tensor", max_val: "torch.Tensor", group_size: int) -> "torch.Tensor":
+    """w (out, in) clamped to +-max_val (out, G) group by group."""
+    import torch
+
+    out, n = w.shape
+    m = max_val[:, :, None]
+    return torch.maximum(torch.minimum(w.reshape(out, -1, group_size), m), -m).reshape(out, n)
 
 
 _ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # AutoAWQ's GEMM packing: nibble i of a word holds column 8c + _ORDER[i]

@@ -145,7 +145,7 @@ class CalibratedQuantizer:
     def _awq_block(self, i: int) -> None:
         import torch
 
-        from planner.quantize.awq import awq_grid, search_scales
+        from planner.quantize.awq import NO_CLIP, apply_clip, awq_grid, group_blocks, search_scales, search_clip
 
         cfg = self.cfg
         p = f"model.layers.{i}."
@@ -186,13 +186,22 @@ class CalibratedQuantizer:
                 if f"{prev}.bias" in w:
                     w[f"{prev}.bias"] = w[f"{prev}.bias"] / s
                     self.floats[f"{p}{prev}.bias"] = w[f"{prev}.bias"].numpy()
-        for _group, mods in GROUPS:
+        for group, mods in GROUPS:
+            blocks = None
             for m in mods:
                 key = f"{p}{m}.weight"
                 if key not in self.quantize:
                     continue
+                sample = _sampled(w[f"{m}.weight"])  # the scaled weight before clipping: what the codes stand for
+                if cfg.clip and m not in NO_CLIP:
+                    # clipping after scaling, scored on the group's inputs as the scaled weights see them (x / s)
+                    if blocks is None:
+                        blocks = group_blocks(stats.hessian(group), cfg.group_size, scales.get(group))
+                    max_val, ratio = search_clip(w[f"{m}.weight"], blocks, cfg.bits, cfg.group_size)
+                    w[f"{m}.weight"] = apply_clip(w[f"{m}.weight"], max_val, cfg.group_size)
+                    self.notes.setdefault(f"{p}{m}", {})["clip_error_ratio"] = ratio
                 q, s, z = awq_grid(w[f"{m}.weight"], cfg.bits, cfg.group_size)
                 n = q.shape[1]
                 self.results[key] = Quantized(q.to(torch.uint8).numpy(), s.numpy().astype(np.float32),
                                               z.to(torch.uint8).numpy(), (np.arange(n) // cfg.group_size).astype(np.int32),
-                                              *_sampled(w[f"{m}.weight"]))
+                                              *sample)

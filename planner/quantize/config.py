@@ -59,6 +59,7 @@ class AWQConfig:
 
     bits: Literal[4] = 4
     group_size: int = 128
+    clip: bool = True  # AutoAWQ's clip search after scaling (its default, apply_clip=True)
 
     @property
     def calibrated(self) -> bool:

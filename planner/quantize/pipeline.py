@@ -285,9 +285,9 @@ def _calibrated(src: Source, cfg: QuantConfig, assignments: list[Assignment], ca
         raise PlannerError(f"{src.path}: GPTQ/AWQ calibration runs a Hugging Face directory (config.json, safetensors, "
                            "tokenizer.json); convert the GGUF first with -f bf16")
     if calib is None:  # the bundled calibration text, which is not eval's default text (no calibrating on the test)
-        from planner.measure.quality.text import CALIB_TEXT
+        from planner.measure.quality.text import GPU_CALIB_TEXT
 
-        calib = CALIB_TEXT.read_text(encoding="utf-8")
+        calib = GPU_CALIB_TEXT.read_text(encoding="utf-8")
     names = {st.hf_name for st, a in zip(src.tensors, assignments) if isinstance(a.encoding, GroupQuant) and st.hf_name}
     return CalibratedQuantizer(src, cfg, calib, names)  # type: ignore[arg-type]
 

@@ -141,7 +141,7 @@ class _Fake:
 
     n_vocab = 300
     bos = 1
-    NOISE = {"F16": 0.0, "Q8_0": 0.02, "nf4": 0.3, "gptq-int4": 0.25}
+    NOISE = {"F16": 0.0, "Q8_0": 0.02, "nf4": 0.3, "gptq-int4": 0.25, "awq-int4": 0.25}
 
     def __init__(self, path, ctx):
         self.fmt = Path(path).stem
@@ -179,6 +179,50 @@ def test_weight_only_formats_in_the_eval_flow(tiny, tmp_path):
     assert measured["gptq-int4"]["basis"] == "measured"  # the basis names how; the note says what ran
     assert "calibrated" in measured["gptq-int4"]["note"] and "dequantized" in measured["nf4"]["note"]
     assert {x["format"]: x["method"] for x in json.loads(saved.read_text())["results"]}["nf4"] == by["nf4"].method
+
+
+class _FakeCalib(_Fake):
+    """_Fake for cache files named after a user calibration text ('gptq-int4-calib-<sha>')."""
+
+    def __init__(self, path, ctx):
+        super().__init__(path, ctx)
+        self.fmt = self.fmt.split("-calib-")[0]
+
+
+def test_eval_calibrates_gptq_and_awq_on_the_users_text(tiny, tmp_path, capsys):
+    """--calib: GPTQ/AWQ are quantized on the user's text (other weights than with the bundled text), beside the
+    bundled text's files in the cache, and the stored record names the text; a GGUF-only run refuses it (exit 2)."""
+    from planner.cli import main
+    from planner.measure.reports import text_sha256
+
+    mine = "The tide came in over the flats, and the gulls rose crying from the shingle. " * 40
+    text = load_dataset("sample")
+    default = core.evaluate(tiny, ["gptq-int4", "Q8_0"], text, ctx=64, max_chunks=1, open_model=_FakeCalib, cache=tmp_path)
+    rep = core.evaluate(tiny, ["gptq-int4", "awq-int4", "Q8_0"], text, ctx=64, max_chunks=1, open_model=_FakeCalib,
+                        cache=tmp_path, calib=("mine.txt", mine))
+    d, r = {x.format: x for x in default.results}, {x.format: x for x in rep.results}
+    assert d["gptq-int4"].calibration.startswith("bundled ") and d["Q8_0"].calibration == ""
+    label = f"mine.txt, sha256 {text_sha256(mine)[:12]}"
+    assert r["gptq-int4"].calibration == label and r["awq-int4"].calibration == label and r["Q8_0"].calibration == ""
+    assert Path(r["gptq-int4"].file).name == f"gptq-int4-calib-{text_sha256(mine)[:12]}.gguf"
+    assert Path(d["gptq-int4"].file).is_file()  # the bundled text's file is kept
+    assert Path(r["gptq-int4"].file).read_bytes() != Path(d["gptq-int4"].file).read_bytes()  # other weights
+    assert Path(r["Q8_0"].file) == Path(d["Q8_0"].file)  # GGUF types do not calibrate: the same file
+    saved = core.save_report(rep, tmp_path / "eval")
+    stored = {x["format"]: x for x in json.loads(saved.read_text())["results"]}
+    assert stored["awq-int4"]["calibration"] == label
+    again = core.evaluate(tiny, ["gptq-int4"], text, ctx=64, max_chunks=1, open_model=_FakeCalib, cache=tmp_path,
+                          calib=("mine.txt", mine))  # cached: the same file, not rebuilt
+    again_gptq = next(x for x in again.results if x.format == "gptq-int4")
+    assert Path(again_gptq.file).stat().st_mtime_ns == Path(r["gptq-int4"].file).stat().st_mtime_ns
+    calib_file = tmp_path / "mine.txt"
+    calib_file.write_text(mine)
+    assert main(["eval", str(tiny), "--formats", "Q8_0", "--calib", str(calib_file), "--no-save"]) == 2
+    err = capsys.readouterr().err
+    assert "--calib" in err and "gptq-int4" in err and len(err.strip().splitlines()) == 1, err
+    assert main(["eval", str(tiny), "--formats", "gptq-int4", "--calib", str(tmp_path / "none.txt"), "--no-save"]) == 2
+    err = capsys.readouterr().err
+    assert "none.txt" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_cli_refuses_unmeasurable_formats(tiny, capsys):

@@ -165,6 +165,32 @@ def test_awq_packing_round_trip_and_search():
     assert scales.shape == (256,) and bool((scales[:4] > scales[4:].median()).all())  # the loud channels scaled up
 
 
+def test_awq_clip_search_lowers_the_group_output_error():
+    """AutoAWQ's clip search: with a few outlier weights per group, shrinking the range lowers the output error of
+    the group's inputs (scored exactly as e^T H_g e); the bounds stay within [absmax / 2, absmax]; a Hessian whose
+    blocks are of inputs divided by s equals the block of the scaled inputs' X^T X."""
+    from planner.quantize.awq import apply_clip, group_blocks, search_clip
+
+    x, h = _correlated(256, seed=7)
+    gen = torch.Generator().manual_seed(8)
+    w = torch.randn(64, 256, generator=gen) * 0.02
+    w[torch.arange(64), torch.randint(0, 256, (64,), generator=gen)] *= 12  # one outlier a row stretches the grid
+    blocks = group_blocks(h, 128)
+    max_val, ratio = search_clip(w, blocks, 4, 128, rows=24)  # rows not dividing 64: the last slice is short
+    absmax = w.abs().reshape(64, 2, 128).amax(dim=2)
+    assert bool((max_val <= absmax).all()) and bool((max_val >= 0.5 * absmax - 1e-7).all())
+    assert bool((max_val < absmax).any()) and ratio < 0.95, ratio
+
+    def err(approx):
+        return _out_err(w, approx.numpy(), h)  # the full output error, cross-group terms included
+
+    assert err(awq_fake_quant(apply_clip(w, max_val, 128), 4, 128)) < err(awq_fake_quant(w, 4, 128))
+    s = torch.rand(256, generator=gen) + 0.5
+    xs = x / s
+    np.testing.assert_allclose(group_blocks(h, 128, s).numpy(), group_blocks(2 * xs.T @ xs / x.shape[0], 128).numpy(),
+                               rtol=1e-4, atol=1e-6)
+
+
 def test_pipeline_gptq_rtn_awq_checkpoints(tiny, tmp_path):
     """The written checkpoints: GPTQ calibrated with act-order and an honest config; RTN says it is RTN; AWQ in
     AutoAWQ's layout with its scales folded into the norms (the effective weights stay close to the source's)."""

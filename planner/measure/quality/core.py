@@ -26,7 +26,7 @@ from planner.measure.quality import metrics
 from planner.measure.reports import results_dir, text_sha256
 from planner.native import NativeCrash
 from planner.paths import user_cache_dir, user_path
-from planner.measure.quality.text import CALIB_TEXT
+from planner.measure.quality.text import CALIB_TEXT, GPU_CALIB_TEXT
 
 REFERENCE_FORMAT = "F16"
 SCHEME = "llama.cpp-perplexity-v1"  # how chunks are cut and scored; part of the reference cache key
@@ -104,6 +104,7 @@ class FormatResult:
     reference: bool = False
     knee: bool = False
     method: str = ""  # weight-only GPU formats: how the weights were made; they run dequantized (F32 GGUF)
+    calibration: str = ""  # GPTQ/AWQ: the text they were calibrated on ('name, sha256 <first 12 hex>')
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -204,24 +205,49 @@ def cache_root() -> Path:
     return user_cache_dir() / "eval"
 
 
-def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
+def _calibrated(cfg: Any) -> bool:
+    """Whether a format's config is made from calibration activations of a text (GPTQ, AWQ; not imatrix GGUF,
+    whose importance matrix eval computes once per source from the bundled text)."""
+    from planner.quantize.config import AWQConfig, GPTQConfig
+
+    return isinstance(cfg, (GPTQConfig, AWQConfig)) and cfg.calibrated
+
+
+def calibration_label(name: str, text: str) -> str:
+    """How a report names a calibration text: its name and the start of its SHA-256 (the cache key)."""
+    from planner.measure.reports import text_sha256
+
+    return f"{name}, sha256 {text_sha256(text)[:12]}"
+
+
+def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Progress | None = None,
+              calib: tuple[str, str] | None = None) -> tuple[Path, dict[str, Any]]:
     """The GGUF file llama.cpp runs for `source` in `fmt`, made once and reused: (path, summary with file_bytes and
     bpw of the format itself). A GGUF format is quantized directly; a weight-only GPU format is written by planner
-    quantize, dequantized and stored as an F32 GGUF (planner.measure.quality.dequant)."""
+    quantize, dequantized and stored as an F32 GGUF (planner.measure.quality.dequant). calib: (name, text) that
+    GPTQ/AWQ calibrate on (default: the bundled calibration text); the summary's 'calibration' names it."""
     from planner.outputs import OutputRefusedError, check_output, occupied
     from planner.quantize.config import GGUFConfig
     from planner.quantize.pipeline import quantize_model
 
     f, cfg = _check_measurable(fmt)
+    calibrated = _calibrated(cfg)
+    user_calib = calibrated and calib is not None
+    if calibrated and calib is None:
+        calib = (f"bundled {GPU_CALIB_TEXT.name}", GPU_CALIB_TEXT.read_text(encoding="utf-8"))
+    label = calibration_label(*calib) if calibrated and calib is not None else ""
     d = (cache or cache_root()) / "models" / fingerprint(source)
-    out = d / f"{f.id}.gguf"
-    meta = d / f"{f.id}.json"
+    # a file per user calibration text: evaluating with --calib does not replace the bundled text's file
+    stem = f"{f.id}-calib-{label.rsplit(' ', 1)[-1]}" if user_calib else f.id
+    out = d / f"{stem}.gguf"
+    meta = d / f"{stem}.json"
     if out.is_file() and meta.is_file():
         try:
             summary = json.loads(meta.read_text())
             from planner.measure.quality.dequant import WEIGHT_ONLY_CONFIGS, method
 
-            same_method = not isinstance(cfg, WEIGHT_ONLY_CONFIGS) or summary.get("method") == method(cfg)
+            same_method = not isinstance(cfg, WEIGHT_ONLY_CONFIGS) or (
+                summary.get("method") == method(cfg) and summary.get("calibration", "") == label)
             if isinstance(summary, dict) and same_method and \
                     summary.get("run_file_bytes", summary.get("file_bytes")) == out.stat().st_size:
                 return out, summary
@@ -243,7 +269,9 @@ def quantized(source: Path, fmt: str, *, cache: Path | None = None, progress: Pr
     else:
         from planner.measure.quality.dequant import quantize_dequantized
 
-        summary = quantize_dequantized(source, f, cfg, out, d, progress=bar)
+        summary = quantize_dequantized(source, f, cfg, out, d, progress=bar, calib=calib[1] if label and calib else None)
+        if label:
+            summary["calibration"] = label
     from planner.yamlio import atomic_write_text
 
     atomic_write_text(meta, json.dumps(summary))
@@ -391,10 +419,11 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
              max_chunks: int | None = None, top_k: int = metrics.DEFAULT_TOP_K, open_model: OpenModel | None = None,
              progress: Progress | None = None, cache: Path | None = None,
              on_result: Callable[[FormatResult], None] | None = None,
-             flags: tuple[str, str] = ("--ctx", "--chunks")) -> EvalReport:
+             flags: tuple[str, str] = ("--ctx", "--chunks"), calib: tuple[str, str] | None = None) -> EvalReport:
     """Measure each format's quality against the 16-bit reference on `text`. Ctrl-C returns the report with the
     formats finished so far and `interrupted` set. `flags` names the context and chunk options in error messages
-    (recommend --eval calls them --eval-ctx and --eval-chunks)."""
+    (recommend --eval calls them --eval-ctx and --eval-chunks). calib: (name, text) GPTQ/AWQ formats calibrate on
+    instead of the bundled calibration text."""
     from planner.formats import get_format
 
     source = user_path(source)
@@ -408,6 +437,9 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
         raise PlannerError("no formats to evaluate; pass --formats Q8_0,Q4_K_M,...")
     for f in fmts:  # refuse what llama.cpp cannot run before spending minutes on the others
         _check_measurable(f)
+    if calib is not None and not any(_calibrated(_check_measurable(f)[1]) for f in fmts):
+        raise InvalidInputError(f"--calib: none of the formats ({', '.join(fmts)}) is calibrated on a text; it is "
+                                "used by gptq-int4, gptq-int8 and awq-int4")
     if ctx < 8:
         raise PlannerError(f"{flags[0]} must be at least 8, got {ctx}")
     if max_chunks is not None and max_chunks < 1:
@@ -432,7 +464,7 @@ def evaluate(source: Path | str, formats: Sequence[str], text: str, *, text_name
         for f in fmts:
             if f == REFERENCE_FORMAT:
                 continue
-            path, summary = quantized(source, f, cache=cache, progress=progress)
+            path, summary = quantized(source, f, cache=cache, progress=progress, calib=calib)
             r = _measure(f, path, summary, ref, ctx, report.chunks, open_model, progress)
             report.results.append(r)
             if on_result is not None:
@@ -531,7 +563,7 @@ def _measure(fmt: str, path: Path, summary: dict[str, Any], ref: Reference, ctx:
     return FormatResult(fmt, str(path), int(summary["file_bytes"]), float(summary["bits_per_weight"]), int(nll_a.size),
                         metrics.perplexity(nll_a), metrics.perplexity_error(nll_a), float(kl_a.mean()),
                         float(np.percentile(kl_a, 99)), float(np.median(kl_a)), float(np.concatenate(agree).mean()),
-                        method=str(summary.get("method", "")))
+                        method=str(summary.get("method", "")), calibration=str(summary.get("calibration", "")))
 
 
 def _slice_rows(rows: metrics.RefRows, a: int, b: int) -> metrics.RefRows:

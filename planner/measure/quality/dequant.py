@@ -42,7 +42,8 @@ def method(cfg: QuantConfig) -> str:
         order = ", act-order" if cfg.desc_act else ""
         return f"GPTQ {cfg.bits}-bit {g}{order}, damp {cfg.damp:g}, calibrated by planner quantize"
     if isinstance(cfg, AWQConfig):
-        return f"AWQ {cfg.bits}-bit g{cfg.group_size} (scale search, no clip search), calibrated by planner quantize"
+        search = "scale and clip search" if cfg.clip else "scale search, no clip search"
+        return f"AWQ {cfg.bits}-bit g{cfg.group_size} ({search}), calibrated by planner quantize"
     if isinstance(cfg, NF4Config):
         return f"bitsandbytes NF4, block {cfg.block_size}, {'double quant' if cfg.double_quant else 'fp32 absmax'}"
     if isinstance(cfg, FP8Config):
@@ -212,14 +213,15 @@ def _shape(ck: _Checkpoint, name: str, cfg: QuantConfig) -> tuple[int, ...]:
 
 
 def quantize_dequantized(source: Path, fmt: Any, cfg: QuantConfig, out: Path, work: Path,
-                         progress: Any = None) -> dict[str, Any]:
+                         progress: Any = None, calib: str | None = None) -> dict[str, Any]:
     """Quantize `source` to the weight-only `fmt` with planner quantize, dequantize that checkpoint and write it as
-    an F32 GGUF at `out`. Returns the summary eval stores: the checkpoint's size and bits, the GGUF's size."""
+    an F32 GGUF at `out`. Returns the summary eval stores: the checkpoint's size and bits, the GGUF's size. calib:
+    the calibration text of GPTQ/AWQ (None: planner quantize's default)."""
     from planner.quantize.pipeline import quantize_model
 
     with tempfile.TemporaryDirectory(prefix=f".{fmt.id}-", dir=work) as tmp:
         ckpt, plain = Path(tmp) / "checkpoint", Path(tmp) / "dequantized"
-        res = quantize_model(source, fmt, ckpt, force=True, progress=progress)
+        res = quantize_model(source, fmt, ckpt, force=True, progress=progress, calib=calib)
         write_dequantized(ckpt, cfg, plain)
         runnable = quantize_model(plain, GGUF_DTYPE, out, force=True)
     return {"format": fmt.id, "file_bytes": res.file_bytes, "bits_per_weight": res.bits_per_weight,

@@ -12,6 +12,10 @@ _DATA = Path(__file__).resolve().parents[2] / "data"  # planner/data
 DATASETS = {"sample": _DATA / "eval_sample.txt"}  # original prose written for planner, a few thousand tokens
 # calibration text for importance matrices, GPTQ and AWQ: the project's own docs, deliberately not the eval sample
 CALIB_TEXT = _DATA / "imatrix_calib.txt"
+# What GPTQ and AWQ calibrate on by default (planner quantize, planner eval without --calib): public-domain prose
+# (planner/data/README.md). Not the project docs above: on SmolLM2-135M, GPTQ calibrated on them was 44 % above
+# round to nearest in KLD on held-out prose (damp 0.01), on this text 68 % below (benchmarks/calibrated.py).
+GPU_CALIB_TEXT = _DATA / "calib_alice.txt"
 MIN_CHARS = 16
 
 
