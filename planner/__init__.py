@@ -1,3 +1,3 @@
 """planner: hardware-aware LLM deployment planner."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
