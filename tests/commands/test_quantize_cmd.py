@@ -100,7 +100,11 @@ def test_error_midway_leaves_nothing(capsys, model, tmp_path, monkeypatch, exc, 
     del gq
     out = tmp_path / name
     rc, _, err = run(capsys, "quantize", str(model), "-f", fmt, "-o", str(out))
-    assert rc == code and calls["n"] == 3
+    # GGUF chunks run on worker threads: chunks already in flight (at most workers + 1) may still call the encoder
+    # after the failing one, and nothing later is started
+    from planner.quantize.primitives import default_threads
+
+    assert rc == code and 3 <= calls["n"] <= 3 + default_threads() + 1
     assert not out.exists() and _leftovers(tmp_path) == []
     # with --force over an existing output, the old one survives a failed run
     out.write_bytes(b"previous") if name.endswith(".gguf") else out.mkdir()

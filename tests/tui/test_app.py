@@ -403,6 +403,9 @@ def test_best_here_tab_ranks_what_the_cli_ranks_hf_cache_models_included(catalog
 
     from planner.cli import main
 
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # the cache path comes from the library
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     tiny = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 2048,
             "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 8, "intermediate_size": 5632,

@@ -177,8 +177,9 @@ def test_group_size_enters_once_through_the_quantizer_range():
 
 
 def test_single_source_families_take_their_sibling_mechanism_as_prior():
-    """mlx (affine RTN per 64) has one source: without its rows its level is RTN's and the basis extrapolated; with
-    them, a model outside its rows is still 'extrapolated' and the level sits between RTN's and the rows'."""
+    """Without its rows mlx (affine RTN per 64) takes RTN's level and the basis is extrapolated; with them its own
+    models are 'published' and the rows move the level. A family with a single source stays 'extrapolated' for a
+    model outside its rows."""
     from planner.cost.quality import model_key, predict
 
     rows = fit_rows()
@@ -187,9 +188,14 @@ def test_single_source_families_take_their_sibling_mechanism_as_prior():
     p = predict(without, "mlx", 4.5, 64, "llama-3-8b")
     assert p[3] == "extrapolated" and "rtn" in p[4]
     fits = fit_all(rows)
-    assert fits["mlx"].n_sources == 1 and predict(fits, "mlx", 4.5, 64, "llama-3-8b")[3] == "extrapolated"
     assert predict(fits, "mlx", 4.5, 64, model_key("Qwen3-8B"))[3] == "published"
     assert without["rtn"].a < fits["mlx"].a  # the MLX rows (which lose more than RTN predicts) move the level up
+    single = [f for f, fit in fits.items() if fit.n_sources == 1]
+    assert single  # the data has such families (bnb-fp4 at this writing)
+    for fam in single:
+        fit = fits[fam]
+        outside = next(m for m in ("llama-3-8b", "mistral-7b", "qwen2.5-7b") if m not in fit.models)
+        assert predict(fits, fam, fit.bits_min, 64, outside)[3] == "extrapolated", fam
 
 
 def test_a_setup_effect_comes_only_from_a_sources_other_families():
@@ -229,21 +235,24 @@ def test_word_level_rows_convert_to_token_level_and_rounding_sized_rows_weigh_le
 
 
 def test_nvfp4_rows_set_its_level_and_its_weight_only_prior_serves_only_without_rows():
-    """NVFP4's sibling (FP4 weights, bitsandbytes) quantizes no activations, NVFP4's row does: with the row the family
-    level follows it; without rows the prior's level is used and labelled extrapolated."""
+    """NVFP4's sibling (FP4 weights, bitsandbytes) quantizes no activations, NVFP4's rows do: with the rows the family
+    level follows them; without rows the prior's level is used, labelled extrapolated, and it is lower."""
+    import statistics
+
     from planner.cost.quality import LOWER_BOUND_PRIOR, model_key, predict
 
     rows = fit_rows()
-    (row,) = [r for r in rows if r.family == "nvfp4"]
-    assert "nvfp4" in LOWER_BOUND_PRIOR
+    mine = [r for r in rows if r.family == "nvfp4"]
+    assert mine and "nvfp4" in LOWER_BOUND_PRIOR
     fits = fit_all(rows)
-    own = predict(fits, "nvfp4", row.bits, row.group, model_key(row.model), row.source)[0]
-    assert 1 / 1.1 < own / row.ppl_pct < 1.1
+    ratios = [predict(fits, "nvfp4", r.bits, r.group, model_key(r.model), r.source)[0] / r.ppl_pct for r in mine]
+    assert 1 / 1.5 < statistics.median(ratios) < 1.5
     without = fit_all([r for r in rows if r.family != "nvfp4"])
     assert without["nvfp4"].a == without["bnb-fp4"].a
-    prior = predict(without, "nvfp4", row.bits, row.group, model_key(row.model))
-    assert prior[3] == "extrapolated" and prior[0] < own  # the weight-only prior misses the activations' loss
-
+    for r in mine:
+        prior = predict(without, "nvfp4", r.bits, r.group, model_key(r.model))
+        own = predict(fits, "nvfp4", r.bits, r.group, model_key(r.model))
+        assert prior[3] == "extrapolated" and prior[0] < own[0]  # the weight-only prior misses the activations' loss
 
 def test_a_family_without_rows_takes_its_siblings_usual_head(registry, monkeypatch):
     """MLX quantizes its head with the linears; RTN's rows keep it in 16-bit. Resting on RTN (no MLX rows), an MLX

@@ -166,17 +166,14 @@ def _metadata(spec: ModelSpec, ftype: str) -> list[Any]:
     feeds token ids; llama.cpp sizes embedding and output from the tensors)."""
     from gguf import Keys
 
-    from planner.quantize.gguf_writer import arch_metadata, general_metadata, kv_str, kv_u32
+    from planner.quantize.gguf_writer import arch_metadata, general_metadata, kv_str
 
     try:
         meta = general_metadata("llama", f"{spec.name} (planner bench stand-in)", ftype)
     except KeyError:  # a stored mix with no llama.cpp file type name
         meta = general_metadata("llama", f"{spec.name} (planner bench stand-in)", "F16")
-    kvs, _ = arch_metadata("llama", spec, {})
+    kvs, _ = arch_metadata("llama", spec, {})  # expert counts included for a mixture-of-experts spec
     meta += kvs
-    if spec.moe is not None:
-        meta += [kv_u32(Keys.LLM.EXPERT_COUNT.format(arch="llama"), spec.moe.num_experts),
-                 kv_u32(Keys.LLM.EXPERT_USED_COUNT.format(arch="llama"), spec.moe.experts_per_token)]
     meta.append(kv_str(Keys.Tokenizer.MODEL, "no_vocab"))
     return meta
 
