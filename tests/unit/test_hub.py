@@ -502,9 +502,15 @@ def test_token_is_not_carried_to_another_host(hub: FakeHub, monkeypatch) -> None
     assert all(r.auth == "Bearer hf_secret" for r in hub_side)
 
 
-def test_server_ignoring_range_still_gives_the_header(hub: FakeHub) -> None:
+def test_safetensors_from_a_server_ignoring_range_is_refused_before_the_shard_is_read(hub: FakeHub, tmp_path: Path) -> None:
+    """The library would read the whole shard into memory; the answer is closed unread and the read refused."""
     hub.behaviour["acme/tiny"] = {"ignore_range": True}
-    assert resolve_repo("acme/tiny", online=True).source.spec.hidden_size == 64
+    with pytest.raises(HubError, match=r"acme/tiny: .*\.safetensors: the server ignores HTTP range requests.*never "
+                                       r"downloads weights"):
+        resolve_repo("acme/tiny", online=True)
+    assert cached_files(tmp_path) == []
+    hub.behaviour.clear()
+    assert resolve_repo("acme/tiny", online=True).source.spec.hidden_size == 64  # the guard left with the read
 
 
 def test_gguf_from_a_server_ignoring_range_is_refused_clearly(hub: FakeHub, tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from typing import Any
 
 from planner.errors import NotFoundError, PlannerError
 from planner.models.hub.hfcache import find_snapshot, hf_hub_cache_dir
-from planner.models.hub.http import DEFAULT_ENDPOINT, HubClient, HubError, HubSettings, counting_requests, hub_offline
+from planner.models.hub.http import (DEFAULT_ENDPOINT, HubClient, HubError, HubSettings, counting_requests, hub_offline,
+                                     range_reads_only)
 from planner.models.hub.mapping import gguf_label, planner_format
 from planner.models.hub.repo import GGUFVariant, HubFiles, IncompleteSnapshot, LocalFiles, read_repo
 from planner.models.hub.store import HubModel, cache_path, from_entry, load_entry, save
@@ -124,7 +125,7 @@ def resolve_repo(ref: str, *, online: bool | None = None, settings: HubSettings 
 def _from_hub(repo: str, revision: str, quant: str | None, settings: HubSettings, previous: dict | None,
               notes: list[str]) -> HubModel:
     client = HubClient(settings, repo)
-    with counting_requests() as sent:
+    with counting_requests() as sent, range_reads_only():
         info = client.call(f"{repo}: repo listing", lambda: client.api.model_info(
             repo, revision=revision, files_metadata=True, timeout=settings.timeout_s))
         sha, listing = _listing(info, repo)

@@ -89,6 +89,31 @@ def counting_requests() -> Iterator[list[int]]:  # len() of it is the count
         hooks.remove(count)
 
 
+class RangeIgnoredError(Exception):
+    """A ranged request answered with the whole file (200, not 206): reading on would download weights."""
+
+
+@contextmanager
+def range_reads_only() -> Iterator[None]:
+    """Meanwhile, a ranged request to huggingface_hub's shared session that is answered with the whole file is closed
+    before its body is read, and raises RangeIgnoredError: the library reads its 100 kB header window into memory and
+    would otherwise take a whole shard from a mirror that ignores Range (planner never downloads weights)."""
+    from huggingface_hub.utils import get_session
+
+    hooks = get_session().event_hooks["response"]
+
+    def check(response: Any) -> None:
+        if response.status_code == 200 and "range" in response.request.headers:
+            response.close()  # response hooks run before the body is read
+            raise RangeIgnoredError(str(response.request.url))
+
+    hooks.append(check)
+    try:
+        yield
+    finally:
+        hooks.remove(check)
+
+
 class HubClient:
     """One repo on the Hub through huggingface_hub (HfApi, HfFileSystem); every error names the repo and the file, and
     429/5xx answers are retried with backoff."""
@@ -135,6 +160,11 @@ class HubClient:
 
         try:
             yield
+        except RangeIgnoredError as exc:
+            url = str(exc)
+            name = f" {unquote(url.split('/resolve/', 1)[1].split('/', 1)[1])}" if "/resolve/" in url else ""
+            raise HubError(f"{what}:{name}: the server ignores HTTP range requests, so the header cannot be read without "
+                           "the whole file (planner never downloads weights)") from None
         except HfHubHTTPError as exc:
             raise self._status_error(exc, what) from None
         except httpx2.TimeoutException:
