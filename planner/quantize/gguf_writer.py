@@ -289,6 +289,11 @@ def _rope_dims(arch: str, spec: ModelSpec, config: dict[str, Any]) -> int:
     if arch == "phi3":
         params = config.get("rope_parameters")  # transformers 5 moves partial_rotary_factor there
         frac = _f(params if isinstance(params, dict) else {}, "partial_rotary_factor", _f(config, "partial_rotary_factor", 1.0))
+        if not 0.0 < frac <= 1.0:
+            from planner.errors import InvalidInputError
+
+            raise InvalidInputError(f"config.json: partial_rotary_factor: expected a fraction of the head dimension in "
+                                    f"(0, 1], got {frac!r}")
         return int(frac * spec.hidden_size) // spec.num_heads
     return spec.dim_head
 
