@@ -786,6 +786,13 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
                 + (" (one source: extrapolated)" if basis == "extrapolated" and fit.n_sources < 2 else ""))
     if sib in fit.models or (sib and mfx):
         note += f", with the published residual of its predecessor {sib} (same architecture and size)"
+    # an activation variant and its base share one fit (ACT_VARIANTS): say so, with the paired shift on the added NLL
+    base = ACT_VARIANTS.get(family, "")
+    shifted = [v for v, b in ACT_VARIANTS.items() if b == family and v in fits]
+    if base in fits and via == family:
+        note += f"; the {base} fit with added NLL x{math.exp(fit.a - fits[base].a):.2f} (the paired activation shift)"
+    for v in shifted:
+        note += f"; {v} rows counted at their added NLL / {math.exp(fits[v].a - fit.a):.2f} (the paired activation shift)"
     return pct_from_ln_nll(ln), pct_from_ln_nll(ln + fit.lo - widen), pct_from_ln_nll(ln + fit.hi + widen), basis, note
 
 
