@@ -44,6 +44,38 @@ def gpu_family(fmt, variant):
         return "mlx" if ("affine" in v or re.search(r"q[48]\b|q4 ", v)) and "dwq" not in v and "mixed" not in v and "dynamic" not in v else None
     return None
 
+# Activation precision of a row, from its variant/notes/source; families whose rows mix activation mechanisms are split
+# by it (planner/cost/quality.py models each apart):
+# - INT8 W8A8: SmoothQuant's smoothing (a per-channel scale moved from the activations into the weights) removes most of
+#   the activation-outlier loss (torchao prototype/smoothquant README: +6.06 % plain vs +1.44 % smoothed on the same
+#   setup). Smoothed rows: the variant names SmoothQuant / INT8-SQ, or the checkpoint is a Neural Magic / Red Hat
+#   llm-compressor W8A8 release (their recipe: SmoothQuantModifier(smoothing_strength=0.8) + GPTQModifier(scheme="W8A8"),
+#   llm-compressor examples/quantization_w8a8_int8). torchao's int8 dynamic-activation rows do not smooth.
+# - NVFP4: torchao's rows quantize activations to NVFP4 too (W4A4: NVFP4InferenceConfig's mm_config defaults to
+#   NVFP4MMConfig.DYNAMIC, torchao/prototype/mx_formats/inference_workflow.py; the docs' row says "activations nvfp4
+#   too"). llama.cpp PR #20247's text does not say; llama.cpp's NVFP4 matmul quantizes activations to q8_1 (8-bit, as
+#   for every GGUF type) except on the Blackwell tensor-core path added later (PR #22196's comment names the two
+#   "W4Q8 Int fallback path" and "W4A4 TC path"), and the rows' loss (~3x below torchao's W4A4) fits 8-bit
+#   activations: taken as W4A8 (assumed). Those rows form the weight-only family nvfp4-wo.
+ACT_WO = "16-bit (weight-only)"
+
+
+def activations(fam, variant, notes, source):
+    """(activation precision in words, the family the row is fitted in)."""
+    v, src = variant.lower(), source.lower()
+    if fam == "int8-w8a8":
+        smoothed = (re.search(r"smoothquant|int8-sq|\bsq\b", v) and "no smoothing" not in v) or src.startswith(
+            ("huggingface.co/neuralmagic", "huggingface.co/redhatai", "huggingface.co/datasets/neuralmagic", "huggingface.co/yejingfu"))
+        return ("int8 per-token, smoothed (SmoothQuant)", "int8-w8a8") if smoothed else ("int8 per-token, no smoothing", "int8-w8a8-naive")
+    if fam == "nvfp4":
+        if "pytorch/ao" in src or "activations nvfp4" in v or "w4a4" in v:
+            return "nvfp4 per 16, dynamic (W4A4)", "nvfp4"
+        return "q8_1 8-bit (llama.cpp matmul input; assumed, the PR does not say)", "nvfp4-wo"
+    if fam == "fp8-w8a8":
+        return "fp8 e4m3", fam
+    return ACT_WO, fam
+
+
 def group_of(fmt, variant, fam):
     v = variant.lower()
     m = re.search(r"\bg(\d+)", v)
@@ -93,7 +125,8 @@ for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.Dict
         fit, why = "no", "collapsed model (> +100 % PPL): outside the model's range"
     if r.get("fit_why"):
         fit, why = "no", r["fit_why"]
-    rows.append(dict(family=fam, variant=r["variant"], group_size=g, bits=fb, model=r["model"], params_b=params_b(r["model"]),
+    act, fam = activations(fam, r["variant"], r["notes"], r["source"])
+    rows.append(dict(family=fam, variant=r["variant"], activations=act, group_size=g, bits=fb, model=r["model"], params_b=params_b(r["model"]),
                      metric=metric, value=value, ppl_delta_pct=ppl_pct if fit == "yes" else "",
                      baseline=r.get("baseline") or ("16-bit" if r["ppl_fp16"] or "vs" in r["other_metric"] or "recovery" in r["other_metric"] else ""),
                      context=r["ctx"], dataset=r["dataset"], fit=fit, why=why, source=r["source"], note=r["notes"]))
@@ -127,7 +160,7 @@ for r in QQ:
             fit, why = "no", "no 16-bit baseline in this row (see README)"
     if pct and float(pct) <= 0: fit, why = "no", "perplexity change within noise (<= 0)"
     if not pct and fit == "yes": fit, why = "no", "no relative perplexity"
-    rows.append(dict(family=fam, variant=qt + (f" (imatrix {imat})" if imat else ""), group_size="", bits="", model=model,
+    rows.append(dict(family=fam, variant=qt + (f" (imatrix {imat})" if imat else ""), activations="q8 (llama.cpp matmul input)", group_size="", bits="", model=model,
                      params_b=params_b(model), metric=metric, value=value, ppl_delta_pct=pct if fit == "yes" else "",
                      baseline="16-bit" if fit == "yes" else "", context=512 if "6936" in r["source"] or "PR #1684" in r["source"] else "",
                      dataset="wikitext-2", fit=fit, why=why, source=r["source"], note=r["notes"] or ""))

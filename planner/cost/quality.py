@@ -9,9 +9,13 @@ perplexities converted to token level first, token_level_pct):
 - the group quantizers (GROUPED: RTN, GPTQ, AWQ, HQQ, MLX, bitsandbytes, NVFP4/MXFP4, INT8, EXL2) share the mechanism:
   the loss falls 4x per bit of the *code* (GROUPED_SLOPE; precision_bits drops the scales) and grows with the range
   one scale covers, GAMMA x ln H_group (range_term; one coefficient, fitted), so the group size is counted once;
-- a group quantizer's level is pulled toward its sibling mechanism's (PRIOR: MLX toward RTN, EXL2 toward GPTQ, NVFP4
-  toward FP4...), by FAMILY_PRIOR_SOURCES; a family without rows takes the sibling's level; predictions of a family
-  with a single source, or without rows, say `extrapolated` and get a wider interval;
+- a group quantizer's level is pulled toward its sibling mechanism's (PRIOR: MLX toward RTN, EXL2 toward GPTQ,
+  weight-only NVFP4 toward FP4...), by FAMILY_PRIOR_SOURCES; a family without rows takes the sibling's level;
+  predictions of a family with a single source, or without rows, say `extrapolated` and get a wider interval;
+- activation precision is part of the family (each row's `activations`): NVFP4 W4A4 (`nvfp4`, what vLLM/TensorRT-LLM
+  run on Blackwell) is fitted apart from weight-only NVFP4 (`nvfp4-wo`, its lower bound: LOWER_BOUND_PRIOR); INT8 W8A8
+  without smoothing is the smoothed family's rows shifted by the effect of smoothing measured in paired rows
+  (ACT_VARIANTS, act_shift);
 - a model's effect (its sensitivity to weight noise) is shared across families and shrunk toward 0, a point release's
   toward its predecessor's (sibling), on top of a shared heavily-trained-release term (HEAVY_TRAINED);
 - a source's setup effect (context, dataset, base vs instruct, its implementation) is shared across the families it
@@ -62,8 +66,8 @@ PER_CHANNEL_GROUP = 4096  # a per-channel scale spans a whole row: taken as a gr
 # The group quantizers: a grid of 2^b codes over each group's range. They share the bits slope and the range
 # coefficient (range_term); each has its own level. PRIOR names the sibling mechanism each level is pulled toward
 # (and taken from when the family has no rows): the same grid, group layout and bits, differing in the rounding.
-GROUPED = frozenset({"rtn", "gptq", "awq", "hqq", "mlx", "bnb-nf4", "bnb-fp4", "nvfp4", "mxfp4", "int8-wo",
-                     "int8-w8a8", "bnb-int8", "gptq-8bit", "exl2"})
+GROUPED = frozenset({"rtn", "gptq", "awq", "hqq", "mlx", "bnb-nf4", "bnb-fp4", "nvfp4", "nvfp4-wo", "mxfp4", "int8-wo",
+                     "int8-w8a8", "int8-w8a8-naive", "bnb-int8", "gptq-8bit", "exl2"})
 PRIOR = {
     "mlx": "rtn",  # mlx.nn.quantize: affine (scale + bias) round-to-nearest per group of 64: asymmetric RTN
     "hqq": "rtn",  # HQQ: round-to-nearest with a zero/scale refined by half-quadratic optimization, no data
@@ -72,22 +76,30 @@ PRIOR = {
     "gptq-8bit": "gptq",
     "bnb-nf4": "rtn",  # absmax round-to-nearest per 64 onto a 16-level normal-quantile grid
     "bnb-fp4": "bnb-nf4",  # the same blocks onto the E2M1 float grid
-    "nvfp4": "bnb-fp4",  # E2M1 per 16 with an FP8 scale (the group enters through range_term); see LOWER_BOUND_PRIOR
+    # E2M1 per 16 with an FP8 scale (the group enters through range_term), activations kept at >= 8 bits: the weight-only
+    # FP4 grid of bitsandbytes FP4 with a smaller group
+    "nvfp4-wo": "bnb-fp4",
+    # NVFP4 W4A4 (activations NVFP4 too): its weight-only part is the lower bound of its loss (LOWER_BOUND_PRIOR)
+    "nvfp4": "nvfp4-wo",
     # E2M1 per 32 with a power-of-two (E8M0) scale, weight-only as llama.cpp and vLLM run gpt-oss: the weight-only FP4
     # family, not NVFP4 (whose rows quantize activations too); the E8M0 scale's rounding is not modelled
     "mxfp4": "bnb-fp4",
     "int8-wo": "rtn",  # per-channel round-to-nearest int8
     # W8A8's loss is mostly its activations' (outlier channels), a mechanism no weight-only family shares: no prior
+    # (int8-w8a8 without smoothing is fitted with it through ACT_VARIANTS)
     "bnb-int8": "int8-wo",  # LLM.int8: per-row int8 weights, outlier columns kept in fp16
 }
 # Families without rows and no fitted sibling in PRIOR, and the fitted family each borrows (the nearest quantizer by
 # mechanism); e.g. a GGUF or FP8 family left without rows in leave-one-source-out (benchmarks/quality.py):
 EXTRAPOLATE = {
-    "exl2": "gptq", "mxfp4": "bnb-fp4", "nvfp4": "bnb-fp4", "bnb-int8": "int8-wo", "gptq-8bit": "int8-wo",
+    "exl2": "gptq", "mxfp4": "bnb-fp4", "nvfp4": "nvfp4-wo", "nvfp4-wo": "bnb-fp4", "bnb-int8": "int8-wo",
+    "gptq-8bit": "int8-wo",
     "gguf-imatrix": "gguf", "gguf-legacy": "gguf", "gguf": "gguf-legacy",
     "mlx": "rtn", "hqq": "rtn", "bnb-nf4": "rtn", "bnb-fp4": "rtn", "awq": "gptq", "rtn": "gptq", "gptq": "awq",
     "int8-wo": "gguf-legacy",  # Q8_0 is round-to-nearest int8 (g32)
-    "fp8-wo": "fp8-w8a8", "fp8-w8a8": "fp8-wo", "int8-w8a8": "fp8-w8a8",
+    "fp8-wo": "fp8-w8a8", "fp8-w8a8": "fp8-wo",
+    # smoothed INT8 without rows: the unsmoothed rows (an upper bound), and the other way round a lower bound
+    "int8-w8a8": "int8-w8a8-naive", "int8-w8a8-naive": "int8-w8a8",
 }
 # Loss per code bit of a group quantizer: a uniform grid's error variance (step^2 / 12) falls 4x per bit, and in the
 # small-noise regime KLD and the perplexity increase are quadratic in the logit error, so proportional to it (None:
@@ -104,13 +116,21 @@ FIT_SCATTER_LN = 0.3  # assumed: the scatter of a row about the fit, ln units (t
 # NVFP4InferenceConfig (mm_config NVFP4MMConfig.DYNAMIC by default, torchao/prototype/mx_formats/inference_workflow.py)
 # quantize activations to NVFP4 as well
 LOWER_BOUND_PRIOR = frozenset({"nvfp4"})
+# Row families that differ from a base family only in how activations are quantized, fitted as the base family's rows
+# shifted by the variant's effect (act_shift). int8-w8a8-naive: per-token int8 activations as they are; int8-w8a8: the
+# same after SmoothQuant's smoothing, which divides each activation channel by a scale moved into the weights and so
+# flattens the outlier channels that set a per-token scale (arXiv 2211.10438). The shift is measured only where one
+# setup ran both on one model (torchao prototype/smoothquant README: 6.06 % vs 1.44 %; mit-han-lab/smoothquant's
+# Llama-2 demo: 1.86 % vs 0.57 %): between sources the smoothed rows (Qwen3, heavily trained, arXiv 2505.02214) and
+# the unsmoothed ones (torchao, Llama) differ in model and setup as much as in smoothing.
+ACT_VARIANTS = {"int8-w8a8-naive": "int8-w8a8"}
 FAMILY_PRIOR_SOURCES = 1.0  # assumed: the sibling mechanism's level counts as one more source in a family's level
 MODEL_FX_SHRINK = 1.0  # assumed: a model's shared effect counts n / (n + 1) of its rows' mean residual
 SOURCE_FX_SHRINK = 1.0  # assumed: a setup's effect counts n / (n + 1) of its rows' mean residual
 # Bits per group a family's published `bits` include beyond the codes (planner.formats' layouts): fp16 scale + 4-bit
 # zero (GPTQ/AWQ/RTN/HQQ g-layouts), fp16 scale + fp16 bias (MLX), fp32 absmax (bnb), FP8 scale (NVFP4)
 GROUP_OVERHEAD_BITS = {"gptq": 20, "awq": 20, "rtn": 20, "hqq": 20, "mlx": 32, "bnb-nf4": 32, "bnb-fp4": 32,
-                       "nvfp4": 8, "mxfp4": 8}
+                       "nvfp4": 8, "nvfp4-wo": 8, "mxfp4": 8}
 # EXL2: 4-bit scales per group of 32 in most of exllamav2's per-layer options (exllamav2/conversion/qparams.py,
 # qparams_options: QParams(32, [...], [...], 4)); some layers use 64/128 (not modelled)
 EXL2_SCALE_BITS, EXL2_GROUP = 4, 32
@@ -429,13 +449,27 @@ def _solve_normal(a: list[list[float]], rhs: list[float]) -> list[float]:
     return x
 
 
+def act_shift(rows: list[Row], variant: str, base: str) -> float | None:
+    """ln(added NLL) of the `variant` rows minus the `base` rows, averaged over the pairs measured by one source on one
+    model at the same bits (the only contrast free of model and setup); None without such a pair."""
+    diffs = [ln_nll(v.ppl_pct) - ln_nll(b.ppl_pct) for v in rows if v.family == variant for b in rows
+             if b.family == base and _src(b) == _src(v) and b.model == v.model and b.bits == v.bits]
+    return sum(diffs) / len(diffs) if diffs else None
+
+
 def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     """One penalized least-squares fit of every row: ln(ppl%) = family level + bits slope x precision bits (+ the
     range coefficient x ln H_group, shared by the group quantizers) + heavily-trained term + the model's effect + the
     source's setup effect. Model and setup effects are shared across families and shrunk toward 0 (MODEL_FX_SHRINK,
     SOURCE_FX_SHRINK); a setup effect exists only for a source with rows in two or more families (else it cannot be
     told from the family's level). A group quantizer's level is pulled toward its sibling mechanism's (PRIOR,
-    FAMILY_PRIOR_SOURCES). Each source weighs the same within a family (_cell_weights)."""
+    FAMILY_PRIOR_SOURCES). Each source weighs the same within a family (_cell_weights). An activation variant
+    (ACT_VARIANTS) is fitted as its base family's rows, less its paired shift (act_shift), and predicted with it."""
+    shifts = {v: act_shift(rows, v, b) for v, b in ACT_VARIANTS.items()}
+    variants = {r.family for r in rows if r.family in ACT_VARIANTS}
+    raw_pct = [r.ppl_pct for r in rows]  # a row's resolution weight is its published change's
+    rows = [replace(r, family=ACT_VARIANTS[r.family], ppl_pct=pct_from_ln_nll(ln_nll(r.ppl_pct) - (shifts[r.family] or 0.0)))
+            if r.family in ACT_VARIANTS else r for r in rows]
     by: dict[str, list[Row]] = {}
     for r in rows:
         by.setdefault(r.family, []).append(r)
@@ -480,8 +514,8 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     n = len(idx)
     a = [[0.0] * n for _ in range(n)]
     rhs = [0.0] * n
-    for r, w in zip(rows, _cell_weights(rows)):
-        w *= resolution_weight(r.ppl_pct)
+    for r, w, raw in zip(rows, _cell_weights(rows), raw_pct):
+        w *= resolution_weight(raw)
         k = model_key(r.model)
         p = precision_bits(r.family, r.bits, r.group)
         y = ln_nll(r.ppl_pct)
@@ -545,6 +579,8 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             by_model.setdefault(model_key(r.model), []).append(e - fit.source_effect(r.source))
         offsets = tuple(sorted((k, sum(v) / (len(v) + MODEL_SHRINK)) for k, v in by_model.items()))
         fits[fam] = replace(fit, lo=lo, hi=hi, offsets=offsets)
+    for v in sorted(variants):  # the base family's fit shifted by the variant's effect (0 without a pair to measure it)
+        fits[v] = replace(fits[ACT_VARIANTS[v]], family=v, a=fits[ACT_VARIANTS[v]].a + (shifts[v] or 0.0))
     # group quantizers without rows: their nearest sibling mechanism's level and lines, labelled extrapolated
     for fam in sorted(GROUPED):
         via = next((p for p in _prior_chain(fam) if p in fits), None)
@@ -647,7 +683,15 @@ def quality_family(fmt: WeightFormat, group: int, bits: float) -> str:
     if fam == "fp8":
         return "fp8-w8a8"  # served with FP8 activations on FP8 hardware (vLLM, TensorRT-LLM)
     if fam == "w8a8":
+        # vLLM runs w8a8-int8 checkpoints made by llm-compressor, whose W8A8 INT8 recipe smooths first
+        # (SmoothQuantModifier(smoothing_strength=0.8) + GPTQModifier(scheme="W8A8"), llm-compressor
+        # examples/quantization_w8a8_int8); TensorRT-LLM's INT8 W8A8 is SmoothQuant (its quantization blog: "INT8-SQ")
         return "int8-w8a8"
+    if fam == "nvfp4":
+        # NVFP4 checkpoints (ModelOpt NVFP4_DEFAULT_CFG: input_quantizer E2M1 per 16) run W4A4 on Blackwell in vLLM
+        # (modelopt.py: scaled_fp4_quant on the input, cutlass_scaled_fp4_mm) and TensorRT-LLM; vLLM's Marlin fallback
+        # on older GPUs is weight-only (W4A16): rated as W4A4, the planner's Blackwell target and the upper bound
+        return "nvfp4"
     if fam == "w8a16":
         return "int8-wo"
     return fam
@@ -742,6 +786,13 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
                 + (" (one source: extrapolated)" if basis == "extrapolated" and fit.n_sources < 2 else ""))
     if sib in fit.models or (sib and mfx):
         note += f", with the published residual of its predecessor {sib} (same architecture and size)"
+    # an activation variant and its base share one fit (ACT_VARIANTS): say so, with the paired shift on the added NLL
+    base = ACT_VARIANTS.get(family, "")
+    shifted = [v for v, b in ACT_VARIANTS.items() if b == family and v in fits]
+    if base in fits and via == family:
+        note += f"; the {base} fit with added NLL x{math.exp(fit.a - fits[base].a):.2f} (the paired activation shift)"
+    for v in shifted:
+        note += f"; {v} rows counted at their added NLL / {math.exp(fits[v].a - fit.a):.2f} (the paired activation shift)"
     return pct_from_ln_nll(ln), pct_from_ln_nll(ln + fit.lo - widen), pct_from_ln_nll(ln + fit.hi + widen), basis, note
 
 

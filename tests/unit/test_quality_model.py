@@ -8,7 +8,7 @@ import pytest
 
 from planner.cost.model import ModelCost
 from planner.cost.quality import (BASES, EXTRAPOLATE, Quality, expected_quality, fit_all, fit_rows, published_rows,
-                                  ranking_kld)
+                                  predict, ranking_kld)
 from planner.formats import get_format
 from planner.plan import target_from_catalog
 from planner.recommend import explain, recommend
@@ -201,13 +201,13 @@ def test_single_source_families_take_their_sibling_mechanism_as_prior():
 def test_a_setup_effect_comes_only_from_a_sources_other_families():
     """A source with rows in several families has a setup effect; a source with one family has none (it cannot be
     told from the family's level), and leaving a source out leaves nothing of its effect behind."""
-    from planner.cost.quality import SOURCE_KEY_CHARS
+    from planner.cost.quality import ACT_VARIANTS, SOURCE_KEY_CHARS
 
     rows = fit_rows()
     fits = fit_all(rows)
     fams: dict[str, set[str]] = {}
     for r in rows:
-        fams.setdefault(r.source[:SOURCE_KEY_CHARS], set()).add(r.family)
+        fams.setdefault(r.source[:SOURCE_KEY_CHARS], set()).add(ACT_VARIANTS.get(r.family, r.family))  # fitted as one
     multi = {s for s, f in fams.items() if len(f) > 1}
     single = set(fams) - multi
     assert multi and single and {s for s, _ in fits["gguf"].source_fx} == multi
@@ -235,8 +235,9 @@ def test_word_level_rows_convert_to_token_level_and_rounding_sized_rows_weigh_le
 
 
 def test_nvfp4_rows_set_its_level_and_its_weight_only_prior_serves_only_without_rows():
-    """NVFP4's sibling (FP4 weights, bitsandbytes) quantizes no activations, NVFP4's rows do: with the rows the family
-    level follows them; without rows the prior's level is used, labelled extrapolated, and it is lower."""
+    """NVFP4's sibling (weight-only NVFP4, llama.cpp's rows) quantizes no activations below 8 bits, NVFP4's (W4A4) rows
+    do: with the rows the family level follows them; without rows the prior's level is used, labelled extrapolated,
+    and it is lower."""
     import statistics
 
     from planner.cost.quality import LOWER_BOUND_PRIOR, model_key, predict
@@ -248,7 +249,7 @@ def test_nvfp4_rows_set_its_level_and_its_weight_only_prior_serves_only_without_
     ratios = [predict(fits, "nvfp4", r.bits, r.group, model_key(r.model), r.source)[0] / r.ppl_pct for r in mine]
     assert 1 / 1.5 < statistics.median(ratios) < 1.5
     without = fit_all([r for r in rows if r.family != "nvfp4"])
-    assert without["nvfp4"].a == without["bnb-fp4"].a
+    assert without["nvfp4"].a == without["nvfp4-wo"].a
     for r in mine:
         prior = predict(without, "nvfp4", r.bits, r.group, model_key(r.model))
         own = predict(fits, "nvfp4", r.bits, r.group, model_key(r.model))
@@ -268,3 +269,48 @@ def test_a_family_without_rows_takes_its_siblings_usual_head(registry, monkeypat
     bits, group, _ = Q.linear_bits(get_format("mlx-4bit"), mc)
     plain = Q.predict(without, "mlx", bits, group, Q.model_key(mc.spec.id))[0]
     assert q.basis == "extrapolated" and "usual head is 16.0 bits" in q.note and q.ppl_delta_pct > plain
+
+
+def test_activation_precision_is_read_per_row_and_splits_the_mixed_families():
+    """Rows that quantize activations differently are fitted apart: NVFP4 W4A4 (torchao) against weight-only NVFP4
+    (llama.cpp), INT8 W8A8 smoothed (SmoothQuant) against unsmoothed; each row names its activation precision."""
+    rows = published_rows()
+    by = {}
+    for r in rows:
+        by.setdefault(r["family"], []).append(r["activations"])
+    assert by["nvfp4"] and all("w4a4" in a.lower() for a in by["nvfp4"])
+    assert by["nvfp4-wo"] and not any("w4a4" in a.lower() or "nvfp4" in a.lower() for a in by["nvfp4-wo"])
+    assert by["int8-w8a8"] and all("smoothed" in a for a in by["int8-w8a8"])
+    assert by["int8-w8a8-naive"] and all("no smoothing" in a for a in by["int8-w8a8-naive"])
+    assert all(a.startswith("16-bit") for f in ("gptq", "awq", "rtn", "int8-wo") for a in by[f])
+    # the same setup measured both ways: the unsmoothed row loses more, in the data and in the fit
+    fits = fit_all(fit_rows())
+    pairs = 0
+    for r in fit_rows():
+        if r.family != "int8-w8a8":
+            continue
+        twin = [t for t in fit_rows() if t.family == "int8-w8a8-naive" and t.source == r.source and t.model == r.model]
+        for t in twin:
+            pairs += 1
+            assert t.ppl_pct > r.ppl_pct
+    assert pairs >= 2
+    for model in ("llama-2-7b", "qwen3-8b", "llama-3.1-8b"):
+        naive = predict(fits, "int8-w8a8-naive", 8.0, 0, model)[0]
+        smooth = predict(fits, "int8-w8a8", 8.0, 0, model)[0]
+        assert naive > smooth
+        assert predict(fits, "nvfp4", 4.5, 16, model)[0] > predict(fits, "nvfp4-wo", 4.5, 16, model)[0]
+
+
+def test_planner_formats_map_to_the_activation_variant_their_runtimes_run(registry):
+    """vLLM's w8a8-int8 checkpoints are llm-compressor SmoothQuant ones; NVFP4 runs W4A4 on Blackwell: the formats are
+    rated by those rows, so NVFP4 on Llama-3.1-8B is rated by torchao's W4A4 rows, not llama.cpp's weight-only ones."""
+    from planner.cost.quality import expected_quality, quality_family
+    from planner.formats import get_format
+
+    assert quality_family(get_format("w8a8-int8"), 0, 8.0) == "int8-w8a8"
+    assert quality_family(get_format("nvfp4"), 16, 4.5) == "nvfp4"
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    q = expected_quality(get_format("nvfp4"), mc)
+    fits = fit_all(fit_rows())
+    wo = predict(fits, "nvfp4-wo", 4.5, 16, "llama-3.1-8b")[0]
+    assert q.ppl_delta_pct > 1.5 * wo and "nvfp4 family fit" in q.note
