@@ -133,13 +133,20 @@ class CalibratedQuantizer:
                 # gives each the same result as its own run, with a third of the column loop's overhead. Read
                 # only once GPTQ has its inverse Hessian (memory: the weights are not resident beside the two
                 # Hessian-sized matrices), each float weight dropped as soon as it is stacked.
-                out = torch.empty(sum(self.runner.by_name[p + k].info.shape[0] for k in keys), x.shape[1])
+                out = None
+                if len(keys) > 1:
+                    out = torch.empty(sum(self.runner.by_name[p + k].info.shape[0] for k in keys), x.shape[1])
                 a = 0
                 for k in keys:
                     t = w[k]  # read now (a lazy block reads on first use), then dropped from the block
                     w.pop(k)
                     samples[k] = _sampled(t)
                     sizes.append(t.shape[0])
+                    if out is None:  # a group of one linear: its weight as read, no copy (GPTQ permutes it in place)
+                        st = self.runner.by_name[p + k]
+                        if st.values is not None or st.parts is not None or not t.numpy().flags.writeable:
+                            t = t.clone()  # may share the source's memory (in-memory values, a read-only map)
+                        return t
                     out[a:a + t.shape[0]] = t
                     a += t.shape[0]
                     del t

@@ -89,12 +89,16 @@ def gptq_quantize(w: np.ndarray | "torch.Tensor" | Callable[[], np.ndarray | "to
     held = [H]
     del H
     Hinv = _inverse_cholesky_upper(held, rev)
+    owned = callable(w)  # a weight the function made is ours to overwrite
     W = torch.as_tensor(w() if callable(w) else w, dtype=torch.float32)
     del w
     if W.shape[1] != n:
         raise ValueError(f"Hessian shape {(n, n)} does not match {W.shape[1]} input columns")
     out = W.shape[0]
-    W = W[:, perm]  # a copy: the caller's weight is left alone (and freed here if it was made by the function)
+    if owned:
+        _permute_columns(W, perm)  # in place: no second (out, in) copy beside the inverse Hessian
+    else:
+        W = W[:, perm]  # a copy: the caller's weight is left alone
     W[:, dead[perm]] = 0
     block = max(g, block // g * g) if group_size else block  # whole groups per block: a group's grid is set at its start
     Q = torch.zeros(out, n, dtype=torch.uint8)
@@ -113,6 +117,12 @@ def gptq_quantize(w: np.ndarray | "torch.Tensor" | Callable[[], np.ndarray | "to
     g_idx = (torch.arange(n) // g)[inv]  # the group each original column was quantized in
     return GPTQResult(Q[:, inv].numpy(), scales.numpy().astype(np.float32), zeros.numpy().astype(np.uint8),
                       g_idx.numpy().astype(np.int32))
+
+
+def _permute_columns(W: "torch.Tensor", perm: "torch.Tensor", rows: int = 256) -> None:
+    """W[:, perm] written into W a band of rows at a time (the same values as the copy, one band's temporary)."""
+    for r in range(0, W.shape[0], rows):
+        W[r:r + rows] = W[r:r + rows][:, perm]
 
 
 def _columns(W: "torch.Tensor", Hinv: "torch.Tensor", Q: "torch.Tensor", scales: "torch.Tensor", zeros: "torch.Tensor",
