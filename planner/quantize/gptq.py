@@ -66,7 +66,8 @@ def gptq_quantize(w: np.ndarray | "torch.Tensor" | Callable[[], np.ndarray | "to
 
     h is overwritten (a 7B down_proj's Hessian is 485 MB: no copies of it are kept). w may be a function that
     returns the weight: it is called once the inverse Hessian is built, so the weight is not resident while two
-    Hessian-sized matrices are (the peak of a 7B block: 180 MB less for down_proj)."""
+    Hessian-sized matrices are (the peak of a 7B block: 180 MB less for down_proj), and what it returns is handed
+    over: GPTQ overwrites it (act-order permutes it in place). A weight passed as an array is left alone."""
     import torch
 
     n = h.shape[0]
