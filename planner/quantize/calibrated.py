@@ -39,6 +39,8 @@ class Quantized:
     g_idx: np.ndarray
     rows: np.ndarray  # the sampled row indices
     reference: np.ndarray  # those rows of the float weight
+    # the checkpoint tensors (pack_gptq's), made as soon as the codes exist; then q holds only the sampled rows
+    packed: dict[str, np.ndarray] | None = None
 
 
 SAMPLE_ROWS = 256  # rows kept to report SQNR, as the pipeline samples (not the whole float weight: memory)
@@ -110,6 +112,7 @@ class CalibratedQuantizer:
     # ------------------------------------------------------------------------------------------ GPTQ
 
     def _gptq_block(self, i: int) -> None:
+        from planner.quantize.group_quant import pack_gptq
         from planner.quantize.gptq import gptq_quantize
 
         cfg = self.cfg
@@ -122,20 +125,48 @@ class CalibratedQuantizer:
             keys = [f"{m}.weight" for m in mods[group] if f"{p}{m}.weight" in self.quantize]
             if not keys:
                 return {}
-            samples = {k: _sampled(w[k]) for k in keys}
-            sizes = [w[k].shape[0] for k in keys]
-            # The group's linears share H, and GPTQ treats rows independently: one run over their stacked rows
-            # gives each the same result as its own run, with a third of the column loop's overhead. The float
-            # weights leave the block as soon as they are stacked (memory: one copy of the group at a time).
-            r = gptq_quantize(torch.cat([w.pop(k) for k in keys]), (x.T @ x).mul_(2.0 / x.shape[0]), cfg.bits,
+            samples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            sizes: list[int] = []
+
+            def stacked() -> "torch.Tensor":
+                # The group's linears share H, and GPTQ treats rows independently: one run over their stacked rows
+                # gives each the same result as its own run, with a third of the column loop's overhead. Read
+                # only once GPTQ has its inverse Hessian (memory: the weights are not resident beside the two
+                # Hessian-sized matrices), each float weight dropped as soon as it is stacked.
+                out = None
+                if len(keys) > 1:
+                    out = torch.empty(sum(self.runner.by_name[p + k].info.shape[0] for k in keys), x.shape[1])
+                a = 0
+                for k in keys:
+                    t = w[k]  # read now (a lazy block reads on first use), then dropped from the block
+                    w.pop(k)
+                    samples[k] = _sampled(t)
+                    sizes.append(t.shape[0])
+                    if out is None:  # a group of one linear: its weight as read, no copy (GPTQ permutes it in place)
+                        st = self.runner.by_name[p + k]
+                        if st.values is not None or st.parts is not None or not t.numpy().flags.writeable:
+                            t = t.clone()  # may share the source's memory (in-memory values, a read-only map)
+                        return t
+                    out[a:a + t.shape[0]] = t
+                    a += t.shape[0]
+                    del t
+                return out
+
+            r = gptq_quantize(stacked, (x.T @ x).mul_(2.0 / x.shape[0]), cfg.bits,
                               cfg.group_size, sym=cfg.sym, act_order=cfg.desc_act, damp=cfg.damp)
             deq = torch.from_numpy(r.dequantize())
             new, a = {}, 0
             for k, size in zip(keys, sizes):
                 b = a + size
-                self.results[p + k] = Quantized(r.q[a:b], r.scales[a:b], r.zeros[a:b], r.g_idx, *samples[k])
+                rows = samples[k][0]
+                # packed to the checkpoint's 4/8 bits now: the block's codes wait for the writer (a 7B block's
+                # uint8 codes are 157 MB, 78 MB packed at 4 bits); the sampled rows' codes stay for the SQNR
+                packed = pack_gptq(r.q[a:b], r.scales[a:b], r.zeros[a:b], cfg.bits, cfg.group_size, g_idx=r.g_idx)
+                self.results[p + k] = Quantized(r.q[a:b][rows], r.scales[a:b], r.zeros[a:b], r.g_idx, *samples[k],
+                                                packed=packed)
                 new[k] = deq[a:b]
                 a = b
+            del r
             return new
 
         self.runner.step(hook, keep=False)  # weights read per group and dropped after use: one group resident

@@ -12,7 +12,7 @@ fp16-rounded scales, so the codes fit the scale a loader reads.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -59,20 +59,23 @@ def _grid(w: "torch.Tensor", bits: int, sym: bool) -> tuple["torch.Tensor", "tor
     return scale, zero
 
 
-def gptq_quantize(w: np.ndarray | "torch.Tensor", h: "torch.Tensor", bits: int, group_size: int | None, *,
-                  sym: bool = True, act_order: bool = True, damp: float = 0.01, block: int = 128) -> GPTQResult:
+def gptq_quantize(w: np.ndarray | "torch.Tensor" | Callable[[], np.ndarray | "torch.Tensor"], h: "torch.Tensor",
+                  bits: int, group_size: int | None, *, sym: bool = True, act_order: bool = True, damp: float = 0.01,
+                  block: int = 128) -> GPTQResult:
     """GPTQ-quantize w (out, in) float given the input Hessian h (in, in) = 2 X^T X / N of its calibration inputs.
 
-    h is overwritten (a 7B down_proj's Hessian is 485 MB: no copies of it are kept)."""
+    h is overwritten (a 7B down_proj's Hessian is 485 MB: no copies of it are kept). w may be a function that
+    returns the weight: it is called once the inverse Hessian is built, so the weight is not resident while two
+    Hessian-sized matrices are (the peak of a 7B block: 180 MB less for down_proj), and what it returns is handed
+    over: GPTQ overwrites it (act-order permutes it in place). A weight passed as an array is left alone."""
     import torch
 
-    W = torch.as_tensor(w, dtype=torch.float32)
-    out, n = W.shape
+    n = h.shape[0]
     g = group_size or n
     if n % g:
         raise ValueError(f"row length {n} is not a multiple of the group size {g}")
     if h.shape != (n, n):
-        raise ValueError(f"Hessian shape {tuple(h.shape)} does not match {n} input columns")
+        raise ValueError(f"Hessian shape {tuple(h.shape)} is not square")
     H = h if h.dtype == torch.float32 else h.float()
     del h
     diag = torch.diagonal(H)
@@ -81,15 +84,23 @@ def gptq_quantize(w: np.ndarray | "torch.Tensor", h: "torch.Tensor", bits: int, 
     perm = torch.argsort(diag, descending=True) if act_order else torch.arange(n)
     diag.add_(damp * float(diag.mean()))  # the mean diagonal does not depend on the column order
     del diag
-    W = W[:, perm]  # a copy: the caller's weight is left alone (and freed here if the caller passed its only reference)
-    del w
-    W[:, dead[perm]] = 0
     # The Cholesky below factors the act-ordered Hessian with its order reversed: both permutations in one index,
     # and each (in, in) temporary freed as soon as the next exists (a 7B down_proj's is 485 MB): at most two alive.
     rev = perm.flip(0)
     held = [H]
     del H
     Hinv = _inverse_cholesky_upper(held, rev)
+    owned = callable(w)  # a weight the function made is ours to overwrite
+    W = torch.as_tensor(w() if callable(w) else w, dtype=torch.float32)
+    del w
+    if W.shape[1] != n:
+        raise ValueError(f"Hessian shape {(n, n)} does not match {W.shape[1]} input columns")
+    out = W.shape[0]
+    if owned:
+        _permute_columns(W, perm)  # in place: no second (out, in) copy beside the inverse Hessian
+    else:
+        W = W[:, perm]  # a copy: the caller's weight is left alone
+    W[:, dead[perm]] = 0
     block = max(g, block // g * g) if group_size else block  # whole groups per block: a group's grid is set at its start
     Q = torch.zeros(out, n, dtype=torch.uint8)
     G = n // g
@@ -107,6 +118,12 @@ def gptq_quantize(w: np.ndarray | "torch.Tensor", h: "torch.Tensor", bits: int, 
     g_idx = (torch.arange(n) // g)[inv]  # the group each original column was quantized in
     return GPTQResult(Q[:, inv].numpy(), scales.numpy().astype(np.float32), zeros.numpy().astype(np.uint8),
                       g_idx.numpy().astype(np.int32))
+
+
+def _permute_columns(W: "torch.Tensor", perm: "torch.Tensor", rows: int = 256) -> None:
+    """W[:, perm] written into W a band of rows at a time (the same values as the copy, one band's temporary)."""
+    for r in range(0, W.shape[0], rows):
+        W[r:r + rows] = W[r:r + rows][:, perm]
 
 
 def _columns(W: "torch.Tensor", Hinv: "torch.Tensor", Q: "torch.Tensor", scales: "torch.Tensor", zeros: "torch.Tensor",

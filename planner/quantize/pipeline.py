@@ -574,7 +574,8 @@ class _GPTQJob(_TensorJob):
         res = run.calibrated.take(self.st.hf_name)
         if run.progress is not None:
             run.progress.advance(self.st.nbytes, self.st.info.name)
-        packed = pack_gptq(res.q, res.scales, res.zeros, self.cfg.bits, self.cfg.group_size, g_idx=res.g_idx)
+        packed = res.packed if res.packed is not None else \
+            pack_gptq(res.q, res.scales, res.zeros, self.cfg.bits, self.cfg.group_size, g_idx=res.g_idx)
         p = _prefix(self.st)
         for name in ("qweight", "qzeros", "scales", "g_idx"):
             w.write(f"{p}.{name}", packed[name])
@@ -588,7 +589,8 @@ def _sqnr_of(res: Any) -> float:
 
     rows = res.rows
     acc = _Sqnr()
-    acc.add(res.reference, GPTQResult(res.q[rows], res.scales[rows], res.zeros[rows], res.g_idx).dequantize())
+    q = res.q if res.packed is not None else res.q[rows]  # packed results keep only the sampled rows' codes
+    acc.add(res.reference, GPTQResult(q, res.scales[rows], res.zeros[rows], res.g_idx).dequantize())
     return acc.db
 
 
