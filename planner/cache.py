@@ -69,10 +69,8 @@ def fingerprint(obj: Any) -> str:
 
 def _files_fingerprint(directory: Path) -> str:
     """Hash of the planner version, schema sources and the paths, sizes and mtimes of the YAML files."""
-    directory = Path(directory)
-    files = [directory] if directory.is_file() else sorted(directory.glob("*.y*ml"))
     parts = [__version__]
-    for f in (*_SCHEMA_SOURCES, *files):
+    for f in (*_SCHEMA_SOURCES, *_yaml_files(directory)):
         try:
             st = f.stat()
         except OSError:
