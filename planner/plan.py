@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 
 GIB = 2**30
+PREFILL_SIDE = frozenset({"prefill_tokens_per_s", "ttft_s"})  # speeds whose band takes the prefill width
 # Measured: nvidia-smi shows an H100 80GB with 81559 MiB of its 81920 MiB (ECC and driver reserve).
 DEDICATED_RESERVED_FRACTION = 1 - 81559 / 81920
 # Assumed: what the OS and desktop keep on a CPU-only machine.
@@ -226,7 +227,7 @@ class Plan:
 
     def speed_width(self, name: str) -> float:
         """Relative half-width w of a speed's 10-90 % band: prefill and TTFT take the prefill width, the rest decode's."""
-        if name in ("prefill_tokens_per_s", "ttft_s"):  # planner.cost.speed.PREFILL_SIDE
+        if name in PREFILL_SIDE:
             return self._speed("speed_width_prefill") or self._speed("speed_width")
         return self._speed("speed_width")
 

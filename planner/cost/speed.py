@@ -202,7 +202,6 @@ SPEED_P90: dict[tuple[str, str], tuple[float, float | None]] = {  # (engine, bac
 MEASURED_WIDTH, ELSEWHERE_MIN_WIDTH, ASSUMED_WIDTH, UNTESTED_WIDTH = 0.10, 0.30, 0.60, 0.30
 BASES = ("measured here", "calibrated on this device class", "calibrated elsewhere", "assumed")
 WEAK_BASES = frozenset({"calibrated elsewhere", "assumed"})
-PREFILL_SIDE = frozenset({"prefill_tokens_per_s", "ttft_s"})  # speeds that take the prefill width
 
 
 class SpeedWidths(NamedTuple):
