@@ -89,6 +89,11 @@ def counting_requests() -> Iterator[list[int]]:  # len() of it is the count
         hooks.remove(count)
 
 
+def _file_named(url: str) -> str:
+    """' FILE' from a Hub file URL (/resolve/REV/FILE), '' for any other URL: for errors that name the file."""
+    return f" {unquote(url.split('/resolve/', 1)[1].split('/', 1)[1])}" if "/resolve/" in url else ""
+
+
 class RangeIgnoredError(Exception):
     """A ranged request answered with the whole file (200, not 206): reading on would download weights."""
 
@@ -161,8 +166,7 @@ class HubClient:
         try:
             yield
         except RangeIgnoredError as exc:
-            url = str(exc)
-            name = f" {unquote(url.split('/resolve/', 1)[1].split('/', 1)[1])}" if "/resolve/" in url else ""
+            name = _file_named(str(exc))
             raise HubError(f"{what}:{name}: the server ignores HTTP range requests, so the header cannot be read without "
                            "the whole file (planner never downloads weights)") from None
         except HfHubHTTPError as exc:
@@ -199,8 +203,7 @@ class HubClient:
                             f"for a private or gated repo set HF_TOKEN or run `hf auth login`.{sent}")
         if code == 404:
             if err == "EntryNotFound":
-                url = _request_url(resp)  # the library's calls name no file themselves: take it from /resolve/REV/FILE
-                name = f" {unquote(url.split('/resolve/', 1)[1].split('/', 1)[1])}" if "/resolve/" in url else ""
+                name = _file_named(_request_url(resp))  # the library's calls name no file themselves
                 return HubError(f"{what}: no such file{name} in {self.repo} (HTTP 404)")
             if err == "RevisionNotFound":
                 return HubError(f"{what}: no such revision in {self.repo} (HTTP 404)")
