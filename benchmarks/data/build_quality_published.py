@@ -131,6 +131,22 @@ for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.Dict
                      baseline=r.get("baseline") or ("16-bit" if r["ppl_fp16"] or "vs" in r["other_metric"] or "recovery" in r["other_metric"] else ""),
                      context=r["ctx"], dataset=r["dataset"], fit=fit, why=why, source=r["source"], note=r["notes"]))
 
+# A finer grid cannot lose more: a group quantizer's per-group run (each group of g weights gets its own scale) refines
+# its per-channel run (one scale per row), so a source whose per-group row loses more than its own per-channel row of
+# the same method (variant text apart from the group), bits, model and dataset has a broken run; the per-group row is
+# kept out of the fit. (It catches
+# arXiv 2505.02214's AWQ g128 rows, worse than its per-channel AWQ rows on 10 of 11 Qwen3 models while its GPTQ g128
+# rows beat GPTQ per-channel on all of them.)
+def _setup(r):
+    method = re.sub(r"\b(g\d+|per-channel|per-group|no group)\b", "", r["variant"].lower()).split()
+    return (r["source"][:60], r["model"], r["family"], int(float(r["bits"])), r["dataset"], " ".join(method))
+coarse = {_setup(r): float(r["ppl_delta_pct"]) for r in rows if r["fit"] == "yes" and r["group_size"] == 0}
+for r in rows:
+    c = coarse.get(_setup(r)) if r["fit"] == "yes" and r["group_size"] not in ("", 0) else None
+    if c is not None and float(r["ppl_delta_pct"]) > c:
+        r.update(fit="no", ppl_delta_pct="", why=f"inconsistent within its source: loses more ({r['value']} %) than the "
+                 f"same source's per-channel run of the method on this model ({c} %); a finer grid cannot lose more")
+
 # GGUF rows: quant type with bits per quantized linear weight filled in by the planner (see README).
 QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA)))
 F16 = {(r["source"][:60], r["model"]): float(r["ppl"]) for r in QQ if r["quant_type"] == "F16" and re.fullmatch(r"[\d.]+", r["ppl"].strip())}
