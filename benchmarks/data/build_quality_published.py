@@ -100,6 +100,25 @@ def eff_bits(bits, group, fam, variant):
         over = (8.0 / group + 32.0 / (group * 256)) if "double quant" in v or "+ dq" in v else 32.0 / group
     return round(bits + over, 4)
 
+def half_unit(s):
+    """Half a unit in the last printed digit of a number as printed ('5.9066' -> 0.00005, '1.05E7' -> 5e4); None if
+    the text is not a plain number."""
+    m = re.fullmatch(r"[+-]?\d*\.?(\d*)(?:[eE]([+-]?\d+))?", (s or "").strip().lstrip("~"))
+    if not m or not re.search(r"\d", s):
+        return None
+    return 0.5 * 10 ** (-len(m.group(1)) + int(m.group(2) or 0))
+
+
+def resolution_pct(quant, base, pct=""):
+    """The printing resolution of a published perplexity change, percent: the rounding of both perplexities as printed
+    (half a unit of each one's last digit, relative), else of the printed change itself."""
+    uq, ub = half_unit(quant), half_unit(base)
+    if uq is not None and ub is not None and float(quant) > 0 and float(base) > 0:
+        return f"{100 * (uq / float(quant) + ub / float(base)):.4g}"
+    u = half_unit(pct)
+    return f"{u:.4g}" if u is not None else ""
+
+
 rows = []
 for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.DictReader(open(EXTRA))) + list(csv.DictReader(open(EXTRA2))):
     fam = gpu_family(r["format"], r["variant"])
@@ -129,7 +148,8 @@ for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.Dict
     rows.append(dict(family=fam, variant=r["variant"], activations=act, group_size=g, bits=fb, model=r["model"], params_b=params_b(r["model"]),
                      metric=metric, value=value, ppl_delta_pct=ppl_pct if fit == "yes" else "",
                      baseline=r.get("baseline") or ("16-bit" if r["ppl_fp16"] or "vs" in r["other_metric"] or "recovery" in r["other_metric"] else ""),
-                     context=r["ctx"], dataset=r["dataset"], fit=fit, why=why, source=r["source"], note=r["notes"]))
+                     context=r["ctx"], dataset=r["dataset"], fit=fit, why=why, source=r["source"], note=r["notes"],
+                     resolution_pct=resolution_pct(r["ppl_quant"], r["ppl_fp16"], r["ppl_delta_pct"])))
 
 # A finer grid cannot lose more: a group quantizer's per-group run (each group of g weights gets its own scale) refines
 # its per-channel run (one scale per row), so a source whose per-group row loses more than its own per-channel row of
@@ -150,6 +170,7 @@ for r in rows:
 # GGUF rows: quant type with bits per quantized linear weight filled in by the planner (see README).
 QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA)))
 F16 = {(r["source"][:60], r["model"]): float(r["ppl"]) for r in QQ if r["quant_type"] == "F16" and re.fullmatch(r"[\d.]+", r["ppl"].strip())}
+F16_TEXT = {(r["source"][:60], r["model"]): r["ppl"].strip() for r in QQ if r["quant_type"] == "F16"}  # as printed
 for r in QQ:
     qt = r["quant_type"]; model = r["model"]
     if not model or qt in ("F16", "BF16", "F32") or "QUANT_OPTIONS" in r["source"]: continue
@@ -174,12 +195,19 @@ for r in QQ:
         else:
             metric, value = "ppl", ppl
             fit, why = "no", "no 16-bit baseline in this row (see README)"
+    res = ""
+    if "%" in s:
+        res = resolution_pct("", "", pct)
+    elif metric == "kld" and m and "abs" in s and re.fullmatch(r"[\d.]+", ppl.strip()):
+        res = f"{100 * half_unit(m.group(0)) / (float(ppl) - float(m.group(0))):.4g}"
+    elif metric == "ppl" and pct:
+        res = resolution_pct(ppl, F16_TEXT[(r["source"][:60], model)])
     if pct and float(pct) <= 0: fit, why = "no", "perplexity change within noise (<= 0)"
     if not pct and fit == "yes": fit, why = "no", "no relative perplexity"
     rows.append(dict(family=fam, variant=qt + (f" (imatrix {imat})" if imat else ""), activations="q8 (llama.cpp matmul input)", group_size="", bits="", model=model,
                      params_b=params_b(model), metric=metric, value=value, ppl_delta_pct=pct if fit == "yes" else "",
                      baseline="16-bit" if fit == "yes" else "", context=512 if "6936" in r["source"] or "PR #1684" in r["source"] else "",
-                     dataset="wikitext-2", fit=fit, why=why, source=r["source"], note=r["notes"] or ""))
+                     dataset="wikitext-2", fit=fit, why=why, source=r["source"], note=r["notes"] or "", resolution_pct=res))
 cols = list(rows[0])
 with open(OUT, "w", newline="") as f:
     w = csv.DictWriter(f, cols); w.writeheader(); w.writerows(rows)
@@ -232,7 +260,7 @@ def q4km_loss(model):
 anchors = {}
 for r in csv.DictReader(open(REF + "nongguf_quality.csv")):
     if r["format"].startswith("GGUF") and "Q4_K_M" in r["variant"].upper() and r["ppl_quant"]:
-        anchors[(r["source"][:70], r["model"], r["dataset"], r["ctx"])] = float(r["ppl_quant"])
+        anchors[(r["source"][:70], r["model"], r["dataset"], r["ctx"])] = r["ppl_quant"]  # as printed
 src = {(r["source"], r["variant"], r["model"], r["dataset"]): r for r in csv.DictReader(open(REF + "nongguf_quality.csv"))}
 for r in rows:
     if r["fit"] == "yes" or r["family"].startswith("gguf"):
@@ -244,9 +272,10 @@ for r in rows:
     if a is None:
         continue
     L = q4km_loss(o["model"])
-    ratio = float(o["ppl_quant"]) / a
+    ratio = float(o["ppl_quant"]) / float(a)
     pct = ((1 + L / 100) * ratio - 1) * 100
     r.update(metric="ppl_ratio_vs_Q4_K_M", value=f"{ratio:.5f}", ppl_delta_pct=f"{pct:.4f}",
+             resolution_pct=resolution_pct(o["ppl_quant"], a),
              baseline=f"anchored: same source's Q4_K_M row (PPL {a}) x (1 + {L:.3f} %, the GGUF family fit for Q4_K_M)",
              fit="yes" if pct > 0 else "no", why="" if pct > 0 else "anchored loss <= 0")
 with open(OUT, "w", newline="") as f:

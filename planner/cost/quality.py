@@ -106,10 +106,15 @@ EXTRAPOLATE = {
 # fit the slope to the rows instead; the 3-4 bit rows alone give a steeper -1.69, which sends 8-bit predictions ~5x
 # below the int8 rows)
 GROUPED_SLOPE: float | None = -2 * math.log(2)
-# Resolution of a published perplexity change, percent (assumed from the tables: torchao prints 2 decimals on
-# perplexities of 7-12, i.e. +-0.1 % per difference, and its int8 weight-only row on Llama-2-7B-chat reads -0.07 %;
-# arXiv 2505.02214's 8-bit rows are left out of the data for the same reason)
+# Resolution of a published perplexity change, percent, for a row that does not carry its own (`resolution_pct`: the
+# rounding of the perplexities as printed, benchmarks/data/build_quality_published.py). Assumed from the tables: torchao
+# prints 2 decimals on perplexities of 7-12, i.e. +-0.1 % per difference, and its int8 weight-only row on
+# Llama-2-7B-chat reads -0.07 %
 RESOLUTION_PCT = 0.1
+# Noise of a published perplexity change beyond its printing: run-to-run and kernel differences (assumed 0.1 %, the
+# size of torchao's int8 weight-only change on Llama-2-7B-chat, -0.07 %, and of llama.cpp's Q8_0 rows' scatter);
+# added in quadrature to the row's printing resolution
+NOISE_FLOOR_PCT = 0.1
 FIT_SCATTER_LN = 0.3  # assumed: the scatter of a row about the fit, ln units (the families' 10-90 % residuals ~ +-0.3)
 # Families whose sibling prior is weight-only while their deployments (and rows) also quantize activations: the prior
 # is then a lower bound, used without rows but not pulling the level of rows. NVFP4: ModelOpt checkpoints and torchao's
@@ -223,6 +228,7 @@ class Row:
     ppl_pct: float
     kld: float | None
     source: str
+    res_pct: float = RESOLUTION_PCT  # the printing resolution of ppl_pct, percent (RESOLUTION_PCT where unknown)
 
 
 def data_path() -> Path:
@@ -267,7 +273,8 @@ def fit_rows(rows: list[dict[str, str]] | None = None) -> list[Row]:
         if r["fit"] != "yes" or not r["bits"] or not r["ppl_delta_pct"]:
             continue
         out.append(Row(r["family"], float(r["bits"]), int(r["group_size"] or 0), r["model"], token_level_pct(r),
-                       float(r["value"]) if r["metric"] == "kld" else None, r["source"]))
+                       float(r["value"]) if r["metric"] == "kld" else None, r["source"],
+                       float(r.get("resolution_pct") or RESOLUTION_PCT)))
     return out
 
 
@@ -411,11 +418,12 @@ def _cell_weights(rows: list[Row]) -> list[float]:
     return [1.0 / n[(r.family, _src(r))] for r in rows]
 
 
-def resolution_weight(ppl_pct: float) -> float:
+def resolution_weight(ppl_pct: float, res_pct: float = RESOLUTION_PCT) -> float:
     """A row's weight for its measurement's resolution: s^2 / (s^2 + (noise / change)^2), s the fit's scatter in ln
-    (FIT_SCATTER_LN) and noise the resolution of a published perplexity change (RESOLUTION_PCT); a change of 0.1 % is
-    mostly rounding, one of 1 % or more counts fully."""
-    return FIT_SCATTER_LN ** 2 / (FIT_SCATTER_LN ** 2 + (RESOLUTION_PCT / ppl_pct) ** 2)
+    (FIT_SCATTER_LN) and noise the published perplexity change's printing resolution and NOISE_FLOOR_PCT in
+    quadrature; a change the size of its noise is mostly noise, one ten times larger counts fully."""
+    noise2 = res_pct ** 2 + NOISE_FLOOR_PCT ** 2
+    return FIT_SCATTER_LN ** 2 / (FIT_SCATTER_LN ** 2 + noise2 / ppl_pct ** 2)
 
 
 def _prior_chain(family: str) -> list[str]:
@@ -467,7 +475,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     (ACT_VARIANTS) is fitted as its base family's rows, less its paired shift (act_shift), and predicted with it."""
     shifts = {v: act_shift(rows, v, b) for v, b in ACT_VARIANTS.items()}
     variants = {r.family for r in rows if r.family in ACT_VARIANTS}
-    raw_pct = [r.ppl_pct for r in rows]  # a row's resolution weight is its published change's
+    raw = [(r.ppl_pct, r.res_pct) for r in rows]  # a row's resolution weight is its published change's
     rows = [replace(r, family=ACT_VARIANTS[r.family], ppl_pct=pct_from_ln_nll(ln_nll(r.ppl_pct) - (shifts[r.family] or 0.0)))
             if r.family in ACT_VARIANTS else r for r in rows]
     by: dict[str, list[Row]] = {}
@@ -514,8 +522,8 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     n = len(idx)
     a = [[0.0] * n for _ in range(n)]
     rhs = [0.0] * n
-    for r, w, raw in zip(rows, _cell_weights(rows), raw_pct):
-        w *= resolution_weight(raw)
+    for r, w, (pct, res) in zip(rows, _cell_weights(rows), raw):
+        w *= resolution_weight(pct, res)
         k = model_key(r.model)
         p = precision_bits(r.family, r.bits, r.group)
         y = ln_nll(r.ppl_pct)

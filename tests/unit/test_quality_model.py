@@ -231,7 +231,12 @@ def test_word_level_rows_convert_to_token_level_and_rounding_sized_rows_weigh_le
     assert tok < p and math.log1p(p / 100) == pytest.approx(tokens_per_word("llama-3-8b") * math.log1p(tok / 100))
     token = next(r for r in published_rows() if r["fit"] == "yes" and r["source"].startswith("AWQ paper"))
     assert token_level_pct(token) == float(token["ppl_delta_pct"])
-    assert resolution_weight(0.08) < 0.1 < 0.85 < resolution_weight(1.0) < resolution_weight(5.0) <= 1
+    assert resolution_weight(0.08) < 0.1 < 0.8 < resolution_weight(1.0) < resolution_weight(5.0) <= 1
+    # a row's own printing resolution counts: a 1 % change printed to 3 significant digits on a perplexity of ~10
+    # (+-0.5 % per difference) weighs less than the same change printed to 4 decimals
+    assert resolution_weight(1.0, 0.5) < 0.3 < resolution_weight(1.0, 0.002)
+    rows = {r.source[:25]: r for r in fit_rows()}
+    assert rows["arXiv 2505.02214v1 (Zheng"].res_pct > 10 * rows["ggml-org/llama.cpp PR #69"].res_pct
 
 
 def test_nvfp4_rows_set_its_level_and_its_weight_only_prior_serves_only_without_rows():
