@@ -9,6 +9,8 @@ Three columns of factor error, max(pred / obs, obs / pred) of the perplexity inc
 - held out by family (setup known): the fit without one source's rows *in one family* predicts them; the source's
   rows in other families stay, so its setup effect transfers. This is the prediction for a lab whose setup is
   known from its other measurements.
+The last column: the share of rows inside the leave-one-source-out fit's user-facing 10-90 % interval (what
+`planner recommend` prints: no setup effect), i.e. whether the intervals are honest; about 80 % is calibrated.
 Families with a single source have no own rows left in either held-out column: their predictions there are the
 sibling mechanism's prior (quality.PRIOR), printed apart, with their own head charged against the sibling rows' usual
 head as expected_quality does (MLX quantizes its head; the RTN rows keep it 16-bit). Run:
@@ -70,16 +72,29 @@ def factor(pred: float, obs: float) -> float:
 
 def predictions(rows: list[Row], mode: str) -> list[tuple[Row, float]]:
     """(row, predicted ppl%) for every row: mode 'in' (in-sample), 'loso' or 'family' (held out by source x family)."""
-    out: list[tuple[Row, float]] = []
+    return [(r, p) for r, p, _ in _predict_all(rows, mode)]
+
+
+def _predict_all(rows: list[Row], mode: str) -> list[tuple[Row, float, bool]]:
+    """(row, predicted ppl%, whether the row lies in the user-facing 10-90 % interval) for every row (see predictions);
+    the interval is the one `planner recommend` prints: no setup effect, the family's residual spread."""
+    out: list[tuple[Row, float, bool]] = []
+
+    def one(fits: dict[str, FamilyFit], r: Row) -> tuple[Row, float, bool]:
+        key = model_key(r.model)
+        pred = predict(fits, r.family, r.bits, r.group, key, r.source)[0]
+        _, lo, hi, _, _ = predict(fits, r.family, r.bits, r.group, key)
+        f = with_head(fits, r, 1.0) if mode != "in" else 1.0
+        return r, pred * f, lo * f <= r.ppl_pct <= hi * f
+
     if mode == "in":
         fits = fit_all(rows)
-        return [(r, predict(fits, r.family, r.bits, r.group, model_key(r.model), r.source)[0]) for r in rows]
+        return [one(fits, r) for r in rows]
     cells = sorted({(source_key(r), r.family if mode == "family" else "") for r in rows})
     for src, fam in cells:
         held = [r for r in rows if source_key(r) == src and (not fam or r.family == fam)]
         fits = fit_all([r for r in rows if r not in held])
-        out += [(r, with_head(fits, r, predict(fits, r.family, r.bits, r.group, model_key(r.model), r.source)[0]))
-                for r in held]
+        out += [one(fits, r) for r in held]
     return out
 
 
@@ -90,23 +105,31 @@ def _cell(errs: list[float]) -> str:
 def main(argv: list[str]) -> None:
     """Print the table (and with --rows FAMILY, that family's rows)."""
     rows = [r for r in fit_rows()]
-    res = {m: predictions(rows, m) for m in ("in", "loso", "family")}
-    err = {m: {} for m in res}
+    full = {m: _predict_all(rows, m) for m in ("in", "loso", "family")}
+    res = {m: [(r, p) for r, p, _ in v] for m, v in full.items()}
+    err: dict[str, dict[str, list[float]]] = {m: {} for m in res}
     for m, pairs in res.items():
         for r, p in pairs:
             err[m].setdefault(r.family, []).append(factor(p, r.ppl_pct))
+    inside: dict[str, list[bool]] = {}
+    for r, _, ok in full["loso"]:
+        inside.setdefault(r.family, []).append(ok)
     n_src = {f: len({source_key(r) for r in rows if r.family == f}) for f in err["in"]}
     print(f"{len(rows)} fitted rows from {len({source_key(r) for r in rows})} sources")
-    head = f"{'family':14} {'rows':>4} {'srcs':>4} | {'in-sample':>12} | {'LOSO':>12} | {'by family':>12}"
-    print(head + "\n" + f"{'':24} | {'med  <=2x':>12} | {'med  <=2x':>12} | {'med  <=2x':>12}")
+    head = (f"{'family':14} {'rows':>4} {'srcs':>4} | {'in-sample':>12} | {'LOSO':>12} | {'by family':>12} | "
+            f"{'LOSO':>8}")
+    print(head + "\n" + f"{'':24} | {'med  <=2x':>12} | {'med  <=2x':>12} | {'med  <=2x':>12} | {'in 10-90':>8}")
     for title, fams in (("families with two or more sources", [f for f in sorted(n_src) if n_src[f] > 1]),
                         ("single-source families (held-out columns: the sibling prior alone)",
                          [f for f in sorted(n_src) if n_src[f] == 1])):
         print(f"-- {title}")
         for f in fams:
-            print(f"{f:14} {len(err['in'][f]):4d} {n_src[f]:4d} | " + " | ".join(_cell(err[m][f]) for m in res))
+            print(f"{f:14} {len(err['in'][f]):4d} {n_src[f]:4d} | " + " | ".join(_cell(err[m][f]) for m in res)
+                  + f" | {sum(inside[f]) / len(inside[f]):8.0%}")
     allv = {m: [x for v in err[m].values() for x in v] for m in res}
-    print(f"{'all':14} {len(rows):4d} {'':4} | " + " | ".join(_cell(allv[m]) for m in res))
+    alli = [x for v in inside.values() for x in v]
+    print(f"{'all':14} {len(rows):4d} {'':4} | " + " | ".join(_cell(allv[m]) for m in res)
+          + f" | {sum(alli) / len(alli):8.0%}")
     if "--rows" in argv:
         fam = argv[argv.index("--rows") + 1]
         for (r, pi), (_, pl), (_, pf) in zip(*(sorted(((r, p) for r, p in res[m] if r.family == fam),
