@@ -8,6 +8,7 @@ import csv, re, sys
 REF = sys.argv[2] if len(sys.argv) > 2 else "../shared/reference/"
 EXTRA = "benchmarks/data/quality_extra.csv"
 EXTRA2 = "benchmarks/data/quality_extra2.csv"  # second batch of sourced rows (thin families: exl2, mlx, nvfp4, int8/fp8)
+EXTRA3 = "benchmarks/data/quality_extra3.csv"  # third batch (LLaMA3 study: RTN/GPTQ/AWQ at 2-8 bits, SmoothQuant W8A8)
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 OUT = sys.argv[1]
 SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
@@ -120,13 +121,16 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.DictReader(open(EXTRA))) + list(csv.DictReader(open(EXTRA2))):
+for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.DictReader(open(EXTRA))) + list(csv.DictReader(open(EXTRA2))) + list(csv.DictReader(open(EXTRA3))):
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
     nb = re.match(r"~?([\d.]+)", r["bits_per_weight"])
     if r["format"].startswith(("FP8", "INT8", "GPTQ 8-bit", "bitsandbytes LLM.int8")) or "q8" in r["variant"]: bits = 8
     elif fam == "exl2": bits = float(nb.group(1))
-    else: bits = 3 if "3-bit" in r["variant"] else 4
+    else:
+        # the variant's "N-bit" where it names one (quality_extra3 has 2- and 8-bit RTN/AWQ rows), else 3 or 4 as before
+        nv = re.search(r"\b([2-8])-bit", r["variant"])
+        bits = int(nv.group(1)) if nv else (3 if "3-bit" in r["variant"] else 4)
     g = group_of(r["format"], r["variant"], fam)
     fb = bits if fam == "exl2" else eff_bits(bits, g, fam, r["variant"])
     ppl_pct = r["ppl_delta_pct"]; metric = "ppl_delta_pct"; value = ppl_pct; fit = "yes"; why = ""

@@ -1,4 +1,5 @@
-"""The second batch of published quality rows (benchmarks/data/quality_extra2.csv) against the table the planner fits."""
+"""The hand-copied batches of published quality rows (benchmarks/data/quality_extra2.csv, quality_extra3.csv) against the
+table the planner fits."""
 
 import csv
 import re
@@ -8,19 +9,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTRA2 = ROOT / "benchmarks" / "data" / "quality_extra2.csv"
+EXTRA3 = ROOT / "benchmarks" / "data" / "quality_extra3.csv"
 PUBLISHED = ROOT / "planner" / "data" / "quality_published.csv"
 # a row's source must name where to read it: a URL, a commit, a pull request or an arXiv table
 LOCATOR = re.compile(r"https?://|commit [0-9a-f]{7,}|PR #\d+|arXiv \d{4}\.\d{4,5}")
 
 
-def _extra2() -> list[dict[str, str]]:
-    with EXTRA2.open(newline="") as f:
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_every_extra2_row_names_its_source_and_its_numbers_agree():
+@pytest.mark.parametrize("path", [EXTRA2, EXTRA3], ids=lambda p: p.name)
+def test_every_extra_row_names_its_source_and_its_numbers_agree(path):
     """Each row cites a locatable source, and its perplexity change is the one its own perplexities give."""
-    rows = _extra2()
+    rows = _rows(path)
     assert len(rows) >= 30
     for r in rows:
         assert LOCATOR.search(r["source"]), r["source"]
@@ -31,17 +34,31 @@ def test_every_extra2_row_names_its_source_and_its_numbers_agree():
             assert r["baseline"], r
 
 
-def test_extra2_rows_reach_the_fitted_table_under_a_family():
-    """Every extra2 row not held out by its fit_why is in quality_published.csv as a fitted row of a quantization
-    family with the same perplexity change (a format name the build cannot map would silently drop the row)."""
+@pytest.mark.parametrize("path", [EXTRA2, EXTRA3], ids=lambda p: p.name)
+def test_extra_rows_reach_the_fitted_table_under_a_family(path):
+    """Every row not held out (by its fit_why, or by the build's own rules: a change <= 0 or > +100 %) is in
+    quality_published.csv as a fitted row of a quantization family with the same perplexity change (a format name the
+    build cannot map would silently drop the row)."""
     with PUBLISHED.open(newline="") as f:
         published = list(csv.DictReader(f))
     fitted = {(r["source"], r["model"], r["ppl_delta_pct"]): r for r in published if r["fit"] == "yes"}
     held = {(r["source"], r["model"]) for r in published if r["fit"] == "no"}
-    for r in _extra2():
-        if r["fit_why"]:
+    for r in _rows(path):
+        if r["fit_why"] or not 0 < float(r["ppl_delta_pct"]) <= 100:
             assert (r["source"], r["model"]) in held, r
             continue
         row = fitted.get((r["source"], r["model"], r["ppl_delta_pct"]))
         assert row is not None, r
         assert row["family"] and float(row["bits"]) > 0, row
+
+
+def test_grouped_rows_carry_the_bits_their_variant_names():
+    """A GPTQ/AWQ/RTN/HQQ row whose variant names its bits ("2-bit g128", "8-bit per-channel") is fitted at those bits
+    plus its group's scale/zero storage, below the next whole bit (the build once read every such row as 3 or 4 bits)."""
+    with PUBLISHED.open(newline="") as f:
+        published = list(csv.DictReader(f))
+    named = [(r, int(m.group(1))) for r in published if r["family"] in ("gptq", "awq", "rtn", "hqq")
+             if (m := re.search(r"\b([2-8])-bit", r["variant"]))]
+    assert {n for _, n in named} >= {2, 3, 4, 8}
+    for r, n in named:
+        assert n <= float(r["bits"]) < n + 1, r
