@@ -319,3 +319,13 @@ def test_planner_formats_map_to_the_activation_variant_their_runtimes_run(regist
     fits = fit_all(fit_rows())
     wo = predict(fits, "nvfp4-wo", 4.5, 16, "llama-3.1-8b")[0]
     assert q.ppl_delta_pct > 1.5 * wo and "nvfp4 family fit" in q.note
+
+
+def test_heavily_trained_models_lose_less_extra_under_calibrated_rounding():
+    """GPTQ/AWQ (rounding chosen with calibration activations) take a smaller heavily-trained factor than RTN and the
+    K-quants, as the Llama-3 and Qwen3 rows of four sources show; both factors stay above 1 (those models lose more)."""
+    from planner.cost.quality import CALIBRATED
+
+    fits = fit_all(fit_rows())
+    assert {"gptq", "awq"} <= CALIBRATED and "rtn" not in CALIBRATED
+    assert 1.0 < math.exp(fits["gptq"].g) == math.exp(fits["awq"].g) < math.exp(fits["rtn"].g) == math.exp(fits["gguf"].g)
