@@ -17,7 +17,7 @@ def params_b(model):
     m = model.lower()
     if "mistral-7b" in m: return 7.24
     if "codeqwen" in m: return ""  # not a Llama size; its parameter count is not in a source here
-    if m.startswith(("qwen2.5", "falcon", "opt-", "mixtral")): return ""  # not Llama sizes; their counts are not in a source here
+    if m.startswith(("qwen2.5", "falcon", "opt-", "mixtral", "fairseq")): return ""  # not Llama sizes; their counts are not in a source here
     if "30b-a3b" in m: return 30.5
     for k in ("405b", "70b", "65b", "32b", "30b", "14b", "13b", "8b", "1.7b", "7b", "0.6b", "4b"):
         if re.search(r"(^|[-_ ])" + re.escape(k), m): return SIZES[k]
