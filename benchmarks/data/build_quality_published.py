@@ -9,6 +9,7 @@ REF = sys.argv[2] if len(sys.argv) > 2 else "../shared/reference/"
 EXTRA = "benchmarks/data/quality_extra.csv"
 EXTRA2 = "benchmarks/data/quality_extra2.csv"  # second batch of sourced rows (thin families: exl2, mlx, nvfp4, int8/fp8)
 EXTRA3 = "benchmarks/data/quality_extra3.csv"  # third batch (LLaMA3 study: RTN/GPTQ/AWQ at 2-8 bits, SmoothQuant W8A8)
+EXTRA4 = "benchmarks/data/quality_extra4.csv"  # fourth batch: SmoothQuant's own tables (W8A8, LLM.int8()), MXFP4/NVFP4 weight-only
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 OUT = sys.argv[1]
 SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
@@ -17,6 +18,7 @@ def params_b(model):
     m = model.lower()
     if "mistral-7b" in m: return 7.24
     if "codeqwen" in m: return ""  # not a Llama size; its parameter count is not in a source here
+    if m.startswith(("qwen2.5", "falcon", "opt-", "mixtral", "fairseq")): return ""  # not Llama sizes; their counts are not in a source here
     if "30b-a3b" in m: return 30.5
     for k in ("405b", "70b", "65b", "32b", "30b", "14b", "13b", "8b", "1.7b", "7b", "0.6b", "4b"):
         if re.search(r"(^|[-_ ])" + re.escape(k), m): return SIZES[k]
@@ -41,6 +43,7 @@ def gpu_family(fmt, variant):
     if f.startswith("int8 weight-only"): return "int8-wo"
     if f.startswith("int8 w8a8"): return "int8-w8a8"
     if f.startswith("nvfp4"): return "nvfp4"
+    if f.startswith("mxfp4"): return "mxfp4"  # OCP MX: E2M1 codes, one E8M0 (power-of-two) scale per 32
     if f.startswith("mlx"):
         return "mlx" if ("affine" in v or re.search(r"q[48]\b|q4 ", v)) and "dwq" not in v and "mixed" not in v and "dynamic" not in v else None
     return None
@@ -67,13 +70,19 @@ def activations(fam, variant, notes, source):
     if fam == "int8-w8a8":
         smoothed = (re.search(r"smoothquant|int8-sq|\bsq\b", v) and "no smoothing" not in v) or src.startswith(
             ("huggingface.co/neuralmagic", "huggingface.co/redhatai", "huggingface.co/datasets/neuralmagic", "huggingface.co/yejingfu"))
-        return ("int8 per-token, smoothed (SmoothQuant)", "int8-w8a8") if smoothed else ("int8 per-token, no smoothing", "int8-w8a8-naive")
+        # SmoothQuant's O2/O3 levels (its Table 2) scale activations per tensor, dynamic or static: kept in the family, named here
+        grain = "per-tensor static" if "per-tensor static" in v else "per-tensor dynamic" if "per-tensor dynamic" in v else "per-token"
+        return (f"int8 {grain}, smoothed (SmoothQuant)", "int8-w8a8") if smoothed else (f"int8 {grain}, no smoothing", "int8-w8a8-naive")
     if fam == "nvfp4":
         if "pytorch/ao" in src or "activations nvfp4" in v or "w4a4" in v:
             return "nvfp4 per 16, dynamic (W4A4)", "nvfp4"
+        if "weight-only" in v:  # the source says the activations stay 16-bit (W4A16)
+            return ACT_WO, "nvfp4-wo"
         return "q8_1 8-bit (llama.cpp matmul input; assumed, the PR does not say)", "nvfp4-wo"
     if fam == "fp8-w8a8":
         return "fp8 e4m3", fam
+    if fam == "bnb-int8" and "llm.int8" in v:  # LLM.int8() (arXiv 2208.07339): int8 vector-wise activations, outlier columns in fp16
+        return "int8 per-token + fp16 outlier columns (LLM.int8())", fam
     return ACT_WO, fam
 
 
@@ -97,6 +106,7 @@ def eff_bits(bits, group, fam, variant):
     if fam in ("gptq", "rtn", "hqq", "awq") and not re.search(r"(?<!a)sym", v): over += bits / group
     if fam == "mlx": over = 32.0 / group  # fp16 scale + fp16 bias
     if fam == "nvfp4": over = 8.0 / group  # FP8 E4M3 scale per block (the fp32 per-tensor scale is negligible)
+    if fam == "mxfp4": over = 8.0 / group  # E8M0 scale per block of 32 (OCP MX spec v1.0)
     if fam in ("bnb-nf4", "bnb-fp4"):
         over = (8.0 / group + 32.0 / (group * 256)) if "double quant" in v or "+ dq" in v else 32.0 / group
     return round(bits + over, 4)
@@ -121,7 +131,8 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.DictReader(open(EXTRA))) + list(csv.DictReader(open(EXTRA2))) + list(csv.DictReader(open(EXTRA3))):
+EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4]
+for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in EXTRAS for r in csv.DictReader(open(p))]:
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
     nb = re.match(r"~?([\d.]+)", r["bits_per_weight"])
