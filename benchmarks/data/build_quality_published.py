@@ -160,6 +160,11 @@ for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in E
     if r.get("fit_why"):
         fit, why = "no", r["fit_why"]
     act, fam = activations(fam, r["variant"], r["notes"], r["source"])
+    if fit == "yes" and fam == "int8-w8a8-naive" and "per-tensor" in act:
+        # the unsmoothed family is fitted only as the smoothed one's rows shifted by the measured effect of smoothing
+        # (quality.ACT_VARIANTS), and every smoothed format the planner serves scales activations per token or, smoothed,
+        # per tensor (TensorRT-LLM INT8-SQ); an unsmoothed per-tensor scale (LLM.int8()'s absmax baseline) is neither
+        fit, why = "no", "per-tensor activation scale without smoothing: no planner format runs it"
     rows.append(dict(family=fam, variant=r["variant"], activations=act, group_size=g, bits=fb, model=r["model"], params_b=params_b(r["model"]),
                      metric=metric, value=value, ppl_delta_pct=ppl_pct if fit == "yes" else "",
                      baseline=r.get("baseline") or ("16-bit" if r["ppl_fp16"] or "vs" in r["other_metric"] or "recovery" in r["other_metric"] else ""),

@@ -97,12 +97,14 @@ PRIOR = {
     "int8-wo": "rtn",  # per-channel round-to-nearest int8
     # W8A8's loss is mostly its activations' (outlier channels), a mechanism no weight-only family shares: no prior
     # (int8-w8a8 without smoothing is fitted with it through ACT_VARIANTS)
-    "bnb-int8": "int8-wo",  # LLM.int8: per-row int8 weights, outlier columns kept in fp16
+    # LLM.int8() (arXiv 2208.07339): int8 per-row weights *and* int8 per-token activations, the outlier feature columns
+    # kept in fp16: a W8A8 whose outliers are handled, as SmoothQuant handles them by smoothing
+    "bnb-int8": "int8-w8a8",
 }
 # Families without rows and no fitted sibling in PRIOR, and the fitted family each borrows (the nearest quantizer by
 # mechanism); e.g. a GGUF or FP8 family left without rows in leave-one-source-out (benchmarks/quality.py):
 EXTRAPOLATE = {
-    "exl2": "gptq", "mxfp4": "bnb-fp4", "nvfp4": "nvfp4-wo", "nvfp4-wo": "bnb-fp4", "bnb-int8": "int8-wo",
+    "exl2": "gptq", "mxfp4": "bnb-fp4", "nvfp4": "nvfp4-wo", "nvfp4-wo": "bnb-fp4", "bnb-int8": "int8-w8a8",
     "gptq-8bit": "int8-wo",
     "gguf-imatrix": "gguf", "gguf-legacy": "gguf", "gguf": "gguf-legacy",
     "mlx": "rtn", "hqq": "rtn", "bnb-nf4": "rtn", "bnb-fp4": "rtn", "awq": "gptq", "rtn": "gptq", "gptq": "awq",
