@@ -8,6 +8,7 @@ import csv, re, sys
 REF = sys.argv[2] if len(sys.argv) > 2 else "../shared/reference/"
 EXTRA = "benchmarks/data/quality_extra.csv"
 EXTRA2 = "benchmarks/data/quality_extra2.csv"  # second batch of sourced rows (thin families: exl2, mlx, nvfp4, int8/fp8)
+EXTRA5 = "benchmarks/data/quality_extra5.csv"  # group weight-only quantizers (GPTQ/AWQ/RTN) on more models and labs: QuaRot, QServe, ...
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 OUT = sys.argv[1]
 SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
@@ -101,7 +102,7 @@ def eff_bits(bits, group, fam, variant):
     return round(bits + over, 4)
 
 rows = []
-for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.DictReader(open(EXTRA))) + list(csv.DictReader(open(EXTRA2))):
+for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + list(csv.DictReader(open(EXTRA))) + list(csv.DictReader(open(EXTRA2))) + list(csv.DictReader(open(EXTRA5))):
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
     nb = re.match(r"~?([\d.]+)", r["bits_per_weight"])
