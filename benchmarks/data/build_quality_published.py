@@ -17,6 +17,9 @@ def params_b(model):
     m = model.lower()
     if "mistral-7b" in m: return 7.24
     if "codeqwen" in m: return ""  # not a Llama size; its parameter count is not in a source here
+    if m.startswith(("opt-", "bloom-")):  # the published name is the parameter count (OPT-125M ... OPT-175B, BLOOM-560M ... 176B)
+        n = re.match(r"[a-z]+-([\d.]+)([mb])", m)
+        return float(n.group(1)) / (1000 if n.group(2) == "m" else 1)
     if "30b-a3b" in m: return 30.5
     for k in ("405b", "70b", "65b", "32b", "30b", "14b", "13b", "8b", "1.7b", "7b", "0.6b", "4b"):
         if re.search(r"(^|[-_ ])" + re.escape(k), m): return SIZES[k]
