@@ -98,7 +98,7 @@ def eff_bits(bits, group, fam, variant):
     over = 16.0 / group
     # zero point per group unless the variant says symmetric ("asymmetric" must not read as symmetric)
     if fam in ("gptq", "rtn", "hqq", "awq") and not re.search(r"(?<!a)sym", v): over += bits / group
-    if fam == "mlx": over = 32.0 / group  # fp16 scale + fp16 bias
+    if fam == "mlx" or (fam == "rtn" and "float zero-point" in v): over = 32.0 / group  # fp16 scale + fp16 bias (quanto: shift)
     if fam == "nvfp4": over = 8.0 / group  # FP8 E4M3 scale per block (the fp32 per-tensor scale is negligible)
     if fam in ("bnb-nf4", "bnb-fp4"):
         over = (8.0 / group + 32.0 / (group * 256)) if "double quant" in v or "+ dq" in v else 32.0 / group
