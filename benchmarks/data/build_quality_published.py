@@ -10,6 +10,7 @@ EXTRA = "benchmarks/data/quality_extra.csv"
 EXTRA2 = "benchmarks/data/quality_extra2.csv"  # second batch of sourced rows (thin families: exl2, mlx, nvfp4, int8/fp8)
 EXTRA3 = "benchmarks/data/quality_extra3.csv"  # third batch (LLaMA3 study: RTN/GPTQ/AWQ at 2-8 bits, SmoothQuant W8A8)
 EXTRA4 = "benchmarks/data/quality_extra4.csv"  # fourth batch: SmoothQuant's own tables (W8A8, LLM.int8()), MXFP4/NVFP4 weight-only
+EXTRA5 = "benchmarks/data/quality_extra5.csv"  # group weight-only quantizers (GPTQ/AWQ/RTN) on more models and labs: QuaRot, QServe, ...
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 OUT = sys.argv[1]
 SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
@@ -18,7 +19,11 @@ def params_b(model):
     m = model.lower()
     if "mistral-7b" in m: return 7.24
     if "codeqwen" in m: return ""  # not a Llama size; its parameter count is not in a source here
-    if m.startswith(("qwen2.5", "falcon", "opt-", "mixtral", "fairseq")): return ""  # not Llama sizes; their counts are not in a source here
+    if m.startswith(("opt-", "bloom-")):  # the published name is the parameter count (OPT-125M ... OPT-175B, BLOOM-560M ... 176B)
+        n = re.match(r"[a-z]+-([\d.]+)([mb])", m)
+        if n:  # (OPT-IML-30B and other derived names: no size read)
+            return float(n.group(1)) / (1000 if n.group(2) == "m" else 1)
+    if m.startswith(("qwen2.5", "falcon", "mixtral", "fairseq")): return ""  # not Llama sizes; their counts are not in a source here
     if "30b-a3b" in m: return 30.5
     for k in ("405b", "70b", "65b", "32b", "30b", "14b", "13b", "8b", "1.7b", "7b", "0.6b", "4b"):
         if re.search(r"(^|[-_ ])" + re.escape(k), m): return SIZES[k]
@@ -104,7 +109,7 @@ def eff_bits(bits, group, fam, variant):
     over = 16.0 / group
     # zero point per group unless the variant says symmetric ("asymmetric" must not read as symmetric)
     if fam in ("gptq", "rtn", "hqq", "awq") and not re.search(r"(?<!a)sym", v): over += bits / group
-    if fam == "mlx": over = 32.0 / group  # fp16 scale + fp16 bias
+    if fam == "mlx" or (fam == "rtn" and "float zero-point" in v): over = 32.0 / group  # fp16 scale + fp16 bias (quanto: shift)
     if fam == "nvfp4": over = 8.0 / group  # FP8 E4M3 scale per block (the fp32 per-tensor scale is negligible)
     if fam == "mxfp4": over = 8.0 / group  # E8M0 scale per block of 32 (OCP MX spec v1.0)
     if fam in ("bnb-nf4", "bnb-fp4"):
@@ -131,7 +136,7 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4]
+EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5]
 for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in EXTRAS for r in csv.DictReader(open(p))]:
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
