@@ -83,7 +83,7 @@ def _predict_all(rows: list[Row], mode: str) -> list[tuple[Row, float, bool]]:
     def one(fits: dict[str, FamilyFit], r: Row) -> tuple[Row, float, bool]:
         key = model_key(r.model)
         pred = predict(fits, r.family, r.bits, r.group, key, r.source)[0]
-        _, lo, hi, _, _ = predict(fits, r.family, r.bits, r.group, key)
+        _, lo, hi, *_ = predict(fits, r.family, r.bits, r.group, key)
         f = with_head(fits, r, 1.0) if mode != "in" else 1.0
         return r, pred * f, lo * f <= r.ppl_pct <= hi * f
 

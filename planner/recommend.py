@@ -256,6 +256,13 @@ _BASIS_WORDS = {
 }
 
 
+def basis_words(q: dict) -> str:
+    """How a quality estimate is known, in words: its basis, and for an extrapolated one the reason."""
+    if q.get("basis") == "extrapolated" and q.get("basis_why"):
+        return f"extrapolated ({q['basis_why']}), so the range is wide"
+    return _BASIS_WORDS.get(q.get("basis", ""), "estimated")
+
+
 def speed_text(plan: Plan, name: str) -> str:
     """A speed for text output: '~N' with its 10-90 % range '(N1-N2)' where its basis is weak, else 'about N'."""
     v = getattr(plan, name)
@@ -298,7 +305,7 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
                    f"({q.get('kld_low', q.get('kld', 0)):.4f}-{q.get('kld_high', q.get('kld', 0)):.4f}), perplexity "
                    f"+{q.get('ppl_delta_pct', 0):.2f}% versus "
                    f"{'the released weights' if q.get('release') else '16-bit'}; "
-                   f"{_BASIS_WORDS.get(q.get('basis', ''), 'estimated')}.")
+                   f"{basis_words(q)}.")
     out.extend(_release_reasons(best, ranked))
     speed = f"{best.runtime_id} decodes {speed_text(best, 'decode_tokens_per_s')} tokens/s per sequence"
     if best.concurrency > 1:

@@ -193,6 +193,7 @@ class Quality:
     ppl_high: float | None = None
     note: str = ""  # what the number rests on, in words
     release: str = ""  # what the model's quantized release means for this format (planner.cost.release); '' for none
+    basis_why: str = ""  # why an estimate is extrapolated, in a few words ('' otherwise)
 
     @property
     def label(self) -> str:
@@ -208,7 +209,8 @@ class Quality:
         return {"kld": round(self.kld, 5), "kld_low": round(lo, 5), "kld_high": round(hi, 5),
                 "ppl_delta_pct": round(self.ppl_delta_pct, 3), "ppl_delta_pct_low": round(plo, 3),
                 "ppl_delta_pct_high": round(phi, 3), "label": self.label, "basis": self.basis, "note": self.note,
-                "source": self.source, **({"release": self.release} if self.release else {})}
+                "source": self.source, **({"release": self.release} if self.release else {}),
+                **({"basis_why": self.basis_why} if self.basis_why else {})}
 
 
 def ranking_kld(q: dict) -> float:
@@ -770,25 +772,28 @@ def sibling(model: str) -> str:
 
 
 def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, model: str,
-            source: str = "") -> tuple[float, float, float, str, str]:
-    """(ppl%, ppl% low, ppl% high, basis, note) for a family at `bits` (per quantized linear weight) and `group` on
-    `model` (a model_key); `source` adds that source's setup effect where the fit knows it (benchmarks only)."""
+            source: str = "") -> tuple[float, float, float, str, str, str]:
+    """(ppl%, ppl% low, ppl% high, basis, note, why extrapolated ('' unless it is)) for a family at `bits` (per
+    quantized linear weight) and `group` on `model` (a model_key); `source` adds that source's setup effect where the
+    fit knows it (benchmarks only)."""
     fit = fits.get(family)
-    basis = "published-family"
+    basis, why = "published-family", ""
     via = family
     if fit is None:  # no rows and no group-quantizer sibling: the named nearest family, else the nearest in bits
         via = EXTRAPOLATE.get(family, "")
         if via not in fits:
             via = min(fits, key=lambda f: min(abs(bits - fits[f].bits_min), abs(bits - fits[f].bits_max)))
-        fit, basis = fits[via], "extrapolated"
-    elif fit.n == 0:
-        basis = "extrapolated"  # the sibling mechanism's level (fit.prior), none of this family's own rows
-    elif not fit.bits_min - BITS_MARGIN <= bits <= fit.bits_max + BITS_MARGIN:
-        basis = "extrapolated"  # the family's own fit, outside the bits its rows cover
+        fit, basis, why = fits[via], "extrapolated", f"no published {family} rows: the {via} fit stands in"
+    elif fit.n == 0:  # the sibling mechanism's level (fit.prior), none of this family's own rows
+        basis, why = "extrapolated", f"no published {family} rows: the level of its sibling mechanism, {fit.prior}"
+    elif not fit.bits_min - BITS_MARGIN <= bits <= fit.bits_max + BITS_MARGIN:  # the family's own fit, beyond its bits
+        basis = "extrapolated"
+        why = (f"{bits:.2f} bits per weight lies outside the {fit.bits_min:.2f}-{fit.bits_max:.2f} its published "
+               f"{family} rows cover")
     elif model in fit.models:
         basis = "published"
-    elif fit.n_sources < 2:
-        basis = "extrapolated"  # one source: its level rests on the sibling prior and one lab's setup
+    elif fit.n_sources < 2:  # one source: its level rests on the sibling prior and one lab's setup
+        basis, why = "extrapolated", f"the published {family} rows come from a single source"
     sib = sibling(model) if basis != "published" else ""
     own = fit.offset(model) if basis == "published" else (fit.offset(sib) if sib in fit.models else 0.0)
     mfx = 0.0 if model in dict(fit.model_fx) or not sib else fit.model_effect(sib) - fit.model_effect(model)
@@ -821,7 +826,8 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
         note += f"; the {base} fit with added NLL x{math.exp(fit.a - fits[base].a):.2f} (the paired activation shift)"
     for v in shifted:
         note += f"; {v} rows counted at their added NLL / {math.exp(fits[v].a - fit.a):.2f} (the paired activation shift)"
-    return pct_from_ln_nll(ln), pct_from_ln_nll(ln + fit.lo - widen), pct_from_ln_nll(ln + fit.hi + widen), basis, note
+    return (pct_from_ln_nll(ln), pct_from_ln_nll(ln + fit.lo - widen), pct_from_ln_nll(ln + fit.hi + widen), basis, note,
+            why)
 
 
 def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bfloat16") -> Quality:
@@ -837,7 +843,7 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
         return Quality(0.0, 0.0, "published", note=f"{fmt.id} leaves this model's linear weights in 16-bit")
     family = quality_family(fmt, group, bits)
     key = model_key(mc.spec.id)
-    ppl, plo, phi, basis, note = predict(_fits(), family, bits, group, key)
+    ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key)
     note += f"; head {head_bits:.1f} bits"
     fit = _fits().get(family)
     # the rows a prediction rests on set the usual head: a family without rows rests on its sibling mechanism's
@@ -848,4 +854,4 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
         note += (f" (the {family} rows' usual head is {usual:.1f} bits: loss x{f:.3f}, the head counted as "
                  f"{HEAD_WEIGHT * share:.1%} of the quantized weights at its own bits, an assumed weight)")
     return Quality(kld_from_ppl(ppl), ppl, basis, kld_low=kld_from_ppl(plo), kld_high=kld_from_ppl(phi),
-                   ppl_low=plo, ppl_high=phi, note=note)
+                   ppl_low=plo, ppl_high=phi, note=note, basis_why=why)

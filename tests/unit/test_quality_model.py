@@ -67,6 +67,12 @@ def test_extrapolated_family_says_so(registry):
     # gptq-int8: no published 8-bit GPTQ rows (nvfp4 was the example until a published NVFP4 row was added)
     q = expected_quality(get_format("gptq-int8"), mc)
     assert "gptq-8bit" in EXTRAPOLATE and q.basis == "extrapolated" and "extrapolated" in q.note
+    # the reason names why: no 8-bit GPTQ rows, so the GPTQ mechanism's level stands in
+    assert "no published gptq-8bit rows" in q.basis_why and q.as_dict()["basis_why"] == q.basis_why
+    # a format beyond the bits its family's rows cover says so with the span
+    hi = expected_quality(get_format("exl2-8bpw"), mc)
+    assert hi.basis == "extrapolated" and "lies outside the" in hi.basis_why and "exl2 rows cover" in hi.basis_why
+    assert expected_quality(get_format("Q4_K_M"), mc).as_dict().get("basis_why") is None
     assert q.label == Quality(q.kld_high, 0, "published").label  # labelled by the interval's upper end
     measured_like = Quality(q.kld, q.ppl_delta_pct, "measured", "measured").as_dict()
     assert ranking_kld(q.as_dict()) > ranking_kld(measured_like)  # no better than the same number measured
@@ -80,7 +86,7 @@ def test_recommend_8b_4090_states_basis_and_ranks_awq_behind_q4_k_m(registry, ca
     assert ranking_kld(q["gptq-int4"]) > ranking_kld(q["Q4_K_M"])
     assert any("published" in r or "extrapolated" in r for r in rec.reasons)
     ext = next(p for p in rec.plans if p.runs and p.quality["basis"] == "extrapolated")
-    assert any("extrapolated" in r for r in explain(ext, rec.plans, "balanced"))
+    assert any(f"extrapolated ({ext.quality['basis_why']})" in r for r in explain(ext, rec.plans, "balanced"))
 
 
 def test_measured_quality_keeps_basis_measured():
@@ -127,7 +133,7 @@ def test_formats_with_their_familys_usual_head_are_unadjusted(registry):
                 "mlx-4bit", "mlx-8bit", "nvfp4", "exl2-4.0bpw"):
         fmt = get_format(fid)
         bits, group, _ = linear_bits(fmt, mc)
-        ppl, plo, phi, basis, _ = predict(_fits(), quality_family(fmt, group, bits), bits, group, model_key("llama-3.1-8b"))
+        ppl, plo, phi, basis, *_ = predict(_fits(), quality_family(fmt, group, bits), bits, group, model_key("llama-3.1-8b"))
         q = expected_quality(fmt, mc)
         assert (q.ppl_delta_pct, q.ppl_low, q.ppl_high, q.basis) == (ppl, plo, phi, basis), fid
         assert (q.kld, q.kld_high) == (kld_from_ppl(ppl), kld_from_ppl(phi)) and "usual head" not in q.note, fid
