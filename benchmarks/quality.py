@@ -11,6 +11,8 @@ Three columns of factor error, max(pred / obs, obs / pred) of the perplexity inc
   known from its other measurements.
 The last column: the share of rows inside the leave-one-source-out fit's user-facing 10-90 % interval (what
 `planner recommend` prints: no setup effect), i.e. whether the intervals are honest; about 80 % is calibrated.
+"sources agree": where two sources measured the same family on the same model at the same bits and group, the share
+of such pairs within 2x of each other: the published figures' own reproducibility, which bounds any prediction's.
 Families with a single source have no own rows left in either held-out column: their predictions there are the
 sibling mechanism's prior (quality.PRIOR), printed apart, with their own head charged against the sibling rows' usual
 head as expected_quality does (MLX quantizes its head; the RTN rows keep it 16-bit). Run:
@@ -19,6 +21,8 @@ python benchmarks/quality.py [--rows FAMILY]
 
 from __future__ import annotations
 
+import itertools
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -98,6 +102,21 @@ def _predict_all(rows: list[Row], mode: str) -> list[tuple[Row, float, bool]]:
     return out
 
 
+def replication(rows: list[Row]) -> dict[str, list[float]]:
+    """Per family, the factor between two sources' measurements of one cell (same model, bits and group; each source's
+    rows there averaged geometrically), for every pair of sources: how well the published figures agree with each
+    other, which bounds how well any prediction can agree with them."""
+    cells: dict[tuple[str, str, float, int], dict[str, list[float]]] = {}
+    for r in rows:
+        cell = cells.setdefault((r.family, model_key(r.model), round(r.bits, 2), r.group), {})
+        cell.setdefault(source_key(r), []).append(r.ppl_pct)
+    out: dict[str, list[float]] = {}
+    for (fam, *_), by_src in cells.items():
+        means = [math.exp(sum(math.log(v) for v in vs) / len(vs)) for vs in by_src.values()]
+        out.setdefault(fam, []).extend(factor(a, b) for a, b in itertools.combinations(means, 2))
+    return out
+
+
 def _cell(errs: list[float]) -> str:
     return f"{statistics.median(errs):6.2f} {sum(x <= 2 for x in errs) / len(errs):5.0%}"
 
@@ -116,20 +135,27 @@ def main(argv: list[str]) -> None:
         inside.setdefault(r.family, []).append(ok)
     n_src = {f: len({source_key(r) for r in rows if r.family == f}) for f in err["in"]}
     print(f"{len(rows)} fitted rows from {len({source_key(r) for r in rows})} sources")
+    rep = replication(rows)
     head = (f"{'family':14} {'rows':>4} {'srcs':>4} | {'in-sample':>12} | {'LOSO':>12} | {'by family':>12} | "
-            f"{'LOSO':>8}")
-    print(head + "\n" + f"{'':24} | {'med  <=2x':>12} | {'med  <=2x':>12} | {'med  <=2x':>12} | {'in 10-90':>8}")
+            f"{'LOSO':>8} | {'sources agree':>13}")
+    print(head + "\n" + f"{'':24} | {'med  <=2x':>12} | {'med  <=2x':>12} | {'med  <=2x':>12} | {'in 10-90':>8} | "
+          f"{'pairs  <=2x':>13}")
+
+    def agree(f: str) -> str:
+        v = rep.get(f, [])
+        return f"{len(v):7d} {sum(x <= 2 for x in v) / len(v):5.0%}" if v else f"{'-':>13}"
     for title, fams in (("families with two or more sources", [f for f in sorted(n_src) if n_src[f] > 1]),
                         ("single-source families (held-out columns: the sibling prior alone)",
                          [f for f in sorted(n_src) if n_src[f] == 1])):
         print(f"-- {title}")
         for f in fams:
             print(f"{f:14} {len(err['in'][f]):4d} {n_src[f]:4d} | " + " | ".join(_cell(err[m][f]) for m in res)
-                  + f" | {sum(inside[f]) / len(inside[f]):8.0%}")
+                  + f" | {sum(inside[f]) / len(inside[f]):8.0%} | {agree(f)}")
     allv = {m: [x for v in err[m].values() for x in v] for m in res}
     alli = [x for v in inside.values() for x in v]
+    allr = [x for v in rep.values() for x in v]
     print(f"{'all':14} {len(rows):4d} {'':4} | " + " | ".join(_cell(allv[m]) for m in res)
-          + f" | {sum(alli) / len(alli):8.0%}")
+          + f" | {sum(alli) / len(alli):8.0%} | {len(allr):7d} {sum(x <= 2 for x in allr) / len(allr):5.0%}")
     if "--rows" in argv:
         fam = argv[argv.index("--rows") + 1]
         for (r, pi), (_, pl), (_, pf) in zip(*(sorted(((r, p) for r, p in res[m] if r.family == fam),
