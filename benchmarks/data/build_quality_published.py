@@ -247,7 +247,10 @@ from planner.formats import get_format, gguf_base_type
 from planner.models.profiles import load_registry
 reg = load_registry()
 PROFILE = {"llama-3-8b": "llama-3-8b", "llama-2-7b": "llama-2-7b", "llama-2-70b": "llama-2-70b", "llama-3-70b": "llama-3-70b",
-           "llama-1-7b": "llama-1-7b", "llama-1-13b": "llama-1-13b", "llama-2-13b": "llama-2-13b", "llama-3.1-8b": "llama-3.1-8b", "mistral-7b": "mistral-7b-v0.1"}
+           "llama-1-7b": "llama-1-7b", "llama-1-13b": "llama-1-13b", "llama-2-13b": "llama-2-13b", "llama-3.1-8b": "llama-3.1-8b", "mistral-7b": "mistral-7b-v0.1",
+           # models of the GGUF rows added from llama.cpp / ik_llama.cpp PRs (#4930 comment, ik #83, ik #53); Nemo-Instruct-2407 is Mistral-Nemo 12B
+           "mixtral-8x7b": "mixtral-8x7b", "llama-3.2-3b": "llama-3.2-3b", "qwen2.5-7b": "qwen2.5-7b", "qwen2.5-32b": "qwen2.5-32b",
+           "mistral-nemo": "mistral-nemo-12b", "gemma-2-9b": "gemma-2-9b", "gemma-2-27b": "gemma-2-27b"}
 mcs = {}
 for r in rows:
     if not r["family"].startswith("gguf"):
