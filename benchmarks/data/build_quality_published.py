@@ -4,7 +4,7 @@ Inputs: the reference nongguf_quality.csv and quant_quality.csv, plus benchmarks
 quality_extra2.csv (rows copied from published tables into this repo, same columns as nongguf_quality.csv, each with its
 source; quality_extra2.csv adds two optional columns: `baseline`, what the loss is relative to when it is not the 16-bit
 model in ppl_fp16, and `fit_why`, a reason to keep a row out of the fit)."""
-import csv, re, sys
+import csv, math, re, sys
 REF = sys.argv[2] if len(sys.argv) > 2 else "../shared/reference/"
 EXTRA = "benchmarks/data/quality_extra.csv"
 EXTRA2 = "benchmarks/data/quality_extra2.csv"  # second batch of sourced rows (thin families: exl2, mlx, nvfp4, int8/fp8)
@@ -202,6 +202,9 @@ for r in QQ:
     s = r["ppl_delta_or_pct"] or ""
     pct = ""
     if "%" in s: pct = re.match(r"[+-]?[\d.]+", s.strip()).group(0)
+    # "ln X": the source prints ln(PPL(Q)/PPL(base)) (Artefact2's tables in llama.cpp PRs); the change is exp(X) - 1
+    ln = re.fullmatch(r"ln ([+-]?[\d.]+)", s.strip())
+    if ln: pct = f"{math.expm1(float(ln.group(1))) * 100:.4f}"
     imat = r["imatrix"] if r["imatrix"] not in ("", "None") else ""
     fam = "gguf-imatrix" if imat else "gguf"
     ppl = r["ppl"]
@@ -223,6 +226,8 @@ for r in QQ:
     res = ""
     if "%" in s:
         res = resolution_pct("", "", pct)
+    elif ln:  # half a unit of the printed logarithm, as a relative change
+        res = f"{100 * math.exp(float(ln.group(1))) * half_unit(ln.group(1)):.4g}"
     elif metric == "kld" and m and "abs" in s and re.fullmatch(r"[\d.]+", ppl.strip()):
         res = f"{100 * half_unit(m.group(0)) / (float(ppl) - float(m.group(0))):.4g}"
     elif metric == "ppl" and pct:
