@@ -136,9 +136,9 @@ def main(argv: list[str]) -> None:
     n_src = {f: len({source_key(r) for r in rows if r.family == f}) for f in err["in"]}
     print(f"{len(rows)} fitted rows from {len({source_key(r) for r in rows})} sources")
     rep = replication(rows)
-    head = (f"{'family':14} {'rows':>4} {'srcs':>4} | {'in-sample':>12} | {'LOSO':>12} | {'by family':>12} | "
+    head = (f"{'family':19} {'rows':>4} {'srcs':>4} | {'in-sample':>12} | {'LOSO':>12} | {'by family':>12} | "
             f"{'LOSO':>8} | {'sources agree':>13}")
-    print(head + "\n" + f"{'':24} | {'med  <=2x':>12} | {'med  <=2x':>12} | {'med  <=2x':>12} | {'in 10-90':>8} | "
+    print(head + "\n" + f"{'':29} | {'med  <=2x':>12} | {'med  <=2x':>12} | {'med  <=2x':>12} | {'in 10-90':>8} | "
           f"{'pairs  <=2x':>13}")
 
     def agree(f: str) -> str:
@@ -149,12 +149,12 @@ def main(argv: list[str]) -> None:
                          [f for f in sorted(n_src) if n_src[f] == 1])):
         print(f"-- {title}")
         for f in fams:
-            print(f"{f:14} {len(err['in'][f]):4d} {n_src[f]:4d} | " + " | ".join(_cell(err[m][f]) for m in res)
+            print(f"{f:19} {len(err['in'][f]):4d} {n_src[f]:4d} | " + " | ".join(_cell(err[m][f]) for m in res)
                   + f" | {sum(inside[f]) / len(inside[f]):8.0%} | {agree(f)}")
     allv = {m: [x for v in err[m].values() for x in v] for m in res}
     alli = [x for v in inside.values() for x in v]
     allr = [x for v in rep.values() for x in v]
-    print(f"{'all':14} {len(rows):4d} {'':4} | " + " | ".join(_cell(allv[m]) for m in res)
+    print(f"{'all':19} {len(rows):4d} {'':4} | " + " | ".join(_cell(allv[m]) for m in res)
           + f" | {sum(alli) / len(alli):8.0%} | {len(allr):7d} {sum(x <= 2 for x in allr) / len(allr):5.0%}")
     if "--rows" in argv:
         fam = argv[argv.index("--rows") + 1]

@@ -167,7 +167,7 @@ for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in E
     act, fam = activations(fam, r["variant"], r["notes"], r["source"])
     if fit == "yes" and fam == "int8-w8a8-naive" and "per-tensor" in act:
         # the unsmoothed family is fitted only as the smoothed one's rows shifted by the measured effect of smoothing
-        # (quality.ACT_VARIANTS), and every smoothed format the planner serves scales activations per token or, smoothed,
+        # (quality.PAIRED_VARIANTS), and every smoothed format the planner serves scales activations per token or, smoothed,
         # per tensor (TensorRT-LLM INT8-SQ); an unsmoothed per-tensor scale (LLM.int8()'s absmax baseline) is neither
         fit, why = "no", "per-tensor activation scale without smoothing: no planner format runs it"
     rows.append(dict(family=fam, variant=r["variant"], activations=act, group_size=g, bits=fb, model=r["model"], params_b=params_b(r["model"]),
@@ -193,6 +193,10 @@ for r in rows:
                  f"same source's per-channel run of the method on this model ({c} %); a finer grid cannot lose more")
 
 # GGUF rows: quant type with bits per quantized linear weight filled in by the planner (see README).
+# Types llama.cpp's quantize tool refuses to make without an importance matrix ("Please do not use IQ1_S, IQ1_M, IQ2_S,
+# IQ2_XXS, IQ2_XS or Q2_K_S quantization without an importance matrix", tools/quantize/quantize.cpp): a row of one of
+# these whose source does not state the imatrix had one; any other type's family is unknown then (kept out of the fit)
+IMATRIX_REQUIRED = {"IQ1_S", "IQ1_M", "IQ2_S", "IQ2_XXS", "IQ2_XS", "Q2_K_S"}
 QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA)))
 F16 = {(r["source"][:60], r["model"]): float(r["ppl"]) for r in QQ if r["quant_type"] == "F16" and re.fullmatch(r"[\d.]+", r["ppl"].strip())}
 F16_TEXT = {(r["source"][:60], r["model"]): r["ppl"].strip() for r in QQ if r["quant_type"] == "F16"}  # as printed
@@ -232,6 +236,8 @@ for r in QQ:
         res = f"{100 * half_unit(m.group(0)) / (float(ppl) - float(m.group(0))):.4g}"
     elif metric == "ppl" and pct:
         res = resolution_pct(ppl, F16_TEXT[(r["source"][:60], model)])
+    if imat == "unstated" and qt not in IMATRIX_REQUIRED:
+        fit, why = "no", "whether an importance matrix was used is not stated, and this type can be made without one"
     if pct and float(pct) <= 0: fit, why = "no", "perplexity change within noise (<= 0)"
     if not pct and fit == "yes": fit, why = "no", "no relative perplexity"
     rows.append(dict(family=fam, variant=qt + (f" (imatrix {imat})" if imat else ""), activations="q8 (llama.cpp matmul input)", group_size="", bits="", model=model,
@@ -263,7 +269,7 @@ for r in rows:
     qt = r["variant"].split(" ")[0]
     base = gguf_base_type(qt) or qt
     if base in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"):
-        r["family"] = "gguf-legacy"
+        r["family"] = "gguf-legacy-imatrix" if r["family"] == "gguf-imatrix" else "gguf-legacy"
     pid = PROFILE.get(model_key(r["model"]))
     if pid is None:
         r["fit"], r["why"] = "no", "model has no planner profile to compute bits"

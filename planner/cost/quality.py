@@ -15,7 +15,7 @@ perplexities converted to token level first, token_level_pct):
 - activation precision is part of the family (each row's `activations`): NVFP4 W4A4 (`nvfp4`, what vLLM/TensorRT-LLM
   run on Blackwell) is fitted apart from weight-only NVFP4 (`nvfp4-wo`, its lower bound: LOWER_BOUND_PRIOR); INT8 W8A8
   without smoothing is the smoothed family's rows shifted by the effect of smoothing measured in paired rows
-  (ACT_VARIANTS, act_shift);
+  (PAIRED_VARIANTS, paired_shift; the same for legacy GGUF types quantized with an importance matrix);
 - a model's effect (its sensitivity to weight noise) is shared across families and shrunk toward 0, a point release's
   toward its predecessor's (sibling), on top of a heavily-trained-release term (HEAVY_TRAINED): one factor for the
   quantizers that round with calibration activations (CALIBRATED: GPTQ, AWQ, EXL2), one for the others;
@@ -96,7 +96,7 @@ PRIOR = {
     "mxfp4": "bnb-fp4",
     "int8-wo": "rtn",  # per-channel round-to-nearest int8
     # W8A8's loss is mostly its activations' (outlier channels), a mechanism no weight-only family shares: no prior
-    # (int8-w8a8 without smoothing is fitted with it through ACT_VARIANTS)
+    # (int8-w8a8 without smoothing is fitted with it through PAIRED_VARIANTS)
     # LLM.int8() (arXiv 2208.07339): int8 per-row weights *and* int8 per-token activations, the outlier feature columns
     # kept in fp16: a W8A8 whose outliers are handled, as SmoothQuant handles them by smoothing
     "bnb-int8": "int8-w8a8",
@@ -111,7 +111,7 @@ EXTRAPOLATE = {
     "int8-wo": "gguf-legacy",  # Q8_0 is round-to-nearest int8 (g32)
     "fp8-wo": "fp8-w8a8", "fp8-w8a8": "fp8-wo",
     # smoothed INT8 without rows: the unsmoothed rows (an upper bound), and the other way round a lower bound
-    "int8-w8a8": "int8-w8a8-naive", "int8-w8a8-naive": "int8-w8a8",
+    "int8-w8a8": "int8-w8a8-naive", "int8-w8a8-naive": "int8-w8a8", "gguf-legacy-imatrix": "gguf-legacy",
 }
 # Loss per code bit of a group quantizer: a uniform grid's error variance (step^2 / 12) falls 4x per bit, and in the
 # small-noise regime KLD and the perplexity increase are quadratic in the logit error, so proportional to it (None:
@@ -133,14 +133,17 @@ FIT_SCATTER_LN = 0.3  # assumed: the scatter of a row about the fit, ln units (t
 # NVFP4InferenceConfig (mm_config NVFP4MMConfig.DYNAMIC by default, torchao/prototype/mx_formats/inference_workflow.py)
 # quantize activations to NVFP4 as well
 LOWER_BOUND_PRIOR = frozenset({"nvfp4"})
-# Row families that differ from a base family only in how activations are quantized, fitted as the base family's rows
-# shifted by the variant's effect (act_shift). int8-w8a8-naive: per-token int8 activations as they are; int8-w8a8: the
-# same after SmoothQuant's smoothing, which divides each activation channel by a scale moved into the weights and so
-# flattens the outlier channels that set a per-token scale (arXiv 2211.10438). The shift is measured only where one
-# setup ran both on one model (torchao prototype/smoothquant README: 6.06 % vs 1.44 %; mit-han-lab/smoothquant's
-# Llama-2 demo: 1.86 % vs 0.57 %): between sources the smoothed rows (Qwen3, heavily trained, arXiv 2505.02214) and
-# the unsmoothed ones (torchao, Llama) differ in model and setup as much as in smoothing.
-ACT_VARIANTS = {"int8-w8a8-naive": "int8-w8a8"}
+# Row families that differ from a base family in one step only, fitted as the base family's rows shifted by that step's
+# effect (paired_shift), measured only where one setup ran both on one model at the same bits:
+# - int8-w8a8-naive: per-token int8 activations as they are; int8-w8a8: the same after SmoothQuant's smoothing, which
+#   divides each activation channel by a scale moved into the weights and so flattens the outlier channels that set a
+#   per-token scale (arXiv 2211.10438). Pairs: torchao prototype/smoothquant README (6.06 % vs 1.44 %), mit-han-lab/
+#   smoothquant's Llama-2 demo (1.86 % vs 0.57 %); between sources the smoothed rows (Qwen3, heavily trained, arXiv
+#   2505.02214) and the unsmoothed ones (torchao, Llama) differ in model and setup as much as in smoothing.
+# - gguf-legacy-imatrix: Q4_0..Q8_0 quantized with an importance matrix (llama.cpp weighs each weight's rounding error
+#   by its activations' mean square, as for the K-quants). Pairs: llama.cpp PR #4969 (Q4_0/Q4_1 with and without, on
+#   LLaMA-1/2 and Mistral-7B).
+PAIRED_VARIANTS = {"int8-w8a8-naive": "int8-w8a8", "gguf-legacy-imatrix": "gguf-legacy"}
 FAMILY_PRIOR_SOURCES = 1.0  # assumed: the sibling mechanism's level counts as one more source in a family's level
 MODEL_FX_SHRINK = 1.0  # assumed: a model's shared effect counts n / (n + 1) of its rows' mean residual
 SOURCE_FX_SHRINK = 1.0  # assumed: a setup's effect counts n / (n + 1) of its rows' mean residual
@@ -471,7 +474,7 @@ def _solve_normal(a: list[list[float]], rhs: list[float]) -> list[float]:
     return x
 
 
-def act_shift(rows: list[Row], variant: str, base: str) -> float | None:
+def paired_shift(rows: list[Row], variant: str, base: str) -> float | None:
     """ln(added NLL) of the `variant` rows minus the `base` rows, averaged over the pairs measured by one source on one
     model at the same bits (the only contrast free of model and setup); None without such a pair."""
     diffs = [ln_nll(v.ppl_pct) - ln_nll(b.ppl_pct) for v in rows if v.family == variant for b in rows
@@ -485,13 +488,13 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     source's setup effect. Model and setup effects are shared across families and shrunk toward 0 (MODEL_FX_SHRINK,
     SOURCE_FX_SHRINK); a setup effect exists only for a source with rows in two or more families (else it cannot be
     told from the family's level). A group quantizer's level is pulled toward its sibling mechanism's (PRIOR,
-    FAMILY_PRIOR_SOURCES). Each source weighs the same within a family (_cell_weights). An activation variant
-    (ACT_VARIANTS) is fitted as its base family's rows, less its paired shift (act_shift), and predicted with it."""
-    shifts = {v: act_shift(rows, v, b) for v, b in ACT_VARIANTS.items()}
-    variants = {r.family for r in rows if r.family in ACT_VARIANTS}
+    FAMILY_PRIOR_SOURCES). Each source weighs the same within a family (_cell_weights). A paired variant
+    (PAIRED_VARIANTS) is fitted as its base family's rows, less its paired shift (paired_shift), and predicted with it."""
+    shifts = {v: paired_shift(rows, v, b) for v, b in PAIRED_VARIANTS.items()}
+    variants = {r.family for r in rows if r.family in PAIRED_VARIANTS}
     raw = [(r.ppl_pct, r.res_pct) for r in rows]  # a row's resolution weight is its published change's
-    rows = [replace(r, family=ACT_VARIANTS[r.family], ppl_pct=pct_from_ln_nll(ln_nll(r.ppl_pct) - (shifts[r.family] or 0.0)))
-            if r.family in ACT_VARIANTS else r for r in rows]
+    rows = [replace(r, family=PAIRED_VARIANTS[r.family], ppl_pct=pct_from_ln_nll(ln_nll(r.ppl_pct) - (shifts[r.family] or 0.0)))
+            if r.family in PAIRED_VARIANTS else r for r in rows]
     by: dict[str, list[Row]] = {}
     for r in rows:
         by.setdefault(r.family, []).append(r)
@@ -609,7 +612,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
         offsets = tuple(sorted((k, sum(v) / (len(v) + MODEL_SHRINK)) for k, v in by_model.items()))
         fits[fam] = replace(fit, lo=lo, hi=hi, offsets=offsets)
     for v in sorted(variants):  # the base family's fit shifted by the variant's effect (0 without a pair to measure it)
-        fits[v] = replace(fits[ACT_VARIANTS[v]], family=v, a=fits[ACT_VARIANTS[v]].a + (shifts[v] or 0.0))
+        fits[v] = replace(fits[PAIRED_VARIANTS[v]], family=v, a=fits[PAIRED_VARIANTS[v]].a + (shifts[v] or 0.0))
     # group quantizers without rows: their nearest sibling mechanism's level and lines, labelled extrapolated
     for fam in sorted(GROUPED):
         via = next((p for p in _prior_chain(fam) if p in fits), None)
@@ -703,9 +706,10 @@ def quality_family(fmt: WeightFormat, group: int, bits: float) -> str:
     fam = fmt.family
     if fam == "gguf":
         base = gguf_base_type(fmt.id.removesuffix("-as-stored")) or fmt.id
+        imatrix = fmt.needs_imatrix or fmt.imatrix
         if base in _GGUF_LEGACY:
-            return "gguf-legacy"
-        return "gguf-imatrix" if fmt.needs_imatrix or fmt.imatrix or base.startswith("IQ") else "gguf"
+            return "gguf-legacy-imatrix" if imatrix else "gguf-legacy"
+        return "gguf-imatrix" if imatrix or base.startswith("IQ") else "gguf"
     if fam == "bnb":
         return "bnb-int8" if bits > 6 else ("bnb-fp4" if "fp4" in fmt.id else "bnb-nf4")
     if fam == "gptq" and bits > 6:
@@ -819,13 +823,13 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
                 + (" (one source: extrapolated)" if basis == "extrapolated" and fit.n_sources < 2 else ""))
     if sib in fit.models or (sib and mfx):
         note += f", with the published residual of its predecessor {sib} (same architecture and size)"
-    # an activation variant and its base share one fit (ACT_VARIANTS): say so, with the paired shift on the added NLL
-    base = ACT_VARIANTS.get(family, "")
-    shifted = [v for v, b in ACT_VARIANTS.items() if b == family and v in fits]
+    # a paired variant and its base share one fit (PAIRED_VARIANTS): say so, with the paired shift on the added NLL
+    base = PAIRED_VARIANTS.get(family, "")
+    shifted = [v for v, b in PAIRED_VARIANTS.items() if b == family and v in fits]
     if base in fits and via == family:
-        note += f"; the {base} fit with added NLL x{math.exp(fit.a - fits[base].a):.2f} (the paired activation shift)"
+        note += f"; the {base} fit with added NLL x{math.exp(fit.a - fits[base].a):.2f} (the paired shift)"
     for v in shifted:
-        note += f"; {v} rows counted at their added NLL / {math.exp(fits[v].a - fit.a):.2f} (the paired activation shift)"
+        note += f"; {v} rows counted at their added NLL / {math.exp(fits[v].a - fit.a):.2f} (the paired shift)"
     return (pct_from_ln_nll(ln), pct_from_ln_nll(ln + fit.lo - widen), pct_from_ln_nll(ln + fit.hi + widen), basis, note,
             why)
 

@@ -207,13 +207,13 @@ def test_single_source_families_take_their_sibling_mechanism_as_prior():
 def test_a_setup_effect_comes_only_from_a_sources_other_families():
     """A source with rows in several families has a setup effect; a source with one family has none (it cannot be
     told from the family's level), and leaving a source out leaves nothing of its effect behind."""
-    from planner.cost.quality import ACT_VARIANTS, SOURCE_KEY_CHARS
+    from planner.cost.quality import PAIRED_VARIANTS, SOURCE_KEY_CHARS
 
     rows = fit_rows()
     fits = fit_all(rows)
     fams: dict[str, set[str]] = {}
     for r in rows:
-        fams.setdefault(r.source[:SOURCE_KEY_CHARS], set()).add(ACT_VARIANTS.get(r.family, r.family))  # fitted as one
+        fams.setdefault(r.source[:SOURCE_KEY_CHARS], set()).add(PAIRED_VARIANTS.get(r.family, r.family))  # fitted as one
     multi = {s for s, f in fams.items() if len(f) > 1}
     single = set(fams) - multi
     assert multi and single and {s for s, _ in fits["gguf"].source_fx} == multi
