@@ -114,7 +114,8 @@ def eff_bits(bits, group, fam, variant):
     if fam == "nvfp4": over = 8.0 / group  # FP8 E4M3 scale per block (the fp32 per-tensor scale is negligible)
     if fam == "mxfp4": over = 8.0 / group  # E8M0 scale per block of 32 (OCP MX spec v1.0)
     if fam in ("bnb-nf4", "bnb-fp4"):
-        over = (8.0 / group + 32.0 / (group * 256)) if "double quant" in v or "+ dq" in v else 32.0 / group
+        # double quantization (QLoRA: 8-bit block scales + an fp32 scale per 256 of them) unless the variant says "no double quant"
+        over = (8.0 / group + 32.0 / (group * 256)) if re.search(r"(?<!no )double quant", v) or "+ dq" in v else 32.0 / group
     return round(bits + over, 4)
 
 def half_unit(s):
