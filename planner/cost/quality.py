@@ -101,6 +101,16 @@ PRIOR = {
     # kept in fp16: a W8A8 whose outliers are handled, as SmoothQuant handles them by smoothing
     "bnb-int8": "int8-w8a8",
 }
+# ln(rounding error of a family's code grid / its PRIOR sibling's) at the family's block size, where the two differ in
+# the grid their 4-bit codes stand for: planner.cost.grids.grid_offset (Monte Carlo over Gaussian and Laplace blocks,
+# scaled as each format scales them; a test recomputes these). In the small-noise regime the loss is proportional to the
+# weight error, so a family's prior level is its sibling's plus this.
+GRID_PRIOR_OFFSET = {
+    "bnb-fp4": 0.656,  # bitsandbytes FP4 vs NF4, blocks of 64 (x1.93; any4's rows: FP4 +37.8 % vs NF4 +19.9 % on Llama-3-70B)
+    "bnb-nf4": -0.046,  # NF4 absmax vs RTN's 16 uniform levels from min to max, blocks of 64
+    "nvfp4-wo": -0.321,  # OCP E2M1 (absmax onto 6) vs bitsandbytes FP4, blocks of 16
+    "mxfp4": -0.035,  # E2M1 under MX's power-of-two scale vs bitsandbytes FP4, blocks of 32
+}
 # Families without rows and no fitted sibling in PRIOR, and the fitted family each borrows (the nearest quantizer by
 # mechanism); e.g. a GGUF or FP8 family left without rows in leave-one-source-out (benchmarks/quality.py):
 EXTRAPOLATE = {
@@ -443,6 +453,16 @@ def resolution_weight(ppl_pct: float, res_pct: float = RESOLUTION_PCT) -> float:
     return FIT_SCATTER_LN ** 2 / (FIT_SCATTER_LN ** 2 + noise2 / ppl_pct ** 2)
 
 
+def grid_offset(family: str, ancestor: str) -> float:
+    """ln of the rounding-error ratio of `family`'s code grid to `ancestor`'s along the PRIOR chain (GRID_PRIOR_OFFSET,
+    summed over the steps; 0 for steps that keep the grid)."""
+    out, f = 0.0, family
+    while f != ancestor and f in PRIOR:
+        out += GRID_PRIOR_OFFSET.get(f, 0.0)
+        f = PRIOR[f]
+    return out
+
+
 def _prior_chain(family: str) -> list[str]:
     """The family's sibling mechanisms, nearest first (PRIOR), without cycles."""
     out, f = [], PRIOR.get(family)
@@ -578,12 +598,15 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     for f in by:  # a group quantizer's level is pulled toward its nearest sibling mechanism that has rows
         parent = (next((p for p in _prior_chain(f) if p in by), None)
                   if f in GROUPED and f not in LOWER_BOUND_PRIOR else None)
-        if parent is not None:
+        if parent is not None:  # toward the parent's level plus the two grids' error ratio (grid_offset)
             i, j = idx["A:" + f], idx["A:" + parent]
+            d = FAMILY_PRIOR_SOURCES * grid_offset(f, parent)
             a[i][i] += FAMILY_PRIOR_SOURCES
             a[j][j] += FAMILY_PRIOR_SOURCES
             a[i][j] -= FAMILY_PRIOR_SOURCES
             a[j][i] -= FAMILY_PRIOR_SOURCES
+            rhs[i] += d
+            rhs[j] -= d
     coef = _solve_normal(a, rhs)
     g, gc = coef[idx["h"]], coef[idx["hc"]]
     c = coef[idx["C"]] if grouped_present else 0.0
@@ -617,8 +640,8 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     for fam in sorted(GROUPED):
         via = next((p for p in _prior_chain(fam) if p in fits), None)
         if fam not in fits and via is not None:
-            fits[fam] = replace(fits[via], family=fam, n=0, n_sources=0, models=frozenset(), offsets=(), prior=via,
-                                g=gc if fam in CALIBRATED else g)
+            fits[fam] = replace(fits[via], family=fam, a=fits[via].a + grid_offset(fam, via), n=0, n_sources=0,
+                                models=frozenset(), offsets=(), prior=via, g=gc if fam in CALIBRATED else g)
     return fits
 
 

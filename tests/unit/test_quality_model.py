@@ -335,3 +335,36 @@ def test_heavily_trained_models_lose_less_extra_under_calibrated_rounding():
     fits = fit_all(fit_rows())
     assert {"gptq", "awq"} <= CALIBRATED and "rtn" not in CALIBRATED
     assert 1.0 < math.exp(fits["gptq"].g) == math.exp(fits["awq"].g) < math.exp(fits["rtn"].g) == math.exp(fits["gguf"].g)
+
+
+def test_grid_prior_offsets_are_the_grids_rounding_error_ratios():
+    """The sibling-prior offsets are what the code grids' definitions give (planner.cost.grids): bitsandbytes FP4 rounds
+    Gaussian/Laplace blocks with about twice NF4's error, NF4 and RTN's uniform levels are close, NVFP4's E2M1 (absmax
+    onto 6) beats bitsandbytes' FP4 grid, and MX's power-of-two scale takes E2M1's advantage away again."""
+    from planner.cost.grids import grid_mse, grid_offset
+    from planner.cost.quality import GRID_PRIOR_OFFSET, PRIOR
+
+    grids = {"bnb-fp4": ("bnb-fp4", "nf4", 64), "bnb-nf4": ("nf4", "int4-asym", 64),
+             "nvfp4-wo": ("e2m1", "bnb-fp4", 16), "mxfp4": ("mx-e2m1", "bnb-fp4", 32)}
+    assert set(grids) == set(GRID_PRIOR_OFFSET)
+    for fam, (grid, parent, group) in grids.items():
+        assert PRIOR[fam] in ("bnb-nf4", "rtn", "bnb-fp4")
+        assert GRID_PRIOR_OFFSET[fam] == pytest.approx(grid_offset(grid, parent, group), abs=0.02), fam
+    assert 1.7 < math.exp(GRID_PRIOR_OFFSET["bnb-fp4"]) < 2.2
+    # a finer block rounds with less error on the same grid (what the range term says of every group quantizer)
+    assert grid_mse("int4-asym", 32, "laplace") < grid_mse("int4-asym", 128, "laplace")
+    with pytest.raises(ValueError, match="unknown grid"):
+        grid_mse("int3", 64, "gauss")
+
+
+def test_a_family_without_rows_starts_from_its_siblings_level_times_the_grid_error_ratio():
+    """Without its own rows bitsandbytes FP4 is predicted at NF4's loss times the grids' error ratio (~x1.9)."""
+    rows = [r for r in fit_rows() if r.family != "bnb-fp4"]
+    fits = fit_all(rows)
+    from planner.cost.quality import GRID_PRIOR_OFFSET, predict
+
+    fp4 = predict(fits, "bnb-fp4", 4.5, 64, "gemma-3-12b")  # a model with no NF4 rows of its own
+    nf4 = predict(fits, "bnb-nf4", 4.5, 64, "gemma-3-12b")
+    assert fp4[3] == "extrapolated"
+    added = math.log(math.log1p(fp4[0] / 100)) - math.log(math.log1p(nf4[0] / 100))
+    assert added == pytest.approx(GRID_PRIOR_OFFSET["bnb-fp4"], abs=1e-6)
