@@ -86,8 +86,8 @@ def _predict_all(rows: list[Row], mode: str) -> list[tuple[Row, float, bool]]:
 
     def one(fits: dict[str, FamilyFit], r: Row) -> tuple[Row, float, bool]:
         key = model_key(r.model)
-        pred = predict(fits, r.family, r.bits, r.group, key, r.source)[0]
-        _, lo, hi, *_ = predict(fits, r.family, r.bits, r.group, key)
+        pred = predict(fits, r.family, r.bits, r.group, key, r.source, r.symmetric)[0]
+        _, lo, hi, *_ = predict(fits, r.family, r.bits, r.group, key, symmetric=r.symmetric)
         f = with_head(fits, r, 1.0) if mode != "in" else 1.0
         return r, pred * f, lo * f <= r.ppl_pct <= hi * f
 

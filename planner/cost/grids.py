@@ -28,7 +28,7 @@ E2M1 = tuple(sorted({s * v for v in (0, 0.5, 1, 1.5, 2, 3, 4, 6) for s in (1, -1
 E2M1_MAX = 6.0
 E2M1_EMAX = 2  # the largest E2M1 exponent: MX's shared scale is 2^(floor(log2 absmax) - 2) (OCP MX v1.0, sec. 6.3)
 
-GRIDS = ("int4-asym", "nf4", "bnb-fp4", "e2m1", "mx-e2m1")
+GRIDS = ("int4-asym", "int4-sym", "nf4", "bnb-fp4", "e2m1", "mx-e2m1")
 
 
 def _nearest(x, grid):
@@ -43,9 +43,10 @@ def _nearest(x, grid):
 
 def grid_mse(grid: str, group: int, dist: str, blocks: int = 1 << 15, seed: int = 0) -> float:
     """Mean squared rounding error per weight of `grid` on blocks of `group` i.i.d. weights ('gauss' or 'laplace', unit
-    scale), each block scaled as the format does: int4-asym 16 uniform levels from the block's min to max (RTN, GPTQ,
-    AWQ's grid); nf4 / bnb-fp4 the block's absmax onto +-1; e2m1 the absmax onto 6 (NVFP4); mx-e2m1 a power-of-two
-    scale 2^(floor(log2 absmax) - 2), values beyond 6 saturating (MXFP4)."""
+    scale), each block scaled as the format does: int4-asym 16 uniform levels from the block's min to max (RTN, AWQ,
+    GPTQ with sym=False); int4-sym GPTQ's symmetric grid (step 2 absmax / 15 around a zero of 8); nf4 / bnb-fp4 the
+    block's absmax onto +-1; e2m1 the absmax onto 6 (NVFP4); mx-e2m1 a power-of-two scale 2^(floor(log2 absmax) - 2),
+    values beyond 6 saturating (MXFP4)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -55,6 +56,9 @@ def grid_mse(grid: str, group: int, dist: str, blocks: int = 1 << 15, seed: int 
         lo, hi = w.min(axis=1, keepdims=True), w.max(axis=1, keepdims=True)
         step = (hi - lo) / 15
         q = np.round((w - lo) / step) * step + lo
+    elif grid == "int4-sym":  # GPTQ's sym=True: step 2 absmax / 15, zero 8, codes 0..15 (AutoGPTQ/GPTQModel quantizer)
+        step = 2 * amax / 15
+        q = (np.clip(np.round(w / step) + 8, 0, 15) - 8) * step
     elif grid in ("nf4", "bnb-fp4"):
         q = _nearest(w / amax, NF4 if grid == "nf4" else BNB_FP4) * amax
     elif grid == "e2m1":

@@ -111,6 +111,13 @@ GRID_PRIOR_OFFSET = {
     "nvfp4-wo": -0.321,  # OCP E2M1 (absmax onto 6) vs bitsandbytes FP4, blocks of 16
     "mxfp4": -0.035,  # E2M1 under MX's power-of-two scale vs bitsandbytes FP4, blocks of 32
 }
+# ln(rounding error of GPTQ's symmetric 4-bit grid / the asymmetric min-max grid) by group (0: per-channel), from
+# planner.cost.grids.grid_offset("int4-sym", "int4-asym", g): the symmetric grid spends its 16 levels on +-absmax and
+# one of them past it. Most published 4-bit rows are asymmetric (the papers' code: AWQ, OmniQuant, GPTQ's own repo);
+# GPTQ checkpoints made by AutoGPTQ/GPTQModel (sym=True by default, what vLLM's Marlin kernels take) and by
+# `planner quantize` are symmetric, so rows that say so are fitted less this and such formats are predicted with it.
+SYM_GRID_OFFSET = {32: 0.448, 64: 0.328, 128: 0.256, 0: 0.113}
+SYM_FAMILIES = frozenset({"gptq", "rtn", "awq", "hqq"})  # integer group grids that come in both forms
 # Families without rows and no fitted sibling in PRIOR, and the fitted family each borrows (the nearest quantizer by
 # mechanism); e.g. a GGUF or FP8 family left without rows in leave-one-source-out (benchmarks/quality.py):
 EXTRAPOLATE = {
@@ -256,6 +263,7 @@ class Row:
     kld: float | None
     source: str
     res_pct: float = RESOLUTION_PCT  # the printing resolution of ppl_pct, percent (RESOLUTION_PCT where unknown)
+    symmetric: bool = False  # a 4-bit integer grid symmetric about zero (GPTQ's sym=True), as the variant says
 
 
 def data_path() -> Path:
@@ -299,9 +307,11 @@ def fit_rows(rows: list[dict[str, str]] | None = None) -> list[Row]:
     for r in published_rows() if rows is None else rows:
         if r["fit"] != "yes" or not r["bits"] or not r["ppl_delta_pct"]:
             continue
+        v = r["variant"].lower()
+        sym = r["family"] in SYM_FAMILIES and float(r["bits"]) < 5 and "asym" not in v and re.search(r"\bsym", v)
         out.append(Row(r["family"], float(r["bits"]), int(r["group_size"] or 0), r["model"], token_level_pct(r),
                        float(r["value"]) if r["metric"] == "kld" else None, r["source"],
-                       float(r.get("resolution_pct") or RESOLUTION_PCT)))
+                       float(r.get("resolution_pct") or RESOLUTION_PCT), bool(sym)))
     return out
 
 
@@ -453,6 +463,18 @@ def resolution_weight(ppl_pct: float, res_pct: float = RESOLUTION_PCT) -> float:
     return FIT_SCATTER_LN ** 2 / (FIT_SCATTER_LN ** 2 + noise2 / ppl_pct ** 2)
 
 
+def sym_offset(group: int) -> float:
+    """SYM_GRID_OFFSET at `group`, interpolated in ln(group) between the computed sizes (per-channel = 0)."""
+    if group <= 0 or group in SYM_GRID_OFFSET:
+        return SYM_GRID_OFFSET.get(group, SYM_GRID_OFFSET[0])
+    pts = sorted((math.log(g), v) for g, v in SYM_GRID_OFFSET.items() if g) + [(math.log(PER_CHANNEL_GROUP), SYM_GRID_OFFSET[0])]
+    x = min(max(math.log(group), pts[0][0]), pts[-1][0])
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return pts[-1][1]
+
+
 def grid_offset(family: str, ancestor: str) -> float:
     """ln of the rounding-error ratio of `family`'s code grid to `ancestor`'s along the PRIOR chain (GRID_PRIOR_OFFSET,
     summed over the steps; 0 for steps that keep the grid)."""
@@ -564,7 +586,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
         w *= resolution_weight(pct, res)
         k = model_key(r.model)
         p = precision_bits(r.family, r.bits, r.group)
-        y = ln_nll(r.ppl_pct)
+        y = ln_nll(r.ppl_pct) - (sym_offset(r.group) if r.symmetric else 0.0)
         x: list[tuple[int, float]] = [(idx["A:" + r.family], 1.0), (idx["m:" + k], 1.0)]
         sc = slope_col(r.family)
         if sc is not None:
@@ -624,7 +646,8 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
                         chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx)
         # residuals without the setup effect: the spread a user with an unknown setup meets; the model's own
         # residual in this family (beyond its shared effect, setup removed) is kept for `published` predictions
-        res = [ln_nll(r.ppl_pct) - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rs]
+        res = [ln_nll(r.ppl_pct) - (sym_offset(r.group) if r.symmetric else 0.0)
+               - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rs]
         if len(rs) >= MIN_ROWS_FOR_SPREAD:
             lo, hi = min(_quantile(res, 0.1), -0.1), max(_quantile(res, 0.9), 0.1)
         else:
@@ -799,10 +822,10 @@ def sibling(model: str) -> str:
 
 
 def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, model: str,
-            source: str = "") -> tuple[float, float, float, str, str, str]:
+            source: str = "", symmetric: bool = False) -> tuple[float, float, float, str, str, str]:
     """(ppl%, ppl% low, ppl% high, basis, note, why extrapolated ('' unless it is)) for a family at `bits` (per
     quantized linear weight) and `group` on `model` (a model_key); `source` adds that source's setup effect where the
-    fit knows it (benchmarks only)."""
+    fit knows it (benchmarks only); `symmetric` charges a symmetric 4-bit grid (SYM_GRID_OFFSET)."""
     fit = fits.get(family)
     basis, why = "published-family", ""
     via = family
@@ -824,7 +847,7 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
     sib = sibling(model) if basis != "published" else ""
     own = fit.offset(model) if basis == "published" else (fit.offset(sib) if sib in fit.models else 0.0)
     mfx = 0.0 if model in dict(fit.model_fx) or not sib else fit.model_effect(sib) - fit.model_effect(model)
-    ln = fit.ln_ppl(bits, group, model) + mfx + own + fit.source_effect(source)
+    ln = fit.ln_ppl(bits, group, model) + mfx + own + fit.source_effect(source) + (sym_offset(group) if symmetric else 0.0)
     widen = EXTRAPOLATED_WIDEN if basis == "extrapolated" else 0.0
     slope = ("bits slope and group term shared by the group quantizers" if fit.grouped else
              "own bits slope" if fit.own_slope else "GGUF K-quant bits slope")
@@ -870,7 +893,12 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
         return Quality(0.0, 0.0, "published", note=f"{fmt.id} leaves this model's linear weights in 16-bit")
     family = quality_family(fmt, group, bits)
     key = model_key(mc.spec.id)
-    ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key)
+    # GPTQ checkpoints are symmetric (AutoGPTQ/GPTQModel's sym=True default, planner quantize's GPTQConfig.sym)
+    sym = family == "gptq" and precision_bits(family, bits, group) <= 4
+    ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym)
+    if sym:
+        note += (f"; a symmetric grid (the GPTQ tools' sym=True default): x{math.exp(sym_offset(group)):.2f} on the added "
+                 "NLL of the mostly asymmetric published rows")
     note += f"; head {head_bits:.1f} bits"
     fit = _fits().get(family)
     # the rows a prediction rests on set the usual head: a family without rows rests on its sibling mechanism's

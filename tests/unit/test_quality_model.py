@@ -133,7 +133,8 @@ def test_formats_with_their_familys_usual_head_are_unadjusted(registry):
                 "mlx-4bit", "mlx-8bit", "nvfp4", "exl2-4.0bpw"):
         fmt = get_format(fid)
         bits, group, _ = linear_bits(fmt, mc)
-        ppl, plo, phi, basis, *_ = predict(_fits(), quality_family(fmt, group, bits), bits, group, model_key("llama-3.1-8b"))
+        ppl, plo, phi, basis, *_ = predict(_fits(), quality_family(fmt, group, bits), bits, group, model_key("llama-3.1-8b"),
+                                           symmetric=fid == "gptq-int4")
         q = expected_quality(fmt, mc)
         assert (q.ppl_delta_pct, q.ppl_low, q.ppl_high, q.basis) == (ppl, plo, phi, basis), fid
         assert (q.kld, q.kld_high) == (kld_from_ppl(ppl), kld_from_ppl(phi)) and "usual head" not in q.note, fid
@@ -351,6 +352,13 @@ def test_grid_prior_offsets_are_the_grids_rounding_error_ratios():
         assert PRIOR[fam] in ("bnb-nf4", "rtn", "bnb-fp4")
         assert GRID_PRIOR_OFFSET[fam] == pytest.approx(grid_offset(grid, parent, group), abs=0.02), fam
     assert 1.7 < math.exp(GRID_PRIOR_OFFSET["bnb-fp4"]) < 2.2
+    # GPTQ's symmetric grid against the asymmetric one, by group: the penalty shrinks as the group grows
+    from planner.cost.quality import SYM_GRID_OFFSET, sym_offset
+
+    for g in (32, 128):
+        assert SYM_GRID_OFFSET[g] == pytest.approx(grid_offset("int4-sym", "int4-asym", g), abs=0.02), g
+    assert sym_offset(32) > sym_offset(64) > sym_offset(128) > sym_offset(0) > 0
+    assert sym_offset(16) == SYM_GRID_OFFSET[32] and SYM_GRID_OFFSET[64] > sym_offset(100) > SYM_GRID_OFFSET[128]
     # a finer block rounds with less error on the same grid (what the range term says of every group quantizer)
     assert grid_mse("int4-asym", 32, "laplace") < grid_mse("int4-asym", 128, "laplace")
     with pytest.raises(ValueError, match="unknown grid"):
@@ -368,3 +376,16 @@ def test_a_family_without_rows_starts_from_its_siblings_level_times_the_grid_err
     assert fp4[3] == "extrapolated"
     added = math.log(math.log1p(fp4[0] / 100)) - math.log(math.log1p(nf4[0] / 100))
     assert added == pytest.approx(GRID_PRIOR_OFFSET["bnb-fp4"], abs=1e-6)
+
+
+def test_gptq_formats_are_rated_on_a_symmetric_grid_and_awq_on_its_asymmetric_one(registry):
+    """The planner's GPTQ formats are symmetric (AutoGPTQ/GPTQModel's and planner quantize's sym=True): their estimate
+    carries the symmetric grid's factor over the mostly asymmetric published rows and says so; AWQ's zero-point grid
+    does not."""
+    from planner.cost.quality import SYM_GRID_OFFSET
+
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    gptq = expected_quality(get_format("gptq-int4"), mc)
+    awq = expected_quality(get_format("awq-int4"), mc)
+    assert "symmetric grid" in gptq.note and f"x{math.exp(SYM_GRID_OFFSET[128]):.2f}" in gptq.note
+    assert "symmetric grid" not in awq.note
