@@ -668,6 +668,54 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     return fits
 
 
+def spread_path() -> Path:
+    """planner/data/quality_spread.json: each family's held-out residual spread (written by
+    `python benchmarks/quality.py --write-spread`)."""
+    return Path(__file__).parent.parent / "data" / "quality_spread.json"
+
+
+def spread_key() -> str:
+    """What a stored spread was computed from: this module and the published table (a spread from other code or rows
+    is ignored, never used)."""
+    from planner.cache import checksum
+
+    return checksum(Path(__file__).read_bytes() + data_path().read_bytes())
+
+
+def held_out_spread(rows: list[Row]) -> dict[str, tuple[float, float, int]]:
+    """Per family, the 10 % and 90 % quantiles (ln) and the count of the residuals each row has when its whole source is
+    left out of the fit and it is predicted as a user's model is (no setup effect): the spread a model, setup and lab
+    the fit has not seen meets, which the in-sample residuals understate."""
+    res: dict[str, list[float]] = {}
+    for src in sorted({_src(r) for r in rows}):
+        held = [r for r in rows if _src(r) == src]
+        fits = fit_all([r for r in rows if _src(r) != src])
+        for r in held:
+            pred = predict(fits, r.family, r.bits, r.group, model_key(r.model), symmetric=r.symmetric)[0]
+            res.setdefault(r.family, []).append(ln_nll(r.ppl_pct) - ln_nll(pred))
+    return {f: (min(_quantile(v, 0.1), -0.1), max(_quantile(v, 0.9), 0.1), len(v))
+            for f, v in sorted(res.items()) if len(v) >= MIN_ROWS_FOR_SPREAD}
+
+
+def apply_spread(fits: dict[str, FamilyFit], spread: dict[str, tuple[float, float, int]]) -> dict[str, FamilyFit]:
+    """The fits with each family's interval widened to its held-out spread (never narrowed below the in-sample one)."""
+    return {k: replace(f, lo=min(f.lo, spread[k][0]), hi=max(f.hi, spread[k][1])) if k in spread else f
+            for k, f in fits.items()}
+
+
+def stored_spread(path: Path | None = None) -> dict[str, tuple[float, float, int]]:
+    """The shipped held-out spread, if it was computed from this module and table ({} otherwise: in-sample spreads)."""
+    import json
+
+    try:
+        d = json.loads((path or spread_path()).read_text(encoding="utf-8"))
+        if d.get("key") != spread_key():
+            return {}
+        return {k: (float(v[0]), float(v[1]), int(v[2])) for k, v in d["families"].items()}
+    except (OSError, ValueError, TypeError, KeyError, IndexError):
+        return {}
+
+
 @lru_cache(maxsize=1)
 def _fits() -> dict[str, FamilyFit]:
     """The fits of the published rows, kept in the user cache: fitting them anew costs a single-model `planner
@@ -683,12 +731,13 @@ def _fits() -> dict[str, FamilyFit]:
     path = None
     if use_cache:
         try:
-            material = __version__.encode() + Path(__file__).read_bytes() + data_path().read_bytes()
+            material = (__version__.encode() + Path(__file__).read_bytes() + data_path().read_bytes()
+                        + spread_path().read_bytes())
             path = user_cache_dir() / f"quality-fits-{checksum(material)}.json"
             return {k: fit_from_json(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
         except (OSError, ValueError, TypeError, KeyError):
             pass  # no cache yet, or a file that is not one: fit and (re)write it
-    fits = fit_all(fit_rows())
+    fits = apply_spread(fit_all(fit_rows()), stored_spread())
     if path is not None:
         from planner.yamlio import atomic_write_text
 

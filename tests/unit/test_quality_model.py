@@ -389,3 +389,29 @@ def test_gptq_formats_are_rated_on_a_symmetric_grid_and_awq_on_its_asymmetric_on
     awq = expected_quality(get_format("awq-int4"), mc)
     assert "symmetric grid" in gptq.note and f"x{math.exp(SYM_GRID_OFFSET[128]):.2f}" in gptq.note
     assert "symmetric grid" not in awq.note
+
+
+def test_intervals_take_the_held_out_spread_shipped_for_this_module_and_table(tmp_path):
+    """The shipped held-out spread (benchmarks/quality.py --write-spread) was computed from this module and table; it
+    widens a family's interval where leaving a source out shows a wider spread than the in-sample residuals, never
+    narrows one, and a spread computed from other code or rows is ignored."""
+    import json
+
+    from planner.cost.quality import _fits, apply_spread, spread_key, spread_path, stored_spread
+
+    shipped = json.loads(spread_path().read_text(encoding="utf-8"))
+    assert shipped["key"] == spread_key(), "run: python benchmarks/quality.py --write-spread"
+    spread = stored_spread()
+    assert {"gguf", "gptq", "awq", "rtn"} <= set(spread)
+    fits = fit_all(fit_rows())
+    wide = apply_spread(fits, spread)
+    for fam, (lo, hi, n) in spread.items():
+        assert n >= 4 and lo < 0 < hi
+        assert wide[fam].lo <= min(fits[fam].lo, lo) + 1e-12 and wide[fam].hi >= max(fits[fam].hi, hi) - 1e-12
+    assert any(wide[f].hi - wide[f].lo > fits[f].hi - fits[f].lo + 0.05 for f in spread)  # it matters somewhere
+    assert _fits()["gguf"].lo == wide["gguf"].lo  # what recommend uses
+    stale = tmp_path / "spread.json"
+    stale.write_text(json.dumps({**shipped, "key": "0" * 16}), encoding="utf-8")
+    assert stored_spread(stale) == {}
+    stale.write_text("{not json", encoding="utf-8")
+    assert stored_spread(stale) == {}
