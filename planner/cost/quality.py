@@ -791,6 +791,9 @@ def model_key(name: str) -> str:
     s = s.replace("meta-", "").replace("llama-v1", "llama-1").replace(" ", "-")
     for tail in ("-instruct", "-chat", "-base", "-hf"):
         s = s.split(tail)[0]
+    # a weights revision after the size ('mistral-7b-v0.1', '-v0.3') is the same architecture and pretraining family:
+    # published rows name it or not ('Mistral-7B'), profiles always do
+    s = re.sub(r"(\d[bm])-v\d+(?:\.\d+)?$", r"\1", s.strip("-"))
     return s.strip("-")
 
 

@@ -415,3 +415,14 @@ def test_intervals_take_the_held_out_spread_shipped_for_this_module_and_table(tm
     assert stored_spread(stale) == {}
     stale.write_text("{not json", encoding="utf-8")
     assert stored_spread(stale) == {}
+
+
+def test_a_weights_revision_after_the_size_names_the_same_model(registry):
+    """Published rows name 'Mistral-7B' or 'Mistral-7B-v0.1', profiles 'mistral-7b-v0.1': one model key, so the
+    profile's estimate rests on those rows (basis published); a version that is the model's name stays."""
+    from planner.cost.quality import model_key
+
+    assert model_key("Mistral-7B (v0.1, base)") == model_key("mistral-7b-v0.1") == model_key("Mistral-7B") == "mistral-7b"
+    assert model_key("deepseek-v3") == "deepseek-v3" and model_key("Meta-Llama-3.1-8B-Instruct") == "llama-3.1-8b"
+    q = expected_quality(get_format("Q4_K_M"), ModelCost(registry.get("mistral-7b-v0.1")))
+    assert q.basis == "published"
