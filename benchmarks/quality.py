@@ -33,8 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from planner.cost.quality import (GPU_HEAD_BITS, SOURCE_KEY_CHARS, USUAL_HEAD_BITS, FamilyFit, Row,  # noqa: E402
-                                  apply_spread, fit_all, fit_rows, head_factor, held_out_spread, model_key, predict,
-                                  spread_key, spread_path, stored_spread)
+                                  MIN_ROWS_FOR_SPREAD, apply_spread, fit_all, fit_rows, head_factor, ln_nll, model_key,
+                                  predict, quantile, spread_key, spread_path, stored_spread)
 
 _HEAD_SHARE: dict[str, float | None] = {}
 
@@ -127,9 +127,21 @@ def _cell(errs: list[float]) -> str:
     return f"{statistics.median(errs):6.2f} {sum(x <= 2 for x in errs) / len(errs):5.0%}"
 
 
+def held_out_spread(rows: list[Row]) -> dict[str, tuple[float, float, int]]:
+    """Per family, the 10 % and 90 % quantiles (ln) and the count of the residuals each row has when its whole source is
+    left out of the fit and it is predicted as a user's model is (the leave-one-source-out predictions, in which the
+    held-out source's setup effect is unknown): the spread a model, setup and lab the fit has not seen meets, which
+    the in-sample residuals understate."""
+    res: dict[str, list[float]] = {}
+    for r, pred, _ in _predict_all(rows, "loso"):
+        res.setdefault(r.family, []).append(ln_nll(r.ppl_pct) - ln_nll(pred))
+    return {f: (min(quantile(v, 0.1), -0.1), max(quantile(v, 0.9), 0.1), len(v))
+            for f, v in sorted(res.items()) if len(v) >= MIN_ROWS_FOR_SPREAD}
+
+
 def write_spread() -> None:
-    """Write planner/data/quality_spread.json: each family's held-out residual spread (quality.held_out_spread), keyed
-    by the quality module and table it was computed from."""
+    """Write planner/data/quality_spread.json: each family's held-out residual spread (held_out_spread), keyed by the
+    quality module and table it was computed from."""
     import json
 
     from planner.yamlio import atomic_write_text

@@ -431,7 +431,8 @@ class FamilyFit:
         return self.curve(bits, group) + self.g * heavy(model) + self.model_effect(model)
 
 
-def _quantile(v: list[float], q: float) -> float:
+def quantile(v: list[float], q: float) -> float:
+    """The q-quantile of v, interpolated between order statistics ((n - 1) q)."""
     s = sorted(v)
     k = (len(s) - 1) * q
     i = int(k)
@@ -476,7 +477,7 @@ def sym_offset(group: int) -> float:
     return pts[-1][1]
 
 
-def grid_offset(family: str, ancestor: str) -> float:
+def prior_grid_offset(family: str, ancestor: str) -> float:
     """ln of the rounding-error ratio of `family`'s code grid to `ancestor`'s along the PRIOR chain (GRID_PRIOR_OFFSET,
     summed over the steps; 0 for steps that keep the grid)."""
     out, f = 0.0, family
@@ -621,9 +622,9 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     for f in by:  # a group quantizer's level is pulled toward its nearest sibling mechanism that has rows
         parent = (next((p for p in _prior_chain(f) if p in by), None)
                   if f in GROUPED and f not in LOWER_BOUND_PRIOR else None)
-        if parent is not None:  # toward the parent's level plus the two grids' error ratio (grid_offset)
+        if parent is not None:  # toward the parent's level plus the two grids' error ratio (prior_grid_offset)
             i, j = idx["A:" + f], idx["A:" + parent]
-            d = FAMILY_PRIOR_SOURCES * grid_offset(f, parent)
+            d = FAMILY_PRIOR_SOURCES * prior_grid_offset(f, parent)
             a[i][i] += FAMILY_PRIOR_SOURCES
             a[j][j] += FAMILY_PRIOR_SOURCES
             a[i][j] -= FAMILY_PRIOR_SOURCES
@@ -650,7 +651,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
         res = [ln_nll(r.ppl_pct) - (sym_offset(r.group) if r.symmetric else 0.0)
                - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rs]
         if len(rs) >= MIN_ROWS_FOR_SPREAD:
-            lo, hi = min(_quantile(res, 0.1), -0.1), max(_quantile(res, 0.9), 0.1)
+            lo, hi = min(quantile(res, 0.1), -0.1), max(quantile(res, 0.9), 0.1)
         else:
             lo, hi = -DEFAULT_SPREAD, DEFAULT_SPREAD
         by_model: dict[str, list[float]] = {}
@@ -664,7 +665,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     for fam in sorted(GROUPED):
         via = next((p for p in _prior_chain(fam) if p in fits), None)
         if fam not in fits and via is not None:
-            fits[fam] = replace(fits[via], family=fam, a=fits[via].a + grid_offset(fam, via), n=0, n_sources=0,
+            fits[fam] = replace(fits[via], family=fam, a=fits[via].a + prior_grid_offset(fam, via), n=0, n_sources=0,
                                 models=frozenset(), offsets=(), prior=via, g=gc if fam in CALIBRATED else g)
     return fits
 
@@ -681,21 +682,6 @@ def spread_key() -> str:
     from planner.cache import checksum
 
     return checksum(Path(__file__).read_bytes() + data_path().read_bytes())
-
-
-def held_out_spread(rows: list[Row]) -> dict[str, tuple[float, float, int]]:
-    """Per family, the 10 % and 90 % quantiles (ln) and the count of the residuals each row has when its whole source is
-    left out of the fit and it is predicted as a user's model is (no setup effect): the spread a model, setup and lab
-    the fit has not seen meets, which the in-sample residuals understate."""
-    res: dict[str, list[float]] = {}
-    for src in sorted({_src(r) for r in rows}):
-        held = [r for r in rows if _src(r) == src]
-        fits = fit_all([r for r in rows if _src(r) != src])
-        for r in held:
-            pred = predict(fits, r.family, r.bits, r.group, model_key(r.model), symmetric=r.symmetric)[0]
-            res.setdefault(r.family, []).append(ln_nll(r.ppl_pct) - ln_nll(pred))
-    return {f: (min(_quantile(v, 0.1), -0.1), max(_quantile(v, 0.9), 0.1), len(v))
-            for f, v in sorted(res.items()) if len(v) >= MIN_ROWS_FOR_SPREAD}
 
 
 def apply_spread(fits: dict[str, FamilyFit], spread: dict[str, tuple[float, float, int]]) -> dict[str, FamilyFit]:
