@@ -31,15 +31,6 @@ TOKENS = list(range(3, 35))
 EXPERTS = {"qwen3moe": 4, "mixtral": 8}
 
 
-def _kld(ref: np.ndarray, got: np.ndarray) -> float:
-    def logp(z: np.ndarray) -> np.ndarray:
-        z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-    a, b = logp(ref), logp(got)
-    return float((np.exp(a) * (a - b)).sum(axis=1).mean())
-
-
 def main() -> None:
     """Print one row per architecture and format."""
     from native_jobs import JOB
@@ -47,6 +38,7 @@ def main() -> None:
 
     import torch
 
+    from planner.measure.quality.metrics import mean_kl
     from planner.native import Worker
     from planner.quantize.pipeline import quantize_model
 
@@ -66,7 +58,7 @@ def main() -> None:
                 res = quantize_model(src, fmt, out)
                 _, (got,) = w.call("logits", {"paths": [str(out)]}, [np.asarray(TOKENS, dtype=np.int32)],
                                    doing="running llama.cpp")
-                print(f"{kind:<10} {fmt:<7} {_kld(ref, got):9.2e} {np.abs(got - ref).max():12.4f} "
+                print(f"{kind:<10} {fmt:<7} {mean_kl(ref, got):9.2e} {np.abs(got - ref).max():12.4f} "
                       f"{res.tensor_bytes:10d} {res.predicted_tensor_bytes:10d} {res.seconds:6.2f}")
 
 

@@ -49,6 +49,11 @@ def test_kl_full_rows_is_exact():
     assert ref.full  # small vocabulary: full rows kept
     assert np.allclose(metrics.kl_per_position(ref, q), _kl_exact(p, q))
     assert np.allclose(metrics.kl_per_position(ref, p), 0.0, atol=1e-6)
+    # from raw logits (what the quantize checks compare): the mean of the same per-row KL, shift-invariant per row
+    x, y = rng.standard_normal((20, 300)) * 3, rng.standard_normal((20, 300)) * 3
+    want = _kl_exact(metrics.log_softmax(x), metrics.log_softmax(y)).mean()
+    assert metrics.mean_kl(x, y) == pytest.approx(want) and metrics.mean_kl(x + 50.0, y) == pytest.approx(want)
+    assert metrics.mean_kl(x, x) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_kl_from_topk_is_a_close_lower_bound():

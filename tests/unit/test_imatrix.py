@@ -20,6 +20,7 @@ from planner.cost.model import ModelCost
 from planner.cost.quality import quality_family
 from planner.errors import InvalidInputError, PlannerError
 from planner.formats import get_format
+from planner.measure.quality.metrics import mean_kl
 from planner.models.readers import load_model_source
 from planner.quantize import iq4
 from planner.quantize.imatrix import ImportanceMatrix, parse_imatrix, read_imatrix, write_imatrix_gguf
@@ -324,16 +325,6 @@ def _llama(path: Path, text: str, ctx: int = 256) -> tuple[np.ndarray, np.ndarra
     return toks, logits
 
 
-def _kld(ref: np.ndarray, got: np.ndarray) -> float:
-    """Mean KL divergence of softmax(got) from softmax(ref), per position."""
-    def logp(z: np.ndarray) -> np.ndarray:
-        z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-    a, b = logp(ref), logp(got)
-    return float((np.exp(a) * (a - b)).sum(axis=1).mean())
-
-
 TEXT = "The capital of France is Paris. The capital of Germany is Berlin, and the river that runs through it is"
 
 
@@ -356,7 +347,7 @@ def test_forward_pass_matches_llama_cpp(smollm2):
     got = model_logits(smollm2, [int(t) for t in toks])
     assert got.shape == ref.shape
     assert (got.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.9
-    assert _kld(ref, got) < 0.02  # llama.cpp multiplies with 8-bit activations: small, not zero, differences
+    assert mean_kl(ref, got) < 0.02  # llama.cpp multiplies with 8-bit activations: small, not zero, differences
 
 
 @pytest.mark.real_runtime

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from planner.measure.quality.metrics import mean_kl
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
@@ -52,16 +54,6 @@ EXPECTED_KEYS = {
     "phi3": {"phi3.attention.sliding_window": 0, "phi3.rope.scaling.original_context_length": 4096,
              "phi3.rope.dimension_count": 64},
 }
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def _kld(ref: np.ndarray, got: np.ndarray) -> float:
-    a, b = _log_softmax(ref), _log_softmax(got)
-    return float((np.exp(a) * (a - b)).sum(axis=1).mean())
 
 
 def _llama_logits(paths: list[Path]) -> list[np.ndarray]:
@@ -130,7 +122,7 @@ def test_converted_model_matches_transformers_in_llama_cpp(tmp_path, kind):
 
     logits = _llama_logits(outs)
     for fmt, got in zip(formats, logits):
-        kld = _kld(ref, got)
+        kld = mean_kl(ref, got)
         assert kld <= KLD_BOUND[fmt], (fmt, kld)
     assert np.abs(logits[0] - ref).max() <= 0.01  # F16: transformers' float32 logits up to half-precision weights
 

@@ -81,15 +81,24 @@ def compact(logp: np.ndarray, targets: np.ndarray, top_k: int = DEFAULT_TOP_K) -
     return RefRows(top.astype(np.float32), targets, idx, log1mexp_sum(top).astype(np.float32))
 
 
+def kl_rows(ref_logp: np.ndarray, cand_logp: np.ndarray) -> np.ndarray:
+    """KL(P || Q) in nats per row from full log-probability rows of both ([n, vocab])."""
+    lp = np.asarray(ref_logp, dtype=np.float64)
+    return (np.exp(lp) * (lp - np.asarray(cand_logp, dtype=np.float64))).sum(axis=-1)
+
+
+def mean_kl(ref_logits: np.ndarray, cand_logits: np.ndarray) -> float:
+    """Mean KL divergence of softmax(cand) from softmax(ref) over positions, nats (full logit rows [n, vocab])."""
+    return float(kl_rows(log_softmax(ref_logits), log_softmax(cand_logits)).mean())
+
+
 def kl_per_position(ref: RefRows, cand_logp: np.ndarray) -> np.ndarray:
     """KL(reference || candidate) in nats at each position (cand_logp: full candidate log-probs [n, vocab])."""
     q = np.asarray(cand_logp, dtype=np.float64)
     if q.shape[0] != len(ref):
         raise ValueError(f"{q.shape[0]} candidate rows for {len(ref)} reference rows")
     if ref.full:
-        lp = ref.logp.astype(np.float64)
-        p = np.exp(lp)
-        kl = (p * (lp - q)).sum(axis=1)
+        kl = kl_rows(ref.logp, q)
     else:
         lp = ref.logp.astype(np.float64)
         p = np.exp(lp)
