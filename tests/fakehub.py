@@ -35,6 +35,24 @@ def use_hf_cache(monkeypatch, path: Path) -> None:  # type: ignore[no-untyped-de
     monkeypatch.setenv("HF_HUB_CACHE", str(path))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(path))
 
+# A Llama-shaped 1B model that only the local HF cache has: plannable, no bundled profile, no published score
+CHAT_1B_CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 2048,
+    "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 8, "intermediate_size": 5632,
+    "max_position_embeddings": 16384, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+}
+
+
+def cache_chat_1b(monkeypatch, root: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Make `root` the HF hub cache (use_hf_cache) holding acme/chat-1b's config.json (CHAT_1B_CONFIG); returns its
+    snapshot folder."""
+    use_hf_cache(monkeypatch, root)
+    snap = root / "models--acme--chat-1b" / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps(CHAT_1B_CONFIG))
+    return snap
+
+
 TINY_CONFIG = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 512, "hidden_size": 64,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,

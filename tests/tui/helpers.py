@@ -34,6 +34,18 @@ async def settle(app: Any, pilot: Any, timeout: float = 20.0) -> None:
             raise AssertionError(f"the app did not settle in {timeout} s (inputs {app.inputs})")
 
 
+async def open_best_here(app: Any, pilot: Any, tries: int) -> Any:
+    """Open tab 5 and wait (up to `tries` pauses of 50 ms) for its ranking, which runs in a worker; the pane."""
+    await pilot.press("5")
+    await settle(app, pilot)
+    pane = app.screen.query_one("#rank-pane")
+    for _ in range(tries):
+        if pane.ranking is not None:
+            break
+        await pilot.pause(0.05)
+    return pane
+
+
 def run(coro: Any) -> Any:
     """Run an async test body (no pytest-asyncio needed)."""
     return asyncio.run(coro)

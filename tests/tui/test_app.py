@@ -15,7 +15,7 @@ from planner.hardware.targets import target_from_host
 from planner.tui.app import PlannerApp, create_app
 from planner.tui.screens.help import HelpScreen
 from planner.tui.state import LOCAL, filter_args
-from .helpers import SIZE, fake_host, run, settle
+from .helpers import SIZE, fake_host, open_best_here, run, settle
 
 
 def expected(app, registry, catalog, host=None):  # type: ignore[no-untyped-def]
@@ -361,13 +361,7 @@ def test_best_here_tab_ranks_like_the_library_and_opens_a_model(catalog, registr
     async def body() -> None:
         app = create_app(catalog, registry)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("5")
-            await settle(app, pilot)
-            pane = app.screen.query_one("#rank-pane")
-            for _ in range(100):  # the ranking runs in a worker
-                if pane.ranking is not None:
-                    break
-                await pilot.pause(0.05)
+            pane = await open_best_here(app, pilot, 100)
             i = app.inputs
             want = rank_models(bundled_models(registry), target_from_catalog(catalog.get(i.device_id), i.count),
                                context=i.context)
@@ -403,29 +397,16 @@ def test_best_here_tab_ranks_what_the_cli_ranks_hf_cache_models_included(catalog
 
     from planner.cli import main
 
-    from huggingface_hub import constants
+    from fakehub import cache_chat_1b
 
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # the cache path comes from the library
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    tiny = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 2048,
-            "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 8, "intermediate_size": 5632,
-            "max_position_embeddings": 16384, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
-    snap = tmp_path / "models--acme--chat-1b" / "snapshots" / "abc"
-    snap.mkdir(parents=True)
-    (snap / "config.json").write_text(json.dumps(tiny))
+    cache_chat_1b(monkeypatch, tmp_path)  # the cache path comes from the library
 
     seen: dict = {}
 
     async def body() -> None:
         app = create_app(catalog, registry)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("5")
-            await settle(app, pilot)
-            pane = app.screen.query_one("#rank-pane")
-            for _ in range(200):  # the ranking runs in a worker
-                if pane.ranking is not None:
-                    break
-                await pilot.pause(0.05)
+            pane = await open_best_here(app, pilot, 200)
             table = app.screen.query_one("#rank-table", DataTable)
             seen.update(inputs=app.inputs, ranking=pane.ranking, rows=[str(k.value) for k in table.rows],
                         status=str(app.screen.query_one("#rank-status").render()))

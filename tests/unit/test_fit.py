@@ -135,16 +135,9 @@ def test_quality_cache_changes_nothing_but_time(registry, catalog, monkeypatch, 
 
 
 def test_models_in_the_hf_cache_are_planned_and_listed(registry, catalog, tmp_path: Path, monkeypatch):
-    from huggingface_hub import constants  # the planner reads the cache where the library does
+    from fakehub import cache_chat_1b  # the planner reads the cache where the library does (variable and constant)
 
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # fit looks for a cache before importing the library
-    tiny = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 2048,
-            "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 8, "intermediate_size": 5632,
-            "max_position_embeddings": 16384, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
-    snap = tmp_path / "models--acme--chat-1b" / "snapshots" / "abc"
-    snap.mkdir(parents=True)
-    (snap / "config.json").write_text(json.dumps(tiny))
+    cache_chat_1b(monkeypatch, tmp_path)
     copy = tmp_path / "models--meta-llama--Llama-3.1-8B-Instruct" / "snapshots" / "abc"
     copy.mkdir(parents=True)
     (copy / "config.json").write_text("{}")  # a profile's repo: ranked as the profile, never read

@@ -195,12 +195,20 @@ def test_offline_after_an_online_read_despite_the_partial_snapshot_it_left(hub: 
     assert again.source.tensor_dtypes and again.source.file_bytes
 
 
+def _partial_snapshot(tmp_path: Path, repo_files, repo: str, names) -> Path:  # type: ignore[no-untyped-def]
+    """A local HF cache snapshot of `repo` at SHA holding only `names`, copied from the fake Hub's files: what a
+    partial download leaves."""
+    snap = tmp_path / "hf-hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / SHA
+    snap.mkdir(parents=True)
+    for name in names:
+        (snap / name).write_bytes(repo_files[repo][name])
+    return snap
+
+
 def test_partial_snapshot_offline_index_without_config(hub: FakeHub, repo_files, tmp_path: Path) -> None:
     """A snapshot holding only the index (what get_safetensors_metadata alone stores): no config.json to read. Offline
     it is reported as partial, unless the planner has a complete read, which is then used."""
-    snap = tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA
-    snap.mkdir(parents=True)
-    (snap / "model.safetensors.index.json").write_bytes(repo_files["acme/tiny"]["model.safetensors.index.json"])
+    snap = _partial_snapshot(tmp_path, repo_files, "acme/tiny", ["model.safetensors.index.json"])
     with pytest.raises(NotAvailableOffline, match=r"acme/tiny: the local HF cache has only part of it \(.*no config.json"):
         resolve_repo("acme/tiny")
     online = resolve_repo("acme/tiny", online=True)
@@ -214,9 +222,7 @@ def test_partial_snapshot_offline_index_without_config(hub: FakeHub, repo_files,
 def test_config_only_snapshot(hub: FakeHub, repo_files, tmp_path: Path) -> None:
     """config.json alone (as AutoConfig leaves it): offline it is what there is; with --online the weights' headers
     are read from the Hub; after that the complete read of the same commit wins offline."""
-    snap = tmp_path / "hf-hub" / "models--acme--tiny" / "snapshots" / SHA
-    snap.mkdir(parents=True)
-    (snap / "config.json").write_bytes(repo_files["acme/tiny"]["config.json"])
+    snap = _partial_snapshot(tmp_path, repo_files, "acme/tiny", ["config.json"])
     (tmp_path / "hf-hub" / "models--acme--tiny" / "refs").mkdir()
     (tmp_path / "hf-hub" / "models--acme--tiny" / "refs" / "main").write_text(SHA)
     local = resolve_repo("acme/tiny")
@@ -240,9 +246,7 @@ def test_every_partial_snapshot_offline(hub: FakeHub, repo_files, tmp_path: Path
 
     def offline(subset: tuple[str, ...]):  # type: ignore[no-untyped-def]
         shutil.rmtree(root, ignore_errors=True)
-        (root / "snapshots" / SHA).mkdir(parents=True)
-        for name in subset:
-            (root / "snapshots" / SHA / name).write_bytes(files[name])
+        _partial_snapshot(tmp_path, repo_files, "acme/tiny", subset)
         try:
             return resolve_repo("acme/tiny")
         except NotAvailableOffline as exc:
@@ -274,9 +278,7 @@ def test_every_partial_snapshot_offline(hub: FakeHub, repo_files, tmp_path: Path
 def test_gguf_quant_not_downloaded_is_read_from_the_hub_then_cached(hub: FakeHub, repo_files, tmp_path: Path) -> None:
     """Only Q8_0 is in the local HF cache; F16 is asked for: --online reads it from the Hub, then it is answered
     offline from the planner's cache, while Q8_0 still comes from disk."""
-    snap = tmp_path / "hf-hub" / "models--acme--tiny-GGUF" / "snapshots" / SHA
-    snap.mkdir(parents=True)
-    (snap / "Tiny-Llama-Q8_0.gguf").write_bytes(repo_files["acme/tiny-GGUF"]["Tiny-Llama-Q8_0.gguf"])
+    snap = _partial_snapshot(tmp_path, repo_files, "acme/tiny-GGUF", ["Tiny-Llama-Q8_0.gguf"])
     with pytest.raises(NotAvailableOffline, match=r"GGUF quant F16 is not in this snapshot \(it has Q8_0\)"):
         resolve_repo("acme/tiny-GGUF:F16")
     online = resolve_repo("acme/tiny-GGUF:F16", online=True)
