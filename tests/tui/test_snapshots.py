@@ -16,7 +16,7 @@ from planner.plan import GIB, MemoryBreakdown, Plan  # noqa: E402
 from planner.recommend import Recommendation  # noqa: E402
 from planner.tui import app as app_module  # noqa: E402
 from planner.tui.app import create_app  # noqa: E402
-from .helpers import SIZE, fake_host  # noqa: E402
+from .helpers import SIZE, busy, fake_host, wait_workers  # noqa: E402
 
 DEVICES = ("rtx-4090", "rtx-3090", "h100-sxm", "mi300x", "m4-max-128gb", "strix-halo-395-128gb", "cpu-ddr5-dual-64gb")
 MODELS = ("llama-3.1-8b", "qwen3-30b-a3b", "llama-3.1-70b", "deepseek-v3", "gemma-3-27b")
@@ -68,8 +68,8 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
     app = pilot.app
     for _ in range(200):
         await pilot.pause(0.05)
-        await app.workers.wait_for_complete()
-        if not app.fit_pending and not any(w.is_running for w in app.workers):
+        await wait_workers(app)
+        if not busy(app):
             break
     await pilot.pause()
 
