@@ -327,9 +327,7 @@ def test_hub_sharded_safetensors_through_get_safetensors_metadata(hub: FakeHub, 
 def test_second_call_is_answered_from_the_cache_offline(hub: FakeHub) -> None:
     first = resolve_repo("acme/tiny", online=True)
     hub.log.clear()
-    t0 = time.perf_counter()
     again = resolve_repo("acme/tiny")  # no --online needed: nothing goes over the network
-    assert time.perf_counter() - t0 < 0.5
     assert hub.log == [] and again.where == "hub-cache" and again.requests == 0
     assert again.source.spec == first.source.spec and again.source.tensors == first.source.tensors
     assert again.source.tensor_dtypes == first.source.tensor_dtypes and again.source.file_bytes == first.source.file_bytes
@@ -468,11 +466,11 @@ def test_truncated_and_malformed_gguf(hub: FakeHub, repo_files, tmp_path: Path) 
 
 def test_slow_hub_times_out_clearly(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PLANNER_HUB_TIMEOUT", "0.5")
-    hub.behaviour["acme/tiny"] = {"delay": 1.5}
+    hub.behaviour["acme/tiny"] = {"delay": 6.0}  # far past the timeout, so a loaded CI host cannot blur the two
     t0 = time.perf_counter()
     with pytest.raises(HubError, match=r"acme/tiny: repo listing: no answer from .* within 0.5 s \(timed out; set PLANNER_HUB_TIMEOUT"):
         resolve_repo("acme/tiny", online=True)
-    assert time.perf_counter() - t0 < 1.4
+    assert time.perf_counter() - t0 < 4  # gave up at the timeout (and any retry), never waited for the 6 s answer
     assert cached_files(tmp_path) == []
 
 
