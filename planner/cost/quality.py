@@ -67,11 +67,20 @@ HEAVY_TRAINED = ("llama-3", "qwen2", "qwen3", "gemma-2", "gemma-3", "phi-3", "ph
 # scaled channels, EXL2's GPTQ rounding): a heavily trained model's extra loss is smaller under them. The rows show it
 # in four sources each (arXiv 2404.14047 and 2505.02214, torchao, llm-compressor): the heavily-trained residual over
 # the older models' is ~0.6-0.7 (ln) for GPTQ and AWQ against ~1.2-1.35 for RTN and K-quants. Their factor is a column
-# of its own, tied to the others' by HEAVY_TIE (fitted: x2.3 against x3.0 on the added NLL). llama.cpp's importance
+# of its own, tied to the others' by HEAVY_TIE (fitted: x2.1 against x2.6 on the added NLL). llama.cpp's importance
 # matrix is left with the others: its heavily-trained rows are mostly one model's (Llama-3-8B, PR #6936), which the
 # calibrated factor underpredicts (gguf-imatrix leave-one-source-out within 2x: 73 % -> 50 %), though it would fit
 # ik_llama.cpp's IQ4_XS figures on eight newer models (kept out of the fit, imatrix unstated) better (56 % -> 78 %).
 CALIBRATED = frozenset({"gptq", "awq", "exl2", "gptq-8bit"})
+# Small models lose more to the same quantization: the published rows of one family and source lose alike from about 4B
+# parameters up (Qwen3 4B-32B in arXiv 2505.02214; LLaMA-1 7B-65B and Llama-2 7B-70B in arXiv 2308.13137) and more
+# below (Qwen3 0.6B/1.7B; OPT-125M/350M in the GPTQ paper; Llama-3.2-1B in any4), as Kumar et al.'s precision scaling
+# law has it for post-training quantization at a fixed token count (arXiv 2411.04330). The term is ln(SIZE_KNOT_B / N)
+# below the knot and 0 above, with one fitted coefficient (x1.5 on the added NLL at 1B against 4B). The knot is
+# calibrated against the rows: knots of 2-7B give the same leave-one-source-out accuracy within a point; 4B is where
+# the Qwen3 rows stop changing. No term above the knot: Llama-3-70B loses as much as Llama-3-8B (QServe, arXiv
+# 2404.14047), so "larger loses less" is not a law there.
+SIZE_KNOT_B = 4.0
 HEAVY_TIE = 1.0  # assumed: the prior that both factors are equal counts as one row's worth of evidence
 PER_CHANNEL_GROUP = 4096  # a per-channel scale spans a whole row: taken as a group of 4096 (Llama-7B/8B rows)
 # The group quantizers: a grid of 2^b codes over each group's range. They share the bits slope and the range
@@ -385,8 +394,9 @@ def family_group(family: str, group: int) -> int:
 
 @dataclass(frozen=True)
 class FamilyFit:
-    """ln(added NLL) = a + b * precision bits (+ c * ln H_group for the group quantizers) + g * heavy + the model's effect;
-    residual 10/90 % quantiles (without the source's setup effect: a user's setup is unknown); the measured bits."""
+    """ln(added NLL) = a + b * precision bits (+ c * ln H_group for the group quantizers) + g * heavy + s * size_term +
+    the model's effect; residual 10/90 % quantiles (without the source's setup effect: a user's setup is unknown); the
+    measured bits."""
 
     family: str
     a: float
@@ -408,6 +418,7 @@ class FamilyFit:
     grouped: bool = False  # a group quantizer: precision bits + the range term
     model_fx: tuple[tuple[str, float], ...] = ()  # shared across families: a model's sensitivity to weight noise
     source_fx: tuple[tuple[str, float], ...] = ()  # shared across families: a lab setup's level (context, dataset)
+    s: float = 0.0  # ln factor per unit of size_term (a model below SIZE_KNOT_B), shared across families
 
     def offset(self, model: str) -> float:
         """The model's own published residual in this family (0 without rows)."""
@@ -426,9 +437,10 @@ class FamilyFit:
         p = precision_bits(self.family, bits, group)
         return self.a + self.b * p + (self.c * range_term(family_group(self.family, group)) if self.grouped else 0.0)
 
-    def ln_ppl(self, bits: float, group: int, model: str) -> float:
-        """Predicted ln(PPL increase %) for a model_key (no setup effect)."""
-        return self.curve(bits, group) + self.g * heavy(model) + self.model_effect(model)
+    def ln_ppl(self, bits: float, group: int, model: str, params_b: float | None = None) -> float:
+        """Predicted ln(PPL increase %) for a model_key (no setup effect); `params_b` sizes a key without a size."""
+        return (self.curve(bits, group) + self.g * heavy(model) + self.s * size_term(model, params_b)
+                + self.model_effect(model))
 
 
 def quantile(v: list[float], q: float) -> float:
@@ -437,6 +449,20 @@ def quantile(v: list[float], q: float) -> float:
     k = (len(s) - 1) * q
     i = int(k)
     return s[i] + (s[min(i + 1, len(s) - 1)] - s[i]) * (k - i)
+
+
+def params_from_key(model: str) -> float | None:
+    """Parameters (billions) in a model_key's size token: 'qwen3-30b-a3b' -> 30, 'opt-125m' -> 0.125, 'mixtral-8x7b'
+    -> 7 (one expert's width); None without one."""
+    m = re.search(r"(?:^|[-x])(\d+(?:\.\d+)?)([bm])(?:-|$)", model)
+    return None if m is None else float(m.group(1)) / (1000.0 if m.group(2) == "m" else 1.0)
+
+
+def size_term(model: str, params_b: float | None = None) -> float:
+    """ln(SIZE_KNOT_B / N) for a model of N billion parameters below the knot, else 0; N from the model_key's size
+    token, else `params_b` (the profile's count), else unknown (0)."""
+    n = params_from_key(model) or params_b
+    return max(0.0, math.log(SIZE_KNOT_B / n)) if n else 0.0
 
 
 def heavy(model: str) -> int:
@@ -528,8 +554,8 @@ def paired_shift(rows: list[Row], variant: str, base: str) -> float | None:
 
 def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     """One penalized least-squares fit of every row: ln(ppl%) = family level + bits slope x precision bits (+ the
-    range coefficient x ln H_group, shared by the group quantizers) + heavily-trained term + the model's effect + the
-    source's setup effect. Model and setup effects are shared across families and shrunk toward 0 (MODEL_FX_SHRINK,
+    range coefficient x ln H_group, shared by the group quantizers) + heavily-trained term + small-model term
+    (size_term) + the model's effect + the source's setup effect. Model and setup effects are shared across families and shrunk toward 0 (MODEL_FX_SHRINK,
     SOURCE_FX_SHRINK); a setup effect exists only for a source with rows in two or more families (else it cannot be
     told from the family's level). A group quantizer's level is pulled toward its sibling mechanism's (PRIOR,
     FAMILY_PRIOR_SOURCES). Each source weighs the same within a family (_cell_weights). A paired variant
@@ -565,6 +591,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             col("B:" + f)
     col("h")
     col("hc")
+    col("size")
     models = sorted({model_key(r.model) for r in rows})
     for k in models:
         col("m:" + k)
@@ -599,6 +626,8 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             x.append((idx["C"], range_term(family_group(r.family, r.group))))
         if heavy(k):
             x.append((idx["hc" if r.family in CALIBRATED else "h"], 1.0))
+        if size_term(k):
+            x.append((idx["size"], size_term(k)))
         if "s:" + _src(r) in idx:
             x.append((idx["s:" + _src(r)], 1.0))
         for i, vi in x:
@@ -631,8 +660,10 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             a[j][i] -= FAMILY_PRIOR_SOURCES
             rhs[i] += d
             rhs[j] -= d
+    if not any(size_term(model_key(r.model)) for r in rows):
+        a[idx["size"]][idx["size"]] += 1.0  # no row below the knot: the term is 0, not singular
     coef = _solve_normal(a, rhs)
-    g, gc = coef[idx["h"]], coef[idx["hc"]]
+    g, gc, sz = coef[idx["h"]], coef[idx["hc"]], coef[idx["size"]]
     c = coef[idx["C"]] if grouped_present else 0.0
     model_fx = tuple((k, coef[idx["m:" + k]]) for k in models)
     source_fx = tuple((s, coef[idx["s:" + s]]) for s in multi)
@@ -645,7 +676,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
                         0.0, 0.0,
                         min(r.bits for r in rs), max(r.bits for r in rs), len(rs), sc is not None and sc != "B:gguf"
                         or fam == "gguf", frozenset(model_key(r.model) for r in rs), (), len({_src(r) for r in rs}),
-                        chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx)
+                        chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx, sz)
         # residuals without the setup effect: the spread a user with an unknown setup meets; the model's own
         # residual in this family (beyond its shared effect, setup removed) is kept for `published` predictions
         res = [ln_nll(r.ppl_pct) - (sym_offset(r.group) if r.symmetric else 0.0)
@@ -861,10 +892,11 @@ def sibling(model: str) -> str:
 
 
 def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, model: str,
-            source: str = "", symmetric: bool = False) -> tuple[float, float, float, str, str, str]:
+            source: str = "", symmetric: bool = False, params_b: float | None = None) -> tuple[float, float, float, str, str, str]:
     """(ppl%, ppl% low, ppl% high, basis, note, why extrapolated ('' unless it is)) for a family at `bits` (per
-    quantized linear weight) and `group` on `model` (a model_key); `source` adds that source's setup effect where the
-    fit knows it (benchmarks only); `symmetric` charges a symmetric 4-bit grid (SYM_GRID_OFFSET)."""
+    quantized linear weight) and `group` on `model` (a model_key; `params_b` its size when the key names none);
+    `source` adds that source's setup effect where the fit knows it (benchmarks only); `symmetric` charges a symmetric
+    4-bit grid (SYM_GRID_OFFSET)."""
     fit = fits.get(family)
     basis, why = "published-family", ""
     via = family
@@ -886,7 +918,7 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
     sib = sibling(model) if basis != "published" else ""
     own = fit.offset(model) if basis == "published" else (fit.offset(sib) if sib in fit.models else 0.0)
     mfx = 0.0 if model in dict(fit.model_fx) or not sib else fit.model_effect(sib) - fit.model_effect(model)
-    ln = fit.ln_ppl(bits, group, model) + mfx + own + fit.source_effect(source) + (sym_offset(group) if symmetric else 0.0)
+    ln = fit.ln_ppl(bits, group, model, params_b) + mfx + own + fit.source_effect(source) + (sym_offset(group) if symmetric else 0.0)
     widen = EXTRAPOLATED_WIDEN if basis == "extrapolated" else 0.0
     slope = ("bits slope and group term shared by the group quantizers" if fit.grouped else
              "own bits slope" if fit.own_slope else "GGUF K-quant bits slope")
@@ -908,6 +940,10 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
                 + (" (one source: extrapolated)" if basis == "extrapolated" and fit.n_sources < 2 else ""))
     if sib in fit.models or (sib and mfx):
         note += f", with the published residual of its predecessor {sib} (same architecture and size)"
+    if fit.s and size_term(model, params_b):
+        n = params_from_key(model) or params_b
+        note += (f"; a model of {n:g}B parameters, below {SIZE_KNOT_B:g}B: added NLL "
+                 f"x{math.exp(fit.s * size_term(model, params_b)):.2f} (the small-model term)")
     # a paired variant and its base share one fit (PAIRED_VARIANTS): say so, with the paired shift on the added NLL
     base = PAIRED_VARIANTS.get(family, "")
     shifted = [v for v, b in PAIRED_VARIANTS.items() if b == family and v in fits]
@@ -934,7 +970,7 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
     key = model_key(mc.spec.id)
     # GPTQ checkpoints are symmetric (AutoGPTQ/GPTQModel's sym=True default, planner quantize's GPTQConfig.sym)
     sym = family == "gptq" and precision_bits(family, bits, group) <= 4
-    ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym)
+    ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym, params_b=mc.params / 1e9)
     if sym:
         note += (f"; a symmetric grid (the GPTQ tools' sym=True default): x{math.exp(sym_offset(group)):.2f} on the added "
                  "NLL of the mostly asymmetric published rows")

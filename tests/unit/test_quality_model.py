@@ -426,3 +426,25 @@ def test_a_weights_revision_after_the_size_names_the_same_model(registry):
     assert model_key("deepseek-v3") == "deepseek-v3" and model_key("Meta-Llama-3.1-8B-Instruct") == "llama-3.1-8b"
     q = expected_quality(get_format("Q4_K_M"), ModelCost(registry.get("mistral-7b-v0.1")))
     assert q.basis == "published"
+
+
+def test_models_below_the_size_knot_lose_more_by_one_fitted_term(registry):
+    """Small models lose more (Qwen3 0.6B/1.7B, OPT-125M/350M, Llama-3.2-1B rows): one coefficient fitted on every
+    family's rows, applied below SIZE_KNOT_B only; a key without a size token is sized by the profile's count."""
+    from planner.cost.quality import SIZE_KNOT_B, params_from_key, size_term
+
+    assert params_from_key("qwen3-30b-a3b") == 30 and params_from_key("opt-125m") == 0.125
+    assert params_from_key("mixtral-8x7b") == 7 and params_from_key("gemma-3-1b-pt") == 1 and params_from_key("deepseek-v3") is None
+    assert size_term("llama-3.1-70b") == size_term("llama-3.1-8b") == size_term("deepseek-v3") == 0.0
+    assert size_term("unsized", params_b=1.0) == size_term("x-1b") == pytest.approx(math.log(SIZE_KNOT_B))
+    fits = fit_all(fit_rows())
+    s = fits["rtn"].s
+    assert 0 < s < 1 and all(f.s == s for f in fits.values())  # shared by every family
+    # on the added NLL: exactly the term, for a model the rows never named (no model effect of its own)
+    one, four, eight = (predict(fits, "rtn", 4.25, 128, k)[0] for k in ("newmodel-1b", "newmodel-4b", "newmodel-8b"))
+    ln_ratio = math.log(math.log1p(one / 100)) - math.log(math.log1p(four / 100))
+    assert ln_ratio == pytest.approx(s * math.log(SIZE_KNOT_B), rel=1e-6) and four == eight
+    # recommend: a 1B profile states the term in its note; its 8B sibling does not
+    small = expected_quality(get_format("Q4_K_M"), ModelCost(registry.get("llama-3.2-1b")))
+    big = expected_quality(get_format("Q4_K_M"), ModelCost(registry.get("llama-3.1-8b")))
+    assert "below 4B" in small.note and "small-model term" not in big.note and small.ppl_delta_pct > big.ppl_delta_pct
