@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from planner.cost.quality import (GPU_HEAD_BITS, SOURCE_KEY_CHARS, USUAL_HEAD_BITS, FamilyFit, Row,  # noqa: E402
                                   MIN_ROWS_FOR_SPREAD, apply_spread, fit_all, fit_rows, head_factor, ln_nll, model_key,
-                                  predict, quantile, spread_key, spread_path, stored_spread)
+                                  params_from_key, predict, quantile, spread_key, spread_path, stored_spread)
 
 _HEAD_SHARE: dict[str, float | None] = {}
 
@@ -151,6 +151,23 @@ def write_spread() -> None:
     print(f"wrote {spread_path()} ({len(fams)} families)")
 
 
+def print_size_bands(loso: list[tuple[Row, float, bool]]) -> None:
+    """The leave-one-source-out residual by model size (the key's size token): whether the small-model term
+    (quality.size_term) leaves a size trend behind."""
+    bands = ((0, 2, "< 2B"), (2, 4, "2-4B"), (4, 10, "4-10B"), (10, 40, "10-40B"), (40, 1e9, ">= 40B"))
+    res: dict[str, list[float]] = {}
+    for r, pred, _ in loso:
+        n = params_from_key(model_key(r.model))
+        label = next((b for lo, hi, b in bands if n is not None and lo <= n < hi), "no size in the name")
+        res.setdefault(label, []).append(ln_nll(r.ppl_pct) - ln_nll(pred))
+    print("LOSO residual ln(observed / predicted added NLL) by model size:")
+    for label in [b for *_, b in bands] + ["no size in the name"]:
+        v = res.get(label, [])
+        if v:
+            print(f"  {label:20} {len(v):4d} rows  median {statistics.median(v):+.2f}  "
+                  f"within 2x {sum(abs(x) <= math.log(2) for x in v) / len(v):4.0%}")
+
+
 def main(argv: list[str]) -> None:
     """Print the table (and with --rows FAMILY, that family's rows; --write-spread: write the held-out spread)."""
     if "--write-spread" in argv:
@@ -189,6 +206,7 @@ def main(argv: list[str]) -> None:
     allr = [x for v in rep.values() for x in v]
     print(f"{'all':19} {len(rows):4d} {'':4} | " + " | ".join(_cell(allv[m]) for m in res)
           + f" | {sum(alli) / len(alli):8.0%} | {len(allr):7d} {sum(x <= 2 for x in allr) / len(allr):5.0%}")
+    print_size_bands(full["loso"])
     if "--rows" in argv:
         fam = argv[argv.index("--rows") + 1]
         for (r, pi), (_, pl), (_, pf) in zip(*(sorted(((r, p) for r, p in res[m] if r.family == fam),
