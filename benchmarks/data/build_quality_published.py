@@ -13,6 +13,7 @@ EXTRA4 = "benchmarks/data/quality_extra4.csv"  # fourth batch: SmoothQuant's own
 EXTRA5 = "benchmarks/data/quality_extra5.csv"  # group weight-only quantizers (GPTQ/AWQ/RTN) on more models and labs: QuaRot, QServe, ...
 EXTRA6 = "benchmarks/data/quality_extra6.csv"  # bitsandbytes NF4/FP4 and RTN on 8 models (any4 README), torchao HQQ uintx rows
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
+GGUF_EXTRA2 = "benchmarks/data/gguf_quality_extra2.csv"  # same columns: imatrix quantizers' per-type tables on Qwen2.5 / Llama-3.3
 OUT = sys.argv[1]
 SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
 
@@ -199,7 +200,7 @@ for r in rows:
 # IQ2_XXS, IQ2_XS or Q2_K_S quantization without an importance matrix", tools/quantize/quantize.cpp): a row of one of
 # these whose source does not state the imatrix had one; any other type's family is unknown then (kept out of the fit)
 IMATRIX_REQUIRED = {"IQ1_S", "IQ1_M", "IQ2_S", "IQ2_XXS", "IQ2_XS", "Q2_K_S"}
-QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA)))
+QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA))) + list(csv.DictReader(open(GGUF_EXTRA2)))
 F16 = {(r["source"][:60], r["model"]): float(r["ppl"]) for r in QQ if r["quant_type"] == "F16" and re.fullmatch(r"[\d.]+", r["ppl"].strip())}
 F16_TEXT = {(r["source"][:60], r["model"]): r["ppl"].strip() for r in QQ if r["quant_type"] == "F16"}  # as printed
 for r in QQ:
@@ -263,7 +264,9 @@ PROFILE = {"llama-3-8b": "llama-3-8b", "llama-2-7b": "llama-2-7b", "llama-2-70b"
            "llama-1-7b": "llama-1-7b", "llama-1-13b": "llama-1-13b", "llama-2-13b": "llama-2-13b", "llama-3.1-8b": "llama-3.1-8b", "mistral-7b": "mistral-7b-v0.1",
            # models of the GGUF rows added from llama.cpp / ik_llama.cpp PRs (#4930 comment, ik #83, ik #53); Nemo-Instruct-2407 is Mistral-Nemo 12B
            "mixtral-8x7b": "mixtral-8x7b", "llama-3.2-3b": "llama-3.2-3b", "qwen2.5-7b": "qwen2.5-7b", "qwen2.5-32b": "qwen2.5-32b",
-           "mistral-nemo": "mistral-nemo-12b", "gemma-2-9b": "gemma-2-9b", "gemma-2-27b": "gemma-2-27b"}
+           "mistral-nemo": "mistral-nemo-12b", "gemma-2-9b": "gemma-2-9b", "gemma-2-27b": "gemma-2-27b",
+           # models of gguf_quality_extra2.csv (quantizers' cards measuring their own imatrix GGUF files)
+           "qwen2.5-0.5b": "qwen2.5-0.5b", "qwen2.5-1.5b": "qwen2.5-1.5b", "llama-3.3-70b": "llama-3.3-70b"}
 mcs = {}
 for r in rows:
     if not r["family"].startswith("gguf"):

@@ -1,5 +1,5 @@
 """The hand-copied batches of published quality rows (benchmarks/data/quality_extra2.csv, quality_extra3.csv,
-gguf_quality_extra.csv) against the table the planner fits."""
+gguf_quality_extra.csv, gguf_quality_extra2.csv) against the table the planner fits."""
 
 import csv
 import re
@@ -101,14 +101,47 @@ def test_gguf_extra_rows_agree_with_one_16bit_perplexity_per_source_and_model():
         assert max(lo for lo, _ in iv) <= min(hi for _, hi in iv), (k, iv)
 
 
-def test_gguf_extra_rows_reach_the_table_under_a_gguf_family():
+GGUF_EXTRA2 = ROOT / "benchmarks" / "data" / "gguf_quality_extra2.csv"
+
+
+def test_gguf_extra2_tables_have_one_baseline_and_agree_with_their_printed_accuracy():
+    """Each (source, model) table of gguf_quality_extra2.csv has exactly one F16 row, every other row is a quantized
+    type with an importance matrix and a perplexity, and where the source also prints Accuracy (%) = 100 x PPL(F16) /
+    PPL(Q) (kept in the notes), the copied perplexities give it back within the printed digits: a mistyped perplexity
+    or a row moved to the wrong model breaks this."""
+    rows = _rows(GGUF_EXTRA2)
+    tables: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        assert LOCATOR.search(r["source"]), r["source"]
+        tables.setdefault((r["source"][:60], r["model"]), []).append(r)
+    assert len(tables) >= 4
+    n_acc = 0
+    for key, rs in tables.items():
+        base = [r for r in rs if r["quant_type"] == "F16"]
+        assert len(base) == 1, key
+        f16 = base[0]["ppl"]
+        for r in rs:
+            if r is base[0]:
+                continue
+            assert r["imatrix"] not in ("", "None", "unstated") and float(r["ppl"]) > 0, r
+            m = re.search(r"Accuracy \(%\) printed ([\d.]+)", r["notes"])
+            if m:
+                n_acc += 1
+                hi = (float(f16) + _unit(f16)) / (float(r["ppl"]) - _unit(r["ppl"])) * 100
+                lo = (float(f16) - _unit(f16)) / (float(r["ppl"]) + _unit(r["ppl"])) * 100
+                assert lo - _unit(m.group(1)) <= float(m.group(1)) <= hi + _unit(m.group(1)), r
+    assert n_acc >= 20  # not vacuous: one table prints the accuracy column
+
+
+@pytest.mark.parametrize("path", [GGUF_EXTRA, GGUF_EXTRA2], ids=lambda p: p.name)
+def test_gguf_extra_rows_reach_the_table_under_a_gguf_family(path):
     """Every non-baseline GGUF row is in quality_published.csv under a GGUF family; a fitted one carries the bits of the
     planner's own mix on its model, and one left out says why (no profile, change <= 0, ...)."""
     with PUBLISHED.open(newline="") as f:
         published = [r for r in csv.DictReader(f) if r["family"].startswith("gguf")]
     by_key = {(r["source"], r["model"], r["variant"].split(" ")[0]): r for r in published}
     n_fit = 0
-    for r in _rows(GGUF_EXTRA):
+    for r in _rows(path):
         if r["quant_type"] in ("F16", "BF16"):
             continue
         row = by_key.get((r["source"], r["model"], r["quant_type"]))
