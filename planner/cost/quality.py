@@ -81,6 +81,12 @@ CALIBRATED = frozenset({"gptq", "awq", "exl2", "gptq-8bit"})
 # the Qwen3 rows stop changing. No term above the knot: Llama-3-70B loses as much as Llama-3-8B (QServe, arXiv
 # 2404.14047), so "larger loses less" is not a law there.
 SIZE_KNOT_B = 4.0
+# GGUF's i-quants round to codebooks rather than the K-quants' uniform grid: IQ4_NL/IQ4_XS to 16 non-uniform levels
+# (ggml-quants kvalues_iq4nl), IQ1-IQ3 to points of the E8 lattice or its neighbours (llama.cpp PRs #4773, #4897,
+# #5747). At equal bits per weight they lose less: in one source's table IQ3_S loses 6.4 % against Q3_K_S's 9.9 % at
+# the same 3.46 bits (Llama-3.3-70B, gguf_quality_extra2.csv). One ln offset for every i-quant row, fitted in the joint
+# fit (x0.74 on the added NLL); the lattice and non-linear codebooks are not told apart.
+CODEBOOK_NOTE = "an i-quant codebook (non-uniform or lattice levels, not the K-quants' uniform grid)"
 HEAVY_TIE = 1.0  # assumed: the prior that both factors are equal counts as one row's worth of evidence
 PER_CHANNEL_GROUP = 4096  # a per-channel scale spans a whole row: taken as a group of 4096 (Llama-7B/8B rows)
 # The group quantizers: a grid of 2^b codes over each group's range. They share the bits slope and the range
@@ -274,6 +280,7 @@ class Row:
     source: str
     res_pct: float = RESOLUTION_PCT  # the printing resolution of ppl_pct, percent (RESOLUTION_PCT where unknown)
     symmetric: bool = False  # a 4-bit integer grid symmetric about zero (GPTQ's sym=True), as the variant says
+    codebook: bool = False  # a GGUF i-quant (IQ1-IQ4): a non-uniform or lattice codebook, not the K-quants' grid
 
 
 def data_path() -> Path:
@@ -321,8 +328,13 @@ def fit_rows(rows: list[dict[str, str]] | None = None) -> list[Row]:
         sym = r["family"] in SYM_FAMILIES and float(r["bits"]) < 5 and "asym" not in v and re.search(r"\bsym", v)
         out.append(Row(r["family"], float(r["bits"]), int(r["group_size"] or 0), r["model"], token_level_pct(r),
                        float(r["value"]) if r["metric"] == "kld" else None, r["source"],
-                       float(r.get("resolution_pct") or RESOLUTION_PCT), bool(sym)))
+                       float(r.get("resolution_pct") or RESOLUTION_PCT), bool(sym), is_codebook(r["family"], r["variant"])))
     return out
+
+
+def is_codebook(family: str, gguf_type: str) -> bool:
+    """Whether a GGUF type is an i-quant (its name starts with IQ): see CODEBOOK_NOTE."""
+    return family.startswith("gguf") and gguf_type.upper().startswith("IQ")
 
 
 def ln_nll(ppl_pct: float) -> float:
@@ -419,6 +431,7 @@ class FamilyFit:
     model_fx: tuple[tuple[str, float], ...] = ()  # shared across families: a model's sensitivity to weight noise
     source_fx: tuple[tuple[str, float], ...] = ()  # shared across families: a lab setup's level (context, dataset)
     s: float = 0.0  # ln factor per unit of size_term (a model below SIZE_KNOT_B), shared across families
+    iq: float = 0.0  # ln factor of a GGUF i-quant's codebook against the uniform grid (CODEBOOK_NOTE)
 
     def offset(self, model: str) -> float:
         """The model's own published residual in this family (0 without rows)."""
@@ -592,6 +605,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     col("h")
     col("hc")
     col("size")
+    col("iq")
     models = sorted({model_key(r.model) for r in rows})
     for k in models:
         col("m:" + k)
@@ -628,6 +642,8 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             x.append((idx["hc" if r.family in CALIBRATED else "h"], 1.0))
         if size_term(k):
             x.append((idx["size"], size_term(k)))
+        if r.codebook:
+            x.append((idx["iq"], 1.0))
         if "s:" + _src(r) in idx:
             x.append((idx["s:" + _src(r)], 1.0))
         for i, vi in x:
@@ -660,10 +676,11 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             a[j][i] -= FAMILY_PRIOR_SOURCES
             rhs[i] += d
             rhs[j] -= d
-    if not any(size_term(model_key(r.model)) for r in rows):
-        a[idx["size"]][idx["size"]] += 1.0  # no row below the knot: the term is 0, not singular
+    for term, present in (("size", any(size_term(model_key(r.model)) for r in rows)), ("iq", any(r.codebook for r in rows))):
+        if not present:
+            a[idx[term]][idx[term]] += 1.0  # no row carries the term: it is 0, not singular
     coef = _solve_normal(a, rhs)
-    g, gc, sz = coef[idx["h"]], coef[idx["hc"]], coef[idx["size"]]
+    g, gc, sz, iq = coef[idx["h"]], coef[idx["hc"]], coef[idx["size"]], coef[idx["iq"]]
     c = coef[idx["C"]] if grouped_present else 0.0
     model_fx = tuple((k, coef[idx["m:" + k]]) for k in models)
     source_fx = tuple((s, coef[idx["s:" + s]]) for s in multi)
@@ -676,10 +693,10 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
                         0.0, 0.0,
                         min(r.bits for r in rs), max(r.bits for r in rs), len(rs), sc is not None and sc != "B:gguf"
                         or fam == "gguf", frozenset(model_key(r.model) for r in rs), (), len({_src(r) for r in rs}),
-                        chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx, sz)
+                        chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx, sz, iq)
         # residuals without the setup effect: the spread a user with an unknown setup meets; the model's own
         # residual in this family (beyond its shared effect, setup removed) is kept for `published` predictions
-        res = [ln_nll(r.ppl_pct) - (sym_offset(r.group) if r.symmetric else 0.0)
+        res = [ln_nll(r.ppl_pct) - (sym_offset(r.group) if r.symmetric else 0.0) - iq * r.codebook
                - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rs]
         if len(rs) >= MIN_ROWS_FOR_SPREAD:
             lo, hi = min(quantile(res, 0.1), -0.1), max(quantile(res, 0.9), 0.1)
@@ -892,11 +909,12 @@ def sibling(model: str) -> str:
 
 
 def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, model: str,
-            source: str = "", symmetric: bool = False, params_b: float | None = None) -> tuple[float, float, float, str, str, str]:
+            source: str = "", symmetric: bool = False, params_b: float | None = None,
+            codebook: bool = False) -> tuple[float, float, float, str, str, str]:
     """(ppl%, ppl% low, ppl% high, basis, note, why extrapolated ('' unless it is)) for a family at `bits` (per
     quantized linear weight) and `group` on `model` (a model_key; `params_b` its size when the key names none);
     `source` adds that source's setup effect where the fit knows it (benchmarks only); `symmetric` charges a symmetric
-    4-bit grid (SYM_GRID_OFFSET)."""
+    4-bit grid (SYM_GRID_OFFSET); `codebook` a GGUF i-quant's (CODEBOOK_NOTE)."""
     fit = fits.get(family)
     basis, why = "published-family", ""
     via = family
@@ -918,7 +936,8 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
     sib = sibling(model) if basis != "published" else ""
     own = fit.offset(model) if basis == "published" else (fit.offset(sib) if sib in fit.models else 0.0)
     mfx = 0.0 if model in dict(fit.model_fx) or not sib else fit.model_effect(sib) - fit.model_effect(model)
-    ln = fit.ln_ppl(bits, group, model, params_b) + mfx + own + fit.source_effect(source) + (sym_offset(group) if symmetric else 0.0)
+    ln = (fit.ln_ppl(bits, group, model, params_b) + mfx + own + fit.source_effect(source)
+          + (sym_offset(group) if symmetric else 0.0) + (fit.iq if codebook else 0.0))
     widen = EXTRAPOLATED_WIDEN if basis == "extrapolated" else 0.0
     slope = ("bits slope and group term shared by the group quantizers" if fit.grouped else
              "own bits slope" if fit.own_slope else "GGUF K-quant bits slope")
@@ -940,6 +959,8 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
                 + (" (one source: extrapolated)" if basis == "extrapolated" and fit.n_sources < 2 else ""))
     if sib in fit.models or (sib and mfx):
         note += f", with the published residual of its predecessor {sib} (same architecture and size)"
+    if codebook and fit.iq:
+        note += f"; {CODEBOOK_NOTE}: added NLL x{math.exp(fit.iq):.2f} at the same bits (fitted)"
     if fit.s and size_term(model, params_b):
         n = params_from_key(model) or params_b
         note += (f"; a model of {n:g}B parameters, below {SIZE_KNOT_B:g}B: added NLL "
@@ -970,7 +991,9 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
     key = model_key(mc.spec.id)
     # GPTQ checkpoints are symmetric (AutoGPTQ/GPTQModel's sym=True default, planner quantize's GPTQConfig.sym)
     sym = family == "gptq" and precision_bits(family, bits, group) <= 4
-    ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym, params_b=mc.params / 1e9)
+    codebook = is_codebook(family, gguf_base_type(fmt.id.removesuffix("-as-stored")) or fmt.id)
+    ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym, params_b=mc.params / 1e9,
+                                              codebook=codebook)
     if sym:
         note += (f"; a symmetric grid (the GPTQ tools' sym=True default): x{math.exp(sym_offset(group)):.2f} on the added "
                  "NLL of the mostly asymmetric published rows")

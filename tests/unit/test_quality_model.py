@@ -134,7 +134,7 @@ def test_formats_with_their_familys_usual_head_are_unadjusted(registry):
         fmt = get_format(fid)
         bits, group, _ = linear_bits(fmt, mc)
         ppl, plo, phi, basis, *_ = predict(_fits(), quality_family(fmt, group, bits), bits, group, model_key("llama-3.1-8b"),
-                                           symmetric=fid == "gptq-int4")
+                                           symmetric=fid == "gptq-int4", codebook=fid.startswith("IQ"))
         q = expected_quality(fmt, mc)
         assert (q.ppl_delta_pct, q.ppl_low, q.ppl_high, q.basis) == (ppl, plo, phi, basis), fid
         assert (q.kld, q.kld_high) == (kld_from_ppl(ppl), kld_from_ppl(phi)) and "usual head" not in q.note, fid
@@ -448,3 +448,22 @@ def test_models_below_the_size_knot_lose_more_by_one_fitted_term(registry):
     small = expected_quality(get_format("Q4_K_M"), ModelCost(registry.get("llama-3.2-1b")))
     big = expected_quality(get_format("Q4_K_M"), ModelCost(registry.get("llama-3.1-8b")))
     assert "below 4B" in small.note and "small-model term" not in big.note and small.ppl_delta_pct > big.ppl_delta_pct
+
+
+def test_gguf_i_quants_round_to_codebooks_that_lose_less_than_the_k_quant_grid_at_equal_bits(registry):
+    """IQ types (non-uniform or lattice codebooks) carry one fitted offset against the K-quants' uniform grid at the
+    same bits; the rows show it within one table (IQ3_S against Q3_K_S at 3.46 bits), so the fitted factor is below 1."""
+    from planner.cost.quality import is_codebook
+
+    assert is_codebook("gguf-imatrix", "IQ4_XS") and is_codebook("gguf", "iq2_xxs")
+    assert not is_codebook("gguf", "Q4_K_M") and not is_codebook("gptq", "IQ-anything")
+    rows = fit_rows()
+    assert any(r.codebook for r in rows) and not any(r.codebook and not r.family.startswith("gguf") for r in rows)
+    fits = fit_all(rows)
+    assert fits["gguf-imatrix"].iq < 0 and fits["gguf-imatrix"].iq == fits["gptq"].iq
+    grid, book = (predict(fits, "gguf-imatrix", 3.46, 0, "llama-3-8b", codebook=c)[0] for c in (False, True))
+    ln_ratio = math.log(math.log1p(book / 100)) - math.log(math.log1p(grid / 100))
+    assert ln_ratio == pytest.approx(fits["gguf-imatrix"].iq, rel=1e-9)
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    assert "i-quant codebook" in expected_quality(get_format("IQ4_XS"), mc).note
+    assert "i-quant codebook" not in expected_quality(get_format("Q4_K_M"), mc).note
