@@ -12,6 +12,7 @@ EXTRA3 = "benchmarks/data/quality_extra3.csv"  # third batch (LLaMA3 study: RTN/
 EXTRA4 = "benchmarks/data/quality_extra4.csv"  # fourth batch: SmoothQuant's own tables (W8A8, LLM.int8()), MXFP4/NVFP4 weight-only
 EXTRA5 = "benchmarks/data/quality_extra5.csv"  # group weight-only quantizers (GPTQ/AWQ/RTN) on more models and labs: QuaRot, QServe, ...
 EXTRA6 = "benchmarks/data/quality_extra6.csv"  # bitsandbytes NF4/FP4 and RTN on 8 models (any4 README), torchao HQQ uintx rows
+EXTRA8 = "benchmarks/data/quality_extra8.csv"  # baseline quantizers from more labs: OpenVINO NNCF (INT8/INT4/NF4/GPTQ), optimum, AutoAWQ
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 GGUF_EXTRA2 = "benchmarks/data/gguf_quality_extra2.csv"  # same columns: imatrix quantizers' per-type tables on Qwen2.5 / Llama-3.3
 OUT = sys.argv[1]
@@ -44,6 +45,9 @@ def gpu_family(fmt, variant):
     if f.startswith("hqq"): return "hqq"
     if "llm.int8" in f: return "bnb-int8"
     if "fp4" in f and "bitsandbytes" in f: return "bnb-fp4"
+    # NNCF/OpenVINO NF4: the QLoRA NF4 codebook with one absmax scale per group, bitsandbytes' mechanism at its own group
+    # size (fp16 scale, see eff_bits)
+    if f.startswith("nf4"): return "bnb-nf4"
     if "bitsandbytes" in f: return "bnb-nf4"
     if f.startswith("fp8 weight-only"): return "fp8-wo"
     if f.startswith("fp8"): return "fp8-w8a8"
@@ -117,6 +121,7 @@ def eff_bits(bits, group, fam, variant):
     if fam in ("bnb-nf4", "bnb-fp4"):
         # double quantization (QLoRA: 8-bit block scales + an fp32 scale per 256 of them) unless the variant says "no double quant"
         over = (8.0 / group + 32.0 / (group * 256)) if re.search(r"(?<!no )double quant", v) or "+ dq" in v else 32.0 / group
+        if "fp16 scale" in v: over = 16.0 / group  # NNCF stores its NF4 group scales in fp16, not bitsandbytes' fp32 absmax
     return round(bits + over, 4)
 
 def half_unit(s):
@@ -139,7 +144,7 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6]
+EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA8]
 for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in EXTRAS for r in csv.DictReader(open(p))]:
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
