@@ -12,6 +12,7 @@ EXTRA3 = "benchmarks/data/quality_extra3.csv"  # third batch (LLaMA3 study: RTN/
 EXTRA4 = "benchmarks/data/quality_extra4.csv"  # fourth batch: SmoothQuant's own tables (W8A8, LLM.int8()), MXFP4/NVFP4 weight-only
 EXTRA5 = "benchmarks/data/quality_extra5.csv"  # group weight-only quantizers (GPTQ/AWQ/RTN) on more models and labs: QuaRot, QServe, ...
 EXTRA6 = "benchmarks/data/quality_extra6.csv"  # bitsandbytes NF4/FP4 and RTN on 8 models (any4 README), torchao HQQ uintx rows
+EXTRA7 = "benchmarks/data/quality_extra7.csv"  # thin GPU families from new labs: IBM fms-model-optimizer FP8, mlx-lm PRs #161/#129
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 OUT = sys.argv[1]
 SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
@@ -138,7 +139,7 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6]
+EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7]
 for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in EXTRAS for r in csv.DictReader(open(p))]:
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
