@@ -67,7 +67,7 @@ HEAVY_TRAINED = ("llama-3", "qwen2", "qwen3", "gemma-2", "gemma-3", "phi-3", "ph
 # scaled channels, EXL2's GPTQ rounding): a heavily trained model's extra loss is smaller under them. The rows show it
 # in four sources each (arXiv 2404.14047 and 2505.02214, torchao, llm-compressor): the heavily-trained residual over
 # the older models' is ~0.6-0.7 (ln) for GPTQ and AWQ against ~1.2-1.35 for RTN and K-quants. Their factor is a column
-# of its own, tied to the others' by HEAVY_TIE (fitted: x2.1 against x2.6 on the added NLL). llama.cpp's importance
+# of its own, tied to the others' by HEAVY_TIE (fitted: x2.1 against x2.5 on the added NLL). llama.cpp's importance
 # matrix is left with the others: its heavily-trained rows are mostly one model's (Llama-3-8B, PR #6936), which the
 # calibrated factor underpredicts (gguf-imatrix leave-one-source-out within 2x: 73 % -> 50 %), though it would fit
 # ik_llama.cpp's IQ4_XS figures on eight newer models (kept out of the fit, imatrix unstated) better (56 % -> 78 %).
@@ -76,7 +76,7 @@ CALIBRATED = frozenset({"gptq", "awq", "exl2", "gptq-8bit"})
 # parameters up (Qwen3 4B-32B in arXiv 2505.02214; LLaMA-1 7B-65B and Llama-2 7B-70B in arXiv 2308.13137) and more
 # below (Qwen3 0.6B/1.7B; OPT-125M/350M in the GPTQ paper; Llama-3.2-1B in any4), as Kumar et al.'s precision scaling
 # law has it for post-training quantization at a fixed token count (arXiv 2411.04330). The term is ln(SIZE_KNOT_B / N)
-# below the knot and 0 above, with one fitted coefficient (x1.5 on the added NLL at 1B against 4B). The knot is
+# below the knot and 0 above, with one fitted coefficient (x1.6 on the added NLL at 1B against 4B). The knot is
 # calibrated against the rows: knots of 2-7B give the same leave-one-source-out accuracy within a point; 4B is where
 # the Qwen3 rows stop changing. No term above the knot: Llama-3-70B loses as much as Llama-3-8B (QServe, arXiv
 # 2404.14047), so "larger loses less" is not a law there.
@@ -85,7 +85,7 @@ SIZE_KNOT_B = 4.0
 # (ggml-quants kvalues_iq4nl), IQ1-IQ3 to points of the E8 lattice or its neighbours (llama.cpp PRs #4773, #4897,
 # #5747). At equal bits per weight they lose less: in one source's table IQ3_S loses 6.4 % against Q3_K_S's 9.9 % at
 # the same 3.46 bits (Llama-3.3-70B, gguf_quality_extra2.csv). One ln offset for every i-quant row, fitted in the joint
-# fit (x0.74 on the added NLL); the lattice and non-linear codebooks are not told apart.
+# fit (x0.75 on the added NLL); the lattice and non-linear codebooks are not told apart.
 CODEBOOK_NOTE = "an i-quant codebook (non-uniform or lattice levels, not the K-quants' uniform grid)"
 HEAVY_TIE = 1.0  # assumed: the prior that both factors are equal counts as one row's worth of evidence
 PER_CHANNEL_GROUP = 4096  # a per-channel scale spans a whole row: taken as a group of 4096 (Llama-7B/8B rows)
