@@ -328,7 +328,8 @@ def fit_rows(rows: list[dict[str, str]] | None = None) -> list[Row]:
         sym = r["family"] in SYM_FAMILIES and float(r["bits"]) < 5 and "asym" not in v and re.search(r"\bsym", v)
         out.append(Row(r["family"], float(r["bits"]), int(r["group_size"] or 0), r["model"], token_level_pct(r),
                        float(r["value"]) if r["metric"] == "kld" else None, r["source"],
-                       float(r.get("resolution_pct") or RESOLUTION_PCT), bool(sym), is_codebook(r["family"], r["variant"])))
+                       float(r.get("resolution_pct") or RESOLUTION_PCT), bool(sym),
+                       is_codebook(r["family"], r["variant"])))
     return out
 
 
@@ -407,8 +408,8 @@ def family_group(family: str, group: int) -> int:
 @dataclass(frozen=True)
 class FamilyFit:
     """ln(added NLL) = a + b * precision bits (+ c * ln H_group for the group quantizers) + g * heavy + s * size_term +
-    the model's effect; residual 10/90 % quantiles (without the source's setup effect: a user's setup is unknown); the
-    measured bits."""
+    the model's effect (+ iq for a GGUF i-quant, added by predict); residual 10/90 % quantiles (without the source's
+    setup effect: a user's setup is unknown); the measured bits."""
 
     family: str
     a: float
@@ -566,13 +567,14 @@ def paired_shift(rows: list[Row], variant: str, base: str) -> float | None:
 
 
 def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
-    """One penalized least-squares fit of every row: ln(ppl%) = family level + bits slope x precision bits (+ the
-    range coefficient x ln H_group, shared by the group quantizers) + heavily-trained term + small-model term
-    (size_term) + the model's effect + the source's setup effect. Model and setup effects are shared across families and shrunk toward 0 (MODEL_FX_SHRINK,
-    SOURCE_FX_SHRINK); a setup effect exists only for a source with rows in two or more families (else it cannot be
-    told from the family's level). A group quantizer's level is pulled toward its sibling mechanism's (PRIOR,
-    FAMILY_PRIOR_SOURCES). Each source weighs the same within a family (_cell_weights). A paired variant
-    (PAIRED_VARIANTS) is fitted as its base family's rows, less its paired shift (paired_shift), and predicted with it."""
+    """One penalized least-squares fit of every row: ln(ppl%) = family level + bits slope x precision bits (+ the range
+    coefficient x ln H_group, shared by the group quantizers) + heavily-trained term + small-model term (size_term) +
+    i-quant codebook term (CODEBOOK_NOTE) + the model's effect + the source's setup effect. Model and setup effects are
+    shared across families and shrunk toward 0 (MODEL_FX_SHRINK, SOURCE_FX_SHRINK); a setup effect exists only for a
+    source with rows in two or more families (else it cannot be told from the family's level). A group quantizer's level
+    is pulled toward its sibling mechanism's (PRIOR, FAMILY_PRIOR_SOURCES). Each source weighs the same within a family
+    (_cell_weights). A paired variant (PAIRED_VARIANTS) is fitted as its base family's rows, less its paired shift
+    (paired_shift), and predicted with it."""
     shifts = {v: paired_shift(rows, v, b) for v, b in PAIRED_VARIANTS.items()}
     variants = {r.family for r in rows if r.family in PAIRED_VARIANTS}
     raw = [(r.ppl_pct, r.res_pct) for r in rows]  # a row's resolution weight is its published change's
@@ -676,9 +678,9 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             a[j][i] -= FAMILY_PRIOR_SOURCES
             rhs[i] += d
             rhs[j] -= d
-    for term, present in (("size", any(size_term(model_key(r.model)) for r in rows)), ("iq", any(r.codebook for r in rows))):
-        if not present:
-            a[idx[term]][idx[term]] += 1.0  # no row carries the term: it is 0, not singular
+    present = {"size": any(size_term(model_key(r.model)) for r in rows), "iq": any(r.codebook for r in rows)}
+    for term in (t for t, there in present.items() if not there):
+        a[idx[term]][idx[term]] += 1.0  # no row carries the term: it is 0, not singular
     coef = _solve_normal(a, rhs)
     g, gc, sz, iq = coef[idx["h"]], coef[idx["hc"]], coef[idx["size"]], coef[idx["iq"]]
     c = coef[idx["C"]] if grouped_present else 0.0
@@ -992,8 +994,8 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
     # GPTQ checkpoints are symmetric (AutoGPTQ/GPTQModel's sym=True default, planner quantize's GPTQConfig.sym)
     sym = family == "gptq" and precision_bits(family, bits, group) <= 4
     codebook = is_codebook(family, gguf_base_type(fmt.id.removesuffix("-as-stored")) or fmt.id)
-    ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym, params_b=mc.params / 1e9,
-                                              codebook=codebook)
+    ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym,
+                                              params_b=mc.params / 1e9, codebook=codebook)
     if sym:
         note += (f"; a symmetric grid (the GPTQ tools' sym=True default): x{math.exp(sym_offset(group)):.2f} on the added "
                  "NLL of the mostly asymmetric published rows")
