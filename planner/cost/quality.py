@@ -451,6 +451,11 @@ class FamilyFit:
         p = precision_bits(self.family, bits, group)
         return self.a + self.b * p + (self.c * range_term(family_group(self.family, group)) if self.grouped else 0.0)
 
+    def grid_term(self, group: int, symmetric: bool, codebook: bool) -> float:
+        """ln factor of the code grid against the family's usual one: GPTQ's symmetric 4-bit grid (SYM_GRID_OFFSET,
+        computed) or a GGUF i-quant's codebook (iq, fitted)."""
+        return (sym_offset(group) if symmetric else 0.0) + (self.iq if codebook else 0.0)
+
     def ln_ppl(self, bits: float, group: int, model: str, params_b: float | None = None) -> float:
         """Predicted ln(PPL increase %) for a model_key (no setup effect); `params_b` sizes a key without a size."""
         return (self.curve(bits, group) + self.g * heavy(model) + self.s * size_term(model, params_b)
@@ -698,7 +703,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
                         chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx, sz, iq)
         # residuals without the setup effect: the spread a user with an unknown setup meets; the model's own
         # residual in this family (beyond its shared effect, setup removed) is kept for `published` predictions
-        res = [ln_nll(r.ppl_pct) - (sym_offset(r.group) if r.symmetric else 0.0) - iq * r.codebook
+        res = [ln_nll(r.ppl_pct) - fit.grid_term(r.group, r.symmetric, r.codebook)
                - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rs]
         if len(rs) >= MIN_ROWS_FOR_SPREAD:
             lo, hi = min(quantile(res, 0.1), -0.1), max(quantile(res, 0.9), 0.1)
@@ -836,11 +841,16 @@ def model_key(name: str) -> str:
 # ---- a format on a model
 
 
+def _gguf_type(fmt: WeightFormat) -> str:
+    """A GGUF format's base type ('Q4_K_M-as-stored' -> 'Q4_K_M'), else its id."""
+    return gguf_base_type(fmt.id.removesuffix("-as-stored")) or fmt.id
+
+
 def quality_family(fmt: WeightFormat, group: int, bits: float) -> str:
     """The published family a planner format belongs to."""
     fam = fmt.family
     if fam == "gguf":
-        base = gguf_base_type(fmt.id.removesuffix("-as-stored")) or fmt.id
+        base = _gguf_type(fmt)
         imatrix = fmt.needs_imatrix or fmt.imatrix
         if base in _GGUF_LEGACY:
             return "gguf-legacy-imatrix" if imatrix else "gguf-legacy"
@@ -939,7 +949,7 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
     own = fit.offset(model) if basis == "published" else (fit.offset(sib) if sib in fit.models else 0.0)
     mfx = 0.0 if model in dict(fit.model_fx) or not sib else fit.model_effect(sib) - fit.model_effect(model)
     ln = (fit.ln_ppl(bits, group, model, params_b) + mfx + own + fit.source_effect(source)
-          + (sym_offset(group) if symmetric else 0.0) + (fit.iq if codebook else 0.0))
+          + fit.grid_term(group, symmetric, codebook))
     widen = EXTRAPOLATED_WIDEN if basis == "extrapolated" else 0.0
     slope = ("bits slope and group term shared by the group quantizers" if fit.grouped else
              "own bits slope" if fit.own_slope else "GGUF K-quant bits slope")
@@ -961,6 +971,9 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
                 + (" (one source: extrapolated)" if basis == "extrapolated" and fit.n_sources < 2 else ""))
     if sib in fit.models or (sib and mfx):
         note += f", with the published residual of its predecessor {sib} (same architecture and size)"
+    if symmetric:
+        note += (f"; a symmetric grid (the GPTQ tools' sym=True default): x{math.exp(sym_offset(group)):.2f} on the added "
+                 "NLL of the mostly asymmetric published rows")
     if codebook and fit.iq:
         note += f"; {CODEBOOK_NOTE}: added NLL x{math.exp(fit.iq):.2f} at the same bits (fitted)"
     if fit.s and size_term(model, params_b):
@@ -993,12 +1006,9 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
     key = model_key(mc.spec.id)
     # GPTQ checkpoints are symmetric (AutoGPTQ/GPTQModel's sym=True default, planner quantize's GPTQConfig.sym)
     sym = family == "gptq" and precision_bits(family, bits, group) <= 4
-    codebook = is_codebook(family, gguf_base_type(fmt.id.removesuffix("-as-stored")) or fmt.id)
+    codebook = is_codebook(family, _gguf_type(fmt))
     ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym,
                                               params_b=mc.params / 1e9, codebook=codebook)
-    if sym:
-        note += (f"; a symmetric grid (the GPTQ tools' sym=True default): x{math.exp(sym_offset(group)):.2f} on the added "
-                 "NLL of the mostly asymmetric published rows")
     note += f"; head {head_bits:.1f} bits"
     fit = _fits().get(family)
     # the rows a prediction rests on set the usual head: a family without rows rests on its sibling mechanism's

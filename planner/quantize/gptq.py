@@ -91,7 +91,7 @@ def gptq_quantize(w: np.ndarray | "torch.Tensor" | Callable[[], np.ndarray | "to
     del H
     Hinv = _inverse_cholesky_upper(held, rev)
     owned = callable(w)  # a weight the function made is ours to overwrite
-    W = torch.as_tensor(w() if callable(w) else w, dtype=torch.float32)
+    W = torch.as_tensor(w() if owned else w, dtype=torch.float32)
     del w
     if W.shape[1] != n:
         raise ValueError(f"Hessian shape {(n, n)} does not match {W.shape[1]} input columns")
