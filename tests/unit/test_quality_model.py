@@ -7,7 +7,7 @@ import math
 import pytest
 
 from planner.cost.model import ModelCost
-from planner.cost.quality import (BASES, EXTRAPOLATE, Quality, expected_quality, fit_all, fit_rows, published_rows,
+from planner.cost.quality import (BASES, EXTRAPOLATE, Quality, expected_quality, fit_all, fit_rows, ln_nll, published_rows,
                                   predict, ranking_kld)
 from planner.formats import get_format
 from planner.plan import target_from_catalog
@@ -374,7 +374,7 @@ def test_a_family_without_rows_starts_from_its_siblings_level_times_the_grid_err
     fp4 = predict(fits, "bnb-fp4", 4.5, 64, "gemma-3-12b")  # a model with no NF4 rows of its own
     nf4 = predict(fits, "bnb-nf4", 4.5, 64, "gemma-3-12b")
     assert fp4[3] == "extrapolated"
-    added = math.log(math.log1p(fp4[0] / 100)) - math.log(math.log1p(nf4[0] / 100))
+    added = ln_nll(fp4[0]) - ln_nll(nf4[0])
     assert added == pytest.approx(GRID_PRIOR_OFFSET["bnb-fp4"], abs=1e-6)
 
 
@@ -442,7 +442,7 @@ def test_models_below_the_size_knot_lose_more_by_one_fitted_term(registry):
     assert 0 < s < 1 and all(f.s == s for f in fits.values())  # shared by every family
     # on the added NLL: exactly the term, for a model the rows never named (no model effect of its own)
     one, four, eight = (predict(fits, "rtn", 4.25, 128, k)[0] for k in ("newmodel-1b", "newmodel-4b", "newmodel-8b"))
-    ln_ratio = math.log(math.log1p(one / 100)) - math.log(math.log1p(four / 100))
+    ln_ratio = ln_nll(one) - ln_nll(four)
     assert ln_ratio == pytest.approx(s * math.log(SIZE_KNOT_B), rel=1e-6) and four == eight
     # recommend: a 1B profile states the term in its note; its 8B sibling does not
     small = expected_quality(get_format("Q4_K_M"), ModelCost(registry.get("llama-3.2-1b")))
@@ -462,7 +462,7 @@ def test_gguf_i_quants_round_to_codebooks_that_lose_less_than_the_k_quant_grid_a
     fits = fit_all(rows)
     assert fits["gguf-imatrix"].iq < 0 and fits["gguf-imatrix"].iq == fits["gptq"].iq
     grid, book = (predict(fits, "gguf-imatrix", 3.46, 0, "llama-3-8b", codebook=c)[0] for c in (False, True))
-    ln_ratio = math.log(math.log1p(book / 100)) - math.log(math.log1p(grid / 100))
+    ln_ratio = ln_nll(book) - ln_nll(grid)
     assert ln_ratio == pytest.approx(fits["gguf-imatrix"].iq, rel=1e-9)
     mc = ModelCost(registry.get("llama-3.1-8b"))
     assert "i-quant codebook" in expected_quality(get_format("IQ4_XS"), mc).note
