@@ -7,8 +7,8 @@ import math
 import pytest
 
 from planner.cost.model import ModelCost
-from planner.cost.quality import (BASES, EXTRAPOLATE, Quality, expected_quality, fit_all, fit_rows, ln_nll, published_rows,
-                                  predict, ranking_kld)
+from planner.cost.quality import (BASES, EXTRAPOLATE, Quality, expected_quality, fit_all, fit_rows, ln_nll,
+                                  published_rows, predict, ranking_kld)
 from planner.formats import get_format
 from planner.plan import target_from_catalog
 from planner.recommend import explain, recommend
