@@ -43,8 +43,7 @@ def test_extra_rows_reach_the_fitted_table_under_a_family(path):
     """Every row not held out (by its fit_why, or by the build's own rules: a change <= 0 or > +100 %) is in
     quality_published.csv as a fitted row of a quantization family with the same perplexity change (a format name the
     build cannot map would silently drop the row)."""
-    with PUBLISHED.open(newline="") as f:
-        published = list(csv.DictReader(f))
+    published = _rows(PUBLISHED)
     fitted = {(r["source"], r["model"], r["ppl_delta_pct"]): r for r in published if r["fit"] == "yes"}
     held = {(r["source"], r["model"], r["value"]): r["why"] for r in published if r["fit"] == "no"}
     for r in _rows(path):
@@ -65,8 +64,7 @@ def test_extra_rows_reach_the_fitted_table_under_a_family(path):
 def test_grouped_rows_carry_the_bits_their_variant_names():
     """A GPTQ/AWQ/RTN/HQQ row whose variant names its bits ("2-bit g128", "8-bit per-channel") is fitted at those bits
     plus its group's scale/zero storage, below the next whole bit (the build once read every such row as 3 or 4 bits)."""
-    with PUBLISHED.open(newline="") as f:
-        published = list(csv.DictReader(f))
+    published = _rows(PUBLISHED)
     named = [(r, int(m.group(1))) for r in published if r["family"] in ("gptq", "awq", "rtn", "hqq")
              if (m := re.search(r"\b([2-8])-bit", r["variant"]))]
     assert {n for _, n in named} >= {2, 3, 4, 8}
@@ -143,8 +141,7 @@ def test_gguf_extra2_tables_have_one_baseline_and_agree_with_their_printed_accur
 def test_gguf_extra_rows_reach_the_table_under_a_gguf_family(path):
     """Every non-baseline GGUF row is in quality_published.csv under a GGUF family; a fitted one carries the bits of the
     planner's own mix on its model, and one left out says why (no profile, change <= 0, ...)."""
-    with PUBLISHED.open(newline="") as f:
-        published = [r for r in csv.DictReader(f) if r["family"].startswith("gguf")]
+    published = [r for r in _rows(PUBLISHED) if r["family"].startswith("gguf")]
     by_key = {(r["source"], r["model"], r["variant"].split(" ")[0]): r for r in published}
     n_fit = 0
     for r in _rows(path):
