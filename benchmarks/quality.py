@@ -92,9 +92,9 @@ def _predict_all(rows: list[Row], mode: str) -> list[tuple[Row, float, bool]]:
 
     def one(fits: dict[str, FamilyFit], r: Row) -> tuple[Row, float, bool]:
         key = model_key(r.model)
-        pred = predict(fits, r.family, r.bits, r.group, key, r.source, r.symmetric, codebook=r.codebook)[0]
+        pred = predict(fits, r.family, r.bits, r.group, key, r.source, r.symmetric, gguf_type=r.gguf_type)[0]
         _, lo, hi, *_ = predict(apply_spread(fits, spread), r.family, r.bits, r.group, key, symmetric=r.symmetric,
-                                codebook=r.codebook)
+                                gguf_type=r.gguf_type)
         f = with_head(fits, r, 1.0) if mode != "in" else 1.0
         return r, pred * f, lo * f <= r.ppl_pct <= hi * f
 

@@ -81,12 +81,25 @@ CALIBRATED = frozenset({"gptq", "awq", "exl2", "gptq-8bit"})
 # the Qwen3 rows stop changing. No term above the knot: Llama-3-70B loses as much as Llama-3-8B (QServe, arXiv
 # 2404.14047), so "larger loses less" is not a law there.
 SIZE_KNOT_B = 4.0
-# GGUF's i-quants round to codebooks rather than the K-quants' uniform grid: IQ4_NL/IQ4_XS to 16 non-uniform levels
-# (ggml-quants kvalues_iq4nl), IQ1-IQ3 to points of the E8 lattice or its neighbours (llama.cpp PRs #4773, #4897,
-# #5747). At equal bits per weight they lose less: in one source's table IQ3_S loses 6.4 % against Q3_K_S's 9.9 % at
-# the same 3.46 bits (Llama-3.3-70B, gguf_quality_extra2.csv). One ln offset for every i-quant row, fitted in the joint
-# fit (x0.75 on the added NLL); the lattice and non-linear codebooks are not told apart.
-CODEBOOK_NOTE = "an i-quant codebook (non-uniform or lattice levels, not the K-quants' uniform grid)"
+# GGUF's i-quants round to codebooks rather than the K-quants' uniform grid, of two kinds:
+# - "lattice": IQ1-IQ3 round groups of 4 or 8 weights together to points of the E8 lattice or a grid near it (llama.cpp
+#   PRs #4773, #4897, #5747): a vector codebook, whose gain over scalar rounding is largest at few bits;
+# - "non-uniform": IQ4_NL/IQ4_XS round each weight to 16 non-uniform levels (ggml-quants kvalues_iq4nl): a scalar
+#   codebook, denser where weights are dense; for a Gaussian source the best 16-level scalar quantizer has ~0.82x the
+#   uniform one's error (Max 1960), so its gain is small.
+# At equal bits per weight both lose less: in one source's table IQ3_S loses 6.4 % against Q3_K_S's 9.9 % at the same
+# 3.46 bits (Llama-3.3-70B, gguf_quality_extra2.csv). One ln offset per kind, fitted in the joint fit.
+CODEBOOK_KINDS = {"lattice": "an i-quant lattice codebook (groups of weights rounded to lattice points, not the K-quants' "
+                             "uniform grid)",
+                  "non-uniform": "an i-quant non-uniform codebook (16 levels denser where weights are dense, not the "
+                                 "K-quants' uniform grid)"}
+# GGUF types whose codes and scale granularity equal another type's, with the scales stored leaner: IQ4_XS keeps
+# IQ4_NL's 4-bit non-uniform codes and one scale per 32 weights, but stores each scale in 6 bits under a super-block
+# fp16 scale (ggml-common.h block_iq4_xs) instead of an fp16 per block (block_iq4_nl). The GGUF fits are in bits per
+# weight, scales included, so without this IQ4_XS would be charged 0.25 bits of precision it does not lack: predicted
+# x1.4 worse than IQ4_NL where every published pair (gguf_quality_extra2.csv, llama.cpp PRs #6936 and #6745) shows
+# 2-8 %. Such a type is rated at the other's bits (the layouts' bits-per-weight difference added, see scale_credit).
+SAME_CODES = {"IQ4_XS": "IQ4_NL"}
 HEAVY_TIE = 1.0  # assumed: the prior that both factors are equal counts as one row's worth of evidence
 PER_CHANNEL_GROUP = 4096  # a per-channel scale spans a whole row: taken as a group of 4096 (Llama-7B/8B rows)
 # The group quantizers: a grid of 2^b codes over each group's range. They share the bits slope and the range
@@ -180,6 +193,13 @@ PAIRED_VARIANTS = {"int8-w8a8-naive": "int8-w8a8", "gguf-legacy-imatrix": "gguf-
 FAMILY_PRIOR_SOURCES = 1.0  # assumed: the sibling mechanism's level counts as one more source in a family's level
 MODEL_FX_SHRINK = 1.0  # assumed: a model's shared effect counts n / (n + 1) of its rows' mean residual
 SOURCE_FX_SHRINK = 1.0  # assumed: a setup's effect counts n / (n + 1) of its rows' mean residual
+# Families that quantize activations too. Their loss is set mostly by the model's activation outlier channels
+# (LLM.int8(), arXiv 2208.07339, sec. 4; SmoothQuant, arXiv 2211.10438, sec. 3), a property of the model that its
+# weight-only rows do not show: Llama-3-70B loses 4.4 % under SmoothQuant W8A8 (mit-han-lab/smoothquant README) where
+# its weight-only rows lose like Llama-3-8B's. So these rows carry a second model effect, shared by the activation
+# families only and shrunk toward 0 like the first (ACT_FX_SHRINK)
+ACT_FAMILIES = frozenset({"int8-w8a8", "int8-w8a8-naive", "fp8-w8a8", "bnb-int8", "nvfp4"})
+ACT_FX_SHRINK = 1.0  # assumed: as MODEL_FX_SHRINK
 # Bits per group a family's published `bits` include beyond the codes (planner.formats' layouts): fp16 scale + 4-bit
 # zero (GPTQ/AWQ/RTN/HQQ g-layouts), fp16 scale + fp16 bias (MLX), fp32 absmax (bnb), FP8 scale (NVFP4)
 GROUP_OVERHEAD_BITS = {"gptq": 20, "awq": 20, "rtn": 20, "hqq": 20, "mlx": 32, "bnb-nf4": 32, "bnb-fp4": 32,
@@ -280,7 +300,13 @@ class Row:
     source: str
     res_pct: float = RESOLUTION_PCT  # the printing resolution of ppl_pct, percent (RESOLUTION_PCT where unknown)
     symmetric: bool = False  # a 4-bit integer grid symmetric about zero (GPTQ's sym=True), as the variant says
-    codebook: bool = False  # a GGUF i-quant (IQ1-IQ4): a non-uniform or lattice codebook, not the K-quants' grid
+    gguf_type: str = ""  # the GGUF type a gguf-family row is named for ('IQ4_XS', 'Q4_K_M'), else ''
+
+    @property
+    def codebook(self) -> str:
+        """The row's i-quant codebook kind (is_codebook), else ''."""
+        return is_codebook(self.family, self.gguf_type)
+
 
 
 def data_path() -> Path:
@@ -329,13 +355,27 @@ def fit_rows(rows: list[dict[str, str]] | None = None) -> list[Row]:
         out.append(Row(r["family"], float(r["bits"]), int(r["group_size"] or 0), r["model"], token_level_pct(r),
                        float(r["value"]) if r["metric"] == "kld" else None, r["source"],
                        float(r.get("resolution_pct") or RESOLUTION_PCT), bool(sym),
-                       is_codebook(r["family"], r["variant"])))
+                       r["variant"].split(" ")[0].upper() if r["family"].startswith("gguf") else ""))
     return out
 
 
-def is_codebook(family: str, gguf_type: str) -> bool:
-    """Whether a GGUF type is an i-quant (its name starts with IQ): see CODEBOOK_NOTE."""
-    return family.startswith("gguf") and gguf_type.upper().startswith("IQ")
+@lru_cache(maxsize=64)
+def scale_credit(gguf_type: str) -> float:
+    """Bits per weight a GGUF type is credited for storing the same codes' scales leaner (SAME_CODES), else 0."""
+    from planner.formats import GGML_TYPES
+
+    other = SAME_CODES.get(gguf_type.upper())
+    if other is None:
+        return 0.0
+    return GGML_TYPES[other].bits_per_weight - GGML_TYPES[gguf_type.upper()].bits_per_weight
+
+
+def is_codebook(family: str, gguf_type: str) -> str:
+    """A GGUF i-quant's codebook kind (CODEBOOK_KINDS): 'non-uniform' for IQ4_*, 'lattice' for IQ1-IQ3, else ''."""
+    t = gguf_type.upper()
+    if not family.startswith("gguf") or not t.startswith("IQ"):
+        return ""
+    return "non-uniform" if t.startswith("IQ4") else "lattice"
 
 
 def ln_nll(ppl_pct: float) -> float:
@@ -408,7 +448,7 @@ def family_group(family: str, group: int) -> int:
 @dataclass(frozen=True)
 class FamilyFit:
     """ln(added NLL) = a + b * precision bits (+ c * ln H_group for the group quantizers) + g * heavy + s * size_term +
-    the model's effect (+ iq for a GGUF i-quant, added by predict); residual 10/90 % quantiles (without the source's
+    the model's effect (+ iq or iq4 for a GGUF i-quant, added by predict); residual 10/90 % quantiles (without the source's
     setup effect: a user's setup is unknown); the measured bits."""
 
     family: str
@@ -432,7 +472,9 @@ class FamilyFit:
     model_fx: tuple[tuple[str, float], ...] = ()  # shared across families: a model's sensitivity to weight noise
     source_fx: tuple[tuple[str, float], ...] = ()  # shared across families: a lab setup's level (context, dataset)
     s: float = 0.0  # ln factor per unit of size_term (a model below SIZE_KNOT_B), shared across families
-    iq: float = 0.0  # ln factor of a GGUF i-quant's codebook against the uniform grid (CODEBOOK_NOTE)
+    iq: float = 0.0  # ln factor of a GGUF i-quant lattice codebook against the uniform grid (CODEBOOK_KINDS)
+    iq4: float = 0.0  # ln factor of a GGUF i-quant non-uniform codebook against the uniform grid (CODEBOOK_KINDS)
+    act_fx: tuple[tuple[str, float], ...] = ()  # shared across ACT_FAMILIES: a model's sensitivity to activation noise
 
     def offset(self, model: str) -> float:
         """The model's own published residual in this family (0 without rows)."""
@@ -441,6 +483,10 @@ class FamilyFit:
     def model_effect(self, model: str) -> float:
         """The model's effect estimated from its rows in every family (0 without rows)."""
         return dict(self.model_fx).get(model, 0.0)
+
+    def act_effect(self, model: str) -> float:
+        """The model's activation effect (ACT_FAMILIES only; 0 without such rows)."""
+        return dict(self.act_fx).get(model, 0.0) if self.family in ACT_FAMILIES else 0.0
 
     def source_effect(self, source: str) -> float:
         """A source's setup effect, estimated from its rows in several families (0 if unknown)."""
@@ -451,15 +497,21 @@ class FamilyFit:
         p = precision_bits(self.family, bits, group)
         return self.a + self.b * p + (self.c * range_term(family_group(self.family, group)) if self.grouped else 0.0)
 
-    def grid_term(self, group: int, symmetric: bool, codebook: bool) -> float:
+    def codebook_term(self, codebook: str) -> float:
+        """ln factor of a GGUF i-quant's codebook kind against the uniform grid (fitted; 0 for '')."""
+        return {"lattice": self.iq, "non-uniform": self.iq4}.get(codebook, 0.0)
+
+    def grid_term(self, group: int, symmetric: bool, gguf_type: str = "") -> float:
         """ln factor of the code grid against the family's usual one: GPTQ's symmetric 4-bit grid (SYM_GRID_OFFSET,
-        computed) or a GGUF i-quant's codebook (iq, fitted)."""
-        return (sym_offset(group) if symmetric else 0.0) + (self.iq if codebook else 0.0)
+        computed), a GGUF i-quant's codebook (codebook_term, fitted), a GGUF type's leaner scale storage (scale_credit:
+        rated at the bits of the type with the same codes)."""
+        return (sym_offset(group) if symmetric else 0.0) + self.codebook_term(is_codebook(self.family, gguf_type)) \
+            + self.b * scale_credit(gguf_type)
 
     def ln_ppl(self, bits: float, group: int, model: str, params_b: float | None = None) -> float:
         """Predicted ln(PPL increase %) for a model_key (no setup effect); `params_b` sizes a key without a size."""
         return (self.curve(bits, group) + self.g * heavy(model) + self.s * size_term(model, params_b)
-                + self.model_effect(model))
+                + self.model_effect(model) + self.act_effect(model))
 
 
 def quantile(v: list[float], q: float) -> float:
@@ -574,7 +626,7 @@ def paired_shift(rows: list[Row], variant: str, base: str) -> float | None:
 def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     """One penalized least-squares fit of every row: ln(ppl%) = family level + bits slope x precision bits (+ the range
     coefficient x ln H_group, shared by the group quantizers) + heavily-trained term + small-model term (size_term) +
-    i-quant codebook term (CODEBOOK_NOTE) + the model's effect + the source's setup effect. Model and setup effects are
+    i-quant codebook terms (CODEBOOK_KINDS) + the model's effect + the source's setup effect. Model and setup effects are
     shared across families and shrunk toward 0 (MODEL_FX_SHRINK, SOURCE_FX_SHRINK); a setup effect exists only for a
     source with rows in two or more families (else it cannot be told from the family's level). A group quantizer's level
     is pulled toward its sibling mechanism's (PRIOR, FAMILY_PRIOR_SOURCES). Each source weighs the same within a family
@@ -613,9 +665,13 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     col("hc")
     col("size")
     col("iq")
+    col("iq4")
     models = sorted({model_key(r.model) for r in rows})
     for k in models:
         col("m:" + k)
+    act_models = sorted({model_key(r.model) for r in rows if r.family in ACT_FAMILIES})
+    for k in act_models:
+        col("x:" + k)
     for s in multi:
         col("s:" + s)
 
@@ -635,7 +691,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     for r, w, (pct, res) in zip(rows, _cell_weights(rows), raw):
         w *= resolution_weight(pct, res)
         k = model_key(r.model)
-        p = precision_bits(r.family, r.bits, r.group)
+        p = precision_bits(r.family, r.bits, r.group) + scale_credit(r.gguf_type)
         y = ln_nll(r.ppl_pct) - (sym_offset(r.group) if r.symmetric else 0.0)
         x: list[tuple[int, float]] = [(idx["A:" + r.family], 1.0), (idx["m:" + k], 1.0)]
         sc = slope_col(r.family)
@@ -650,20 +706,24 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
         if size_term(k):
             x.append((idx["size"], size_term(k)))
         if r.codebook:
-            x.append((idx["iq"], 1.0))
+            x.append((idx["iq4" if r.codebook == "non-uniform" else "iq"], 1.0))
         if "s:" + _src(r) in idx:
             x.append((idx["s:" + _src(r)], 1.0))
+        if r.family in ACT_FAMILIES:
+            x.append((idx["x:" + k], 1.0))
         for i, vi in x:
             rhs[i] += w * vi * y
             for j, vj in x:
                 a[i][j] += w * vi * vj
-    for k in models:  # a model's effect shrinks toward 0, a point release's toward its predecessor's (sibling)
-        i, sib = idx["m:" + k], idx.get("m:" + sibling(k))
-        a[i][i] += MODEL_FX_SHRINK
-        if sib is not None:
-            a[sib][sib] += MODEL_FX_SHRINK
-            a[i][sib] -= MODEL_FX_SHRINK
-            a[sib][i] -= MODEL_FX_SHRINK
+    # a model's effect shrinks toward 0, a point release's toward its predecessor's (sibling)
+    for kind, shrink, keys in (("m:", MODEL_FX_SHRINK, models), ("x:", ACT_FX_SHRINK, act_models)):
+        for k in keys:
+            i, sib = idx[kind + k], idx.get(kind + sibling(k))
+            a[i][i] += shrink
+            if sib is not None:
+                a[sib][sib] += shrink
+                a[i][sib] -= shrink
+                a[sib][i] -= shrink
     for s in multi:
         a[idx["s:" + s]][idx["s:" + s]] += SOURCE_FX_SHRINK
     i, j = idx["h"], idx["hc"]  # the calibrated quantizers' factor is pulled toward the others' (HEAVY_TIE)
@@ -683,13 +743,15 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             a[j][i] -= FAMILY_PRIOR_SOURCES
             rhs[i] += d
             rhs[j] -= d
-    present = {"size": any(size_term(model_key(r.model)) for r in rows), "iq": any(r.codebook for r in rows)}
+    present = {"size": any(size_term(model_key(r.model)) for r in rows), "iq": any(r.codebook == "lattice" for r in rows),
+               "iq4": any(r.codebook == "non-uniform" for r in rows)}
     for term in (t for t, there in present.items() if not there):
         a[idx[term]][idx[term]] += 1.0  # no row carries the term: it is 0, not singular
     coef = _solve_normal(a, rhs)
-    g, gc, sz, iq = coef[idx["h"]], coef[idx["hc"]], coef[idx["size"]], coef[idx["iq"]]
+    g, gc, sz, iq, iq4 = coef[idx["h"]], coef[idx["hc"]], coef[idx["size"]], coef[idx["iq"]], coef[idx["iq4"]]
     c = coef[idx["C"]] if grouped_present else 0.0
     model_fx = tuple((k, coef[idx["m:" + k]]) for k in models)
+    act_fx = tuple((k, coef[idx["x:" + k]]) for k in act_models)
     source_fx = tuple((s, coef[idx["s:" + s]]) for s in multi)
     fits: dict[str, FamilyFit] = {}
     for fam, rs in by.items():
@@ -700,10 +762,10 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
                         0.0, 0.0,
                         min(r.bits for r in rs), max(r.bits for r in rs), len(rs), sc is not None and sc != "B:gguf"
                         or fam == "gguf", frozenset(model_key(r.model) for r in rs), (), len({_src(r) for r in rs}),
-                        chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx, sz, iq)
+                        chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx, sz, iq, iq4, act_fx)
         # residuals without the setup effect: the spread a user with an unknown setup meets; the model's own
         # residual in this family (beyond its shared effect, setup removed) is kept for `published` predictions
-        res = [ln_nll(r.ppl_pct) - fit.grid_term(r.group, r.symmetric, r.codebook)
+        res = [ln_nll(r.ppl_pct) - fit.grid_term(r.group, r.symmetric, r.gguf_type)
                - fit.ln_ppl(r.bits, r.group, model_key(r.model)) for r in rs]
         if len(rs) >= MIN_ROWS_FOR_SPREAD:
             lo, hi = min(quantile(res, 0.1), -0.1), max(quantile(res, 0.9), 0.1)
@@ -791,7 +853,7 @@ def _fits() -> dict[str, FamilyFit]:
 
 
 # FamilyFit's (name, value) tuple fields, which JSON carries as lists of pairs
-_PAIR_FIELDS = ("offsets", "model_fx", "source_fx")
+_PAIR_FIELDS = ("offsets", "model_fx", "source_fx", "act_fx")
 
 
 def fit_to_json(f: FamilyFit) -> dict:
@@ -922,11 +984,11 @@ def sibling(model: str) -> str:
 
 def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, model: str,
             source: str = "", symmetric: bool = False, params_b: float | None = None,
-            codebook: bool = False) -> tuple[float, float, float, str, str, str]:
+            gguf_type: str = "") -> tuple[float, float, float, str, str, str]:
     """(ppl%, ppl% low, ppl% high, basis, note, why extrapolated ('' unless it is)) for a family at `bits` (per
     quantized linear weight) and `group` on `model` (a model_key; `params_b` its size when the key names none);
     `source` adds that source's setup effect where the fit knows it (benchmarks only); `symmetric` charges a symmetric
-    4-bit grid (SYM_GRID_OFFSET); `codebook` a GGUF i-quant's (CODEBOOK_NOTE)."""
+    4-bit grid (SYM_GRID_OFFSET); `gguf_type` names a GGUF type (its i-quant codebook, CODEBOOK_KINDS; its scale storage, SAME_CODES)."""
     fit = fits.get(family)
     basis, why = "published-family", ""
     via = family
@@ -948,8 +1010,9 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
     sib = sibling(model) if basis != "published" else ""
     own = fit.offset(model) if basis == "published" else (fit.offset(sib) if sib in fit.models else 0.0)
     mfx = 0.0 if model in dict(fit.model_fx) or not sib else fit.model_effect(sib) - fit.model_effect(model)
+    mfx += 0.0 if model in dict(fit.act_fx) or not sib else fit.act_effect(sib) - fit.act_effect(model)
     ln = (fit.ln_ppl(bits, group, model, params_b) + mfx + own + fit.source_effect(source)
-          + fit.grid_term(group, symmetric, codebook))
+          + fit.grid_term(group, symmetric, gguf_type))
     widen = EXTRAPOLATED_WIDEN if basis == "extrapolated" else 0.0
     slope = ("bits slope and group term shared by the group quantizers" if fit.grouped else
              "own bits slope" if fit.own_slope else "GGUF K-quant bits slope")
@@ -974,8 +1037,13 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
     if symmetric:
         note += (f"; a symmetric grid (the GPTQ tools' sym=True default): x{math.exp(sym_offset(group)):.2f} on the added "
                  "NLL of the mostly asymmetric published rows")
-    if codebook and fit.iq:
-        note += f"; {CODEBOOK_NOTE}: added NLL x{math.exp(fit.iq):.2f} at the same bits (fitted)"
+    codebook = is_codebook(family, gguf_type)
+    if fit.codebook_term(codebook):
+        note += (f"; {CODEBOOK_KINDS[codebook]}: added NLL x{math.exp(fit.codebook_term(codebook)):.2f} at the same bits"
+                 " (fitted)")
+    if scale_credit(gguf_type):
+        note += (f"; rated at {bits + scale_credit(gguf_type):.2f} bits, as {SAME_CODES[gguf_type.upper()]} (the same codes"
+                 " and scale granularity, scales stored leaner)")
     if fit.s and size_term(model, params_b):
         n = params_from_key(model) or params_b
         note += (f"; a model of {n:g}B parameters, below {SIZE_KNOT_B:g}B: added NLL "
@@ -1006,9 +1074,8 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
     key = model_key(mc.spec.id)
     # GPTQ checkpoints are symmetric (AutoGPTQ/GPTQModel's sym=True default, planner quantize's GPTQConfig.sym)
     sym = family == "gptq" and precision_bits(family, bits, group) <= 4
-    codebook = is_codebook(family, _gguf_type(fmt))
     ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym,
-                                              params_b=mc.params / 1e9, codebook=codebook)
+                                              params_b=mc.params / 1e9, gguf_type=_gguf_type(fmt))
     note += f"; head {head_bits:.1f} bits"
     fit = _fits().get(family)
     # the rows a prediction rests on set the usual head: a family without rows rests on its sibling mechanism's

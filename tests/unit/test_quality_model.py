@@ -134,7 +134,7 @@ def test_formats_with_their_familys_usual_head_are_unadjusted(registry):
         fmt = get_format(fid)
         bits, group, _ = linear_bits(fmt, mc)
         ppl, plo, phi, basis, *_ = predict(_fits(), quality_family(fmt, group, bits), bits, group, model_key("llama-3.1-8b"),
-                                           symmetric=fid == "gptq-int4", codebook=fid.startswith("IQ"))
+                                           symmetric=fid == "gptq-int4", gguf_type=fid)
         q = expected_quality(fmt, mc)
         assert (q.ppl_delta_pct, q.ppl_low, q.ppl_high, q.basis) == (ppl, plo, phi, basis), fid
         assert (q.kld, q.kld_high) == (kld_from_ppl(ppl), kld_from_ppl(phi)) and "usual head" not in q.note, fid
@@ -451,19 +451,73 @@ def test_models_below_the_size_knot_lose_more_by_one_fitted_term(registry):
 
 
 def test_gguf_i_quants_round_to_codebooks_that_lose_less_than_the_k_quant_grid_at_equal_bits(registry):
-    """IQ types (non-uniform or lattice codebooks) carry one fitted offset against the K-quants' uniform grid at the
-    same bits; the rows show it within one table (IQ3_S against Q3_K_S at 3.46 bits), so the fitted factor is below 1."""
+    """IQ types carry a fitted offset per codebook kind (IQ1-IQ3 lattice, IQ4 non-uniform) against the K-quants'
+    uniform grid at the same bits; the rows show it within one table (IQ3_S against Q3_K_S at 3.46 bits), so the
+    fitted lattice factor is below 1."""
     from planner.cost.quality import is_codebook
 
-    assert is_codebook("gguf-imatrix", "IQ4_XS") and is_codebook("gguf", "iq2_xxs")
+    assert is_codebook("gguf-imatrix", "IQ4_XS") == "non-uniform" and is_codebook("gguf", "iq2_xxs") == "lattice"
     assert not is_codebook("gguf", "Q4_K_M") and not is_codebook("gptq", "IQ-anything")
     rows = fit_rows()
-    assert any(r.codebook for r in rows) and not any(r.codebook and not r.family.startswith("gguf") for r in rows)
+    kinds = {r.codebook for r in rows}
+    assert {"lattice", "non-uniform"} <= kinds
+    assert not any(r.codebook and not r.family.startswith("gguf") for r in rows)
     fits = fit_all(rows)
     assert fits["gguf-imatrix"].iq < 0 and fits["gguf-imatrix"].iq == fits["gptq"].iq
-    grid, book = (predict(fits, "gguf-imatrix", 3.46, 0, "llama-3-8b", codebook=c)[0] for c in (False, True))
-    ln_ratio = ln_nll(book) - ln_nll(grid)
-    assert ln_ratio == pytest.approx(fits["gguf-imatrix"].iq, rel=1e-9)
+    grid, book = (predict(fits, "gguf-imatrix", 3.46, 0, "llama-3-8b", gguf_type=t)[0] for t in ("Q3_K_S", "IQ3_S"))
+    assert ln_nll(book) - ln_nll(grid) == pytest.approx(fits["gguf-imatrix"].iq, rel=1e-9)
+    grid, book = (predict(fits, "gguf-imatrix", 4.5, 0, "llama-3-8b", gguf_type=t)[0] for t in ("Q4_K_S", "IQ4_NL"))
+    assert ln_nll(book) - ln_nll(grid) == pytest.approx(fits["gguf-imatrix"].iq4, rel=1e-9)
     mc = ModelCost(registry.get("llama-3.1-8b"))
-    assert "i-quant codebook" in expected_quality(get_format("IQ4_XS"), mc).note
-    assert "i-quant codebook" not in expected_quality(get_format("Q4_K_M"), mc).note
+    assert "lattice codebook" in expected_quality(get_format("IQ3_XXS"), mc).note
+    assert "non-uniform codebook" in expected_quality(get_format("IQ4_XS"), mc).note
+    assert "codebook" not in expected_quality(get_format("Q4_K_M"), mc).note
+
+
+def test_iq4_xs_is_rated_at_iq4_nl_bits_since_only_its_scale_storage_is_leaner(registry):
+    """IQ4_XS and IQ4_NL share codes and a scale per 32 weights; XS stores the scales in 6 bits. The credit is the
+    layouts' bits-per-weight difference, and the two rate alike as every published pair does (within 10 %), not the
+    x1.4 the bits slope alone would charge."""
+    from planner.cost.quality import published_rows, scale_credit
+
+    from planner.formats import GGML_TYPES
+
+    assert scale_credit("IQ4_XS") == pytest.approx(GGML_TYPES["IQ4_NL"].bits_per_weight
+                                                   - GGML_TYPES["IQ4_XS"].bits_per_weight)
+    assert scale_credit("IQ4_XS") == pytest.approx(0.25) and scale_credit("Q4_K_M") == 0.0
+    fits = fit_all(fit_rows())
+    xs, nl = (predict(fits, "gguf-imatrix", b, 0, "llama-3-8b", gguf_type=t)[0]
+              for b, t in ((4.25, "IQ4_XS"), (4.5, "IQ4_NL")))
+    assert xs == pytest.approx(nl, rel=1e-9)
+    uncredited = predict(fits, "gguf-imatrix", 4.25, 0, "llama-3-8b", gguf_type="IQ4_NL")[0]
+    assert uncredited / nl > 1.3
+    # the published pairs (one table, one model) that the credit follows
+    pairs: dict[tuple[str, str], dict[str, float]] = {}
+    for r in published_rows():
+        t = r["variant"].split(" ")[0]
+        if r["family"].startswith("gguf") and t in ("IQ4_XS", "IQ4_NL") and r["ppl_delta_pct"]:
+            pairs.setdefault((r["source"][:45], r["model"]), {})[t] = float(r["ppl_delta_pct"])
+    ratios = [p["IQ4_XS"] / p["IQ4_NL"] for p in pairs.values() if len(p) == 2]
+    assert len(ratios) >= 4 and all(0.95 < x < 1.1 for x in ratios)
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    assert "as IQ4_NL" in expected_quality(get_format("IQ4_XS"), mc).note
+
+
+
+
+def test_activation_quantizing_families_carry_a_second_model_effect_of_their_own():
+    """A model's activation outliers set its W8A8 loss and do not show in its weight-only rows: the activation families
+    (ACT_FAMILIES) fit a second model effect that weight-only predictions never see. OPT-175B shows the split: its
+    weight-only rows lose less than the family lines (GPTQ paper), its W8A8 rows more (SmoothQuant, LLM.int8())."""
+    from planner.cost.quality import ACT_FAMILIES, model_key
+
+    rows = fit_rows()
+    fits = fit_all(rows)
+    act_models = {model_key(r.model) for r in rows if r.family in ACT_FAMILIES}
+    assert {k for k, _ in fits["int8-w8a8"].act_fx} == act_models
+    opt = fits["int8-w8a8"]
+    assert opt.act_effect("opt-175b") > 0 > opt.model_effect("opt-175b")
+    assert fits["gptq"].act_effect("opt-175b") == 0.0  # weight-only: the activation effect is not applied
+    w8a8 = predict(fits, "int8-w8a8", 8.0, 0, "opt-175b")[0]
+    without = fits["int8-w8a8"].ln_ppl(8.0, 0, "opt-175b") - opt.act_effect("opt-175b")
+    assert ln_nll(w8a8) == pytest.approx(without + opt.act_effect("opt-175b") + opt.offset("opt-175b"), rel=1e-9)
