@@ -8,6 +8,7 @@ also kept on disk between runs (the user cache), keyed by the planner version an
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -27,6 +28,15 @@ if TYPE_CHECKING:
     from planner.models.spec import ModelSpec
 
 
+def mix_bits(mean_noise: float) -> float:
+    """The equal-noise bits of a mix of tensors at different bits per weight: -log4 of the weights' mean 4^-bits. A
+    tensor rounded to b bits per weight adds noise power in proportion to 4^-b (a uniform grid's step halves per bit,
+    the law behind quality.GROUPED_SLOPE), so a mix loses like a uniform quantization at these bits, not at its mean
+    bits: one tensor at 1.6 bits among others at 4.5 sets the noise (Qwen2.5-0.5B's IQ1_S, whose 896-wide tensors
+    fall back to IQ4_NL, loses 98 %: mean 3.7 bits, equal-noise 2.4)."""
+    return -math.log(mean_noise, 4)
+
+
 @dataclass
 class FormatLayout:
     """A model's tensors in one format: stored bytes in total and per layer (call fmt.assignments for per tensor)."""
@@ -40,12 +50,13 @@ class FormatLayout:
     head_active_bytes: float
     ggml_types: set[str]
     # What the quality model reads (planner.cost.quality.linear_bits), gathered in the same pass over the tensors:
-    # bits per quantized block-linear weight, the group size most of them use, the head's bits, and the head's
-    # parameters as a share of the quantized linear parameters.
+    # bits per quantized block-linear weight, the group size most of them use, the head's bits, the head's
+    # parameters as a share of the quantized linear parameters, and the mix's equal-noise bits (mix_bits).
     linear_bits: float = 16.0
     linear_group: int = 0
     head_bits: float = 16.0
     head_share: float = 0.0
+    linear_mix_bits: float = 16.0
     sum_layers: int = field(init=False)
     sum_active: float = field(init=False)
 
@@ -70,7 +81,7 @@ class FormatLayout:
 
 
 # Bump when FormatLayout's fields or their meaning change: layouts on disk written under another version are ignored.
-LAYOUT_SCHEMA = 2
+LAYOUT_SCHEMA = 3
 
 
 @lru_cache(maxsize=1)
@@ -247,6 +258,7 @@ class ModelCost:
         tied = m.tie_word_embeddings
         # quality inputs (see FormatLayout): summed in tensor order, as planner.cost.quality always did
         q_bits = q_elems = 0
+        q_noise = 0.0  # sum over quantized block-linear weights of 4^-bits (mix_bits)
         groups: dict[int, int] = {}
         head_bits, head_elems = 16.0, 0
         facts = self._facts
@@ -290,6 +302,7 @@ class ModelCost:
             if nbytes * 8 < 15 * n_el:  # below 16 bits per weight: some quantization
                 q_bits += nbytes * 8
                 q_elems += n_el
+                q_noise += n_el * 4.0 ** (-nbytes * 8 / n_el)
                 if kind[2] is not None:
                     groups[kind[2]] = groups.get(kind[2], 0) + n_el
         header = 0
@@ -297,7 +310,8 @@ class ModelCost:
             header = fmt.header_bytes if fmt.header_bytes is not None else gguf_header_bytes(m, len(self.tensors))
         if q_elems:
             bits, group, share = q_bits / q_elems, (max(groups, key=groups.get) if groups else 0), head_elems / q_elems
+            mix = mix_bits(q_noise / q_elems)
         else:
-            bits, group, share = 16.0, 0, 0.0
+            bits, group, share, mix = 16.0, 0, 0.0, 16.0
         return FormatLayout(stored, header, layer_bytes, layer_active, embed, head, head_active, types,
-                            bits, group, head_bits, share)
+                            bits, group, head_bits, share, mix)

@@ -939,7 +939,8 @@ def quality_family(fmt: WeightFormat, group: int, bits: float) -> str:
 
 
 def linear_bits(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, float]:
-    """(bits per quantized linear weight, its main group size (0: per-channel/none), head bits) of `fmt` on the model."""
+    """(bits per quantized linear weight, its main group size (0: per-channel/none), head bits) of `fmt` on the model;
+    a GGUF file's bits are its mix's equal-noise bits (model.mix_bits), the convention of the GGUF rows."""
     bits, group, head_bits, _ = _linear_and_head(fmt, mc)
     return bits, group, head_bits
 
@@ -948,7 +949,10 @@ def _linear_and_head(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, floa
     """linear_bits plus the head's parameters as a share of the quantized linear parameters (gathered with the
     model's layout in `fmt`, in the same pass over its tensors, and kept with it in the layout cache)."""
     lay = mc.layout(fmt)
-    return lay.linear_bits, lay.linear_group, lay.head_bits, lay.head_share
+    # GGUF types mix per tensor (llama.cpp's presets, fallbacks for widths off the 256 super-block); the GPU formats'
+    # rows state one scheme, whose nominal bits their fits are in
+    bits = lay.linear_mix_bits if fmt.family == "gguf" else lay.linear_bits
+    return bits, lay.linear_group, lay.head_bits, lay.head_share
 
 
 def usual_head_bits(fmt: WeightFormat, family: str, mc: ModelCost, head_bits: float) -> float:
@@ -1018,7 +1022,8 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
              "own bits slope" if fit.own_slope else "GGUF K-quant bits slope")
     span = f"{fit.bits_min:.2f}-{fit.bits_max:.2f}"
     pbits = precision_bits(family, bits, group)
-    at = f"{bits:.2f} bits per quantized linear weight" + (f" ({pbits:g}-bit codes, group {family_group(family, group) or 'per-channel'})"
+    at = f"{bits:.2f} bits per quantized linear weight" + (" (the per-tensor mix's equal-noise bits)"
+                                                          if family.startswith("gguf") else "") + (f" ({pbits:g}-bit codes, group {family_group(family, group) or 'per-channel'})"
                                                           if fit.grouped else "")
     if via != family:
         note = f"no published {family} rows here: extrapolated from the {via} fit ({fit.n} rows) at {at}"

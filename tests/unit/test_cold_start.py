@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 
@@ -24,9 +25,11 @@ def registry():
     return load_registry()
 
 
-def _plain_linear_and_head(assigned, mc) -> tuple[float, int, float, float]:  # type: ignore[no-untyped-def]
-    """The quality model's inputs computed the plain way, tensor by tensor, from a format's assignments."""
+def _plain_linear_and_head(assigned, mc, gguf: bool) -> tuple[float, int, float, float]:  # type: ignore[no-untyped-def]
+    """The quality model's inputs computed the plain way, tensor by tensor, from a format's assignments (a GGUF mix's
+    bits: its equal-noise bits, -log4 of the mean 4^-bits)."""
     bits = elems = 0
+    noise = 0.0
     groups: dict[int, int] = {}
     head_bits, head_elems = 16.0, 0
     for a in assigned:
@@ -41,12 +44,14 @@ def _plain_linear_and_head(assigned, mc) -> tuple[float, int, float, float]:  # 
             continue
         bits += a.nbytes * 8
         elems += t.n_elements
+        noise += t.n_elements * 4.0 ** (-a.nbytes * 8 / t.n_elements)
         if isinstance(a.encoding, GroupQuant):
             g = a.encoding.group_size or 0
             groups[g] = groups.get(g, 0) + t.n_elements
     if not elems:
         return 16.0, 0, head_bits, 0.0
-    return bits / elems, max(groups, key=groups.get) if groups else 0, head_bits, head_elems / elems
+    mean_bits = -math.log(noise / elems, 4) if gguf else bits / elems
+    return mean_bits, max(groups, key=groups.get) if groups else 0, head_bits, head_elems / elems
 
 
 def test_the_layout_pass_gives_the_quality_inputs_and_bytes_of_a_plain_sum(registry, monkeypatch):
@@ -64,7 +69,7 @@ def test_the_layout_pass_gives_the_quality_inputs_and_bytes_of_a_plain_sum(regis
                     sum(a.nbytes for a in fmt.assignments(spec, mc.tensors))
                 continue
             assigned = fmt.assignments(spec, mc.tensors)
-            assert Q._linear_and_head(fmt, mc) == _plain_linear_and_head(assigned, mc), (spec.id, fmt.id)
+            assert Q._linear_and_head(fmt, mc) == _plain_linear_and_head(assigned, mc, fmt.family == "gguf"), (spec.id, fmt.id)
             assert lay.stored_bytes == sum(a.nbytes for a in assigned), (spec.id, fmt.id)
             per_layer = [0] * spec.num_layers
             for a in assigned:

@@ -521,3 +521,33 @@ def test_activation_quantizing_families_carry_a_second_model_effect_of_their_own
     w8a8 = predict(fits, "int8-w8a8", 8.0, 0, "opt-175b")[0]
     without = fits["int8-w8a8"].ln_ppl(8.0, 0, "opt-175b") - opt.act_effect("opt-175b")
     assert ln_nll(w8a8) == pytest.approx(without + opt.act_effect("opt-175b") + opt.offset("opt-175b"), rel=1e-9)
+
+
+def test_a_gguf_mix_is_rated_at_its_equal_noise_bits_not_its_mean_bits(registry):
+    """Qwen2.5-0.5B's 896-wide tensors cannot take IQ1_S (256-weight super-blocks) and fall back to a 4.5-bit type:
+    the file's mean is ~3.7 bits, yet its IQ1_S tensors set the noise. The quality model reads the mix's equal-noise
+    bits (-log4 of the weights' mean 4^-bits); a uniform format's are its mean bits, and the GGUF rows carry them."""
+    from planner.cost.model import mix_bits
+    from planner.cost.quality import linear_bits, published_rows
+
+    mc = ModelCost(registry.get("qwen2.5-0.5b"))
+    fmt = get_format("IQ1_S")
+    lay = mc.layout(fmt)
+    blocks = [a for a in fmt.assignments(mc.spec, mc.tensors)
+              if a.tensor.is_matrix and a.tensor.layer is not None and a.nbytes * 8 < 15 * a.tensor.n_elements]
+    n = sum(a.tensor.n_elements for a in blocks)
+    per_tensor = [a.nbytes * 8 / a.tensor.n_elements for a in blocks]
+    assert min(per_tensor) < 2 < 4 < max(per_tensor)  # the IQ1_S tensors and the fallback ones
+    assert lay.linear_mix_bits == pytest.approx(mix_bits(sum(a.tensor.n_elements * 4.0 ** -b
+                                                             for a, b in zip(blocks, per_tensor)) / n))
+    assert lay.linear_bits > 3.5 and lay.linear_mix_bits < 2.7
+    assert linear_bits(fmt, mc)[0] == lay.linear_mix_bits
+    uniform = ModelCost(registry.get("llama-3.1-8b")).layout(get_format("awq-int4"))
+    assert uniform.linear_mix_bits == pytest.approx(uniform.linear_bits, rel=1e-9)
+    assert linear_bits(get_format("awq-int4"), ModelCost(registry.get("llama-3.1-8b")))[0] == uniform.linear_bits
+    row = next(r for r in published_rows() if r["model"] == "Qwen2.5-0.5B-Instruct" and r["variant"].startswith("IQ1_S"))
+    assert float(row["bits"]) == pytest.approx(lay.linear_mix_bits, abs=1e-4)
+    fits = fit_all(fit_rows())
+    at_mix, at_mean = (predict(fits, "gguf-imatrix", b, 0, "qwen2.5-0.5b", gguf_type="IQ1_S")[0]
+                       for b in (lay.linear_mix_bits, lay.linear_bits))
+    assert at_mix > 2 * at_mean
