@@ -17,7 +17,7 @@ perplexities converted to token level first, token_level_pct):
   without smoothing is the smoothed family's rows shifted by the effect of smoothing measured in paired rows
   (PAIRED_VARIANTS, paired_shift; the same for legacy GGUF types quantized with an importance matrix);
 - a model's effect (its sensitivity to weight noise) is shared across families and shrunk toward 0, a point release's
-  toward its predecessor's (sibling), on top of a heavily-trained-release term (HEAVY_TRAINED): one factor for the
+  toward its predecessor's (sibling; a model without rows has none, its predecessor's is not borrowed), on top of a heavily-trained-release term (HEAVY_TRAINED): one factor for the
   quantizers that round with calibration activations (CALIBRATED: GPTQ, AWQ, EXL2), one for the others;
 - a source's setup effect (context, dataset, base vs instruct, its implementation) is shared across the families it
   measured, and exists only for a source with rows in two or more families (else it is the family's level).
@@ -1012,11 +1012,11 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
         basis = "published"
     elif fit.n_sources < 2:  # one source: its level rests on the sibling prior and one lab's setup
         basis, why = "extrapolated", f"the published {family} rows come from a single source"
-    sib = sibling(model) if basis != "published" else ""
-    own = fit.offset(model) if basis == "published" else (fit.offset(sib) if sib in fit.models else 0.0)
-    mfx = 0.0 if model in dict(fit.model_fx) or not sib else fit.model_effect(sib) - fit.model_effect(model)
-    mfx += 0.0 if model in dict(fit.act_fx) or not sib else fit.act_effect(sib) - fit.act_effect(model)
-    ln = (fit.ln_ppl(bits, group, model, params_b) + mfx + own + fit.source_effect(source)
+    # A model without rows gets no effect, not its predecessor's (sibling): held out, Llama-3.3-70B's 26 imatrix GGUF
+    # rows lose x2.5 less than Llama-3-70B's effect says (13 more of them outside 2x with it) and only one Llama-3.1-8B
+    # row gains from it; the fit still ties a point release with rows to its predecessor
+    own = fit.offset(model) if basis == "published" else 0.0
+    ln = (fit.ln_ppl(bits, group, model, params_b) + own + fit.source_effect(source)
           + fit.grid_term(group, symmetric, gguf_type))
     widen = EXTRAPOLATED_WIDEN if basis == "extrapolated" else 0.0
     slope = ("bits slope and group term shared by the group quantizers" if fit.grouped else
@@ -1038,8 +1038,6 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
                 + (" (outside the measured bits: extrapolated)" if not fit.bits_min - BITS_MARGIN <= bits
                    <= fit.bits_max + BITS_MARGIN else "")
                 + (" (one source: extrapolated)" if basis == "extrapolated" and fit.n_sources < 2 else ""))
-    if sib in fit.models or (sib and mfx):
-        note += f", with the published residual of its predecessor {sib} (same architecture and size)"
     if symmetric:
         note += (f"; a symmetric grid (the GPTQ tools' sym=True default): x{math.exp(sym_offset(group)):.2f} on the added "
                  "NLL of the mostly asymmetric published rows")
