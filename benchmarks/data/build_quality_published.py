@@ -14,6 +14,7 @@ EXTRA5 = "benchmarks/data/quality_extra5.csv"  # group weight-only quantizers (G
 EXTRA6 = "benchmarks/data/quality_extra6.csv"  # bitsandbytes NF4/FP4 and RTN on 8 models (any4 README), torchao HQQ uintx rows
 EXTRA7 = "benchmarks/data/quality_extra7.csv"  # thin GPU families from new labs: IBM fms-model-optimizer FP8, mlx-lm PRs #161/#129
 EXTRA8 = "benchmarks/data/quality_extra8.csv"  # baseline quantizers from more labs: OpenVINO NNCF (INT8/INT4/NF4/GPTQ), optimum, AutoAWQ
+EXTRA10 = "benchmarks/data/quality_extra10.csv"  # weight-only GPU rows from more labs: NVIDIA ModelOpt-Windows (INT4 AWQ/RTN, INT8), torchao QAT PTQ baselines
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 GGUF_EXTRA2 = "benchmarks/data/gguf_quality_extra2.csv"  # same columns: imatrix quantizers' per-type tables on Qwen2.5 / Llama-3.3
 OUT = sys.argv[1]
@@ -145,7 +146,7 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8]
+EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA10]
 for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in EXTRAS for r in csv.DictReader(open(p))]:
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
