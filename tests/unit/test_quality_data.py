@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXTRA2 = ROOT / "benchmarks" / "data" / "quality_extra2.csv"
 EXTRA3 = ROOT / "benchmarks" / "data" / "quality_extra3.csv"
-EXTRAS = [ROOT / "benchmarks" / "data" / f"quality_extra{n}.csv" for n in (2, 3, 4, 5, 6, 7, 8, 9)]
+EXTRAS = [ROOT / "benchmarks" / "data" / f"quality_extra{n}.csv" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10)]
 PUBLISHED = ROOT / "planner" / "data" / "quality_published.csv"
 # a row's source must name where to read it: a URL, a commit, a pull request or an arXiv table
 LOCATOR = re.compile(r"https?://|commit [0-9a-f]{7,}|PR #\d+|arXiv \d{4}\.\d{4,5}")
@@ -28,8 +28,8 @@ def test_every_extra_row_names_its_source_and_its_numbers_agree(path):
     assert len(rows) >= 10
     for r in rows:
         assert LOCATOR.search(r["source"]), r["source"]
-        if not r["ppl_delta_pct"]:  # an accuracy row: it states its metric and is never fitted
-            assert r["other_metric"], r
+        if not r["ppl_delta_pct"]:  # an accuracy or KLD row: it states its metric and is never fitted as a ppl change
+            assert r["other_metric"] or r["kld"], r
             continue
         pct = float(r["ppl_delta_pct"])
         if r["ppl_fp16"]:
@@ -49,7 +49,8 @@ def test_extra_rows_reach_the_fitted_table_under_a_family(path):
     for r in _rows(path):
         key = (r["source"], r["model"], r["ppl_delta_pct"])
         if not r["ppl_delta_pct"]:
-            assert not any(p["source"] == r["source"] and p["model"] == r["model"] for p in fitted.values()), r
+            assert not any(p["source"] == r["source"] and p["model"] == r["model"] and p["dataset"] == r["dataset"]
+                           for p in fitted.values()), r
             continue
         if r["fit_why"] or not 0 < float(r["ppl_delta_pct"]) <= 100:
             assert key in held, r
