@@ -187,6 +187,22 @@ for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in E
                      context=r["ctx"], dataset=r["dataset"], fit=fit, why=why, source=r["source"], note=r["notes"],
                      resolution_pct=resolution_pct(r["ppl_quant"], r["ppl_fp16"], r["ppl_delta_pct"])))
 
+# A column's own noise floor: where one source's column (same method, variant and dataset across models) prints a
+# perplexity *decrease* of d %, that table's run-to-run scatter is at least d %, and a positive change below d % in
+# the same column cannot be told from noise. (It catches intel/ipex-llm's fp8 E4M3 column: -0.89 % on one model,
+# +0.03 to +0.06 % on others.)
+def _column(r):
+    return (r["source"][:60], r["family"], r["variant"], r["dataset"])
+floor = {}
+for r in rows:
+    if r["metric"] == "ppl_delta_pct" and r["value"] and float(r["value"]) < 0:
+        floor[_column(r)] = max(floor.get(_column(r), 0.0), -float(r["value"]))
+for r in rows:
+    d = floor.get(_column(r))
+    if d and r["fit"] == "yes" and float(r["ppl_delta_pct"]) < d:
+        r.update(fit="no", ppl_delta_pct="", why=f"below its column's noise: the same source's column prints -{d:g} % on "
+                 f"another model, so +{r['value']} % cannot be told from zero")
+
 # A finer grid cannot lose more: a group quantizer's per-group run (each group of g weights gets its own scale) refines
 # its per-channel run (one scale per row), so a source whose per-group row loses more than its own per-channel row of
 # the same method (variant text apart from the group), bits, model and dataset has a broken run; the per-group row is
