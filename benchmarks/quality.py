@@ -13,6 +13,8 @@ Three columns of factor error, max(pred / obs, obs / pred) of the perplexity inc
 `planner recommend` prints: no setup effect, each family's interval widened to its held-out spread as shipped in
 planner/data/quality_spread.json), i.e. whether the intervals are honest; about 80 % is calibrated. The shipped spread
 comes from every source's held-out residuals, the row's own source included, so this share is slightly optimistic.
+The last table bounds what leaving sources out costs: the same LOSO predictions with each held-out source's own
+median residual added back (its lab's level, which a prediction for a new setup cannot know).
 "sources agree": where two sources measured the same family on the same model at the same bits and group, the share
 of such pairs within 2x of each other: the published figures' own reproducibility, which bounds any prediction's.
 Families with a single source have no own rows left in either held-out column: their predictions there are the
@@ -34,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from planner.cost.quality import (GPU_HEAD_BITS, SOURCE_KEY_CHARS, USUAL_HEAD_BITS, FamilyFit, Row,  # noqa: E402
                                   MIN_ROWS_FOR_SPREAD, apply_spread, fit_all, fit_rows, head_factor, ln_nll, model_key,
-                                  params_from_key, predict, quantile, spread_key, spread_path, stored_spread)
+                                  params_from_key, pct_from_ln_nll, predict, quantile, spread_key, spread_path,
+                                  stored_spread)
 
 _HEAD_SHARE: dict[str, float | None] = {}
 
@@ -169,6 +172,26 @@ def print_size_bands(loso: list[tuple[Row, float, bool]]) -> None:
                   f"within 2x {sum(abs(x) <= math.log(2) for x in v) / len(v):4.0%}")
 
 
+def print_source_level_bound(loso: list[tuple[Row, float, bool]]) -> None:
+    """Per family, the leave-one-source-out share within 2x once each held-out source's own median residual is removed:
+    an oracle that knows every lab's level (its context, dataset, harness), which no prediction for a new setup has.
+    What it leaves outside 2x is the model's error within a source; what it recovers is the sources' disagreement."""
+    res: dict[str, list[float]] = {}
+    for r, pred, _ in loso:
+        res.setdefault(source_key(r), []).append(ln_nll(r.ppl_pct) - ln_nll(pred))
+    level = {s: statistics.median(v) for s, v in res.items()}
+    by: dict[str, list[tuple[bool, bool]]] = {}
+    for r, pred, _ in loso:
+        known = pct_from_ln_nll(ln_nll(pred) + level[source_key(r)])
+        by.setdefault(r.family, []).append((factor(pred, r.ppl_pct) <= 2, factor(known, r.ppl_pct) <= 2))
+    print("LOSO within 2x, and with each held-out source's own level known (an oracle):")
+    for fam, v in sorted(by.items()):
+        print(f"  {fam:20} {len(v):4d} rows  {sum(a for a, _ in v) / len(v):4.0%}  {sum(b for _, b in v) / len(v):4.0%}")
+    allv = [x for v in by.values() for x in v]
+    print(f"  {'all':20} {len(allv):4d} rows  {sum(a for a, _ in allv) / len(allv):4.0%}  "
+          f"{sum(b for _, b in allv) / len(allv):4.0%}")
+
+
 def main(argv: list[str]) -> None:
     """Print the table (and with --rows FAMILY, that family's rows; --write-spread: write the held-out spread)."""
     if "--write-spread" in argv:
@@ -208,6 +231,7 @@ def main(argv: list[str]) -> None:
     print(f"{'all':19} {len(rows):4d} {'':4} | " + " | ".join(_cell(allv[m]) for m in res)
           + f" | {sum(alli) / len(alli):8.0%} | {len(allr):7d} {sum(x <= 2 for x in allr) / len(allr):5.0%}")
     print_size_bands(full["loso"])
+    print_source_level_bound(full["loso"])
     if "--rows" in argv:
         fam = argv[argv.index("--rows") + 1]
         for (r, pi), (_, pl), (_, pf) in zip(*(sorted(((r, p) for r, p in res[m] if r.family == fam),

@@ -101,6 +101,12 @@ CODEBOOK_KINDS = {"lattice": "an i-quant lattice codebook (groups of weights rou
 # x1.4 worse than IQ4_NL where every published pair (gguf_quality_extra2.csv, llama.cpp PRs #6936 and #6745) shows
 # 2-8 %. Such a type is rated at the other's bits (the layouts' bits-per-weight difference added, see scale_credit).
 SAME_CODES = {"IQ4_XS": "IQ4_NL"}
+# LEGACY_CODES: the legacy types are 4-, 5- or 8-bit codes with an fp16 scale per 32 weights, and Q4_1/Q5_1 add an fp16
+# min per 32 (ggml-common.h block_q4_0 ... block_q8_0). Q4_1 spends its extra 0.5 bits on the min, which shifts the grid
+# to each block's range (an asymmetric grid), not on finer codes, so a fit in bits per weight charges it as 0.5 bits of
+# precision and flattens the slope (-1.07 per bit, against the -1.39 of a grid whose step halves per bit) until Q8_0's
+# loss is predicted 3-7x the published (llama.cpp PR #1684, #6936, #6745). The legacy families are fitted at their
+# code bits (legacy_code_shift), with one fitted ln offset for the types with a min (has_min).
 HEAVY_TIE = 1.0  # assumed: the prior that both factors are equal counts as one row's worth of evidence
 PER_CHANNEL_GROUP = 4096  # a per-channel scale spans a whole row: taken as a group of 4096 (Llama-7B/8B rows)
 # The group quantizers: a grid of 2^b codes over each group's range. They share the bits slope and the range
@@ -371,6 +377,33 @@ def scale_credit(gguf_type: str) -> float:
     return GGML_TYPES[other].bits_per_weight - GGML_TYPES[gguf_type.upper()].bits_per_weight
 
 
+@lru_cache(maxsize=64)
+def legacy_code_shift(gguf_type: str) -> float:
+    """For a legacy GGUF type (Q4_0-Q8_0: one scale per 32 weights, plus a min for Q4_1/Q5_1), its code bits per weight
+    less its bits per weight (both from the ggml block layout), else 0: a legacy type is rated at the bits of its codes
+    (LEGACY_CODES)."""
+    from planner.formats import GGML_TYPES
+
+    t = gguf_type.upper()
+    if t not in _GGUF_LEGACY:
+        return 0.0
+    lay = GGML_TYPES[t].layout
+    return sum(b for part, b in lay.parts if part.startswith("q")) / lay.block_weights - lay.bits_per_weight
+
+
+def has_min(gguf_type: str) -> bool:
+    """Whether a legacy GGUF type stores a per-block min (Q4_1, Q5_1: an asymmetric grid; LEGACY_CODES)."""
+    from planner.formats import GGML_TYPES
+
+    t = gguf_type.upper()
+    return t in _GGUF_LEGACY and any(part.startswith("m:") for part, _ in GGML_TYPES[t].layout.parts)
+
+
+def bits_shift(gguf_type: str) -> float:
+    """Bits a GGUF type's precision differs from its bits per weight (scale_credit, legacy_code_shift)."""
+    return scale_credit(gguf_type) + legacy_code_shift(gguf_type)
+
+
 def is_codebook(family: str, gguf_type: str) -> str:
     """A GGUF i-quant's codebook kind (CODEBOOK_KINDS): 'non-uniform' for IQ4_*, 'lattice' for IQ1-IQ3, else ''."""
     t = gguf_type.upper()
@@ -475,6 +508,7 @@ class FamilyFit:
     s: float = 0.0  # ln factor per unit of size_term (a model below SIZE_KNOT_B), shared across families
     iq: float = 0.0  # ln factor of a GGUF i-quant lattice codebook against the uniform grid (CODEBOOK_KINDS)
     iq4: float = 0.0  # ln factor of a GGUF i-quant non-uniform codebook against the uniform grid (CODEBOOK_KINDS)
+    asym: float = 0.0  # ln factor of a legacy GGUF type's per-block min (Q4_1, Q5_1) at equal code bits (LEGACY_CODES)
     act_fx: tuple[tuple[str, float], ...] = ()  # shared across ACT_FAMILIES: a model's sensitivity to activation noise
 
     def offset(self, model: str) -> float:
@@ -507,7 +541,7 @@ class FamilyFit:
         computed), a GGUF i-quant's codebook (codebook_term, fitted), a GGUF type's leaner scale storage (scale_credit:
         rated at the bits of the type with the same codes)."""
         return (sym_offset(group) if symmetric else 0.0) + self.codebook_term(is_codebook(self.family, gguf_type)) \
-            + self.b * scale_credit(gguf_type)
+            + self.b * bits_shift(gguf_type) + (self.asym if has_min(gguf_type) else 0.0)
 
     def ln_ppl(self, bits: float, group: int, model: str, params_b: float | None = None) -> float:
         """Predicted ln(PPL increase %) for a model_key (no setup effect); `params_b` sizes a key without a size."""
@@ -667,6 +701,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     col("size")
     col("iq")
     col("iq4")
+    col("min")
     models = sorted({model_key(r.model) for r in rows})
     for k in models:
         col("m:" + k)
@@ -692,7 +727,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     for r, w, (pct, res) in zip(rows, _cell_weights(rows), raw):
         w *= resolution_weight(pct, res)
         k = model_key(r.model)
-        p = precision_bits(r.family, r.bits, r.group) + scale_credit(r.gguf_type)
+        p = precision_bits(r.family, r.bits, r.group) + bits_shift(r.gguf_type)
         y = ln_nll(r.ppl_pct) - (sym_offset(r.group) if r.symmetric else 0.0)
         x: list[tuple[int, float]] = [(idx["A:" + r.family], 1.0), (idx["m:" + k], 1.0)]
         sc = slope_col(r.family)
@@ -708,6 +743,8 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             x.append((idx["size"], size_term(k)))
         if r.codebook:
             x.append((idx["iq4" if r.codebook == "non-uniform" else "iq"], 1.0))
+        if has_min(r.gguf_type):
+            x.append((idx["min"], 1.0))
         if "s:" + _src(r) in idx:
             x.append((idx["s:" + _src(r)], 1.0))
         if r.family in ACT_FAMILIES:
@@ -745,11 +782,12 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             rhs[i] += d
             rhs[j] -= d
     present = {"size": any(size_term(model_key(r.model)) for r in rows), "iq": any(r.codebook == "lattice" for r in rows),
-               "iq4": any(r.codebook == "non-uniform" for r in rows)}
+               "iq4": any(r.codebook == "non-uniform" for r in rows), "min": any(has_min(r.gguf_type) for r in rows)}
     for term in (t for t, there in present.items() if not there):
         a[idx[term]][idx[term]] += 1.0  # no row carries the term: it is 0, not singular
     coef = _solve_normal(a, rhs)
     g, gc, sz, iq, iq4 = coef[idx["h"]], coef[idx["hc"]], coef[idx["size"]], coef[idx["iq"]], coef[idx["iq4"]]
+    asym = coef[idx["min"]]
     c = coef[idx["C"]] if grouped_present else 0.0
     model_fx = tuple((k, coef[idx["m:" + k]]) for k in models)
     act_fx = tuple((k, coef[idx["x:" + k]]) for k in act_models)
@@ -763,7 +801,7 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
                         0.0, 0.0,
                         min(r.bits for r in rs), max(r.bits for r in rs), len(rs), sc is not None and sc != "B:gguf"
                         or fam == "gguf", frozenset(model_key(r.model) for r in rs), (), len({_src(r) for r in rs}),
-                        chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx, sz, iq, iq4, act_fx)
+                        chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx, sz, iq, iq4, asym, act_fx)
         # residuals without the setup effect: the spread a user with an unknown setup meets; the model's own
         # residual in this family (beyond its shared effect, setup removed) is kept for `published` predictions
         res = [ln_nll(r.ppl_pct) - fit.grid_term(r.group, r.symmetric, r.gguf_type)
@@ -1045,6 +1083,11 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
     if fit.codebook_term(codebook):
         note += (f"; {CODEBOOK_KINDS[codebook]}: added NLL x{math.exp(fit.codebook_term(codebook)):.2f} at the same bits"
                  " (fitted)")
+    if legacy_code_shift(gguf_type):
+        note += (f"; rated at its {bits + legacy_code_shift(gguf_type):.2f} code bits (a legacy type's scale"
+                 + (" and min" if has_min(gguf_type) else "") + " excluded"
+                 + (f"; the min's asymmetric grid: added NLL x{math.exp(fit.asym):.2f}, fitted)" if has_min(gguf_type)
+                    else ")"))
     if scale_credit(gguf_type):
         note += (f"; rated at {bits + scale_credit(gguf_type):.2f} bits, as {SAME_CODES[gguf_type.upper()]} (the same codes"
                  " and scale granularity, scales stored leaner)")

@@ -552,3 +552,23 @@ def test_a_gguf_mix_is_rated_at_its_equal_noise_bits_not_its_mean_bits(registry)
     at_mix, at_mean = (predict(fits, "gguf-imatrix", b, 0, "qwen2.5-0.5b", gguf_type="IQ1_S")[0]
                        for b in (lay.linear_mix_bits, lay.linear_bits))
     assert at_mix > 2 * at_mean
+
+
+def test_legacy_gguf_types_are_rated_at_their_code_bits_with_a_fitted_min_term(registry):
+    """Q4_1 spends its extra 0.5 bits per weight on a per-block min, not on finer codes: the legacy types are rated at
+    their code bits from the ggml layouts (4, 4, 5, 5, 8), and the types with a min carry one fitted offset, below 1
+    (an asymmetric grid fits each block's range)."""
+    from planner.cost.quality import has_min, legacy_code_shift
+    from planner.formats import GGML_TYPES
+
+    codes = {t: GGML_TYPES[t].bits_per_weight + legacy_code_shift(t) for t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")}
+    assert codes == {"Q4_0": 4.0, "Q4_1": 4.0, "Q5_0": 5.0, "Q5_1": 5.0, "Q8_0": 8.0}
+    assert legacy_code_shift("Q4_K_M") == 0.0 and not has_min("Q4_0") and has_min("Q5_1") and not has_min("Q4_K_M")
+    fits = fit_all(fit_rows())
+    legacy = fits["gguf-legacy"]
+    assert legacy.asym < 0
+    q40, q41 = (predict(fits, "gguf-legacy", GGML_TYPES[t].bits_per_weight, 0, "llama-2-7b", gguf_type=t)[0]
+                for t in ("Q4_0", "Q4_1"))
+    assert ln_nll(q41) - ln_nll(q40) == pytest.approx(legacy.asym, rel=1e-9)
+    q8 = expected_quality(get_format("Q8_0"), ModelCost(registry.get("llama-3.1-8b")))
+    assert q8.label == "lossless"
