@@ -17,8 +17,10 @@ perplexities converted to token level first, token_level_pct):
   without smoothing is the smoothed family's rows shifted by the effect of smoothing measured in paired rows
   (PAIRED_VARIANTS, paired_shift; the same for legacy GGUF types quantized with an importance matrix);
 - a model's effect (its sensitivity to weight noise) is shared across families and shrunk toward 0, a point release's
-  toward its predecessor's (sibling; a model without rows has none, its predecessor's is not borrowed), on top of a heavily-trained-release term (HEAVY_TRAINED): one factor for the
-  quantizers that round with calibration activations (CALIBRATED: GPTQ, AWQ, EXL2), one for the others;
+  toward its predecessor's (sibling; a model without rows has none: its predecessor's is not borrowed), on top of a
+  heavily-trained-release term (HEAVY_TRAINED): one factor for the quantizers that round with calibration activations
+  (CALIBRATED: GPTQ, AWQ, EXL2), one for the others; the activation-quantizing families (ACT_FAMILIES) add a second
+  model effect of their own;
 - a source's setup effect (context, dataset, base vs instruct, its implementation) is shared across the families it
   measured, and exists only for a source with rows in two or more families (else it is the family's level).
   Predictions for a user carry no setup effect: the interval is the spread of the residuals without it.
@@ -90,8 +92,8 @@ SIZE_KNOT_B = 4.0
 # One ln offset per kind, fitted in the joint fit at equal bits. The lattice gains (x0.76 on the added NLL; in one
 # table IQ3_S loses 6.4 % against Q3_K_S's 9.9 % at the same 3.46 bits, Llama-3.3-70B, gguf_quality_extra2.csv); the
 # non-uniform levels fit x1.07, no gain over the K-quants at equal (equal-noise) bits.
-CODEBOOK_KINDS = {"lattice": "an i-quant lattice codebook (groups of weights rounded to lattice points, not the K-quants' "
-                             "uniform grid)",
+CODEBOOK_KINDS = {"lattice": "an i-quant lattice codebook (groups of weights rounded to lattice points, not the "
+                             "K-quants' uniform grid)",
                   "non-uniform": "an i-quant non-uniform codebook (16 levels denser where weights are dense, not the "
                                  "K-quants' uniform grid)"}
 # GGUF types whose codes and scale granularity equal another type's, with the scales stored leaner: IQ4_XS keeps
@@ -315,7 +317,6 @@ class Row:
         return is_codebook(self.family, self.gguf_type)
 
 
-
 def data_path() -> Path:
     """planner/data/quality_published.csv."""
     return Path(__file__).parent.parent / "data" / "quality_published.csv"
@@ -482,8 +483,8 @@ def family_group(family: str, group: int) -> int:
 @dataclass(frozen=True)
 class FamilyFit:
     """ln(added NLL) = a + b * precision bits (+ c * ln H_group for the group quantizers) + g * heavy + s * size_term +
-    the model's effect (+ iq or iq4 for a GGUF i-quant, added by predict); residual 10/90 % quantiles (without the source's
-    setup effect: a user's setup is unknown); the measured bits."""
+    the model's effect (+ the GGUF type's grid terms, added by predict: grid_term); residual 10/90 % quantiles (without
+    the source's setup effect: a user's setup is unknown); the measured bits."""
 
     family: str
     a: float
@@ -661,8 +662,8 @@ def paired_shift(rows: list[Row], variant: str, base: str) -> float | None:
 def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     """One penalized least-squares fit of every row: ln(ppl%) = family level + bits slope x precision bits (+ the range
     coefficient x ln H_group, shared by the group quantizers) + heavily-trained term + small-model term (size_term) +
-    i-quant codebook terms (CODEBOOK_KINDS) + the model's effect + the source's setup effect. Model and setup effects are
-    shared across families and shrunk toward 0 (MODEL_FX_SHRINK, SOURCE_FX_SHRINK); a setup effect exists only for a
+    i-quant codebook terms (CODEBOOK_KINDS) + legacy min term (LEGACY_CODES) + the model's effect (and its activation
+    effect, ACT_FAMILIES) + the source's setup effect. Model and setup effects are shared across families and shrunk toward 0 (MODEL_FX_SHRINK, SOURCE_FX_SHRINK); a setup effect exists only for a
     source with rows in two or more families (else it cannot be told from the family's level). A group quantizer's level
     is pulled toward its sibling mechanism's (PRIOR, FAMILY_PRIOR_SOURCES). Each source weighs the same within a family
     (_cell_weights). A paired variant (PAIRED_VARIANTS) is fitted as its base family's rows, less its paired shift
@@ -781,8 +782,9 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
             a[j][i] -= FAMILY_PRIOR_SOURCES
             rhs[i] += d
             rhs[j] -= d
-    present = {"size": any(size_term(model_key(r.model)) for r in rows), "iq": any(r.codebook == "lattice" for r in rows),
-               "iq4": any(r.codebook == "non-uniform" for r in rows), "min": any(has_min(r.gguf_type) for r in rows)}
+    present = {"size": any(size_term(model_key(r.model)) for r in rows),
+               "iq": any(r.codebook == "lattice" for r in rows), "iq4": any(r.codebook == "non-uniform" for r in rows),
+               "min": any(has_min(r.gguf_type) for r in rows)}
     for term in (t for t, there in present.items() if not there):
         a[idx[term]][idx[term]] += 1.0  # no row carries the term: it is 0, not singular
     coef = _solve_normal(a, rhs)
@@ -801,7 +803,8 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
                         0.0, 0.0,
                         min(r.bits for r in rs), max(r.bits for r in rs), len(rs), sc is not None and sc != "B:gguf"
                         or fam == "gguf", frozenset(model_key(r.model) for r in rs), (), len({_src(r) for r in rs}),
-                        chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx, sz, iq, iq4, asym, act_fx)
+                        chain[0] if chain and fam in GROUPED else "", fam in GROUPED, model_fx, source_fx, sz, iq, iq4,
+                        asym, act_fx)
         # residuals without the setup effect: the spread a user with an unknown setup meets; the model's own
         # residual in this family (beyond its shared effect, setup removed) is kept for `published` predictions
         res = [ln_nll(r.ppl_pct) - fit.grid_term(r.group, r.symmetric, r.gguf_type)
@@ -1031,7 +1034,8 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
     """(ppl%, ppl% low, ppl% high, basis, note, why extrapolated ('' unless it is)) for a family at `bits` (per
     quantized linear weight) and `group` on `model` (a model_key; `params_b` its size when the key names none);
     `source` adds that source's setup effect where the fit knows it (benchmarks only); `symmetric` charges a symmetric
-    4-bit grid (SYM_GRID_OFFSET); `gguf_type` names a GGUF type (its i-quant codebook, CODEBOOK_KINDS; its scale storage, SAME_CODES)."""
+    4-bit grid (SYM_GRID_OFFSET); `gguf_type` names a GGUF type (grid_term: its i-quant codebook, CODEBOOK_KINDS; its
+    scale storage, SAME_CODES; a legacy type's code bits and min, LEGACY_CODES)."""
     fit = fits.get(family)
     basis, why = "published-family", ""
     via = family
@@ -1061,9 +1065,11 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
              "own bits slope" if fit.own_slope else "GGUF K-quant bits slope")
     span = f"{fit.bits_min:.2f}-{fit.bits_max:.2f}"
     pbits = precision_bits(family, bits, group)
-    at = f"{bits:.2f} bits per quantized linear weight" + (" (the per-tensor mix's equal-noise bits)"
-                                                          if family.startswith("gguf") else "") + (f" ({pbits:g}-bit codes, group {family_group(family, group) or 'per-channel'})"
-                                                          if fit.grouped else "")
+    at = f"{bits:.2f} bits per quantized linear weight"
+    if family.startswith("gguf"):
+        at += " (the per-tensor mix's equal-noise bits)"
+    if fit.grouped:
+        at += f" ({pbits:g}-bit codes, group {family_group(family, group) or 'per-channel'})"
     if via != family:
         note = f"no published {family} rows here: extrapolated from the {via} fit ({fit.n} rows) at {at}"
     elif fit.n == 0:
@@ -1081,16 +1087,16 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
                  "NLL of the mostly asymmetric published rows")
     codebook = is_codebook(family, gguf_type)
     if fit.codebook_term(codebook):
-        note += (f"; {CODEBOOK_KINDS[codebook]}: added NLL x{math.exp(fit.codebook_term(codebook)):.2f} at the same bits"
-                 " (fitted)")
+        note += (f"; {CODEBOOK_KINDS[codebook]}: added NLL x{math.exp(fit.codebook_term(codebook)):.2f} at the same"
+                 " bits (fitted)")
     if legacy_code_shift(gguf_type):
         note += (f"; rated at its {bits + legacy_code_shift(gguf_type):.2f} code bits (a legacy type's scale"
                  + (" and min" if has_min(gguf_type) else "") + " excluded"
                  + (f"; the min's asymmetric grid: added NLL x{math.exp(fit.asym):.2f}, fitted)" if has_min(gguf_type)
                     else ")"))
     if scale_credit(gguf_type):
-        note += (f"; rated at {bits + scale_credit(gguf_type):.2f} bits, as {SAME_CODES[gguf_type.upper()]} (the same codes"
-                 " and scale granularity, scales stored leaner)")
+        note += (f"; rated at {bits + scale_credit(gguf_type):.2f} bits, as {SAME_CODES[gguf_type.upper()]} (the same"
+                 " codes and scale granularity, scales stored leaner)")
     if fit.s and size_term(model, params_b):
         n = params_from_key(model) or params_b
         note += (f"; a model of {n:g}B parameters, below {SIZE_KNOT_B:g}B: added NLL "

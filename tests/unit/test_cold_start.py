@@ -69,7 +69,8 @@ def test_the_layout_pass_gives_the_quality_inputs_and_bytes_of_a_plain_sum(regis
                     sum(a.nbytes for a in fmt.assignments(spec, mc.tensors))
                 continue
             assigned = fmt.assignments(spec, mc.tensors)
-            assert Q._linear_and_head(fmt, mc) == _plain_linear_and_head(assigned, mc, fmt.family == "gguf"), (spec.id, fmt.id)
+            plain = _plain_linear_and_head(assigned, mc, fmt.family == "gguf")
+            assert Q._linear_and_head(fmt, mc) == plain, (spec.id, fmt.id)
             assert lay.stored_bytes == sum(a.nbytes for a in assigned), (spec.id, fmt.id)
             per_layer = [0] * spec.num_layers
             for a in assigned:

@@ -143,7 +143,8 @@ def test_formats_with_their_familys_usual_head_are_unadjusted(registry):
 def test_a_model_with_published_rows_keeps_its_own_residual_and_a_point_release_without_rows_does_not_borrow_it():
     """Llama-3-8B's own K-quant rows (llama.cpp's scoreboard) keep their residual beyond the model's shared effect; a
     point release without rows (qwen3.5-8b) does not take its predecessor's (held out, Llama-3.3-70B loses x2.5 less
-    than Llama-3-70B's effect says): like any model without rows it keeps the family line plus the heavily-trained term."""
+    than Llama-3-70B's effect says): like any model without rows it keeps the family line plus the heavily-trained
+    term."""
     from planner.cost.quality import ln_nll, model_key, pct_from_ln_nll, predict, sibling
 
     fits = fit_all(fit_rows())
@@ -546,7 +547,8 @@ def test_a_gguf_mix_is_rated_at_its_equal_noise_bits_not_its_mean_bits(registry)
     uniform = ModelCost(registry.get("llama-3.1-8b")).layout(get_format("awq-int4"))
     assert uniform.linear_mix_bits == pytest.approx(uniform.linear_bits, rel=1e-9)
     assert linear_bits(get_format("awq-int4"), ModelCost(registry.get("llama-3.1-8b")))[0] == uniform.linear_bits
-    row = next(r for r in published_rows() if r["model"] == "Qwen2.5-0.5B-Instruct" and r["variant"].startswith("IQ1_S"))
+    row = next(r for r in published_rows()
+               if r["model"] == "Qwen2.5-0.5B-Instruct" and r["variant"].startswith("IQ1_S"))
     assert float(row["bits"]) == pytest.approx(lay.linear_mix_bits, abs=1e-4)
     fits = fit_all(fit_rows())
     at_mix, at_mean = (predict(fits, "gguf-imatrix", b, 0, "qwen2.5-0.5b", gguf_type="IQ1_S")[0]
