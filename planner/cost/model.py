@@ -33,7 +33,7 @@ def mix_bits(mean_noise: float) -> float:
     tensor rounded to b bits per weight adds noise power in proportion to 4^-b (a uniform grid's step halves per bit,
     the law behind quality.GROUPED_SLOPE), so a mix loses like a uniform quantization at these bits, not at its mean
     bits: one tensor at 1.6 bits among others at 4.5 sets the noise (Qwen2.5-0.5B's IQ1_S, whose 896-wide tensors
-    fall back to IQ4_NL, loses 98 %: mean 3.7 bits, equal-noise 2.4)."""
+    fall back to IQ4_NL, loses 98 %: mean 3.7 bits, equal-noise 2.5)."""
     return -math.log(mean_noise, 4)
 
 
