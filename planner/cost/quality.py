@@ -62,9 +62,11 @@ EXTRAPOLATED_WIDEN = math.log(2.0)  # assumed: an extrapolated family's interval
 BITS_MARGIN = 0.5  # assumed: a prediction more than this outside the family's measured bits is extrapolated
 # Models trained on many tokens per parameter lose more to the same quantization (arXiv 2404.14047, "How Good Are
 # Low-bit Quantized LLaMA3 Models?"; the rows show it: llama.cpp's Llama-3-8B/70B losses are ~3x Llama-1/2's at the
-# same type). Assumed grouping by release (>= ~9T training tokens); the factor itself is fitted (GENERATION_ITERS).
-HEAVY_TRAINED = ("llama-3", "qwen2", "qwen3", "gemma-2", "gemma-3", "phi-3", "phi-4", "gpt-oss", "deepseek", "mistral-small",
-                 "mistral-nemo", "mistral-large", "command-r", "smollm2")
+# same type). Assumed grouping by release (>= ~9T training tokens), plus Gemma 1's 2B ('gemma-2b': 3T tokens on 2.5B
+# parameters, arXiv 2403.08295, ~1200 per parameter, near Llama 3 8B's ~1900; Kumar et al., arXiv 2411.04330, tie the
+# loss to tokens per parameter); the factor itself is fitted.
+HEAVY_TRAINED = ("llama-3", "qwen2", "qwen3", "gemma-2-", "gemma-2b", "gemma-3", "phi-3", "phi-4", "gpt-oss", "deepseek",
+                 "mistral-small", "mistral-nemo", "mistral-large", "command-r", "smollm2")
 # Quantizers that choose their rounding with calibration activations (GPTQ's Hessian error feedback, AWQ's activation-
 # scaled channels, EXL2's GPTQ rounding): a heavily trained model's extra loss is smaller under them. The rows show it
 # in four sources each (arXiv 2404.14047 and 2505.02214, torchao, llm-compressor): the heavily-trained residual over
