@@ -661,6 +661,17 @@ def paired_shift(rows: list[Row], variant: str, base: str) -> float | None:
     return sum(diffs) / len(diffs) if diffs else None
 
 
+def _tie(a: list[list[float]], rhs: list[float], i: int, j: int, weight: float, gap: float = 0.0) -> None:
+    """Add the prior (coef_i - coef_j - gap)^2 x weight to the normal equations: coefficient i is pulled toward
+    coefficient j plus `gap` with `weight` rows' worth of evidence."""
+    a[i][i] += weight
+    a[j][j] += weight
+    a[i][j] -= weight
+    a[j][i] -= weight
+    rhs[i] += weight * gap
+    rhs[j] -= weight * gap
+
+
 def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     """One penalized least-squares fit of every row: ln(ppl%) = family level + bits slope x precision bits (+ the range
     coefficient x ln H_group, shared by the group quantizers) + heavily-trained term + small-model term (size_term) +
@@ -760,30 +771,18 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     for kind, shrink, keys in (("m:", MODEL_FX_SHRINK, models), ("x:", ACT_FX_SHRINK, act_models)):
         for k in keys:
             i, sib = idx[kind + k], idx.get(kind + sibling(k))
-            a[i][i] += shrink
-            if sib is not None:
-                a[sib][sib] += shrink
-                a[i][sib] -= shrink
-                a[sib][i] -= shrink
+            if sib is None:
+                a[i][i] += shrink
+            else:
+                _tie(a, rhs, i, sib, shrink)
     for s in multi:
         a[idx["s:" + s]][idx["s:" + s]] += SOURCE_FX_SHRINK
-    i, j = idx["h"], idx["hc"]  # the calibrated quantizers' factor is pulled toward the others' (HEAVY_TIE)
-    a[i][i] += HEAVY_TIE
-    a[j][j] += HEAVY_TIE
-    a[i][j] -= HEAVY_TIE
-    a[j][i] -= HEAVY_TIE
+    _tie(a, rhs, idx["h"], idx["hc"], HEAVY_TIE)  # the calibrated quantizers' factor is pulled toward the others
     for f in by:  # a group quantizer's level is pulled toward its nearest sibling mechanism that has rows
         parent = (next((p for p in _prior_chain(f) if p in by), None)
                   if f in GROUPED and f not in LOWER_BOUND_PRIOR else None)
         if parent is not None:  # toward the parent's level plus the two grids' error ratio (prior_grid_offset)
-            i, j = idx["A:" + f], idx["A:" + parent]
-            d = FAMILY_PRIOR_SOURCES * prior_grid_offset(f, parent)
-            a[i][i] += FAMILY_PRIOR_SOURCES
-            a[j][j] += FAMILY_PRIOR_SOURCES
-            a[i][j] -= FAMILY_PRIOR_SOURCES
-            a[j][i] -= FAMILY_PRIOR_SOURCES
-            rhs[i] += d
-            rhs[j] -= d
+            _tie(a, rhs, idx["A:" + f], idx["A:" + parent], FAMILY_PRIOR_SOURCES, prior_grid_offset(f, parent))
     present = {"size": any(size_term(model_key(r.model)) for r in rows),
                "iq": any(r.codebook == "lattice" for r in rows), "iq4": any(r.codebook == "non-uniform" for r in rows),
                "min": any(has_min(r.gguf_type) for r in rows)}
