@@ -30,6 +30,7 @@ import itertools
 import math
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -131,14 +132,20 @@ def _cell(errs: list[float]) -> str:
     return f"{statistics.median(errs):6.2f} {sum(x <= 2 for x in errs) / len(errs):5.0%}"
 
 
+def residuals_by(loso: list[tuple[Row, float, bool]], key: Callable[[Row], str]) -> dict[str, list[float]]:
+    """The prediction residuals ln(observed / predicted added NLL), grouped by key(row)."""
+    res: dict[str, list[float]] = {}
+    for r, pred, _ in loso:
+        res.setdefault(key(r), []).append(ln_nll(r.ppl_pct) - ln_nll(pred))
+    return res
+
+
 def held_out_spread(rows: list[Row]) -> dict[str, tuple[float, float, int]]:
     """Per family, the 10 % and 90 % quantiles (ln) and the count of the residuals each row has when its whole source is
     left out of the fit and it is predicted as a user's model is (the leave-one-source-out predictions, in which the
     held-out source's setup effect is unknown): the spread a model, setup and lab the fit has not seen meets, which
     the in-sample residuals understate."""
-    res: dict[str, list[float]] = {}
-    for r, pred, _ in _predict_all(rows, "loso"):
-        res.setdefault(r.family, []).append(ln_nll(r.ppl_pct) - ln_nll(pred))
+    res = residuals_by(_predict_all(rows, "loso"), lambda r: r.family)
     return {f: (min(quantile(v, 0.1), -0.1), max(quantile(v, 0.9), 0.1), len(v))
             for f, v in sorted(res.items()) if len(v) >= MIN_ROWS_FOR_SPREAD}
 
@@ -159,11 +166,12 @@ def print_size_bands(loso: list[tuple[Row, float, bool]]) -> None:
     """The leave-one-source-out residual by model size (the key's size token): whether the small-model term
     (quality.size_term) leaves a size trend behind."""
     bands = ((0, 2, "< 2B"), (2, 4, "2-4B"), (4, 10, "4-10B"), (10, 40, "10-40B"), (40, 1e9, ">= 40B"))
-    res: dict[str, list[float]] = {}
-    for r, pred, _ in loso:
+
+    def band(r: Row) -> str:
         n = params_from_key(model_key(r.model))
-        label = next((b for lo, hi, b in bands if n is not None and lo <= n < hi), "no size in the name")
-        res.setdefault(label, []).append(ln_nll(r.ppl_pct) - ln_nll(pred))
+        return next((b for lo, hi, b in bands if n is not None and lo <= n < hi), "no size in the name")
+
+    res = residuals_by(loso, band)
     print("LOSO residual ln(observed / predicted added NLL) by model size:")
     for label in [b for *_, b in bands] + ["no size in the name"]:
         v = res.get(label, [])
@@ -176,10 +184,7 @@ def print_source_level_bound(loso: list[tuple[Row, float, bool]]) -> None:
     """Per family, the leave-one-source-out share within 2x once each held-out source's own median residual is removed:
     an oracle that knows every lab's level (its context, dataset, harness), which no prediction for a new setup has.
     What it leaves outside 2x is the model's error within a source; what it recovers is the sources' disagreement."""
-    res: dict[str, list[float]] = {}
-    for r, pred, _ in loso:
-        res.setdefault(source_key(r), []).append(ln_nll(r.ppl_pct) - ln_nll(pred))
-    level = {s: statistics.median(v) for s, v in res.items()}
+    level = {s: statistics.median(v) for s, v in residuals_by(loso, source_key).items()}
     by: dict[str, list[tuple[bool, bool]]] = {}
     for r, pred, _ in loso:
         known = pct_from_ln_nll(ln_nll(pred) + level[source_key(r)])
