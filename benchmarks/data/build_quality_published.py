@@ -16,6 +16,7 @@ EXTRA7 = "benchmarks/data/quality_extra7.csv"  # thin GPU families from new labs
 EXTRA8 = "benchmarks/data/quality_extra8.csv"  # baseline quantizers from more labs: OpenVINO NNCF (INT8/INT4/NF4/GPTQ), optimum, AutoAWQ
 EXTRA9 = "benchmarks/data/quality_extra9.csv"  # activation-quantizing rows: LLM.int8() / SmoothQuant baselines left out before, quanto and Quark W8A8
 EXTRA10 = "benchmarks/data/quality_extra10.csv"  # weight-only GPU rows from more labs: NVIDIA ModelOpt-Windows, torchao QAT-doc PTQ baselines, llm-awq, AMD Quark UINT4, ipex-llm
+EXTRA11 = "benchmarks/data/quality_extra11.csv"  # thin GPU families: older optimum-quanto bench charts (int8/fp8 weight-only, W8A8), LLM.int8() in the HF blog, an MLX/HQQ pair
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 GGUF_EXTRA2 = "benchmarks/data/gguf_quality_extra2.csv"  # same columns: imatrix quantizers' per-type tables on Qwen2.5 / Llama-3.3
 OUT = sys.argv[1]
@@ -147,7 +148,7 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10]
+EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10, EXTRA11]
 for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in EXTRAS for r in csv.DictReader(open(p))]:
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
