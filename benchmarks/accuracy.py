@@ -4,6 +4,7 @@
    in GiB of tensor data) against `planner`'s per-tensor sizes from the real tensor inventory and mix rules.
 2. llama.cpp speed: `benchmarks/data/llamacpp_perf.csv` (tg = decode, pp = prompt) against `evaluate()`.
 3. llama.cpp CPU-only speed: `benchmarks/data/cpu_perf.csv` (named CPUs, llama-bench thread counts).
+4. llama.cpp CPU speed measured in this project: `benchmarks/data/cpu_measured.csv` (`planner bench --kernel llama.cpp`).
 
 Usage: python benchmarks/accuracy.py [--sizes] [--speed] [--rows]
 """
@@ -298,6 +299,41 @@ def cpu_speed(show_rows: bool, calibration: dict | None = None) -> dict[str, lis
     return groups
 
 
+def measured_cpu_speed(show_rows: bool) -> dict[str, list[float]]:
+    """Rows measured in this project (benchmarks/data/cpu_measured.csv: `planner bench --kernel llama.cpp` on a named
+    machine) against `evaluate()` for that machine as `planner` plans it: a probed CPU (cores, ISA flags) whose
+    measured read bandwidth caps decode, as `recommend --local` does."""
+    from planner.hardware.targets import cpu_device
+    from planner.measure.calibration import measured_caps
+
+    reg = load_registry()
+    rt = get_runtime("llama.cpp")
+    costs: dict[str, ModelCost] = {}
+    groups: dict[str, list[float]] = defaultdict(list)
+    for row in csv.DictReader(open(ROOT / "data" / "cpu_measured.csv", encoding="utf-8")):
+        kind, n_tok, _ = _parse_test(row["test"]) or ("", 0, 0)
+        read = float(row["mem_read_gb_s"])
+        dev = cpu_device(row["device"], int(row["cores"]), int(float(row["ram_gib"]) * 2**30), row["cpu_isa"].split(),
+                         measured_read_gb_s=read)
+        t = target_from_catalog(dev, 1)
+        cal = measured_caps({}, read, dev.mem_bandwidth_gb_s, "cpu")
+        mc = costs.setdefault(row["model"], ModelCost(reg.get(row["model"])))
+        prompt = n_tok // 2 if kind == "tg" else n_tok
+        plan = evaluate(mc, get_format(row["quant"]), rt, t, context=max(n_tok, 512), prompt_tokens=prompt,
+                        calibration=cal)
+        pred = plan.decode_tokens_per_s if kind == "tg" else plan.prefill_tokens_per_s
+        real = float(row["tokens_per_s"])
+        err = _pct(pred, real)
+        test = "decode" if kind == "tg" else "prefill"
+        groups[f"{test} | {row['model']}"].append(err)
+        groups[f"{test} | all"].append(err)
+        if show_rows:
+            print(f"  {kind}{n_tok:<5} {row['model']:14} {row['quant']:8} real {real:8.2f} pred {pred:8.2f} {err:+7.1f}%")
+    _print_table("llama.cpp CPU speed measured in this project (benchmarks/data/cpu_measured.csv, a 2-vCPU VM): "
+                 "|predicted - measured| / measured", groups)
+    return groups
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", action="store_true")
@@ -310,6 +346,7 @@ def main() -> None:
     if a.speed or both:
         speed(a.rows)
         cpu_speed(a.rows)
+        measured_cpu_speed(a.rows)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def predict_offload_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: We
         got = mc.memo(key, lambda: rates(mc, lay, fmt, runtime.engine, dev, target, mode, None))
     else:
         got = rates(mc, lay, fmt, runtime.engine, dev, target, mode, calibration)
-    eff, bw, host_bw, peak_raw, kv_fraction = got
+    eff, bw, host_bw, peak_raw, kv_fraction, _ = got
     peak = peak_raw * eff.compute
     pcie = pcie_gb_s(dev) * 1e9
     cpu_peak = CPU_DEFAULT_CORES * CPU_FLOPS_PER_CORE * efficiency("llamacpp", "cpu", calibration).compute

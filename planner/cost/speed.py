@@ -47,12 +47,15 @@ EFFICIENCY: dict[tuple[str, str], Efficiency] = {
     ("llamacpp", "metal"): Efficiency(0.78, 0.55, 9.0, "calibrated"),
     ("llamacpp", "vulkan"): Efficiency(0.65, 0.30, 14.0, "assumed"),
     ("llamacpp", "sycl"): Efficiency(0.55, 0.25, 18.0, "assumed"),
-    # CPU: fitted to SmolLM2-135M Q4_1 on a 2-core x86 VM (about 115 tok/s decode, 340 tok/s prefill, measured in
-    # this project) and the Apple M3 CPU rows of benchmarks/data/llamacpp_perf.csv; per-layer cost is thread sync.
-    # Bandwidth 0.70: the bandwidth-bound rows of benchmarks/data/cpu_perf.csv reach 0.56-0.65 (EPYC 9554, 64
-    # threads), >= 0.68 (M4 Pro, 10 threads) and 0.81 (Snapdragon X Elite) of the catalog peak; the thread-limited
-    # rows are set by CPU_CORE_DECODE_GB_S below.
-    ("llamacpp", "cpu"): Efficiency(0.70, 0.30, 200.0, "calibrated"),
+    # CPU: per-layer cost (thread sync) fitted to SmolLM2-135M Q4_1 on a 2-core x86 VM (about 115 tok/s decode,
+    # measured in this project). Bandwidth 0.70: the bandwidth-bound rows of benchmarks/data/cpu_perf.csv reach
+    # 0.56-0.65 (EPYC 9554, 64 threads), >= 0.68 (M4 Pro, 10 threads) and 0.81 (Snapdragon X Elite) of the catalog
+    # peak; the thread-limited rows are set by CPU_GEMV_PEAK_FRACTION below. Compute (prefill) 0.40 of the int8 peak
+    # of prefill_peak_flops, calibrated on the 2024+ prompt rows of cpu_perf.csv (median error 11 %, was 28 % at the
+    # 0.30 first fitted to SmolLM2-135M, whose prompt time is mostly not matmuls); the 2-vCPU VM's own Llama-3.2-1B
+    # and -8B rows (benchmarks/data/cpu_measured.csv) reach 0.55-0.65, its cores being faster than the assumed
+    # 2.5 GHz, and are under-predicted by about a third; the 2023 builds' F16 rows (M1 Max, M3) are over-predicted.
+    ("llamacpp", "cpu"): Efficiency(0.70, 0.40, 200.0, "calibrated"),
     # vLLM, TensorRT-LLM, ExLlamaV2 and MLX: fitted with `python benchmarks/engines.py --fit` to the published rows of
     # benchmarks/data/engine_perf.csv (vLLM 0.7.2 single-stream latencies on A6000/A100/H100 for 8B/32B/70B in bf16,
     # FP8, W8A8 and W4A16; TensorRT-LLM's performance tables; ExLlamaV2's README tables on 3090 Ti/4090; mlx-lm
@@ -156,11 +159,17 @@ CPU_INT8_RATIO_BY_ISA = {"i8mm": 8.0, "avx512_vnni": 4.0, "avx_vnni": 4.0, "dotp
 # ggml types whose llama.cpp CPU kernels have an SMMLA (I8MM) path: the 2x2-tile vec_dot for Q4_0, Q4_1 and Q8_0 with
 # int8 activations (llama.cpp PR #4966, and #5780's AArch64 GEMM for Q4_0/Q8_0); the other types use SDOT.
 I8MM_GGML_TYPES = frozenset({"Q4_0", "Q4_1", "Q8_0"})
-# Decode GEMV rate of one CPU core (one llama.cpp thread) in GB/s of weights streamed through the dequantize-and-dot
-# kernels (vec_dot_q*_q8 / repacked gemv). Below the memory system's limit decode scales with threads, so a few
-# threads cannot saturate a many-channel server. Calibrated on benchmarks/data/cpu_perf.csv (llama-bench thread
-# sweeps: M4 Pro Q4_0 tg64 t=1..10, M2 Max Q5_0 tg128 t=2..8, Snapdragon X Elite Q4_0 t=4..10) and the 2-core VM.
-CPU_CORE_DECODE_GB_S = 20.0
+# Decode on a CPU at batch 1 runs one dequantize-and-dot GEMV per weight matrix (vec_dot_q*_q8 / repacked gemv): each
+# weight is decoded and multiplied once per token, so below the memory system's limit its time is the weights' work
+# at a fraction of the cores' int8 peak (prefill_peak_flops: cores, ISA). A few threads cannot saturate a
+# many-channel server, and a low-bit file does not decode faster than its cores can unpack it. Fractions of that peak
+# (llama.cpp, tg at batch 1), calibrated on the thread-limited rows of benchmarks/data/cpu_perf.csv (M4 Pro Q4_0
+# t=1..2: 0.18-0.19, M2 Max Q5_0 t=2..4: 0.14-0.15) and on benchmarks/data/cpu_measured.csv (a 2-vCPU AVX2 VM,
+# Llama-3.2-1B shapes in real llama.cpp: legacy and K-quants and IQ4 0.17-0.23, the lattice i-quants 0.09-0.14:
+# their codebook lookups and sign tables cost more per weight than unpacking a uniform grid).
+CPU_GEMV_PEAK_FRACTION = 0.20
+CPU_GEMV_LATTICE_FRACTION = 0.14
+LATTICE_GGML_TYPES = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"})
 # Cores assumed for a CPU target whose core count is unknown.
 CPU_DEFAULT_CORES = 8
 PCIE_GB_S = {3: 15.75, 4: 31.5, 5: 63.0, 6: 126.0}  # x16, one direction (PCI-SIG)
@@ -256,11 +265,9 @@ def unit_capped_bandwidth(bandwidth_b_s: float, device: DeviceSpec, engine: str,
     return min(bandwidth_b_s, device.gpu_cores * rates[kclass] * 1e9)
 
 
-def cpu_capped_bandwidth(bandwidth_b_s: float, device: DeviceSpec, kclass: str) -> float:
-    """Bandwidth CPU decode reaches: the memory system's achievable share, capped by cores x per-core GEMV rate."""
-    cores = device.cpu_cores or CPU_DEFAULT_CORES
-    per_core = CPU_CORE_DECODE_GB_S * KERNEL_BANDWIDTH_FACTOR.get(kclass, 0.9) * 1e9
-    return min(bandwidth_b_s, cores * per_core)
+def cpu_gemv_fraction(main_type: str | None) -> float:
+    """Share of the CPU's int8 peak a batch-1 llama.cpp GEMV reaches for a file whose bulk type is `main_type`."""
+    return CPU_GEMV_LATTICE_FRACTION if main_type in LATTICE_GGML_TYPES else CPU_GEMV_PEAK_FRACTION
 
 
 def kernel_class(format_family: str, compute: str, ggml_types: set[str]) -> str:
@@ -320,10 +327,9 @@ def rates(mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, engine: str, dev,
         bw *= FOREIGN_GGUF_FACTOR
     host_eff = efficiency("llamacpp", "cpu", calibration).bandwidth
     host_bw = (dev.mem_bandwidth_gb_s if target.is_cpu else target.host_bandwidth_gb_s) * 1e9 * host_eff
-    if target.is_cpu:  # a few threads cannot saturate a many-channel memory system
-        host_bw = cpu_capped_bandwidth(host_bw, dev, kclass)
     peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode, gguf_main_type(fmt))
-    return eff, bw, host_bw, peak, KV_READ_FRACTION.get((engine, dev.backend), KV_READ_FRACTION_DEFAULT)
+    gemv = peak * cpu_gemv_fraction(gguf_main_type(fmt)) if target.is_cpu else None
+    return eff, bw, host_bw, peak, KV_READ_FRACTION.get((engine, dev.backend), KV_READ_FRACTION_DEFAULT), gemv
 
 
 def predict_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, runtime: Runtime, target: Target, kv: str,
@@ -338,7 +344,7 @@ def predict_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightForm
         got = mc.memo(key, lambda: rates(mc, lay, fmt, engine, dev, target, mode, None))
     else:
         got = rates(mc, lay, fmt, engine, dev, target, mode, calibration)
-    eff, bw, host_bw, peak_flops_raw, kv_fraction = got
+    eff, bw, host_bw, peak_flops_raw, kv_fraction, cpu_gemv_flops = got
     n = m.num_layers
     tp = (plan.parallel or {}).get("tensor_parallel", target.count if plan.layout == "tensor-parallel" else 1)
     if plan.layout in ("layer-split", "rpc-layer-split", "partial-offload", "cpu", "single"):
@@ -405,7 +411,9 @@ def predict_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightForm
         else:
             t = gpu_bytes / tp / bw + host_bytes / host_bw
         flops = 2 * mc.matmul_params_active * batch
-        if plan.layout != "cpu" or batch > 1:  # CPU at batch 1: host_bw's per-core GEMV rate is the compute limit
+        if plan.layout == "cpu" and batch == 1 and cpu_gemv_flops:  # a GEMV: the cores' unpacking rate
+            t = max(t, flops / cpu_gemv_flops)
+        else:
             t = max(t, flops / (peak_flops * tp))
         return t + fixed_step + batch * allreduce_s_per_token
 

@@ -396,11 +396,12 @@ def test_a_reference_record_caps_every_engine(registry, catalog):
 
 
 def test_engine_records_divide_out_the_kernel_class_factor():
-    from planner.cost.speed import KERNEL_BANDWIDTH_FACTOR
+    from planner.cost.speed import EFFICIENCY, KERNEL_BANDWIDTH_FACTOR
 
     cal = calibration.efficiencies([_record(kernel_class="group4", bandwidth_fraction=0.45)])
     assert cal[("llamacpp", "cpu")].bandwidth * KERNEL_BANDWIDTH_FACTOR["group4"] == pytest.approx(0.45)
-    assert math.isclose(cal[("llamacpp", "cpu")].compute, 0.30)
+    # the record measured no compute fraction: the table's stays
+    assert math.isclose(cal[("llamacpp", "cpu")].compute, EFFICIENCY[("llamacpp", "cpu")].compute)
 
 
 # ------------------------------------------------------------------------------------------ recommend --confirm

@@ -103,8 +103,43 @@ def test_standin_refuses_what_the_llama_graph_cannot_express(registry, model, wo
 def test_standin_refuses_formats_without_an_encoder(registry):
     from planner.formats import get_format
 
-    with pytest.raises(PlannerError, match="cannot encode"):
-        standin_plan(_mc(registry), get_format("IQ3_XXS"), 2)
+    # IQ1_M keeps its block scale spread over the sub-block scales: no random-code stand-in for it
+    with pytest.raises(PlannerError, match="cannot encode or stand in for .*IQ1_M"):
+        standin_plan(_mc(registry), get_format("IQ1_M"), 2)
+
+
+def test_lattice_iquants_stand_in_as_random_codes_behind_a_finite_block_scale(registry, tmp_path):
+    """The lattice i-quants have no encoder here; their stand-in holds random codes with each block's fp16 scale set,
+    so llama.cpp times the real kernels on the real bytes per weight."""
+    from gguf import GGUFReader
+
+    from planner.formats import GGML_TYPES, get_format
+    from planner.measure.speed.llamacpp import TIMING_CODE_SCALE, timing_codable
+
+    assert {t for t in GGML_TYPES if timing_codable(t)} == {"IQ1_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"}
+    mc = _tiny_moe(registry)
+    plan = standin_plan(mc, get_format("IQ2_XXS"), 2)
+    size = write_standin(plan, "IQ2_XXS", tmp_path / "iq.gguf")
+    r = GGUFReader(tmp_path / "iq.gguf")
+    assert size == (tmp_path / "iq.gguf").stat().st_size
+    assert {t.name: t.tensor_type.name for t in r.tensors} == {t.name: typ for t, typ in plan.tensors}
+    q = next(t for t in r.tensors if t.name == "blk.0.attn_q.weight")
+    assert q.tensor_type.name == "IQ2_XXS"
+    blocks = np.asarray(q.data, dtype=np.uint8).reshape(-1, 66)  # ggml block_iq2_xxs: fp16 d + 32 uint16 codes
+    assert np.all(blocks[:, :2].copy().view(np.float16) == TIMING_CODE_SCALE)
+    assert len(np.unique(blocks[:, 2:])) > 200  # the codes are random bytes, not one repeated pattern
+
+
+@pytest.mark.real_runtime
+@needs_llamacpp
+def test_lattice_iquant_standin_runs_in_llamacpp(registry, tmp_path):
+    from planner.measure.speed.llamacpp import time_file
+    from planner.formats import get_format
+
+    plan = standin_plan(_tiny_moe(registry), get_format("IQ2_XXS"), 2)
+    write_standin(plan, "IQ2_XXS", tmp_path / "iq.gguf")
+    decode, prefill = time_file(tmp_path / "iq.gguf", prompt=16, threads=1, n_gen=4, budget_s=0.05)
+    assert decode.median_s > 0 and prefill is not None and prefill.median_s > 0
 
 
 def test_layer_counts_build_the_whole_model_or_two_smaller_ones():
@@ -189,10 +224,10 @@ def test_bench_falls_back_to_matmul_kernels_when_llamacpp_cannot_run_the_model(r
 
     mc = _mc(registry, layers=2)
     target = target_from_catalog(catalog.get("cpu-ddr5-dual"))
-    res = run_bench(mc, get_format("IQ3_XXS"), target, prompt=0, copy_bytes=16 * 2**20, budget_bytes=2**30,
+    res = run_bench(mc, get_format("IQ1_M"), target, prompt=0, copy_bytes=16 * 2**20, budget_bytes=2**30,
                     llc_bytes=2**20, max_sample_bytes=2 * 2**20, repeat=3, budget_s=0.01)
     assert res.runs and all(r.info.backend != "llamacpp" for r in res.runs)
-    assert any(k == "llama.cpp-IQ3_XXS" and "cannot encode" in why for k, why in res.skipped)
+    assert any(k == "llama.cpp-IQ1_M" and "cannot encode" in why for k, why in res.skipped)
     assert "not timed here" in res.notes[0]  # the matmul kernels are stand-ins, and the report says so
 
 

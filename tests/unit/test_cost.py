@@ -165,6 +165,34 @@ def test_cpu_decode_is_core_bound_with_few_threads_and_bandwidth_bound_with_all(
     assert decode(desktop, 16) < 0.3 * all_cores  # and far below the 12-channel server
 
 
+def test_cpu_decode_cannot_outrun_the_cores_unpacking_the_weights(registry):
+    """On a 2-vCPU AVX2 machine (the one benchmarks/data/cpu_measured.csv was measured on) decode is bound by the
+    cores' work per weight, not by the bytes: a lattice i-quant, fewest bytes, decodes slowest per weight (measured
+    8B: IQ2_XXS 2.4, Q4_K_M 3.8 tok/s), and no file decodes a token faster than its prompt rate processes one."""
+    from planner.cost.speed import CPU_GEMV_LATTICE_FRACTION, CPU_GEMV_PEAK_FRACTION, prefill_peak_flops
+    from planner.formats import FORMATS, gguf_main_type
+    from planner.hardware.targets import cpu_device
+    from planner.measure.calibration import measured_caps
+
+    dev = cpu_device("AMD EPYC", 2, 24 * 2**30, ["avx2", "fma"], measured_read_gb_s=32.8)
+    target = target_from_catalog(dev)
+    cal = measured_caps({}, 32.8, dev.mem_bandwidth_gb_s, "cpu")
+    mc = ModelCost(registry.get("llama-3.1-8b"))
+    rt = get_runtime("llama.cpp")
+    plans = {f: evaluate(mc, get_format(f), rt, target, context=1024, prompt_tokens=512, calibration=cal)
+             for f, fm in FORMATS.items() if fm.family == "gguf"}
+    plans = {f: p for f, p in plans.items() if p.runs}
+    assert {"Q8_0", "Q4_K_M", "IQ2_XXS", "IQ4_XS"} <= set(plans)
+    for f, p in plans.items():
+        assert p.decode_tokens_per_s < p.prefill_tokens_per_s, f
+        fmt = get_format(f)
+        frac = CPU_GEMV_LATTICE_FRACTION if f.startswith(("IQ1", "IQ2", "IQ3")) else CPU_GEMV_PEAK_FRACTION
+        gemv = prefill_peak_flops(dev, "llamacpp", fmt.family, fmt.compute, "native", gguf_main_type(fmt)) * frac
+        assert p.decode_tokens_per_s * 2 * mc.matmul_params_active <= gemv * 1.0001, f
+    assert plans["IQ2_XXS"].decode_tokens_per_s < plans["Q4_K_M"].decode_tokens_per_s
+    assert plans["IQ4_XS"].decode_tokens_per_s == pytest.approx(plans["Q4_K_M"].decode_tokens_per_s, rel=0.1)
+
+
 def test_cpu_prompt_rate_follows_the_int8_extension_llamacpp_uses(catalog):
     """I8MM (Arm SMMLA) runs Q4_0/Q8_0 at twice the SDOT rate; K-quants use SDOT; 16-bit files neither."""
     from planner.cost.speed import CPU_INT8_SPEEDUP, prefill_peak_flops

@@ -55,6 +55,33 @@ LLAMA_ROLES = frozenset({"token_embd", "output_norm", "output", "attn_norm", "at
 
 # The stand-in splits fused projections; each part takes the fused tensor's type (its rows, quantized the same way).
 _FUSED_ROLE = {"attn_q": "attn_qkv", "attn_k": "attn_qkv", "attn_v": "attn_qkv", "ffn_gate": "ffn_up"}
+# Types with no encoder here (the lattice i-quants need an importance matrix and a codebook search) are written as
+# random code bytes behind a finite fp16 block scale: any code is a valid lattice point or sign pattern, and llama.cpp's
+# kernels for them do not branch on the codes, so the file times like a real one. It holds for a type whose block
+# starts with its fp16 scale `d` (read from its layout: IQ1_S, IQ2_XXS/XS/S, IQ3_XXS/S); IQ1_M spreads its scale over
+# the sub-block scales and stays refused.
+TIMING_CODE_SCALE = np.float16(1e-3)  # any finite, normal fp16 serves; this one keeps the activations small
+
+
+def timing_codable(typ: str) -> bool:
+    """True for a ggml type the stand-in writes as random codes behind a leading fp16 block scale: an i-quant without
+    an encoder here whose block starts with its scale."""
+    from planner.formats import GGML_TYPES
+    from planner.quantize.primitives import ENCODERS
+
+    t = GGML_TYPES.get(typ)
+    return (typ.startswith("IQ") and typ not in ENCODERS and t is not None
+            and t.layout.parts[0] == ("d:fp16", 16))
+
+
+def random_codes(typ: str, rows: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """`rows` rows of `k` weights of a timing_codable type: random code bytes, each block's scale TIMING_CODE_SCALE."""
+    from planner.formats import ggml_type
+
+    lay = ggml_type(typ).layout
+    blocks = rng.integers(0, 256, size=(rows, k // lay.block_weights, lay.bytes_per_block), dtype=np.uint8)
+    blocks[:, :, :2] = np.frombuffer(TIMING_CODE_SCALE.tobytes(), dtype=np.uint8)
+    return blocks.reshape(rows, -1)
 
 
 def llama_cpp_missing_reason() -> str | None:
@@ -126,10 +153,10 @@ def standin_plan(mc: ModelCost, fmt: WeightFormat, num_layers: int) -> StandinPl
         if not isinstance(a.encoding, GGMLType):
             raise PlannerError(f"{fmt.id} is not a GGUF format: llama.cpp cannot load it")
         types[a.tensor.name] = a.encoding.name
-    missing = sorted({t for t in types.values() if t not in ENCODERS})
+    missing = sorted({t for t in types.values() if not (t in ENCODERS or timing_codable(t))})
     if missing:
-        raise PlannerError(f"{fmt.id} uses ggml types planner cannot encode ({', '.join(missing)}; importance-matrix "
-                           f"lattice types): llama.cpp cannot be timed on it")
+        raise PlannerError(f"{fmt.id} uses ggml types planner cannot encode or stand in for ({', '.join(missing)}): "
+                           f"llama.cpp cannot be timed on it")
     by_layer: dict[int, list[TensorInfo]] = {}
     for t in mc.tensors:
         if t.layer is not None and (t.role in LLAMA_ROLES or t.role in _FUSED_ROLE.values()):
@@ -188,11 +215,15 @@ def write_standin(plan: StandinPlan, ftype: str, path: Path, seed: int = 0) -> i
     samples: dict[tuple[str, int], np.ndarray] = {}
 
     def sample(typ: str, k: int) -> np.ndarray:
-        """Real quantized rows of (typ, k): norms are ones, weights N(0, 0.02) like a trained model's."""
+        """Quantized rows of (typ, k) (random codes for a timing_codable type without an encoder): norms are ones,
+        weights N(0, 0.02) like a trained model's."""
         if (typ, k) not in samples:
             rows = max(1, SAMPLE_VALUES // k)
-            x = rng.normal(0.0, 0.02, size=(rows, k)).astype(np.float32)
-            samples[(typ, k)] = encode(typ, x, threads=1)
+            if timing_codable(typ):
+                samples[(typ, k)] = random_codes(typ, rows, k, rng)
+            else:
+                x = rng.normal(0.0, 0.02, size=(rows, k)).astype(np.float32)
+                samples[(typ, k)] = encode(typ, x, threads=1)
         return samples[(typ, k)]
 
     planned = [PlannedTensor(t.name, t.shape, ggml_type(typ), ggml_type(typ).nbytes(t.shape)) for t, typ in plan.tensors]
