@@ -197,7 +197,7 @@ CALIBRATED_ON: dict[tuple[str, str], frozenset[str]] = {
 # the engine's p90 |error| on its published rows of that metric, from
 # - llama.cpp: `python benchmarks/accuracy.py` (README "Accuracy"): decode one GPU 21.0 % (93 rows), Apple GPU 16.9 %
 #   (31), CPU 31.8 % (20); prefill one GPU 72.3 % (73 rows; Apple has no separate prefill table, so the same), CPU
-#   47.3 % (9) (the 2-vCPU VM's own rows, benchmarks/data/cpu_measured.csv: decode 27.0 %, prefill 36.9 %, 18 each);
+#   47.3 % (9) (the 2-vCPU VM's own rows, benchmarks/data/cpu_measured.csv: decode 27.0 %, prefill 36.9 %, 19 each);
 # - serving engines: `python benchmarks/engines.py`, columns "decode p90" (decode tok/s, single-stream request latency,
 #   static-batch and max-load throughput) and "prefill p90" (prefill tok/s, TTFT): vLLM 12.9 % (216 rows) / none,
 #   TensorRT-LLM 31.0 % (85) / 22.2 % (8), ExLlamaV2 10.1 % (28) / none, MLX 10.5 % (7) / 7.1 % (7).
