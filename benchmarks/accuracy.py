@@ -242,6 +242,13 @@ def speed(show_rows: bool, calibration: dict | None = None) -> dict[str, list[fl
     return groups
 
 
+def _row_error(plan, kind: str, row: dict[str, str]) -> tuple[str, float, float, float]:  # type: ignore[no-untyped-def]
+    """(decode or prefill, predicted, measured, signed % error) of a CPU row's `tg` or `pp` test."""
+    pred = plan.decode_tokens_per_s if kind == "tg" else plan.prefill_tokens_per_s
+    real = float(row["tokens_per_s"])
+    return ("decode" if kind == "tg" else "prefill"), pred, real, _pct(pred, real)
+
+
 # CPU rows use these too: checkpoints that only benchmarks/data/cpu_perf.csv names (kept out of MODELS so that the
 # size table above compares the same rows as before).
 CPU_MODELS = MODELS + [
@@ -284,10 +291,7 @@ def cpu_speed(show_rows: bool, calibration: dict | None = None) -> dict[str, lis
         if not plan.runs:
             skipped[f"cannot run: {plan.reason[:40]}"] += 1
             continue
-        pred = plan.decode_tokens_per_s if kind == "tg" else plan.prefill_tokens_per_s
-        real = float(row["tokens_per_s"])
-        err = _pct(pred, real)
-        test = "decode" if kind == "tg" else "prefill"
+        test, pred, real, err = _row_error(plan, kind, row)
         groups[f"{test} | cpu"].append(err)
         groups[f"{test} | {row['catalog_id']}"].append(err)
         if show_rows:
@@ -321,10 +325,7 @@ def measured_cpu_speed(show_rows: bool) -> dict[str, list[float]]:
         prompt = n_tok // 2 if kind == "tg" else n_tok
         plan = evaluate(mc, get_format(row["quant"]), rt, t, context=max(n_tok, 512), prompt_tokens=prompt,
                         calibration=cal)
-        pred = plan.decode_tokens_per_s if kind == "tg" else plan.prefill_tokens_per_s
-        real = float(row["tokens_per_s"])
-        err = _pct(pred, real)
-        test = "decode" if kind == "tg" else "prefill"
+        test, pred, real, err = _row_error(plan, kind, row)
         groups[f"{test} | {row['model']}"].append(err)
         groups[f"{test} | all"].append(err)
         if show_rows:

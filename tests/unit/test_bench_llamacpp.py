@@ -130,18 +130,6 @@ def test_lattice_iquants_stand_in_as_random_codes_behind_a_finite_block_scale(re
     assert len(np.unique(blocks[:, 2:])) > 200  # the codes are random bytes, not one repeated pattern
 
 
-@pytest.mark.real_runtime
-@needs_llamacpp
-def test_lattice_iquant_standin_runs_in_llamacpp(registry, tmp_path):
-    from planner.measure.speed.llamacpp import time_file
-    from planner.formats import get_format
-
-    plan = standin_plan(_tiny_moe(registry), get_format("IQ2_XXS"), 2)
-    write_standin(plan, "IQ2_XXS", tmp_path / "iq.gguf")
-    decode, prefill = time_file(tmp_path / "iq.gguf", prompt=16, threads=1, n_gen=4, budget_s=0.05)
-    assert decode.median_s > 0 and prefill is not None and prefill.median_s > 0
-
-
 def test_layer_counts_build_the_whole_model_or_two_smaller_ones():
     assert layer_counts(30, lambda n: 10 + n, budget_bytes=100) == [30]
     assert layer_counts(80, lambda n: 10 + 20 * n, budget_bytes=100) == [1, 4]
@@ -307,12 +295,13 @@ def test_moe_standin_sizes_experts_like_mixtral(registry, tmp_path):
 
 @pytest.mark.real_runtime
 @needs_llamacpp
-def test_moe_standin_runs_in_llamacpp(registry, tmp_path):
+@pytest.mark.parametrize("fmt_id", ["Q8_0", "IQ2_XXS"])  # IQ2_XXS: the random-code stand-in of a lattice i-quant
+def test_moe_standin_runs_in_llamacpp(registry, tmp_path, fmt_id):
     from planner.measure.speed.llamacpp import time_file
     from planner.formats import get_format
 
-    plan = standin_plan(_tiny_moe(registry), get_format("Q8_0"), 2)
-    write_standin(plan, "Q8_0", tmp_path / "moe.gguf")
+    plan = standin_plan(_tiny_moe(registry), get_format(fmt_id), 2)
+    write_standin(plan, fmt_id, tmp_path / "moe.gguf")
     decode, prefill = time_file(tmp_path / "moe.gguf", prompt=16, threads=1, n_gen=4, budget_s=0.05)
     assert decode.median_s > 0 and prefill is not None and prefill.median_s > 0
 
