@@ -678,6 +678,12 @@ def no_imatrix_format(fmt: WeightFormat) -> WeightFormat:
         needs_imatrix=fmt.needs_imatrix, source="llama.cpp src/llama-quant.cpp llama_tensor_get_type_impl (no imatrix)")
 
 
+def lattice_iquant(type_name: str) -> bool:
+    """True for an i-quant that rounds groups of weights to lattice codebook points (IQ1-IQ3; IQ4_NL/XS are scalar)."""
+    t = type_name.upper()
+    return t.startswith("IQ") and not t.startswith("IQ4")
+
+
 def gguf_main_type(fmt: WeightFormat) -> str | None:
     """The ggml type most tensors of a GGUF file type are stored in (Q4_K_M -> Q4_K), or None for other formats."""
     if fmt.family != "gguf":

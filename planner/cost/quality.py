@@ -45,7 +45,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.formats import EMBED_OUTPUT_Q8_VARIANTS, FORMATS, GroupQuant, WeightFormat, gguf_base_type
+from planner.formats import EMBED_OUTPUT_Q8_VARIANTS, FORMATS, GroupQuant, WeightFormat, gguf_base_type, lattice_iquant
 
 if TYPE_CHECKING:
     from planner.cost.model import ModelCost
@@ -415,10 +415,9 @@ def bits_shift(gguf_type: str) -> float:
 
 def is_codebook(family: str, gguf_type: str) -> str:
     """A GGUF i-quant's codebook kind (CODEBOOK_KINDS): 'non-uniform' for IQ4_*, 'lattice' for IQ1-IQ3, else ''."""
-    t = gguf_type.upper()
-    if not family.startswith("gguf") or not t.startswith("IQ"):
+    if not family.startswith("gguf") or not gguf_type.upper().startswith("IQ"):
         return ""
-    return "non-uniform" if t.startswith("IQ4") else "lattice"
+    return "lattice" if lattice_iquant(gguf_type) else "non-uniform"
 
 
 def ln_nll(ppl_pct: float) -> float:

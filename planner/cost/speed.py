@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from planner.cost.placement import fabric_link
-from planner.formats import gguf_main_type
+from planner.formats import gguf_main_type, lattice_iquant
 
 if TYPE_CHECKING:
     from planner.cost.model import FormatLayout, ModelCost
@@ -170,7 +170,6 @@ I8MM_GGML_TYPES = frozenset({"Q4_0", "Q4_1", "Q8_0"})
 # their codebook lookups and sign tables cost more per weight than unpacking a uniform grid).
 CPU_GEMV_PEAK_FRACTION = 0.20
 CPU_GEMV_LATTICE_FRACTION = 0.14
-LATTICE_GGML_TYPES = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"})
 # Cores assumed for a CPU target whose core count is unknown.
 CPU_DEFAULT_CORES = 8
 PCIE_GB_S = {3: 15.75, 4: 31.5, 5: 63.0, 6: 126.0}  # x16, one direction (PCI-SIG)
@@ -268,7 +267,7 @@ def unit_capped_bandwidth(bandwidth_b_s: float, device: DeviceSpec, engine: str,
 
 def cpu_gemv_fraction(main_type: str | None) -> float:
     """Share of the CPU's int8 peak a batch-1 llama.cpp GEMV reaches for a file whose bulk type is `main_type`."""
-    return CPU_GEMV_LATTICE_FRACTION if main_type in LATTICE_GGML_TYPES else CPU_GEMV_PEAK_FRACTION
+    return CPU_GEMV_LATTICE_FRACTION if main_type and lattice_iquant(main_type) else CPU_GEMV_PEAK_FRACTION
 
 
 def kernel_class(format_family: str, compute: str, ggml_types: set[str]) -> str:

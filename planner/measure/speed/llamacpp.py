@@ -64,14 +64,13 @@ TIMING_CODE_SCALE = np.float16(1e-3)  # any finite, normal fp16 serves; this one
 
 
 def timing_codable(typ: str) -> bool:
-    """True for a ggml type the stand-in writes as random codes behind a leading fp16 block scale: an i-quant without
-    an encoder here whose block starts with its scale."""
-    from planner.formats import GGML_TYPES
+    """True for a ggml type the stand-in writes as random codes behind a leading fp16 block scale: a lattice i-quant
+    without an encoder here whose block starts with its scale."""
+    from planner.formats import GGML_TYPES, lattice_iquant
     from planner.quantize.primitives import ENCODERS
 
     t = GGML_TYPES.get(typ)
-    return (typ.startswith("IQ") and typ not in ENCODERS and t is not None
-            and t.layout.parts[0] == ("d:fp16", 16))
+    return lattice_iquant(typ) and typ not in ENCODERS and t is not None and t.layout.parts[0] == ("d:fp16", 16)
 
 
 def random_codes(typ: str, rows: int, k: int, rng: np.random.Generator) -> np.ndarray:
