@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from planner.cost.memory import DEQUANT_BYTES, llamacpp_compute_buffer_bytes, runtime_overhead_bytes
 from planner.cost.speed import (
-    CPU_DEFAULT_CORES, CPU_FLOPS_PER_CORE, UBATCH, efficiency, pcie_gb_s, rates,
+    CPU_DEFAULT_CORES, CPU_FLOPS_PER_CORE, UBATCH, efficiency, host_gemv_flops, pcie_gb_s, rates,
 )
 from planner.formats import GGMLType
 from planner.models.inventory import active_fraction
@@ -172,8 +172,8 @@ def predict_offload_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: We
             t_ram = ram_resident / pcie  # ggml copies the offloaded expert tensors to the GPU for the step
         else:
             t_ram = ram_active * act_frac / host_bw
-            if batch > 1:  # at batch 1 the CPU's GEMV is bandwidth-bound (as speed.py's CPU decode)
-                t_ram = max(t_ram, 2 * ram_params_active * batch / cpu_peak)
+            # at batch 1 the CPU's GEMV is bound by its memory or by its cores' unpacking (as speed.py's CPU decode)
+            t_ram = max(t_ram, 2 * ram_params_active * batch / (cpu_peak if batch > 1 else host_gemv_flops(fmt)))
         return t_gpu + t_ram + fixed
 
     pos = plan.prompt_tokens

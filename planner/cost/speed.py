@@ -47,16 +47,19 @@ EFFICIENCY: dict[tuple[str, str], Efficiency] = {
     ("llamacpp", "metal"): Efficiency(0.78, 0.55, 9.0, "calibrated"),
     ("llamacpp", "vulkan"): Efficiency(0.65, 0.30, 14.0, "assumed"),
     ("llamacpp", "sycl"): Efficiency(0.55, 0.25, 18.0, "assumed"),
-    # CPU: per-layer cost (thread sync) fitted to SmolLM2-135M Q4_1 on a 2-core x86 VM (about 140 tok/s decode,
-    # measured in this project by benchmarks/measured_bandwidth.py: 100 us beside the GEMV cap below; 200 us before
-    # it, with a per-core GB/s rate). Bandwidth 0.70: the bandwidth-bound rows of benchmarks/data/cpu_perf.csv reach
+    # CPU: per-layer cost (thread sync) 200 us, fitted to SmolLM2-135M Q4_1 on a 2-core x86 VM (measured in this
+    # project) with a per-core GB/s decode rate. Beside the GEMV cap below, 100 us would fit that model (predicted /
+    # measured 0.77 -> 1.06, benchmarks/measured_bandwidth.py) and the cpu_perf.csv decode rows (median 17 -> 12 %),
+    # but not the MoE expert-offload rows of benchmarks/moe_offload.py (median 15 -> 36 %), whose 8-16-thread desktops
+    # pay more per barrier than 2 threads do: a cost that grows with threads, which one constant cannot hold; kept at
+    # 200. Bandwidth 0.70: the bandwidth-bound rows of benchmarks/data/cpu_perf.csv reach
     # 0.56-0.65 (EPYC 9554, 64 threads), >= 0.68 (M4 Pro, 10 threads) and 0.81 (Snapdragon X Elite) of the catalog
     # peak; the thread-limited rows are set by CPU_GEMV_PEAK_FRACTION below. Compute (prefill) 0.40 of the int8 peak
     # of prefill_peak_flops, calibrated on the 2024+ prompt rows of cpu_perf.csv (median error 11 %, was 28 % at the
     # 0.30 first fitted to SmolLM2-135M, whose prompt time is mostly not matmuls); the 2-vCPU VM's own Llama-3.2-1B
     # and -8B rows (benchmarks/data/cpu_measured.csv) reach 0.55-0.65, its cores being faster than the assumed
     # 2.5 GHz, and are under-predicted by about a third; the 2023 builds' F16 rows (M1 Max, M3) are over-predicted.
-    ("llamacpp", "cpu"): Efficiency(0.70, 0.40, 100.0, "calibrated"),
+    ("llamacpp", "cpu"): Efficiency(0.70, 0.40, 200.0, "calibrated"),
     # vLLM, TensorRT-LLM, ExLlamaV2 and MLX: fitted with `python benchmarks/engines.py --fit` to the published rows of
     # benchmarks/data/engine_perf.csv (vLLM 0.7.2 single-stream latencies on A6000/A100/H100 for 8B/32B/70B in bf16,
     # FP8, W8A8 and W4A16; TensorRT-LLM's performance tables; ExLlamaV2's README tables on 3090 Ti/4090; mlx-lm
@@ -195,8 +198,8 @@ CALIBRATED_ON: dict[tuple[str, str], frozenset[str]] = {
 # reads (Plan.speed_range; `recommend`'s text, JSON and model ranking, and the TUI). Calibrated on the device class:
 # the engine's p90 |error| on its published rows of that metric, from
 # - llama.cpp: `python benchmarks/accuracy.py` (README "Accuracy"): decode one GPU 21.0 % (93 rows), Apple GPU 16.9 %
-#   (31), CPU 31.8 % (20); prefill one GPU 72.3 % (73 rows; Apple has no separate prefill table, so the same), CPU
-#   47.3 % (9) (the 2-vCPU VM's own rows, benchmarks/data/cpu_measured.csv: decode 27.0 %, prefill 36.9 %, 19 each);
+#   (31), CPU 36.8 % (20); prefill one GPU 72.3 % (73 rows; Apple has no separate prefill table, so the same), CPU
+#   47.3 % (9) (the 2-vCPU VM's own rows, benchmarks/data/cpu_measured.csv: decode 23.1 %, prefill 36.9 %, 19 each);
 # - serving engines: `python benchmarks/engines.py`, columns "decode p90" (decode tok/s, single-stream request latency,
 #   static-batch and max-load throughput) and "prefill p90" (prefill tok/s, TTFT): vLLM 12.9 % (216 rows) / none,
 #   TensorRT-LLM 31.0 % (85) / 22.2 % (8), ExLlamaV2 10.1 % (28) / none, MLX 10.5 % (7) / 7.1 % (7).
@@ -204,7 +207,7 @@ CALIBRATED_ON: dict[tuple[str, str], frozenset[str]] = {
 # workload spread). Calibrated elsewhere: twice the engine's p90, at least 30 % (assumed). Assumed constants: 60 %
 # (assumed: the assumed constants these replaced were off by up to 1.9x, e.g. vLLM W4A16 on an H100).
 SPEED_P90: dict[tuple[str, str], tuple[float, float | None]] = {  # (engine, backend) -> (decode, prefill)
-    ("llamacpp", "cuda"): (0.21, 0.72), ("llamacpp", "metal"): (0.17, 0.72), ("llamacpp", "cpu"): (0.32, 0.47),
+    ("llamacpp", "cuda"): (0.21, 0.72), ("llamacpp", "metal"): (0.17, 0.72), ("llamacpp", "cpu"): (0.37, 0.47),
     ("vllm", "cuda"): (0.13, None), ("trtllm", "cuda"): (0.31, 0.22), ("exllamav2", "cuda"): (0.10, None),
     ("mlx", "metal"): (0.11, 0.07),
 }
@@ -268,6 +271,13 @@ def unit_capped_bandwidth(bandwidth_b_s: float, device: DeviceSpec, engine: str,
 def cpu_gemv_fraction(main_type: str | None) -> float:
     """Share of the CPU's int8 peak a batch-1 llama.cpp GEMV reaches for a file whose bulk type is `main_type`."""
     return CPU_GEMV_LATTICE_FRACTION if main_type and lattice_iquant(main_type) else CPU_GEMV_PEAK_FRACTION
+
+
+def host_gemv_flops(fmt: WeightFormat) -> float:
+    """Ops/s a GPU machine's host CPU (not in the catalog: CPU_DEFAULT_CORES of the fallback core, plain int8) reaches
+    in the batch-1 GEMVs of the layers or experts it keeps in RAM."""
+    main = gguf_main_type(fmt)
+    return CPU_DEFAULT_CORES * CPU_FLOPS_PER_CORE * CPU_INT8_SPEEDUP * cpu_gemv_fraction(main)
 
 
 def kernel_class(format_family: str, compute: str, ggml_types: set[str]) -> str:
@@ -408,8 +418,9 @@ def predict_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightForm
             gpu_bytes += head
         if plan.layout == "cpu":
             t = (gpu_bytes + host_bytes) / host_bw
-        else:
-            t = gpu_bytes / tp / bw + host_bytes / host_bw
+        else:  # the host's share of the weights, at its memory's rate or its cores' unpacking rate
+            host_ops = 2 * mc.matmul_params_active * batch * w_host / lay.sum_active if w_host else 0.0
+            t = gpu_bytes / tp / bw + max(host_bytes / host_bw, host_ops / host_gemv_flops(fmt))
         flops = 2 * mc.matmul_params_active * batch
         if plan.layout == "cpu" and batch == 1 and cpu_gemv_flops:  # a GEMV: the cores' unpacking rate
             t = max(t, flops / cpu_gemv_flops)

@@ -193,6 +193,22 @@ def test_cpu_decode_cannot_outrun_the_cores_unpacking_the_weights(registry):
     assert plans["IQ4_XS"].decode_tokens_per_s == pytest.approx(plans["Q4_K_M"].decode_tokens_per_s, rel=0.1)
 
 
+def test_layers_left_in_ram_decode_no_faster_than_the_host_cores_unpack_them(catalog, registry):
+    """A 70B model split between a 12 GB GPU and a server's 12-channel RAM (460.8 GB/s): the RAM no longer limits
+    the host's share of each token, its cores' GEMV rate (an assumed 8-core host) does."""
+    import dataclasses
+
+    from planner.cost.speed import host_gemv_flops
+
+    mc = ModelCost(registry.get("llama-3.1-70b"))
+    t = dataclasses.replace(target_from_catalog(catalog.get("rtx-3060-12gb")), host_bandwidth_gb_s=460.8)
+    for f in ("Q4_K_M", "IQ2_XXS"):
+        p = evaluate(mc, get_format(f), get_runtime("llama.cpp"), t, context=4096)
+        assert p.layout == "partial-offload" and p.gpu_layers < mc.spec.num_layers, f
+        host_ops = 2 * mc.matmul_params_active * (1 - p.gpu_layers / mc.spec.num_layers)
+        assert p.decode_tokens_per_s * host_ops <= host_gemv_flops(get_format(f)) * 1.0001, f
+
+
 def test_cpu_prompt_rate_follows_the_int8_extension_llamacpp_uses(catalog):
     """I8MM (Arm SMMLA) runs Q4_0/Q8_0 at twice the SDOT rate; K-quants use SDOT; 16-bit files neither."""
     from planner.cost.speed import CPU_INT8_SPEEDUP, prefill_peak_flops
