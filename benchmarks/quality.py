@@ -191,8 +191,8 @@ def print_source_level_bound(loso: list[tuple[Row, float, bool]]) -> None:
         by.setdefault(r.family, []).append((factor(pred, r.ppl_pct) <= 2, factor(known, r.ppl_pct) <= 2))
     print("LOSO within 2x, and with each held-out source's own level known (an oracle):")
     for fam, v in sorted(by.items()):
-        loso, known = (sum(x[i] for x in v) / len(v) for i in (0, 1))
-        print(f"  {fam:20} {len(v):4d} rows  {loso:4.0%}  {known:4.0%}")
+        share, share_known = (sum(x[i] for x in v) / len(v) for i in (0, 1))
+        print(f"  {fam:20} {len(v):4d} rows  {share:4.0%}  {share_known:4.0%}")
     allv = [x for v in by.values() for x in v]
     print(f"  {'all':20} {len(allv):4d} rows  {sum(a for a, _ in allv) / len(allv):4.0%}  "
           f"{sum(b for _, b in allv) / len(allv):4.0%}")

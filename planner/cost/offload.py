@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from planner.cost.memory import DEQUANT_BYTES, llamacpp_compute_buffer_bytes, runtime_overhead_bytes
 from planner.cost.speed import (
-    CPU_DEFAULT_CORES, CPU_FLOPS_PER_CORE, UBATCH, efficiency, host_gemv_flops, pcie_gb_s, rates,
+    CPU_DEFAULT_CORES, CPU_FLOPS_PER_CORE, UBATCH, efficiency, pcie_gb_s, rates,
 )
 from planner.formats import GGMLType
 from planner.models.inventory import active_fraction
@@ -148,7 +148,7 @@ def predict_offload_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: We
         got = mc.memo(key, lambda: rates(mc, lay, fmt, runtime.engine, dev, target, mode, None))
     else:
         got = rates(mc, lay, fmt, runtime.engine, dev, target, mode, calibration)
-    eff, bw, host_bw, peak_raw, kv_fraction, _ = got
+    eff, bw, host_bw, peak_raw, kv_fraction, host_gemv = got
     peak = peak_raw * eff.compute
     pcie = pcie_gb_s(dev) * 1e9
     cpu_peak = CPU_DEFAULT_CORES * CPU_FLOPS_PER_CORE * efficiency("llamacpp", "cpu", calibration).compute
@@ -173,7 +173,7 @@ def predict_offload_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: We
         else:
             t_ram = ram_active * act_frac / host_bw
             # at batch 1 the CPU's GEMV is bound by its memory or by its cores' unpacking (as speed.py's CPU decode)
-            t_ram = max(t_ram, 2 * ram_params_active * batch / (cpu_peak if batch > 1 else host_gemv_flops(fmt)))
+            t_ram = max(t_ram, 2 * ram_params_active * batch / (cpu_peak if batch > 1 else host_gemv))
         return t_gpu + t_ram + fixed
 
     pos = plan.prompt_tokens

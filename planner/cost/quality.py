@@ -546,8 +546,9 @@ class FamilyFit:
 
     def grid_term(self, group: int, symmetric: bool, gguf_type: str = "") -> float:
         """ln factor of the code grid against the family's usual one: GPTQ's symmetric 4-bit grid (SYM_GRID_OFFSET,
-        computed), a GGUF i-quant's codebook (codebook_term, fitted), a GGUF type's leaner scale storage (scale_credit:
-        rated at the bits of the type with the same codes)."""
+        computed), a GGUF i-quant's codebook (codebook_term, fitted), a GGUF type rated at other bits than its stored
+        ones (bits_shift: the leaner scale storage of SAME_CODES, a legacy type's code bits), and a legacy type's min
+        (has_min: the fitted asymmetric-grid term)."""
         return (sym_offset(group) if symmetric else 0.0) + self.codebook_term(is_codebook(self.family, gguf_type)) \
             + self.b * bits_shift(gguf_type) + (self.asym if has_min(gguf_type) else 0.0)
 
@@ -681,11 +682,12 @@ def fit_all(rows: list[Row]) -> dict[str, FamilyFit]:
     """One penalized least-squares fit of every row: ln(ppl%) = family level + bits slope x precision bits (+ the range
     coefficient x ln H_group, shared by the group quantizers) + heavily-trained term + small-model term (size_term) +
     i-quant codebook terms (CODEBOOK_KINDS) + legacy min term (LEGACY_CODES) + the model's effect (and its activation
-    effect, ACT_FAMILIES) + the source's setup effect. Model and setup effects are shared across families and shrunk toward 0 (MODEL_FX_SHRINK, SOURCE_FX_SHRINK); a setup effect exists only for a
-    source with rows in two or more families (else it cannot be told from the family's level). A group quantizer's level
-    is pulled toward its sibling mechanism's (PRIOR, FAMILY_PRIOR_SOURCES). Each source weighs the same within a family
-    (_cell_weights). A paired variant (PAIRED_VARIANTS) is fitted as its base family's rows, less its paired shift
-    (paired_shift), and predicted with it."""
+    effect, ACT_FAMILIES) + the source's setup effect. Model and setup effects are shared across families and shrunk
+    toward 0 (MODEL_FX_SHRINK, SOURCE_FX_SHRINK); a setup effect exists only for a source with rows in two or more
+    families (else it cannot be told from the family's level). A group quantizer's level is pulled toward its sibling
+    mechanism's (PRIOR, FAMILY_PRIOR_SOURCES). Each source weighs the same within a family (_cell_weights). A paired
+    variant (PAIRED_VARIANTS) is fitted as its base family's rows, less its paired shift (paired_shift), and predicted
+    with it."""
     shifts = {v: paired_shift(rows, v, b) for v, b in PAIRED_VARIANTS.items()}
     variants = {r.family for r in rows if r.family in PAIRED_VARIANTS}
     raw = [(r.ppl_pct, r.res_pct) for r in rows]  # a row's resolution weight is its published change's

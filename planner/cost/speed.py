@@ -328,7 +328,8 @@ def prefill_peak_flops(device: DeviceSpec, engine: str, format_family: str, comp
 
 def rates(mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, engine: str, dev, target: Target, mode: str,  # type: ignore[no-untyped-def]
            calibration: dict | None) -> tuple:
-    """Per (format, engine, device) constants of the speed model: efficiency, achievable bandwidths, peak FLOP/s."""
+    """Per (format, engine, device) constants of the speed model: efficiency, achievable bandwidths, peak FLOP/s, the
+    KV read fraction, and the batch-1 GEMV ops/s of the CPU that holds weights in RAM."""
     eff = efficiency(engine, dev.backend, calibration)
     kclass = kernel_class(fmt.family, "fp16" if mode == "dequantized" else fmt.compute, lay.ggml_types)
     bw = dev.mem_bandwidth_gb_s * 1e9 * eff.bandwidth * KERNEL_BANDWIDTH_FACTOR.get(kclass, 0.9)
@@ -337,8 +338,10 @@ def rates(mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, engine: str, dev,
         bw *= FOREIGN_GGUF_FACTOR
     host_eff = efficiency("llamacpp", "cpu", calibration).bandwidth
     host_bw = (dev.mem_bandwidth_gb_s if target.is_cpu else target.host_bandwidth_gb_s) * 1e9 * host_eff
-    peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode, gguf_main_type(fmt))
-    gemv = peak * cpu_gemv_fraction(gguf_main_type(fmt)) if target.is_cpu else None
+    main = gguf_main_type(fmt)
+    peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode, main)
+    # the batch-1 GEMV rate of the CPU that holds weights in RAM: the target's own cores, or a GPU machine's host
+    gemv = peak * cpu_gemv_fraction(main) if target.is_cpu else host_gemv_flops(fmt)
     return eff, bw, host_bw, peak, KV_READ_FRACTION.get((engine, dev.backend), KV_READ_FRACTION_DEFAULT), gemv
 
 
@@ -354,7 +357,7 @@ def predict_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightForm
         got = mc.memo(key, lambda: rates(mc, lay, fmt, engine, dev, target, mode, None))
     else:
         got = rates(mc, lay, fmt, engine, dev, target, mode, calibration)
-    eff, bw, host_bw, peak_flops_raw, kv_fraction, cpu_gemv_flops = got
+    eff, bw, host_bw, peak_flops_raw, kv_fraction, host_gemv = got
     n = m.num_layers
     tp = (plan.parallel or {}).get("tensor_parallel", target.count if plan.layout == "tensor-parallel" else 1)
     if plan.layout in ("layer-split", "rpc-layer-split", "partial-offload", "cpu", "single"):
@@ -420,10 +423,10 @@ def predict_speeds(plan: Plan, mc: ModelCost, lay: FormatLayout, fmt: WeightForm
             t = (gpu_bytes + host_bytes) / host_bw
         else:  # the host's share of the weights, at its memory's rate or its cores' unpacking rate
             host_ops = 2 * mc.matmul_params_active * batch * w_host / lay.sum_active if w_host else 0.0
-            t = gpu_bytes / tp / bw + max(host_bytes / host_bw, host_ops / host_gemv_flops(fmt))
+            t = gpu_bytes / tp / bw + max(host_bytes / host_bw, host_ops / host_gemv)
         flops = 2 * mc.matmul_params_active * batch
-        if plan.layout == "cpu" and batch == 1 and cpu_gemv_flops:  # a GEMV: the cores' unpacking rate
-            t = max(t, flops / cpu_gemv_flops)
+        if plan.layout == "cpu" and batch == 1:  # a GEMV: the cores' unpacking rate
+            t = max(t, flops / host_gemv)
         else:
             t = max(t, flops / (peak_flops * tp))
         return t + fixed_step + batch * allreduce_s_per_token
