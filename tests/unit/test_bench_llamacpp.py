@@ -192,6 +192,7 @@ def test_llamacpp_run_times_the_model_and_its_record_reproduces_the_measurement(
     data = res.to_json()
     assert data["kernel"] == "llama.cpp-Q8_0" and data["measured_scope"] == "the whole model in llama.cpp"
     assert not any("not timed here" in n for n in data["notes"])  # llama.cpp was timed
+    assert not any("random codes" in n for k in data["kernels"] for n in k["notes"])  # Q8_0 is encoded for real
     assert data["decode_tokens_per_s"]["measured"] == pytest.approx(run.decode_tokens_per_s(), rel=1e-3)
     rec = next(r for r in res.records() if r.engine == "llamacpp")
     assert rec.kernel_backend == "llamacpp" and rec.layer_overhead_us is not None
@@ -304,6 +305,20 @@ def test_moe_standin_runs_in_llamacpp(registry, tmp_path, fmt_id):
     write_standin(plan, fmt_id, tmp_path / "moe.gguf")
     decode, prefill = time_file(tmp_path / "moe.gguf", prompt=16, threads=1, n_gen=4, budget_s=0.05)
     assert decode.median_s > 0 and prefill is not None and prefill.median_s > 0
+
+
+@pytest.mark.real_runtime
+@needs_llamacpp
+def test_bench_report_says_which_tensors_hold_random_codes(registry, catalog):
+    from planner.formats import get_format
+    from planner.measure.speed.runner import run_bench
+    from planner.plan import target_from_catalog
+
+    res = run_bench(_tiny_moe(registry), get_format("IQ2_XXS"), target_from_catalog(catalog.get("cpu-ddr5-dual")),
+                    prompt=16, copy_bytes=16 * 2**20, budget_bytes=2**30, llc_bytes=2**20, max_sample_bytes=2 * 2**20,
+                    repeat=3, budget_s=0.05, llamacpp=True)
+    notes = next(k["notes"] for k in res.to_json()["kernels"] if k["kernel"] == "llama.cpp-IQ2_XXS")
+    assert any("the IQ2_XXS tensors hold random codes" in n and "timing only" in n for n in notes), notes
 
 
 def test_fused_projections_are_split_with_the_fused_types_and_bytes(registry):

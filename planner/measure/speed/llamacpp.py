@@ -492,6 +492,10 @@ def run_llamacpp(mc: ModelCost, fmt: WeightFormat, target: Target, *, device: st
                       efficiency("llamacpp", target.device.backend).layer_overhead_us)
     run.notes.append("whole model in real llama.cpp (llama-cpp-python) on a stand-in GGUF with the model's shapes and "
                      "the format's per-tensor types" + (f"; {threads} threads" if not gpu_layers else ""))
+    coded = sorted({typ for _, typ in plan.tensors if timing_codable(typ)})
+    if coded:
+        run.notes.append(f"the {', '.join(coded)} tensors hold random codes behind a fixed block scale (planner cannot "
+                         "encode these lattice i-quants; their kernels do not branch on the codes): timing only")
     if run.extrapolated:
         run.notes.append(f"built with {counts[0]} and {counts[1]} layers and extrapolated to {full} "
                          f"(layer bytes scaled by {run.layer_scale:.3f})")
