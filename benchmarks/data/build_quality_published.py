@@ -17,8 +17,10 @@ EXTRA8 = "benchmarks/data/quality_extra8.csv"  # baseline quantizers from more l
 EXTRA9 = "benchmarks/data/quality_extra9.csv"  # activation-quantizing rows: LLM.int8() / SmoothQuant baselines left out before, quanto and Quark W8A8
 EXTRA10 = "benchmarks/data/quality_extra10.csv"  # weight-only GPU rows from more labs: NVIDIA ModelOpt-Windows, torchao QAT-doc PTQ baselines, llm-awq, AMD Quark UINT4, ipex-llm
 EXTRA11 = "benchmarks/data/quality_extra11.csv"  # thin GPU families: older optimum-quanto bench charts (int8/fp8 weight-only, W8A8), LLM.int8() in the HF blog, an MLX/HQQ pair
+EXTRA12 = "benchmarks/data/quality_extra12.csv"  # exllamav3's format-comparison charts: EXL2 and AWQ on Llama-3.1-8B/70B, Llama-3.2-1B, Mistral-7B-v0.3
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 GGUF_EXTRA2 = "benchmarks/data/gguf_quality_extra2.csv"  # same columns: imatrix quantizers' per-type tables on Qwen2.5 / Llama-3.3
+GGUF_EXTRA3 = "benchmarks/data/gguf_quality_extra3.csv"  # same columns: the imatrix GGUF points of exllamav3's charts (quality_extra12.csv)
 OUT = sys.argv[1]
 SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
 
@@ -148,7 +150,7 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10, EXTRA11]
+EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10, EXTRA11, EXTRA12]
 for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in EXTRAS for r in csv.DictReader(open(p))]:
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
@@ -225,7 +227,7 @@ for r in rows:
 # IQ2_XXS, IQ2_XS or Q2_K_S quantization without an importance matrix", tools/quantize/quantize.cpp): a row of one of
 # these whose source does not state the imatrix had one; any other type's family is unknown then (kept out of the fit)
 IMATRIX_REQUIRED = {"IQ1_S", "IQ1_M", "IQ2_S", "IQ2_XXS", "IQ2_XS", "Q2_K_S"}
-QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA))) + list(csv.DictReader(open(GGUF_EXTRA2)))
+QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA))) + list(csv.DictReader(open(GGUF_EXTRA2))) + list(csv.DictReader(open(GGUF_EXTRA3)))
 F16 = {(r["source"][:60], r["model"]): float(r["ppl"]) for r in QQ if r["quant_type"] == "F16" and re.fullmatch(r"[\d.]+", r["ppl"].strip())}
 F16_TEXT = {(r["source"][:60], r["model"]): r["ppl"].strip() for r in QQ if r["quant_type"] == "F16"}  # as printed
 for r in QQ:
@@ -291,7 +293,10 @@ PROFILE = {"llama-3-8b": "llama-3-8b", "llama-2-7b": "llama-2-7b", "llama-2-70b"
            "mixtral-8x7b": "mixtral-8x7b", "llama-3.2-3b": "llama-3.2-3b", "qwen2.5-7b": "qwen2.5-7b", "qwen2.5-32b": "qwen2.5-32b",
            "mistral-nemo": "mistral-nemo-12b", "gemma-2-9b": "gemma-2-9b", "gemma-2-27b": "gemma-2-27b",
            # models of gguf_quality_extra2.csv (quantizers' cards measuring their own imatrix GGUF files)
-           "qwen2.5-0.5b": "qwen2.5-0.5b", "qwen2.5-1.5b": "qwen2.5-1.5b", "llama-3.3-70b": "llama-3.3-70b"}
+           "qwen2.5-0.5b": "qwen2.5-0.5b", "qwen2.5-1.5b": "qwen2.5-1.5b", "llama-3.3-70b": "llama-3.3-70b",
+           # models of gguf_quality_extra3.csv (exllamav3's charts); Mistral-7B-Instruct-v0.3 is keyed 'mistral-7b' above, whose
+           # v0.1 profile has the same linear shapes (its 32,768-token vocabulary changes only the head, not counted here)
+           "llama-3.1-70b": "llama-3.1-70b", "llama-3.2-1b": "llama-3.2-1b"}
 mcs = {}
 for r in rows:
     if not r["family"].startswith("gguf"):

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXTRA2 = ROOT / "benchmarks" / "data" / "quality_extra2.csv"
 EXTRA3 = ROOT / "benchmarks" / "data" / "quality_extra3.csv"
-EXTRAS = [ROOT / "benchmarks" / "data" / f"quality_extra{n}.csv" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11)]
+EXTRAS = [ROOT / "benchmarks" / "data" / f"quality_extra{n}.csv" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)]
 PUBLISHED = ROOT / "planner" / "data" / "quality_published.csv"
 # a row's source must name where to read it: a URL, a commit, a pull request or an arXiv table
 LOCATOR = re.compile(r"https?://|commit [0-9a-f]{7,}|PR #\d+|arXiv \d{4}\.\d{4,5}")
@@ -177,3 +177,37 @@ def test_no_fitted_row_is_smaller_than_a_decrease_its_own_column_prints():
     for r in published:
         if r["fit"] == "yes" and column(r) in floor:
             assert float(r["ppl_delta_pct"]) >= floor[column(r)], r
+
+
+GGUF_EXTRA3 = ROOT / "benchmarks" / "data" / "gguf_quality_extra3.csv"
+EXTRA12 = ROOT / "benchmarks" / "data" / "quality_extra12.csv"
+
+
+def test_exllamav3_chart_rows_agree_with_their_anchor_and_with_each_other():
+    """The points read off exllamav3's charts (quality_extra12.csv and gguf_quality_extra3.csv): each change is the
+    row's perplexity over the anchor its note names, every model's anchor is one value, EXL2 perplexity falls as its
+    bits rise, and on Llama-3.1-8B (the one chart pair with KLD) ranking the points by perplexity ranks them by KLD too:
+    a misread label, a digit typed wrong or a point copied to the wrong model breaks one of these."""
+    anchors: dict[str, set[str]] = {}
+    pairs: list[tuple[float, float]] = []
+    exl2: dict[str, list[tuple[float, float]]] = {}
+    rows = [(r, r["ppl_quant"], r["ppl_delta_pct"]) for r in _rows(EXTRA12)]
+    rows += [(r, r["ppl"], r["ppl_delta_or_pct"].rstrip("%")) for r in _rows(GGUF_EXTRA3)]
+    assert len(rows) >= 60
+    for r, ppl, pct in rows:
+        assert LOCATOR.search(r["source"]), r["source"]
+        m = re.search(r"\(PPL ([\d.]+)\)", r.get("baseline") or r["notes"])
+        assert m, r
+        anchors.setdefault(r["model"], set()).add(m.group(1))
+        assert float(pct) == pytest.approx((float(ppl) / float(m.group(1)) - 1) * 100, abs=0.0005), r
+        if r.get("format") == "EXL2":
+            exl2.setdefault(r["model"], []).append((float(r["bits_per_weight"]), float(ppl)))
+        if r["kld"]:
+            pairs.append((float(ppl), float(r["kld"])))
+    assert all(len(a) == 1 for a in anchors.values()) and len(anchors) == 4, anchors
+    for model, pts in exl2.items():
+        by_bits = [ppl for _, ppl in sorted(pts)]
+        assert by_bits == sorted(by_bits, reverse=True), model
+    assert len(pairs) >= 15
+    klds = [k for _, k in sorted(pairs)]
+    assert klds == sorted(klds), sorted(pairs)

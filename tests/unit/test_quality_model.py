@@ -70,8 +70,9 @@ def test_extrapolated_family_says_so(registry):
     # the reason names why: no 8-bit GPTQ rows, so the GPTQ mechanism's level stands in
     assert "no published gptq-8bit rows" in q.basis_why and q.as_dict()["basis_why"] == q.basis_why
     # a format beyond the bits its family's rows cover says so with the span
-    hi = expected_quality(get_format("exl2-8bpw"), mc)
-    assert hi.basis == "extrapolated" and "lies outside the" in hi.basis_why and "exl2 rows cover" in hi.basis_why
+    # (mlx-8bit: the MLX rows are 4- and 5-bit; exl2-8bpw was the example until exllamav3's charts added 8.0 bpw rows)
+    hi = expected_quality(get_format("mlx-8bit"), mc)
+    assert hi.basis == "extrapolated" and "lies outside the" in hi.basis_why and "mlx rows cover" in hi.basis_why
     assert expected_quality(get_format("Q4_K_M"), mc).as_dict().get("basis_why") is None
     assert q.label == Quality(q.kld_high, 0, "published").label  # labelled by the interval's upper end
     measured_like = Quality(q.kld, q.ppl_delta_pct, "measured", "measured").as_dict()
