@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 USES = ("chat", "coding", "reasoning")
 # Calibrated against planner/data/capability_recovery.csv by benchmarks/capability_recovery.py (least squares through
 # the origin of fraction lost on planner KLD, 28 rows; the range is the 10-90 % spread of the per-row ratios).
-RECOVERY_PER_KLD = 0.355
+RECOVERY_PER_KLD = 0.354
 RECOVERY_PER_KLD_RANGE = (0.026, 1.847)
 NOISE_KLD = 0.02  # assumed: below this KLD a format's loss (<~0.5 point) is inside benchmark run-to-run noise
 CALIBRATED_MAX_KLD = 0.147  # the largest planner KLD among the calibration rows (gptq-int4 on Llama-3.1-70B)

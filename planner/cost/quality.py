@@ -89,7 +89,10 @@ CALIBRATED = frozenset({"gptq", "awq", "exl2", "gptq-8bit"})
 # 2404.14047), so "larger loses less" is not a law there. Tried and not kept: a second fitted slope in ln(N / knot)
 # above the knot (Kumar et al.'s N^-gamma at a fixed token count): it fits -0.15 (a 70B model losing 0.65x a 4B one),
 # and leave-one-source-out within 2x stays at 82 % (gguf-imatrix 82 -> 85 %, exl2 81 -> 90 %, but bnb-nf4 100 -> 94 %,
-# gptq 79 -> 78 %, rtn 89 -> 88 %): no net gain for a new term.
+# gptq 79 -> 78 %, rtn 89 -> 88 %): no net gain for a new term. Nor a size-dependent bits slope, ln(N / knot) x
+# (code bits - 4), which the imatrix GGUF rows of 32-70B models suggest (IQ1/IQ2 lose 2-3.7x less than predicted,
+# IQ3/IQ4 up to 1.4x more): shared by every family it fits +0.12 and leaves the overall share within 2x at 83 %
+# (gguf-imatrix 84 -> 88 %, but gptq 80 -> 75 % and awq median 1.35 -> 1.42); on the GGUF families alone, +0.03, 83 %.
 SIZE_KNOT_B = 4.0
 # GGUF's i-quants round to codebooks rather than the K-quants' uniform grid, of two kinds:
 # - "lattice": IQ1-IQ3 round groups of 4 or 8 weights together to points of the E8 lattice or a grid near it (llama.cpp
@@ -944,6 +947,8 @@ def model_key(name: str) -> str:
     s = s.replace("meta-", "").replace("llama-v1", "llama-1").replace(" ", "-")
     for tail in ("-instruct", "-chat", "-base", "-hf"):
         s = s.split(tail)[0]
+    # Gemma's tuned and pretrained releases end in '-it' / '-pt' ('gemma-3-12b-it'); profiles name neither
+    s = re.sub(r"-(?:it|pt)(?=-|$)", "", s)
     # a weights revision after the size ('mistral-7b-v0.1', '-v0.3') is the same architecture and pretraining family:
     # published rows name it or not ('Mistral-7B'), profiles always do
     s = re.sub(r"(\d[bm])-v\d+(?:\.\d+)?$", r"\1", s.strip("-"))

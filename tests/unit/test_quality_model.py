@@ -164,7 +164,7 @@ def test_a_model_with_published_rows_keeps_its_own_residual_and_a_point_release_
     assert point[3] == "published-family" and "qwen3-8b" not in point[4]
     assert point[0] == pytest.approx(pct_from_ln_nll(gguf.curve(bits, 0) + gguf.g))
     assert point[0] != pytest.approx(predict(fits, "gguf", bits, 0, "qwen3-8b")[0])
-    other = predict(fits, "gguf", bits, 0, "gemma-3-12b")
+    other = predict(fits, "gguf", bits, 0, "gemma-3-27b")
     assert other[0] == pytest.approx(pct_from_ln_nll(gguf.curve(bits, 0) + gguf.g))  # heavily trained, no rows of its own
 
 
@@ -577,3 +577,18 @@ def test_legacy_gguf_types_are_rated_at_their_code_bits_with_a_fitted_min_term(r
     assert ln_nll(q41) - ln_nll(q40) == pytest.approx(legacy.asym, rel=1e-9)
     q8 = expected_quality(get_format("Q8_0"), ModelCost(registry.get("llama-3.1-8b")))
     assert q8.label == "lossless"
+
+
+def test_published_names_and_profile_ids_share_a_model_key(registry):
+    """A published row's model name and the planner profile of that model reduce to one key, so the row's model effect
+    reaches the user's model: release suffixes (-Instruct, -it, -pt, -hf, a weights revision) go, the size stays."""
+    from planner.cost.quality import model_key
+
+    for published, profile in (("Gemma-2-9B-it", "gemma-2-9b"), ("gemma-3-12b-it", "gemma-3-12b"),
+                               ("Gemma-3-1B-PT", "gemma-3-1b"), ("Meta-Llama-3-8B (base)", "llama-3-8b"),
+                               ("Llama-2-7b-hf", "llama-2-7b"), ("Mistral-7B-Instruct-v0.3", "mistral-7b-v0.3")):
+        assert profile in registry.models, profile
+        assert model_key(published) == model_key(profile), (published, profile)
+    # only a whole '-it' / '-pt' token is a release suffix
+    assert model_key("gpt-oss-20b") == "gpt-oss-20b" and model_key("llama-3-8b-italian") == "llama-3-8b-italian"
+    assert model_key("gemma-2-9b") != model_key("gemma-2-27b")
