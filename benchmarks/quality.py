@@ -15,6 +15,8 @@ planner/data/quality_spread.json), i.e. whether the intervals are honest; about 
 comes from every source's held-out residuals, the row's own source included, so this share is slightly optimistic.
 The last table bounds what leaving sources out costs: the same LOSO predictions with each held-out source's own
 median residual added back (its lab's level, which a prediction for a new setup cannot know).
+The last section takes the one source that prints a KL divergence next to each perplexity for GPU formats (exllamav3's
+Llama-3.1-8B charts: EXL2 and imatrix GGUF): the planner's KLD from a fit without that source, against its measured KLD.
 "sources agree": where two sources measured the same family on the same model at the same bits and group, the share
 of such pairs within 2x of each other: the published figures' own reproducibility, which bounds any prediction's.
 Families with a single source have no own rows left in either held-out column: their predictions there are the
@@ -198,6 +200,58 @@ def print_source_level_bound(loso: list[tuple[Row, float, bool]]) -> None:
           f"{sum(b for _, b in allv) / len(allv):4.0%}")
 
 
+KLD_CHARTS = (Path(__file__).resolve().parent / "data" / "quality_extra12.csv",
+              Path(__file__).resolve().parent / "data" / "gguf_quality_extra3.csv")
+
+
+def print_measured_kld() -> None:
+    """The rows that print a KL divergence next to their perplexity (exllamav3's Llama-3.1-8B charts: EXL2 and imatrix
+    GGUF): the planner's KLD for that format and model, from a fit without the source's rows (its perplexity rows are
+    otherwise in the fit; its KLDs never are), against the measured KLD. It checks the whole path a user sees: the
+    family fit, and the perplexity-to-KLD relation fitted on llama.cpp's rows."""
+    import csv
+    import os
+
+    from planner import cost
+    from planner.cost.model import ModelCost
+    from planner.formats import exl2_format, get_format, imatrix_format
+    from planner.models.profiles import load_registry
+
+    rows = []
+    for path in KLD_CHARTS:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows += [r for r in csv.DictReader(f) if r.get("kld")]
+    if not rows:
+        return
+    held = source_key(Row("", 0, 0, "", 0, None, rows[0]["source"]))
+    fits = apply_spread(fit_all([r for r in fit_rows() if source_key(r) != held]), stored_spread())
+    saved, os.environ["PLANNER_NO_CACHE"] = os.environ.get("PLANNER_NO_CACHE"), "1"
+    cost.quality._fits.cache_clear()
+    real, cost.quality._fits = cost.quality._fits, lambda: fits
+    try:
+        print(f"Measured KLD against the planner's, the source held out ({held}...):")
+        errs, inside = [], 0
+        reg = load_registry()
+        for r in rows:
+            mc = ModelCost(reg.get(model_key(r["model"])))
+            fmt = (exl2_format(float(r["bits_per_weight"])) if r.get("format") == "EXL2"
+                   else imatrix_format(get_format(r["quant_type"])))
+            q = cost.quality.expected_quality(fmt, mc)
+            m = float(r["kld"])
+            errs.append(factor(q.kld, m))
+            inside += q.kld_low <= m <= q.kld_high
+            print(f"  {r['model'][:22]:22} {fmt.id:12} measured {m:6.3f}  planner {q.kld:7.4f} "
+                  f"({q.kld_low:.4f}-{q.kld_high:.4f})  x{q.kld / m:4.2f}")
+        print(f"  {len(errs)} rows: median factor {statistics.median(errs):.2f}, within 2x "
+              f"{sum(e <= 2 for e in errs) / len(errs):.0%}, inside the 10-90 % interval {inside / len(errs):.0%}")
+    finally:
+        cost.quality._fits = real
+        if saved is None:
+            os.environ.pop("PLANNER_NO_CACHE")
+        else:
+            os.environ["PLANNER_NO_CACHE"] = saved
+
+
 def main(argv: list[str]) -> None:
     """Print the table (and with --rows FAMILY, that family's rows; --write-spread: write the held-out spread)."""
     if "--write-spread" in argv:
@@ -238,6 +292,7 @@ def main(argv: list[str]) -> None:
           + f" | {sum(alli) / len(alli):8.0%} | {len(allr):7d} {sum(x <= 2 for x in allr) / len(allr):5.0%}")
     print_size_bands(full["loso"])
     print_source_level_bound(full["loso"])
+    print_measured_kld()
     if "--rows" in argv:
         fam = argv[argv.index("--rows") + 1]
         for (r, pi), (_, pl), (_, pf) in zip(*(sorted(((r, p) for r, p in res[m] if r.family == fam),

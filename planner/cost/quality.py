@@ -92,7 +92,7 @@ CALIBRATED = frozenset({"gptq", "awq", "exl2", "gptq-8bit"})
 # gptq 79 -> 78 %, rtn 89 -> 88 %): no net gain for a new term. Nor a size-dependent bits slope, ln(N / knot) x
 # (code bits - 4), which the imatrix GGUF rows of 32-70B models suggest (IQ1/IQ2 lose 2-3.7x less than predicted,
 # IQ3/IQ4 up to 1.4x more): shared by every family it fits +0.12 and leaves the overall share within 2x at 83 %
-# (gguf-imatrix 84 -> 88 %, but gptq 80 -> 75 % and awq median 1.35 -> 1.42); on the GGUF families alone, +0.03, 83 %.
+# (gguf-imatrix 84 -> 88 %, but gptq 79 -> 75 % and awq median 1.35 -> 1.42); on the GGUF families alone, +0.03, 83 %.
 SIZE_KNOT_B = 4.0
 # GGUF's i-quants round to codebooks rather than the K-quants' uniform grid, of two kinds:
 # - "lattice": IQ1-IQ3 round groups of 4 or 8 weights together to points of the E8 lattice or a grid near it (llama.cpp
