@@ -143,9 +143,9 @@ def cached_validated(kind: str, directory: Path, record: type[Record], build: Ca
         items = build()
         rows_text = json.dumps([i.model_dump(mode="json") for i in items])
     try:
-        from planner.yamlio import atomic_write_text  # lazy: only a cache miss writes; a warm recommend skips it
+        from planner.cachefiles import write_keyed  # lazy: only a cache miss writes; a warm recommend skips it
 
-        atomic_write_text(cache_file, rows_text, durable=False)
+        write_keyed(cache_file, rows_text)
     except OSError:
         pass  # a read-only home must not stop planning
     return items

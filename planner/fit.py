@@ -35,7 +35,7 @@ from planner.formats import FORMATS, ShapeError, WeightFormat
 from planner.paths import user_cache_dir
 from planner.plan import GIB, Plan, Target
 from planner.runtimes import RUNTIMES, Runtime
-from planner.yamlio import atomic_write_text
+from planner.cachefiles import write_keyed
 
 if TYPE_CHECKING:
     from planner.models.profiles import ModelRegistry
@@ -218,7 +218,7 @@ class QualityCache:
         if not (self.enabled and self.dirty):
             return
         try:
-            atomic_write_text(_quality_cache_file(), json.dumps(self.data), durable=False)
+            write_keyed(_quality_cache_file(), json.dumps(self.data))
         except OSError:
             pass
         self.dirty = False

@@ -22,7 +22,7 @@ from planner.formats import GGMLType, GroupQuant, ShapeError, WeightFormat
 from planner.models.inventory import TensorInfo, active_fraction, count_params, tensor_inventory
 from planner.paths import user_cache_dir
 from planner.cache import fingerprint
-from planner.yamlio import atomic_write_text
+from planner.cachefiles import write_keyed
 
 if TYPE_CHECKING:
     from planner.models.spec import ModelSpec
@@ -229,7 +229,7 @@ class ModelCost:
         if not self._dirty or os.environ.get("PLANNER_NO_CACHE") == "1":
             return
         try:
-            atomic_write_text(self._cache_file(), json.dumps(self._disk), durable=False)
+            write_keyed(self._cache_file(), json.dumps(self._disk))
         except OSError:
             pass
         self._dirty = False

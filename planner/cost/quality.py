@@ -904,10 +904,10 @@ def _fits() -> dict[str, FamilyFit]:
             pass  # no cache yet, or a file that is not one: fit and (re)write it
     fits = apply_spread(fit_all(fit_rows()), stored_spread())
     if path is not None:
-        from planner.yamlio import atomic_write_text
+        from planner.cachefiles import write_keyed
 
         try:
-            atomic_write_text(path, json.dumps({k: fit_to_json(v) for k, v in fits.items()}), durable=False)
+            write_keyed(path, json.dumps({k: fit_to_json(v) for k, v in fits.items()}))
         except OSError:
             pass  # a read-only home must not stop planning
     return fits

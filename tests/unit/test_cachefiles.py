@@ -1,0 +1,64 @@
+"""Keyed cache files: a new key's file replaces the stale ones of its kind and touches nothing else."""
+
+import json
+
+from planner.cachefiles import prune_stale, write_keyed
+from planner.cost import quality as Q
+
+
+def _touch(path, text="{}"):
+    path.write_text(text)
+    return path
+
+
+def test_writing_a_key_removes_only_the_same_kinds_stale_files(tmp_path):
+    stale = [_touch(tmp_path / "hwdb-0123456789abcdef.json"), _touch(tmp_path / "hwdb-00000000ffffffff.json"),
+             _touch(tmp_path / "layouts-qwen3-32b-0123456789abcdef.json")]
+    kept = [_touch(tmp_path / n) for n in (
+        "profiles-0123456789abcdef.json",  # another kind
+        "layouts-qwen3-32b-instruct-0123456789abcdef.json",  # another model's layouts: its kind is longer
+        "hwdb-notes.txt", "hwdb-0123456789abcdef.json.bak", "hwdb-0123456789ABCDEF.json", "hwdb-0123456789abcde.json",
+        "membw.json")]
+    (tmp_path / "hwdb-1111111111111111.json").mkdir()  # a directory named like a cache file is not a cache file
+    target = _touch(tmp_path / "elsewhere.json", "user data")
+    (tmp_path / "hwdb-2222222222222222.json").symlink_to(target)  # nor is a link, and its target is never followed
+    write_keyed(tmp_path / "hwdb-fedcba9876543210.json", json.dumps({"a": 1}))
+    write_keyed(tmp_path / "layouts-qwen3-32b-fedcba9876543210.json", "{}")
+    assert not any(p.exists() for p in stale)
+    assert all(p.read_text() == "{}" for p in kept)
+    assert json.loads((tmp_path / "hwdb-fedcba9876543210.json").read_text()) == {"a": 1}
+    assert (tmp_path / "hwdb-1111111111111111.json").is_dir() and target.read_text() == "user data"
+    assert (tmp_path / "hwdb-2222222222222222.json").is_symlink()
+
+
+def test_a_name_outside_the_pattern_prunes_nothing(tmp_path):
+    other = _touch(tmp_path / "membw-0123456789abcdef.json")
+    assert prune_stale(tmp_path / "membw.json") == [] and other.exists()
+
+
+def test_a_file_that_cannot_be_removed_is_left_and_not_an_error(tmp_path, monkeypatch):
+    stale = [_touch(tmp_path / "hwdb-0123456789abcdef.json"), _touch(tmp_path / "hwdb-00000000ffffffff.json")]
+    real = type(stale[0]).unlink
+
+    def unlink(self, *a, **k):  # another process holds or already removed the first one
+        if self.name == stale[0].name:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(type(stale[0]), "unlink", unlink)
+    assert prune_stale(tmp_path / "hwdb-fedcba9876543210.json") == [stale[1]]
+    assert stale[0].exists() and not stale[1].exists()
+
+
+def test_the_quality_fit_cache_keeps_one_file(monkeypatch, tmp_path):
+    """An edited quality module or table gets a new key: its fit replaces the old version's file instead of piling up
+    beside it (the user cache once held 54 of them)."""
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path))
+    old = _touch(tmp_path / "quality-fits-0000000000000000.json", json.dumps({}))
+    Q._fits.cache_clear()
+    try:
+        Q._fits()
+        (only,) = tmp_path.glob("quality-fits-*.json")
+        assert only != old and json.loads(only.read_text())
+    finally:
+        Q._fits.cache_clear()
