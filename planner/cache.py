@@ -127,7 +127,10 @@ def cached_validated(kind: str, directory: Path, record: type[Record], build: Ca
     # path_kind raises the clear 'cannot read' error for a directory the user may not enter
     if path_kind(Path(directory)) is None:
         return build()  # build() raises the clear 'no such directory' error
-    cache_file = user_cache_dir() / f"{kind}-{_files_fingerprint(directory)}.json"
+    # one cache kind per directory (its path's key in the name): the bundled catalog and a user's catalog directory,
+    # loaded in the same run, must not replace each other's file (planner.cachefiles prunes a kind's older keys)
+    where = checksum(str(Path(directory).resolve()).encode())[:8]
+    cache_file = user_cache_dir() / f"{kind}-{where}-{_files_fingerprint(directory)}.json"
     use_cache = os.environ.get("PLANNER_NO_CACHE") != "1"
     if use_cache and cache_file.is_file():
         try:

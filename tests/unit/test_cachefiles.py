@@ -62,3 +62,23 @@ def test_the_quality_fit_cache_keeps_one_file(monkeypatch, tmp_path):
         assert only != old and json.loads(only.read_text())
     finally:
         Q._fits.cache_clear()
+
+
+def test_a_user_catalog_and_the_bundled_one_keep_their_own_cache(monkeypatch, tmp_path):
+    """Loaded together (the bundled catalog, then a user directory merged over it), each directory keeps one cache
+    file: the second run reads both back instead of rebuilding the one the other evicted."""
+    import yaml
+
+    from planner.hardware.catalog import load_catalog
+    from test_catalog import BASE
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(cache))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "mine.yaml").write_text(yaml.safe_dump({"family": "mine", "devices": [{**BASE, "id": "my-box"}]}))
+    load_catalog([mine])
+    first = sorted(p.name for p in cache.glob("hwdb-*.json"))
+    assert len(first) == 2
+    assert load_catalog([mine]).get("my-box").id == "my-box"
+    assert sorted(p.name for p in cache.glob("hwdb-*.json")) == first  # read back, nothing rewritten or evicted
