@@ -298,7 +298,9 @@ PROFILE = {"llama-3-8b": "llama-3-8b", "llama-2-7b": "llama-2-7b", "llama-2-70b"
            "qwen2.5-0.5b": "qwen2.5-0.5b", "qwen2.5-1.5b": "qwen2.5-1.5b", "llama-3.3-70b": "llama-3.3-70b",
            # models of gguf_quality_extra3.csv (exllamav3's charts); Mistral-7B-Instruct-v0.3 is keyed 'mistral-7b' above, whose
            # v0.1 profile has the same linear shapes (its 32,768-token vocabulary changes only the head, not counted here)
-           "llama-3.1-70b": "llama-3.1-70b", "llama-3.2-1b": "llama-3.2-1b"}
+           "llama-3.1-70b": "llama-3.1-70b", "llama-3.2-1b": "llama-3.2-1b",
+           # model of gguf_quality_extra4.csv's Qwen3-4B ladder (b4ph's post)
+           "qwen3-4b": "qwen3-4b"}
 mcs = {}
 for r in rows:
     if not r["family"].startswith("gguf"):
