@@ -18,9 +18,11 @@ EXTRA9 = "benchmarks/data/quality_extra9.csv"  # activation-quantizing rows: LLM
 EXTRA10 = "benchmarks/data/quality_extra10.csv"  # weight-only GPU rows from more labs: NVIDIA ModelOpt-Windows, torchao QAT-doc PTQ baselines, llm-awq, AMD Quark UINT4, ipex-llm
 EXTRA11 = "benchmarks/data/quality_extra11.csv"  # thin GPU families: older optimum-quanto bench charts (int8/fp8 weight-only, W8A8), LLM.int8() in the HF blog, an MLX/HQQ pair
 EXTRA12 = "benchmarks/data/quality_extra12.csv"  # exllamav3's format-comparison charts: EXL2 and AWQ on Llama-3.1-8B/70B, Llama-3.2-1B, Mistral-7B-v0.3
+EXTRA14 = "benchmarks/data/quality_extra14.csv"  # GPTQ g128 on GPT-2 / Pythia series (smpanaro's AutoGPTQ cards): non-Llama architectures, 124M-2.8B
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 GGUF_EXTRA2 = "benchmarks/data/gguf_quality_extra2.csv"  # same columns: imatrix quantizers' per-type tables on Qwen2.5 / Llama-3.3
 GGUF_EXTRA3 = "benchmarks/data/gguf_quality_extra3.csv"  # same columns: the imatrix GGUF points of exllamav3's charts (quality_extra12.csv)
+GGUF_EXTRA4 = "benchmarks/data/gguf_quality_extra4.csv"  # same columns: Artefact2's gist, Mistral-7B imatrix types above PR #5676's rows
 OUT = sys.argv[1]
 SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
 
@@ -150,7 +152,7 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10, EXTRA11, EXTRA12]
+EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10, EXTRA11, EXTRA12, EXTRA14]
 for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in EXTRAS for r in csv.DictReader(open(p))]:
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
@@ -227,7 +229,7 @@ for r in rows:
 # IQ2_XXS, IQ2_XS or Q2_K_S quantization without an importance matrix", tools/quantize/quantize.cpp): a row of one of
 # these whose source does not state the imatrix had one; any other type's family is unknown then (kept out of the fit)
 IMATRIX_REQUIRED = {"IQ1_S", "IQ1_M", "IQ2_S", "IQ2_XXS", "IQ2_XS", "Q2_K_S"}
-QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA))) + list(csv.DictReader(open(GGUF_EXTRA2))) + list(csv.DictReader(open(GGUF_EXTRA3)))
+QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA))) + list(csv.DictReader(open(GGUF_EXTRA2))) + list(csv.DictReader(open(GGUF_EXTRA3))) + list(csv.DictReader(open(GGUF_EXTRA4)))
 F16 = {(r["source"][:60], r["model"]): float(r["ppl"]) for r in QQ if r["quant_type"] == "F16" and re.fullmatch(r"[\d.]+", r["ppl"].strip())}
 F16_TEXT = {(r["source"][:60], r["model"]): r["ppl"].strip() for r in QQ if r["quant_type"] == "F16"}  # as printed
 for r in QQ:
@@ -269,6 +271,9 @@ for r in QQ:
     if imat == "unstated" and qt not in IMATRIX_REQUIRED:
         fit, why = "no", "whether an importance matrix was used is not stated, and this type can be made without one"
     if pct and float(pct) <= 0: fit, why = "no", "perplexity change within noise (<= 0)"
+    # a hand-copied row the transcriber kept out says why in its notes ("Kept out of the fit: <reason>")
+    held = re.search(r"Kept out of the fit: (.+?)\.?$", r["notes"] or "")
+    if held: fit, why = "no", held.group(1)
     if not pct and fit == "yes": fit, why = "no", "no relative perplexity"
     rows.append(dict(family=fam, variant=qt + (f" (imatrix {imat})" if imat else ""), activations="q8 (llama.cpp matmul input)", group_size="", bits="", model=model,
                      params_b=params_b(model), metric=metric, value=value, ppl_delta_pct=pct if fit == "yes" else "",
@@ -296,7 +301,9 @@ PROFILE = {"llama-3-8b": "llama-3-8b", "llama-2-7b": "llama-2-7b", "llama-2-70b"
            "qwen2.5-0.5b": "qwen2.5-0.5b", "qwen2.5-1.5b": "qwen2.5-1.5b", "llama-3.3-70b": "llama-3.3-70b",
            # models of gguf_quality_extra3.csv (exllamav3's charts); Mistral-7B-Instruct-v0.3 is keyed 'mistral-7b' above, whose
            # v0.1 profile has the same linear shapes (its 32,768-token vocabulary changes only the head, not counted here)
-           "llama-3.1-70b": "llama-3.1-70b", "llama-3.2-1b": "llama-3.2-1b"}
+           "llama-3.1-70b": "llama-3.1-70b", "llama-3.2-1b": "llama-3.2-1b",
+           # model of gguf_quality_extra4.csv's Qwen3-4B ladder (b4ph's post)
+           "qwen3-4b": "qwen3-4b"}
 mcs = {}
 for r in rows:
     if not r["family"].startswith("gguf"):
