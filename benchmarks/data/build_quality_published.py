@@ -18,6 +18,7 @@ EXTRA9 = "benchmarks/data/quality_extra9.csv"  # activation-quantizing rows: LLM
 EXTRA10 = "benchmarks/data/quality_extra10.csv"  # weight-only GPU rows from more labs: NVIDIA ModelOpt-Windows, torchao QAT-doc PTQ baselines, llm-awq, AMD Quark UINT4, ipex-llm
 EXTRA11 = "benchmarks/data/quality_extra11.csv"  # thin GPU families: older optimum-quanto bench charts (int8/fp8 weight-only, W8A8), LLM.int8() in the HF blog, an MLX/HQQ pair
 EXTRA12 = "benchmarks/data/quality_extra12.csv"  # exllamav3's format-comparison charts: EXL2 and AWQ on Llama-3.1-8B/70B, Llama-3.2-1B, Mistral-7B-v0.3
+EXTRA13 = "benchmarks/data/quality_extra13.csv"  # thin GPU families from committed result files: lm-quant-toolkit HQQ/bitsandbytes CSVs, turboquant-mlx MLX affine JSONs
 EXTRA14 = "benchmarks/data/quality_extra14.csv"  # GPTQ g128 on GPT-2 / Pythia series (smpanaro's AutoGPTQ cards): non-Llama architectures, 124M-2.8B
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 GGUF_EXTRA2 = "benchmarks/data/gguf_quality_extra2.csv"  # same columns: imatrix quantizers' per-type tables on Qwen2.5 / Llama-3.3
@@ -124,6 +125,9 @@ def eff_bits(bits, group, fam, variant):
     # zero point per group unless the variant says symmetric ("asymmetric" must not read as symmetric)
     if fam in ("gptq", "rtn", "hqq", "awq") and not re.search(r"(?<!a)sym", v): over += bits / group
     if fam == "mlx" or (fam == "rtn" and "float zero-point" in v): over = 32.0 / group  # fp16 scale + fp16 bias (quanto: shift)
+    # HQQ with its scale and zero meta-quantized to 8 bits (hqq 0.1.x quant_scale/quant_zero; lm-quant-toolkit's configs print
+    # scale_quant_params/zero_quant_params nbits 8): 8 + 8 bits per group, the scales' own per-128 meta-scales negligible
+    if fam == "hqq" and "8-bit scale and zero" in v: over = 16.0 / group
     if fam == "nvfp4": over = 8.0 / group  # FP8 E4M3 scale per block (the fp32 per-tensor scale is negligible)
     if fam == "mxfp4": over = 8.0 / group  # E8M0 scale per block of 32 (OCP MX spec v1.0)
     if fam in ("bnb-nf4", "bnb-fp4"):
@@ -152,7 +156,7 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10, EXTRA11, EXTRA12, EXTRA14]
+EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10, EXTRA11, EXTRA12, EXTRA13, EXTRA14]
 for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in EXTRAS for r in csv.DictReader(open(p))]:
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
