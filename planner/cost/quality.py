@@ -96,6 +96,9 @@ CALIBRATED = frozenset({"gptq", "awq", "exl2", "gptq-8bit"})
 # (code bits - 4), which the imatrix GGUF rows of 32-70B models suggest (IQ1/IQ2 lose 2-3.7x less than predicted,
 # IQ3/IQ4 up to 1.4x more): shared by every family it fits +0.12 and leaves the overall share within 2x at 83 %
 # (gguf-imatrix 84 -> 88 %, but gptq 79 -> 75 % and awq median 1.35 -> 1.42); on the GGUF families alone, +0.03, 83 %.
+# Nor a hinge below 2.5 code bits, ln(N / 8B) x (2.5 - bits), for the same 32-70B IQ1/IQ2 rows: it fits -0.39
+# (942 rows) and leaves overall within 2x at 83 %: gguf-imatrix 84 -> 89 %, but gguf 97 -> 93 %, since Llama-3-70B's
+# IQ1_S/IQ1_M rows in llama.cpp PR #6745 lose as much as the 8B models' (+249 %, +202 %).
 SIZE_KNOT_B = 4.0
 # GGUF's i-quants round to codebooks rather than the K-quants' uniform grid, of two kinds:
 # - "lattice": IQ1-IQ3 round groups of 4 or 8 weights together to points of the E8 lattice or a grid near it (llama.cpp
