@@ -247,4 +247,4 @@ def test_round13b_rows_cite_a_locator_and_reach_the_table_as_copied():
         else:
             n_fit += row["fit"] == "yes"
             assert row["fit"] == "yes" and 1 < float(row["bits"]) < 9, row
-    assert n_fit == 3  # Q8_0 (ParetoQ), Q4_K_S and Q4_0 (ik_llama.cpp discussion #63)
+    assert n_fit == 6  # Q8_0 (ParetoQ), Q4_K_S and Q4_0 (ik_llama.cpp discussion #63), Q3_K_M, Q4_0, Q4_K_M (AutoAWQ PR #285)
