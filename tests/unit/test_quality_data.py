@@ -214,3 +214,37 @@ def test_exllamav3_chart_rows_agree_with_their_anchor_and_with_each_other():
     assert len(pairs) >= 15
     klds = [k for _, k in sorted(pairs)]
     assert klds == sorted(klds), sorted(pairs)
+
+
+SMALL_BATCHES = [ROOT / "benchmarks" / "data" / "quality_extra16.csv", ROOT / "benchmarks" / "data" / "gguf_quality_extra5.csv"]
+
+
+def test_small_batches_cite_a_locator_and_reach_the_table_as_copied():
+    """The small batches quality_extra16.csv and gguf_quality_extra5.csv (too few rows for the per-file checks above):
+    each row names where to read it, a GPU row's change is its own perplexities' ratio, and every non-baseline row is
+    in quality_published.csv, fitted at the copied change or held out with a reason (its fit_why, the build's <= 0
+    rule, or a GGUF note's 'Kept out of the fit')."""
+    published = _rows(PUBLISHED)
+    gpu, gguf = (_rows(p) for p in SMALL_BATCHES)
+    for r in gpu:
+        assert LOCATOR.search(r["source"]), r["source"]
+        pct = float(r["ppl_delta_pct"])
+        assert pct == pytest.approx((float(r["ppl_quant"]) / float(r["ppl_fp16"]) - 1) * 100, abs=0.005), r
+        row = next(p for p in published if p["source"] == r["source"] and p["model"] == r["model"]
+                   and p["value"] == r["ppl_delta_pct"])
+        assert (row["fit"] == "yes") == (not r["fit_why"] and pct > 0), row
+        assert row["fit"] == "yes" or row["why"], row
+    n_fit = 0
+    for r in gguf:
+        assert LOCATOR.search(r["source"]), r["source"]
+        if r["quant_type"] == "F16":
+            continue
+        row = next(p for p in published if p["source"] == r["source"] and p["model"] == r["model"]
+                   and p["variant"].split(" ")[0] == r["quant_type"])
+        assert row["family"].startswith("gguf"), row
+        if "Kept out of the fit" in r["notes"]:
+            assert row["fit"] == "no" and row["why"], row
+        else:
+            n_fit += row["fit"] == "yes"
+            assert row["fit"] == "yes" and 1 < float(row["bits"]) < 9, row
+    assert n_fit == 6  # Q8_0 (ParetoQ), Q4_K_S and Q4_0 (ik_llama.cpp discussion #63), Q3_K_M, Q4_0, Q4_K_M (AutoAWQ PR #285)
