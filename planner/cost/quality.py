@@ -414,6 +414,7 @@ def legacy_code_shift(gguf_type: str) -> float:
     return sum(b for part, b in lay.parts if part.startswith("q")) / lay.block_weights - lay.bits_per_weight
 
 
+@lru_cache(maxsize=64)
 def has_min(gguf_type: str) -> bool:
     """Whether a legacy GGUF type stores a per-block min (Q4_1, Q5_1: an asymmetric grid; LEGACY_CODES)."""
     from planner.formats import GGML_TYPES

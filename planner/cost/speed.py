@@ -273,11 +273,10 @@ def cpu_gemv_fraction(main_type: str | None) -> float:
     return CPU_GEMV_LATTICE_FRACTION if main_type and lattice_iquant(main_type) else CPU_GEMV_PEAK_FRACTION
 
 
-def host_gemv_flops(fmt: WeightFormat) -> float:
+def host_gemv_flops(main_type: str | None) -> float:
     """Ops/s a GPU machine's host CPU (not in the catalog: CPU_DEFAULT_CORES of the fallback core, plain int8) reaches
-    in the batch-1 GEMVs of the layers or experts it keeps in RAM."""
-    main = gguf_main_type(fmt)
-    return CPU_DEFAULT_CORES * CPU_FLOPS_PER_CORE * CPU_INT8_SPEEDUP * cpu_gemv_fraction(main)
+    in the batch-1 GEMVs of the layers or experts it keeps in RAM, for a file whose bulk type is `main_type`."""
+    return CPU_DEFAULT_CORES * CPU_FLOPS_PER_CORE * CPU_INT8_SPEEDUP * cpu_gemv_fraction(main_type)
 
 
 def kernel_class(format_family: str, compute: str, ggml_types: set[str]) -> str:
@@ -341,7 +340,7 @@ def rates(mc: ModelCost, lay: FormatLayout, fmt: WeightFormat, engine: str, dev,
     main = gguf_main_type(fmt)
     peak = prefill_peak_flops(dev, engine, fmt.family, fmt.compute, mode, main)
     # the batch-1 GEMV rate of the CPU that holds weights in RAM: the target's own cores, or a GPU machine's host
-    gemv = peak * cpu_gemv_fraction(main) if target.is_cpu else host_gemv_flops(fmt)
+    gemv = peak * cpu_gemv_fraction(main) if target.is_cpu else host_gemv_flops(main)
     return eff, bw, host_bw, peak, KV_READ_FRACTION.get((engine, dev.backend), KV_READ_FRACTION_DEFAULT), gemv
 
 

@@ -199,6 +199,7 @@ def test_layers_left_in_ram_decode_no_faster_than_the_host_cores_unpack_them(cat
     import dataclasses
 
     from planner.cost.speed import host_gemv_flops
+    from planner.formats import gguf_main_type
 
     mc = ModelCost(registry.get("llama-3.1-70b"))
     t = dataclasses.replace(target_from_catalog(catalog.get("rtx-3060-12gb")), host_bandwidth_gb_s=460.8)
@@ -206,7 +207,7 @@ def test_layers_left_in_ram_decode_no_faster_than_the_host_cores_unpack_them(cat
         p = evaluate(mc, get_format(f), get_runtime("llama.cpp"), t, context=4096)
         assert p.layout == "partial-offload" and p.gpu_layers < mc.spec.num_layers, f
         host_ops = 2 * mc.matmul_params_active * (1 - p.gpu_layers / mc.spec.num_layers)
-        assert p.decode_tokens_per_s * host_ops <= host_gemv_flops(get_format(f)) * 1.0001, f
+        assert p.decode_tokens_per_s * host_ops <= host_gemv_flops(gguf_main_type(get_format(f))) * 1.0001, f
 
 
 def test_cpu_prompt_rate_follows_the_int8_extension_llamacpp_uses(catalog):
