@@ -8,6 +8,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -206,8 +207,10 @@ EARLY = ["planner.errors", "argparse", "planner.commands.options", "planner.comm
 @pytest.mark.parametrize("module", EARLY)
 def test_ctrl_c_during_start_up_exits_130_quietly(tmp_path, module, how):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # a job started in the background (`cmd &`) inherits SIGINT ignored, and Python keeps an ignored SIGINT ignored:
+    # give the child the default disposition a terminal's foreground job has, whatever ran pytest
     proc = subprocess.run([sys.executable, "-c", HARNESS, module, how], capture_output=True, text=True, env=env,
-                          timeout=60)
+                          timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip() == "planner: interrupted"
 

@@ -62,6 +62,15 @@ def test_a_crash_in_the_child_is_a_clear_error_naming_the_signal(sig, words):
 
 
 def test_ctrl_c_during_a_request_ends_the_child_at_once():
+    # pytest run as a background job (`cmd &`) has SIGINT ignored; the test needs Python's own Ctrl-C handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_a_request()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_a_request() -> None:
     import threading
     import time
 
