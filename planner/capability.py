@@ -14,8 +14,9 @@ Expected capability of a plan (model x format), simple enough to check by hand:
     elo scale:       expected = score + 400 log10(r)  (Bradley-Terry with strength proportional to accuracy: a model
                                                       keeping r of its strength loses 400 log10(1/r) rating points)
 Models are ranked by the same formula at the upper end of the format's KLD interval (an estimated loss is charged at
-its pessimistic end, as planner.recommend charges it when ranking formats); a plan past the calibrated KLD range
-ranks at the low end of its interval, because there the mapping is a guess. The interval takes the score's 10-90 % interval, the format's KLD interval (planner.cost.quality) and the slope's
+its pessimistic end, as planner.recommend charges it when ranking formats); past the calibrated KLD range the mapping
+is a guess, so a plan's rank slides linearly toward the low end of its interval, reaching it at EXTRAPOLATION_FULL_X
+times the range's edge (continuously: a KLD just past the edge does not cost a step). The interval takes the score's 10-90 % interval, the format's KLD interval (planner.cost.quality) and the slope's
 10-90 % range together, each at its pessimistic (optimistic) end. RECOVERY_PER_KLD is calibrated against the published
 accuracy recoveries of quantized checkpoints in planner/data/capability_recovery.csv (benchmarks/capability_recovery.py);
 past the largest KLD those rows cover the mapping is extrapolated and says so.
@@ -42,6 +43,9 @@ RECOVERY_PER_KLD = 0.347
 RECOVERY_PER_KLD_RANGE = (0.027, 1.847)
 NOISE_KLD = 0.02  # assumed: below this KLD a format's loss (<~0.5 point) is inside benchmark run-to-run noise
 CALIBRATED_MAX_KLD = 0.1536  # the largest planner KLD among the calibration rows (gptq-int4 on Llama-3.1-70B)
+# Assumed: past the calibrated edge the rank moves linearly from the central estimate to the interval's pessimistic end,
+# reached at this multiple of the edge (a KLD twice the largest calibrated one is a guess either way).
+EXTRAPOLATION_FULL_X = 2.0
 MIN_RECOVERY = 0.01  # floor so that the Elo form stays finite; a format this bad is "severe" either way
 
 
@@ -158,9 +162,18 @@ def expected(cap: Capability, quality: dict) -> Expected | None:
     # measured one (planner eval) as measured
     extrapolated = kld > CALIBRATED_MAX_KLD
     worst = _apply(low, r_worst, cap.scale)
-    # past the calibrated range the mapping is a guess: rank such a plan at the pessimistic end of its interval
-    rank = worst if extrapolated else _apply(cap.score, recovery(ranking_kld(quality)), cap.scale)
+    central = _apply(cap.score, recovery(ranking_kld(quality)), cap.scale)
+    # past the calibrated range the mapping is a guess: the rank slides toward the pessimistic end of the interval,
+    # continuously, so that a KLD just past the edge does not drop a model's rank by a step
+    rank = central + past_calibration_weight(kld) * (worst - central)
     return Expected(_apply(cap.score, r, cap.scale), worst, _apply(high, r_best, cap.scale), r, extrapolated, rank)
+
+
+def past_calibration_weight(kld: float) -> float:
+    """How far a ranking leans on the pessimistic end: 0 inside the calibrated KLD range, rising linearly to 1 at
+    EXTRAPOLATION_FULL_X times its edge."""
+    span = (EXTRAPOLATION_FULL_X - 1.0) * CALIBRATED_MAX_KLD
+    return min(1.0, max(0.0, (kld - CALIBRATED_MAX_KLD) / span))
 
 
 def unit(cap: Capability) -> str:

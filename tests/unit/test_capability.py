@@ -107,3 +107,23 @@ def test_recovery_constant_matches_its_calibration_rows():
     assert slope == pytest.approx(C.RECOVERY_PER_KLD, abs=0.01)
     assert (lo, hi) == pytest.approx(C.RECOVERY_PER_KLD_RANGE, abs=0.02)
     assert max(r["kld"] for r in rows) == pytest.approx(C.CALIBRATED_MAX_KLD, abs=0.01)
+
+
+def test_crossing_the_calibrated_edge_moves_the_rank_without_a_step():
+    """Past CALIBRATED_MAX_KLD the rank slides toward the pessimistic end: no jump at the edge, never up, and the
+    pessimistic end itself at EXTRAPOLATION_FULL_X times the edge."""
+    cap = C.capability("gemma-3-27b", "chat")
+    edge = C.CALIBRATED_MAX_KLD
+
+    def at(k: float) -> C.Expected:
+        return C.expected(cap, {"kld": k, "kld_low": k * 0.6, "kld_high": k * 1.6})
+
+    below, above = at(edge * (1 - 1e-6)), at(edge * (1 + 1e-6))
+    assert not below.extrapolated and above.extrapolated
+    assert above.rank_value == pytest.approx(below.rank_value, abs=0.01)
+    sweep = [at(edge * x).rank_value for x in (0.5, 0.9, 1.0, 1.1, 1.3, 1.5, 1.8, 2.0, 2.5, 4.0)]
+    assert sweep == sorted(sweep, reverse=True)
+    half = at(edge * 1.5)
+    assert half.low < half.rank_value < half.value
+    full = at(edge * C.EXTRAPOLATION_FULL_X)
+    assert full.rank_value == pytest.approx(full.low)
