@@ -79,6 +79,19 @@ def _files_fingerprint(directory: Path) -> str:
     return checksum("\n".join(parts).encode())
 
 
+def schema_key() -> str:
+    """A key that changes with the planner version and its schema sources (sizes and mtimes): for caches of validated
+    records that are not tied to catalog files."""
+    parts = [__version__]
+    for f in _SCHEMA_SOURCES:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        parts.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
+    return checksum("\n".join(parts).encode())
+
+
 def checksum(material: bytes) -> str:
     """A 64-bit key for cache file names: change detection, not security. Two zlib checksums rather than hashlib,
     whose OpenSSL import costs more than the rest of a cache lookup on every `planner recommend`."""

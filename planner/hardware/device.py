@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from planner.cache import Record
 
+# ISA extensions as the probe names them (planner.hardware.probe normalises /proc/cpuinfo and sysctl flags to these);
+# DeviceSpec.cpu_isa takes these names. Here, not in the schema module, so that the probe need not import pydantic.
+CPU_ISA_NAMES = ("avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+                 "avx512_fp16", "amx", "amx_bf16", "amx_int8", "neon", "dotprod", "i8mm", "bf16", "sve", "sve2", "sme",
+                 "sme2")
+
 
 class DeviceMethods:
     """Derived values of a device; needs the DeviceSpec fields."""
@@ -44,3 +50,4 @@ class DeviceRecord(Record, DeviceMethods):
 
 class FabricRecord(Record):
     """Cached form of FabricSpec."""
+

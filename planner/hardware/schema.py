@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from planner.hardware.device import DeviceMethods
+from planner.hardware.device import CPU_ISA_NAMES, DeviceMethods
 
 Vendor = Literal["nvidia", "amd", "apple", "intel", "qualcomm", "generic"]
 Backend = Literal["cuda", "rocm", "metal", "sycl", "vulkan", "habana", "cpu"]
@@ -19,10 +19,6 @@ Provenance = Literal["measured", "assumed", "datasheet"]
 
 _ID_RE = r"^[a-z0-9][a-z0-9.-]*$"
 
-# ISA extensions as the probe names them (planner.hardware.probe normalises /proc/cpuinfo and sysctl flags to these).
-CPU_ISA_NAMES = ("avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
-                 "avx512_fp16", "amx", "amx_bf16", "amx_int8", "neon", "dotprod", "i8mm", "bf16", "sve", "sve2", "sme",
-                 "sme2")
 CpuIsa = Literal[CPU_ISA_NAMES]  # type: ignore[valid-type]
 
 

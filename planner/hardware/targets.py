@@ -50,13 +50,14 @@ def cpu_device(model_name: str, cores: int | None, ram_total_bytes: int,  # type
                isa: list[str] | None = None, measured_read_gb_s: float | None = None):
     """A CPU target for a probed machine: its RAM and ISA flags, with an assumed dual-channel DDR5 peak bandwidth
     (raised to the measured read bandwidth where that is higher: a peak is never below a measurement)."""
-    from planner.hardware.schema import CPU_ISA_NAMES, DeviceSpec  # lazy: keeps pydantic off recommend's start-up path
+    from planner.hardware.device import CPU_ISA_NAMES
+    from planner.hardware.synthesized import validated_device  # validated once per machine, then cached
 
     peak = max(DEFAULT_CPU_BANDWIDTH_GB_S, measured_read_gb_s or 0.0)
     source = "probe (memory); bandwidth assumed DDR5-5600 dual channel"
     if measured_read_gb_s is not None:
         source += f", achievable read bandwidth measured ({measured_read_gb_s:.1f} GB/s)"
-    return DeviceSpec.model_validate({
+    return validated_device({
         "cpu_isa": [i for i in (isa or []) if i in CPU_ISA_NAMES],
         "id": "local-cpu", "name": model_name or "local CPU", "vendor": "generic", "backend": "cpu", "architecture": "cpu",
         "memory_gib": max(ram_total_bytes / GIB, 0.001), "memory_type": "system RAM", "memory_kind": "system",

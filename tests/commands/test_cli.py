@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import re
 from pathlib import Path
@@ -207,6 +208,27 @@ def test_recommend_imports_no_heavy_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("snapshot", ["cpu-only-laptop.json", "a100-mig.json"])
+def test_a_probed_machine_plans_without_pydantic_once_its_devices_are_cached(tmp_path, snapshot):
+    """The probe path validates the snapshot without pydantic, and the devices it synthesizes (a CPU target, MIG slices)
+    are validated by pydantic once and then come from the user cache: the second run plans the same without it."""
+    import subprocess
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots" / snapshot
+    code = ("import sys; from planner.cli import main; rc = main(['recommend', '--model', '8B', '--snapshot', "
+            f"{str(path)!r}, '--json']); print('pydantic' in sys.modules, file=sys.stderr)")
+    env = {**os.environ, "PLANNER_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("PLANNER_NO_CACHE", None)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr + runs[1].stderr
+    assert runs[0].stderr.split()[-1] == "True"  # the first run validated the synthesized devices with pydantic
+    assert runs[1].stderr.split()[-1] == "False"
+    first, second = (json.loads(r.stdout) for r in runs)
+    assert first["recommended"] == second["recommended"] and first["target"] == second["target"]
 
 
 def test_round_to_nearest_is_never_offered_by_default_but_can_be_asked_for(capsys):

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from planner.cachefiles import prune_stale, write_keyed
 from planner.cost import quality as Q
 
@@ -82,3 +84,30 @@ def test_a_user_catalog_and_the_bundled_one_keep_their_own_cache(monkeypatch, tm
     assert len(first) == 2
     assert load_catalog([mine]).get("my-box").id == "my-box"
     assert sorted(p.name for p in cache.glob("hwdb-*.json")) == first  # read back, nothing rewritten or evicted
+
+
+def test_probed_devices_validate_once_then_come_from_one_cache_file(tmp_path, monkeypatch):
+    """validated_device: pydantic validates a synthesized device the first time, the user cache answers after that
+    (same fields), several devices share one file, a corrupt file is rebuilt, and bad figures raise one clear line."""
+    import json
+
+    from planner.hardware.device import DeviceRecord
+    from planner.hardware.synthesized import validated_device
+    from planner.hardware.targets import cpu_device
+
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("PLANNER_NO_CACHE", raising=False)
+    first = cpu_device("Test CPU", 8, 32 * 2**30, ["avx2", "not-an-isa"])
+    again = cpu_device("Test CPU", 8, 32 * 2**30, ["avx2", "not-an-isa"])
+    assert not isinstance(first, DeviceRecord) and isinstance(again, DeviceRecord)
+    assert json.loads(json.dumps(first.model_dump(mode="json"))) == again.model_dump(mode="json")
+    assert again.cpu_isa == ["avx2"] and again.memory_gib == 32 and again.mem_bandwidth_gb_s == first.mem_bandwidth_gb_s
+    other = cpu_device("Other CPU", 4, 16 * 2**30)
+    files = list(tmp_path.glob("probed-devices-*.json"))
+    assert len(files) == 1 and len(json.loads(files[0].read_text())) == 2 and other.cpu_cores == 4
+    files[0].write_text("{not json")
+    rebuilt = cpu_device("Test CPU", 8, 32 * 2**30, ["avx2"])
+    assert not isinstance(rebuilt, DeviceRecord) and len(json.loads(files[0].read_text())) == 1  # validated anew
+    bad = {**first.model_dump(mode="json"), "memory_gib": -1}
+    with pytest.raises(ValueError, match="memory_gib"):
+        validated_device(bad)

@@ -16,7 +16,8 @@ from probe_fixtures import SNAPSHOTS, SRC, make_catalog, snap, warned
 
 from planner.errors import InvalidInputError
 from planner.hardware.catalog import Catalog, parse_catalog_files
-from planner.hardware.probe import GIB, MIB, PLACEHOLDER_MEM_BANDWIDTH_GB_S, Host, interpret, load_snapshot, parse_snapshot
+from planner.hardware.probe import (GIB, MIB, PLACEHOLDER_MEM_BANDWIDTH_GB_S, Host, interpret, load_snapshot, parse_snapshot,
+                                    validate_snapshot)
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +263,54 @@ def test_invalid_snapshots(cat, data, fragment):
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
+def _gpu(**fields: Any) -> dict:
+    return {"snapshot_version": 1, "sources": {}, "nvidia": {"gpus": [{"index": 0, **fields}]}}
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (_gpu(memory_total_bytes=True), "memory_total_bytes: expected an integer"),  # a bool is not an int
+        (_gpu(memory_total_bytes=24.0 * 2**30), "memory_total_bytes: expected an integer"),  # nor is a float
+        (_gpu(power_limit_w=float("inf")), "power_limit_w: expected a finite number"),
+        (_gpu(power_limit_w=True), "power_limit_w: expected a number"),
+        (_gpu(pci_device_id="2684\n"), "pci_device_id: expected the form"),  # matched whole, newline included
+        (_gpu(name="x" * 257), "name: longer than 256 characters"),
+        (_gpu(mig_devices=None), "mig_devices: must not be null"),
+        (_gpu(mig_devices=[{"name": "MIG 1g.10gb"}]), "mig_devices[0].index: missing"),
+        (_gpu(errors={"memory": 3}), "errors.memory: expected a string"),
+        ({"snapshot_version": 1, "sources": {"nvml": {"ok": "yes"}}}, "sources.nvml.ok: expected true or false"),
+        ({"snapshot_version": 1, "sources": {}, "cpu": {"flags": ["avx2"] * 4097}}, "cpu.flags: more than 4096 items"),
+        ({"snapshot_version": 1, "sources": {}, "memory": [1]}, "memory: expected an object"),
+        ({"snapshot_version": 1, "sources": {}, "env": {"CUDA_VISIBLE_DEVICES": 0}}, "env.CUDA_VISIBLE_DEVICES"),
+        ({"snapshot_version": True, "sources": {}}, "snapshot_version: expected an integer"),
+        ({"snapshot_version": 1, "sources": {}, "memory": {"total_bytes": -1, "available_bytes": -2}},
+         "memory.total_bytes: must be >= 0, got -1 (and 1 more problem(s))"),
+    ],
+)
+def test_snapshot_types_are_strict(data, fragment):
+    """The snapshot validator's rules: strict types, finite floats, whole-string patterns, lengths, nulls, required
+    fields; the first problem named with its path, and the count of the others."""
+    with pytest.raises(InvalidInputError) as err:
+        validate_snapshot(data, "snap.json")
+    assert str(err.value).startswith("snap.json: ") and fragment in str(err.value), str(err.value)
+
+
+def test_snapshot_defaults_and_accepted_forms():
+    """What the validator fills in and lets through: defaults for missing fields, an int where a float is asked,
+    nulls where allowed, unknown keys ignored (a newer planner's additions)."""
+    s = validate_snapshot({"snapshot_version": 1, "sources": {"cpu": {"ok": True, "elapsed_ms": 3}},
+                           "nvidia": {"gpus": [{"index": 0, "power_limit_w": 450, "uuid": None, "new_key": [1]}]},
+                           "env": {"CUDA_VISIBLE_DEVICES": None}, "future_section": {"x": 1}})
+    gpu = s.nvidia.gpus[0]
+    assert gpu.power_limit_w == 450 and gpu.uuid is None and gpu.mig_devices == [] and gpu.errors == {}
+    assert not hasattr(gpu, "new_key") and not hasattr(s, "future_section")
+    assert s.sources["cpu"].absent is False and s.sources["cpu"].elapsed_ms == 3 and s.cpu is None
+    assert s.env == {"CUDA_VISIBLE_DEVICES": None}
+    with pytest.raises(AttributeError):
+        gpu.index = 1  # validated records are read-only
+
+
 def test_load_snapshot_missing_file(tmp_path):
     with pytest.raises(InvalidInputError, match="no such snapshot file"):
         load_snapshot(tmp_path / "nope.json")
@@ -323,14 +372,29 @@ def test_missing_sections_still_give_a_host(cat):
     assert warned(host, "Probe source 'cpu' failed")
 
 
-def test_host_json_round_trips(cat):
+def test_host_json_is_plain_json_with_every_field(cat):
+    """`planner probe --json` prints Host.model_dump(mode='json'): every field, the derived interconnect, each device's
+    full spec, and each source's status with the snapshot's defaults filled in."""
+    import dataclasses
+
+    statuses = 0
     for path in sorted(SNAPSHOTS.glob("*.json")):
         if path.name in ("malformed.json", "truncated.json"):
             continue
-        host = interpret(snap(path.name), cat)
-        dumped = json.loads(json.dumps(host.model_dump(mode="json")))
-        assert dumped["gpus"] == [json.loads(g.model_dump_json()) for g in host.gpus]
-        assert Host.model_validate({k: v for k, v in dumped.items() if k != "interconnect"}) == host
+        raw = snap(path.name)
+        host = interpret(raw, cat)
+        doc = host.model_dump(mode="json")
+        assert json.loads(json.dumps(doc)) == doc  # plain JSON types all the way down
+        assert set(doc) == {f.name for f in dataclasses.fields(Host)} | {"interconnect"}
+        assert doc["interconnect"] == host.interconnect
+        assert [d["spec"] for d in doc["gpus"]] == [json.loads(json.dumps(g.spec.model_dump(mode="json"))) for g in host.gpus]
+        assert [d["memory_usable_bytes"] for d in doc["gpus"]] == [g.memory_usable_bytes for g in host.gpus]
+        for name, status in raw["sources"].items():
+            want = {"absent": False, "reason": None, "elapsed_ms": None, **{k: status[k] for k in status
+                                                                            if k in ("ok", "absent", "reason", "elapsed_ms")}}
+            assert doc["sources"][name] == want
+            statuses += 1
+    assert statuses > 10
 
 
 # --------------------------------------------------------------------------------------------------------------

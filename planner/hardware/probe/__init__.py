@@ -41,8 +41,6 @@ from planner.hardware.probe.interpret import (
 )
 from planner.hardware.probe.snapshot import (
     SNAPSHOT_VERSION,
-    Snapshot,
-    SourceStatus,
     load_snapshot,
     parse_snapshot,
     validate_snapshot,
@@ -50,7 +48,7 @@ from planner.hardware.probe.snapshot import (
 
 __all__ = [
     "DEFAULT_UNIFIED_GPU_FRACTION", "GIB", "MIB", "PLACEHOLDER_MEM_BANDWIDTH_GB_S", "SNAPSHOT_VERSION", "SOURCE_TIMEOUT_S",
-    "CpuInfo", "Host", "ProbedDevice", "Snapshot", "SourceStatus",
+    "CpuInfo", "Host", "ProbedDevice",
     "interpret", "load_snapshot", "local_host", "parse_snapshot", "read_raw", "validate_snapshot",
 ]
 

@@ -4,26 +4,25 @@ from the bandwidth and FP32 derived from what NVML reports), with MIG instances 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
-
-from planner.hardware.catalog import Catalog, DeviceSpec
+from planner.hardware.catalog import Catalog
+from planner.hardware.device import CPU_ISA_NAMES
+from planner.hardware.synthesized import validated_device
 from planner.hardware.probe._shared import GIB, MIB
 from planner.hardware.probe.derived import SOURCE as DERIVED_SOURCE
 from planner.hardware.probe.derived import Derived, derive
-from planner.hardware.probe.snapshot import (
-    AmdGpuRecord,
-    CpuSection,
-    MigRecord,
-    NvidiaGpuRecord,
-    Snapshot,
-    SourceStatus,
-    validate_snapshot,
-)
-from planner.hardware.schema import CPU_ISA_NAMES
+from planner.hardware.probe.snapshot import Record, validate_snapshot
+
+if TYPE_CHECKING:
+    from planner.hardware.schema import DeviceSpec
+
+# Validated snapshot sections (planner.hardware.probe.snapshot.SCHEMA), by the section each annotation stands for.
+Snapshot = SourceStatus = NvidiaGpuRecord = MigRecord = AmdGpuRecord = CpuSection = Record
 
 # Bandwidth given to a device the catalog does not know. DeviceSpec needs a figure; this one is deliberately low
 # (about dual-channel DDR5) so an unknown device never gets optimistic speed estimates. Always listed as unverified.
@@ -37,32 +36,52 @@ DEFAULT_UNIFIED_GPU_FRACTION = 0.75
 _PLACEHOLDER_LAUNCH_YEAR = 2010
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Out:
+    """Plain, frozen output records (dataclasses): the probe runs on every `planner recommend`, so its results do not
+    pay for pydantic; `model_dump` and `model_copy` keep the small API the commands use."""
+
+    def model_dump(self, mode: str | None = None) -> dict:
+        """Fields as plain data (the device spec and nested records too), e.g. for `planner probe --json`."""
+        return {f.name: _dump(getattr(self, f.name), mode) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def model_copy(self, update: dict | None = None) -> Any:
+        """A copy with some fields replaced."""
+        return dataclasses.replace(self, **(update or {}))  # type: ignore[type-var]
 
 
+def _dump(v: Any, mode: str | None) -> Any:
+    if hasattr(v, "model_dump"):
+        return v.model_dump(mode=mode)
+    if isinstance(v, (list, tuple)):
+        return [_dump(x, mode) for x in v]
+    if isinstance(v, dict):
+        return {k: _dump(x, mode) for k, x in v.items()}
+    return v
+
+
+@dataclass(frozen=True)
 class ProbedDevice(_Out):
     """One device a model can be placed on: a GPU, a MIG instance, or a unified-memory GPU."""
 
-    index: int = Field(description="The vendor's index of the physical GPU (NVML / amd-smi order; 0 for Apple).")
-    name: str = Field(description="Name as the driver reports it, e.g. 'NVIDIA A100-SXM4-80GB MIG 3g.40gb'.")
-    vendor: Literal["nvidia", "amd", "apple"] = Field(description="Silicon vendor.")
-    uuid: str | None = Field(default=None, description="Driver UUID ('GPU-…', 'MIG-…'), as CUDA_VISIBLE_DEVICES accepts.")
-    memory_total_bytes: int = Field(description="Memory of the device (unified: the machine's RAM).")
-    memory_free_bytes: int | None = Field(default=None, description="Memory free now (unified: RAM available now).")
-    memory_usable_bytes: int = Field(description="What a plan may use on this device now: free VRAM, or the GPU share of unified memory.")
-    catalog_id: str | None = Field(default=None, description="Catalog entry matched by exact name (MIG: the parent GPU's); None if uncatalogued.")
-    spec: DeviceSpec = Field(description="Figures to plan with: the catalog entry, a MIG slice of it, or a synthesized placeholder.")
-    unified: bool = Field(default=False, description="Memory shared with the CPU (Apple silicon, AMD APUs).")
-    mig_profile: str | None = Field(default=None, description="MIG profile, e.g. '3g.40gb', for a MIG instance.")
-    parent_uuid: str | None = Field(default=None, description="UUID of the physical GPU of a MIG instance.")
-    compute_capability: str | None = Field(default=None, description="CUDA compute capability as probed.")
-    gfx_target: str | None = Field(default=None, description="AMD LLVM gfx target as probed.")
-    pcie_gen: int | None = Field(default=None, description="PCIe generation of the link (the maximum; idle links train down).")
-    pcie_width: int | None = Field(default=None, description="PCIe lanes of the link.")
-    nvlink_active_links: int | None = Field(default=None, description="Active NVLink links (0 without NVLink).")
-    power_limit_w: float | None = Field(default=None, description="Enforced power limit in watts.")
-    gpu_cores: int | None = Field(default=None, description="GPU cores (Apple) as probed.")
+    index: int  # the vendor's index of the physical GPU (NVML / amd-smi order; 0 for Apple)
+    name: str  # as the driver reports it, e.g. 'NVIDIA A100-SXM4-80GB MIG 3g.40gb'
+    vendor: Literal["nvidia", "amd", "apple"]  # silicon vendor
+    memory_total_bytes: int  # memory of the device (unified: the machine's RAM)
+    memory_usable_bytes: int  # what a plan may use on this device now: free VRAM, or the GPU share of unified memory
+    spec: Any  # DeviceSpec (or its cached record): the catalog entry, a MIG slice of it, or a synthesized placeholder
+    uuid: str | None = None  # driver UUID ('GPU-...', 'MIG-...'), as CUDA_VISIBLE_DEVICES accepts
+    memory_free_bytes: int | None = None  # memory free now (unified: RAM available now)
+    catalog_id: str | None = None  # catalog entry matched by name (MIG: the parent GPU's); None if uncatalogued
+    unified: bool = False  # memory shared with the CPU (Apple silicon, AMD APUs)
+    mig_profile: str | None = None  # MIG profile, e.g. '3g.40gb', for a MIG instance
+    parent_uuid: str | None = None  # UUID of the physical GPU of a MIG instance
+    compute_capability: str | None = None  # CUDA compute capability as probed
+    gfx_target: str | None = None  # AMD LLVM gfx target as probed
+    pcie_gen: int | None = None  # PCIe generation of the link (the maximum; idle links train down)
+    pcie_width: int | None = None  # PCIe lanes of the link
+    nvlink_active_links: int | None = None  # active NVLink links (0 without NVLink)
+    power_limit_w: float | None = None  # enforced power limit in watts
+    gpu_cores: int | None = None  # GPU cores (Apple) as probed
 
     @property
     def catalogued(self) -> bool:
@@ -70,40 +89,42 @@ class ProbedDevice(_Out):
         return self.catalog_id is not None
 
 
+@dataclass(frozen=True)
 class CpuInfo(_Out):
     """The host CPU."""
 
-    model: str | None = Field(default=None, description="CPU model string, e.g. 'AMD EPYC 9654 96-Core Processor'.")
-    arch: str | None = Field(default=None, description="Machine architecture, e.g. 'x86_64', 'arm64'.")
-    physical_cores: int | None = Field(default=None, description="Physical cores.")
-    logical_cores: int | None = Field(default=None, description="Hardware threads.")
-    usable_cores: int | None = Field(default=None, description="Cores this process may run on (CPU affinity / cpuset).")
-    isa: list[str] = Field(default_factory=list, description="ISA extensions that matter to CPU kernels: avx2, avx512f, avx512_vnni, avx512_bf16, amx, neon, sve, ...")
-    catalog_id: str | None = Field(default=None, description="CPU target in the catalog, matched by exact model name.")
+    model: str | None = None  # CPU model string, e.g. 'AMD EPYC 9654 96-Core Processor'
+    arch: str | None = None  # machine architecture, e.g. 'x86_64', 'arm64'
+    physical_cores: int | None = None
+    logical_cores: int | None = None  # hardware threads
+    usable_cores: int | None = None  # cores this process may run on (CPU affinity / cpuset)
+    # ISA extensions that matter to CPU kernels: avx2, avx512f, avx512_vnni, avx512_bf16, amx, neon, sve, ...
+    isa: list[str] = field(default_factory=list)
+    catalog_id: str | None = None  # CPU target in the catalog, matched by exact model name
 
 
+@dataclass(frozen=True)
 class Host(_Out):
     """A machine as the planner sees it: devices with their usable memory, CPU, RAM, and what went wrong probing it."""
 
-    gpus: list[ProbedDevice] = Field(default_factory=list, description="Devices a model can be placed on, after *_VISIBLE_DEVICES filtering.")
-    unified: bool = Field(default=False, description="The GPU shares memory with the CPU.")
-    cpu: CpuInfo = Field(default_factory=CpuInfo, description="The CPU.")
-    ram_total_bytes: int | None = Field(default=None, description="RAM this process may use in total (container limit applied).")
-    ram_available_bytes: int | None = Field(default=None, description="RAM available now (container limit applied).")
-    ram_physical_bytes: int | None = Field(default=None, description="Physical RAM the OS reports.")
-    swap_total_bytes: int | None = Field(default=None, description="Swap space.")
-    cgroup_memory_limit_bytes: int | None = Field(default=None, description="Container (cgroup) memory limit, if below RAM.")
-    gpu_usable_bytes: int | None = Field(default=None, description="Unified memory: the most the GPU may use (wired limit or catalog fraction).")
-    gpu_usable_source: str | None = Field(default=None, description="Where gpu_usable_bytes comes from.")
-    driver_version: str | None = Field(default=None, description="NVIDIA driver version.")
-    cuda_driver_version: str | None = Field(default=None, description="Highest CUDA version the NVIDIA driver supports, e.g. '12.4'.")
-    platform: str | None = Field(default=None, description="OS and machine, e.g. 'Linux x86_64'.")
-    env: dict[str, str | None] = Field(default_factory=dict, description="Environment variables that changed what is visible.")
-    sources: dict[str, SourceStatus] = Field(default_factory=dict, description="How each probe source went.")
-    warnings: list[str] = Field(default_factory=list, description="Things the user should know, one sentence each.")
-    captured_at: str | None = Field(default=None, description="When the snapshot was taken (UTC).")
+    gpus: list[ProbedDevice] = field(default_factory=list)  # placeable devices, after *_VISIBLE_DEVICES filtering
+    unified: bool = False  # the GPU shares memory with the CPU
+    cpu: CpuInfo = field(default_factory=CpuInfo)
+    ram_total_bytes: int | None = None  # RAM this process may use in total (container limit applied)
+    ram_available_bytes: int | None = None  # RAM available now (container limit applied)
+    ram_physical_bytes: int | None = None  # physical RAM the OS reports
+    swap_total_bytes: int | None = None
+    cgroup_memory_limit_bytes: int | None = None  # container (cgroup) memory limit, if below RAM
+    gpu_usable_bytes: int | None = None  # unified memory: the most the GPU may use (wired limit or catalog fraction)
+    gpu_usable_source: str | None = None  # where gpu_usable_bytes comes from
+    driver_version: str | None = None  # NVIDIA driver version
+    cuda_driver_version: str | None = None  # highest CUDA version the NVIDIA driver supports, e.g. '12.4'
+    platform: str | None = None  # OS and machine, e.g. 'Linux x86_64'
+    env: dict[str, str | None] = field(default_factory=dict)  # environment variables that changed what is visible
+    sources: dict[str, Any] = field(default_factory=dict)  # how each probe source went (SourceStatus records)
+    warnings: list[str] = field(default_factory=list)  # things the user should know, one sentence each
+    captured_at: str | None = None  # when the snapshot was taken (UTC)
 
-    @computed_field  # type: ignore[prop-decorator]
     @property
     def interconnect(self) -> Literal["nvlink", "pcie"] | None:
         """How several NVIDIA GPUs talk: 'nvlink' when every one has active links, else 'pcie'; None for fewer than two.
@@ -116,6 +137,10 @@ class Host(_Out):
         if len(dedicated) < 2:
             return None
         return "nvlink" if all((g.nvlink_active_links or 0) > 0 for g in dedicated) else "pcie"
+
+    def model_dump(self, mode: str | None = None) -> dict:
+        """Fields as plain data, with the derived interconnect."""
+        return {**super().model_dump(mode), "interconnect": self.interconnect}
 
 
 def interpret(snapshot: Mapping[str, Any], catalog: Catalog) -> Host:
@@ -595,11 +620,9 @@ def _synthesize(name: str, vendor: Literal["nvidia", "amd", "apple"], backend: L
 def _make_spec(data: dict, warnings: list[str], name: str) -> DeviceSpec | None:
     """Validate a derived DeviceSpec; a device whose probed figures cannot form one is skipped with a warning."""
     try:
-        return DeviceSpec.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ())) or "(device)"
-        warnings.append(f"'{name}': its probed figures do not form a valid device ({field}: {first.get('msg')}); it is left out of planning.")
+        return validated_device(data)
+    except ValueError as exc:  # the validation error's first problem, as 'field: message'
+        warnings.append(f"'{name}': its probed figures do not form a valid device ({exc}); it is left out of planning.")
         return None
 
 
