@@ -159,9 +159,10 @@ def cached_validated(kind: str, directory: Path, record: type[Record], build: Ca
         items = build()
         rows_text = json.dumps([i.model_dump(mode="json") for i in items])
     try:
-        from planner.cachefiles import write_keyed  # lazy: only a cache miss writes; a warm recommend skips it
+        from planner.cachefiles import prune_kind, write_keyed  # lazy: only a cache miss writes; a warm recommend skips it
 
         write_keyed(cache_file, rows_text)
+        prune_kind(cache_file.parent, kind)  # the names used before one kind per directory: '<kind>-<key>.json'
     except OSError:
         pass  # a read-only home must not stop planning
     return items

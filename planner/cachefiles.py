@@ -22,16 +22,24 @@ def prune_stale(current: Path) -> list[Path]:
     """Remove the files beside `current` named like it (same kind, another 16-hex key, `.json`): only names this
     module's pattern gives, never another file. Returns what was removed; a file that cannot be removed is left."""
     m = _KEYED.fullmatch(current.name)
-    if m is None:
-        return []
+    return [] if m is None else _remove_kind(current.parent, m["kind"], keep=current.name)
+
+
+def prune_kind(directory: Path, kind: str) -> list[Path]:
+    """Remove every `<kind>-<16 hex>.json` in `directory`: a kind the planner no longer writes (the catalog cache's
+    names before each directory had a kind of its own, `hwdb-<key>.json`). Returns what was removed."""
+    return _remove_kind(directory, kind, keep=None)
+
+
+def _remove_kind(directory: Path, kind: str, keep: str | None) -> list[Path]:
     removed = []
     try:
-        entries = list(current.parent.iterdir())
+        entries = list(directory.iterdir())
     except OSError:
         return []
     for p in entries:
         other = _KEYED.fullmatch(p.name)
-        if p.name == current.name or other is None or other["kind"] != m["kind"]:
+        if p.name == keep or other is None or other["kind"] != kind:
             continue
         try:
             if p.is_file() and not p.is_symlink():

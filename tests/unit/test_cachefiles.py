@@ -111,3 +111,19 @@ def test_probed_devices_validate_once_then_come_from_one_cache_file(tmp_path, mo
     bad = {**first.model_dump(mode="json"), "memory_gib": -1}
     with pytest.raises(ValueError, match="memory_gib"):
         validated_device(bad)
+
+
+def test_catalog_cache_files_under_the_old_naming_are_removed_on_the_next_write(monkeypatch, tmp_path):
+    """Before each catalog directory had a kind of its own the cache was `hwdb-<key>.json`; a rebuilt catalog cache
+    removes those (and nothing else: another kind's file, a profile cache, a user's file stay)."""
+    from planner.hardware.catalog import load_catalog
+
+    monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("PLANNER_NO_CACHE", raising=False)
+    legacy = [_touch(tmp_path / "hwdb-0123456789abcdef.json"), _touch(tmp_path / "hwdb-fedcba9876543210.json")]
+    kept = [_touch(tmp_path / "profiles-0123456789abcdef.json"), _touch(tmp_path / "hwdb-notes.json"),
+            _touch(tmp_path / "hwdb-0123456789abcdef.json.bak")]
+    load_catalog()
+    assert not any(p.exists() for p in legacy) and all(p.exists() for p in kept)
+    (current,) = [p for p in tmp_path.glob("hwdb-*-*.json")]
+    assert json.loads(current.read_text())
