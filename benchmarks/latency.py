@@ -25,7 +25,9 @@ def time_cli(args: list[str], runs: int, root: Path = ROOT) -> tuple[float, floa
     """Median and best wall time of `planner ARGS` in fresh processes (first run warms the caches), with the
     planner package taken from `root` (another checkout, for a before/after comparison)."""
     cmd = [sys.executable, "-m", "planner.cli", *args]
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    # bytecode on, as a pip install compiles it: with PYTHONDONTWRITEBYTECODE set (some shells and containers set it)
+    # every run would compile the package from source, ~0.15 s that no installed planner pays
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPATH": str(root)}
     # cwd=root as well: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH, so without it
     # --compare timed the checkout it was started from twice
     subprocess.run(cmd, env=env, cwd=root, capture_output=True, check=False)  # warm the user cache
