@@ -21,13 +21,16 @@ SWEEP_FORMATS = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", 
 SWEEP_CONTEXTS = [4096, 32768, 131072]
 
 
-def time_cli(args: list[str], runs: int, root: Path = ROOT) -> tuple[float, float]:
+def time_cli(args: list[str], runs: int, root: Path = ROOT, cache: Path | None = None) -> tuple[float, float]:
     """Median and best wall time of `planner ARGS` in fresh processes (first run warms the caches), with the
-    planner package taken from `root` (another checkout, for a before/after comparison)."""
+    planner package taken from `root` (another checkout, for a before/after comparison) and, given `cache`, its own
+    user cache directory."""
     cmd = [sys.executable, "-m", "planner.cli", *args]
     # bytecode on, as a pip install compiles it: with PYTHONDONTWRITEBYTECODE set (some shells and containers set it)
     # every run would compile the package from source, ~0.15 s that no installed planner pays
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPATH": str(root)}
+    if cache is not None:
+        env["PLANNER_CACHE_DIR"] = str(cache)
     # cwd=root as well: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH, so without it
     # --compare timed the checkout it was started from twice
     subprocess.run(cmd, env=env, cwd=root, capture_output=True, check=False)  # warm the user cache
@@ -82,18 +85,24 @@ def sweep(products_only: bool = False) -> tuple[int, float]:
 
 # The planning paths whose start-up is compared: a catalog device, and this machine (probed; on a CPU-only machine
 # with its memory bandwidth measured once and then read from the cache, which the warm-up run fills).
-COMPARE_ARGS = (["recommend", "--model", "70B", "--device", "rtx-4090"], ["recommend", "--model", "8B"])
+COMPARE_ARGS = (["recommend", "--model", "70B", "--device", "rtx-4090"], ["recommend", "--model", "8B"],
+                ["recommend", "--model", "70B"])
 
 
 def compare(other: Path, runs: int) -> None:
     """Start-up of `planner recommend` (COMPARE_ARGS) in this checkout and in `other`, interleaved run by run so that
     load on a shared machine falls on both alike."""
+    import tempfile
+
     print(f"{'command':40} {'checkout':40} {'median s':>9} {'best s':>8}")
+    # one user cache per checkout: two versions in one cache would replace each other's keyed files (a quality fit
+    # built by one version is a miss for the other), which times cache misses, not start-up
+    caches = tempfile.TemporaryDirectory(prefix="planner-latency-")
     for args in COMPARE_ARGS:
         times: dict[Path, list[float]] = {ROOT: [], other.resolve(): []}
         for _ in range(runs):
-            for root in times:
-                times[root].append(time_cli(args, 1, root)[0])
+            for i, root in enumerate(times):
+                times[root].append(time_cli(args, 1, root, Path(caches.name) / str(i))[0])
         for root, ts in times.items():
             print(f"{' '.join(args):40} {str(root):40} {statistics.median(ts):9.3f} {min(ts):8.3f}")
 

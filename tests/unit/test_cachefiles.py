@@ -1,22 +1,32 @@
-"""Keyed cache files: a new key's file replaces the stale ones of its kind and touches nothing else."""
+"""Keyed cache files: a new key's file replaces the stale ones of its kind (the KEEP_OTHERS most recent stay) and
+touches nothing else."""
 
 import json
+import os
 
 import pytest
 
-from planner.cachefiles import prune_stale, write_keyed
+from planner.cachefiles import KEEP_OTHERS, prune_stale, write_keyed
 from planner.cost import quality as Q
 
 
-def _touch(path, text="{}"):
+def _touch(path, text="{}", age_s=0):
     path.write_text(text)
+    if age_s:
+        t = path.stat().st_mtime - age_s
+        os.utime(path, (t, t))
     return path
 
 
 def test_writing_a_key_removes_only_the_same_kinds_stale_files(tmp_path):
-    stale = [_touch(tmp_path / "hwdb-0123456789abcdef.json"), _touch(tmp_path / "hwdb-00000000ffffffff.json"),
-             _touch(tmp_path / "layouts-qwen3-32b-0123456789abcdef.json")]
-    kept = [_touch(tmp_path / n) for n in (
+    assert KEEP_OTHERS == 2
+    # oldest first: of each kind, the two most recently written others stay and the rest go
+    stale = [_touch(tmp_path / "hwdb-0123456789abcdef.json", age_s=400), _touch(tmp_path / "hwdb-00000000ffffffff.json", age_s=300),
+             _touch(tmp_path / "layouts-qwen3-32b-0123456789abcdef.json", age_s=300)]
+    recent = [_touch(tmp_path / "hwdb-0000000011111111.json", age_s=200), _touch(tmp_path / "hwdb-0000000022222222.json", age_s=100),
+              _touch(tmp_path / "layouts-qwen3-32b-0000000011111111.json", age_s=200),
+              _touch(tmp_path / "layouts-qwen3-32b-0000000022222222.json", age_s=100)]
+    kept = recent + [_touch(tmp_path / n) for n in (
         "profiles-0123456789abcdef.json",  # another kind
         "layouts-qwen3-32b-instruct-0123456789abcdef.json",  # another model's layouts: its kind is longer
         "hwdb-notes.txt", "hwdb-0123456789abcdef.json.bak", "hwdb-0123456789ABCDEF.json", "hwdb-0123456789abcde.json",
@@ -39,7 +49,9 @@ def test_a_name_outside_the_pattern_prunes_nothing(tmp_path):
 
 
 def test_a_file_that_cannot_be_removed_is_left_and_not_an_error(tmp_path, monkeypatch):
-    stale = [_touch(tmp_path / "hwdb-0123456789abcdef.json"), _touch(tmp_path / "hwdb-00000000ffffffff.json")]
+    stale = [_touch(tmp_path / "hwdb-0123456789abcdef.json", age_s=400), _touch(tmp_path / "hwdb-00000000ffffffff.json", age_s=300)]
+    for n in ("hwdb-0000000011111111.json", "hwdb-0000000022222222.json"):  # the two most recent others: kept anyway
+        _touch(tmp_path / n)
     real = type(stale[0]).unlink
 
     def unlink(self, *a, **k):  # another process holds or already removed the first one
@@ -52,16 +64,17 @@ def test_a_file_that_cannot_be_removed_is_left_and_not_an_error(tmp_path, monkey
     assert stale[0].exists() and not stale[1].exists()
 
 
-def test_the_quality_fit_cache_keeps_one_file(monkeypatch, tmp_path):
-    """An edited quality module or table gets a new key: its fit replaces the old version's file instead of piling up
-    beside it (the user cache once held 54 of them)."""
+def test_the_quality_fit_cache_keeps_the_current_file_and_two_others(monkeypatch, tmp_path):
+    """An edited quality module or table gets a new key: its fit is written beside the two most recent other versions'
+    files (two installs sharing a cache keep theirs) and older ones go (the user cache once held 54 of them)."""
     monkeypatch.setenv("PLANNER_CACHE_DIR", str(tmp_path))
-    old = _touch(tmp_path / "quality-fits-0000000000000000.json", json.dumps({}))
+    old = [_touch(tmp_path / f"quality-fits-000000000000000{i}.json", json.dumps({}), age_s=100 * (4 - i)) for i in range(4)]
     Q._fits.cache_clear()
     try:
         Q._fits()
-        (only,) = tmp_path.glob("quality-fits-*.json")
-        assert only != old and json.loads(only.read_text())
+        files = set(tmp_path.glob("quality-fits-*.json"))
+        (current,) = files - set(old)
+        assert files == {current, old[2], old[3]} and json.loads(current.read_text())
     finally:
         Q._fits.cache_clear()
 
