@@ -81,6 +81,10 @@ SPEED_CAP_TOKENS_PER_S = 400.0
 def score(plan: Plan, prefer: str) -> float:
     """Higher is better: trades decode speed against expected quality loss and memory, by preference."""
     speed = plan.served_tokens_per_s
+    if plan.speed_basis in WEAK_BASES:
+        # a speed resting on assumed constants, or calibrated on another device class, counts at its band's low end:
+        # an assumed engine ties with a calibrated one only where it is faster even then
+        speed /= 1 + plan.speed_width("decode_tokens_per_s")
     # an estimate counts at its interval's upper end: an extrapolated 'negligible' is no better than a measured one
     kld = ranking_kld(plan.quality) + KV_QUALITY_KLD.get(plan.kv_dtype, 0.0)
     # Past SPEED_CAP_TOKENS_PER_S per sequence nobody reads faster; the cap is per sequence, so with many sequences

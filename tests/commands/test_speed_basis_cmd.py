@@ -63,3 +63,33 @@ def test_tflops_needs_memory(capsys):
     code = main(["recommend", "--model", "8B", "--device", "rtx-4090", "--tflops", "80"])
     err = capsys.readouterr().err
     assert code != 0 and "--tflops" in err and "Traceback" not in err
+
+
+def test_an_assumed_speed_counts_at_its_band_low_end_in_the_ranking():
+    """recommend's score charges a weak speed basis (assumed, or calibrated on another device class) at the low end of
+    its band, as it charges an estimated quality loss at its high end: an assumed engine no faster than a calibrated
+    one never outranks it, and wins only by more than its band."""
+    import dataclasses
+
+    from planner.cost.evaluate import evaluate
+    from planner.cost.model import ModelCost
+    from planner.formats import get_format
+    from planner.hardware.catalog import load_catalog
+    from planner.models.profiles import load_registry
+    from planner.plan import target_from_catalog
+    from planner.recommend import score
+    from planner.runtimes import get_runtime
+
+    mc = ModelCost(load_registry().get("llama-3.1-8b"))
+    plan = evaluate(mc, get_format("fp8"), get_runtime("vllm"), target_from_catalog(load_catalog().get("h100-sxm")),
+                    context=4096)
+    assert plan.speed_basis == "calibrated on this device class"
+
+    def as_assumed(faster: float):  # the same plan, its speeds `faster` times higher but resting on assumed constants
+        speeds = {k: v * faster if k.endswith("tokens_per_s") else v for k, v in plan._speeds.items()}
+        return dataclasses.replace(plan, _speeds={**speeds, "speed_width": 0.6}, speed_basis_value="assumed")
+
+    for prefer in ("balanced", "speed", "quality"):
+        assert score(as_assumed(1.0), prefer) < score(plan, prefer)
+        assert score(as_assumed(1.5), prefer) < score(plan, prefer)  # inside its band: still behind
+        assert score(as_assumed(1.7), prefer) > score(plan, prefer)  # faster even at its low end (1.7 / 1.6)
