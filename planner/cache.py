@@ -69,26 +69,24 @@ def fingerprint(obj: Any) -> str:
 
 def _files_fingerprint(directory: Path) -> str:
     """Hash of the planner version, schema sources and the paths, sizes and mtimes of the YAML files."""
-    parts = [__version__]
-    for f in (*_SCHEMA_SOURCES, *_yaml_files(directory)):
-        try:
-            st = f.stat()
-        except OSError:
-            continue
-        parts.append(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}")
-    return checksum("\n".join(parts).encode())
+    return _stat_key([*_SCHEMA_SOURCES, *_yaml_files(directory)])
 
 
 def schema_key() -> str:
     """A key that changes with the planner version and its schema sources (sizes and mtimes): for caches of validated
     records that are not tied to catalog files."""
+    return _stat_key(list(_SCHEMA_SOURCES))
+
+
+def _stat_key(files: list[Path]) -> str:
+    """Checksum of the planner version and each file's path, size and mtime (a missing file is left out)."""
     parts = [__version__]
-    for f in _SCHEMA_SOURCES:
+    for f in files:
         try:
             st = f.stat()
         except OSError:
             continue
-        parts.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
+        parts.append(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}")
     return checksum("\n".join(parts).encode())
 
 
