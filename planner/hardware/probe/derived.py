@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.hardware.probe.snapshot import Record as NvidiaGpuRecord  # a validated NvidiaGpuRecord section
+from planner.hardware.probe.snapshot import Section as NvidiaGpuRecord  # a validated NvidiaGpuRecord section
 
 DATA_RATE_PER_CLOCK = 2  # transfers per NVML memory clock, every memory type (sources above)
 

@@ -16,13 +16,13 @@ from planner.hardware.synthesized import validated_device
 from planner.hardware.probe._shared import GIB, MIB
 from planner.hardware.probe.derived import SOURCE as DERIVED_SOURCE
 from planner.hardware.probe.derived import Derived, derive
-from planner.hardware.probe.snapshot import Record, validate_snapshot
+from planner.hardware.probe.snapshot import Section, validate_snapshot
 
 if TYPE_CHECKING:
     from planner.hardware.schema import DeviceSpec
 
 # Validated snapshot sections (planner.hardware.probe.snapshot.SCHEMA), by the section each annotation stands for.
-Snapshot = SourceStatus = NvidiaGpuRecord = MigRecord = AmdGpuRecord = CpuSection = Record
+Snapshot = SourceStatus = NvidiaGpuRecord = MigRecord = AmdGpuRecord = CpuSection = Section
 
 # Bandwidth given to a device the catalog does not know. DeviceSpec needs a figure; this one is deliberately low
 # (about dual-channel DDR5) so an unknown device never gets optimistic speed estimates. Always listed as unverified.

@@ -27,7 +27,7 @@ _MAX_DEVICE_BYTES = 4096 * GIB  # DeviceSpec's own bound
 
 
 @dataclass(frozen=True)
-class F:
+class Field:
     """One field of the schema: its type ('int', 'float', 'bool', 'str', 'list', 'dict' or a section's name), bounds,
     and whether it may be null or left out."""
 
@@ -43,99 +43,100 @@ class F:
     item_nullable: bool = False
 
 
-def _bytes(le: int = _MAX_BYTES) -> F:
-    return F("int", ge=0, le=le)
+def _bytes(le: int = _MAX_BYTES) -> Field:
+    return Field("int", ge=0, le=le)
 
 
-_NAME = F("str", max_length=256)
-_ERRORS = F("dict", default={}, nullable=False, item="str")
+_NAME = Field("str", max_length=256)
+_ERRORS = Field("dict", default={}, nullable=False, item="str")
 
 # Section name -> its fields. read_raw() fills these from NVML, amd-smi/sysfs, sysctl, /proc and cgroupfs.
-SCHEMA: dict[str, dict[str, F]] = {
+SCHEMA: dict[str, dict[str, Field]] = {
     "SourceStatus": {  # how one probe source went: ok, absent (not on this machine), or failed with a reason
-        "ok": F("bool", required=True, nullable=False),
-        "absent": F("bool", default=False, nullable=False),  # no library / other OS: not an error
-        "reason": F("str", max_length=2000),
-        "elapsed_ms": F("float", ge=0),
+        "ok": Field("bool", required=True, nullable=False),
+        "absent": Field("bool", default=False, nullable=False),  # no library / other OS: not an error
+        "reason": Field("str", max_length=2000),
+        "elapsed_ms": Field("float", ge=0),
     },
     "MigRecord": {
-        "index": F("int", required=True, nullable=False, ge=0, le=64),
-        "name": _NAME, "uuid": _NAME, "gpu_instance_id": F("int"), "compute_instance_id": F("int"),
+        "index": Field("int", required=True, nullable=False, ge=0, le=64),
+        "name": _NAME, "uuid": _NAME, "gpu_instance_id": Field("int"), "compute_instance_id": Field("int"),
         "memory_total_bytes": _bytes(_MAX_DEVICE_BYTES), "memory_free_bytes": _bytes(), "memory_used_bytes": _bytes(),
         "errors": _ERRORS,
     },
-    "ProcessRecord": {"pid": F("int", required=True, nullable=False, ge=0), "used_memory_bytes": _bytes()},
+    "ProcessRecord": {"pid": Field("int", required=True, nullable=False, ge=0), "used_memory_bytes": _bytes()},
     "NvidiaGpuRecord": {
-        "index": F("int", required=True, nullable=False, ge=0, le=1024),
+        "index": Field("int", required=True, nullable=False, ge=0, le=1024),
         "name": _NAME, "uuid": _NAME, "pci_bus_id": _NAME,
-        "pci_device_id": F("str", pattern=r"[0-9a-f]{4}"),
-        "pci_subsystem_id": F("str", pattern=r"[0-9a-f]{4}:[0-9a-f]{4}"),  # vendor:device
+        "pci_device_id": Field("str", pattern=r"[0-9a-f]{4}"),
+        "pci_subsystem_id": Field("str", pattern=r"[0-9a-f]{4}:[0-9a-f]{4}"),  # vendor:device
         "memory_total_bytes": _bytes(_MAX_DEVICE_BYTES), "memory_free_bytes": _bytes(), "memory_used_bytes": _bytes(),
-        "memory_bus_width_bits": F("int", ge=8, le=16384),
-        "max_memory_clock_mhz": F("int", ge=1, le=100_000),
-        "max_sm_clock_mhz": F("int", ge=1, le=10_000),
-        "cuda_cores": F("int", ge=1, le=1_000_000),
-        "sm_count": F("int", ge=1, le=10_000),  # from the CUDA driver
-        "sm_clock_mhz": F("int", ge=1, le=10_000),  # rated boost, from the CUDA driver
-        "compute_capability": F("str", pattern=r"\d{1,2}\.\d"),
-        "pcie_gen_current": F("int", ge=0, le=16), "pcie_gen_max": F("int", ge=0, le=16),
-        "pcie_width_current": F("int", ge=0, le=64), "pcie_width_max": F("int", ge=0, le=64),
-        "nvlink_active_links": F("int", ge=0, le=64),
-        "power_limit_w": F("float", ge=0, le=10000),
-        "processes": F("list", item="ProcessRecord"),
-        "mig_enabled": F("bool"), "mig_pending": F("bool"),
-        "mig_max_devices": F("int", ge=0, le=64),
-        "mig_devices": F("list", default=[], nullable=False, item="MigRecord"),
+        "memory_bus_width_bits": Field("int", ge=8, le=16384),
+        "max_memory_clock_mhz": Field("int", ge=1, le=100_000),
+        "max_sm_clock_mhz": Field("int", ge=1, le=10_000),
+        "cuda_cores": Field("int", ge=1, le=1_000_000),
+        "sm_count": Field("int", ge=1, le=10_000),  # from the CUDA driver
+        "sm_clock_mhz": Field("int", ge=1, le=10_000),  # rated boost, from the CUDA driver
+        "compute_capability": Field("str", pattern=r"\d{1,2}\.\d"),
+        "pcie_gen_current": Field("int", ge=0, le=16), "pcie_gen_max": Field("int", ge=0, le=16),
+        "pcie_width_current": Field("int", ge=0, le=64), "pcie_width_max": Field("int", ge=0, le=64),
+        "nvlink_active_links": Field("int", ge=0, le=64),
+        "power_limit_w": Field("float", ge=0, le=10000),
+        "processes": Field("list", item="ProcessRecord"),
+        "mig_enabled": Field("bool"), "mig_pending": Field("bool"),
+        "mig_max_devices": Field("int", ge=0, le=64),
+        "mig_devices": Field("list", default=[], nullable=False, item="MigRecord"),
         "errors": _ERRORS,
     },
     "NvidiaSection": {
         "driver_version": _NAME, "cuda_driver_version": _NAME, "nvml_version": _NAME,
-        "gpus": F("list", default=[], nullable=False, item="NvidiaGpuRecord", max_length=1024),
+        "gpus": Field("list", default=[], nullable=False, item="NvidiaGpuRecord", max_length=1024),
         "errors": _ERRORS,
     },
     "AmdGpuRecord": {
-        "index": F("int", required=True, nullable=False, ge=0, le=1024),
+        "index": Field("int", required=True, nullable=False, ge=0, le=1024),
         "name": _NAME, "gfx_target": _NAME, "pci_bus_id": _NAME, "unique_id": _NAME,
         "vram_total_bytes": _bytes(_MAX_DEVICE_BYTES), "vram_used_bytes": _bytes(),
-        "gtt_total_bytes": _bytes(), "gtt_used_bytes": _bytes(), "apu": F("bool"),
+        "gtt_total_bytes": _bytes(), "gtt_used_bytes": _bytes(), "apu": Field("bool"),
     },
     "AmdSection": {
-        "tool": _NAME, "gpus": F("list", default=[], nullable=False, item="AmdGpuRecord", max_length=1024),
+        "tool": _NAME, "gpus": Field("list", default=[], nullable=False, item="AmdGpuRecord", max_length=1024),
         "errors": _ERRORS,
     },
     "AppleSection": {
         "chip": _NAME, "model": _NAME, "memory_bytes": _bytes(_MAX_DEVICE_BYTES),
-        "gpu_cores": F("int", ge=0, le=100000), "wired_limit_mb": F("int", ge=0, le=_MAX_BYTES // MIB),
+        "gpu_cores": Field("int", ge=0, le=100000), "wired_limit_mb": Field("int", ge=0, le=_MAX_BYTES // MIB),
         "errors": _ERRORS,
     },
     "CpuSection": {
         "model": _NAME, "arch": _NAME,
-        "physical_cores": F("int", ge=0, le=65536), "logical_cores": F("int", ge=0, le=65536),
-        "usable_cores": F("int", ge=0, le=65536),
-        "flags": F("list", default=[], nullable=False, item="str", max_length=4096),
+        "physical_cores": Field("int", ge=0, le=65536), "logical_cores": Field("int", ge=0, le=65536),
+        "usable_cores": Field("int", ge=0, le=65536),
+        "flags": Field("list", default=[], nullable=False, item="str", max_length=4096),
         "flags_source": _NAME,
     },
     "MemorySection": {"total_bytes": _bytes(), "available_bytes": _bytes(), "swap_total_bytes": _bytes(),
                       "swap_free_bytes": _bytes()},
     "CgroupSection": {
-        "version": F("int", ge=1, le=2), "path": F("str", max_length=4096),
+        "version": Field("int", ge=1, le=2), "path": Field("str", max_length=4096),
         "memory_limit_bytes": _bytes(), "memory_usage_bytes": _bytes(), "inactive_file_bytes": _bytes(),
     },
     "PlatformSection": {"system": _NAME, "machine": _NAME, "release": _NAME, "python": _NAME},
     "Snapshot": {  # every hardware section is null when its source failed
-        "snapshot_version": F("int", required=True, nullable=False, ge=1),
+        "snapshot_version": Field("int", required=True, nullable=False, ge=1),
         "planner_version": _NAME, "captured_at": _NAME,
-        "platform": F("PlatformSection"),
-        "env": F("dict", default={}, nullable=False, item="str", item_nullable=True),
-        "sources": F("dict", required=True, nullable=False, item="SourceStatus"),  # nvml, amd, apple, cpu, memory, cgroup
-        "nvidia": F("NvidiaSection"), "amd": F("AmdSection"), "apple": F("AppleSection"), "cpu": F("CpuSection"),
-        "memory": F("MemorySection"), "cgroup": F("CgroupSection"),
+        "platform": Field("PlatformSection"),
+        "env": Field("dict", default={}, nullable=False, item="str", item_nullable=True),
+        # one status per source: nvml, amd, apple, cpu, memory, cgroup
+        "sources": Field("dict", required=True, nullable=False, item="SourceStatus"),
+        "nvidia": Field("NvidiaSection"), "amd": Field("AmdSection"), "apple": Field("AppleSection"),
+        "cpu": Field("CpuSection"), "memory": Field("MemorySection"), "cgroup": Field("CgroupSection"),
     },
 }
 
 
-class Record:
-    """A validated section: its fields as attributes (read-only)."""
+class Section:
+    """A validated section of a snapshot: its fields as attributes (read-only)."""
 
     def __init__(self, section: str, fields: dict[str, Any]) -> None:
         object.__setattr__(self, "_section", section)
@@ -145,7 +146,7 @@ class Record:
         raise AttributeError(f"{self._section} is read-only")
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Record) and self.__dict__ == other.__dict__
+        return isinstance(other, Section) and self.__dict__ == other.__dict__
 
     def __repr__(self) -> str:
         return f"{self._section}({', '.join(f'{k}={v!r}' for k, v in self.fields().items())})"
@@ -159,9 +160,8 @@ class Record:
         return {k: _plain(v) for k, v in self.fields().items()}
 
 
-
 def _plain(v: Any) -> Any:
-    if isinstance(v, Record):
+    if isinstance(v, Section):
         return v.model_dump()
     if isinstance(v, list):
         return [_plain(x) for x in v]
@@ -177,7 +177,7 @@ class _Problems(list):
         self.append((loc or "(top level)", msg))
 
 
-def _check(value: Any, f: F, loc: str, problems: _Problems) -> Any:
+def _check(value: Any, f: Field, loc: str, problems: _Problems) -> Any:
     """The value for field `f`, or None after recording why it does not fit."""
     if value is None:
         if not f.nullable:
@@ -210,7 +210,7 @@ def _check(value: Any, f: F, loc: str, problems: _Problems) -> Any:
         elif f.pattern is not None and re.fullmatch(f.pattern, value) is None:
             problems.add(loc, f"expected the form {f.pattern}, got {preview(value, 40)}")
         return value
-    item = F(f.item or "str", nullable=f.item_nullable)
+    item = Field(f.item or "str", nullable=f.item_nullable)
     if kind == "list":
         if not isinstance(value, list):
             problems.add(loc, f"expected a list, got {preview(value, 40)}")
@@ -225,7 +225,7 @@ def _check(value: Any, f: F, loc: str, problems: _Problems) -> Any:
     return {k: _check(x, item, f"{loc}.{show(str(k), 60)}", problems) for k, x in value.items()}
 
 
-def _section(value: Any, section: str, loc: str, problems: _Problems) -> Record | None:
+def _section(value: Any, section: str, loc: str, problems: _Problems) -> Section | None:
     if not isinstance(value, Mapping):
         problems.add(loc, f"expected an object, got {preview(value, 40)}")
         return None
@@ -238,10 +238,10 @@ def _section(value: Any, section: str, loc: str, problems: _Problems) -> Record 
             problems.add(where, "missing")
         else:
             out[name] = type(f.default)(f.default) if isinstance(f.default, (list, dict)) else f.default
-    return Record(section, out)
+    return Section(section, out)
 
 
-def validate_snapshot(data: Any, source: str = "snapshot") -> Record:
+def validate_snapshot(data: Any, source: str = "snapshot") -> Section:
     """Validate a snapshot dict; raise InvalidInputError with one line naming the first bad field."""
     if not isinstance(data, Mapping):
         raise InvalidInputError(f"{source}: not a probe snapshot (expected a JSON object, got {type(data).__name__})")
@@ -258,7 +258,7 @@ def validate_snapshot(data: Any, source: str = "snapshot") -> Record:
         loc, msg = problems[0]
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise InvalidInputError(f"{source}: {loc}: {msg}{more}")
-    assert snap is not None  # a Mapping always gives a Record
+    assert snap is not None  # a Mapping always gives a Section
     return snap
 
 
