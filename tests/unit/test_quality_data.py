@@ -217,15 +217,18 @@ def test_exllamav3_chart_rows_agree_with_their_anchor_and_with_each_other():
 
 
 SMALL_BATCHES = [ROOT / "benchmarks" / "data" / "quality_extra16.csv", ROOT / "benchmarks" / "data" / "gguf_quality_extra5.csv"]
+SMALL_GPU_BATCHES = [SMALL_BATCHES[0], ROOT / "benchmarks" / "data" / "quality_extra19.csv"]
 
 
 def test_small_batches_cite_a_locator_and_reach_the_table_as_copied():
-    """The small batches quality_extra16.csv and gguf_quality_extra5.csv (too few rows for the per-file checks above):
+    """The small batches quality_extra16.csv, quality_extra19.csv and gguf_quality_extra5.csv (too few rows for the
+    per-file checks above):
     each row names where to read it, a GPU row's change is its own perplexities' ratio, and every non-baseline row is
     in quality_published.csv, fitted at the copied change or held out with a reason (its fit_why, the build's <= 0
     rule, or a GGUF note's 'Kept out of the fit')."""
     published = _rows(PUBLISHED)
-    gpu, gguf = (_rows(p) for p in SMALL_BATCHES)
+    gpu = [r for p in SMALL_GPU_BATCHES for r in _rows(p)]
+    gguf = _rows(SMALL_BATCHES[1])
     for r in gpu:
         assert LOCATOR.search(r["source"]), r["source"]
         pct = float(r["ppl_delta_pct"])
