@@ -222,8 +222,7 @@ SMALL_GPU_BATCHES = [SMALL_BATCHES[0], ROOT / "benchmarks" / "data" / "quality_e
 
 def test_small_batches_cite_a_locator_and_reach_the_table_as_copied():
     """The small batches quality_extra16.csv, quality_extra19.csv and gguf_quality_extra5.csv (too few rows for the
-    per-file checks above):
-    each row names where to read it, a GPU row's change is its own perplexities' ratio, and every non-baseline row is
+    per-file checks above): each row names where to read it, a GPU row's change is its own perplexities' ratio, and every non-baseline row is
     in quality_published.csv, fitted at the copied change or held out with a reason (its fit_why, the build's <= 0
     rule, or a GGUF note's 'Kept out of the fit')."""
     published = _rows(PUBLISHED)
