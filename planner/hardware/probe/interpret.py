@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from planner.hardware.catalog import Catalog
 from planner.hardware.device import CPU_ISA_NAMES
-from planner.hardware.synthesized import validated_device
 from planner.hardware.probe._shared import GIB, MIB
 from planner.hardware.probe.derived import SOURCE as DERIVED_SOURCE
 from planner.hardware.probe.derived import Derived, derive
 from planner.hardware.probe.snapshot import Section, validate_snapshot
+from planner.hardware.synthesized import validated_device
 
 if TYPE_CHECKING:
     from planner.hardware.schema import DeviceSpec
