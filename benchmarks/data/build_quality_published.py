@@ -25,6 +25,7 @@ EXTRA16 = "benchmarks/data/quality_extra16.csv"  # bitsandbytes LLM.int8()/NF4 r
 EXTRA17 = "benchmarks/data/quality_extra17.csv"  # thin GPU families from vendor toolkit docs: AMD Quark W8A8 SmoothQuant / int8 tables, NVIDIA ModelOpt NVFP4 PTQ
 EXTRA18 = "benchmarks/data/quality_extra18.csv"  # committed result tables from more labs: transformerx per-channel RTN (sym/asym, 4-8 bits), ...
 EXTRA19 = "benchmarks/data/quality_extra19.csv"  # FP8 W8A8 on Llama-3.1 8B vs 70B from one harness: Intel Gaudi INC FP8 lm-eval result files (LAMBADA, kept out of the fit)
+EXTRA20 = "benchmarks/data/quality_extra20.csv"  # GPU families on models users run today: apple/coreai-models cards, bitsandbytes issue #2086, a Gemma-2 study, Keras AWQ/GPTQ guides
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 GGUF_EXTRA2 = "benchmarks/data/gguf_quality_extra2.csv"  # same columns: imatrix quantizers' per-type tables on Qwen2.5 / Llama-3.3
 GGUF_EXTRA3 = "benchmarks/data/gguf_quality_extra3.csv"  # same columns: the imatrix GGUF points of exllamav3's charts (quality_extra12.csv)
@@ -163,7 +164,7 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10, EXTRA11, EXTRA12, EXTRA13, EXTRA14, EXTRA15, EXTRA16, EXTRA17, EXTRA18, EXTRA19]
+EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10, EXTRA11, EXTRA12, EXTRA13, EXTRA14, EXTRA15, EXTRA16, EXTRA17, EXTRA18, EXTRA19, EXTRA20]
 for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in EXTRAS for r in csv.DictReader(open(p))]:
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXTRA2 = ROOT / "benchmarks" / "data" / "quality_extra2.csv"
 EXTRA3 = ROOT / "benchmarks" / "data" / "quality_extra3.csv"
-EXTRAS = [ROOT / "benchmarks" / "data" / f"quality_extra{n}.csv" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 18)]
+EXTRAS = [ROOT / "benchmarks" / "data" / f"quality_extra{n}.csv" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 18, 20)]
 PUBLISHED = ROOT / "planner" / "data" / "quality_published.csv"
 # a row's source must name where to read it: a URL, a commit, a pull request or an arXiv table
 LOCATOR = re.compile(r"https?://|commit [0-9a-f]{7,}|PR #\d+|arXiv \d{4}\.\d{4,5}")
