@@ -324,8 +324,12 @@ def explain(best: Plan, ranked: list[Plan], prefer: str) -> list[str]:
         what = "serves" if best.concurrency > 1 else "decodes at"
         unit = "tokens/s aggregate" if best.concurrency > 1 else "tokens/s per sequence"
         where = f" on {b.parallel_layout}" if b.parallel_layout != best.parallel_layout else ""
-        out.append(f"Higher quality {b.format_id} also fits{where} but {what} {theirs:.0f} {unit} "
-                   f"({'slower' if theirs < 0.95 * mine else 'similar'}); chosen by preference '{prefer}'.")
+        name = "throughput_tokens_per_s" if best.concurrency > 1 else "decode_tokens_per_s"
+        weak = b.speed_basis in WEAK_BASES and best.speed_basis not in WEAK_BASES
+        # an assumed speed is ranked at its band's low end (score): say so where that is what decided
+        why = f"; its speed is {b.speed_basis}, so it ranks at its band's low end" if weak else ""
+        out.append(f"Higher quality {b.format_id} also fits{where} but {what} {speed_cell(b, name)} {unit} "
+                   f"({'slower' if theirs < 0.95 * mine else 'similar'}{why}); chosen by preference '{prefer}'.")
     bigger = [p for p in ranked if p.runs and not p.fits and p.quality.get("kld", 1) < q.get("kld", 0)]
     if bigger and not better_quality:
         b = min(bigger, key=lambda p: p.quality.get("kld", 1))

@@ -93,3 +93,16 @@ def test_an_assumed_speed_counts_at_its_band_low_end_in_the_ranking():
         assert score(as_assumed(1.0), prefer) < score(plan, prefer)
         assert score(as_assumed(1.5), prefer) < score(plan, prefer)  # inside its band: still behind
         assert score(as_assumed(1.7), prefer) > score(plan, prefer)  # faster even at its low end (1.7 / 1.6)
+
+
+def test_a_calibrated_engine_beats_an_assumed_one_of_the_same_speed_and_the_reasons_say_why(capsys):
+    """The case the low-end rule fixed: Llama 3.1 70B on one H100, where TGI's exl2-8bpw (assumed ~21 tok/s) had
+    outranked TensorRT-LLM's gptq-int8 (calibrated 21 tok/s) at the same KLD."""
+    code, out, _ = run(capsys, "recommend", "--model", "70B", "--device", "h100-sxm", "--json")
+    assert code == 0
+    d = json.loads(out)
+    rec = d["recommended"]
+    assert rec["speed_basis"] not in ("assumed", "calibrated elsewhere")
+    assumed = [a for a in d["alternatives"] if a["speed_basis"] == "assumed" and a["fits"]]
+    assert assumed and assumed[0]["decode_tokens_per_s_low"] < rec["decode_tokens_per_s"]
+    assert any("its speed is assumed, so it ranks at its band's low end" in r for r in d["reasons"])
