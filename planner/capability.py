@@ -16,8 +16,9 @@ Expected capability of a plan (model x format), simple enough to check by hand:
 Models are ranked by the same formula at the upper end of the format's KLD interval (an estimated loss is charged at
 its pessimistic end, as planner.recommend charges it when ranking formats); past the calibrated KLD range the mapping
 is a guess, so a plan's rank slides linearly toward the low end of its interval, reaching it at EXTRAPOLATION_FULL_X
-times the range's edge (continuously: a KLD just past the edge does not cost a step). The interval takes the score's 10-90 % interval, the format's KLD interval (planner.cost.quality) and the slope's
-10-90 % range together, each at its pessimistic (optimistic) end. RECOVERY_PER_KLD is calibrated against the published
+times the range's edge (continuously: a KLD just past the edge does not cost a step). The interval takes the score's
+10-90 % interval, the format's KLD interval (planner.cost.quality) and the slope's 10-90 % range together, each at its
+pessimistic (optimistic) end. RECOVERY_PER_KLD is calibrated against the published
 accuracy recoveries of quantized checkpoints in planner/data/capability_recovery.csv (benchmarks/capability_recovery.py);
 past the largest KLD those rows cover the mapping is extrapolated and says so.
 """

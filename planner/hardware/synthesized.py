@@ -12,8 +12,8 @@ from planner.hardware.device import DeviceRecord
 from planner.paths import user_cache_dir
 
 
-# How many validated probed devices the cache keeps (a machine has a CPU target and a few uncatalogued GPUs or MIG
-# slices; a laptop that docks to an eGPU a couple more).
+# Assumed: how many validated probed devices the cache keeps (a machine has a CPU target and a few uncatalogued GPUs
+# or MIG slices; a laptop that docks to an eGPU a couple more).
 _PROBED_KEEP = 32
 
 
