@@ -50,8 +50,7 @@ class Record:
 
     def model_dump(self, mode: str | None = None) -> dict:
         """Fields as plain data (nested records too)."""
-        return {k: (v.model_dump(mode) if isinstance(v, Record) else (list(v) if isinstance(v, tuple) else v))
-                for k, v in self.__dict__.items()}
+        return {k: plain(v, mode) for k, v in self.__dict__.items()}
 
     def model_dump_json(self) -> str:
         """Fields as JSON."""
@@ -60,6 +59,18 @@ class Record:
     def model_copy(self, update: dict | None = None) -> "Record":
         """A copy with some fields replaced (not re-validated, like pydantic's)."""
         return type(self)(**{**self.__dict__, **(update or {})})
+
+
+def plain(value: Any, mode: str | None = None) -> Any:
+    """`value` as plain data: a record or pydantic model by its model_dump (`mode` as pydantic's), lists, tuples and
+    dicts item by item; the one dumper of Records, probe sections and the probe's output records."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode=mode) if mode else value.model_dump()
+    if isinstance(value, (list, tuple)):
+        return [plain(x, mode) for x in value]
+    if isinstance(value, dict):
+        return {k: plain(x, mode) for k, x in value.items()}
+    return value
 
 
 def fingerprint(obj: Any) -> str:

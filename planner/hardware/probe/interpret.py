@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from planner.cache import plain
 from planner.hardware.catalog import Catalog
 from planner.hardware.device import CPU_ISA_NAMES
 from planner.hardware.probe._shared import GIB, MIB
@@ -42,21 +43,11 @@ class _Out:
 
     def model_dump(self, mode: str | None = None) -> dict:
         """Fields as plain data (the device spec and nested records too), e.g. for `planner probe --json`."""
-        return {f.name: _dump(getattr(self, f.name), mode) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {f.name: plain(getattr(self, f.name), mode) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     def model_copy(self, update: dict | None = None) -> Any:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **(update or {}))  # type: ignore[type-var]
-
-
-def _dump(v: Any, mode: str | None) -> Any:
-    if hasattr(v, "model_dump"):
-        return v.model_dump(mode=mode)
-    if isinstance(v, (list, tuple)):
-        return [_dump(x, mode) for x in v]
-    if isinstance(v, dict):
-        return {k: _dump(x, mode) for k, x in v.items()}
-    return v
 
 
 @dataclass(frozen=True)

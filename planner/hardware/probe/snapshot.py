@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from planner.cache import plain
 from planner.errors import InvalidInputError, preview, show
 from planner.hardware.probe._shared import GIB, MIB
 from planner.yamlio import parse_json, read_text
@@ -157,17 +158,7 @@ class Section:
 
     def model_dump(self, mode: str | None = None) -> dict:
         """Fields as plain data (nested sections too), as the snapshot JSON holds them."""
-        return {k: _plain(v) for k, v in self.fields().items()}
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, Section):
-        return v.model_dump()
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    return v
+        return {k: plain(v, mode) for k, v in self.fields().items()}
 
 
 class _Problems(list):
