@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import math
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -203,26 +204,30 @@ def main() -> int:
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="planner-iq4-"))
     work.mkdir(parents=True, exist_ok=True)
-    models = args.models.split(",")
-    if "smollm2" in models:
-        run_model("smollm2", source, work, args.threads, args.chunks)
-    if "padded" in models:
-        f16 = work / "smollm2-f16.gguf"
-        padded = work / f"smollm2-padded{PAD_WIDTH}.gguf"
-        if not padded.is_file():
-            quantize_model(source, "F16", f16, threads=args.threads)
-            padded_gguf(f16, padded)
-        # the padded F16 must compute what the original does: its KLD against the original F16 is the check
-        from planner.measure.quality import core
-        from planner.measure.quality.text import load_dataset
+    try:
+        models = args.models.split(",")
+        if "smollm2" in models:
+            run_model("smollm2", source, work, args.threads, args.chunks)
+        if "padded" in models:
+            f16 = work / "smollm2-f16.gguf"
+            padded = work / f"smollm2-padded{PAD_WIDTH}.gguf"
+            if not padded.is_file():
+                quantize_model(source, "F16", f16, threads=args.threads)
+                padded_gguf(f16, padded)
+            # the padded F16 must compute what the original does: its KLD against the original F16 is the check
+            from planner.measure.quality import core
+            from planner.measure.quality.text import load_dataset
 
-        ref_path, _ = core.quantized(source, core.REFERENCE_FORMAT)
-        ref = core._reference(ref_path, source, load_dataset("sample"), 512, args.chunks, 20, core._open_llama,
-                              core._NoProgress(), core.cache_root())
-        n = len(ref.rows) // (core.scored_slice(512).stop - core.scored_slice(512).start)
-        same = core._measure("padded F16", padded, file_summary(padded), ref, 512, n, core._open_llama, core._NoProgress())
-        print(f"padded F16 against the original F16: KLD {same.kld_mean:.2e}, top-1 agreement {same.top1:.4f}")
-        run_model(f"padded{PAD_WIDTH}", padded, work, args.threads, args.chunks)
+            ref_path, _ = core.quantized(source, core.REFERENCE_FORMAT)
+            ref = core._reference(ref_path, source, load_dataset("sample"), 512, args.chunks, 20, core._open_llama,
+                                  core._NoProgress(), core.cache_root())
+            n = len(ref.rows) // (core.scored_slice(512).stop - core.scored_slice(512).start)
+            same = core._measure("padded F16", padded, file_summary(padded), ref, 512, n, core._open_llama, core._NoProgress())
+            print(f"padded F16 against the original F16: KLD {same.kld_mean:.2e}, top-1 agreement {same.top1:.4f}")
+            run_model(f"padded{PAD_WIDTH}", padded, work, args.threads, args.chunks)
+    finally:  # a temporary directory this run made goes; a --work directory is the user's and stays
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

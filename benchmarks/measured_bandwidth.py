@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,33 +46,36 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     pairs = [tuple(p.split(":", 1)) for p in args.pairs.split(",")]
     scratch = Path(tempfile.mkdtemp(prefix="planner-membw-bench-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLANNER_CACHE_DIR": str(scratch / "cache"),
-           "PLANNER_DATA_DIR": str(scratch / "data")}
-    rows = []
-    head = (f"{'round':>5}  {'model:format':<22} {'read GB/s':>9} {'probe s':>9} {'llama.cpp tok/s':>15} "
-            f"{'pred. measured':>14} {'ratio':>6} {'pred. assumed':>13} {'ratio':>6}")
-    print(head)
-    print("-" * len(head))
-    for r in range(1, args.rounds + 1):
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PLANNER_CACHE_DIR": str(scratch / "cache"),
+               "PLANNER_DATA_DIR": str(scratch / "data")}
+        rows = []
+        head = (f"{'round':>5}  {'model:format':<22} {'read GB/s':>9} {'probe s':>9} {'llama.cpp tok/s':>15} "
+                f"{'pred. measured':>14} {'ratio':>6} {'pred. assumed':>13} {'ratio':>6}")
+        print(head)
+        print("-" * len(head))
+        for r in range(1, args.rounds + 1):
+            for model, fmt in pairs:
+                probe, wall = cli(["probe", "--measure"], env)
+                read = probe["memory_read_bandwidth"]["read_gb_s"]
+                rec, _ = cli(["recommend", "--model", model, "--format", fmt, "--runtime", "llama.cpp"], env)
+                assumed, _ = cli(["recommend", "--model", model, "--format", fmt, "--runtime", "llama.cpp", "--no-measure"], env)
+                bench, _ = cli(["bench", "--model", model, "--format", fmt, "--kernel", "llama.cpp", "--prompt", "0"], env)
+                measured = bench["kernels"][0]["decode_tokens_per_s"]["measured"]
+                p_meas = rec["recommended"]["decode_tokens_per_s"]
+                p_assumed = assumed["recommended"]["decode_tokens_per_s"]
+                rows.append((model, fmt, read, measured, p_meas, p_assumed))
+                print(f"{r:>5}  {model + ':' + fmt:<22} {read:>9.1f} {wall:>9.2f} {measured:>15.2f} {p_meas:>14.2f} "
+                      f"{p_meas / measured:>6.2f} {p_assumed:>13.2f} {p_assumed / measured:>6.2f}")
+        print("\nmedians over rounds (ratio = predicted / measured; target 0.75-1.25)")
         for model, fmt in pairs:
-            probe, wall = cli(["probe", "--measure"], env)
-            read = probe["memory_read_bandwidth"]["read_gb_s"]
-            rec, _ = cli(["recommend", "--model", model, "--format", fmt, "--runtime", "llama.cpp"], env)
-            assumed, _ = cli(["recommend", "--model", model, "--format", fmt, "--runtime", "llama.cpp", "--no-measure"], env)
-            bench, _ = cli(["bench", "--model", model, "--format", fmt, "--kernel", "llama.cpp", "--prompt", "0"], env)
-            measured = bench["kernels"][0]["decode_tokens_per_s"]["measured"]
-            p_meas = rec["recommended"]["decode_tokens_per_s"]
-            p_assumed = assumed["recommended"]["decode_tokens_per_s"]
-            rows.append((model, fmt, read, measured, p_meas, p_assumed))
-            print(f"{r:>5}  {model + ':' + fmt:<22} {read:>9.1f} {wall:>9.2f} {measured:>15.2f} {p_meas:>14.2f} "
-                  f"{p_meas / measured:>6.2f} {p_assumed:>13.2f} {p_assumed / measured:>6.2f}")
-    print("\nmedians over rounds (ratio = predicted / measured; target 0.75-1.25)")
-    for model, fmt in pairs:
-        mine = [x for x in rows if x[:2] == (model, fmt)]
-        med = [statistics.median(x[i] for x in mine) for i in (2, 3, 4, 5)]
-        print(f"  {model + ':' + fmt:<22} read {med[0]:.1f} GB/s, llama.cpp {med[1]:.2f} tok/s, predicted "
-              f"{med[2]:.2f} (ratio {med[2] / med[1]:.2f}) with the measurement, {med[3]:.2f} (ratio {med[3] / med[1]:.2f}) "
-              "assumed")
+            mine = [x for x in rows if x[:2] == (model, fmt)]
+            med = [statistics.median(x[i] for x in mine) for i in (2, 3, 4, 5)]
+            print(f"  {model + ':' + fmt:<22} read {med[0]:.1f} GB/s, llama.cpp {med[1]:.2f} tok/s, predicted "
+                  f"{med[2]:.2f} (ratio {med[2] / med[1]:.2f}) with the measurement, {med[3]:.2f} (ratio {med[3] / med[1]:.2f}) "
+                  "assumed")
+    finally:  # the cache and data directories this run made: its own temporary directory
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

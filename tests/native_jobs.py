@@ -91,4 +91,18 @@ def handle(state: dict[str, Any], op: str, args: dict[str, Any],
         p.nthread = 1
         rc = llama_cpp.llama_model_quantize(args["src"].encode(), args["dst"].encode(), ctypes.byref(p))
         return {"rc": int(rc)}, []
+    if op == "ggml_quantize":  # ggml's own row quantizer (ggml_quantize_chunk, what llama-quantize calls per tensor)
+        import ctypes
+        from pathlib import Path
+
+        import llama_cpp
+
+        lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+        lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+        lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                            ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        x = np.ascontiguousarray(arrays[0], dtype=np.float32)
+        dst = np.zeros(x.size * 4, dtype=np.uint8)
+        n = lib.ggml_quantize_chunk(int(args["type"]), x.ctypes.data, dst.ctypes.data, 0, x.shape[0], x.shape[1], None)
+        return {}, [dst[:n].reshape(x.shape[0], -1)]
     raise ValueError(op)

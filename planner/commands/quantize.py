@@ -22,7 +22,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
                     "the same rules `planner estimate --format` sizes.")
     p.add_argument("source", type=path_arg, metavar="SOURCE", help="Hugging Face model directory or .gguf file")
     p.add_argument("--format", "-f", required=True, type=nonempty, metavar="FMT",
-                   help="Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q3_K_M, Q2_K, Q4_0, IQ4_XS, IQ4_NL, Q4_K_M-imat, F16, gptq-int4, "
+                   help="Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q3_K_M, Q2_K, Q4_0, IQ4_XS, IQ4_NL, MXFP4_MOE, Q4_K_M-imat, F16, gptq-int4, "
                         "gptq-int8 (GPTQ, calibrated), awq-int4 (AWQ, calibrated), rtn-int4, rtn-int8 (round to nearest, "
                         "GPTQ layout), nf4, fp8, mlx-4bit, mlx-8bit, bf16, fp16 ...")
     p.add_argument("--output", "-o", required=True, type=path_arg, metavar="OUT", help="output .gguf file or directory")

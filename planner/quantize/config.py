@@ -128,7 +128,7 @@ def _gguf_types_we_encode() -> set[str]:
 # llama.cpp file types whose mixes (fallbacks included) only pick types we encode; the IQ1-IQ3 types need
 # lattice grids (iq2xxs_grid ...) that are not written here.
 GGUF_FILE_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
-                   "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS")
+                   "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "MXFP4_MOE")
 
 
 def _gguf_ok(fmt: WeightFormat) -> bool:

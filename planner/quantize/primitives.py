@@ -28,6 +28,7 @@ import numpy as np
 
 from planner.formats import QK_K, ggml_type
 from planner.quantize.block_helpers import _F16_MAX, F32, _f16, _f16_bytes, _importance, _inv, _nibbles32, _rowdot
+from planner.quantize.fp4 import mxfp4_blocks
 from planner.quantize.iq4 import iq4_nl_blocks, iq4_xs_blocks
 
 _PIECE = 1 << 17  # values per piece: the working set of a k-quant search stays in L2 cache
@@ -643,6 +644,8 @@ ENCODERS: dict[str, Encoder] = {
 # IQ4_NL / IQ4_XS: the non-linear grid types, whose block encoders live in planner.quantize.iq4.
 ENCODERS["IQ4_NL"] = _by_pieces(iq4_nl_blocks, 32, 18, _LEGACY_PIECE)
 ENCODERS["IQ4_XS"] = _by_pieces(iq4_xs_blocks, QK_K, 136, _LEGACY_PIECE)
+# MXFP4: E2M1 codes under an E8M0 scale per 32, whose block encoder lives in planner.quantize.fp4.
+ENCODERS["MXFP4"] = _by_pieces(mxfp4_blocks, 32, 17, _LEGACY_PIECE)
 
 
 def supported_types() -> list[str]:
@@ -723,3 +726,4 @@ def sqnr_db(ref: np.ndarray, approx: np.ndarray) -> float:
     if signal == 0:
         return -math.inf
     return 10 * math.log10(signal / noise)
+

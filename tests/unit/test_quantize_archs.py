@@ -31,12 +31,12 @@ from quantize_models import make_arch_model  # noqa: E402
 
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 TOKENS = list(range(3, 35))  # 32 positions: past the sliding window (8), so Gemma's local layers are exercised
-KLD_BOUND = {"f16": 1e-6, "q8_0": 1e-3, "q4_k_m": 2e-2}
+KLD_BOUND = {"f16": 1e-6, "q8_0": 1e-3, "q4_k_m": 2e-2, "mxfp4_moe": 5e-3}
 # kind -> (formats, experts). Mixtral gets 8 experts: llama.cpp's mix rules treat 8-expert models specially
 # (attn_v/attn_k Q8_0, attn_output Q5_K under Q4_K_M), and the test checks those types too.
 CASES = {
-    "qwen3moe": (("f16", "q8_0", "q4_k_m"), 4),
-    "mixtral": (("f16", "q8_0", "q4_k_m"), 8),
+    "qwen3moe": (("f16", "q8_0", "q4_k_m", "mxfp4_moe"), 4),
+    "mixtral": (("f16", "q8_0", "q4_k_m", "mxfp4_moe"), 8),
     "gemma2": (("f16", "q8_0"), 0),
     "gemma3": (("f16", "q8_0", "q4_k_m"), 0),
     "gemma3-mm": (("f16",), 0),
@@ -165,7 +165,8 @@ def test_phi3_longrope_factors_and_attention_factor(tmp_path):
 @pytest.mark.parametrize("kind", ["mixtral", "qwen3moe", "gemma2", "gemma3", "phi3"])
 def test_per_tensor_types_are_llama_quantizes(tmp_path, kind):
     """The cost model's mix rules (which planner quantize follows) give each tensor the type llama.cpp's own
-    quantizer gives it, from the same F16 GGUF; Mixtral with 8 experts gets llama.cpp's 8-expert rules."""
+    quantizer gives it, from the same F16 GGUF; Mixtral with 8 experts gets llama.cpp's 8-expert rules. MXFP4_MOE's
+    expert tensors are also the same bytes."""
     from gguf import GGUFReader, LlamaFileType
     from native_jobs import JOB
 
@@ -176,15 +177,21 @@ def test_per_tensor_types_are_llama_quantizes(tmp_path, kind):
     f16 = tmp_path / "f16.gguf"
     quantize_model(src, "f16", f16)
     with Worker(JOB) as w:
-        for ftype in ("Q4_K_M", "Q3_K_M"):
+        for ftype in ("Q4_K_M", "Q3_K_M", "MXFP4_MOE"):
             theirs_path, ours_path = tmp_path / f"llama-{ftype}.gguf", tmp_path / f"ours-{ftype}.gguf"
             info, _ = w.call("llama_quantize", {"src": str(f16), "dst": str(theirs_path),
                                                 "ftype": int(LlamaFileType[f"MOSTLY_{ftype}"])}, [], doing="llama-quantize")
             assert info["rc"] == 0
             quantize_model(f16, ftype, ours_path)
-            theirs = {t.name: t.tensor_type.name for t in GGUFReader(theirs_path).tensors}
-            ours = {t.name: t.tensor_type.name for t in GGUFReader(ours_path).tensors}
-            assert ours == theirs, ftype
+            theirs = {t.name: t for t in GGUFReader(theirs_path).tensors}
+            ours = {t.name: t for t in GGUFReader(ours_path).tensors}
+            assert {n: t.tensor_type.name for n, t in ours.items()} == \
+                {n: t.tensor_type.name for n, t in theirs.items()}, ftype
+            mx = [n for n, t in ours.items() if t.tensor_type.name == "MXFP4"]
+            # MXFP4: the experts of a MoE model (3-D), Q8_0 for every other matrix; on a dense model none at all
+            assert bool(mx) == (ftype == "MXFP4_MOE" and kind in ("mixtral", "qwen3moe")), ftype
+            for n in mx:  # llama.cpp's MXFP4 quantizer has no search: the bytes are the same
+                assert np.array_equal(np.asarray(ours[n].data), np.asarray(theirs[n].data)), n
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ for bit."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -18,7 +19,7 @@ from planner.quantize.primitives import ENCODERS, encode, sqnr_db
 # SQNR floors on N(0, 1) data (dB); what our encoders reach is 2-4 dB above each.
 SQNR_FLOOR = {
     "F16": 60, "BF16": 45, "Q8_0": 35, "Q6_K": 28, "Q5_1": 24, "Q5_0": 24, "Q5_K": 24, "Q4_1": 18, "Q4_0": 18,
-    "Q4_K": 18, "Q3_K": 12, "Q2_K": 6, "IQ4_NL": 19, "IQ4_XS": 19,
+    "Q4_K": 18, "Q3_K": 12, "Q2_K": 6, "IQ4_NL": 19, "IQ4_XS": 19, "MXFP4": 17,
 }
 LOSSY = [t for t in ENCODERS if t != "F32"]
 
@@ -140,3 +141,56 @@ def test_sqnr_db():
     assert sqnr_db(x, x) == math.inf
     assert sqnr_db(np.zeros(3), np.ones(3)) == -math.inf
     assert abs(sqnr_db(x, x * 1.1) - 20) < 1e-9
+
+
+# OCP MX v1.0 E2M1 magnitudes; MXFP4's scale is 2**(floor(log2 amax) - 2) for the block's largest magnitude amax
+E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+
+
+def _mxfp4_by_definition(x: np.ndarray) -> np.ndarray:
+    """MXFP4 values of rows x, one 32-block at a time in float64: each value to the nearest level of its block's
+    grid, a tie to the smaller magnitude (as llama.cpp's best_index_mxfp4 keeps the first of equal errors)."""
+    out = np.empty(x.shape)
+    for i, block in enumerate(x.reshape(-1, 32).astype(np.float64)):
+        amax = np.abs(block).max()
+        scale = 2.0 ** (math.frexp(amax)[1] - 1 - 2) if amax > 0 else 2.0 ** -127
+        levels = np.concatenate([E2M1, -E2M1[1:]]) * scale  # +0 before every other level
+        err = np.abs(levels[None, :] - block[:, None])
+        pick = np.argmin(np.where(err == err.min(axis=1, keepdims=True), np.abs(levels), np.inf), axis=1)
+        out.reshape(-1, 32)[i] = levels[pick]
+    return out
+
+
+def test_mxfp4_is_the_nearest_level_of_the_ocp_grid():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 256)).astype(np.float32) * np.float32(0.03)
+    x[0, :32] = np.arange(32, dtype=np.float32) * np.float32(0.25)  # every level and every midpoint of one grid
+    x[1, :32] = -x[0, :32]
+    x[2, :32] = np.float32(7.0)  # amax 7 -> scale 1: clipped to 6, the OCP scale rule's known saturation
+    x[3, :32] = 0.0
+    q, y = _roundtrip("MXFP4", x)
+    assert q.shape == (6, 256 // 32 * 17)
+    assert np.array_equal(y.astype(np.float64), _mxfp4_by_definition(x))
+    assert y[2, 0] == 6.0 and not y[3, :32].any()
+    assert q[0, 0] == 2 - 2 + 127  # the E8M0 byte of block 0: floor(log2 7.75) - 2, biased by 127
+
+
+@pytest.mark.real_runtime
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed (pip install '.[dev]')")
+def test_mxfp4_bytes_are_llama_cpps():
+    """The same bytes as ggml's own MXFP4 quantizer (run in a child process), over scales from 1e-30 to 1e3."""
+    from native_jobs import JOB
+
+    from planner.native import Worker
+
+    rng = np.random.default_rng(5)
+    rows = [rng.standard_normal((16, 512)).astype(np.float32) * np.float32(s) for s in (1e-30, 1e-4, 0.02, 1.0, 1e3)]
+    x = np.concatenate(rows)
+    x[0, :4] = [0.0, -0.0, 1e-38, -1e-38]
+    x[1, :] = 0.0
+    x[2, :64] = np.arange(64, dtype=np.float32) * np.float32(0.125)  # midpoints: ties
+    with Worker(JOB) as w:
+        _, (theirs,) = w.call("ggml_quantize", {"type": int(QT.MXFP4)}, [x], doing="ggml_quantize_chunk")
+    ours = encode("MXFP4", x, threads=2)
+    assert theirs.shape == ours.shape
+    assert np.array_equal(ours, theirs)
