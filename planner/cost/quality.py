@@ -983,6 +983,10 @@ def _gguf_type(fmt: WeightFormat) -> str:
 def quality_family(fmt: WeightFormat, group: int, bits: float) -> str:
     """The published family a planner format belongs to."""
     fam = fmt.family
+    if fam == "gguf" and _gguf_type(fmt) == "MXFP4_MOE":
+        # MXFP4_MOE: the experts are OCP MXFP4 (E2M1 under an E8M0 scale per 32), the mechanism of the mxfp4 rows, not
+        # of the K-quants' grid (Q8_0 elsewhere counts through the mix's equal-noise bits and the head)
+        return "mxfp4"
     if fam == "gguf":
         base = _gguf_type(fmt)
         imatrix = fmt.needs_imatrix or fmt.imatrix
@@ -1148,6 +1152,12 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
         return Quality(0.0, 0.0, "published", note="16/32-bit weights: no quantization loss")
     if fmt.family == "mxfp4" and native_dtype == "mxfp4":
         return Quality(0.0, 0.0, "published", note="the model was released in MXFP4 (quantization-aware trained)")
+    if fmt.family == "gguf" and _gguf_type(fmt) == "MXFP4_MOE" and native_dtype == "mxfp4":
+        # MXFP4_MOE of an MXFP4 release: the experts keep the released values (llama.cpp's converter copies the blocks;
+        # re-rounding MXFP4 values on llama.cpp's grid gives them back) and the other matrices are Q8_0, so the loss
+        # is Q8_0's on those: rated as Q8_0, which the release adjustment scales to their share of the weights
+        q = expected_quality(FORMATS["Q8_0"], mc)
+        return replace(q, note=f"the experts as released, the other matrices as Q8_0: {q.note}")
     if fmt.family == "fp8" and native_dtype == "float8_e4m3":
         return Quality(0.0, 0.0, "published", note="the model was released in FP8 (trained with FP8 weights)")
     bits, group, head_bits, share = _linear_and_head(fmt, mc)

@@ -333,6 +333,27 @@ def test_planner_formats_map_to_the_activation_variant_their_runtimes_run(regist
     assert q.ppl_delta_pct > 1.5 * wo and "nvfp4 family fit" in q.note
 
 
+def test_gguf_mxfp4_moe_is_rated_by_the_mxfp4_rows_not_the_k_quant_line(registry):
+    """MXFP4_MOE's experts are OCP MXFP4 (E2M1 under a power-of-two scale per 32), whose grid loses more than a K-quant
+    at its bits (our encoders on Gaussian weights: MXFP4's SQNR below Q4_0's, below Q4_K's): on a 16-bit MoE it is
+    rated with the mxfp4 rows and their single-source interval, not as a 4.25-bit K-quant."""
+    import numpy as np
+    from gguf import GGMLQuantizationType as QT
+    from gguf.quants import dequantize
+
+    from planner.cost.quality import expected_quality, quality_family
+    from planner.formats import get_format
+    from planner.quantize.primitives import encode, sqnr_db
+
+    x = np.random.default_rng(0).standard_normal((16, 1024), dtype=np.float32)
+    db = {t: sqnr_db(x, dequantize(encode(t, x), QT[t]).reshape(x.shape)) for t in ("MXFP4", "Q4_0", "Q4_K")}
+    assert db["MXFP4"] < db["Q4_0"] < db["Q4_K"]
+    assert quality_family(get_format("MXFP4_MOE"), 32, 4.25) == "mxfp4"
+    mc = ModelCost(registry.get("qwen3-30b-a3b"))
+    moe, k4 = expected_quality(get_format("MXFP4_MOE"), mc), expected_quality(get_format("Q4_K_M"), mc)
+    assert moe.basis == "extrapolated" and "mxfp4" in moe.note
+    assert moe.kld > k4.kld
+
 def test_heavily_trained_models_lose_less_extra_under_calibrated_rounding():
     """GPTQ/AWQ (rounding chosen with calibration activations) take a smaller heavily-trained factor than RTN and the
     K-quants, as the Llama-3 and Qwen3 rows of four sources show; both factors stay above 1 (those models lose more)."""

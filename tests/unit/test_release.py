@@ -52,6 +52,9 @@ def test_gpt_oss_down_conversion_loses_and_gguf_mxfp4_moe_loses_only_on_its_q8_a
     eff = release_effect(mc.spec, get_format("MXFP4_MOE"), mc.tensors)
     assert eff is not None and eff.kept_share == 1.0 and 0 < eff.requant_share < 0.2  # attention + embeddings only
     assert 0 < moe.quality["kld"] < q4.quality["kld"] / 3  # only the Q8_0 share is re-quantized
+    # ...at Q8_0, so it loses less than the Q8_0 file, which also re-rounds the experts
+    q8 = _plan(mc, "Q8_0", "llama.cpp", catalog)
+    assert moe.quality["kld"] < q8.quality["kld"] / 5 and "as Q8_0" in moe.quality["note"]
 
 
 def test_deepseek_fp8_release(registry, catalog) -> None:
