@@ -1152,6 +1152,9 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
         return Quality(0.0, 0.0, "published", note="16/32-bit weights: no quantization loss")
     if fmt.family == "mxfp4" and native_dtype == "mxfp4":
         return Quality(0.0, 0.0, "published", note="the model was released in MXFP4 (quantization-aware trained)")
+    if fmt.family == "gguf" and _gguf_type(fmt) == "MXFP4_MOE" and "MXFP4" not in mc.layout(fmt).ggml_types:
+        q = expected_quality(FORMATS["Q8_0"], mc, native_dtype)  # no experts: llama.cpp writes Q8_0 throughout
+        return replace(q, note=f"no MoE experts, so every matrix is Q8_0 (rated as Q8_0): {q.note}")
     if fmt.family == "gguf" and _gguf_type(fmt) == "MXFP4_MOE" and native_dtype == "mxfp4":
         # MXFP4_MOE of an MXFP4 release: the experts keep the released values (llama.cpp's converter copies the blocks;
         # re-rounding MXFP4 values on llama.cpp's grid gives them back) and the other matrices are Q8_0, so the loss

@@ -353,6 +353,10 @@ def test_gguf_mxfp4_moe_is_rated_by_the_mxfp4_rows_not_the_k_quant_line(registry
     moe, k4 = expected_quality(get_format("MXFP4_MOE"), mc), expected_quality(get_format("Q4_K_M"), mc)
     assert moe.basis == "extrapolated" and "mxfp4" in moe.note
     assert moe.kld > k4.kld
+    # a dense model has no experts: llama.cpp's MXFP4_MOE is then Q8_0 throughout, and so is its rating
+    dense = ModelCost(registry.get("llama-3.1-8b"))
+    assert "MXFP4" not in dense.layout(get_format("MXFP4_MOE")).ggml_types
+    assert expected_quality(get_format("MXFP4_MOE"), dense).kld == expected_quality(get_format("Q8_0"), dense).kld
 
 def test_heavily_trained_models_lose_less_extra_under_calibrated_rounding():
     """GPTQ/AWQ (rounding chosen with calibration activations) take a smaller heavily-trained factor than RTN and the
