@@ -57,6 +57,9 @@ class FormatLayout:
     head_bits: float = 16.0
     head_share: float = 0.0
     linear_mix_bits: float = 16.0
+    # quantized block-linear weights per ggml type (GGUF formats): the quality model credits each type's own leaner
+    # scales (quality.scale_credit: IQ4_XS beside its IQ4_NL fallbacks), so a mix of types is rated tensor by tensor
+    linear_types: dict[str, int] = field(default_factory=dict)
     sum_layers: int = field(init=False)
     sum_active: float = field(init=False)
 
@@ -81,7 +84,7 @@ class FormatLayout:
 
 
 # Bump when FormatLayout's fields or their meaning change: layouts on disk written under another version are ignored.
-LAYOUT_SCHEMA = 3
+LAYOUT_SCHEMA = 4
 
 
 @lru_cache(maxsize=1)
@@ -259,6 +262,7 @@ class ModelCost:
         # quality inputs (see FormatLayout): summed in tensor order, as planner.cost.quality always did
         q_bits = q_elems = 0
         q_noise = 0.0  # sum over quantized block-linear weights of 4^-bits (mix_bits)
+        q_types: dict[str, int] = {}
         groups: dict[int, int] = {}
         head_bits, head_elems = 16.0, 0
         facts = self._facts
@@ -303,6 +307,8 @@ class ModelCost:
                 q_bits += nbytes * 8
                 q_elems += n_el
                 q_noise += n_el * 4.0 ** (-nbytes * 8 / n_el)
+                if kind[0]:
+                    q_types[kind[0]] = q_types.get(kind[0], 0) + n_el
                 if kind[2] is not None:
                     groups[kind[2]] = groups.get(kind[2], 0) + n_el
         header = 0
@@ -314,4 +320,4 @@ class ModelCost:
         else:
             bits, group, share, mix = 16.0, 0, 0.0, 16.0
         return FormatLayout(stored, header, layer_bytes, layer_active, embed, head, head_active, types,
-                            bits, group, head_bits, share, mix)
+                            bits, group, head_bits, share, mix, q_types)

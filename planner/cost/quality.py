@@ -1027,8 +1027,23 @@ def _linear_and_head(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, floa
     lay = mc.layout(fmt)
     # GGUF types mix per tensor (llama.cpp's presets, fallbacks for widths off the 256 super-block); the GPU formats'
     # rows state one scheme, whose nominal bits their fits are in
-    bits = lay.linear_mix_bits if fmt.family == "gguf" else lay.linear_bits
+    bits = _shifted_mix_bits(lay.linear_types, _gguf_type(fmt)) if fmt.family == "gguf" and lay.linear_types \
+        else lay.linear_mix_bits if fmt.family == "gguf" else lay.linear_bits
     return bits, lay.linear_group, lay.head_bits, lay.head_share
+
+
+def _shifted_mix_bits(types: dict[str, int], file_type: str) -> float:
+    """A GGUF mix's equal-noise bits with each tensor credited for its own type's leaner scales (scale_credit), less
+    the file type's credit, which the prediction adds back (FamilyFit.grid_term): an IQ4_XS file whose narrow tensors
+    fall back to IQ4_NL (same codes, no credit) is rated at IQ4_NL's precision on those, not credited twice. Legacy
+    fallbacks in a K-quant file (Q5_0 for Q4_K rows off the 256 super-block) stay at their bits per weight: on
+    Llama-3-8B a Q5_0 file loses 1.34x a Q5_K_S one at the same 5.5 bits (llama.cpp PR #6936), nearer the K-quant
+    line at its bits (1x) than at its 5 code bits (2x). Without fallbacks: the file's mix bits."""
+    from planner.formats import GGML_TYPES
+
+    n = sum(types.values())
+    noise = sum(k * 4.0 ** -(GGML_TYPES[t].bits_per_weight + scale_credit(t)) for t, k in types.items())
+    return -math.log(noise / n, 4) - scale_credit(file_type)
 
 
 def usual_head_bits(fmt: WeightFormat, family: str, mc: ModelCost, head_bits: float) -> float:

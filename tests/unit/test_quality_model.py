@@ -531,6 +531,13 @@ def test_iq4_xs_is_rated_at_iq4_nl_bits_since_only_its_scale_storage_is_leaner(r
     assert len(ratios) >= 4 and all(0.95 < x < 1.1 for x in ratios)
     mc = ModelCost(registry.get("llama-3.1-8b"))
     assert "as IQ4_NL" in expected_quality(get_format("IQ4_XS"), mc).note
+    # Qwen2.5-0.5B's 896-wide rows do not fill IQ4_XS's 256-weight super-blocks: those tensors fall back to IQ4_NL,
+    # which get no credit of their own, so the file rates as IQ4_NL, never better (it used to take the credit twice)
+    small = ModelCost(registry.get("qwen2.5-0.5b"))
+    types = small.layout(get_format("IQ4_XS")).linear_types
+    assert types.get("IQ4_NL", 0) > 0.3 * sum(types.values())
+    xs, nl = (expected_quality(get_format(f), small).kld for f in ("IQ4_XS", "IQ4_NL"))
+    assert xs == pytest.approx(nl, rel=1e-6)
 
 
 
