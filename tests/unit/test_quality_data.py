@@ -217,17 +217,19 @@ def test_exllamav3_chart_rows_agree_with_their_anchor_and_with_each_other():
 
 
 SMALL_BATCHES = [ROOT / "benchmarks" / "data" / "quality_extra16.csv", ROOT / "benchmarks" / "data" / "gguf_quality_extra5.csv"]
-SMALL_GPU_BATCHES = [SMALL_BATCHES[0], ROOT / "benchmarks" / "data" / "quality_extra19.csv"]
+SMALL_GPU_BATCHES = [SMALL_BATCHES[0], ROOT / "benchmarks" / "data" / "quality_extra19.csv",
+                     ROOT / "benchmarks" / "data" / "quality_extra22.csv"]
+SMALL_GGUF_BATCHES = [SMALL_BATCHES[1], ROOT / "benchmarks" / "data" / "gguf_quality_extra9.csv"]
 
 
 def test_small_batches_cite_a_locator_and_reach_the_table_as_copied():
-    """The small batches quality_extra16.csv, quality_extra19.csv and gguf_quality_extra5.csv (too few rows for the
+    """The small batches quality_extra16/19/22.csv and gguf_quality_extra5/9.csv (too few rows for the
     per-file checks above): each row names where to read it, a GPU row's change is its own perplexities' ratio, and every non-baseline row is
     in quality_published.csv, fitted at the copied change or held out with a reason (its fit_why, the build's <= 0
     rule, or a GGUF note's 'Kept out of the fit')."""
     published = _rows(PUBLISHED)
     gpu = [r for p in SMALL_GPU_BATCHES for r in _rows(p)]
-    gguf = _rows(SMALL_BATCHES[1])
+    gguf = [r for p in SMALL_GGUF_BATCHES for r in _rows(p)]
     for r in gpu:
         assert LOCATOR.search(r["source"]), r["source"]
         pct = float(r["ppl_delta_pct"])
@@ -249,4 +251,5 @@ def test_small_batches_cite_a_locator_and_reach_the_table_as_copied():
         else:
             n_fit += row["fit"] == "yes"
             assert row["fit"] == "yes" and 1 < float(row["bits"]) < 9, row
-    assert n_fit == 6  # Q8_0 (ParetoQ), Q4_K_S and Q4_0 (ik_llama.cpp discussion #63), Q3_K_M, Q4_0, Q4_K_M (AutoAWQ PR #285)
+    # Q8_0 (ParetoQ), Q4_K_S and Q4_0 (ik_llama.cpp discussion #63), Q3_K_M, Q4_0, Q4_K_M (AutoAWQ PR #285), Q4_K_M (LocalAI)
+    assert n_fit == 7
