@@ -26,12 +26,14 @@ EXTRA17 = "benchmarks/data/quality_extra17.csv"  # thin GPU families from vendor
 EXTRA18 = "benchmarks/data/quality_extra18.csv"  # committed result tables from more labs: transformerx per-channel RTN (sym/asym, 4-8 bits), ...
 EXTRA19 = "benchmarks/data/quality_extra19.csv"  # FP8 W8A8 on Llama-3.1 8B vs 70B from one harness: Intel Gaudi INC FP8 lm-eval result files (LAMBADA, kept out of the fit)
 EXTRA20 = "benchmarks/data/quality_extra20.csv"  # GPU families on models users run today: apple/coreai-models cards, bitsandbytes issue #2086, a Gemma-2 study, Keras AWQ/GPTQ guides
+EXTRA21 = "benchmarks/data/quality_extra21.csv"  # per-channel RTN/GPTQ (SpinQuant README, reduced-kobold), MoE RTN/GPTQ (Olive), NNCF INT4 on Mixtral, NVFP4 W4A4 on Qwen3-4B (AngelSlim)
 EXTRA22 = "benchmarks/data/quality_extra22.csv"  # FP4 from runtimes' own tests: LocalAI's GB10 llama.cpp NVFP4/MXFP4 (W4A4), llama.cpp NVFP4 PRs, an MLX card (mxfp4, 6-bit)
 GGUF_EXTRA = "benchmarks/data/gguf_quality_extra.csv"  # GGUF rows copied from published tables, quant_quality.csv columns
 GGUF_EXTRA2 = "benchmarks/data/gguf_quality_extra2.csv"  # same columns: imatrix quantizers' per-type tables on Qwen2.5 / Llama-3.3
 GGUF_EXTRA3 = "benchmarks/data/gguf_quality_extra3.csv"  # same columns: the imatrix GGUF points of exllamav3's charts (quality_extra12.csv)
 GGUF_EXTRA4 = "benchmarks/data/gguf_quality_extra4.csv"  # same columns: Artefact2's gist, Mistral-7B imatrix types above PR #5676's rows
 GGUF_EXTRA5 = "benchmarks/data/gguf_quality_extra5.csv"  # same columns: committed llama-perplexity results (ubergarm/ParetoQ) and ik_llama.cpp discussion #63, Llama-3.2-1B
+GGUF_EXTRA8 = "benchmarks/data/gguf_quality_extra8.csv"  # same columns: ik_llama.cpp discussion #8 / PR #14 (Llama-3.1-70B/8B), gptq-gguf-toolkit's Unsloth k-quant rows
 GGUF_EXTRA9 = "benchmarks/data/gguf_quality_extra9.csv"  # same columns: the BF16 / Q4_K_M pair of LocalAI's Qwen3-4B FP4 test (quality_extra22.csv)
 OUT = sys.argv[1]
 SIZES = {"30b": 32.5, "1.7b": 1.7, "14b": 14.8, "32b": 32.8, "7b": 6.74, "13b": 13.0, "65b": 65.2, "70b": 70.6, "8b": 8.03, "405b": 405.9, "0.6b": 0.6, "4b": 4.0}
@@ -168,7 +170,7 @@ def resolution_pct(quant, base, pct=""):
 
 
 rows = []
-EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10, EXTRA11, EXTRA12, EXTRA13, EXTRA14, EXTRA15, EXTRA16, EXTRA17, EXTRA18, EXTRA19, EXTRA20, EXTRA22]
+EXTRAS = [EXTRA, EXTRA2, EXTRA3, EXTRA4, EXTRA5, EXTRA6, EXTRA7, EXTRA8, EXTRA9, EXTRA10, EXTRA11, EXTRA12, EXTRA13, EXTRA14, EXTRA15, EXTRA16, EXTRA17, EXTRA18, EXTRA19, EXTRA20, EXTRA21, EXTRA22]
 for r in list(csv.DictReader(open(REF + "nongguf_quality.csv"))) + [r for p in EXTRAS for r in csv.DictReader(open(p))]:
     fam = gpu_family(r["format"], r["variant"])
     if fam is None: continue
@@ -252,7 +254,7 @@ for r in rows:
 # IQ2_XXS, IQ2_XS or Q2_K_S quantization without an importance matrix", tools/quantize/quantize.cpp): a row of one of
 # these whose source does not state the imatrix had one; any other type's family is unknown then (kept out of the fit)
 IMATRIX_REQUIRED = {"IQ1_S", "IQ1_M", "IQ2_S", "IQ2_XXS", "IQ2_XS", "Q2_K_S"}
-QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA))) + list(csv.DictReader(open(GGUF_EXTRA2))) + list(csv.DictReader(open(GGUF_EXTRA3))) + list(csv.DictReader(open(GGUF_EXTRA4))) + list(csv.DictReader(open(GGUF_EXTRA5))) + list(csv.DictReader(open(GGUF_EXTRA9)))
+QQ = list(csv.DictReader(open(REF + "quant_quality.csv"))) + list(csv.DictReader(open(GGUF_EXTRA))) + list(csv.DictReader(open(GGUF_EXTRA2))) + list(csv.DictReader(open(GGUF_EXTRA3))) + list(csv.DictReader(open(GGUF_EXTRA4))) + list(csv.DictReader(open(GGUF_EXTRA5))) + list(csv.DictReader(open(GGUF_EXTRA8))) + list(csv.DictReader(open(GGUF_EXTRA9)))
 F16 = {(r["source"][:60], r["model"]): float(r["ppl"]) for r in QQ if r["quant_type"] == "F16" and re.fullmatch(r"[\d.]+", r["ppl"].strip())}
 F16_TEXT = {(r["source"][:60], r["model"]): r["ppl"].strip() for r in QQ if r["quant_type"] == "F16"}  # as printed
 for r in QQ:

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXTRA2 = ROOT / "benchmarks" / "data" / "quality_extra2.csv"
 EXTRA3 = ROOT / "benchmarks" / "data" / "quality_extra3.csv"
-EXTRAS = [ROOT / "benchmarks" / "data" / f"quality_extra{n}.csv" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 18, 20)]
+EXTRAS = [ROOT / "benchmarks" / "data" / f"quality_extra{n}.csv" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 18, 20, 21)]
 PUBLISHED = ROOT / "planner" / "data" / "quality_published.csv"
 # a row's source must name where to read it: a URL, a commit, a pull request or an arXiv table
 LOCATOR = re.compile(r"https?://|commit [0-9a-f]{7,}|PR #\d+|arXiv \d{4}\.\d{4,5}")
@@ -253,3 +253,27 @@ def test_small_batches_cite_a_locator_and_reach_the_table_as_copied():
             assert row["fit"] == "yes" and 1 < float(row["bits"]) < 9, row
     # Q8_0 (ParetoQ), Q4_K_S and Q4_0 (ik_llama.cpp discussion #63), Q3_K_M, Q4_0, Q4_K_M (AutoAWQ PR #285), Q4_K_M (LocalAI)
     assert n_fit == 7
+
+
+def test_gguf_rows_without_a_stated_imatrix_reach_the_table_held_out():
+    """gguf_quality_extra8.csv (ik_llama.cpp discussion #8 / PR #14, gptq-gguf-toolkit's Unsloth k-quants): neither source
+    says whether an importance matrix was used, so every non-baseline row is in quality_published.csv under a GGUF family,
+    held out for that reason, at the change its source prints (or its perplexities give against the source's baseline)."""
+    path = ROOT / "benchmarks" / "data" / "gguf_quality_extra8.csv"
+    published = _rows(PUBLISHED)
+    rows = _rows(path)
+    base = {(r["source"], r["model"]): float(r["ppl"]) for r in rows if r["quant_type"] == "F16"}
+    n = 0
+    for r in rows:
+        assert LOCATOR.search(r["source"]), r["source"]
+        if r["quant_type"] == "F16":
+            continue
+        row = next(p for p in published if p["source"] == r["source"] and p["model"] == r["model"]
+                   and p["variant"].split(" ")[0] == r["quant_type"])
+        assert row["family"].startswith("gguf") and row["fit"] == "no" and "importance matrix" in row["why"], row
+        if r["ppl_delta_or_pct"]:
+            assert row["value"] == r["ppl_delta_or_pct"].rstrip("%"), row
+        else:
+            assert float(row["value"]) == float(r["ppl"]) and (r["source"], r["model"]) in base, row
+        n += 1
+    assert n == 9
