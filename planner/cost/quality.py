@@ -201,7 +201,8 @@ RESOLUTION_PCT = 0.1
 NOISE_FLOOR_PCT = 0.1
 FIT_SCATTER_LN = 0.3  # assumed: the scatter of a row about the fit, ln units (the families' 10-90 % residuals ~ +-0.3)
 # Families whose sibling prior is weight-only while their deployments (and rows) also quantize activations: the prior
-# is then a lower bound, used without rows but not pulling the level of rows. NVFP4: ModelOpt checkpoints and torchao's
+# is then a lower bound, used without rows but not pulling the level of rows; with rows, a prediction is never below
+# the weight-only family's on the same model (predict). NVFP4: ModelOpt checkpoints and torchao's
 # NVFP4InferenceConfig (mm_config NVFP4MMConfig.DYNAMIC by default, torchao/prototype/mx_formats/inference_workflow.py)
 # quantize activations to NVFP4 as well
 LOWER_BOUND_PRIOR = frozenset({"nvfp4"})
@@ -1163,6 +1164,12 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
         note += f"; the {base} fit with added NLL x{math.exp(fit.a - fits[base].a):.2f} (the paired shift)"
     for v in shifted:
         note += f"; {v} rows counted at their added NLL / {math.exp(fits[v].a - fit.a):.2f} (the paired shift)"
+    if family in LOWER_BOUND_PRIOR and fit.n and fits.get(fit.prior) is not None and fits[fit.prior].n:
+        # quantizing the activations adds to the weights' error: never below the weight-only prediction on this model
+        floor = ln_nll(predict(fits, fit.prior, bits, group, model, source, symmetric, params_b, gguf_type)[0])
+        if floor > ln:
+            ln = floor
+            note += f"; raised to the weight-only {fit.prior} prediction on this model, its lower bound"
     return (pct_from_ln_nll(ln), pct_from_ln_nll(ln + fit.lo - widen), pct_from_ln_nll(ln + fit.hi + widen), basis, note,
             why)
 

@@ -260,8 +260,9 @@ def test_word_level_rows_convert_to_token_level_and_rounding_sized_rows_weigh_le
 
 def test_nvfp4_rows_set_its_level_and_its_weight_only_prior_serves_only_without_rows():
     """NVFP4's sibling (weight-only NVFP4, llama.cpp's rows) quantizes no activations below 8 bits, NVFP4's (W4A4) rows
-    do: with the rows the family level follows them; without rows the prior's level is used, labelled extrapolated,
-    and it is lower."""
+    do: with the rows the family level follows them, and a prediction never falls below the weight-only one on the
+    same model (its lower bound); without rows the prior's level is used, labelled extrapolated, and it is lower in the
+    median."""
     import statistics
 
     from planner.cost.quality import LOWER_BOUND_PRIOR, model_key, predict
@@ -274,10 +275,18 @@ def test_nvfp4_rows_set_its_level_and_its_weight_only_prior_serves_only_without_
     assert 1 / 1.5 < statistics.median(ratios) < 1.5
     without = fit_all([r for r in rows if r.family != "nvfp4"])
     assert without["nvfp4"].a == without["nvfp4-wo"].a
+    gains = []
     for r in mine:
         prior = predict(without, "nvfp4", r.bits, r.group, model_key(r.model))
         own = predict(fits, "nvfp4", r.bits, r.group, model_key(r.model))
-        assert prior[3] == "extrapolated" and prior[0] < own[0]  # the weight-only prior misses the activations' loss
+        wo = predict(fits, "nvfp4-wo", r.bits, r.group, model_key(r.model))
+        assert prior[3] == "extrapolated" and own[0] >= wo[0] * (1 - 1e-9)
+        gains.append(own[0] / prior[0])
+    assert statistics.median(gains) > 1.2  # the weight-only prior misses the activations' loss
+    # Qwen3's W4A4 rows lose less than its weight-only prediction: there the floor holds the prediction up
+    qwen = next(r for r in mine if model_key(r.model) == "qwen3-8b")
+    raised = predict(fits, "nvfp4", qwen.bits, qwen.group, "qwen3-8b")
+    assert "its lower bound" in raised[4] and raised[0] > qwen.ppl_pct
 
 def test_a_family_without_rows_takes_its_siblings_usual_head(registry, monkeypatch):
     """MLX quantizes its head with the linears; RTN's rows keep it in 16-bit. Resting on RTN (no MLX rows), an MLX
@@ -322,7 +331,7 @@ def test_activation_precision_is_read_per_row_and_splits_the_mixed_families():
         naive = predict(fits, "int8-w8a8-naive", 8.0, 0, model)[0]
         smooth = predict(fits, "int8-w8a8", 8.0, 0, model)[0]
         assert naive > smooth
-        assert predict(fits, "nvfp4", 4.5, 16, model)[0] > predict(fits, "nvfp4-wo", 4.5, 16, model)[0]
+        assert predict(fits, "nvfp4", 4.5, 16, model)[0] >= predict(fits, "nvfp4-wo", 4.5, 16, model)[0]  # its floor
 
 
 def test_planner_formats_map_to_the_activation_variant_their_runtimes_run(registry):
