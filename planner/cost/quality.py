@@ -45,7 +45,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.formats import EMBED_OUTPUT_Q8_VARIANTS, FORMATS, GroupQuant, WeightFormat, gguf_base_type, lattice_iquant
+from planner.formats import (EMBED_OUTPUT_Q8_VARIANTS, FORMATS, GGML_TYPES, GroupQuant, WeightFormat, gguf_base_type,
+                             lattice_iquant)
 
 if TYPE_CHECKING:
     from planner.cost.model import ModelCost
@@ -224,8 +225,8 @@ SOURCE_FX_SHRINK = 1.0  # assumed: a setup's effect counts n / (n + 1) of its ro
 # (LLM.int8(), arXiv 2208.07339, sec. 4; SmoothQuant, arXiv 2211.10438, sec. 3), a property of the model that its
 # weight-only rows do not show: Llama-3-70B loses 4.4 % under SmoothQuant W8A8 (mit-han-lab/smoothquant README) where
 # its weight-only rows lose like Llama-3-8B's. So these rows carry a second model effect, shared by the activation
-# families only and shrunk toward 0 like the first (ACT_FX_SHRINK). FP8 W8A8 is not one of them: E4M3 keeps ~3
-# significant bits for every value within ~4 decades of the token's largest (448 / 2^-6), so an outlier channel does
+# families only and shrunk toward 0 like the first (ACT_FX_SHRINK). FP8 W8A8 is not one of them: E4M3 keeps 3
+# mantissa bits for every value within ~4 decades of the token's largest (448 / 2^-6), so an outlier channel does
 # not coarsen the others as it does INT8's uniform per-token grid (step = outlier / 127), and the INT8 rows' outlier
 # effect does not carry to it. The rows barely tell: leave-one-source-out within 2x stays at 83 % overall and 73 % for
 # fp8-w8a8, fp8-wo goes 64 -> 71 %, int8-w8a8 60 -> 52 % (2 of its 25 rows cross 2x). Leaving FP8 out moves
@@ -992,7 +993,7 @@ def quality_family(fmt: WeightFormat, group: int, bits: float) -> str:
     fam = fmt.family
     if fam == "gguf" and _gguf_type(fmt) == "MXFP4_MOE":
         # MXFP4_MOE: the experts are OCP MXFP4 (E2M1 under an E8M0 scale per 32), the mechanism of the mxfp4 rows, not
-        # of the K-quants' grid (Q8_0 elsewhere counts through the mix's equal-noise bits and the head)
+        # of the K-quants' grid (Q8_0 elsewhere counts through its share of the noise, expected_quality, and the head)
         return "mxfp4"
     if fam == "gguf":
         base = _gguf_type(fmt)
@@ -1037,6 +1038,18 @@ def _linear_and_head(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, floa
     bits = _shifted_mix_bits(lay.linear_types, _gguf_type(fmt)) if fmt.family == "gguf" and lay.linear_types \
         else lay.linear_mix_bits if fmt.family == "gguf" else lay.linear_bits
     return bits, lay.linear_group, lay.head_bits, lay.head_share
+
+
+def _block_noise_share(fmt: WeightFormat, mc: ModelCost, main_bits: float) -> float:
+    """Mean 4^-bits over the model's block matrices in `fmt` (a 16-bit one adds ~0) as a fraction of `main_bits`
+    throughout: below 1 when part of the weights stays at more bits than the format's main encoding."""
+    n = noise = 0.0
+    for a in fmt.assignments(mc.spec, mc.tensors):
+        t = a.tensor
+        if t.layer is not None and t.is_matrix:
+            n += t.n_elements
+            noise += t.n_elements * 4.0 ** (-a.nbytes * 8 / t.n_elements)
+    return noise / n / 4.0 ** -main_bits if n else 1.0
 
 
 def _shifted_mix_bits(types: dict[str, int], file_type: str) -> float:
@@ -1164,14 +1177,15 @@ def predict(fits: dict[str, FamilyFit], family: str, bits: float, group: int, mo
         note += f"; the {base} fit with added NLL x{math.exp(fit.a - fits[base].a):.2f} (the paired shift)"
     for v in shifted:
         note += f"; {v} rows counted at their added NLL / {math.exp(fits[v].a - fit.a):.2f} (the paired shift)"
-    if family in LOWER_BOUND_PRIOR and fit.n and fits.get(fit.prior) is not None and fits[fit.prior].n:
-        # quantizing the activations adds to the weights' error: never below the weight-only prediction on this model
-        floor = ln_nll(predict(fits, fit.prior, bits, group, model, source, symmetric, params_b, gguf_type)[0])
-        if floor > ln:
-            ln = floor
+    out = (pct_from_ln_nll(ln), pct_from_ln_nll(ln + fit.lo - widen), pct_from_ln_nll(ln + fit.hi + widen))
+    if family in LOWER_BOUND_PRIOR and via == family and fit.n and fits.get(fit.prior) is not None and fits[fit.prior].n:
+        # quantizing the activations adds to the weights' error: never below the weight-only prediction on this model,
+        # its interval's ends included
+        wo = predict(fits, fit.prior, bits, group, model, source, symmetric, params_b, gguf_type)[:3]
+        if wo[0] > out[0]:
             note += f"; raised to the weight-only {fit.prior} prediction on this model, its lower bound"
-    return (pct_from_ln_nll(ln), pct_from_ln_nll(ln + fit.lo - widen), pct_from_ln_nll(ln + fit.hi + widen), basis, note,
-            why)
+        out = (max(out[0], wo[0]), max(out[1], wo[1]), max(out[2], wo[2]))
+    return (*out, basis, note, why)
 
 
 def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bfloat16") -> Quality:
@@ -1196,10 +1210,20 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
         return Quality(0.0, 0.0, "published", note=f"{fmt.id} leaves this model's linear weights in 16-bit")
     family = quality_family(fmt, group, bits)
     key = model_key(mc.spec.id)
+    mix = 1.0
+    if family == "mxfp4":
+        # MXFP4 on a MoE model quantizes the experts only (bf16 or, in MXFP4_MOE, Q8_0 elsewhere), where the rows
+        # quantize every linear weight: the curve (in whole code bits) is read at MXFP4's own bits and scaled by the
+        # experts' share of the block weights' noise
+        mix, bits = _block_noise_share(fmt, mc, GGML_TYPES["MXFP4"].bits_per_weight), GGML_TYPES["MXFP4"].bits_per_weight
     # GPTQ checkpoints are symmetric (AutoGPTQ/GPTQModel's sym=True default, planner quantize's GPTQConfig.sym)
     sym = family == "gptq" and precision_bits(family, bits, group) <= 4
     ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym,
                                               params_b=mc.params / 1e9, gguf_type=_gguf_type(fmt))
+    if mix != 1.0:
+        ppl, plo, phi = (pct_from_ln_nll(ln_nll(v) + math.log(mix)) for v in (ppl, plo, phi))
+        note += (f"; the block weights' mean noise is {mix:.1%} of MXFP4's throughout (the experts' share, plus any Q8_0 "
+                 f"matrices): added NLL x{mix:.3f}")
     note += f"; head {head_bits:.1f} bits"
     fit = _fits().get(family)
     # the rows a prediction rests on set the usual head: a family without rows rests on its sibling mechanism's

@@ -50,8 +50,13 @@ def mxfp4_blocks(b: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, r
     largest value may clip to 1.5 x 2**floor(log2 amax); llama.cpp quantizes MXFP4 without importance weights (qw
     is ignored)."""
     amax = np.abs(b).max(axis=1)
-    _, ex = np.frexp(amax)  # amax = m * 2**ex with m in [0.5, 1): floor(log2 amax) = ex - 1, exactly
-    e = np.where(amax > 0, np.clip(ex.astype(np.int32) - 1 - 2 + 127, 0, 255), 0).astype(np.uint8)
+    # floorf(log2f(amax)) as ggml computes it: log2f's float32 result rounds up to the next integer for an amax a few
+    # float32 steps below a power of two, so the exact log2 is rounded to float32 before the floor, not taken from frexp
+    with np.errstate(divide="ignore"):
+        fl = np.floor(np.log2(amax.astype(np.float64)).astype(F32))
+    # below 2**-125 ggml's float-to-uint8 conversion of a negative exponent is undefined in C; such a block clips to
+    # e = 0 here (every code 0 either way: the values are ~1e-38)
+    e = np.where(amax > 0, np.clip(np.nan_to_num(fl, neginf=0.0) - 2 + 127, 0, 255), 0).astype(np.uint8)
     q = e2m1_codes(b, e8m0_half(e))
     out[:, 0] = e
     out[:, 1:] = _pack(q[:, :16], q[:, 16:])

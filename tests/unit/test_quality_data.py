@@ -222,6 +222,16 @@ SMALL_GPU_BATCHES = [SMALL_BATCHES[0], ROOT / "benchmarks" / "data" / "quality_e
 SMALL_GGUF_BATCHES = [SMALL_BATCHES[1], ROOT / "benchmarks" / "data" / "gguf_quality_extra9.csv"]
 
 
+def _gguf_rows_as_published(rows: list[dict[str, str]], published: list[dict[str, str]]):  # type: ignore[no-untyped-def]
+    """(batch row, the quality_published.csv row it became) for each non-baseline GGUF batch row (same source, model
+    and quant type), after checking that the row names where to read it."""
+    for r in rows:
+        assert LOCATOR.search(r["source"]), r["source"]
+        if r["quant_type"] != "F16":
+            yield r, next(p for p in published if p["source"] == r["source"] and p["model"] == r["model"]
+                          and p["variant"].split(" ")[0] == r["quant_type"])
+
+
 def test_small_batches_cite_a_locator_and_reach_the_table_as_copied():
     """The small batches quality_extra16/19/22.csv and gguf_quality_extra5/9.csv (too few rows for the
     per-file checks above): each row names where to read it, a GPU row's change is its own perplexities' ratio, and every non-baseline row is
@@ -239,12 +249,7 @@ def test_small_batches_cite_a_locator_and_reach_the_table_as_copied():
         assert (row["fit"] == "yes") == (not r["fit_why"] and pct > 0), row
         assert row["fit"] == "yes" or row["why"], row
     n_fit = 0
-    for r in gguf:
-        assert LOCATOR.search(r["source"]), r["source"]
-        if r["quant_type"] == "F16":
-            continue
-        row = next(p for p in published if p["source"] == r["source"] and p["model"] == r["model"]
-                   and p["variant"].split(" ")[0] == r["quant_type"])
+    for r, row in _gguf_rows_as_published(gguf, published):
         assert row["family"].startswith("gguf"), row
         if "Kept out of the fit" in r["notes"]:
             assert row["fit"] == "no" and row["why"], row
@@ -264,12 +269,7 @@ def test_gguf_rows_without_a_stated_imatrix_reach_the_table_held_out():
     rows = _rows(path)
     base = {(r["source"], r["model"]): float(r["ppl"]) for r in rows if r["quant_type"] == "F16"}
     n = 0
-    for r in rows:
-        assert LOCATOR.search(r["source"]), r["source"]
-        if r["quant_type"] == "F16":
-            continue
-        row = next(p for p in published if p["source"] == r["source"] and p["model"] == r["model"]
-                   and p["variant"].split(" ")[0] == r["quant_type"])
+    for r, row in _gguf_rows_as_published(rows, published):
         assert row["family"].startswith("gguf") and row["fit"] == "no" and "importance matrix" in row["why"], row
         if r["ppl_delta_or_pct"]:
             assert row["value"] == r["ppl_delta_or_pct"].rstrip("%"), row

@@ -286,7 +286,9 @@ def test_nvfp4_rows_set_its_level_and_its_weight_only_prior_serves_only_without_
     # Qwen3's W4A4 rows lose less than its weight-only prediction: there the floor holds the prediction up
     qwen = next(r for r in mine if model_key(r.model) == "qwen3-8b")
     raised = predict(fits, "nvfp4", qwen.bits, qwen.group, "qwen3-8b")
-    assert "its lower bound" in raised[4] and raised[0] > qwen.ppl_pct
+    floor = predict(fits, "nvfp4-wo", qwen.bits, qwen.group, "qwen3-8b")
+    assert "raised to the weight-only nvfp4-wo prediction" in raised[4]
+    assert raised[0] == pytest.approx(floor[0]) and raised[1] >= floor[1] and raised[2] >= floor[2]
 
 def test_a_family_without_rows_takes_its_siblings_usual_head(registry, monkeypatch):
     """MLX quantizes its head with the linears; RTN's rows keep it in 16-bit. Resting on RTN (no MLX rows), an MLX
@@ -332,6 +334,9 @@ def test_activation_precision_is_read_per_row_and_splits_the_mixed_families():
         smooth = predict(fits, "int8-w8a8", 8.0, 0, model)[0]
         assert naive > smooth
         assert predict(fits, "nvfp4", 4.5, 16, model)[0] >= predict(fits, "nvfp4-wo", 4.5, 16, model)[0]  # its floor
+    # where the floor does not act, the W4A4 rows' own level is above the weight-only one
+    own = predict(fits, "nvfp4", 4.5, 16, "llama-3.1-8b")
+    assert own[0] > 1.5 * predict(fits, "nvfp4-wo", 4.5, 16, "llama-3.1-8b")[0] and "raised" not in own[4]
 
 
 def test_planner_formats_map_to_the_activation_variant_their_runtimes_run(registry):

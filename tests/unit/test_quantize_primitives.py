@@ -189,6 +189,13 @@ def test_mxfp4_bytes_are_llama_cpps():
     x[0, :4] = [0.0, -0.0, 1e-38, -1e-38]
     x[1, :] = 0.0
     x[2, :64] = np.arange(64, dtype=np.float32) * np.float32(0.125)  # midpoints: ties
+    # a block maximum a few float32 steps below a power of two: ggml's log2f rounds up to the next exponent there
+    for i, k in enumerate(range(-100, 101, 25)):  # 9 rows, 8 blocks each 1..8 steps below 2**k
+        x[3 + i] = 0.0
+        v = np.float32(2.0 ** k)
+        for j in range(8):
+            v = np.nextafter(v, np.float32(0))
+            x[3 + i, 32 * j:32 * j + 2] = [v, -v / np.float32(3)]
     with Worker(JOB) as w:
         _, (theirs,) = w.call("ggml_quantize", {"type": int(QT.MXFP4)}, [x], doing="ggml_quantize_chunk")
     ours = encode("MXFP4", x, threads=2)
