@@ -13,20 +13,25 @@ perplexities converted to token level first, token_level_pct):
   weight-only NVFP4 toward FP4...), by FAMILY_PRIOR_SOURCES; a family without rows takes the sibling's level;
   predictions of a family with a single source, or without rows, say `extrapolated` and get a wider interval;
 - activation precision is part of the family (each row's `activations`): NVFP4 W4A4 (`nvfp4`, what vLLM/TensorRT-LLM
-  run on Blackwell) is fitted apart from weight-only NVFP4 (`nvfp4-wo`, its lower bound: LOWER_BOUND_PRIOR); INT8 W8A8
+  run on Blackwell) is fitted apart from weight-only NVFP4 (`nvfp4-wo`, its lower bound: LOWER_BOUND_PRIOR, and the
+  floor of its predictions on a model); INT8 W8A8
   without smoothing is the smoothed family's rows shifted by the effect of smoothing measured in paired rows
   (PAIRED_VARIANTS, paired_shift; the same for legacy GGUF types quantized with an importance matrix);
 - a model's effect (its sensitivity to weight noise) is shared across families and shrunk toward 0, a point release's
   toward its predecessor's (sibling; a model without rows has none: its predecessor's is not borrowed), on top of a
   heavily-trained-release term (HEAVY_TRAINED): one factor for the quantizers that round with calibration activations
-  (CALIBRATED: GPTQ, AWQ, EXL2), one for the others; the activation-quantizing families (ACT_FAMILIES) add a second
-  model effect of their own;
+  (CALIBRATED: GPTQ, AWQ, EXL2), one for the others; the families whose activation grid outlier channels coarsen
+  (ACT_FAMILIES: INT8 W8A8, LLM.int8(), NVFP4 W4A4; not FP8) add a second model effect of their own;
 - a source's setup effect (context, dataset, base vs instruct, its implementation) is shared across the families it
   measured, and exists only for a source with rows in two or more families (else it is the family's level).
   Predictions for a user carry no setup effect: the interval is the spread of the residuals without it.
-Each source weighs the same within a family however many rows it published. There is no model-size term: the rows
-disagree on its direction (Llama-2-70B loses less than 7B, Llama-3-70B more than 8B). A model with published rows in
+Each source weighs the same within a family however many rows it published. There is no model-size term above
+SIZE_KNOT_B (the small-model term, size_term, acts below it): the rows disagree on its direction (Llama-2-70B loses
+less than 7B, Llama-3-70B more than 8B). A model with published rows in
 the family keeps its own mean residual there (shrunk by MODEL_SHRINK; basis `published`).
+A GGUF file counts at its mix's equal-noise bits, each tensor credited for its type's leaner scale storage
+(_shifted_mix_bits); MXFP4_MOE is read off the mxfp4 rows at MXFP4's bits, scaled by the experts' share of the block
+weights' noise (_block_noise_share), as is the mxfp4 GPU format on a MoE model.
 Each row carries its family's usual head (USUAL_HEAD_BITS). A format whose head (output.weight / lm_head, or the
 tied token embedding) is stored at other bits is adjusted by head_factor: the head counts as HEAD_WEIGHT x its share of
 the quantized parameters, its loss read off the same family curve at the head's bits.
