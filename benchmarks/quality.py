@@ -132,6 +132,9 @@ def replication(rows: list[Row]) -> dict[str, list[float]]:
     return out
 
 
+TARGET_MEDIAN, TARGET_WITHIN_2X = 1.5, 0.9  # issue #18: per family, leave-one-source-out
+
+
 def _cell(errs: list[float]) -> str:
     return f"{statistics.median(errs):6.2f} {sum(x <= 2 for x in errs) / len(errs):5.0%}"
 
@@ -305,6 +308,10 @@ def main(argv: list[str]) -> None:
     allr = [x for v in rep.values() for x in v]
     print(f"{'all':19} {len(rows):4d} {'':4} | " + " | ".join(_cell(allv[m]) for m in res)
           + f" | {sum(alli) / len(alli):8.0%} | {len(allr):7d} {sum(x <= 2 for x in allr) / len(allr):5.0%}")
+    met = [f for f in sorted(n_src) if statistics.median(err["loso"][f]) <= TARGET_MEDIAN
+           and sum(x <= 2 for x in err["loso"][f]) / len(err["loso"][f]) >= TARGET_WITHIN_2X]
+    print(f"issue #18's target (LOSO median <= {TARGET_MEDIAN}x and >= {TARGET_WITHIN_2X:.0%} within 2x) met by "
+          f"{len(met)} of {len(n_src)} families: {', '.join(met) or 'none'}")
     print_size_bands(full["loso"])
     print_source_level_bound(full["loso"])
     print_noise_aware(full["loso"])
