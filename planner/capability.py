@@ -40,10 +40,10 @@ if TYPE_CHECKING:
 USES = ("chat", "coding", "reasoning")
 # Calibrated against planner/data/capability_recovery.csv by benchmarks/capability_recovery.py (least squares through
 # the origin of fraction lost on planner KLD, 28 rows; the range is the 10-90 % spread of the per-row ratios).
-RECOVERY_PER_KLD = 0.365
-RECOVERY_PER_KLD_RANGE = (0.036, 1.873)
+RECOVERY_PER_KLD = 0.367
+RECOVERY_PER_KLD_RANGE = (0.036, 1.861)
 NOISE_KLD = 0.02  # assumed: below this KLD a format's loss (<~0.5 point) is inside benchmark run-to-run noise
-CALIBRATED_MAX_KLD = 0.1481  # the largest planner KLD among the calibration rows (gptq-int4 on Llama-3.1-70B)
+CALIBRATED_MAX_KLD = 0.1476  # the largest planner KLD among the calibration rows (gptq-int4 on Llama-3.1-70B)
 # Assumed: past the calibrated edge the rank moves linearly from the central estimate to the interval's pessimistic end,
 # reached at this multiple of the edge (a KLD twice the largest calibrated one is a guess either way).
 EXTRAPOLATION_FULL_X = 2.0

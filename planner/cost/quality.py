@@ -80,7 +80,7 @@ HEAVY_TRAINED = ("llama-3", "qwen2", "qwen3", "gemma-2-", "gemma-2b", "gemma-3",
 # scaled channels, EXL2's GPTQ rounding): a heavily trained model's extra loss is smaller under them. The rows show it
 # in four sources each (arXiv 2404.14047 and 2505.02214, torchao, llm-compressor): the heavily-trained residual over
 # the older models' is ~0.6-0.7 (ln) for GPTQ and AWQ against ~1.2-1.35 for RTN and K-quants. Their factor is a column
-# of its own, tied to the others' by HEAVY_TIE (fitted: x2.1 against x2.8 on the added NLL). llama.cpp's importance
+# of its own, tied to the others' by HEAVY_TIE (fitted: x2.1 against x2.3 on the added NLL). llama.cpp's importance
 # matrix is left with the others: its heavily-trained rows are mostly one model's (Llama-3-8B, PR #6936), which the
 # calibrated factor underpredicts (gguf-imatrix leave-one-source-out within 2x: 73 % -> 50 %), though it would fit
 # ik_llama.cpp's IQ4_XS figures on eight newer models (kept out of the fit, imatrix unstated) better (56 % -> 78 %).
@@ -112,9 +112,9 @@ SIZE_KNOT_B = 4.0
 # - "non-uniform": IQ4_NL/IQ4_XS round each weight to 16 non-uniform levels (ggml-quants kvalues_iq4nl): a scalar
 #   codebook, denser where weights are dense; for a Gaussian source the best 16-level scalar quantizer has ~0.82x the
 #   uniform one's error (Max 1960), so its gain is small.
-# One ln offset per kind, fitted in the joint fit at equal bits. The lattice gains (x0.76 on the added NLL; in one
+# One ln offset per kind, fitted in the joint fit at equal bits. The lattice gains (x0.74 on the added NLL; in one
 # table IQ3_S loses 6.4 % against Q3_K_S's 9.9 % at the same 3.46 bits, Llama-3.3-70B, gguf_quality_extra2.csv); the
-# non-uniform levels fit x1.07, no gain over the K-quants at equal (equal-noise) bits.
+# non-uniform levels fit x1.02, no gain over the K-quants at equal (equal-noise) bits.
 CODEBOOK_KINDS = {"lattice": "an i-quant lattice codebook (groups of weights rounded to lattice points, not the "
                              "K-quants' uniform grid)",
                   "non-uniform": "an i-quant non-uniform codebook (16 levels denser where weights are dense, not the "
