@@ -222,13 +222,20 @@ def _signed_absmax_32(b: np.ndarray) -> np.ndarray:
     return ((top >> np.uint32(1)) | (top << np.uint32(31))).view(F32)
 
 
+_JUST_BELOW_HALF = np.nextafter(F32(0.5), F32(0))  # 0.49999997
+
+
 def _q8_0(b: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 32) -> np.ndarray:
     """Q8_0 blocks: (nb, 32) -> (nb, 34) = fp16 d | 32 x int8, x = d * q."""
     # |x| as integers (float order = integer order for non-negative floats): one integer segment max per block
     mag = b.view(np.uint32) & np.uint32(0x7FFFFFFF)
     d = _seg_max(mag).view(F32) / F32(127)
     q = b * _inv(d)[:, None]  # |q| <= 127 by construction (the unrounded d is used, as ggml does)
-    np.rint(q, out=q)
+    # ggml's roundf: halves away from zero (rint would take them to even; ties are common when the input holds 16-bit
+    # values). For |q| <= 127, adding the largest float32 below 0.5 with q's sign and truncating is exactly roundf: it
+    # carries a .5 over the integer and nothing below it (the sum's rounding cannot reach the next integer)
+    q += np.copysign(_JUST_BELOW_HALF, q)
+    np.trunc(q, out=q)
     out[:, :2] = _f16_bytes(_f16(d))
     np.copyto(out[:, 2:].view(np.int8), q, casting="unsafe")  # exact: q holds integers
     return out
