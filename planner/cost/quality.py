@@ -1064,8 +1064,6 @@ def _shifted_mix_bits(types: dict[str, int], file_type: str) -> float:
     fallbacks in a K-quant file (Q5_0 for Q4_K rows off the 256 super-block) stay at their bits per weight: on
     Llama-3-8B a Q5_0 file loses 1.34x a Q5_K_S one at the same 5.5 bits (llama.cpp PR #6936), nearer the K-quant
     line at its bits (1x) than at its 5 code bits (2x). Without fallbacks: the file's mix bits."""
-    from planner.formats import GGML_TYPES
-
     n = sum(types.values())
     noise = sum(k * 4.0 ** -(GGML_TYPES[t].bits_per_weight + scale_credit(t)) for t, k in types.items())
     return -math.log(noise / n, 4) - scale_credit(file_type)
@@ -1220,7 +1218,8 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
         # MXFP4 on a MoE model quantizes the experts only (bf16 or, in MXFP4_MOE, Q8_0 elsewhere), where the rows
         # quantize every linear weight: the curve (in whole code bits) is read at MXFP4's own bits and scaled by the
         # experts' share of the block weights' noise
-        mix, bits = _block_noise_share(fmt, mc, GGML_TYPES["MXFP4"].bits_per_weight), GGML_TYPES["MXFP4"].bits_per_weight
+        bits = GGML_TYPES["MXFP4"].bits_per_weight
+        mix = _block_noise_share(fmt, mc, bits)
     # GPTQ checkpoints are symmetric (AutoGPTQ/GPTQModel's sym=True default, planner quantize's GPTQConfig.sym)
     sym = family == "gptq" and precision_bits(family, bits, group) <= 4
     ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym,
