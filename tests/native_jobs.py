@@ -97,7 +97,10 @@ def handle(state: dict[str, Any], op: str, args: dict[str, Any],
 
         import llama_cpp
 
-        lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+        libs = sorted((Path(llama_cpp.__file__).parent / "lib").glob("*ggml-base.*"))  # .so, .dylib or .dll
+        if not libs:
+            raise PlannerError("llama-cpp-python ships no ggml-base library beside it: cannot call ggml_quantize_chunk")
+        lib = ctypes.CDLL(str(libs[0]))
         lib.ggml_quantize_chunk.restype = ctypes.c_size_t
         lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                             ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
