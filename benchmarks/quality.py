@@ -135,8 +135,13 @@ def replication(rows: list[Row]) -> dict[str, list[float]]:
 TARGET_MEDIAN, TARGET_WITHIN_2X = 1.5, 0.9  # issue #18: per family, leave-one-source-out
 
 
+def _within_2x(errs: list[float]) -> float:
+    """The share of factor errors within 2x."""
+    return sum(x <= 2 for x in errs) / len(errs)
+
+
 def _cell(errs: list[float]) -> str:
-    return f"{statistics.median(errs):6.2f} {sum(x <= 2 for x in errs) / len(errs):5.0%}"
+    return f"{statistics.median(errs):6.2f} {_within_2x(errs):5.0%}"
 
 
 def residuals_by(loso: list[tuple[Row, float, bool]], key: Callable[[Row], str]) -> dict[str, list[float]]:
@@ -309,7 +314,7 @@ def main(argv: list[str]) -> None:
     print(f"{'all':19} {len(rows):4d} {'':4} | " + " | ".join(_cell(allv[m]) for m in res)
           + f" | {sum(alli) / len(alli):8.0%} | {len(allr):7d} {sum(x <= 2 for x in allr) / len(allr):5.0%}")
     met = [f for f in sorted(n_src) if statistics.median(err["loso"][f]) <= TARGET_MEDIAN
-           and sum(x <= 2 for x in err["loso"][f]) / len(err["loso"][f]) >= TARGET_WITHIN_2X]
+           and _within_2x(err["loso"][f]) >= TARGET_WITHIN_2X]
     print(f"issue #18's target (LOSO median <= {TARGET_MEDIAN}x and >= {TARGET_WITHIN_2X:.0%} within 2x) met by "
           f"{len(met)} of {len(n_src)} families: {', '.join(met) or 'none'}")
     print_size_bands(full["loso"])

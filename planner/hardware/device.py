@@ -50,4 +50,3 @@ class DeviceRecord(Record, DeviceMethods):
 
 class FabricRecord(Record):
     """Cached form of FabricSpec."""
-

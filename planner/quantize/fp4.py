@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.quantize.block_helpers import F32
+from planner.quantize.block_helpers import F32, _nibbles32
 
 # Midpoints between consecutive doubled E2M1 magnitudes (0, 1, 2, 3, 4, 6, 8, 12): a magnitude's code is the number
 # of midpoints it exceeds. On a midpoint the smaller magnitude wins, as llama.cpp's best_index_mxfp4 keeps the first
@@ -39,10 +39,6 @@ def e8m0_half(e: np.ndarray) -> np.ndarray:
     return bits.astype(np.uint32).view(F32)
 
 
-def _pack(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return lo | (hi << np.uint8(4))
-
-
 def mxfp4_blocks(b: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, row: int = 32) -> np.ndarray:
     """MXFP4 blocks: (nb, 32) -> (nb, 17) = E8M0 exponent e | 16 bytes of codes (value j low nibble, j + 16 high).
 
@@ -59,5 +55,5 @@ def mxfp4_blocks(b: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None, r
     e = np.where(amax > 0, np.clip(np.nan_to_num(fl, neginf=0.0) - 2 + 127, 0, 255), 0).astype(np.uint8)
     q = e2m1_codes(b, e8m0_half(e))
     out[:, 0] = e
-    out[:, 1:] = _pack(q[:, :16], q[:, 16:])
+    out[:, 1:] = _nibbles32(q)
     return out
