@@ -60,6 +60,7 @@ class FormatLayout:
     # quantized block-linear weights per ggml type (GGUF formats): the quality model credits each type's own leaner
     # scales (quality.scale_credit: IQ4_XS beside its IQ4_NL fallbacks), so a mix of types is rated tensor by tensor
     linear_types: dict[str, int] = field(default_factory=dict)
+    block_elems: int = 0  # weights of every block matrix, quantized or not (the mxfp4 formats leave some in 16-bit)
     sum_layers: int = field(init=False)
     sum_active: float = field(init=False)
 
@@ -84,7 +85,7 @@ class FormatLayout:
 
 
 # Bump when FormatLayout's fields or their meaning change: layouts on disk written under another version are ignored.
-LAYOUT_SCHEMA = 4
+LAYOUT_SCHEMA = 5
 
 
 @lru_cache(maxsize=1)
@@ -263,6 +264,7 @@ class ModelCost:
         q_bits = q_elems = 0
         q_noise = 0.0  # sum over quantized block-linear weights of 4^-bits (mix_bits)
         q_types: dict[str, int] = {}
+        block_elems = 0
         groups: dict[int, int] = {}
         head_bits, head_elems = 16.0, 0
         facts = self._facts
@@ -303,6 +305,7 @@ class ModelCost:
                 if where == 2 or tied:
                     head_bits, head_elems = nbytes * 8 / n_el, n_el
                 continue
+            block_elems += n_el
             if nbytes * 8 < 15 * n_el:  # below 16 bits per weight: some quantization
                 q_bits += nbytes * 8
                 q_elems += n_el
@@ -320,4 +323,4 @@ class ModelCost:
         else:
             bits, group, share, mix = 16.0, 0, 0.0, 16.0
         return FormatLayout(stored, header, layer_bytes, layer_active, embed, head, head_active, types,
-                            bits, group, head_bits, share, mix, q_types)
+                            bits, group, head_bits, share, mix, q_types, block_elems)

@@ -31,7 +31,7 @@ less than 7B, Llama-3-70B more than 8B). A model with published rows in
 the family keeps its own mean residual there (shrunk by MODEL_SHRINK; basis `published`).
 A GGUF file counts at its mix's equal-noise bits, each tensor credited for its type's leaner scale storage
 (_shifted_mix_bits); MXFP4_MOE is read off the mxfp4 rows at MXFP4's bits, scaled by the experts' share of the block
-weights' noise (_block_noise_share), as is the mxfp4 GPU format on a MoE model.
+weights' noise (_block_noise_share, from the layout), as is the mxfp4 GPU format on a MoE model.
 Each row carries its family's usual head (USUAL_HEAD_BITS). A format whose head (output.weight / lm_head, or the
 tied token embedding) is stored at other bits is adjusted by head_factor: the head counts as HEAD_WEIGHT x its share of
 the quantized parameters, its loss read off the same family curve at the head's bits.
@@ -1045,16 +1045,11 @@ def _linear_and_head(fmt: WeightFormat, mc: ModelCost) -> tuple[float, int, floa
     return bits, lay.linear_group, lay.head_bits, lay.head_share
 
 
-def _block_noise_share(fmt: WeightFormat, mc: ModelCost, main_bits: float) -> float:
-    """Mean 4^-bits over the model's block matrices in `fmt` (a 16-bit one adds ~0) as a fraction of `main_bits`
-    throughout: below 1 when part of the weights stays at more bits than the format's main encoding."""
-    n = noise = 0.0
-    for a in fmt.assignments(mc.spec, mc.tensors):
-        t = a.tensor
-        if t.layer is not None and t.is_matrix:
-            n += t.n_elements
-            noise += t.n_elements * 4.0 ** (-a.nbytes * 8 / t.n_elements)
-    return noise / n / 4.0 ** -main_bits if n else 1.0
+def _block_noise_share(types: dict[str, int], block_elems: int, main_bits: float) -> float:
+    """A layout's mean 4^-bits over every block matrix (its quantized ones by ggml type, `types`; a 16-bit one adds
+    ~4^-16, left out) as a fraction of `main_bits` throughout: below 1 when part of the weights stays at more bits."""
+    noise = sum(k * 4.0 ** -GGML_TYPES[t].bits_per_weight for t, k in types.items())
+    return noise / block_elems / 4.0 ** -main_bits if block_elems else 1.0
 
 
 def _shifted_mix_bits(types: dict[str, int], file_type: str) -> float:
@@ -1218,8 +1213,8 @@ def expected_quality(fmt: WeightFormat, mc: ModelCost, native_dtype: str = "bflo
         # MXFP4 on a MoE model quantizes the experts only (bf16 or, in MXFP4_MOE, Q8_0 elsewhere), where the rows
         # quantize every linear weight: the curve (in whole code bits) is read at MXFP4's own bits and scaled by the
         # experts' share of the block weights' noise
-        bits = GGML_TYPES["MXFP4"].bits_per_weight
-        mix = _block_noise_share(fmt, mc, bits)
+        bits, lay = GGML_TYPES["MXFP4"].bits_per_weight, mc.layout(fmt)
+        mix = _block_noise_share(lay.linear_types, lay.block_elems, bits)
     # GPTQ checkpoints are symmetric (AutoGPTQ/GPTQModel's sym=True default, planner quantize's GPTQConfig.sym)
     sym = family == "gptq" and precision_bits(family, bits, group) <= 4
     ppl, plo, phi, basis, note, why = predict(_fits(), family, bits, group, key, symmetric=sym,
