@@ -284,6 +284,12 @@ def _calibrated(src: Source, cfg: QuantConfig, assignments: list[Assignment], ca
     if src.kind != "hf":
         raise PlannerError(f"{src.path}: GPTQ/AWQ calibration runs a Hugging Face directory (config.json, safetensors, "
                            "tokenizer.json); convert the GGUF first with -f bf16")
+    try:
+        import torch  # noqa: F401  (the calibrated quantizers run the model block by block in torch)
+    except ImportError:
+        raise PlannerError(f"{type(cfg).__name__.removesuffix('Config')} calibration runs the model in torch, which is "
+                           "not installed: pip install 'llm-deploy-planner[quant]' (torch==2.13.0 is the CPU build), or "
+                           "use rtn-int4 / rtn-int8, which need no torch") from None
     if calib is None:  # the bundled calibration text, which is not eval's default text (no calibrating on the test)
         from planner.measure.quality.text import GPU_CALIB_TEXT
 

@@ -11,7 +11,7 @@ import pytest
 from planner.cli import main
 from planner.measure.quality import core
 from fake_runtime import fake_runtime
-from quantize_models import make_hf_model
+from quantize_models import make_hf_model, needs_torch
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -73,6 +73,8 @@ def test_eval_bad_text_is_exit_2(capsys, model, tmp_path, content):
     assert err.startswith("planner: error:") and str(bad) in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.real_runtime
+@needs_torch
 def test_eval_weight_only_formats_table(capsys, model, tmp_path, monkeypatch):
     monkeypatch.setenv("PLANNER_DATA_DIR", str(tmp_path / "data"))
     code, out, err = run(capsys, "eval", str(model), "--formats", "Q8_0,nf4,gptq-int4", "--ctx", "64", "--chunks", "2")

@@ -16,7 +16,7 @@ from planner.cli import main
 from planner.measure.quality import core
 from planner.outputs import MARKER, check_output, remove_created, why_not_replaceable
 from fake_runtime import fake_runtime
-from quantize_models import make_hf_model
+from quantize_models import make_hf_model, needs_torch
 
 Fake = fake_runtime({"F16": 0.0, "Q8_0": 0.05, "Q4_0": 0.6})
 
@@ -156,6 +156,8 @@ def test_force_replaces_a_gguf_file_planner_wrote(capsys, model, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.real_runtime
+@needs_torch
 def test_force_replaces_a_directory_planner_wrote(capsys, model, tmp_path):
     out = tmp_path / "gptq"
     assert run(capsys, "quantize", str(model), "-f", "bf16", "-o", str(out), "--json")[0] == 0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from planner.cli import main
-from quantize_models import make_hf_model
+from quantize_models import make_hf_model, needs_torch
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -53,6 +53,8 @@ def test_quantize_json(capsys, model, tmp_path):
     assert code == 0 and json.loads(stdout)["file_size_bytes"] == data["predicted_file_bytes"]
 
 
+@pytest.mark.real_runtime
+@needs_torch
 def test_quantize_text_report(capsys, model, tmp_path):
     code, stdout, err = run(capsys, "quantize", str(model), "-f", "gptq-int4", "-o", str(tmp_path / "gptq"), "--worst", "3")
     assert code == 0, err
@@ -239,3 +241,16 @@ def test_recommend_quantize_writes_the_recommended_artifact(tmp_path, capsys):
     assert ("Q8_0" in types) if best["format"] == "Q8_0" else ("Q4_K" in types or "Q5_0" in types)
     code = main(["recommend", "--model", str(src), "--device", "rtx-4090", "--quantize", str(src)])
     assert code == 1 and "needs -o" in capsys.readouterr().err
+
+
+def test_gptq_without_torch_is_one_clear_line_and_writes_nothing(capsys, model, tmp_path, monkeypatch):
+    """GPTQ/AWQ calibrate in torch, an optional dependency: without it `planner quantize` says so in one line, with the
+    install and the formats that need no torch, and leaves nothing behind (it was an internal error before)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError, as on a machine without it
+    out = tmp_path / "gptq"
+    code, _, err = run(capsys, "quantize", str(model), "-f", "gptq-int4", "-o", str(out))
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "torch, which is not installed" in err and "[quant]" in err and "rtn-int4" in err
+    assert not out.exists() and not list(tmp_path.glob("gptq*"))

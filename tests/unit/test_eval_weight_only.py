@@ -159,6 +159,8 @@ class _Fake:
         pass
 
 
+@pytest.mark.real_runtime
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch and safetensors are not installed")
 def test_weight_only_formats_in_the_eval_flow(tiny, tmp_path):
     rep = core.evaluate(tiny, ["Q8_0", "nf4", "gptq-int4"], load_dataset("sample"), ctx=64, max_chunks=2,
                         open_model=_Fake, cache=tmp_path)
@@ -189,6 +191,8 @@ class _FakeCalib(_Fake):
         self.fmt = self.fmt.split("-calib-")[0]
 
 
+@pytest.mark.real_runtime
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch and safetensors are not installed")
 def test_eval_calibrates_gptq_and_awq_on_the_users_text(tiny, tmp_path, capsys):
     """--calib: GPTQ/AWQ are quantized on the user's text (other weights than with the bundled text), beside the
     bundled text's files in the cache, and the stored record names the text; a GGUF-only run refuses it (exit 2)."""

@@ -20,7 +20,7 @@ from planner.quantize import group_quant as gq
 from planner.quantize.pipeline import quantize_model
 from planner.quantize.primitives import from_bf16_bits, sqnr_db
 from planner.quantize.sources import hf_name_of, qk_row_order
-from quantize_models import make_hf_model, smollm2_gguf
+from quantize_models import make_hf_model, needs_torch, smollm2_gguf
 
 FILE_TYPES = ["F16", "Q8_0", "Q4_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
 FLOOR = {"F16": 60, "F32": 200, "Q8_0": 35, "Q6_K": 28, "Q5_K": 24, "Q5_0": 23, "Q5_1": 23, "Q4_K": 18, "Q4_0": 17,
@@ -129,8 +129,8 @@ def _read_st(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.mark.parametrize("fmt", ["gptq-int4", "gptq-int8", "rtn-int4", "rtn-int8", "nf4", "fp8", "mlx-4bit", "mlx-8bit",
-                                 "bf16", "fp16"])
+@pytest.mark.parametrize("fmt", [*(pytest.param(f, marks=(pytest.mark.real_runtime, needs_torch)) for f in ("gptq-int4", "gptq-int8")),
+                                 "rtn-int4", "rtn-int8", "nf4", "fp8", "mlx-4bit", "mlx-8bit", "bf16", "fp16"])
 def test_safetensors_formats(models, tmp_path, fmt):
     src, weights = models["h256"]
     out = tmp_path / fmt
